@@ -1,0 +1,27 @@
+#ifndef DERENROLL_TUI_CLI_H
+#define DERENROLL_TUI_CLI_H
+
+#include <stdbool.h>
+
+struct enr_config;
+struct enr_catalog;
+
+/* What every sub-command gets: the global options, already parsed. */
+struct cli_globals {
+	const char *config_path; /* --config, or NULL for the default */
+	const char *store_path;	 /* --store, or NULL */
+	bool demo;		 /* --demo */
+	struct enr_config *cfg;	 /* loaded lazily by cli_load_config() */
+	struct enr_catalog *catalog;
+};
+
+/* Prints "derenroll: <message>" on stderr. */
+void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Prints the core's last error and returns the exit code for `rc`. */
+int cli_fail(int rc);
+
+/* Loads the config and the vendor catalogue once; prints config warnings. */
+int cli_load_config(struct cli_globals *g);
+
+#endif

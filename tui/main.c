@@ -1,0 +1,199 @@
+#include <getopt.h>
+#include <locale.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "derenroll/config.h"
+#include "derenroll/error.h"
+#include "derenroll/log.h"
+#include "derenroll/vendor.h"
+#include "enr_build_config.h"
+#include "cli.h"
+
+#define EXIT_USAGE 2
+
+struct command {
+	const char *name;
+	const char *args;
+	const char *summary;
+	int (*run)(struct cli_globals *g, int argc, char **argv);
+};
+
+/* Every sub-command the product has; run == NULL: not in this build yet. */
+static const struct command commands[] = {
+	{"list", "[--json] [--due DAYS]", "list enrolled systems, most urgent first", NULL},
+	{"show", "ID [--json] [--reveal]", "show one enrolled system", NULL},
+	{"status", "[--json] [ID...]", "check systems against the vendors now", NULL},
+	{"refresh", "[--due DAYS | ID...] [--json]", "refresh tokens before they expire", NULL},
+	{"enroll", "VENDOR --customer REF [--method M] [--site ID] [--json]",
+	 "enroll a system without the wizard", NULL},
+	{"remove", "ID [--yes]", "remove an enrolled system", NULL},
+	{"export", "--json [--force]", "export every record, secrets included", NULL},
+	{"secret", "set|list|remove [NAME]", "keep the company's app secrets in the store", NULL},
+	{"sandbox", "[--listen ADDR:PORT] [--write-config FILE]",
+	 "serve the offline world of every vendor on loopback", NULL},
+	{"relay", "--listen ADDR:PORT --public-url URL --secret-file FILE",
+	 "run the callback relay for phones", NULL},
+	{"join", "create-flow --redirect-uri URL --vendors LIST [--save]",
+	 "manage Derapi Join flows", NULL},
+	{"reauth", "ID", "re-authorize an enrolled system with the customer", NULL},
+};
+
+void cli_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("derenroll: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+int cli_fail(int rc)
+{
+	const char *msg = enr_error_last();
+
+	cli_error("%s", msg[0] ? msg : enr_error_default_message(rc));
+	return enr_error_exit_code(rc);
+}
+
+static void print_config_warning(const char *msg, void *ctx)
+{
+	(void)ctx;
+	cli_error("warning: %s", msg);
+}
+
+int cli_load_config(struct cli_globals *g)
+{
+	int rc;
+
+	if (!g->cfg) {
+		rc = enr_config_load(&g->cfg, g->config_path);
+		if (rc < 0)
+			return rc;
+		for (size_t i = 0; i < enr_config_warning_count(g->cfg); i++)
+			cli_error("warning: %s", enr_config_warning(g->cfg, i));
+	}
+	if (!g->catalog) {
+		rc = enr_catalog_load(&g->catalog, NULL);
+		if (rc < 0)
+			return rc;
+		enr_catalog_check_config(g->catalog, g->cfg, print_config_warning, NULL);
+	}
+	return 0;
+}
+
+static void usage(FILE *out)
+{
+	fprintf(out, "Usage: derenroll [GLOBAL OPTIONS] [COMMAND [ARGS]]\n"
+		     "\n"
+		     "Authorize a customer's solar and battery systems for API access.\n"
+		     "Without a command, runs the enrollment wizard.\n"
+		     "\n"
+		     "Global options (before the command):\n"
+		     "  --config FILE   read FILE instead of ~/.config/derenroll/config.ini\n"
+		     "  --store FILE    use the credential store FILE\n"
+		     "  --demo          run against the built-in sandbox with a throwaway store\n"
+		     "  -h, --help      show this help and exit\n"
+		     "  -V, --version   show the version and exit\n"
+		     "\n"
+		     "Commands:\n");
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		fprintf(out, "  %-8s %s\n           %s%s\n", commands[i].name, commands[i].args,
+			commands[i].summary, commands[i].run ? "" : " (not available yet)");
+	fprintf(out, "\n"
+		     "Exit codes: 0 ok; 1 needs a person (rejected, expired, declined, expiring);\n"
+		     "2 usage or configuration error; 3 temporary or vendor failure, retry later;\n"
+		     "4 credential store error.\n");
+}
+
+static const struct command *find_command(const char *name)
+{
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		if (strcmp(commands[i].name, name) == 0)
+			return &commands[i];
+	return NULL;
+}
+
+static int run_wizard(struct cli_globals *g)
+{
+	int rc = cli_load_config(g);
+
+	if (rc < 0)
+		return cli_fail(rc);
+	cli_error("the enrollment wizard%s is not available in this build yet; "
+		  "'derenroll --help' lists the commands",
+		  g->demo ? " (--demo)" : "");
+	return EXIT_USAGE;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option options[] = {
+		{"config", required_argument, NULL, 'c'},
+		{"store", required_argument, NULL, 's'},
+		{"demo", no_argument, NULL, 'D'},
+		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},
+		{NULL, 0, NULL, 0},
+	};
+	struct cli_globals g = {0};
+	const struct command *cmd;
+	int opt, status;
+
+	setlocale(LC_ALL, "");
+	opterr = 0;
+	/* '+': global options stop at the first operand (the command). */
+	while ((opt = getopt_long(argc, argv, "+hV", options, NULL)) != -1) {
+		switch (opt) {
+		case 'c':
+			g.config_path = optarg;
+			break;
+		case 's':
+			g.store_path = optarg;
+			break;
+		case 'D':
+			g.demo = true;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		case 'V':
+			printf("derenroll %s\n", ENR_VERSION);
+			return 0;
+		default:
+			if (optopt && optopt != '?')
+				cli_error("unknown option '-%c' (try 'derenroll --help')", optopt);
+			else
+				cli_error("unknown option '%s' (try 'derenroll --help')",
+					  argv[optind - 1]);
+			return EXIT_USAGE;
+		}
+	}
+	if (optind >= argc) {
+		status = run_wizard(&g);
+		goto out;
+	}
+	cmd = find_command(argv[optind]);
+	if (!cmd) {
+		cli_error("unknown command '%s' (try 'derenroll --help')", argv[optind]);
+		return EXIT_USAGE;
+	}
+	if (!cmd->run) {
+		cli_error("'%s' is not available in this build yet", cmd->name);
+		return EXIT_USAGE;
+	}
+	/* Sub-commands parse their own options from argv[0] = their name. */
+	argc -= optind;
+	argv += optind;
+	optind = 0;
+	status = cmd->run(&g, argc, argv);
+out:
+	enr_config_free(g.cfg);
+	enr_catalog_free(g.catalog);
+	enr_log_clear_secrets();
+	return status;
+}

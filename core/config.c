@@ -34,21 +34,35 @@ struct enr_config {
 };
 
 static const char *const secret_keys[] = {
-	"client_secret", "secret", "api_key", "key_secret", "account_key",
-	"access_token", "refresh_token", "password", "partner_client_secret",
+    "client_secret", "secret",      "api_key",
+    "key_secret",    "account_key", "access_token",
+    "refresh_token", "password",    "partner_client_secret",
 };
 
 static const char *const vendor_keys[] = {
-	"authorize_url", "token_url", "api_url", "bc_url", "api_v1_url", "client_id",
-	"client_secret", "redirect_uri", "api_key", "account_key", "key_id", "key_secret",
-	"audience", "scopes", "program_id", "partner_client_id", "partner_client_secret",
+    "authorize_url",
+    "token_url",
+    "api_url",
+    "bc_url",
+    "api_v1_url",
+    "client_id",
+    "client_secret",
+    "redirect_uri",
+    "api_key",
+    "account_key",
+    "key_id",
+    "key_secret",
+    "audience",
+    "scopes",
+    "program_id",
+    "partner_client_id",
+    "partner_client_secret",
 };
 static const char *const derapi_keys[] = {
-	"auth_url", "api_url", "client_id", "client_secret", "flow_id", "program_id", "api_version",
+    "auth_url", "api_url", "client_id", "client_secret", "flow_id", "program_id", "api_version",
 };
 static const char *const relay_keys[] = {
-	"url", "secret", "listen", "public_url", "allowed_target_hosts", "trusted_proxy",
-	"max_pending",
+    "url", "secret", "listen", "public_url", "allowed_target_hosts", "trusted_proxy", "max_pending",
 };
 static const char *const store_keys[] = {"path", "encryption"};
 static const char *const ui_keys[] = {"expiring_days"};
@@ -61,10 +75,13 @@ struct section_keys {
 	size_t n_keys;
 };
 
-#define SECTION(name, keys) {name, keys, ENR_ARRAY_SIZE(keys)}
+#define SECTION(name, keys)                                                                        \
+	{                                                                                          \
+		name, keys, ENR_ARRAY_SIZE(keys)                                                   \
+	}
 static const struct section_keys known_sections[] = {
-	SECTION("derapi", derapi_keys), SECTION("relay", relay_keys), SECTION("store", store_keys),
-	SECTION("ui", ui_keys),		SECTION("http", http_keys),   SECTION("log", log_keys),
+    SECTION("derapi", derapi_keys), SECTION("relay", relay_keys), SECTION("store", store_keys),
+    SECTION("ui", ui_keys),         SECTION("http", http_keys),   SECTION("log", log_keys),
 };
 #undef SECTION
 
@@ -180,7 +197,7 @@ static struct entry *find(const struct enr_config *cfg, const char *section, con
 }
 
 static int add_entry(struct enr_config *cfg, const char *section, const char *key,
-		     const char *value, int line)
+                     const char *value, int line)
 {
 	struct entry *grown, *e;
 
@@ -203,8 +220,7 @@ static int add_entry(struct enr_config *cfg, const char *section, const char *ke
 	return 0;
 }
 
-int enr_config_set(struct enr_config *cfg, const char *section, const char *key,
-		   const char *value)
+int enr_config_set(struct enr_config *cfg, const char *section, const char *key, const char *value)
 {
 	struct entry *e = find(cfg, section, key);
 	char *copy;
@@ -229,7 +245,7 @@ const char *enr_config_get(const struct enr_config *cfg, const char *section, co
 }
 
 int enr_config_get_long(long *out, const struct enr_config *cfg, const char *section,
-			const char *key, long def, long min, long max)
+                        const char *key, long def, long min, long max)
 {
 	const char *v = enr_config_get(cfg, section, key);
 	char *end;
@@ -241,14 +257,15 @@ int enr_config_get_long(long *out, const struct enr_config *cfg, const char *sec
 	errno = 0;
 	n = strtol(v, &end, 10);
 	if (errno || end == v || *end || n < min || n > max)
-		return enr_error_set(ENR_E_CONFIG, "[%s] %s = '%s' must be a number from %ld to %ld",
-				     section, key, v, min, max);
+		return enr_error_set(ENR_E_CONFIG,
+		                     "[%s] %s = '%s' must be a number from %ld to %ld", section,
+		                     key, v, min, max);
 	*out = n;
 	return 0;
 }
 
 int enr_config_get_bool(bool *out, const struct enr_config *cfg, const char *section,
-			const char *key, bool def)
+                        const char *key, bool def)
 {
 	static const char *const yes[] = {"on", "true", "yes", "1"};
 	static const char *const no[] = {"off", "false", "no", "0"};
@@ -287,7 +304,7 @@ static char *resolve_path(const struct enr_config *cfg, const char *path)
 }
 
 int enr_config_get_secret(char **out, const struct enr_config *cfg, const char *section,
-			  const char *key)
+                          const char *key)
 {
 	char file_key[128], name[256];
 	const char *inline_value, *file;
@@ -311,7 +328,7 @@ int enr_config_get_secret(char **out, const struct enr_config *cfg, const char *
 		rc = enr_util_read_file(&value, NULL, path, 64 * 1024);
 		if (rc < 0) {
 			enr_error_set(ENR_E_CONFIG, "[%s] %s: %s", section, file_key,
-				      enr_error_last());
+			              enr_error_last());
 			free(path);
 			return ENR_E_CONFIG;
 		}
@@ -320,7 +337,7 @@ int enr_config_get_secret(char **out, const struct enr_config *cfg, const char *
 		if (!value[0]) {
 			free(value);
 			return enr_error_set(ENR_E_CONFIG, "[%s] %s names an empty file", section,
-					     file_key);
+			                     file_key);
 		}
 	} else if (cfg && cfg->secret_fn) {
 		rc = cfg->secret_fn(&value, name, cfg->secret_ctx);
@@ -329,9 +346,9 @@ int enr_config_get_secret(char **out, const struct enr_config *cfg, const char *
 	}
 	if (!value)
 		return enr_error_set(ENR_E_NOTFOUND,
-				     "%s is not set: run 'derenroll secret set %s' or set %s_file "
-				     "in [%s] of config.ini",
-				     name, name, key, section);
+		                     "%s is not set: run 'derenroll secret set %s' or set %s_file "
+		                     "in [%s] of config.ini",
+		                     name, name, key, section);
 	enr_log_add_secret(value);
 	*out = value;
 	return 0;
@@ -342,8 +359,8 @@ void enr_config_free_secret(char *secret)
 	enr_util_free_secret(secret);
 }
 
-int enr_config_entry(const struct enr_config *cfg, size_t i, const char **section,
-		     const char **key, const char **value)
+int enr_config_entry(const struct enr_config *cfg, size_t i, const char **section, const char **key,
+                     const char **value)
 {
 	if (i >= cfg->n_entries)
 		return ENR_E_NOTFOUND;
@@ -392,11 +409,10 @@ static int on_value(void *user, const char *section, const char *key, const char
 	if (ps->rc < 0)
 		return 0;
 	if (!known_key(section, key, &known_section)) {
-		char *msg = known_section
-				    ? enr_util_printf("%s:%d: unknown key '%s' in [%s]", ps->cfg->path,
-						      ps->line, key, section)
-				    : enr_util_printf("%s:%d: unknown section [%s]", ps->cfg->path,
-						      ps->line, section);
+		char *msg = known_section ? enr_util_printf("%s:%d: unknown key '%s' in [%s]",
+		                                            ps->cfg->path, ps->line, key, section)
+		                          : enr_util_printf("%s:%d: unknown section [%s]",
+		                                            ps->cfg->path, ps->line, section);
 		if (add_warning(ps->cfg, msg) < 0)
 			ps->rc = ENR_E_NOMEM;
 	}
@@ -452,7 +468,7 @@ int enr_config_load(struct enr_config **out, const char *path)
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
 		rc = enr_error_set_errno(errno == ENOENT ? ENR_E_NOTFOUND : ENR_E_CONFIG, errno,
-					 "cannot read config %s", path);
+		                         "cannot read config %s", path);
 		goto out;
 	}
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
@@ -473,18 +489,19 @@ int enr_config_load(struct enr_config **out, const char *path)
 	}
 	if (ps.overlong_line) {
 		rc = enr_error_set(ENR_E_PARSE, "%s:%d: line too long (at most %d characters)",
-				   path, ps.overlong_line, INI_MAX_LINE - 2);
+		                   path, ps.overlong_line, INI_MAX_LINE - 2);
 		goto out;
 	}
 	if (rc != 0) {
-		rc = enr_error_set(ENR_E_PARSE, "%s:%d: syntax error (expected [section] or key = value)",
-				   path, rc);
+		rc = enr_error_set(ENR_E_PARSE,
+		                   "%s:%d: syntax error (expected [section] or key = value)", path,
+		                   rc);
 		goto out;
 	}
 	if ((st.st_mode & 077) && has_inline_secret(cfg, &secret_key)) {
 		rc = enr_error_set(ENR_E_PERM,
-				   "%s holds %s inline and others can read it: run 'chmod 600 %s'",
-				   path, secret_key, path);
+		                   "%s holds %s inline and others can read it: run 'chmod 600 %s'",
+		                   path, secret_key, path);
 		goto out;
 	}
 	*out = cfg;
@@ -521,7 +538,7 @@ static int write_atomically(const char *path, const char *data, size_t len, mode
 			continue;
 		if (n < 0) {
 			rc = enr_error_set_errno(errno == ENOSPC ? ENR_E_NOSPACE : ENR_E_IO, errno,
-						 "cannot write %s", tmp);
+			                         "cannot write %s", tmp);
 			break;
 		}
 		data += n;
@@ -564,7 +581,7 @@ int enr_config_write(const struct enr_config *cfg, const char *path)
 			if (strcmp(cfg->entries[j].section, section) == 0 &&
 			    find(cfg, section, cfg->entries[j].key) == &cfg->entries[j])
 				fprintf(mem, "%s = %s\n", cfg->entries[j].key,
-					cfg->entries[j].value);
+				        cfg->entries[j].value);
 	}
 	fclose(mem);
 	rc = enr_util_mkdir_parents(path, 0700);
@@ -576,8 +593,7 @@ int enr_config_write(const struct enr_config *cfg, const char *path)
 	return rc;
 }
 
-int enr_config_save_key(const char *path, const char *section, const char *key,
-			const char *value)
+int enr_config_save_key(const char *path, const char *section, const char *key, const char *value)
 {
 	char *old = NULL, *buf = NULL, header[160];
 	size_t old_len = 0, len = 0;
@@ -633,7 +649,7 @@ int enr_config_save_key(const char *path, const char *section, const char *key,
 	if (!done) {
 		if (!found_section)
 			fprintf(mem, "%s%s\n", old_len && old[old_len - 1] != '\n' ? "\n" : "",
-				header);
+			        header);
 		fprintf(mem, "%s = %s\n", key, value);
 	}
 	fclose(mem);
@@ -669,8 +685,8 @@ const char *enr_config_datadir(void)
 		slash = strrchr(exe, '/');
 		if (slash) {
 			*slash = '\0';
-			int len = snprintf(dir, sizeof(dir), "%s/%s", exe,
-					   ENR_INSTALLED_DATADIR_REL);
+			int len =
+			    snprintf(dir, sizeof(dir), "%s/%s", exe, ENR_INSTALLED_DATADIR_REL);
 			if (len > 0 && (size_t)len < sizeof(dir) && is_datadir(dir))
 				return dir;
 		}

@@ -19,7 +19,7 @@ struct error_entry {
 
 static const struct error_entry table[] = {
 #define ENR_X_ENTRY(name, value, exit_code, message) {value, exit_code, #name, message},
-	ENR_ERRORS(ENR_X_ENTRY)
+    ENR_ERRORS(ENR_X_ENTRY)
 #undef ENR_X_ENTRY
 };
 

@@ -15,9 +15,9 @@
 #include "derenroll/log.h"
 #include "util.h"
 
-#define REDACTED "[redacted]"
+#define REDACTED       "[redacted]"
 #define MIN_SECRET_LEN 4
-#define LINE_MAX_LEN 2048
+#define LINE_MAX_LEN   2048
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static FILE *log_file;
@@ -37,7 +37,8 @@ int enr_log_open(const char *path)
 			return enr_error_last_code();
 		fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
 		if (fd < 0)
-			return enr_error_set_errno(ENR_E_IO, errno, "cannot open log file %s", path);
+			return enr_error_set_errno(ENR_E_IO, errno, "cannot open log file %s",
+			                           path);
 		f = fdopen(fd, "a");
 		if (!f) {
 			close(fd);
@@ -82,7 +83,7 @@ int enr_log_parse_level(enum enr_log_level *out, const char *name)
 		}
 	}
 	return enr_error_set(ENR_E_USAGE, "unknown log level '%s' (error, warn, info, debug)",
-			     name);
+	                     name);
 }
 
 int enr_log_add_secret(const char *secret)

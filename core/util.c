@@ -8,6 +8,8 @@
 #include <unistd.h>
 
 #include <openssl/crypto.h>
+#include <openssl/rand.h>
+#include <time.h>
 
 #include "derenroll/error.h"
 #include "util.h"
@@ -24,7 +26,8 @@ int enr_util_mkdir_parents(const char *path, mode_t mode)
 			continue;
 		*p = '\0';
 		if (mkdir(copy, mode) < 0 && errno != EEXIST) {
-			rc = enr_error_set_errno(ENR_E_IO, errno, "cannot create directory %s", copy);
+			rc = enr_error_set_errno(ENR_E_IO, errno, "cannot create directory %s",
+			                         copy);
 			break;
 		}
 		*p = '/';
@@ -58,7 +61,7 @@ int enr_util_read_file(char **out, size_t *len, const char *path, size_t max)
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return enr_error_set_errno(errno == ENOENT ? ENR_E_NOTFOUND : ENR_E_IO, errno,
-					   "cannot read %s", path);
+		                           "cannot read %s", path);
 	for (;;) {
 		ssize_t n;
 		if (cap - used < 4096) {
@@ -152,4 +155,191 @@ void enr_util_free_secret(char *s)
 {
 	if (s)
 		OPENSSL_clear_free(s, strlen(s));
+}
+
+static const char b64_std[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+static const char b64_url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+char *enr_util_base64_encode(const void *data, size_t len, bool url)
+{
+	const unsigned char *in = data;
+	const char *alphabet = url ? b64_url : b64_std;
+	char *out = malloc(4 * ((len + 2) / 3) + 1), *o = out;
+	size_t i = 0;
+
+	if (!out) {
+		enr_error_set(ENR_E_NOMEM, NULL);
+		return NULL;
+	}
+	for (; i + 2 < len; i += 3) {
+		unsigned v = (unsigned)in[i] << 16 | (unsigned)in[i + 1] << 8 | in[i + 2];
+		*o++ = alphabet[v >> 18 & 63];
+		*o++ = alphabet[v >> 12 & 63];
+		*o++ = alphabet[v >> 6 & 63];
+		*o++ = alphabet[v & 63];
+	}
+	if (i < len) {
+		unsigned v = (unsigned)in[i] << 16 | (i + 1 < len ? (unsigned)in[i + 1] << 8 : 0);
+		*o++ = alphabet[v >> 18 & 63];
+		*o++ = alphabet[v >> 12 & 63];
+		if (i + 1 < len)
+			*o++ = alphabet[v >> 6 & 63];
+		else if (!url)
+			*o++ = '=';
+		if (!url)
+			*o++ = '=';
+	}
+	*o = '\0';
+	return out;
+}
+
+static int b64_value(char c)
+{
+	if (c >= 'A' && c <= 'Z')
+		return c - 'A';
+	if (c >= 'a' && c <= 'z')
+		return c - 'a' + 26;
+	if (c >= '0' && c <= '9')
+		return c - '0' + 52;
+	if (c == '+' || c == '-')
+		return 62;
+	if (c == '/' || c == '_')
+		return 63;
+	return -1;
+}
+
+int enr_util_base64_decode(unsigned char **out, size_t *out_len, const char *text)
+{
+	size_t len = strlen(text), o = 0;
+	unsigned acc = 0;
+	int bits = 0;
+	unsigned char *buf;
+
+	*out = NULL;
+	while (len > 0 && text[len - 1] == '=')
+		len--;
+	if (len % 4 == 1)
+		return enr_error_set(ENR_E_PARSE, "invalid base64 length");
+	buf = malloc(len * 3 / 4 + 2);
+	if (!buf)
+		return enr_error_set(ENR_E_NOMEM, NULL);
+	for (size_t i = 0; i < len; i++) {
+		int v = b64_value(text[i]);
+		if (v < 0) {
+			free(buf);
+			return enr_error_set(ENR_E_PARSE, "invalid base64 character");
+		}
+		acc = acc << 6 | (unsigned)v;
+		bits += 6;
+		if (bits >= 8) {
+			bits -= 8;
+			buf[o++] = (unsigned char)(acc >> bits & 0xff);
+		}
+	}
+	buf[o] = '\0';
+	*out = buf;
+	if (out_len)
+		*out_len = o;
+	return 0;
+}
+
+int enr_util_random(void *buf, size_t n)
+{
+	if (RAND_bytes(buf, (int)n) != 1)
+		return enr_error_set(ENR_E_CRYPTO, "the system's random number generator failed");
+	return 0;
+}
+
+char *enr_util_random_token(size_t n)
+{
+	unsigned char buf[64];
+	char *token;
+
+	if (n > sizeof(buf)) {
+		enr_error_set(ENR_E_USAGE, "random token too long");
+		return NULL;
+	}
+	if (enr_util_random(buf, n) < 0)
+		return NULL;
+	token = enr_util_base64_encode(buf, n, true);
+	OPENSSL_cleanse(buf, sizeof(buf));
+	return token;
+}
+
+char *enr_util_urlencode(const char *s)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	char *out = malloc(strlen(s) * 3 + 1), *o = out;
+
+	if (!out) {
+		enr_error_set(ENR_E_NOMEM, NULL);
+		return NULL;
+	}
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+		    c == '-' || c == '.' || c == '_' || c == '~') {
+			*o++ = (char)c;
+		} else {
+			*o++ = '%';
+			*o++ = hex[c >> 4];
+			*o++ = hex[c & 15];
+		}
+	}
+	*o = '\0';
+	return out;
+}
+
+static int hex_value(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+char *enr_util_urldecode(char *s)
+{
+	char *o = s;
+
+	for (char *p = s; *p; p++) {
+		if (*p == '+') {
+			*o++ = ' ';
+		} else if (*p == '%' && hex_value(p[1]) >= 0 && hex_value(p[2]) >= 0) {
+			*o++ = (char)(hex_value(p[1]) << 4 | hex_value(p[2]));
+			p += 2;
+		} else {
+			*o++ = *p;
+		}
+	}
+	*o = '\0';
+	return s;
+}
+
+void enr_util_rfc3339(char *buf, size_t size, long long t)
+{
+	time_t tt = (time_t)t;
+	struct tm tm;
+
+	gmtime_r(&tt, &tm);
+	strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+int enr_util_parse_rfc3339(long long *out, const char *s)
+{
+	struct tm tm = {0};
+	const char *rest = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+
+	if (!rest)
+		return enr_error_set(ENR_E_PARSE, "'%s' is not an RFC 3339 time", s);
+	if (*rest == '.')
+		for (rest++; *rest >= '0' && *rest <= '9'; rest++)
+			;
+	if (strcmp(rest, "Z") != 0 && strcmp(rest, "+00:00") != 0)
+		return enr_error_set(ENR_E_PARSE, "'%s' is not an RFC 3339 UTC time", s);
+	*out = (long long)timegm(&tm);
+	return 0;
 }

@@ -31,4 +31,30 @@ char *enr_util_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2))
 /* Frees a secret after wiping it. */
 void enr_util_free_secret(char *s);
 
+/* Base64 (RFC 4648) of `len` bytes, with padding; or base64url without padding
+ * when `url` is true. malloc'd, NULL with ENR_E_NOMEM set. */
+char *enr_util_base64_encode(const void *data, size_t len, bool url);
+
+/* Decodes standard or url-safe base64, with or without padding, into a
+ * malloc'd buffer (NUL-terminated for convenience). ENR_E_PARSE when invalid. */
+int enr_util_base64_decode(unsigned char **out, size_t *out_len, const char *text);
+
+/* `n` bytes from the CSPRNG. ENR_E_CRYPTO when it fails. */
+int enr_util_random(void *buf, size_t n);
+
+/* base64url of `n` random bytes (16 bytes = 128 bits for an OAuth state). */
+char *enr_util_random_token(size_t n);
+
+/* Percent-encodes everything but RFC 3986 unreserved characters; malloc'd. */
+char *enr_util_urlencode(const char *s);
+
+/* Decodes %XX and '+' (as a space) in place; returns `s`. */
+char *enr_util_urldecode(char *s);
+
+/* "2026-11-28T01:02:03Z" into `buf` (at least 21 bytes). */
+void enr_util_rfc3339(char *buf, size_t size, long long t);
+
+/* Parses RFC 3339 UTC ("...Z" or "+00:00"); ENR_E_PARSE when it is not. */
+int enr_util_parse_rfc3339(long long *out, const char *s);
+
 #endif

@@ -31,7 +31,7 @@ static int bad(const struct ctx *c, const char *field, const char *problem)
 {
 	if (c->vendor)
 		return enr_error_set(ENR_E_PARSE, "%s: vendor '%s': field '%s' %s", c->origin,
-				     c->vendor, field, problem);
+		                     c->vendor, field, problem);
 	return enr_error_set(ENR_E_PARSE, "%s: field '%s' %s", c->origin, field, problem);
 }
 
@@ -51,7 +51,7 @@ static bool present(json_object *obj, const char *key)
 
 /* A string member: required (error when missing) or optional (NULL when missing). */
 static int get_str(const char **out, const struct ctx *c, json_object *obj, const char *prefix,
-		   const char *key, bool required)
+                   const char *key, bool required)
 {
 	char field[128];
 	json_object *v;
@@ -70,7 +70,7 @@ static int get_str(const char **out, const struct ctx *c, json_object *obj, cons
 }
 
 static int get_bool(bool *out, const struct ctx *c, json_object *obj, const char *prefix,
-		    const char *key)
+                    const char *key)
 {
 	char field[128];
 	json_object *v;
@@ -87,7 +87,7 @@ static int get_bool(bool *out, const struct ctx *c, json_object *obj, const char
 }
 
 static int get_num(double *out, const struct ctx *c, json_object *obj, const char *prefix,
-		   const char *key, bool required)
+                   const char *key, bool required)
 {
 	char field[128];
 	json_object *v = NULL;
@@ -106,7 +106,7 @@ static int get_num(double *out, const struct ctx *c, json_object *obj, const cha
 }
 
 static int get_long(long *out, const struct ctx *c, json_object *obj, const char *prefix,
-		    const char *key, bool required)
+                    const char *key, bool required)
 {
 	double d;
 	int rc = get_num(&d, c, obj, prefix, key, required);
@@ -121,7 +121,7 @@ static bool is_url(const char *s)
 }
 
 static int parse_fields(struct enr_method *m, const struct ctx *c, json_object *arr,
-			const char *prefix)
+                        const char *prefix)
 {
 	struct enr_field *fields;
 	size_t n = json_object_array_length(arr);
@@ -149,7 +149,8 @@ static int parse_fields(struct enr_method *m, const struct ctx *c, json_object *
 		if (fields[i].pattern) {
 			regex_t re;
 			if (regcomp(&re, fields[i].pattern, REG_EXTENDED | REG_NOSUB) != 0)
-				return bad(c, p, "has a 'pattern' that is not a valid regular expression");
+				return bad(
+				    c, p, "has a 'pattern' that is not a valid regular expression");
 			regfree(&re);
 		}
 	}
@@ -163,7 +164,8 @@ static int parse_methods(struct enr_vendor *v, const struct ctx *c, json_object 
 	size_t n;
 
 	if (!arr)
-		return bad(c, "methods", present(obj, "methods") ? "must be an array" : "is missing");
+		return bad(c, "methods",
+		           present(obj, "methods") ? "must be an array" : "is missing");
 	n = json_object_array_length(arr);
 	if (n == 0)
 		return bad(c, "methods", "must list at least one method");
@@ -193,9 +195,9 @@ static int parse_methods(struct enr_vendor *v, const struct ctx *c, json_object 
 			char field[64];
 			snprintf(field, sizeof(field), "%sid", p);
 			return enr_error_set(ENR_E_PARSE,
-					     "%s: vendor '%s': field '%s': unknown method '%s' "
-					     "(oauth, email, key, account, partner, join)",
-					     c->origin, c->vendor, field, methods[i].id);
+			                     "%s: vendor '%s': field '%s': unknown method '%s' "
+			                     "(oauth, email, key, account, partner, join)",
+			                     c->origin, c->vendor, field, methods[i].id);
 		}
 		for (size_t k = 0; k < i; k++)
 			if (strcmp(methods[k].id, methods[i].id) == 0)
@@ -217,7 +219,7 @@ static int parse_endpoints(struct enr_vendor *v, const struct ctx *c, json_objec
 
 	if (!eps)
 		return bad(c, "endpoints",
-			   present(obj, "endpoints") ? "must be an object" : "is missing");
+		           present(obj, "endpoints") ? "must be an object" : "is missing");
 	endpoints = calloc((size_t)json_object_object_length(eps) + 1, sizeof(*endpoints));
 	if (!endpoints)
 		return enr_error_set(ENR_E_NOMEM, NULL);
@@ -280,17 +282,19 @@ static int parse_tokens(struct enr_vendor *v, const struct ctx *c, json_object *
 	int rc;
 
 	if (!t)
-		return bad(c, "tokens", present(obj, "tokens") ? "must be an object" : "is missing");
+		return bad(c, "tokens",
+		           present(obj, "tokens") ? "must be an object" : "is missing");
 	if ((rc = get_long(&v->tokens.access_ttl, c, t, "tokens.", "access_ttl", true)) < 0 ||
 	    (rc = get_long(&v->tokens.refresh_ttl, c, t, "tokens.", "refresh_ttl", true)) < 0 ||
-	    (rc = get_long(&v->tokens.refresh_grace, c, t, "tokens.", "refresh_grace", false)) < 0 ||
+	    (rc = get_long(&v->tokens.refresh_grace, c, t, "tokens.", "refresh_grace", false)) <
+	        0 ||
 	    (rc = get_bool(&v->tokens.refresh_rotates, c, t, "tokens.", "refresh_rotates")) < 0)
 		return rc;
 	return 0;
 }
 
-static int parse_check(struct enr_check_spec *chk, bool *has, const struct ctx *c,
-		       json_object *obj, const char *name)
+static int parse_check(struct enr_check_spec *chk, bool *has, const struct ctx *c, json_object *obj,
+                       const char *name)
 {
 	json_object *o = member(obj, name, json_type_object);
 	const char *auth = NULL;
@@ -357,7 +361,7 @@ static int parse_rate_limits(struct enr_vendor *v, const struct ctx *c, json_obj
 
 	if (!arr)
 		return bad(c, "rate_limits",
-			   present(obj, "rate_limits") ? "must be an array" : "is missing");
+		           present(obj, "rate_limits") ? "must be an array" : "is missing");
 	n = json_object_array_length(arr);
 	limits = calloc(n ? n : 1, sizeof(*limits));
 	if (!limits)
@@ -400,11 +404,9 @@ static int parse_class(int *out, const char *s)
 		const char *name;
 		int code;
 	} classes[] = {
-		{"rejected", ENR_E_REJECTED},
-		{"transient", ENR_E_TRANSIENT},
-		{"misconfigured", ENR_E_MISCONFIGURED},
-		{"badresponse", ENR_E_BADRESPONSE},
-		{"declined", ENR_E_DECLINED},
+	    {"rejected", ENR_E_REJECTED},           {"transient", ENR_E_TRANSIENT},
+	    {"misconfigured", ENR_E_MISCONFIGURED}, {"badresponse", ENR_E_BADRESPONSE},
+	    {"declined", ENR_E_DECLINED},
 	};
 	for (size_t i = 0; i < ENR_ARRAY_SIZE(classes); i++) {
 		if (strcmp(s, classes[i].name) == 0) {
@@ -422,7 +424,8 @@ static int parse_guidance(struct enr_vendor *v, const struct ctx *c, json_object
 	size_t n;
 
 	if (!arr)
-		return bad(c, "guidance", present(obj, "guidance") ? "must be an array" : "is missing");
+		return bad(c, "guidance",
+		           present(obj, "guidance") ? "must be an array" : "is missing");
 	n = json_object_array_length(arr);
 	guidance = calloc(n ? n : 1, sizeof(*guidance));
 	if (!guidance)
@@ -449,8 +452,8 @@ static int parse_guidance(struct enr_vendor *v, const struct ctx *c, json_object
 			return bad(c, p, "needs 'status' or 'match'");
 		if (parse_class(&guidance[i].error, cls) < 0)
 			return bad(c, p,
-				   "has 'class' that is not rejected, transient, misconfigured, "
-				   "badresponse or declined");
+			           "has 'class' that is not rejected, transient, misconfigured, "
+			           "badresponse or declined");
 	}
 	return 0;
 }
@@ -491,8 +494,9 @@ static int validate(const struct enr_vendor *v, const struct ctx *c)
 				return bad(c, "oauth", "is missing (method \"oauth\" needs it)");
 			if (!enr_vendor_default_endpoint(v, "authorize_url") ||
 			    !enr_vendor_default_endpoint(v, "token_url"))
-				return bad(c, "endpoints",
-					   "needs authorize_url and token_url for method \"oauth\"");
+				return bad(
+				    c, "endpoints",
+				    "needs authorize_url and token_url for method \"oauth\"");
 		}
 		if (m->endpoint && !enr_vendor_default_endpoint(v, m->endpoint)) {
 			char field[64];
@@ -577,8 +581,8 @@ int enr_catalog_load_string(struct enr_catalog **out, const char *json, const ch
 		for (size_t i = 0; i < offset && json[i]; i++)
 			line += json[i] == '\n';
 		rc = enr_error_set(ENR_E_PARSE, "%s:%d: not valid JSON: %s", origin, line,
-				   jerr == json_tokener_continue ? "the file ends too early"
-								 : json_tokener_error_desc(jerr));
+		                   jerr == json_tokener_continue ? "the file ends too early"
+		                                                 : json_tokener_error_desc(jerr));
 		goto out;
 	}
 	if (!json_object_is_type(cat->root, json_type_object)) {
@@ -604,13 +608,14 @@ int enr_catalog_load_string(struct enr_catalog **out, const char *json, const ch
 	}
 	for (size_t i = 0; i < n; i++) {
 		cat->n_vendors = i + 1;
-		rc = parse_vendor(&cat->vendors[i], origin, json_object_array_get_idx(vendors, i), i);
+		rc = parse_vendor(&cat->vendors[i], origin, json_object_array_get_idx(vendors, i),
+		                  i);
 		if (rc < 0)
 			goto out;
 		for (size_t k = 0; k < i; k++) {
 			if (strcmp(cat->vendors[k].id, cat->vendors[i].id) == 0) {
 				rc = enr_error_set(ENR_E_PARSE, "%s: vendor '%s' is listed twice",
-						   origin, cat->vendors[i].id);
+				                   origin, cat->vendors[i].id);
 				goto out;
 			}
 		}
@@ -666,14 +671,14 @@ const struct enr_vendor *enr_catalog_find(const struct enr_catalog *catalog, con
 		if (strcmp(catalog->vendors[i].id, "derapi") == 0)
 			continue;
 		used += (size_t)snprintf(known + used, sizeof(known) - used, "%s%s",
-					 used ? ", " : "", catalog->vendors[i].id);
+		                         used ? ", " : "", catalog->vendors[i].id);
 	}
 	enr_error_set(ENR_E_USAGE, "unknown vendor '%s' (known: %s)", id, known);
 	return NULL;
 }
 
 size_t enr_catalog_check_config(const struct enr_catalog *catalog, const struct enr_config *cfg,
-				void (*warn)(const char *msg, void *ctx), void *ctx)
+                                void (*warn)(const char *msg, void *ctx), void *ctx)
 {
 	const char *section, *key, *value;
 	size_t problems = 0;
@@ -698,7 +703,7 @@ size_t enr_catalog_check_config(const struct enr_catalog *catalog, const struct 
 			continue;
 		problems++;
 		snprintf(msg, sizeof(msg), "%s: [%s] names no known vendor",
-			 enr_config_path(cfg) ? enr_config_path(cfg) : "config", section);
+		         enr_config_path(cfg) ? enr_config_path(cfg) : "config", section);
 		if (warn)
 			warn(msg, ctx);
 	}
@@ -715,12 +720,12 @@ const struct enr_method *enr_vendor_method(const struct enr_vendor *vendor, cons
 			return &vendor->methods[i];
 	if (vendor->n_methods == 1 && strcmp(vendor->methods[0].id, "join") == 0) {
 		enr_error_set(ENR_E_USAGE, "%s has no method '%s': only through Derapi Join",
-			      vendor->name, id);
+		              vendor->name, id);
 		return NULL;
 	}
 	for (size_t i = 0; i < vendor->n_methods && used < sizeof(known); i++)
-		used += (size_t)snprintf(known + used, sizeof(known) - used, "%s%s",
-					 i ? ", " : "", vendor->methods[i].id);
+		used += (size_t)snprintf(known + used, sizeof(known) - used, "%s%s", i ? ", " : "",
+		                         vendor->methods[i].id);
 	enr_error_set(ENR_E_USAGE, "%s has no method '%s' (it has: %s)", vendor->name, id, known);
 	return NULL;
 }
@@ -734,7 +739,7 @@ const char *enr_vendor_default_endpoint(const struct enr_vendor *vendor, const c
 }
 
 const char *enr_vendor_endpoint(const struct enr_vendor *vendor, const struct enr_config *cfg,
-				const char *name)
+                                const char *name)
 {
 	const char *url = cfg ? enr_config_get(cfg, vendor->config_section, name) : NULL;
 
@@ -743,12 +748,12 @@ const char *enr_vendor_endpoint(const struct enr_vendor *vendor, const struct en
 	url = enr_vendor_default_endpoint(vendor, name);
 	if (!url)
 		enr_error_set(ENR_E_CONFIG, "%s has no %s: set it in [%s] of config.ini",
-			      vendor->name, name, vendor->config_section);
+		              vendor->name, name, vendor->config_section);
 	return url;
 }
 
 char *enr_vendor_url(const struct enr_vendor *vendor, const struct enr_config *cfg,
-		     const char *endpoint, const char *path)
+                     const char *endpoint, const char *path)
 {
 	const char *base = enr_vendor_endpoint(vendor, cfg, endpoint);
 	size_t len;
@@ -766,14 +771,14 @@ char *enr_vendor_url(const struct enr_vendor *vendor, const struct enr_config *c
 }
 
 const char *enr_vendor_setting(const struct enr_vendor *vendor, const struct enr_config *cfg,
-			       const char *key)
+                               const char *key)
 {
 	const char *v = cfg ? enr_config_get(cfg, vendor->config_section, key) : NULL;
 	return v && v[0] ? v : NULL;
 }
 
 int enr_vendor_secret(char **out, const struct enr_vendor *vendor, const struct enr_config *cfg,
-		      const char *key)
+                      const char *key)
 {
 	return enr_config_get_secret(out, cfg, vendor->config_section, key);
 }
@@ -785,7 +790,7 @@ const char *enr_vendor_scopes(const struct enr_vendor *vendor, const struct enr_
 }
 
 const struct enr_guidance *enr_vendor_guidance(const struct enr_vendor *vendor, int status,
-					       const char *text)
+                                               const char *text)
 {
 	/* Entries that name a text are more specific: try them first. */
 	for (size_t i = 0; i < vendor->n_guidance; i++) {

@@ -35,7 +35,7 @@ const char *test_env_setup(void)
 		unsetenv(name);
 	}
 	snprintf(tmp_root, sizeof(tmp_root), "%s/derenroll-test-XXXXXX",
-		 base && base[0] ? base : "/tmp");
+	         base && base[0] ? base : "/tmp");
 	if (!mkdtemp(tmp_root)) {
 		perror("mkdtemp");
 		exit(1);

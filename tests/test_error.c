@@ -8,8 +8,7 @@
 static void set_returns_code_and_keeps_message(void **state)
 {
 	(void)state;
-	assert_int_equal(enr_error_set(ENR_E_CONFIG, "bad %s at line %d", "key", 12),
-			 ENR_E_CONFIG);
+	assert_int_equal(enr_error_set(ENR_E_CONFIG, "bad %s at line %d", "key", 12), ENR_E_CONFIG);
 	assert_int_equal(enr_error_last_code(), ENR_E_CONFIG);
 	assert_string_equal(enr_error_last(), "bad key at line 12");
 	enr_error_clear();
@@ -101,14 +100,14 @@ static void last_error_is_per_thread(void **state)
 }
 
 static const struct CMUnitTest tests[] = {
-	cmocka_unit_test(set_returns_code_and_keeps_message),
-	cmocka_unit_test(null_format_uses_table_message),
-	cmocka_unit_test(exit_codes_follow_the_contract),
-	cmocka_unit_test(messages_are_one_line),
-	cmocka_unit_test(long_messages_are_truncated_not_overflowed),
-	cmocka_unit_test(errno_variant_appends_strerror),
-	cmocka_unit_test(secrets_never_reach_messages),
-	cmocka_unit_test(last_error_is_per_thread),
+    cmocka_unit_test(set_returns_code_and_keeps_message),
+    cmocka_unit_test(null_format_uses_table_message),
+    cmocka_unit_test(exit_codes_follow_the_contract),
+    cmocka_unit_test(messages_are_one_line),
+    cmocka_unit_test(long_messages_are_truncated_not_overflowed),
+    cmocka_unit_test(errno_variant_appends_strerror),
+    cmocka_unit_test(secrets_never_reach_messages),
+    cmocka_unit_test(last_error_is_per_thread),
 };
 
 TEST_MAIN(tests)

@@ -150,15 +150,15 @@ static void default_path_follows_xdg_state_home(void **state)
 }
 
 static const struct CMUnitTest tests[] = {
-	cmocka_unit_test_setup_teardown(lines_go_to_the_file_with_level, setup, teardown),
-	cmocka_unit_test_setup_teardown(registered_secret_never_appears, setup, teardown),
-	cmocka_unit_test_setup_teardown(longest_overlapping_secret_wins, setup, teardown),
-	cmocka_unit_test_setup_teardown(short_strings_are_not_treated_as_secrets, setup, teardown),
-	cmocka_unit_test_setup_teardown(redaction_respects_small_buffers, setup, teardown),
-	cmocka_unit_test_setup_teardown(newlines_cannot_forge_log_lines, setup, teardown),
-	cmocka_unit_test_setup_teardown(level_names_parse, setup, teardown),
-	cmocka_unit_test_setup_teardown(unopenable_file_is_an_error, setup, teardown),
-	cmocka_unit_test_setup_teardown(default_path_follows_xdg_state_home, setup, teardown),
+    cmocka_unit_test_setup_teardown(lines_go_to_the_file_with_level, setup, teardown),
+    cmocka_unit_test_setup_teardown(registered_secret_never_appears, setup, teardown),
+    cmocka_unit_test_setup_teardown(longest_overlapping_secret_wins, setup, teardown),
+    cmocka_unit_test_setup_teardown(short_strings_are_not_treated_as_secrets, setup, teardown),
+    cmocka_unit_test_setup_teardown(redaction_respects_small_buffers, setup, teardown),
+    cmocka_unit_test_setup_teardown(newlines_cannot_forge_log_lines, setup, teardown),
+    cmocka_unit_test_setup_teardown(level_names_parse, setup, teardown),
+    cmocka_unit_test_setup_teardown(unopenable_file_is_an_error, setup, teardown),
+    cmocka_unit_test_setup_teardown(default_path_follows_xdg_state_home, setup, teardown),
 };
 
 TEST_MAIN(tests)

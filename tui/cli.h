@@ -9,9 +9,9 @@ struct enr_catalog;
 /* What every sub-command gets: the global options, already parsed. */
 struct cli_globals {
 	const char *config_path; /* --config, or NULL for the default */
-	const char *store_path;	 /* --store, or NULL */
-	bool demo;		 /* --demo */
-	struct enr_config *cfg;	 /* loaded lazily by cli_load_config() */
+	const char *store_path;  /* --store, or NULL */
+	bool demo;               /* --demo */
+	struct enr_config *cfg;  /* loaded lazily by cli_load_config() */
 	struct enr_catalog *catalog;
 };
 

@@ -23,22 +23,22 @@ struct command {
 
 /* Every sub-command the product has; run == NULL: not in this build yet. */
 static const struct command commands[] = {
-	{"list", "[--json] [--due DAYS]", "list enrolled systems, most urgent first", NULL},
-	{"show", "ID [--json] [--reveal]", "show one enrolled system", NULL},
-	{"status", "[--json] [ID...]", "check systems against the vendors now", NULL},
-	{"refresh", "[--due DAYS | ID...] [--json]", "refresh tokens before they expire", NULL},
-	{"enroll", "VENDOR --customer REF [--method M] [--site ID] [--json]",
-	 "enroll a system without the wizard", NULL},
-	{"remove", "ID [--yes]", "remove an enrolled system", NULL},
-	{"export", "--json [--force]", "export every record, secrets included", NULL},
-	{"secret", "set|list|remove [NAME]", "keep the company's app secrets in the store", NULL},
-	{"sandbox", "[--listen ADDR:PORT] [--write-config FILE]",
-	 "serve the offline world of every vendor on loopback", NULL},
-	{"relay", "--listen ADDR:PORT --public-url URL --secret-file FILE",
-	 "run the callback relay for phones", NULL},
-	{"join", "create-flow --redirect-uri URL --vendors LIST [--save]",
-	 "manage Derapi Join flows", NULL},
-	{"reauth", "ID", "re-authorize an enrolled system with the customer", NULL},
+    {"list", "[--json] [--due DAYS]", "list enrolled systems, most urgent first", NULL},
+    {"show", "ID [--json] [--reveal]", "show one enrolled system", NULL},
+    {"status", "[--json] [ID...]", "check systems against the vendors now", NULL},
+    {"refresh", "[--due DAYS | ID...] [--json]", "refresh tokens before they expire", NULL},
+    {"enroll", "VENDOR --customer REF [--method M] [--site ID] [--json]",
+     "enroll a system without the wizard", NULL},
+    {"remove", "ID [--yes]", "remove an enrolled system", NULL},
+    {"export", "--json [--force]", "export every record, secrets included", NULL},
+    {"secret", "set|list|remove [NAME]", "keep the company's app secrets in the store", NULL},
+    {"sandbox", "[--listen ADDR:PORT] [--write-config FILE]",
+     "serve the offline world of every vendor on loopback", NULL},
+    {"relay", "--listen ADDR:PORT --public-url URL --secret-file FILE",
+     "run the callback relay for phones", NULL},
+    {"join", "create-flow --redirect-uri URL --vendors LIST [--save]", "manage Derapi Join flows",
+     NULL},
+    {"reauth", "ID", "re-authorize an enrolled system with the customer", NULL},
 };
 
 void cli_error(const char *fmt, ...)
@@ -89,25 +89,25 @@ int cli_load_config(struct cli_globals *g)
 static void usage(FILE *out)
 {
 	fprintf(out, "Usage: derenroll [GLOBAL OPTIONS] [COMMAND [ARGS]]\n"
-		     "\n"
-		     "Authorize a customer's solar and battery systems for API access.\n"
-		     "Without a command, runs the enrollment wizard.\n"
-		     "\n"
-		     "Global options (before the command):\n"
-		     "  --config FILE   read FILE instead of ~/.config/derenroll/config.ini\n"
-		     "  --store FILE    use the credential store FILE\n"
-		     "  --demo          run against the built-in sandbox with a throwaway store\n"
-		     "  -h, --help      show this help and exit\n"
-		     "  -V, --version   show the version and exit\n"
-		     "\n"
-		     "Commands:\n");
+	             "\n"
+	             "Authorize a customer's solar and battery systems for API access.\n"
+	             "Without a command, runs the enrollment wizard.\n"
+	             "\n"
+	             "Global options (before the command):\n"
+	             "  --config FILE   read FILE instead of ~/.config/derenroll/config.ini\n"
+	             "  --store FILE    use the credential store FILE\n"
+	             "  --demo          run against the built-in sandbox with a throwaway store\n"
+	             "  -h, --help      show this help and exit\n"
+	             "  -V, --version   show the version and exit\n"
+	             "\n"
+	             "Commands:\n");
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		fprintf(out, "  %-8s %s\n           %s%s\n", commands[i].name, commands[i].args,
-			commands[i].summary, commands[i].run ? "" : " (not available yet)");
+		        commands[i].summary, commands[i].run ? "" : " (not available yet)");
 	fprintf(out, "\n"
-		     "Exit codes: 0 ok; 1 needs a person (rejected, expired, declined, expiring);\n"
-		     "2 usage or configuration error; 3 temporary or vendor failure, retry later;\n"
-		     "4 credential store error.\n");
+	             "Exit codes: 0 ok; 1 needs a person (rejected, expired, declined, expiring);\n"
+	             "2 usage or configuration error; 3 temporary or vendor failure, retry later;\n"
+	             "4 credential store error.\n");
 }
 
 static const struct command *find_command(const char *name)
@@ -125,20 +125,17 @@ static int run_wizard(struct cli_globals *g)
 	if (rc < 0)
 		return cli_fail(rc);
 	cli_error("the enrollment wizard%s is not available in this build yet; "
-		  "'derenroll --help' lists the commands",
-		  g->demo ? " (--demo)" : "");
+	          "'derenroll --help' lists the commands",
+	          g->demo ? " (--demo)" : "");
 	return EXIT_USAGE;
 }
 
 int main(int argc, char **argv)
 {
 	static const struct option options[] = {
-		{"config", required_argument, NULL, 'c'},
-		{"store", required_argument, NULL, 's'},
-		{"demo", no_argument, NULL, 'D'},
-		{"help", no_argument, NULL, 'h'},
-		{"version", no_argument, NULL, 'V'},
-		{NULL, 0, NULL, 0},
+	    {"config", required_argument, NULL, 'c'}, {"store", required_argument, NULL, 's'},
+	    {"demo", no_argument, NULL, 'D'},         {"help", no_argument, NULL, 'h'},
+	    {"version", no_argument, NULL, 'V'},      {NULL, 0, NULL, 0},
 	};
 	struct cli_globals g = {0};
 	const struct command *cmd;
@@ -169,7 +166,7 @@ int main(int argc, char **argv)
 				cli_error("unknown option '-%c' (try 'derenroll --help')", optopt);
 			else
 				cli_error("unknown option '%s' (try 'derenroll --help')",
-					  argv[optind - 1]);
+				          argv[optind - 1]);
 			return EXIT_USAGE;
 		}
 	}

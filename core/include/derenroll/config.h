@@ -43,15 +43,15 @@ ENR_API const char *enr_config_warning(const struct enr_config *cfg, size_t i);
 
 /* A value as written, or NULL. */
 ENR_API const char *enr_config_get(const struct enr_config *cfg, const char *section,
-				   const char *key);
+                                   const char *key);
 
 /* An integer value, `def` when absent; ENR_E_CONFIG when not a number in [min, max]. */
 ENR_API int enr_config_get_long(long *out, const struct enr_config *cfg, const char *section,
-				const char *key, long def, long min, long max);
+                                const char *key, long def, long min, long max);
 
 /* A boolean (on/off, true/false, yes/no, 1/0), `def` when absent. */
 ENR_API int enr_config_get_bool(bool *out, const struct enr_config *cfg, const char *section,
-				const char *key, bool def);
+                                const char *key, bool def);
 
 /*
  * A secret: inline `key`, else the file named by `key_file`, else the secret
@@ -60,30 +60,30 @@ ENR_API int enr_config_get_bool(bool *out, const struct enr_config *cfg, const c
  * with a message saying how to set it when it is nowhere.
  */
 ENR_API int enr_config_get_secret(char **out, const struct enr_config *cfg, const char *section,
-				  const char *key);
+                                  const char *key);
 ENR_API void enr_config_free_secret(char *secret);
 
 /* Where secrets not in the file come from (the encrypted store). */
 ENR_API void enr_config_set_secret_source(struct enr_config *cfg, enr_config_secret_fn fn,
-					  void *ctx);
+                                          void *ctx);
 
 /* Sets a value in memory (overrides from the command line, the demo). */
 ENR_API int enr_config_set(struct enr_config *cfg, const char *section, const char *key,
-			   const char *value);
+                           const char *value);
 
 /* Writes every value to `path` (mode 0600, atomically). */
 ENR_API int enr_config_write(const struct enr_config *cfg, const char *path);
 
 /* Sets one key in the file `path`, keeping the rest of it as it is (atomically). */
 ENR_API int enr_config_save_key(const char *path, const char *section, const char *key,
-				const char *value);
+                                const char *value);
 
 /* True for keys that hold secrets (client_secret, api_key, secret, ...). */
 ENR_API bool enr_config_is_secret_key(const char *key);
 
 /* Iterates over the values: 0 and the fields of entry `i`, ENR_E_NOTFOUND past the end. */
 ENR_API int enr_config_entry(const struct enr_config *cfg, size_t i, const char **section,
-			     const char **key, const char **value);
+                             const char **key, const char **value);
 
 /*
  * The directory holding vendors.json and the pages: $DERENROLL_DATADIR, else

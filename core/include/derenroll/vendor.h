@@ -21,16 +21,16 @@ enum enr_client_auth {
 };
 
 enum enr_token_params {
-	ENR_TOKEN_PARAMS_FORM,	/* grant parameters in an x-www-form-urlencoded body */
+	ENR_TOKEN_PARAMS_FORM,  /* grant parameters in an x-www-form-urlencoded body */
 	ENR_TOKEN_PARAMS_QUERY, /* grant parameters in the query string (Enphase) */
 };
 
 enum enr_check_auth {
-	ENR_CHECK_AUTH_BEARER,	   /* Authorization: Bearer <access token> */
+	ENR_CHECK_AUTH_BEARER,     /* Authorization: Bearer <access token> */
 	ENR_CHECK_AUTH_HEADER_KEY, /* <header>: <api key> */
 	ENR_CHECK_AUTH_QUERY_KEY,  /* ?<query_key>=<api key> */
-	ENR_CHECK_AUTH_SOLIS,	   /* Solis Content-MD5 + HMAC-SHA1 signature */
-	ENR_CHECK_AUTH_DERAPI,	   /* Derapi bearer + X-Authorization-<vendor> */
+	ENR_CHECK_AUTH_SOLIS,      /* Solis Content-MD5 + HMAC-SHA1 signature */
+	ENR_CHECK_AUTH_DERAPI,     /* Derapi bearer + X-Authorization-<vendor> */
 };
 
 enum enr_limit_scope {
@@ -40,9 +40,9 @@ enum enr_limit_scope {
 };
 
 struct enr_field {
-	const char *name;  /* credential name: "api_key", "key_id", "owner_email", ... */
-	const char *label; /* what the form shows */
-	const char *help;  /* where the value comes from */
+	const char *name;    /* credential name: "api_key", "key_id", "owner_email", ... */
+	const char *label;   /* what the form shows */
+	const char *help;    /* where the value comes from */
 	const char *pattern; /* POSIX extended regex it must match, or NULL */
 	bool secret;
 	bool optional;
@@ -68,14 +68,14 @@ struct enr_oauth_spec {
 	enum enr_client_auth client_auth;
 	enum enr_token_params token_params;
 	bool pkce;
-	bool audience;		    /* send audience = api_url (Tesla) */
+	bool audience;              /* send audience = api_url (Tesla) */
 	const char *required_scope; /* warn when the granted scopes lack it, or NULL */
 	const char *identity_claim; /* JWT claim naming the account, or NULL */
 };
 
 struct enr_token_spec {
-	long access_ttl;  /* seconds; 0 = does not expire / not applicable */
-	long refresh_ttl; /* seconds from issue; 0 = does not expire */
+	long access_ttl;    /* seconds; 0 = does not expire / not applicable */
+	long refresh_ttl;   /* seconds from issue; 0 = does not expire */
 	long refresh_grace; /* how long a rotated-out refresh token stays valid */
 	bool refresh_rotates;
 };
@@ -85,34 +85,34 @@ struct enr_check_spec {
 	const char *path;   /* below api_url */
 	const char *body;   /* request body or NULL */
 	enum enr_check_auth auth;
-	const char *header;	   /* for HEADER_KEY */
-	const char *query_key;	   /* query parameter carrying the API key, or NULL */
-	const char *sites;	   /* dot path to the site array ("data.page.records") */
-	const char *site_id;	   /* field of a site holding its id */
-	const char *site_name;	   /* field of a site holding its name */
+	const char *header;        /* for HEADER_KEY */
+	const char *query_key;     /* query parameter carrying the API key, or NULL */
+	const char *sites;         /* dot path to the site array ("data.page.records") */
+	const char *site_id;       /* field of a site holding its id */
+	const char *site_name;     /* field of a site holding its name */
 	const char *require_field; /* entries without it are not sites, or NULL */
 };
 
 struct enr_rate_limit {
-	double requests;    /* requests allowed per `per_seconds`; 0 = no rate cap */
+	double requests; /* requests allowed per `per_seconds`; 0 = no rate cap */
 	double per_seconds;
 	int concurrency; /* calls at once; 0 = no cap */
 	enum enr_limit_scope scope;
 };
 
 struct enr_guidance {
-	int status;	   /* HTTP status it applies to, or 0 for any */
+	int status;        /* HTTP status it applies to, or 0 for any */
 	const char *match; /* substring of the body or error code, or NULL */
-	int error;	   /* ENR_E_REJECTED, ENR_E_TRANSIENT, ENR_E_MISCONFIGURED, ... */
+	int error;         /* ENR_E_REJECTED, ENR_E_TRANSIENT, ENR_E_MISCONFIGURED, ... */
 	const char *message;
 };
 
 struct enr_vendor {
 	const char *id;
 	const char *name;
-	const char *config_section; /* "vendor.tesla", "derapi" */
-	const char *derapi_name;    /* its name in Derapi Join, or NULL */
-	const char *api_version;    /* Derapi's api-version header, or NULL */
+	const char *config_section;       /* "vendor.tesla", "derapi" */
+	const char *derapi_name;          /* its name in Derapi Join, or NULL */
+	const char *api_version;          /* Derapi's api-version header, or NULL */
 	const struct enr_method *methods; /* the first is the default */
 	size_t n_methods;
 	const struct enr_endpoint *endpoints;
@@ -140,8 +140,7 @@ struct enr_vendor {
 ENR_API int enr_catalog_load(struct enr_catalog **out, const char *path);
 
 /* The same from a string; `origin` names it in messages. */
-ENR_API int enr_catalog_load_string(struct enr_catalog **out, const char *json,
-				    const char *origin);
+ENR_API int enr_catalog_load_string(struct enr_catalog **out, const char *json, const char *origin);
 
 ENR_API void enr_catalog_free(struct enr_catalog *catalog);
 
@@ -150,7 +149,7 @@ ENR_API const struct enr_vendor *enr_catalog_at(const struct enr_catalog *catalo
 
 /* The vendor with that id, or NULL (ENR_E_USAGE set, listing the known ids). */
 ENR_API const struct enr_vendor *enr_catalog_find(const struct enr_catalog *catalog,
-						  const char *id);
+                                                  const char *id);
 
 /*
  * Checks the `[vendor.<id>]` sections of `cfg` against the catalogue and
@@ -158,16 +157,14 @@ ENR_API const struct enr_vendor *enr_catalog_find(const struct enr_catalog *cata
  * (unknown vendor id).
  */
 ENR_API size_t enr_catalog_check_config(const struct enr_catalog *catalog,
-					const struct enr_config *cfg,
-					void (*warn)(const char *msg, void *ctx), void *ctx);
+                                        const struct enr_config *cfg,
+                                        void (*warn)(const char *msg, void *ctx), void *ctx);
 
 /* The method with that id, or NULL (ENR_E_USAGE set, listing the vendor's methods). */
-ENR_API const struct enr_method *enr_vendor_method(const struct enr_vendor *vendor,
-						   const char *id);
+ENR_API const struct enr_method *enr_vendor_method(const struct enr_vendor *vendor, const char *id);
 
 /* The default URL of an endpoint, or NULL. */
-ENR_API const char *enr_vendor_default_endpoint(const struct enr_vendor *vendor,
-						const char *name);
+ENR_API const char *enr_vendor_default_endpoint(const struct enr_vendor *vendor, const char *name);
 
 /*
  * An endpoint URL as configured: the config's `[<section>] <name>` when set,
@@ -175,30 +172,30 @@ ENR_API const char *enr_vendor_default_endpoint(const struct enr_vendor *vendor,
  * Trailing slashes are not stripped: callers join with enr_vendor_url().
  */
 ENR_API const char *enr_vendor_endpoint(const struct enr_vendor *vendor,
-					const struct enr_config *cfg, const char *name);
+                                        const struct enr_config *cfg, const char *name);
 
 /* endpoint + path, with exactly one slash between them; malloc'd. */
 ENR_API char *enr_vendor_url(const struct enr_vendor *vendor, const struct enr_config *cfg,
-			     const char *endpoint, const char *path);
+                             const char *endpoint, const char *path);
 
 /* A non-secret setting of the vendor's section (client_id, redirect_uri, ...), or NULL. */
 ENR_API const char *enr_vendor_setting(const struct enr_vendor *vendor,
-				       const struct enr_config *cfg, const char *key);
+                                       const struct enr_config *cfg, const char *key);
 
 /* A secret of the vendor's section (client_secret, api_key); see enr_config_get_secret(). */
 ENR_API int enr_vendor_secret(char **out, const struct enr_vendor *vendor,
-			      const struct enr_config *cfg, const char *key);
+                              const struct enr_config *cfg, const char *key);
 
 /* The scopes to request: `[section] scopes` if set, else the catalogue's. */
 ENR_API const char *enr_vendor_scopes(const struct enr_vendor *vendor,
-				      const struct enr_config *cfg);
+                                      const struct enr_config *cfg);
 
 /*
  * The first guidance entry matching an HTTP status and a response body (or an
  * error code such as "invalid_grant" or the marker "empty_sites"), or NULL.
  */
-ENR_API const struct enr_guidance *enr_vendor_guidance(const struct enr_vendor *vendor,
-						       int status, const char *text);
+ENR_API const struct enr_guidance *enr_vendor_guidance(const struct enr_vendor *vendor, int status,
+                                                       const char *text);
 
 /* Whether the catalogue marks a field ("tokens.access_ttl") as unconfirmed. */
 ENR_API bool enr_vendor_unconfirmed(const struct enr_vendor *vendor, const char *field);

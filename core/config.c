@@ -137,10 +137,8 @@ void enr_config_free(struct enr_config *cfg)
 	for (size_t i = 0; i < cfg->n_entries; i++) {
 		free(cfg->entries[i].section);
 		free(cfg->entries[i].key);
-		if (enr_config_is_secret_key(cfg->entries[i].key ? cfg->entries[i].key : ""))
-			enr_util_free_secret(cfg->entries[i].value);
-		else
-			free(cfg->entries[i].value);
+		/* Values are wiped, whatever their key: any of them may be a secret. */
+		enr_util_free_secret(cfg->entries[i].value);
 	}
 	free(cfg->entries);
 	for (size_t i = 0; i < cfg->n_warnings; i++)
@@ -230,10 +228,7 @@ int enr_config_set(struct enr_config *cfg, const char *section, const char *key,
 	copy = enr_util_strdup(value);
 	if (!copy)
 		return ENR_E_NOMEM;
-	if (enr_config_is_secret_key(key))
-		enr_util_free_secret(e->value);
-	else
-		free(e->value);
+	enr_util_free_secret(e->value);
 	e->value = copy;
 	return 0;
 }

@@ -29,10 +29,15 @@ struct ctx {
 
 static int bad(const struct ctx *c, const char *field, const char *problem)
 {
+	int len = (int)strlen(field);
+
+	/* "methods[0]." names an element: drop the trailing dot. */
+	if (len > 0 && field[len - 1] == '.')
+		len--;
 	if (c->vendor)
-		return enr_error_set(ENR_E_PARSE, "%s: vendor '%s': field '%s' %s", c->origin,
-		                     c->vendor, field, problem);
-	return enr_error_set(ENR_E_PARSE, "%s: field '%s' %s", c->origin, field, problem);
+		return enr_error_set(ENR_E_PARSE, "%s: vendor '%s': field '%.*s' %s", c->origin,
+		                     c->vendor, len, field, problem);
+	return enr_error_set(ENR_E_PARSE, "%s: field '%.*s' %s", c->origin, len, field, problem);
 }
 
 static json_object *member(json_object *obj, const char *key, json_type type)

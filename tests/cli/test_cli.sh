@@ -1,1 +1,69 @@
-echo "1..0"
+#!/usr/bin/env bash
+# The command line: help, version, option parsing, and bad input (exit 2, one line).
+set -u
+BIN=$1
+. "$(dirname "$0")/lib.sh"
+plan 39
+
+run "$BIN" --version
+expect_rc "--version" 0
+expect_in "--version names the version" "derenroll 0." "$OUT"
+
+run "$BIN" --help
+expect_rc "--help" 0
+for c in list show status refresh enroll remove export secret sandbox relay join reauth; do
+	expect_in "--help lists '$c'" "  $c " "$OUT"
+done
+for o in --config --store --demo; do
+	expect_in "--help lists $o" "$o" "$OUT"
+done
+
+run "$BIN" --frobnicate
+expect_rc "unknown long option" 2
+expect_one_line "unknown option: one line" "$ERR"
+expect_in "unknown option is named" "--frobnicate" "$ERR"
+
+run "$BIN" -x
+expect_rc "unknown short option" 2
+
+run "$BIN" --config
+expect_rc "--config without its argument" 2
+
+run "$BIN" frobnicate
+expect_rc "unknown command" 2
+expect_in "unknown command is named" "unknown command 'frobnicate'" "$ERR"
+
+run "$BIN" --config "$TMP/missing/config.ini" </dev/null
+expect_rc "missing --config file" 2
+expect_one_line "missing config: one line" "$ERR"
+expect_in "missing config names the file" "$TMP/missing/config.ini" "$ERR"
+
+printf '[vendor.tesla]\nclient_secret = hunter2-secret\n' >"$TMP/open.ini"
+chmod 644 "$TMP/open.ini"
+run "$BIN" --config "$TMP/open.ini" </dev/null
+expect_rc "readable config with an inline secret" 2
+expect_in "the fix is named" "chmod 600 $TMP/open.ini" "$ERR"
+expect_not_in "the secret is not printed" "hunter2" "$ERR"
+
+printf '[ui]\nexpiring_days = 3\nnot a setting\n' >"$TMP/syntax.ini"
+run "$BIN" --config "$TMP/syntax.ini" </dev/null
+expect_rc "config syntax error" 2
+expect_in "syntax error names file and line" "syntax.ini:3:" "$ERR"
+
+printf '[ui]\nexpiring_days = 3\ncolour = red\n[vendor.huawei]\nclient_id = x\n' >"$TMP/warn.ini"
+run "$BIN" --config "$TMP/warn.ini" </dev/null
+expect_in "unknown key warned with its line" "warn.ini:3: unknown key 'colour' in [ui]" "$ERR"
+expect_in "unknown vendor section warned" "[vendor.huawei] names no known vendor" "$ERR"
+
+mkdir -p "$TMP/data"
+printf '{"schema": 1, "vendors": [' >"$TMP/data/vendors.json"
+DERENROLL_DATADIR="$TMP/data" run "$BIN" </dev/null
+expect_rc "truncated vendors.json" 2
+expect_in "truncated vendors.json is named" "$TMP/data/vendors.json" "$ERR"
+
+sed 's/"name": "Tesla",//' "$(dirname "$0")/../../assets/vendors.json" >"$TMP/data/vendors.json"
+DERENROLL_DATADIR="$TMP/data" run "$BIN" </dev/null
+expect_rc "vendor missing a field" 2
+expect_in "vendor and field are named" "vendor 'tesla': field 'name' is missing" "$ERR"
+
+finish

@@ -1,0 +1,61 @@
+# Shared by the TAP shell tests: a clean environment, a temp dir, TAP output.
+# Usage: . lib.sh; plan N; ok "name" cmd...; finish
+
+for v in $(env | sed -n 's/^\(DERENROLL_[A-Za-z0-9_]*\)=.*/\1/p'); do unset "$v"; done
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/derenroll-cli-XXXXXX")
+export HOME="$TMP/home" XDG_CONFIG_HOME="$TMP/home/.config" XDG_DATA_HOME="$TMP/home/.local/share"
+export XDG_STATE_HOME="$TMP/home/.local/state"
+mkdir -p "$HOME"
+CLEANUP_PIDS=""
+cleanup() {
+	for p in $CLEANUP_PIDS; do kill "$p" 2>/dev/null; done
+	rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+N=0
+FAILED=0
+plan() { echo "1..$1"; }
+
+# pass/fail with a name; details on failure as TAP comments.
+check() {
+	N=$((N + 1))
+	if [ "$1" = 0 ]; then
+		echo "ok $N - $2"
+	else
+		echo "not ok $N - $2"
+		FAILED=$((FAILED + 1))
+		[ -n "${3:-}" ] && printf '%s\n' "$3" | sed 's/^/# /'
+	fi
+}
+
+# run CMD...: sets OUT, ERR, RC.
+run() {
+	"$@" >"$TMP/out" 2>"$TMP/err"
+	RC=$?
+	OUT=$(cat "$TMP/out")
+	ERR=$(cat "$TMP/err")
+}
+
+# expect_rc NAME CODE: checks RC of the last run.
+expect_rc() {
+	[ "$RC" = "$2" ]
+	check $? "$1 (exit $2)" "exit was $RC; stderr: $ERR"
+}
+
+# expect_in NAME TEXT HAYSTACK
+expect_in() {
+	case "$3" in *"$2"*) check 0 "$1" ;; *) check 1 "$1" "'$2' not found in: $3" ;; esac
+}
+
+expect_not_in() {
+	case "$3" in *"$2"*) check 1 "$1" "'$2' found in: $3" ;; *) check 0 "$1" ;; esac
+}
+
+# expect_one_line NAME TEXT
+expect_one_line() {
+	[ "$(printf '%s' "$2" | wc -l)" -eq 0 ] && [ -n "$2" ]
+	check $? "$1" "not exactly one line: $2"
+}
+
+finish() { exit $((FAILED > 0)); }

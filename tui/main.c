@@ -66,6 +66,32 @@ static void print_config_warning(const char *msg, void *ctx)
 	cli_error("warning: %s", msg);
 }
 
+/*
+ * The log goes to [log] file or $XDG_STATE_HOME/derenroll/derenroll.log at
+ * [log] level (default info); when that file cannot be opened, only warnings
+ * and errors go to stderr, so that scripts' output stays clean.
+ */
+static int open_log(const struct enr_config *cfg)
+{
+	const char *file = enr_config_get(cfg, "log", "file");
+	const char *level_name = enr_config_get(cfg, "log", "level");
+	enum enr_log_level level = ENR_LOG_INFO;
+	char *default_path = NULL;
+	int rc;
+
+	if (level_name && (rc = enr_log_parse_level(&level, level_name)) < 0)
+		return enr_error_set(ENR_E_CONFIG, "[log] level: %s", enr_error_last());
+	if (!file)
+		file = default_path = enr_log_default_path();
+	if (file && enr_log_open(file) == 0) {
+		enr_log_set_level(level);
+	} else {
+		enr_log_set_level(level < ENR_LOG_WARN ? level : ENR_LOG_WARN);
+	}
+	free(default_path);
+	return 0;
+}
+
 int cli_load_config(struct cli_globals *g)
 {
 	int rc;
@@ -76,6 +102,9 @@ int cli_load_config(struct cli_globals *g)
 			return rc;
 		for (size_t i = 0; i < enr_config_warning_count(g->cfg); i++)
 			cli_error("warning: %s", enr_config_warning(g->cfg, i));
+		rc = open_log(g->cfg);
+		if (rc < 0)
+			return rc;
 	}
 	if (!g->catalog) {
 		rc = enr_catalog_load(&g->catalog, NULL);
@@ -191,6 +220,7 @@ int main(int argc, char **argv)
 out:
 	enr_config_free(g.cfg);
 	enr_catalog_free(g.catalog);
+	enr_log_close();
 	enr_log_clear_secrets();
 	return status;
 }

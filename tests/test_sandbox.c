@@ -354,6 +354,39 @@ static void bearer_get(struct http *h, const char *url, const char *token)
 	free(auth);
 }
 
+static long bearer_status(const char *url, const char *token)
+{
+	struct http h;
+	long status;
+
+	bearer_get(&h, url, token);
+	status = h.status;
+	http_done(&h);
+	return status;
+}
+
+static long refresh_status(const struct fixture *f, const char *refresh)
+{
+	struct http h;
+	long status;
+
+	tesla_refresh(&h, f, refresh);
+	status = h.status;
+	http_done(&h);
+	return status;
+}
+
+static long post_status(const char *url, const char *body)
+{
+	struct http h;
+	long status;
+
+	post(&h, url, NULL, body);
+	status = h.status;
+	http_done(&h);
+	return status;
+}
+
 static char *api(const struct fixture *f, const char *section, const char *path)
 {
 	char *url = NULL;
@@ -445,16 +478,12 @@ static void tesla_round_trip(void **state)
 	http_done(&h);
 	assert_string_not_equal(str(again, "refresh_token"), str(tokens, "refresh_token"));
 	assert_string_not_equal(str(again, "access_token"), str(tokens, "access_token"));
-	bearer_get(&h, products, str(again, "access_token"));
-	assert_int_equal(h.status, 200);
-	http_done(&h);
+	assert_int_equal(bearer_status(products, str(again, "access_token")), 200);
 	tesla_refresh(&h, f, str(tokens, "refresh_token"));
 	assert_int_equal(h.status, 400);
 	assert_non_null(strstr(h.body, "invalid_grant"));
 	http_done(&h);
-	tesla_refresh(&h, f, str(again, "refresh_token"));
-	assert_int_equal(h.status, 200);
-	http_done(&h);
+	assert_int_equal(refresh_status(f, str(again, "refresh_token")), 200);
 
 	json_object_put(again);
 	json_object_put(tokens);
@@ -655,21 +684,14 @@ static void refresh_grace_window(void **state)
 {
 	struct fixture *f = *state;
 	json_object *tokens = tesla_tokens(f, NULL);
-	struct http h;
 
 	assert_int_equal(enr_sandbox_set(f->sb, "refresh_grace", 30), 0);
-	tesla_refresh(&h, f, str(tokens, "refresh_token"));
-	assert_int_equal(h.status, 200);
-	http_done(&h);
+	assert_int_equal(refresh_status(f, str(tokens, "refresh_token")), 200);
 	/* Within the grace window the previous token still works... */
-	tesla_refresh(&h, f, str(tokens, "refresh_token"));
-	assert_int_equal(h.status, 200);
-	http_done(&h);
+	assert_int_equal(refresh_status(f, str(tokens, "refresh_token")), 200);
 	/* ...and not once the window is closed. */
 	assert_int_equal(enr_sandbox_set(f->sb, "refresh_grace", 0), 0);
-	tesla_refresh(&h, f, str(tokens, "refresh_token"));
-	assert_int_equal(h.status, 400);
-	http_done(&h);
+	assert_int_equal(refresh_status(f, str(tokens, "refresh_token")), 400);
 	json_object_put(tokens);
 }
 
@@ -695,50 +717,33 @@ static void revoked_and_expired_tokens(void **state)
 
 	/* Revoking an account through the control endpoint. */
 	assert_true(asprintf(&control, "%s/_sandbox/revoke", f->url) > 0);
-	post(&h, control, NULL, "{\"vendor\": \"tesla\", \"account\": \"carol\"}");
-	assert_int_equal(h.status, 200);
-	http_done(&h);
-	bearer_get(&h, products, str(t2, "access_token"));
-	assert_int_equal(h.status, 401);
-	http_done(&h);
-	tesla_refresh(&h, f, str(t2, "refresh_token"));
-	assert_int_equal(h.status, 400);
-	http_done(&h);
+	assert_int_equal(post_status(control, "{\"vendor\": \"tesla\", \"account\": \"carol\"}"),
+	                 200);
+	assert_int_equal(bearer_status(products, str(t2, "access_token")), 401);
+	assert_int_equal(refresh_status(f, str(t2, "refresh_token")), 400);
 	/* The account approving again gets working tokens. */
 	json_object_put(t2);
 	t2 = tesla_tokens(f, "carol");
-	bearer_get(&h, products, str(t2, "access_token"));
-	assert_int_equal(h.status, 200);
-	http_done(&h);
+	assert_int_equal(bearer_status(products, str(t2, "access_token")), 200);
 
 	/* Expired access tokens, one and all; refreshing gives a working one. */
 	free(control);
 	assert_true(asprintf(&control, "%s/_sandbox/expire", f->url) > 0);
 	assert_true(asprintf(&body, "{\"token\": \"%s\"}", str(t3, "access_token")) > 0);
-	post(&h, control, NULL, body);
-	assert_int_equal(h.status, 200);
-	http_done(&h);
+	assert_int_equal(post_status(control, body), 200);
 	bearer_get(&h, products, str(t3, "access_token"));
 	assert_int_equal(h.status, 401);
 	assert_non_null(strstr(h.body, "token expired"));
 	http_done(&h);
-	bearer_get(&h, products, str(t2, "access_token"));
-	assert_int_equal(h.status, 200);
-	http_done(&h);
-	post(&h, control, NULL, "{\"vendor\": \"tesla\"}");
-	assert_int_equal(h.status, 200);
-	http_done(&h);
-	bearer_get(&h, products, str(t2, "access_token"));
-	assert_int_equal(h.status, 401);
-	http_done(&h);
+	assert_int_equal(bearer_status(products, str(t2, "access_token")), 200);
+	assert_int_equal(post_status(control, "{\"vendor\": \"tesla\"}"), 200);
+	assert_int_equal(bearer_status(products, str(t2, "access_token")), 401);
 	tesla_refresh(&h, f, str(t2, "refresh_token"));
 	assert_int_equal(h.status, 200);
 	json_object_put(t2);
 	t2 = body_json(&h);
 	http_done(&h);
-	bearer_get(&h, products, str(t2, "access_token"));
-	assert_int_equal(h.status, 200);
-	http_done(&h);
+	assert_int_equal(bearer_status(products, str(t2, "access_token")), 200);
 
 	json_object_put(t1);
 	json_object_put(t2);
@@ -762,9 +767,7 @@ static void tesla_scope_is_checked(void **state)
 	assert_int_equal(h.status, 200);
 	tokens = body_json(&h);
 	http_done(&h);
-	bearer_get(&h, products, str(tokens, "access_token"));
-	assert_int_equal(h.status, 403);
-	http_done(&h);
+	assert_int_equal(bearer_status(products, str(tokens, "access_token")), 403);
 	json_object_put(tokens);
 	free(code);
 	free(location);
@@ -909,9 +912,7 @@ static void sma_round_trip(void **state)
 	          "grant_type=client_credentials&client_id=x&client_secret=y");
 	assert_int_equal(h.status, 401);
 	http_done(&h);
-	bearer_get(&h, plants, "not-a-token");
-	assert_int_equal(h.status, 401);
-	http_done(&h);
+	assert_int_equal(bearer_status(plants, "not-a-token"), 401);
 	json_object_put(online);
 	json_object_put(again);
 	json_object_put(tokens);
@@ -1140,6 +1141,17 @@ static void solaredge_sites(struct http *h, const struct fixture *f, const char 
 	free(url);
 }
 
+static long solaredge_status(const struct fixture *f, const char *key)
+{
+	struct http h;
+	long status;
+
+	solaredge_sites(&h, f, key);
+	status = h.status;
+	http_done(&h);
+	return status;
+}
+
 static void solaredge_keys(void **state)
 {
 	struct fixture *f = *state;
@@ -1180,13 +1192,9 @@ static void solaredge_keys(void **state)
 	assert_string_equal(h.content_type, "application/problem+json");
 	assert_non_null(strstr(h.body, "\"detail\":\"Invalid API key\""));
 	http_done(&h);
-	solaredge_sites(&h, f, NULL);
-	assert_int_equal(h.status, 401);
-	http_done(&h);
+	assert_int_equal(solaredge_status(f, NULL), 401);
 	assert_int_equal(enr_sandbox_revoke_account(f->sb, "solaredge", key), 0);
-	solaredge_sites(&h, f, key);
-	assert_int_equal(h.status, 401);
-	http_done(&h);
+	assert_int_equal(solaredge_status(f, key), 401);
 
 	/* v1 is gone. */
 	assert_true(asprintf(&v1, "%s/sites/list?size=100&api_key=%s",
@@ -1239,6 +1247,18 @@ static void solis_call(struct http *h, const struct fixture *f, const char *key_
 	free(auth);
 }
 
+static long solis_status(const struct fixture *f, const char *key_id, const char *secret,
+                         enum solis_tamper tamper)
+{
+	struct http h;
+	long status;
+
+	solis_call(&h, f, key_id, secret, tamper);
+	status = h.status;
+	http_done(&h);
+	return status;
+}
+
 static void solis_signatures(void **state)
 {
 	struct fixture *f = *state;
@@ -1259,22 +1279,11 @@ static void solis_signatures(void **state)
 	check_sites(f, "solis", &h, &sites);
 	assert_int_equal(sites.n, 3);
 	http_done(&h);
-	solis_call(&h, f, "demo-customer-42", secret, SOLIS_GOOD);
-	assert_int_equal(h.status, 200);
-	http_done(&h);
-
-	solis_call(&h, f, key_id, secret, SOLIS_BAD_SECRET);
-	assert_int_equal(h.status, 403);
-	http_done(&h);
-	solis_call(&h, f, "1300386381676", secret, SOLIS_GOOD);
-	assert_int_equal(h.status, 403);
-	http_done(&h);
-	solis_call(&h, f, key_id, secret, SOLIS_OLD_DATE);
-	assert_int_equal(h.status, 408);
-	http_done(&h);
-	solis_call(&h, f, key_id, secret, SOLIS_BAD_MD5);
-	assert_int_equal(h.status, 400);
-	http_done(&h);
+	assert_int_equal(solis_status(f, "demo-customer-42", secret, SOLIS_GOOD), 200);
+	assert_int_equal(solis_status(f, key_id, secret, SOLIS_BAD_SECRET), 403);
+	assert_int_equal(solis_status(f, "1300386381676", secret, SOLIS_GOOD), 403);
+	assert_int_equal(solis_status(f, key_id, secret, SOLIS_OLD_DATE), 408);
+	assert_int_equal(solis_status(f, key_id, secret, SOLIS_BAD_MD5), 400);
 
 	solis_call(&h, f, "demo-noapi-7", secret, SOLIS_GOOD);
 	assert_int_equal(h.status, 200);
@@ -1331,29 +1340,67 @@ static void derapi_call(struct http *h, const struct fixture *f, const char *met
 	free(auth);
 }
 
+/* Starts a Join session for the vendors of `body`; returns its id. */
+static char *session_start(const struct fixture *f, const char *token, const char *body)
+{
+	struct http h;
+	json_object *obj;
+	char *id;
+
+	derapi_call(&h, f, "POST", "/join/session/start", token, body, NULL);
+	assert_int_equal(h.status, 200);
+	obj = body_json(&h);
+	assert_non_null(str(obj, "sessionID"));
+	id = strdup(str(obj, "sessionID"));
+	json_object_put(obj);
+	http_done(&h);
+	return id;
+}
+
+/* The customer answers the session's page for `vendor` ("approve" or "deny"). */
+static void session_answer(const struct fixture *f, const char *session, const char *vendor,
+                           const char *answer)
+{
+	char *url = NULL;
+	struct http h;
+
+	assert_true(asprintf(&url, "%s/join/session/%s/authorize?vendor=%s&sandbox_auto=%s",
+	                     cfg(f, "derapi", "api_url"), session, vendor, answer) > 0);
+	get(&h, url, NULL);
+	assert_int_equal(h.status, 200);
+	http_done(&h);
+	free(url);
+}
+
+static void fetch_token(struct http *h, const struct fixture *f, const char *token,
+                        const char *session)
+{
+	char *path = NULL;
+
+	assert_true(asprintf(&path, "/join/session/%s/fetch-token", session) > 0);
+	derapi_call(h, f, "GET", path, token, NULL, NULL);
+	free(path);
+}
+
 static void derapi_session(void **state)
 {
 	struct fixture *f = *state;
 	char *token = derapi_token(f, cfg(f, "derapi", "client_secret")), *body = NULL;
 	char *path = NULL, *products = api(f, "vendor.tesla", "/api/1/products");
-	json_object *obj, *vendors;
-	const char *session;
-	struct http h;
+	char *session, *url = NULL, *auth = NULL, *x = NULL;
+	json_object *vendors, *t, *v;
+	struct http h, p;
 
 	assert_non_null(token);
 	assert_null(derapi_token(f, "wrong"));
 	/* Without the api-version header. */
+	assert_true(asprintf(&url, "%s/join/session/start", cfg(f, "derapi", "api_url")) > 0);
+	assert_true(asprintf(&auth, "Authorization: Bearer %s", token) > 0);
 	{
-		char *url = NULL, *auth = NULL;
-		assert_true(asprintf(&url, "%s/join/session/start", cfg(f, "derapi", "api_url")) >
-		            0);
-		assert_true(asprintf(&auth, "Authorization: Bearer %s", token) > 0);
 		const char *const headers[] = {auth, NULL};
 		post(&h, url, headers, "{\"vendors\": [{\"vendor\": \"solis\"}]}");
 		assert_int_equal(h.status, 400);
 		http_done(&h);
-		free(url);
-		free(auth);
 	}
 	derapi_call(&h, f, "POST", "/join/session/start", "not-a-token",
 	            "{\"vendors\": [{\"vendor\": \"solis\"}]}", NULL);
@@ -1373,13 +1420,7 @@ static void derapi_session(void **state)
 	                     "{\"vendor\": \"solis\"}, {\"vendor\": \"enphasevpp\"}]}",
 	                     cfg(f, "vendor.tesla", "client_id"),
 	                     cfg(f, "vendor.tesla", "client_secret")) > 0);
-	derapi_call(&h, f, "POST", "/join/session/start", token, body, NULL);
-	assert_int_equal(h.status, 200);
-	obj = body_json(&h);
-	http_done(&h);
-	session = str(obj, "sessionID");
-	assert_non_null(session);
-
+	session = session_start(f, token, body);
 	assert_true(asprintf(&path, "/join/session/%s/vendors", session) > 0);
 	derapi_call(&h, f, "GET", path, token, NULL, NULL);
 	assert_int_equal(h.status, 200);
@@ -1387,99 +1428,52 @@ static void derapi_session(void **state)
 	assert_int_equal(json_object_array_length(json_object_object_get(vendors, "vendors")), 3);
 	json_object_put(vendors);
 	http_done(&h);
-	free(path);
-
-	assert_true(asprintf(&path, "/join/session/%s/fetch-token", session) > 0);
-	derapi_call(&h, f, "GET", path, token, NULL, NULL);
+	fetch_token(&h, f, token, session);
 	assert_int_equal(h.status, 204);
 	http_done(&h);
 
 	/* The customer approves Tesla through the session's page. */
-	{
-		char *url = NULL;
-		assert_true(
-		    asprintf(&url, "%s/join/session/%s/authorize?vendor=tesla&sandbox_auto=approve",
-		             cfg(f, "derapi", "api_url"), session) > 0);
-		get(&h, url, NULL);
-		assert_int_equal(h.status, 200);
-		http_done(&h);
-		free(url);
-	}
-	derapi_call(&h, f, "GET", path, token, NULL, NULL);
+	session_answer(f, session, "tesla", "approve");
+	fetch_token(&h, f, token, session);
 	assert_int_equal(h.status, 200);
-	{
-		json_object *t = body_json(&h), *v;
-		struct http p;
-		assert_string_equal(str(t, "vendor"), "tesla");
-		assert_true(json_object_object_get_ex(t, "expiresIn", &v));
-		assert_true(json_object_is_type(v, json_type_string));
-		assert_non_null(str(t, "refreshToken"));
-		/* The vendor token works at the vendor... */
-		bearer_get(&p, products, str(t, "accessToken"));
-		assert_int_equal(p.status, 200);
-		http_done(&p);
-		/* ...and through Derapi's site list. */
-		{
-			char *x = NULL;
-			assert_true(asprintf(&x, "X-Authorization-tesla: Bearer %s",
-			                     str(t, "accessToken")) > 0);
-			derapi_call(&p, f, "GET", "/sites", token, NULL, x);
-			assert_int_equal(p.status, 200);
-			assert_non_null(strstr(p.body, "\"vendor\":\"tesla\""));
-			http_done(&p);
-			free(x);
-		}
-		json_object_put(t);
-	}
+	t = body_json(&h);
 	http_done(&h);
-	free(path);
-	json_object_put(obj);
+	assert_string_equal(str(t, "vendor"), "tesla");
+	assert_true(json_object_object_get_ex(t, "expiresIn", &v));
+	assert_true(json_object_is_type(v, json_type_string));
+	assert_non_null(str(t, "refreshToken"));
+	/* The vendor token works at the vendor and through Derapi's site list. */
+	bearer_get(&p, products, str(t, "accessToken"));
+	assert_int_equal(p.status, 200);
+	http_done(&p);
+	assert_true(asprintf(&x, "X-Authorization-tesla: Bearer %s", str(t, "accessToken")) > 0);
+	derapi_call(&p, f, "GET", "/sites", token, NULL, x);
+	assert_int_equal(p.status, 200);
+	assert_non_null(strstr(p.body, "\"vendor\":\"tesla\""));
+	http_done(&p);
+	json_object_put(t);
+	free(session);
 
 	/* enphasevpp gives a siteID; a declined session says so. */
-	derapi_call(&h, f, "POST", "/join/session/start", token,
-	            "{\"vendors\": [{\"vendor\": \"enphasevpp\"}]}", NULL);
-	obj = body_json(&h);
-	http_done(&h);
-	{
-		char *url = NULL;
-		assert_true(asprintf(&url,
-		                     "%s/join/session/%s/authorize?vendor=enphasevpp"
-		                     "&sandbox_auto=approve",
-		                     cfg(f, "derapi", "api_url"), str(obj, "sessionID")) > 0);
-		get(&h, url, NULL);
-		http_done(&h);
-		free(url);
-	}
-	assert_true(asprintf(&path, "/join/session/%s/fetch-token", str(obj, "sessionID")) > 0);
-	derapi_call(&h, f, "GET", path, token, NULL, NULL);
+	session = session_start(f, token, "{\"vendors\": [{\"vendor\": \"enphasevpp\"}]}");
+	session_answer(f, session, "enphasevpp", "approve");
+	fetch_token(&h, f, token, session);
 	assert_int_equal(h.status, 200);
 	assert_non_null(strstr(h.body, "\"siteID\""));
 	http_done(&h);
-	free(path);
-	json_object_put(obj);
-
-	derapi_call(&h, f, "POST", "/join/session/start", token,
-	            "{\"vendors\": [{\"vendor\": \"solaredge\"}]}", NULL);
-	obj = body_json(&h);
-	http_done(&h);
-	{
-		char *url = NULL;
-		assert_true(
-		    asprintf(&url,
-		             "%s/join/session/%s/authorize?vendor=solaredge&sandbox_auto=deny",
-		             cfg(f, "derapi", "api_url"), str(obj, "sessionID")) > 0);
-		get(&h, url, NULL);
-		http_done(&h);
-		free(url);
-	}
-	assert_true(asprintf(&path, "/join/session/%s/fetch-token", str(obj, "sessionID")) > 0);
-	derapi_call(&h, f, "GET", path, token, NULL, NULL);
+	free(session);
+	session = session_start(f, token, "{\"vendors\": [{\"vendor\": \"solaredge\"}]}");
+	session_answer(f, session, "solaredge", "deny");
+	fetch_token(&h, f, token, session);
 	assert_int_equal(h.status, 400);
 	assert_non_null(strstr(h.body, "access_denied"));
 	http_done(&h);
-	free(path);
-	json_object_put(obj);
+	free(session);
 
+	free(x);
+	free(url);
+	free(auth);
+	free(path);
 	free(body);
 	free(token);
 	free(products);
@@ -1640,14 +1634,10 @@ static void faults(void **state)
 	assert_int_equal(h.status, 429);
 	assert_string_equal(h.retry_after, "7");
 	http_done(&h);
-	solaredge_sites(&h, f, key);
-	assert_int_equal(h.status, 200);
-	http_done(&h);
+	assert_int_equal(solaredge_status(f, key), 200);
 	/* Faults are per vendor. */
 	assert_int_equal(enr_sandbox_add_fault(f->sb, "tesla", ENR_SANDBOX_FAULT_500, 1, 0), 0);
-	solaredge_sites(&h, f, key);
-	assert_int_equal(h.status, 200);
-	http_done(&h);
+	assert_int_equal(solaredge_status(f, key), 200);
 	get(&h, cfg(f, "vendor.tesla", "token_url"), NULL);
 	assert_int_equal(h.status, 500);
 	http_done(&h);
@@ -1671,9 +1661,7 @@ static void faults(void **state)
 	http_done(&h);
 
 	/* A stalled body: the client times out, while other requests go on. */
-	post(&h, control, NULL, "{\"vendor\": \"solis\", \"kind\": \"stall\"}");
-	assert_int_equal(h.status, 200);
-	http_done(&h);
+	assert_int_equal(post_status(control, "{\"vendor\": \"solis\", \"kind\": \"stall\"}"), 200);
 	assert_true(asprintf((char **)&stall.url, "%s/v1/api/userStationList",
 	                     cfg(f, "vendor.solis", "api_url")) > 0);
 	assert_int_equal(pthread_create(&thread, NULL, stalled_request, &stall), 0);
@@ -1697,12 +1685,8 @@ static void faults(void **state)
 	assert_int_equal(h.status, 200);
 	http_done(&h);
 	/* Bad control requests. */
-	post(&h, control, NULL, "{\"vendor\": \"tesla\", \"kind\": \"418\"}");
-	assert_int_equal(h.status, 400);
-	http_done(&h);
-	post(&h, control, NULL, "{\"vendor\": \"nobody\", \"kind\": \"500\"}");
-	assert_int_equal(h.status, 400);
-	http_done(&h);
+	assert_int_equal(post_status(control, "{\"vendor\": \"tesla\", \"kind\": \"418\"}"), 400);
+	assert_int_equal(post_status(control, "{\"vendor\": \"nobody\", \"kind\": \"500\"}"), 400);
 	assert_int_equal(enr_sandbox_add_fault(f->sb, "enphasevpp", ENR_SANDBOX_FAULT_500, 1, 0),
 	                 ENR_E_USAGE);
 	free(control);
@@ -1718,9 +1702,9 @@ static void latency_per_vendor(void **state)
 	long ms;
 
 	assert_true(asprintf(&control, "%s/_sandbox/faults", f->url) > 0);
-	post(&h, control, NULL, "{\"vendor\": \"solaredge\", \"kind\": \"latency\", \"ms\": 300}");
-	assert_int_equal(h.status, 200);
-	http_done(&h);
+	assert_int_equal(
+	    post_status(control, "{\"vendor\": \"solaredge\", \"kind\": \"latency\", \"ms\": 300}"),
+	    200);
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	solaredge_sites(&h, f, key);
 	clock_gettime(CLOCK_MONOTONIC, &t1);

@@ -23,6 +23,7 @@ libcmocka-dev
 tmux
 zbar-tools
 curl
+jq
 ca-certificates
 "
 

@@ -24,6 +24,12 @@ tmux
 zbar-tools
 curl
 ca-certificates
+scdoc
+debhelper
+dpkg-dev
+lintian
+strace
+systemd
 "
 
 missing=""

@@ -65,6 +65,7 @@ man1_exit_codes=$(awk '/^# / {f = ($0 == "# EXIT STATUS")} f && /^\*[0-9]+\*$/' 
 
 # ---- the bash completion, run as bash runs it.
 
+# shellcheck source=../../assets/completion/derenroll
 . "$COMPLETION"
 # comp WORD...: what completing the last WORD offers.
 comp() {
@@ -122,6 +123,9 @@ expect_in "'--config' completes file names" "$TMP/files/company.ini" \
 	"$(comp derenroll --config "$TMP/files/comp")"
 expect_in "'--api-key-file' completes file names" "$TMP/files/company.ini" \
 	"$(comp derenroll enroll solaredge --api-key-file "$TMP/files/c")"
+: >"$TMP/files/api key.txt"
+comp derenroll enroll solaredge --api-key-file "$TMP/files/api" | grep -qxF "$TMP/files/api key.txt"
+check $? "a file name with a space is one completion"
 
 # ---- derenroll.ini(5): "# SECTIONS" holds one "## [section]" per section,
 # whose keys are lines starting with *key*, marked "(secret)" when secret.

@@ -231,8 +231,8 @@ static bool valid_header_name(const char *name)
 	return true;
 }
 
-int enr_http_request_add_header(struct enr_http_request *req, const char *name,
-                                const char *value, unsigned flags)
+int enr_http_request_add_header(struct enr_http_request *req, const char *name, const char *value,
+                                unsigned flags)
 {
 	if (!valid_header_name(name))
 		return enr_error_set(ENR_E_USAGE, "'%s' is not a valid HTTP header name", name);
@@ -418,8 +418,8 @@ static int check_url(const char *url, const char *who, bool *loopback)
 	    curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
 	    curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK) {
 		shown = url_prefix(url);
-		rc = enr_error_set(ENR_E_MISCONFIGURED, "%s%s'%s' is not a valid URL", who ? who : "",
-		                   who ? ": " : "", shown ? shown : "");
+		rc = enr_error_set(ENR_E_MISCONFIGURED, "%s%s'%s' is not a valid URL",
+		                   who ? who : "", who ? ": " : "", shown ? shown : "");
 		goto out;
 	}
 	*loopback = enr_http__is_loopback_host(host);
@@ -529,10 +529,10 @@ static int settings_load(struct settings *s, const struct enr_config *cfg)
 	memset(s, 0, sizeof(*s));
 	if ((rc = enr_config_get_long(&connect_s, cfg, "http", "connect_timeout",
 	                              ENR_HTTP_DEFAULT_CONNECT_TIMEOUT, 1, 600)) < 0 ||
-	    (rc = enr_config_get_long(&total_s, cfg, "http", "timeout", ENR_HTTP_DEFAULT_TIMEOUT,
-	                              1, 3600)) < 0 ||
-	    (rc = enr_config_get_long(&max_body, cfg, "http", "max_body",
-	                              ENR_HTTP_DEFAULT_MAX_BODY, 1024, 1024L * 1024 * 1024)) < 0)
+	    (rc = enr_config_get_long(&total_s, cfg, "http", "timeout", ENR_HTTP_DEFAULT_TIMEOUT, 1,
+	                              3600)) < 0 ||
+	    (rc = enr_config_get_long(&max_body, cfg, "http", "max_body", ENR_HTTP_DEFAULT_MAX_BODY,
+	                              1024, 1024L * 1024 * 1024)) < 0)
 		return rc;
 	s->connect_ms = connect_s * 1000;
 	s->total_ms = total_s * 1000;
@@ -540,8 +540,8 @@ static int settings_load(struct settings *s, const struct enr_config *cfg)
 	if (ca && ca[0]) {
 		/* A relative ca_file is relative to the config file, as *_file secrets are. */
 		if (ca[0] != '/' && slash)
-			s->ca_file = enr_util_printf("%.*s/%s", (int)(slash - cfg_path), cfg_path,
-			                             ca);
+			s->ca_file =
+			    enr_util_printf("%.*s/%s", (int)(slash - cfg_path), cfg_path, ca);
 		else
 			s->ca_file = enr_util_strdup(ca);
 		if (!s->ca_file)
@@ -768,8 +768,8 @@ static int transfer_new(struct transfer **out, const struct settings *s,
 	curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
 	if (s->ca_file)
 		curl_easy_setopt(e, CURLOPT_CAINFO, s->ca_file);
-	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, req->connect_ms ? req->connect_ms
-	                                                               : s->connect_ms);
+	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
+	                 req->connect_ms ? req->connect_ms : s->connect_ms);
 	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, t->total_ms);
 	curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)t->max_body);
 	curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
@@ -862,13 +862,14 @@ static int transport_error(struct transfer *t, CURLcode cc)
 		                     "signing in first; a private CA goes in [http] ca_file",
 		                     name, r->where, detail);
 	case CURLE_SSL_CACERT_BADFILE:
-		return enr_error_set(ENR_E_MISCONFIGURED,
-		                     "cannot use the CA file of [http] ca_file (%s): fix or remove it",
-		                     detail);
+		return enr_error_set(
+		    ENR_E_MISCONFIGURED,
+		    "cannot use the CA file of [http] ca_file (%s): fix or remove it", detail);
 	case CURLE_URL_MALFORMAT:
 	case CURLE_UNSUPPORTED_PROTOCOL:
-		return enr_error_set(ENR_E_MISCONFIGURED, "%s: the URL %s cannot be used (%s): check %s",
-		                     name, r->where, detail, setting);
+		return enr_error_set(ENR_E_MISCONFIGURED,
+		                     "%s: the URL %s cannot be used (%s): check %s", name, r->where,
+		                     detail, setting);
 	case CURLE_ABORTED_BY_CALLBACK:
 		return enr_error_set(ENR_E_CANCELLED, NULL);
 	case CURLE_OUT_OF_MEMORY:
@@ -955,7 +956,8 @@ static void read_detail(struct detail *d, const struct enr_http_response *resp)
 		json_object_put(root);
 		return;
 	}
-	if (json_object_object_get_ex(root, "error", &v) && json_object_is_type(v, json_type_string))
+	if (json_object_object_get_ex(root, "error", &v) &&
+	    json_object_is_type(v, json_type_string))
 		error = json_object_get_string(v);
 	for (size_t i = 0; i < ENR_ARRAY_SIZE(keys) && !desc; i++)
 		if (json_object_object_get_ex(root, keys[i], &v) &&
@@ -986,10 +988,11 @@ static int classify_token_error(const struct enr_http_response *resp, const stru
 	const char *name = who(resp);
 
 	if (strcmp(code, "invalid_grant") == 0)
-		return enr_error_set(ENR_E_REJECTED,
-		                     "%s refused the authorization (HTTP %ld%s): it expired, was "
-		                     "revoked or was already used; the customer must authorize again",
-		                     name, resp->status, d->text);
+		return enr_error_set(
+		    ENR_E_REJECTED,
+		    "%s refused the authorization (HTTP %ld%s): it expired, was "
+		    "revoked or was already used; the customer must authorize again",
+		    name, resp->status, d->text);
 	if (strcmp(code, "invalid_client") == 0 || strcmp(code, "unauthorized_client") == 0 ||
 	    (!code[0] && resp->status == 401))
 		return enr_error_set(ENR_E_MISCONFIGURED,
@@ -1052,17 +1055,19 @@ int enr_http_classify(const struct enr_http_response *resp)
 		                     "%s is limiting the rate of requests (HTTP 429): %s", name,
 		                     retry);
 	if (status >= 500 && status < 600)
-		return enr_error_set(ENR_E_TRANSIENT, "%s had a server error (HTTP %ld%s): %s", name,
-		                     status, d.text, retry);
+		return enr_error_set(ENR_E_TRANSIENT, "%s had a server error (HTTP %ld%s): %s",
+		                     name, status, d.text, retry);
 	if (status == 408)
 		return enr_error_set(ENR_E_TRANSIENT,
-		                     "%s gave up waiting for the request (HTTP 408): try again", name);
+		                     "%s gave up waiting for the request (HTTP 408): try again",
+		                     name);
 	if (status >= 300 && status < 400)
 		return enr_error_set(ENR_E_MISCONFIGURED,
 		                     "%s redirected %s to %s (HTTP %ld), and redirects are not "
 		                     "followed: set %s to the new address",
-		                     name, resp->where, resp->location ? resp->location : "elsewhere",
-		                     status, setting);
+		                     name, resp->where,
+		                     resp->location ? resp->location : "elsewhere", status,
+		                     setting);
 	if (resp->token_call && (status == 400 || status == 401 || d.oauth_error[0]) &&
 	    (rc = classify_token_error(resp, &d, setting)) <= 0)
 		return rc;
@@ -1114,10 +1119,11 @@ int enr_http_response_json(struct json_object **out, const struct enr_http_respo
 	if (!root || json_tokener_get_parse_end(tok) != resp->body_len) {
 		json_object_put(root);
 		json_tokener_free(tok);
-		return enr_error_set(ENR_E_BADRESPONSE,
-		                     "%s sent a malformed answer from %s (not JSON): try again later; "
-		                     "if it persists, the vendor's API may have changed",
-		                     who(resp), resp->where);
+		return enr_error_set(
+		    ENR_E_BADRESPONSE,
+		    "%s sent a malformed answer from %s (not JSON): try again later; "
+		    "if it persists, the vendor's API may have changed",
+		    who(resp), resp->where);
 	}
 	json_tokener_free(tok);
 	*out = root;

@@ -74,9 +74,10 @@ static const char *client_id_of(const struct enr_vendor *vendor, const struct en
 	const char *id = enr_vendor_setting(vendor, cfg, "client_id");
 
 	if (!id)
-		enr_error_set(ENR_E_CONFIG,
-		              "%s needs the company's app: set [%s] client_id (and the client secret)",
-		              vendor->name, vendor->config_section);
+		enr_error_set(
+		    ENR_E_CONFIG,
+		    "%s needs the company's app: set [%s] client_id (and the client secret)",
+		    vendor->name, vendor->config_section);
 	return id;
 }
 
@@ -97,8 +98,7 @@ static int append_param(char **url, const char *name, const char *value)
 }
 
 int enr_oauth_flow_new(struct enr_oauth_flow **out, const struct enr_vendor *vendor,
-                       const struct enr_config *cfg,
-                       const struct enr_oauth_authorize_options *opts)
+                       const struct enr_config *cfg, const struct enr_oauth_authorize_options *opts)
 {
 	static const struct enr_oauth_authorize_options no_opts;
 	struct enr_oauth_flow *flow = NULL;
@@ -205,8 +205,8 @@ static int parse_query(struct enr_oauth_callback *cb, const char *query)
 		name = enr_util_strdup(enr_util_urldecode(pair));
 		value = enr_util_strdup(eq ? enr_util_urldecode(eq + 1) : "");
 		enr_util_free_secret(pair);
-		grown = name && value ? realloc(cb->params, (cb->n_params + 1) * sizeof(*grown))
-		                      : NULL;
+		grown =
+		    name && value ? realloc(cb->params, (cb->n_params + 1) * sizeof(*grown)) : NULL;
 		if (!grown) {
 			free(name);
 			enr_util_free_secret(value);
@@ -236,9 +236,8 @@ static int single_param(const char **out, const struct enr_oauth_callback *cb, c
 static int callback_error(const struct enr_vendor *vendor, const char *error, const char *desc)
 {
 	static const char *const app_errors[] = {
-	    "invalid_request",          "unauthorized_client", "unsupported_response_type",
-	    "invalid_scope",            "invalid_client",      "invalid_redirect_uri",
-	    "redirect_uri_mismatch",
+	    "invalid_request", "unauthorized_client",  "unsupported_response_type", "invalid_scope",
+	    "invalid_client",  "invalid_redirect_uri", "redirect_uri_mismatch",
 	};
 	const char *name = vendor ? vendor->name : "The vendor";
 	char detail[200] = "";
@@ -286,15 +285,17 @@ int enr_oauth_callback_parse(struct enr_oauth_callback **out, const struct enr_v
 	}
 	enr_util_trim(text);
 	if (!text[0]) {
-		rc = enr_error_set(ENR_E_PARSE, "nothing was entered: paste the code or the address "
-		                                "of the page the browser ended on");
+		rc =
+		    enr_error_set(ENR_E_PARSE, "nothing was entered: paste the code or the address "
+		                               "of the page the browser ended on");
 		goto out;
 	}
 	if (is_bare_code(text)) {
 		if (strpbrk(text, " \t")) {
-			rc = enr_error_set(ENR_E_PARSE,
-			                   "that is not a code (it holds spaces): paste the code alone "
-			                   "or the whole address");
+			rc = enr_error_set(
+			    ENR_E_PARSE,
+			    "that is not a code (it holds spaces): paste the code alone "
+			    "or the whole address");
 			goto out;
 		}
 		if ((rc = enr_log_add_secret(text)) < 0)
@@ -321,11 +322,12 @@ int enr_oauth_callback_parse(struct enr_oauth_callback **out, const struct enr_v
 		if (state ? strlen(state) != strlen(expected_state) ||
 		                CRYPTO_memcmp(state, expected_state, strlen(state)) != 0
 		          : !error) {
-			rc = enr_error_set(ENR_E_STATE,
-			                   "%s: the redirect's state %s: it belongs to another or an "
-			                   "older sign-in; start again",
-			                   vendor ? vendor->name : "OAuth",
-			                   state ? "does not match" : "is missing");
+			rc = enr_error_set(
+			    ENR_E_STATE,
+			    "%s: the redirect's state %s: it belongs to another or an "
+			    "older sign-in; start again",
+			    vendor ? vendor->name : "OAuth",
+			    state ? "does not match" : "is missing");
 			goto out;
 		}
 	}
@@ -334,9 +336,10 @@ int enr_oauth_callback_parse(struct enr_oauth_callback **out, const struct enr_v
 		goto out;
 	}
 	if (!code && !state) {
-		rc = enr_error_set(ENR_E_PARSE,
-		                   "no code in what was entered: paste the code or the address of the "
-		                   "page the browser ended on");
+		rc = enr_error_set(
+		    ENR_E_PARSE,
+		    "no code in what was entered: paste the code or the address of the "
+		    "page the browser ended on");
 		goto out;
 	}
 	if ((code && !(cb->code = enr_util_strdup(code))) ||
@@ -388,10 +391,10 @@ static int token_request(struct enr_http_request **out, const struct enr_vendor 
                          const struct enr_config *cfg, const char *endpoint,
                          const struct param *params, size_t n_params)
 {
-	enum enr_client_auth auth = vendor->has_oauth ? vendor->oauth.client_auth
-	                                              : ENR_CLIENT_AUTH_BASIC;
-	enum enr_token_params where = vendor->has_oauth ? vendor->oauth.token_params
-	                                                : ENR_TOKEN_PARAMS_FORM;
+	enum enr_client_auth auth =
+	    vendor->has_oauth ? vendor->oauth.client_auth : ENR_CLIENT_AUTH_BASIC;
+	enum enr_token_params where =
+	    vendor->has_oauth ? vendor->oauth.token_params : ENR_TOKEN_PARAMS_FORM;
 	struct enr_http_request *req = NULL;
 	const char *url, *client_id;
 	char *secret = NULL;
@@ -432,8 +435,8 @@ out:
 }
 
 int enr_oauth_code_request(struct enr_http_request **out, const struct enr_vendor *vendor,
-                           const struct enr_config *cfg, const char *code,
-                           const char *redirect_uri, const char *code_verifier)
+                           const struct enr_config *cfg, const char *code, const char *redirect_uri,
+                           const char *code_verifier)
 {
 	struct param params[5];
 	size_t n = 0;
@@ -485,8 +488,8 @@ int enr_oauth_client_credentials_request(struct enr_http_request **out,
 	    {"grant_type", "client_credentials", 0},
 	    {"scope", scope, 0},
 	};
-	const char *endpoint = enr_vendor_default_endpoint(vendor, "token_url") ? "token_url"
-	                                                                         : "auth_url";
+	const char *endpoint =
+	    enr_vendor_default_endpoint(vendor, "token_url") ? "token_url" : "auth_url";
 
 	return token_request(out, vendor, cfg, endpoint, params, scope && scope[0] ? 2 : 1);
 }
@@ -586,8 +589,8 @@ static int scope_member(char **out, json_object *obj)
 	n = json_object_array_length(v);
 	for (size_t i = 0; i < n; i++) {
 		const char *s = json_object_get_string(json_object_array_get_idx(v, i));
-		char *grown = enr_util_printf("%s%s%s", joined ? joined : "", joined ? " " : "",
-		                              s ? s : "");
+		char *grown =
+		    enr_util_printf("%s%s%s", joined ? joined : "", joined ? " " : "", s ? s : "");
 		free(joined);
 		if (!grown)
 			return ENR_E_NOMEM;
@@ -732,8 +735,8 @@ int enr_oauth_jwt_claims(struct json_object **out, const char *jwt)
 	segment = enr_util_printf("%.*s", (int)(second - first - 1), first + 1);
 	if (!segment)
 		return ENR_E_NOMEM;
-	if (enr_util_base64_decode(&payload, &len, segment) < 0 ||
-	    strlen((char *)payload) != len || !(claims = json_tokener_parse((char *)payload)) ||
+	if (enr_util_base64_decode(&payload, &len, segment) < 0 || strlen((char *)payload) != len ||
+	    !(claims = json_tokener_parse((char *)payload)) ||
 	    !json_object_is_type(claims, json_type_object)) {
 		json_object_put(claims);
 		rc = enr_error_set(ENR_E_PARSE, "not a JWT (its payload is not a JSON object)");
@@ -907,8 +910,8 @@ static enum MHD_Result add_arg(void *cls, enum MHD_ValueKind kind, const char *k
 
 static enum MHD_Result answer(struct MHD_Connection *conn, unsigned int status, const char *page)
 {
-	struct MHD_Response *r = MHD_create_response_from_buffer(strlen(page), (void *)page,
-	                                                         MHD_RESPMEM_PERSISTENT);
+	struct MHD_Response *r =
+	    MHD_create_response_from_buffer(strlen(page), (void *)page, MHD_RESPMEM_PERSISTENT);
 	enum MHD_Result ret;
 
 	if (!r)
@@ -916,17 +919,17 @@ static enum MHD_Result answer(struct MHD_Connection *conn, unsigned int status, 
 	MHD_add_response_header(r, "Content-Type", "text/html; charset=utf-8");
 	MHD_add_response_header(r, "Cache-Control", "no-store");
 	MHD_add_response_header(r, "Referrer-Policy", "no-referrer");
-	MHD_add_response_header(r, "Content-Security-Policy", "default-src 'none'; "
-	                                                      "style-src 'unsafe-inline'");
+	MHD_add_response_header(r, "Content-Security-Policy",
+	                        "default-src 'none'; "
+	                        "style-src 'unsafe-inline'");
 	ret = MHD_queue_response(conn, status, r);
 	MHD_destroy_response(r);
 	return ret;
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_data_size,
-                                  void **con_cls)
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
 {
 	struct enr_oauth_receiver *r = cls;
 	struct query_builder b = {NULL, false};
@@ -957,7 +960,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	}
 	pthread_mutex_unlock(&r->lock);
 	enr_util_free_secret(b.query);
-	return taken ? answer(conn, MHD_HTTP_GONE, page_again) : answer(conn, MHD_HTTP_OK, page_done);
+	return taken ? answer(conn, MHD_HTTP_GONE, page_again)
+	             : answer(conn, MHD_HTTP_OK, page_done);
 }
 
 int enr_oauth_receiver_new(struct enr_oauth_receiver **out, long timeout_ms)
@@ -991,7 +995,8 @@ int enr_oauth_receiver_new(struct enr_oauth_receiver **out, long timeout_ms)
 	info = r->daemon ? MHD_get_daemon_info(r->daemon, MHD_DAEMON_INFO_BIND_PORT) : NULL;
 	if (!info || !info->port) {
 		enr_oauth_receiver_free(r);
-		return enr_error_set(ENR_E_IO, "cannot listen on 127.0.0.1 for the sign-in redirect");
+		return enr_error_set(ENR_E_IO,
+		                     "cannot listen on 127.0.0.1 for the sign-in redirect");
 	}
 	snprintf(r->redirect_uri, sizeof(r->redirect_uri), "http://127.0.0.1:%u/callback",
 	         (unsigned)info->port);

@@ -75,9 +75,8 @@ static ssize_t chunk_reader(void *cls, uint64_t pos, char *buf, size_t max)
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_data_size,
-                                  void **con_cls)
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
 {
 	struct test_httpd *s = cls;
 	struct upload *up = *con_cls;
@@ -115,10 +114,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	} else if (reply.mode == REPLY_CHUNKED) {
 		size_t *len = malloc(sizeof(*len));
 		*len = reply.chunked_len;
-		r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64 * 1024, chunk_reader, len,
-		                                      free);
+		r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64 * 1024, chunk_reader,
+		                                      len, free);
 	} else {
-		size_t len = reply.body ? (reply.body_len ? reply.body_len : strlen(reply.body)) : 0;
+		size_t len =
+		    reply.body ? (reply.body_len ? reply.body_len : strlen(reply.body)) : 0;
 		r = MHD_create_response_from_buffer(len, reply.body ? reply.body : (void *)"",
 		                                    reply.body ? MHD_RESPMEM_MUST_FREE
 		                                               : MHD_RESPMEM_PERSISTENT);
@@ -166,16 +166,14 @@ struct test_httpd *test_httpd_start(test_handler handler, void *ctx, const char 
 	addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	if (key_pem) {
 		flags |= MHD_USE_TLS;
-		s->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s,
-		                             MHD_OPTION_SOCK_ADDR, &addr,
-		                             MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
-		                             MHD_OPTION_HTTPS_MEM_KEY, key_pem,
-		                             MHD_OPTION_HTTPS_MEM_CERT, cert_pem, MHD_OPTION_END);
+		s->daemon = MHD_start_daemon(
+		    flags, 0, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, &addr,
+		    MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_HTTPS_MEM_KEY,
+		    key_pem, MHD_OPTION_HTTPS_MEM_CERT, cert_pem, MHD_OPTION_END);
 	} else {
-		s->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s,
-		                             MHD_OPTION_SOCK_ADDR, &addr,
-		                             MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
-		                             MHD_OPTION_END);
+		s->daemon = MHD_start_daemon(
+		    flags, 0, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, &addr,
+		    MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_END);
 	}
 	if (!s->daemon)
 		die("cannot start the server");

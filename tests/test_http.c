@@ -40,11 +40,18 @@ static const struct enr_vendor *vendor(const char *id)
 
 static void test_loopback_hosts(void **state)
 {
-	static const char *const yes[] = {"127.0.0.1", "127.255.3.4", "localhost", "LocalHost",
-	                                  "[::1]",     "[0:0:0:0:0:0:0:1]", "[::ffff:127.0.0.1]"};
-	static const char *const no[] = {"128.0.0.1",       "10.0.0.1", "example.com", "[::2]",
-	                                 "localhost.example.com", "127.0.0.1.nip.io",
-	                                 "[::1%25lo]",      "",         "[]"};
+	static const char *const yes[] = {"127.0.0.1",         "127.255.3.4", "localhost",
+	                                  "LocalHost",         "[::1]",       "[0:0:0:0:0:0:0:1]",
+	                                  "[::ffff:127.0.0.1]"};
+	static const char *const no[] = {"128.0.0.1",
+	                                 "10.0.0.1",
+	                                 "example.com",
+	                                 "[::2]",
+	                                 "localhost.example.com",
+	                                 "127.0.0.1.nip.io",
+	                                 "[::1%25lo]",
+	                                 "",
+	                                 "[]"};
 	(void)state;
 	for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++)
 		assert_true(enr_http__is_loopback_host(yes[i]));
@@ -61,8 +68,9 @@ static void test_check_url(void **state)
 	assert_int_equal(enr_http_check_url("http://[::1]:9/x"), 0);
 	assert_int_equal(enr_http_check_url("https://127.0.0.1:8443/"), 0);
 
-	assert_int_equal(enr_http_check_url("http://api.enphaseenergy.com/oauth/token?code=XYZ1234"),
-	                 ENR_E_MISCONFIGURED);
+	assert_int_equal(
+	    enr_http_check_url("http://api.enphaseenergy.com/oauth/token?code=XYZ1234"),
+	    ENR_E_MISCONFIGURED);
 	assert_non_null(strstr(enr_error_last(), "plain http"));
 	assert_non_null(strstr(enr_error_last(), "api.enphaseenergy.com"));
 	assert_null(strstr(enr_error_last(), "XYZ1234"));
@@ -135,11 +143,14 @@ static void test_secrets_registered(void **state)
 	(void)state;
 	assert_int_equal(enr_http_request_new(&req, "POST", "https://example.com/"), 0);
 	assert_int_equal(enr_http_request_set_basic(req, "client-id", "S3cr3t-Value"), 0);
-	assert_int_equal(enr_http_request_add_query(req, "refresh_token", "rt/with+chars", ENR_HTTP_SECRET), 0);
-	assert_int_equal(enr_http_request_add_form(req, "client_secret", "F0rm-Secret", ENR_HTTP_SECRET), 0);
+	assert_int_equal(
+	    enr_http_request_add_query(req, "refresh_token", "rt/with+chars", ENR_HTTP_SECRET), 0);
+	assert_int_equal(
+	    enr_http_request_add_form(req, "client_secret", "F0rm-Secret", ENR_HTTP_SECRET), 0);
 	enr_http_request_free(req);
 
-	enr_log_redact(buf, sizeof(buf), "a S3cr3t-Value b rt/with+chars c rt%2Fwith%2Bchars d F0rm-Secret");
+	enr_log_redact(buf, sizeof(buf),
+	               "a S3cr3t-Value b rt/with+chars c rt%2Fwith%2Bchars d F0rm-Secret");
 	assert_string_equal(buf, "a [redacted] b [redacted] c [redacted] d [redacted]");
 	/* The Basic header value as sent. */
 	enr_log_redact(buf, sizeof(buf), "Y2xpZW50LWlkOlMzY3IzdC1WYWx1ZQ==");
@@ -287,9 +298,9 @@ static void test_vendor_error(void **state)
 	                                       ENR_E_BADRESPONSE, "Solis said %s", "Z9"),
 	                 ENR_E_BADRESPONSE);
 	assert_string_equal(enr_error_last(), "Solis said Z9");
-	assert_int_equal(enr_http_vendor_error(vendor("sma"), 200, "empty_sites", ENR_E_BADRESPONSE,
-	                                       "none"),
-	                 ENR_E_REJECTED);
+	assert_int_equal(
+	    enr_http_vendor_error(vendor("sma"), 200, "empty_sites", ENR_E_BADRESPONSE, "none"),
+	    ENR_E_REJECTED);
 	assert_int_equal(enr_http_vendor_error(NULL, 200, "x", ENR_E_TRANSIENT, "plain"),
 	                 ENR_E_TRANSIENT);
 }

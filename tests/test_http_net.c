@@ -91,8 +91,7 @@ static bool barrier_wait(struct barrier *b)
 	pthread_mutex_lock(&b->lock);
 	b->waiting++;
 	pthread_cond_broadcast(&b->cond);
-	while (b->waiting < b->want &&
-	       pthread_cond_timedwait(&b->cond, &b->lock, &until) == 0)
+	while (b->waiting < b->want && pthread_cond_timedwait(&b->cond, &b->lock, &until) == 0)
 		;
 	all = b->waiting >= b->want;
 	pthread_mutex_unlock(&b->lock);
@@ -291,7 +290,8 @@ static void test_ok_and_request_shape(void **state)
 		memcpy(body, "{\"k\":\"", 6);
 		memcpy(body + sizeof(body) - 2, "\"}", 2);
 		assert_int_equal(enr_http_request_new(&req, "POST", url(f, "/ok")), 0);
-		assert_int_equal(enr_http_request_set_body(req, "application/json", body, sizeof(body)), 0);
+		assert_int_equal(
+		    enr_http_request_set_body(req, "application/json", body, sizeof(body)), 0);
 		assert_int_equal(enr_http_perform(&resp, f->cfg, req), 0);
 		assert_string_equal(f->ctx.seen.content_type, "application/json");
 		assert_string_equal(f->ctx.seen.expect, "");

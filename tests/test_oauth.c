@@ -95,7 +95,8 @@ static void test_authorize_url_tesla(void **state)
 	(void)state;
 	assert_int_equal(enr_oauth_flow_new(&a, vendor("tesla"), cfg, &opts), 0);
 	assert_int_equal(enr_oauth_flow_new(&b, vendor("tesla"), cfg, NULL), 0);
-	assert_true(strncmp(a->url, "https://auth.tesla.com/oauth2/v3/authorize?response_type=code&",
+	assert_true(strncmp(a->url,
+	                    "https://auth.tesla.com/oauth2/v3/authorize?response_type=code&",
 	                    62) == 0);
 	assert_query(a->url, "client_id", "tesla-client");
 	assert_query(a->url, "redirect_uri", "https://relay.example/callback");
@@ -108,7 +109,9 @@ static void test_authorize_url_tesla(void **state)
 	assert_string_equal(a->redirect_uri, "https://relay.example/callback");
 	/* 128 bits, base64url: 22 characters, different every time. */
 	assert_int_equal(strlen(a->state), 22);
-	assert_int_equal(strspn(a->state, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"), 22);
+	assert_int_equal(
+	    strspn(a->state, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"),
+	    22);
 	assert_string_not_equal(a->state, b->state);
 	assert_query(b->url, "prompt_missing_scopes", NULL);
 	enr_oauth_flow_free(a);
@@ -209,15 +212,15 @@ static void test_callback_forms(void **state)
 	enr_util_free_secret(code);
 
 	/* Derapi Join flows come back with a state and no code. */
-	assert_int_equal(enr_oauth_callback_parse(&cb, NULL,
-	                                          "https://relay.example/cb?state=S5&enrollmentID=e-1",
-	                                          "S5"),
+	assert_int_equal(enr_oauth_callback_parse(
+	                     &cb, NULL, "https://relay.example/cb?state=S5&enrollmentID=e-1", "S5"),
 	                 0);
 	assert_null(cb->code);
 	assert_string_equal(enr_oauth_callback_param(cb, "enrollmentID"), "e-1");
 	enr_oauth_callback_free(cb);
-	assert_int_equal(enr_oauth_parse_code(&code, NULL, "https://relay.example/cb?state=S5", "S5"),
-	                 ENR_E_PARSE);
+	assert_int_equal(
+	    enr_oauth_parse_code(&code, NULL, "https://relay.example/cb?state=S5", "S5"),
+	    ENR_E_PARSE);
 	assert_null(code);
 }
 
@@ -244,11 +247,12 @@ static void test_callback_refusals(void **state)
 	assert_int_equal(enr_oauth_parse_code(&code, NULL, "code=a&code=b&state=S", "S"),
 	                 ENR_E_PARSE);
 
-	assert_int_equal(enr_oauth_callback_parse(&cb, vendor("tesla"),
-	                                          "https://relay.example/callback?error=access_denied"
-	                                          "&state=S",
-	                                          "S"),
-	                 ENR_E_DECLINED);
+	assert_int_equal(
+	    enr_oauth_callback_parse(&cb, vendor("tesla"),
+	                             "https://relay.example/callback?error=access_denied"
+	                             "&state=S",
+	                             "S"),
+	    ENR_E_DECLINED);
 	assert_null(cb);
 	assert_non_null(strstr(enr_error_last(), "Tesla: the customer declined"));
 	/* An error with a wrong state is a wrong state. */
@@ -261,9 +265,9 @@ static void test_callback_refusals(void **state)
 	    ENR_E_MISCONFIGURED);
 	assert_non_null(strstr(enr_error_last(), "Scope foo unknown"));
 	assert_non_null(strstr(enr_error_last(), "[vendor.sma]"));
-	assert_int_equal(enr_oauth_parse_code(&code, NULL, "error=temporarily_unavailable&state=S",
-	                                      "S"),
-	                 ENR_E_TRANSIENT);
+	assert_int_equal(
+	    enr_oauth_parse_code(&code, NULL, "error=temporarily_unavailable&state=S", "S"),
+	    ENR_E_TRANSIENT);
 	assert_int_equal(enr_oauth_parse_code(&code, NULL, "error=weird&state=S", "S"),
 	                 ENR_E_REJECTED);
 	assert_non_null(strstr(enr_error_last(), "weird"));
@@ -280,7 +284,8 @@ static void test_callback_code_is_secret(void **state)
 	char *code = NULL;
 
 	(void)state;
-	assert_int_equal(enr_oauth_parse_code(&code, NULL, "code=Zq81TopSecretCode&state=S", "S"), 0);
+	assert_int_equal(enr_oauth_parse_code(&code, NULL, "code=Zq81TopSecretCode&state=S", "S"),
+	                 0);
 	enr_error_set(ENR_E_REJECTED, "the code %s failed", code);
 	assert_string_equal(enr_error_last(), "the code [redacted] failed");
 	enr_util_free_secret(code);
@@ -332,9 +337,10 @@ static void test_token_answers(void **state)
 	enr_oauth_tokens_free(t);
 
 	/* SMA offline_access: refresh_expires_in 0 means it never expires. */
-	r = answer("{\"access_token\": \"AT-sma\", \"expires_in\": 300, \"refresh_token\": \"RT-sma\", "
-	           "\"refresh_expires_in\": 0}",
-	           "sma");
+	r = answer(
+	    "{\"access_token\": \"AT-sma\", \"expires_in\": 300, \"refresh_token\": \"RT-sma\", "
+	    "\"refresh_expires_in\": 0}",
+	    "sma");
 	assert_int_equal(enr_oauth_token_response(&t, &r), 0);
 	assert_int_equal(t->access_expires_at - t->obtained_at, 300);
 	assert_int_equal(t->refresh_expires_at, 0);
@@ -410,8 +416,9 @@ static void test_identity_tesla(void **state)
 	struct enr_oauth_identity *id = NULL;
 
 	(void)state;
-	t.access_token = make_jwt("{\"sub\":\"7c2e-acct\",\"exp\":1800000000,"
-	                          "\"scp\":[\"openid\",\"offline_access\",\"energy_device_data\"]}");
+	t.access_token =
+	    make_jwt("{\"sub\":\"7c2e-acct\",\"exp\":1800000000,"
+	             "\"scp\":[\"openid\",\"offline_access\",\"energy_device_data\"]}");
 	assert_int_equal(enr_oauth_identity_new(&id, vendor("tesla"), &t), 0);
 	assert_string_equal(id->subject, "7c2e-acct");
 	assert_string_equal(id->account, "7c2e-acct");
@@ -473,7 +480,8 @@ static void test_jwt_claims(void **state)
 	assert_int_equal(enr_oauth_jwt_claims(&claims, "a..c"), ENR_E_PARSE);
 	assert_int_equal(enr_oauth_jwt_claims(&claims, "a.b.c.d.e"), ENR_E_PARSE); /* JWE */
 	assert_int_equal(enr_oauth_jwt_claims(&claims, "eyJhIjoxfQ.bm90IGpzb24.sig"), ENR_E_PARSE);
-	assert_int_equal(enr_oauth_jwt_claims(&claims, "eyJhIjoxfQ.WzFd.sig"), ENR_E_PARSE); /* [1] */
+	assert_int_equal(enr_oauth_jwt_claims(&claims, "eyJhIjoxfQ.WzFd.sig"),
+	                 ENR_E_PARSE); /* [1] */
 	assert_int_equal(enr_oauth_jwt_claims(&claims, "eyJhIjoxfQ.e30!.sig"), ENR_E_PARSE);
 	assert_null(claims);
 }

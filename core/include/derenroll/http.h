@@ -48,9 +48,9 @@ enum {
 	ENR_HTTP_SECRET = 1, /* the value is a secret: redacted everywhere, wiped on free */
 };
 
-#define ENR_HTTP_DEFAULT_MAX_BODY       (1024 * 1024)
+#define ENR_HTTP_DEFAULT_MAX_BODY        (1024 * 1024)
 #define ENR_HTTP_DEFAULT_CONNECT_TIMEOUT 10 /* seconds */
-#define ENR_HTTP_DEFAULT_TIMEOUT        30  /* seconds */
+#define ENR_HTTP_DEFAULT_TIMEOUT         30 /* seconds */
 
 /* A request being described; every setter copies its arguments. */
 struct enr_http_request;
@@ -61,18 +61,18 @@ struct enr_http_request;
  * line, redacted). enr_http_classify() turns either into the final outcome.
  */
 struct enr_http_response {
-	long status;             /* HTTP status, 0 when none arrived */
-	char *body;              /* NUL-terminated (also when empty), never NULL */
-	size_t body_len;         /* bytes in body, without the NUL */
-	char *content_type;      /* as sent, or NULL */
-	long retry_after;        /* seconds from Retry-After (429, 503), -1 when absent */
-	int error;               /* 0, or the transport failure (see above) */
-	char *message;           /* the transport failure's message, or NULL */
+	long status;        /* HTTP status, 0 when none arrived */
+	char *body;         /* NUL-terminated (also when empty), never NULL */
+	size_t body_len;    /* bytes in body, without the NUL */
+	char *content_type; /* as sent, or NULL */
+	long retry_after;   /* seconds from Retry-After (429, 503), -1 when absent */
+	int error;          /* 0, or the transport failure (see above) */
+	char *message;      /* the transport failure's message, or NULL */
 	/* What classification needs to know about the request. */
 	const struct enr_vendor *vendor; /* as set on the request, or NULL */
 	char *endpoint;                  /* endpoint name set on the request, or NULL */
-	char *where;                     /* scheme://host[:port]/path, no query: safe for messages */
-	char *location;                  /* a 3xx's target, scheme://host/path only, or NULL */
+	char *where;    /* scheme://host[:port]/path, no query: safe for messages */
+	char *location; /* a 3xx's target, scheme://host/path only, or NULL */
 	bool token_call;
 };
 

@@ -57,8 +57,8 @@ ENR_API int enr_oauth_pkce_challenge(char **out, const char *verifier);
 /* ---- the redirect coming back ------------------------------------------ */
 
 struct enr_oauth_callback {
-	char *code;  /* NULL when the redirect carries none (Derapi Join flows) */
-	char *state; /* NULL for a bare code */
+	char *code;                    /* NULL when the redirect carries none (Derapi Join flows) */
+	char *state;                   /* NULL for a bare code */
 	struct enr_http_field *params; /* every parameter, decoded (owned by the callback) */
 	size_t n_params;
 };
@@ -80,8 +80,7 @@ ENR_API int enr_oauth_callback_parse(struct enr_oauth_callback **out,
                                      const char *expected_state);
 
 /* A parameter of the redirect ("enrollmentID"), or NULL. */
-ENR_API const char *enr_oauth_callback_param(const struct enr_oauth_callback *cb,
-                                             const char *name);
+ENR_API const char *enr_oauth_callback_param(const struct enr_oauth_callback *cb, const char *name);
 ENR_API void enr_oauth_callback_free(struct enr_oauth_callback *cb);
 
 /* enr_oauth_callback_parse() for when a code is needed: the code alone
@@ -93,10 +92,10 @@ ENR_API int enr_oauth_parse_code(char **out, const struct enr_vendor *vendor, co
 
 struct enr_oauth_tokens {
 	char *access_token;
-	char *refresh_token; /* NULL when the answer had none: keep the one you have */
-	char *id_token;      /* or NULL */
-	char *token_type;    /* "Bearer" when the answer did not say */
-	char *scope;         /* granted scopes as the answer lists them, or NULL */
+	char *refresh_token;          /* NULL when the answer had none: keep the one you have */
+	char *id_token;               /* or NULL */
+	char *token_type;             /* "Bearer" when the answer did not say */
+	char *scope;                  /* granted scopes as the answer lists them, or NULL */
 	long long obtained_at;        /* Unix time the answer was read */
 	long long access_expires_at;  /* expires_in, else vendors.json tokens.access_ttl;
 	                                 0 = unknown or never */
@@ -122,8 +121,8 @@ ENR_API int enr_oauth_code_request(struct enr_http_request **out, const struct e
 
 /* The token request of a refresh: grant_type=refresh_token, refresh_token. */
 ENR_API int enr_oauth_refresh_request(struct enr_http_request **out,
-                                      const struct enr_vendor *vendor,
-                                      const struct enr_config *cfg, const char *refresh_token);
+                                      const struct enr_vendor *vendor, const struct enr_config *cfg,
+                                      const char *refresh_token);
 
 /*
  * A client-credentials token request (Derapi's app token, SMA's backchannel):
@@ -146,8 +145,7 @@ ENR_API int enr_oauth_token_response(struct enr_oauth_tokens **out,
                                      const struct enr_http_response *resp);
 
 /* Blocking forms: the request, enr_http_perform(), enr_oauth_token_response(). */
-ENR_API int enr_oauth_exchange_code(struct enr_oauth_tokens **out,
-                                    const struct enr_vendor *vendor,
+ENR_API int enr_oauth_exchange_code(struct enr_oauth_tokens **out, const struct enr_vendor *vendor,
                                     const struct enr_config *cfg, const char *code,
                                     const char *redirect_uri, const char *code_verifier);
 ENR_API int enr_oauth_refresh(struct enr_oauth_tokens **out, const struct enr_vendor *vendor,
@@ -174,8 +172,7 @@ struct enr_oauth_identity {
  * else of the id_token (no signature check: for telling accounts apart, not
  * for trust). When neither is a JWT, 0 with every field NULL but `scopes`.
  */
-ENR_API int enr_oauth_identity_new(struct enr_oauth_identity **out,
-                                   const struct enr_vendor *vendor,
+ENR_API int enr_oauth_identity_new(struct enr_oauth_identity **out, const struct enr_vendor *vendor,
                                    const struct enr_oauth_tokens *tokens);
 ENR_API void enr_oauth_identity_free(struct enr_oauth_identity *identity);
 
@@ -210,8 +207,7 @@ ENR_API int enr_oauth_receiver_fd(const struct enr_oauth_receiver *receiver);
 ENR_API int enr_oauth_receiver_poll(char **out, struct enr_oauth_receiver *receiver);
 
 /* The same, waiting up to `wait_ms` (-1: until the receiver's own timeout). */
-ENR_API int enr_oauth_receiver_wait(char **out, struct enr_oauth_receiver *receiver,
-                                    long wait_ms);
+ENR_API int enr_oauth_receiver_wait(char **out, struct enr_oauth_receiver *receiver, long wait_ms);
 
 /* Stops waiting (any thread): later polls give ENR_E_CANCELLED. */
 ENR_API void enr_oauth_receiver_cancel(struct enr_oauth_receiver *receiver);

@@ -69,7 +69,7 @@ struct transfer {
 	struct curl_slist *headers;
 	char *postfields; /* may hold secrets: wiped on free */
 	size_t postfields_len;
-	const char *method;
+	char method[16]; /* a copy: the request may be freed once the transfer started */
 	char errbuf[CURL_ERROR_SIZE];
 	size_t body_cap;
 	size_t max_body;
@@ -448,66 +448,44 @@ int enr_http_check_url(const char *url)
 	return check_url(url, NULL, &loopback);
 }
 
-/* url + "?" or "&" + the encoded query fields. */
-static char *build_url(const struct enr_http_request *req)
+/*
+ * `prefix`, then every field as name=value (both percent-encoded), the first
+ * after `first_sep` (none when '\0'), the others after '&'. malloc'd; may hold
+ * secrets.
+ */
+static char *encode_fields(const char *prefix, char first_sep, const struct fields *f,
+                           size_t *len_out)
 {
-	size_t len = strlen(req->url) + 1;
-	char *url, *o;
+	size_t len = strlen(prefix) + 2;
+	char *out, *o;
 
-	for (size_t i = 0; i < req->query.n; i++)
-		len += 3 * (strlen(req->query.v[i].name) + strlen(req->query.v[i].value)) + 2;
-	url = malloc(len);
-	if (!url) {
+	for (size_t i = 0; i < f->n; i++)
+		len += 3 * (strlen(f->v[i].name) + strlen(f->v[i].value)) + 2;
+	out = malloc(len);
+	if (!out) {
 		enr_error_set(ENR_E_NOMEM, NULL);
 		return NULL;
 	}
-	o = url + sprintf(url, "%s", req->url);
-	for (size_t i = 0; i < req->query.n; i++) {
-		char *n = enr_util_urlencode(req->query.v[i].name);
-		char *v = enr_util_urlencode(req->query.v[i].value);
+	o = out + sprintf(out, "%s", prefix);
+	for (size_t i = 0; i < f->n; i++) {
+		char *n = enr_util_urlencode(f->v[i].name);
+		char *v = enr_util_urlencode(f->v[i].value);
+		char sep = i ? '&' : first_sep;
 		if (!n || !v) {
 			free(n);
 			enr_util_free_secret(v);
-			enr_util_free_secret(url);
+			enr_util_free_secret(out);
 			return NULL;
 		}
-		o += sprintf(o, "%c%s=%s", i == 0 && !strchr(req->url, '?') ? '?' : '&', n, v);
+		if (sep)
+			*o++ = sep;
+		o += sprintf(o, "%s=%s", n, v);
 		free(n);
 		enr_util_free_secret(v);
 	}
-	return url;
-}
-
-/* name=value&... with both sides percent-encoded. */
-static char *build_form(const struct fields *form, size_t *len_out)
-{
-	size_t len = 1;
-	char *body, *o;
-
-	for (size_t i = 0; i < form->n; i++)
-		len += 3 * (strlen(form->v[i].name) + strlen(form->v[i].value)) + 2;
-	body = malloc(len);
-	if (!body) {
-		enr_error_set(ENR_E_NOMEM, NULL);
-		return NULL;
-	}
-	o = body;
-	*o = '\0';
-	for (size_t i = 0; i < form->n; i++) {
-		char *n = enr_util_urlencode(form->v[i].name);
-		char *v = enr_util_urlencode(form->v[i].value);
-		if (!n || !v) {
-			free(n);
-			enr_util_free_secret(v);
-			enr_util_free_secret(body);
-			return NULL;
-		}
-		o += sprintf(o, "%s%s=%s", i ? "&" : "", n, v);
-		free(n);
-		enr_util_free_secret(v);
-	}
-	*len_out = (size_t)(o - body);
-	return body;
+	if (len_out)
+		*len_out = (size_t)(o - out);
+	return out;
 }
 
 /* ---- settings ---------------------------------------------------------- */
@@ -727,16 +705,25 @@ static int transfer_new(struct transfer **out, const struct settings *s,
 	t->max_body = req->max_body ? req->max_body : s->max_body;
 	t->total_ms = req->total_ms ? req->total_ms : s->total_ms;
 	if ((req->endpoint && !(t->resp->endpoint = enr_util_strdup(req->endpoint))) ||
-	    !(t->resp->where = enr_http__safe_url(req->url)) || !(url = build_url(req))) {
+	    !(t->resp->where = enr_http__safe_url(req->url)) ||
+	    !(url =
+	          encode_fields(req->url, strchr(req->url, '?') ? '&' : '?', &req->query, NULL))) {
 		rc = ENR_E_NOMEM;
 		goto out;
 	}
 	if ((rc = build_headers(t, req)) < 0)
 		goto out;
 	post = req->has_body || req->form.n;
-	t->method = req->method ? req->method : post ? "POST" : "GET";
+	snprintf(t->method, sizeof(t->method), "%s",
+	         req->method ? req->method
+	         : post      ? "POST"
+	                     : "GET");
+	if (post && (strcmp(t->method, "GET") == 0 || strcmp(t->method, "HEAD") == 0)) {
+		rc = enr_error_set(ENR_E_USAGE, "a %s request cannot have a body", t->method);
+		goto out;
+	}
 	if (req->form.n) {
-		if (!(t->postfields = build_form(&req->form, &t->postfields_len))) {
+		if (!(t->postfields = encode_fields("", '\0', &req->form, &t->postfields_len))) {
 			rc = ENR_E_NOMEM;
 			goto out;
 		}
@@ -808,7 +795,7 @@ static const char *who(const struct enr_http_response *resp)
 	return resp->vendor ? resp->vendor->name : resp->where;
 }
 
-/* "[vendor.tesla] token_url", "[vendor.tesla]" or "the configuration". */
+/* "[vendor.tesla] token_url", "[vendor.tesla]" or "the configured URL". */
 static void setting_name(char *buf, size_t size, const struct enr_http_response *resp)
 {
 	if (resp->vendor && resp->endpoint)

@@ -118,6 +118,10 @@ int enr_oauth_flow_new(struct enr_oauth_flow **out, const struct enr_vendor *ven
 	if ((rc = enr_http_check_url(base)) < 0)
 		return enr_error_set(rc, "%s: [%s] authorize_url: %s", vendor->name,
 		                     vendor->config_section, enr_error_last());
+	/* The code comes back through the redirect URI: never over plain http
+	 * beyond this computer. */
+	if ((rc = enr_http_check_url(redirect_uri)) < 0)
+		return enr_error_set(rc, "%s: redirect URI: %s", vendor->name, enr_error_last());
 	scopes = opts->scopes ? opts->scopes : enr_vendor_scopes(vendor, cfg);
 
 	flow = calloc(1, sizeof(*flow));
@@ -552,7 +556,8 @@ static int seconds_member(long long *out, const struct enr_http_response *resp, 
 	if (json_object_is_type(v, json_type_int)) {
 		*out = json_object_get_int64(v);
 	} else if (json_object_is_type(v, json_type_double)) {
-		*out = (long long)json_object_get_double(v);
+		double d = json_object_get_double(v);
+		*out = d >= 0 && d < 1e12 ? (long long)d : -2;
 	} else if (json_object_is_type(v, json_type_string)) {
 		const char *s = json_object_get_string(v);
 		char *end;
@@ -666,16 +671,19 @@ out:
 	return rc;
 }
 
-static int perform_token(struct enr_oauth_tokens **out, const struct enr_config *cfg,
-                         struct enr_http_request *req)
+/* Sends the token request `*req` that the caller built (`built` is what
+ * building it returned) and reads the answer; frees the request. */
+static int perform_token(struct enr_oauth_tokens **out, const struct enr_config *cfg, int built,
+                         struct enr_http_request **req)
 {
 	struct enr_http_response *resp = NULL;
-	int rc = enr_http_perform(&resp, cfg, req);
+	int rc = built;
 
-	if (rc == 0)
+	if (rc == 0 && (rc = enr_http_perform(&resp, cfg, *req)) == 0)
 		rc = enr_oauth_token_response(out, resp);
 	enr_http_response_free(resp);
-	enr_http_request_free(req);
+	enr_http_request_free(*req);
+	*req = NULL;
 	return rc;
 }
 
@@ -684,36 +692,31 @@ int enr_oauth_exchange_code(struct enr_oauth_tokens **out, const struct enr_vend
                             const char *redirect_uri, const char *code_verifier)
 {
 	struct enr_http_request *req = NULL;
-	int rc;
 
 	*out = NULL;
-	if ((rc = enr_oauth_code_request(&req, vendor, cfg, code, redirect_uri, code_verifier)) < 0)
-		return rc;
-	return perform_token(out, cfg, req);
+	return perform_token(
+	    out, cfg, enr_oauth_code_request(&req, vendor, cfg, code, redirect_uri, code_verifier),
+	    &req);
 }
 
 int enr_oauth_refresh(struct enr_oauth_tokens **out, const struct enr_vendor *vendor,
                       const struct enr_config *cfg, const char *refresh_token)
 {
 	struct enr_http_request *req = NULL;
-	int rc;
 
 	*out = NULL;
-	if ((rc = enr_oauth_refresh_request(&req, vendor, cfg, refresh_token)) < 0)
-		return rc;
-	return perform_token(out, cfg, req);
+	return perform_token(out, cfg, enr_oauth_refresh_request(&req, vendor, cfg, refresh_token),
+	                     &req);
 }
 
 int enr_oauth_client_credentials(struct enr_oauth_tokens **out, const struct enr_vendor *vendor,
                                  const struct enr_config *cfg, const char *scope)
 {
 	struct enr_http_request *req = NULL;
-	int rc;
 
 	*out = NULL;
-	if ((rc = enr_oauth_client_credentials_request(&req, vendor, cfg, scope)) < 0)
-		return rc;
-	return perform_token(out, cfg, req);
+	return perform_token(out, cfg,
+	                     enr_oauth_client_credentials_request(&req, vendor, cfg, scope), &req);
 }
 
 /* ---- identity ---------------------------------------------------------- */

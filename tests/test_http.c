@@ -10,33 +10,8 @@
 #include "derenroll/http.h"
 #include "derenroll/log.h"
 #include "derenroll/vendor.h"
-#include "helpers.h"
+#include "fixtures.h"
 #include "http_internal.h"
-
-static struct enr_catalog *catalog;
-
-static int setup(void **state)
-{
-	(void)state;
-	assert_int_equal(enr_catalog_load(&catalog, NULL), 0);
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	(void)state;
-	enr_catalog_free(catalog);
-	catalog = NULL;
-	enr_log_clear_secrets();
-	return 0;
-}
-
-static const struct enr_vendor *vendor(const char *id)
-{
-	const struct enr_vendor *v = enr_catalog_find(catalog, id);
-	assert_non_null(v);
-	return v;
-}
 
 static void test_loopback_hosts(void **state)
 {
@@ -117,6 +92,7 @@ static void test_retry_after(void **state)
 static void test_request_validation(void **state)
 {
 	struct enr_http_request *req = NULL;
+	struct enr_http_response *resp = NULL;
 
 	(void)state;
 	assert_int_equal(enr_http_request_new(&req, "GET", "https://example.com/"), 0);
@@ -126,6 +102,8 @@ static void test_request_validation(void **state)
 	assert_int_equal(enr_http_request_add_header(req, "X-Api-Key", "fine", 0), 0);
 	assert_int_equal(enr_http_request_add_form(req, "a", "1", 0), 0);
 	assert_int_equal(enr_http_request_set_body(req, "application/json", "{}", 2), ENR_E_USAGE);
+	assert_int_equal(enr_http_perform(&resp, NULL, req), ENR_E_USAGE); /* a GET with a form */
+	assert_null(resp);
 	enr_http_request_free(req);
 
 	assert_int_equal(enr_http_request_new(&req, "POST", "https://example.com/"), 0);
@@ -157,32 +135,16 @@ static void test_secrets_registered(void **state)
 	assert_string_equal(buf, "[redacted]");
 }
 
-/* A response as a finished transfer would give it. */
-static struct enr_http_response response(long status, const char *body, const char *vendor_id,
-                                         bool token_call)
-{
-	struct enr_http_response r = {0};
-
-	r.status = status;
-	r.body = (char *)body;
-	r.body_len = strlen(body);
-	r.retry_after = -1;
-	r.vendor = vendor_id ? vendor(vendor_id) : NULL;
-	r.where = (char *)"https://api.example.com/v1/things";
-	r.token_call = token_call;
-	return r;
-}
-
 static void test_classify_ok_and_transport(void **state)
 {
-	struct enr_http_response r = response(200, "{}", "tesla", false);
+	struct enr_http_response r = test_response(200, "{}", "tesla", false);
 
 	(void)state;
 	assert_int_equal(enr_http_classify(&r), 0);
-	r = response(204, "", NULL, false);
+	r = test_response(204, "", NULL, false);
 	assert_int_equal(enr_http_classify(&r), 0);
 
-	r = response(0, "", "tesla", false);
+	r = test_response(0, "", "tesla", false);
 	r.error = ENR_E_TRANSIENT;
 	r.message = (char *)"Tesla: cannot connect";
 	assert_int_equal(enr_http_classify(&r), ENR_E_TRANSIENT);
@@ -195,28 +157,28 @@ static void test_classify_api_answers(void **state)
 
 	(void)state;
 	/* Vendor guidance first. */
-	r = response(401, "{\"detail\": \"Invalid API key\"}", "solaredge", false);
+	r = test_response(401, "{\"detail\": \"Invalid API key\"}", "solaredge", false);
 	assert_int_equal(enr_http_classify(&r), ENR_E_REJECTED);
 	assert_non_null(strstr(enr_error_last(), "Site Access"));
-	r = response(401, "{}", "derapi", false);
+	r = test_response(401, "{}", "derapi", false);
 	assert_int_equal(enr_http_classify(&r), ENR_E_MISCONFIGURED);
-	r = response(200, "", "solis", false);
+	r = test_response(200, "", "solis", false);
 	r.status = 408;
 	assert_int_equal(enr_http_classify(&r), ENR_E_TRANSIENT);
 	assert_non_null(strstr(enr_error_last(), "clock"));
-	r = response(401, "{\"error\": \"API Key -Client mismatch\"}", "enphase", false);
+	r = test_response(401, "{\"error\": \"API Key -Client mismatch\"}", "enphase", false);
 	assert_int_equal(enr_http_classify(&r), ENR_E_MISCONFIGURED);
 
 	/* Generic text, naming the vendor. */
-	r = response(401, "{\"message\": \"token expired\"}", "sma", false);
+	r = test_response(401, "{\"message\": \"token expired\"}", "sma", false);
 	assert_int_equal(enr_http_classify(&r), ENR_E_REJECTED);
 	assert_non_null(strstr(enr_error_last(), "SMA"));
 	assert_non_null(strstr(enr_error_last(), "token expired"));
-	r = response(403, "", NULL, false);
+	r = test_response(403, "", NULL, false);
 	assert_int_equal(enr_http_classify(&r), ENR_E_REJECTED);
 	assert_non_null(strstr(enr_error_last(), "https://api.example.com/v1/things"));
 
-	r = response(429, "", "sma", false);
+	r = test_response(429, "", "sma", false);
 	r.retry_after = 30;
 	assert_int_equal(enr_http_classify(&r), ENR_E_TRANSIENT);
 	assert_non_null(strstr(enr_error_last(), "30 s"));
@@ -224,28 +186,28 @@ static void test_classify_api_answers(void **state)
 	assert_int_equal(enr_http_classify(&r), ENR_E_TRANSIENT);
 	assert_non_null(strstr(enr_error_last(), "few minutes"));
 
-	r = response(503, "<html>down</html>", "tesla", false);
+	r = test_response(503, "<html>down</html>", "tesla", false);
 	assert_int_equal(enr_http_classify(&r), ENR_E_TRANSIENT);
 	assert_non_null(strstr(enr_error_last(), "Tesla"));
-	r = response(500, "", NULL, false);
+	r = test_response(500, "", NULL, false);
 	assert_int_equal(enr_http_classify(&r), ENR_E_TRANSIENT);
 
-	r = response(404, "", "tesla", false);
+	r = test_response(404, "", "tesla", false);
 	r.endpoint = (char *)"api_url";
 	assert_int_equal(enr_http_classify(&r), ENR_E_MISCONFIGURED);
 	assert_non_null(strstr(enr_error_last(), "[vendor.tesla] api_url"));
-	r = response(400, "{\"message\": \"bad page size\"}", "sma", false);
+	r = test_response(400, "{\"message\": \"bad page size\"}", "sma", false);
 	assert_int_equal(enr_http_classify(&r), ENR_E_MISCONFIGURED);
 	assert_non_null(strstr(enr_error_last(), "bad page size"));
 
-	r = response(302, "", "tesla", false);
+	r = test_response(302, "", "tesla", false);
 	r.endpoint = (char *)"api_url";
 	r.location = (char *)"https://fleet-api.prd.eu.vn.cloud.tesla.com/api/1/products";
 	assert_int_equal(enr_http_classify(&r), ENR_E_MISCONFIGURED);
 	assert_non_null(strstr(enr_error_last(), "prd.eu"));
 	assert_non_null(strstr(enr_error_last(), "not followed"));
 
-	r = response(101, "", NULL, false);
+	r = test_response(101, "", NULL, false);
 	assert_int_equal(enr_http_classify(&r), ENR_E_BADRESPONSE);
 }
 
@@ -254,73 +216,74 @@ static void test_classify_token_answers(void **state)
 	struct enr_http_response r;
 
 	(void)state;
-	r = response(400, "{\"error\": \"invalid_grant\"}", "tesla", true);
+	r = test_response(400, "{\"error\": \"invalid_grant\"}", "tesla", true);
 	assert_int_equal(enr_http_classify(&r), ENR_E_REJECTED);
 	assert_non_null(strstr(enr_error_last(), "Tesla refused the authorization"));
-	r = response(400, "{\"error\": \"invalid_grant\", \"error_description\": \"code used\"}",
-	             NULL, true);
+	r = test_response(400,
+	                  "{\"error\": \"invalid_grant\", \"error_description\": \"code used\"}",
+	                  NULL, true);
 	assert_int_equal(enr_http_classify(&r), ENR_E_REJECTED);
 	assert_non_null(strstr(enr_error_last(), "code used"));
-	r = response(401, "{\"error\": \"invalid_client\"}", NULL, true);
+	r = test_response(401, "{\"error\": \"invalid_client\"}", NULL, true);
 	assert_int_equal(enr_http_classify(&r), ENR_E_MISCONFIGURED);
 	assert_non_null(strstr(enr_error_last(), "client ID"));
 	/* Enphase's status-only 401 guidance is about access tokens: not for its
 	 * token endpoint, where 401 means the company's app. */
-	r = response(401, "", "enphase", true);
+	r = test_response(401, "", "enphase", true);
 	assert_int_equal(enr_http_classify(&r), ENR_E_MISCONFIGURED);
 	assert_non_null(strstr(enr_error_last(), "[vendor.enphase]"));
-	r = response(400, "{\"error\": \"unsupported_grant_type\"}", "tesla", true);
+	r = test_response(400, "{\"error\": \"unsupported_grant_type\"}", "tesla", true);
 	assert_int_equal(enr_http_classify(&r), ENR_E_MISCONFIGURED);
-	r = response(400, "{\"error\": \"authorization_pending\"}", NULL, true);
+	r = test_response(400, "{\"error\": \"authorization_pending\"}", NULL, true);
 	assert_int_equal(enr_http_classify(&r), ENR_E_AGAIN);
-	r = response(400, "{\"error\": \"access_denied\"}", NULL, true);
+	r = test_response(400, "{\"error\": \"access_denied\"}", NULL, true);
 	assert_int_equal(enr_http_classify(&r), ENR_E_DECLINED);
-	r = response(400, "{\"error\": \"access_denied\"}", "sma", true);
+	r = test_response(400, "{\"error\": \"access_denied\"}", "sma", true);
 	assert_int_equal(enr_http_classify(&r), ENR_E_REJECTED); /* SMA's guidance */
-	r = response(400, "{\"error\": \"expired_token\"}", NULL, true);
+	r = test_response(400, "{\"error\": \"expired_token\"}", NULL, true);
 	assert_int_equal(enr_http_classify(&r), ENR_E_EXPIRED);
-	r = response(400, "{\"error\": \"login_required\"}", NULL, true);
+	r = test_response(400, "{\"error\": \"login_required\"}", NULL, true);
 	assert_int_equal(enr_http_classify(&r), ENR_E_REJECTED);
-	r = response(400, "not json", NULL, true);
+	r = test_response(400, "not json", NULL, true);
 	assert_int_equal(enr_http_classify(&r), ENR_E_MISCONFIGURED);
-	r = response(500, "{\"error\": \"server_error\"}", "tesla", true);
+	r = test_response(500, "{\"error\": \"server_error\"}", "tesla", true);
 	assert_int_equal(enr_http_classify(&r), ENR_E_TRANSIENT);
 }
 
 static void test_vendor_error(void **state)
 {
 	(void)state;
-	assert_int_equal(enr_http_vendor_error(vendor("solis"), 200, "{\"code\":\"R0000\"}",
+	assert_int_equal(enr_http_vendor_error(test_vendor("solis"), 200, "{\"code\":\"R0000\"}",
 	                                       ENR_E_BADRESPONSE, "Solis said %s", "no"),
 	                 ENR_E_REJECTED);
 	assert_non_null(strstr(enr_error_last(), "Solis support"));
-	assert_int_equal(enr_http_vendor_error(vendor("solis"), 200, "{\"code\":\"Z9\"}",
+	assert_int_equal(enr_http_vendor_error(test_vendor("solis"), 200, "{\"code\":\"Z9\"}",
 	                                       ENR_E_BADRESPONSE, "Solis said %s", "Z9"),
 	                 ENR_E_BADRESPONSE);
 	assert_string_equal(enr_error_last(), "Solis said Z9");
-	assert_int_equal(
-	    enr_http_vendor_error(vendor("sma"), 200, "empty_sites", ENR_E_BADRESPONSE, "none"),
-	    ENR_E_REJECTED);
+	assert_int_equal(enr_http_vendor_error(test_vendor("sma"), 200, "empty_sites",
+	                                       ENR_E_BADRESPONSE, "none"),
+	                 ENR_E_REJECTED);
 	assert_int_equal(enr_http_vendor_error(NULL, 200, "x", ENR_E_TRANSIENT, "plain"),
 	                 ENR_E_TRANSIENT);
 }
 
 static void test_response_json(void **state)
 {
-	struct enr_http_response r = response(200, "{\"a\": 1}", "tesla", false);
+	struct enr_http_response r = test_response(200, "{\"a\": 1}", "tesla", false);
 	json_object *obj = NULL;
 
 	(void)state;
 	assert_int_equal(enr_http_response_json(&obj, &r), 0);
 	assert_true(json_object_is_type(obj, json_type_object));
 	json_object_put(obj);
-	r = response(200, "{\"a\": ", "tesla", false);
+	r = test_response(200, "{\"a\": ", "tesla", false);
 	assert_int_equal(enr_http_response_json(&obj, &r), ENR_E_BADRESPONSE);
 	assert_null(obj);
 	assert_non_null(strstr(enr_error_last(), "Tesla sent a malformed answer"));
-	r = response(200, "{} trailing", NULL, false);
+	r = test_response(200, "{} trailing", NULL, false);
 	assert_int_equal(enr_http_response_json(&obj, &r), ENR_E_BADRESPONSE);
-	r = response(200, "", NULL, false);
+	r = test_response(200, "", NULL, false);
 	assert_int_equal(enr_http_response_json(&obj, &r), ENR_E_BADRESPONSE);
 	assert_int_equal(enr_http_badresponse(&r, "no sites array"), ENR_E_BADRESPONSE);
 	assert_non_null(strstr(enr_error_last(), "no sites array"));
@@ -347,26 +310,19 @@ static void test_refused_before_sending(void **state)
 	enr_http_request_free(req);
 }
 
-int main(void)
-{
-	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_loopback_hosts),
-	    cmocka_unit_test(test_check_url),
-	    cmocka_unit_test(test_safe_url),
-	    cmocka_unit_test(test_retry_after),
-	    cmocka_unit_test(test_request_validation),
-	    cmocka_unit_test(test_secrets_registered),
-	    cmocka_unit_test(test_classify_ok_and_transport),
-	    cmocka_unit_test(test_classify_api_answers),
-	    cmocka_unit_test(test_classify_token_answers),
-	    cmocka_unit_test(test_vendor_error),
-	    cmocka_unit_test(test_response_json),
-	    cmocka_unit_test(test_refused_before_sending),
-	};
-	int failed;
+static const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_loopback_hosts),
+    cmocka_unit_test(test_check_url),
+    cmocka_unit_test(test_safe_url),
+    cmocka_unit_test(test_retry_after),
+    cmocka_unit_test(test_request_validation),
+    cmocka_unit_test(test_secrets_registered),
+    cmocka_unit_test(test_classify_ok_and_transport),
+    cmocka_unit_test(test_classify_api_answers),
+    cmocka_unit_test(test_classify_token_answers),
+    cmocka_unit_test(test_vendor_error),
+    cmocka_unit_test(test_response_json),
+    cmocka_unit_test(test_refused_before_sending),
+};
 
-	test_env_setup();
-	failed = cmocka_run_group_tests(tests, setup, teardown);
-	test_env_cleanup();
-	return failed;
-}
+NET_TEST_MAIN(tests)

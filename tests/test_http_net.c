@@ -17,12 +17,10 @@
 #include "derenroll/log.h"
 #include "derenroll/vendor.h"
 #include "enr_build_config.h"
-#include "helpers.h"
+#include "fixtures.h"
 #include "httpd.h"
 
 #define HUGE_BODY (5 * 1024 * 1024)
-
-static struct enr_catalog *catalog;
 
 /* What the server saw of the last request. */
 struct seen {
@@ -188,6 +186,8 @@ static int setup(void **state)
 	pthread_cond_init(&f->ctx.barrier.cond, NULL);
 	f->server = test_httpd_start(handler, &f->ctx, NULL, NULL);
 	assert_int_equal(enr_config_new(&f->cfg), 0);
+	/* Every transfer logs a line: let the sanitizers see that code run. */
+	enr_log_set_level(ENR_LOG_DEBUG);
 	*state = f;
 	return 0;
 }
@@ -212,13 +212,6 @@ static const char *url(struct fixture *f, const char *path)
 	return f->url;
 }
 
-static const struct enr_vendor *vendor(const char *id)
-{
-	const struct enr_vendor *v = enr_catalog_find(catalog, id);
-	assert_non_null(v);
-	return v;
-}
-
 /* Sends a GET (a token call when `token_call`) and classifies the answer. */
 static int get(struct fixture *f, const char *path, const char *vendor_id, bool token_call,
                struct enr_http_response **resp_out)
@@ -229,7 +222,8 @@ static int get(struct fixture *f, const char *path, const char *vendor_id, bool 
 
 	assert_int_equal(enr_http_request_new(&req, token_call ? "POST" : "GET", url(f, path)), 0);
 	if (vendor_id)
-		assert_int_equal(enr_http_request_set_vendor(req, vendor(vendor_id), "api_url"), 0);
+		assert_int_equal(
+		    enr_http_request_set_vendor(req, test_vendor(vendor_id), "api_url"), 0);
 	enr_http_request_set_token_call(req, token_call);
 	rc = enr_http_perform(&resp, f->cfg, req);
 	if (rc == 0)
@@ -362,7 +356,7 @@ static void test_stalled_body_times_out(void **state)
 	struct enr_http_response *resp = NULL;
 
 	assert_int_equal(enr_http_request_new(&req, "GET", url(f, "/stall")), 0);
-	assert_int_equal(enr_http_request_set_vendor(req, vendor("solaredge"), "api_url"), 0);
+	assert_int_equal(enr_http_request_set_vendor(req, test_vendor("solaredge"), "api_url"), 0);
 	enr_http_request_set_timeouts(req, 0, 300);
 	assert_int_equal(enr_http_perform(&resp, f->cfg, req), ENR_E_TRANSIENT);
 	assert_null(resp);
@@ -380,7 +374,7 @@ static void test_connection_refused(void **state)
 
 	snprintf(where, sizeof(where), "http://127.0.0.1:%u/x", test_closed_port(&fd));
 	assert_int_equal(enr_http_request_new(&req, "GET", where), 0);
-	assert_int_equal(enr_http_request_set_vendor(req, vendor("solis"), "api_url"), 0);
+	assert_int_equal(enr_http_request_set_vendor(req, test_vendor("solis"), "api_url"), 0);
 	assert_int_equal(enr_http_perform(&resp, f->cfg, req), ENR_E_TRANSIENT);
 	assert_non_null(strstr(enr_error_last(), "Solis: cannot connect"));
 	enr_http_request_free(req);
@@ -406,7 +400,10 @@ static void test_secrets_never_in_messages(void **state)
 	                                      "Form-S3cret-CCC"};
 	struct enr_http_request *req = NULL;
 	struct enr_http_response *resp = NULL;
+	char *log_path = NULL, *log = NULL;
 
+	assert_true(asprintf(&log_path, "%s/net.log", getenv("HOME")) > 0);
+	assert_int_equal(enr_log_open(log_path), 0);
 	assert_int_equal(enr_http_request_new(&req, "POST", url(f, "/echo")), 0);
 	assert_int_equal(enr_http_request_set_bearer(req, secrets[0]), 0);
 	assert_int_equal(enr_http_request_add_query(req, "q", secrets[1], ENR_HTTP_SECRET), 0);
@@ -433,6 +430,19 @@ static void test_secrets_never_in_messages(void **state)
 	assert_null(strstr(enr_error_last(), secrets[0]));
 	enr_http_response_free(resp);
 	enr_http_request_free(req);
+
+	/* The log names each transfer, without its query or any secret. */
+	enr_log_error("failed: %s", enr_error_last());
+	enr_log_close();
+	log = test_read_file(log_path);
+	assert_non_null(log);
+	assert_non_null(strstr(log, "/echo: HTTP 400"));
+	assert_non_null(strstr(log, "/echo500: HTTP 500"));
+	assert_null(strstr(log, "q="));
+	for (size_t i = 0; i < 3; i++)
+		assert_null(strstr(log, secrets[i]));
+	free(log);
+	free(log_path);
 }
 
 /* ---- plain http to a non-loopback host ---------------------------------- */
@@ -683,7 +693,8 @@ static void test_tls_verified(void **state)
 	for (int i = 0; i < 2; i++) {
 		/* Without its CA: refused. */
 		assert_int_equal(enr_http_request_new(&req, "GET", base[i]), 0);
-		assert_int_equal(enr_http_request_set_vendor(req, vendor("tesla"), "api_url"), 0);
+		assert_int_equal(enr_http_request_set_vendor(req, test_vendor("tesla"), "api_url"),
+		                 0);
 		assert_int_equal(enr_http_perform(&resp, f->cfg, req), ENR_E_TRANSIENT);
 		assert_non_null(strstr(enr_error_last(), "certificate"));
 		assert_null(resp);
@@ -709,32 +720,19 @@ static void test_tls_verified(void **state)
 	free(cert);
 }
 
-int main(void)
-{
-	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test_setup_teardown(test_ok_and_request_shape, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_failure_classes, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_body_cap, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_stalled_body_times_out, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_connection_refused, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_redirect_not_followed, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_secrets_never_in_messages, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_plain_http_refused_without_traffic, setup,
-	                                    teardown),
-	    cmocka_unit_test_setup_teardown(test_multi_runs_requests_together, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_multi_callbacks_add_and_cancel, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_multi_free_with_transfers, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_tls_verified, setup, teardown),
-	};
-	int failed;
+static const struct CMUnitTest tests[] = {
+    cmocka_unit_test_setup_teardown(test_ok_and_request_shape, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_failure_classes, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_body_cap, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_stalled_body_times_out, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_connection_refused, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_redirect_not_followed, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_secrets_never_in_messages, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_plain_http_refused_without_traffic, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_multi_runs_requests_together, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_multi_callbacks_add_and_cancel, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_multi_free_with_transfers, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_tls_verified, setup, teardown),
+};
 
-	test_env_setup();
-	if (enr_catalog_load(&catalog, NULL) < 0) {
-		fprintf(stderr, "%s\n", enr_error_last());
-		return 1;
-	}
-	failed = cmocka_run_group_tests(tests, NULL, NULL);
-	enr_catalog_free(catalog);
-	test_env_cleanup();
-	return failed;
-}
+NET_TEST_MAIN(tests)

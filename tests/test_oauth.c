@@ -13,16 +13,14 @@
 #include "derenroll/log.h"
 #include "derenroll/oauth.h"
 #include "derenroll/vendor.h"
-#include "helpers.h"
+#include "fixtures.h"
 #include "util.h"
 
-static struct enr_catalog *catalog;
 static struct enr_config *cfg;
 
 static int setup(void **state)
 {
 	(void)state;
-	assert_int_equal(enr_catalog_load(&catalog, NULL), 0);
 	assert_int_equal(enr_config_new(&cfg), 0);
 	enr_config_set(cfg, "vendor.tesla", "client_id", "tesla-client");
 	enr_config_set(cfg, "vendor.tesla", "redirect_uri", "https://relay.example/callback");
@@ -36,16 +34,8 @@ static int teardown(void **state)
 {
 	(void)state;
 	enr_config_free(cfg);
-	enr_catalog_free(catalog);
-	enr_log_clear_secrets();
+	cfg = NULL;
 	return 0;
-}
-
-static const struct enr_vendor *vendor(const char *id)
-{
-	const struct enr_vendor *v = enr_catalog_find(catalog, id);
-	assert_non_null(v);
-	return v;
 }
 
 /* The decoded value of query parameter `name` in `url`, malloc'd, or NULL. */
@@ -64,15 +54,7 @@ static char *query_value(const char *url, const char *name)
 
 static void assert_query(const char *url, const char *name, const char *expected)
 {
-	char *value = query_value(url, name);
-
-	if (!expected) {
-		assert_null(value);
-		return;
-	}
-	assert_non_null(value);
-	assert_string_equal(value, expected);
-	free(value);
+	test_expect_string(query_value(url, name), expected);
 }
 
 static void test_pkce_rfc7636_vector(void **state)
@@ -93,8 +75,8 @@ static void test_authorize_url_tesla(void **state)
 	struct enr_oauth_authorize_options opts = {.extra = extra, .n_extra = 1};
 
 	(void)state;
-	assert_int_equal(enr_oauth_flow_new(&a, vendor("tesla"), cfg, &opts), 0);
-	assert_int_equal(enr_oauth_flow_new(&b, vendor("tesla"), cfg, NULL), 0);
+	assert_int_equal(enr_oauth_flow_new(&a, test_vendor("tesla"), cfg, &opts), 0);
+	assert_int_equal(enr_oauth_flow_new(&b, test_vendor("tesla"), cfg, NULL), 0);
 	assert_true(strncmp(a->url,
 	                    "https://auth.tesla.com/oauth2/v3/authorize?response_type=code&",
 	                    62) == 0);
@@ -128,7 +110,7 @@ static void test_authorize_url_pkce(void **state)
 	char *challenge = NULL;
 
 	(void)state;
-	assert_int_equal(enr_oauth_flow_new(&f, vendor("sma"), cfg, &opts), 0);
+	assert_int_equal(enr_oauth_flow_new(&f, test_vendor("sma"), cfg, &opts), 0);
 	assert_non_null(f->code_verifier);
 	assert_int_equal(strlen(f->code_verifier), 43);
 	assert_int_equal(enr_oauth_pkce_challenge(&challenge, f->code_verifier), 0);
@@ -147,7 +129,7 @@ static void test_authorize_url_enphase_defaults(void **state)
 	struct enr_oauth_flow *f = NULL;
 
 	(void)state;
-	assert_int_equal(enr_oauth_flow_new(&f, vendor("enphase"), cfg, NULL), 0);
+	assert_int_equal(enr_oauth_flow_new(&f, test_vendor("enphase"), cfg, NULL), 0);
 	assert_query(f->url, "redirect_uri", "https://api.enphaseenergy.com/oauth/redirect_uri");
 	assert_null(strstr(f->url, "scope=")); /* no scopes: no parameter */
 	enr_oauth_flow_free(f);
@@ -159,19 +141,26 @@ static void test_authorize_url_errors(void **state)
 	struct enr_oauth_flow *f = NULL;
 
 	(void)state;
-	assert_int_equal(enr_oauth_flow_new(&f, vendor("solaredge"), cfg, NULL), ENR_E_UNSUPPORTED);
+	assert_int_equal(enr_oauth_flow_new(&f, test_vendor("solaredge"), cfg, NULL),
+	                 ENR_E_UNSUPPORTED);
 	assert_int_equal(enr_config_new(&c), 0);
-	assert_int_equal(enr_oauth_flow_new(&f, vendor("tesla"), c, NULL), ENR_E_CONFIG);
+	assert_int_equal(enr_oauth_flow_new(&f, test_vendor("tesla"), c, NULL), ENR_E_CONFIG);
 	assert_non_null(strstr(enr_error_last(), "[vendor.tesla] client_id"));
 	enr_config_set(c, "vendor.tesla", "client_id", "x");
-	assert_int_equal(enr_oauth_flow_new(&f, vendor("tesla"), c, NULL), ENR_E_CONFIG);
+	assert_int_equal(enr_oauth_flow_new(&f, test_vendor("tesla"), c, NULL), ENR_E_CONFIG);
 	assert_non_null(strstr(enr_error_last(), "redirect_uri"));
 	enr_config_set(c, "vendor.tesla", "redirect_uri", "https://relay.example/cb");
 	enr_config_set(c, "vendor.tesla", "authorize_url", "http://auth.example.com/authorize");
-	assert_int_equal(enr_oauth_flow_new(&f, vendor("tesla"), c, NULL), ENR_E_MISCONFIGURED);
+	assert_int_equal(enr_oauth_flow_new(&f, test_vendor("tesla"), c, NULL),
+	                 ENR_E_MISCONFIGURED);
 	assert_non_null(strstr(enr_error_last(), "authorize_url"));
 	enr_config_set(c, "vendor.tesla", "authorize_url", "http://127.0.0.1:4000/tesla/authorize");
-	assert_int_equal(enr_oauth_flow_new(&f, vendor("tesla"), c, NULL), 0);
+	enr_config_set(c, "vendor.tesla", "redirect_uri", "http://relay.example/cb");
+	assert_int_equal(enr_oauth_flow_new(&f, test_vendor("tesla"), c, NULL),
+	                 ENR_E_MISCONFIGURED);
+	assert_non_null(strstr(enr_error_last(), "redirect URI"));
+	enr_config_set(c, "vendor.tesla", "redirect_uri", "https://relay.example/cb");
+	assert_int_equal(enr_oauth_flow_new(&f, test_vendor("tesla"), c, NULL), 0);
 	assert_true(strncmp(f->url, "http://127.0.0.1:4000/tesla/authorize?", 38) == 0);
 	enr_oauth_flow_free(f);
 	enr_config_free(c);
@@ -184,7 +173,7 @@ static void test_callback_forms(void **state)
 
 	(void)state;
 	/* A full redirect URL, with a fragment to ignore. */
-	assert_int_equal(enr_oauth_callback_parse(&cb, vendor("tesla"),
+	assert_int_equal(enr_oauth_callback_parse(&cb, test_vendor("tesla"),
 	                                          "https://relay.example/callback?code=NA_abc%2Fdef"
 	                                          "&state=S1&locale=en-US#_=_",
 	                                          "S1"),
@@ -204,7 +193,7 @@ static void test_callback_forms(void **state)
 	enr_util_free_secret(code);
 
 	/* A bare code as typed from Enphase's page: no state to check. */
-	assert_int_equal(enr_oauth_parse_code(&code, vendor("enphase"), " k3Xq9Z\n", "S4"), 0);
+	assert_int_equal(enr_oauth_parse_code(&code, test_vendor("enphase"), " k3Xq9Z\n", "S4"), 0);
 	assert_string_equal(code, "k3Xq9Z");
 	enr_util_free_secret(code);
 	assert_int_equal(enr_oauth_parse_code(&code, NULL, "4/0AY0e-g7abc", "S4"), 0);
@@ -230,12 +219,12 @@ static void test_callback_refusals(void **state)
 	char *code = NULL;
 
 	(void)state;
-	assert_int_equal(enr_oauth_parse_code(&code, vendor("tesla"),
+	assert_int_equal(enr_oauth_parse_code(&code, test_vendor("tesla"),
 	                                      "https://relay.example/callback?code=abc&state=OTHER",
 	                                      "EXPECTED"),
 	                 ENR_E_STATE);
 	assert_non_null(strstr(enr_error_last(), "does not match"));
-	assert_int_equal(enr_oauth_parse_code(&code, vendor("tesla"), "code=abc", "EXPECTED"),
+	assert_int_equal(enr_oauth_parse_code(&code, test_vendor("tesla"), "code=abc", "EXPECTED"),
 	                 ENR_E_STATE);
 	assert_non_null(strstr(enr_error_last(), "missing"));
 	/* A prefix of the right state is not the right state. */
@@ -248,7 +237,7 @@ static void test_callback_refusals(void **state)
 	                 ENR_E_PARSE);
 
 	assert_int_equal(
-	    enr_oauth_callback_parse(&cb, vendor("tesla"),
+	    enr_oauth_callback_parse(&cb, test_vendor("tesla"),
 	                             "https://relay.example/callback?error=access_denied"
 	                             "&state=S",
 	                             "S"),
@@ -259,7 +248,7 @@ static void test_callback_refusals(void **state)
 	assert_int_equal(enr_oauth_parse_code(&code, NULL, "error=access_denied&state=X", "S"),
 	                 ENR_E_STATE);
 	assert_int_equal(
-	    enr_oauth_parse_code(&code, vendor("sma"),
+	    enr_oauth_parse_code(&code, test_vendor("sma"),
 	                         "error=invalid_scope&error_description=Scope+foo+unknown&state=S",
 	                         "S"),
 	    ENR_E_MISCONFIGURED);
@@ -291,19 +280,10 @@ static void test_callback_code_is_secret(void **state)
 	enr_util_free_secret(code);
 }
 
-/* A token answer as a finished transfer would give it. */
+/* A token answer (200 unless changed) as a finished transfer would give it. */
 static struct enr_http_response answer(const char *body, const char *vendor_id)
 {
-	struct enr_http_response r = {0};
-
-	r.status = 200;
-	r.body = (char *)body;
-	r.body_len = strlen(body);
-	r.retry_after = -1;
-	r.vendor = vendor_id ? vendor(vendor_id) : NULL;
-	r.where = (char *)"https://auth.example.com/token";
-	r.token_call = true;
-	return r;
+	return test_response(200, body, vendor_id, true);
 }
 
 static void test_token_answers(void **state)
@@ -377,6 +357,7 @@ static void test_token_answers_bad(void **state)
 	    "{\"access_token\": \"a\", \"expires_in\": \"soon\"}",
 	    "{\"access_token\": \"a\", \"expires_in\": -5}",
 	    "{\"access_token\": \"a\", \"expires_in\": [1]}",
+	    "{\"access_token\": \"a\", \"expires_in\": 1e300}",
 	    "[\"access_token\"]",
 	    "{\"access_token\": \"a\"",
 	    "<html>maintenance</html>",
@@ -419,7 +400,7 @@ static void test_identity_tesla(void **state)
 	t.access_token =
 	    make_jwt("{\"sub\":\"7c2e-acct\",\"exp\":1800000000,"
 	             "\"scp\":[\"openid\",\"offline_access\",\"energy_device_data\"]}");
-	assert_int_equal(enr_oauth_identity_new(&id, vendor("tesla"), &t), 0);
+	assert_int_equal(enr_oauth_identity_new(&id, test_vendor("tesla"), &t), 0);
 	assert_string_equal(id->subject, "7c2e-acct");
 	assert_string_equal(id->account, "7c2e-acct");
 	assert_string_equal(id->scopes, "openid offline_access energy_device_data");
@@ -431,7 +412,7 @@ static void test_identity_tesla(void **state)
 
 	/* The energy scope not granted: a warning, not an error. */
 	t.access_token = make_jwt("{\"sub\":\"7c2e-acct\",\"scp\":\"openid offline_access\"}");
-	assert_int_equal(enr_oauth_identity_new(&id, vendor("tesla"), &t), 0);
+	assert_int_equal(enr_oauth_identity_new(&id, test_vendor("tesla"), &t), 0);
 	assert_true(id->scope_missing);
 	assert_non_null(strstr(id->warning, "energy_device_data"));
 	enr_oauth_identity_free(id);
@@ -447,7 +428,7 @@ static void test_identity_from_id_token(void **state)
 	/* Enphase: an opaque access token, the account in the id_token's enl_uid. */
 	t.access_token = (char *)"opaque-access-token";
 	t.id_token = make_jwt("{\"sub\":\"someone@example.com\",\"enl_uid\":123456}");
-	assert_int_equal(enr_oauth_identity_new(&id, vendor("enphase"), &t), 0);
+	assert_int_equal(enr_oauth_identity_new(&id, test_vendor("enphase"), &t), 0);
 	assert_string_equal(id->subject, "someone@example.com");
 	assert_string_equal(id->account, "123456");
 	assert_null(id->scopes);
@@ -457,7 +438,7 @@ static void test_identity_from_id_token(void **state)
 	/* Nothing to read: no identity, but the granted scopes still checked. */
 	t.id_token = NULL;
 	t.scope = (char *)"openid";
-	assert_int_equal(enr_oauth_identity_new(&id, vendor("tesla"), &t), 0);
+	assert_int_equal(enr_oauth_identity_new(&id, test_vendor("tesla"), &t), 0);
 	assert_null(id->subject);
 	assert_null(id->account);
 	assert_string_equal(id->scopes, "openid");
@@ -486,27 +467,29 @@ static void test_jwt_claims(void **state)
 	assert_null(claims);
 }
 
+static const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_pkce_rfc7636_vector),
+    cmocka_unit_test(test_authorize_url_tesla),
+    cmocka_unit_test(test_authorize_url_pkce),
+    cmocka_unit_test(test_authorize_url_enphase_defaults),
+    cmocka_unit_test(test_authorize_url_errors),
+    cmocka_unit_test(test_callback_forms),
+    cmocka_unit_test(test_callback_refusals),
+    cmocka_unit_test(test_callback_code_is_secret),
+    cmocka_unit_test(test_token_answers),
+    cmocka_unit_test(test_token_answers_bad),
+    cmocka_unit_test(test_identity_tesla),
+    cmocka_unit_test(test_identity_from_id_token),
+    cmocka_unit_test(test_jwt_claims),
+};
+
 int main(void)
 {
-	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_pkce_rfc7636_vector),
-	    cmocka_unit_test(test_authorize_url_tesla),
-	    cmocka_unit_test(test_authorize_url_pkce),
-	    cmocka_unit_test(test_authorize_url_enphase_defaults),
-	    cmocka_unit_test(test_authorize_url_errors),
-	    cmocka_unit_test(test_callback_forms),
-	    cmocka_unit_test(test_callback_refusals),
-	    cmocka_unit_test(test_callback_code_is_secret),
-	    cmocka_unit_test(test_token_answers),
-	    cmocka_unit_test(test_token_answers_bad),
-	    cmocka_unit_test(test_identity_tesla),
-	    cmocka_unit_test(test_identity_from_id_token),
-	    cmocka_unit_test(test_jwt_claims),
-	};
 	int failed;
 
 	test_env_setup();
 	failed = cmocka_run_group_tests(tests, setup, teardown);
+	test_catalog_free();
 	test_env_cleanup();
 	return failed;
 }

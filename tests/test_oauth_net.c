@@ -15,11 +15,9 @@
 #include "derenroll/log.h"
 #include "derenroll/oauth.h"
 #include "derenroll/vendor.h"
-#include "helpers.h"
+#include "fixtures.h"
 #include "httpd.h"
 #include "util.h"
-
-static struct enr_catalog *catalog;
 
 /* What the token endpoint saw, and what it answers. */
 struct token_server {
@@ -46,7 +44,9 @@ struct fixture {
 	char base[64];
 };
 
-static void copy(char *dst, size_t size, const char *src)
+/* Not inlined: GCC 12's -Warray-bounds misjudges the fixture's buffers
+ * (a false positive under -fsanitize=address with -O2). */
+__attribute__((noinline)) static void copy(char *dst, size_t size, const char *src)
 {
 	snprintf(dst, size, "%s", src ? src : "");
 }
@@ -130,25 +130,10 @@ static int teardown(void **state)
 	return 0;
 }
 
-static const struct enr_vendor *vendor(const char *id)
-{
-	const struct enr_vendor *v = enr_catalog_find(catalog, id);
-	assert_non_null(v);
-	return v;
-}
-
 /* Asserts the form field `name` of the last body. */
 static void assert_form(struct fixture *f, const char *name, const char *expected)
 {
-	char *value = test_form_value(f->ts.body, name);
-
-	if (!expected) {
-		assert_null(value);
-		return;
-	}
-	assert_non_null(value);
-	assert_string_equal(value, expected);
-	free(value);
+	test_expect_string(test_form_value(f->ts.body, name), expected);
 }
 
 static char *basic(const char *id, const char *secret)
@@ -172,7 +157,7 @@ static void test_tesla_code_exchange_form(void **state)
 	       "{\"access_token\": \"tesla-at-1\", \"refresh_token\": \"tesla-rt-1\", "
 	       "\"id_token\": \"tesla-idt\", \"expires_in\": 28800, \"token_type\": \"Bearer\"}");
 	assert_int_equal(
-	    enr_oauth_exchange_code(&t, vendor("tesla"), f->cfg, "NA_code-1", NULL, NULL), 0);
+	    enr_oauth_exchange_code(&t, test_vendor("tesla"), f->cfg, "NA_code-1", NULL, NULL), 0);
 	assert_string_equal(f->ts.method, "POST");
 	assert_string_equal(f->ts.path, "/tesla/oauth2/v3/token");
 	assert_int_equal(f->ts.arg_count, 0);
@@ -197,7 +182,7 @@ static void test_tesla_code_exchange_form(void **state)
 	/* [vendor.tesla] audience wins (another region). */
 	enr_config_set(f->cfg, "vendor.tesla", "audience",
 	               "https://fleet-api.prd.eu.vn.cloud.tesla.com");
-	assert_int_equal(enr_oauth_exchange_code(&t, vendor("tesla"), f->cfg, "NA_code-2",
+	assert_int_equal(enr_oauth_exchange_code(&t, test_vendor("tesla"), f->cfg, "NA_code-2",
 	                                         "https://other.example/cb", NULL),
 	                 0);
 	assert_form(f, "audience", "https://fleet-api.prd.eu.vn.cloud.tesla.com");
@@ -205,8 +190,8 @@ static void test_tesla_code_exchange_form(void **state)
 	enr_oauth_tokens_free(t);
 
 	/* SMA: same placement, no audience. */
-	assert_int_equal(enr_oauth_exchange_code(&t, vendor("sma"), f->cfg, "sma-code", NULL, NULL),
-	                 0);
+	assert_int_equal(
+	    enr_oauth_exchange_code(&t, test_vendor("sma"), f->cfg, "sma-code", NULL, NULL), 0);
 	assert_form(f, "audience", NULL);
 	assert_form(f, "client_id", "sma-id");
 	enr_oauth_tokens_free(t);
@@ -222,7 +207,7 @@ static void test_enphase_code_exchange_query_basic(void **state)
 	       "{\"access_token\": \"enphase-at\", \"refresh_token\": \"enphase-rt\", "
 	       "\"expires_in\": \"86393\", \"token_type\": \"bearer\", \"enl_uid\": \"77\"}");
 	assert_int_equal(
-	    enr_oauth_exchange_code(&t, vendor("enphase"), f->cfg, "k3Xq9Z", NULL, NULL), 0);
+	    enr_oauth_exchange_code(&t, test_vendor("enphase"), f->cfg, "k3Xq9Z", NULL, NULL), 0);
 	assert_string_equal(f->ts.method, "POST");
 	assert_string_equal(f->ts.path, "/enphase/oauth/token");
 	assert_int_equal(f->ts.arg_count, 3);
@@ -241,7 +226,7 @@ static void test_enphase_code_exchange_query_basic(void **state)
 	answer(f, 200,
 	       "{\"access_token\": \"enphase-at-2\", \"refresh_token\": \"enphase-rt-2\", "
 	       "\"expires_in\": 86393}");
-	assert_int_equal(enr_oauth_refresh(&t, vendor("enphase"), f->cfg, "enphase-rt"), 0);
+	assert_int_equal(enr_oauth_refresh(&t, test_vendor("enphase"), f->cfg, "enphase-rt"), 0);
 	assert_int_equal(f->ts.arg_count, 2);
 	assert_string_equal(f->ts.q_grant_type, "refresh_token");
 	assert_string_equal(f->ts.q_refresh_token, "enphase-rt");
@@ -259,7 +244,7 @@ static void test_refresh_form(void **state)
 	answer(f, 200,
 	       "{\"access_token\": \"tesla-at-2\", \"refresh_token\": \"tesla-rt-2\", "
 	       "\"expires_in\": \"28800\"}");
-	assert_int_equal(enr_oauth_refresh(&t, vendor("tesla"), f->cfg, "tesla-rt-1"), 0);
+	assert_int_equal(enr_oauth_refresh(&t, test_vendor("tesla"), f->cfg, "tesla-rt-1"), 0);
 	assert_int_equal(f->ts.arg_count, 0);
 	assert_form(f, "grant_type", "refresh_token");
 	assert_form(f, "refresh_token", "tesla-rt-1");
@@ -273,14 +258,14 @@ static void test_refresh_form(void **state)
 	answer(f, 200,
 	       "{\"access_token\": \"sma-at\", \"refresh_token\": \"sma-rt-2\", "
 	       "\"expires_in\": 300, \"refresh_expires_in\": 0}");
-	assert_int_equal(enr_oauth_refresh(&t, vendor("sma"), f->cfg, "sma-rt-1"), 0);
+	assert_int_equal(enr_oauth_refresh(&t, test_vendor("sma"), f->cfg, "sma-rt-1"), 0);
 	assert_int_equal(t->refresh_expires_at, 0);
 	assert_int_equal(t->access_expires_at - t->obtained_at, 300);
 	enr_oauth_tokens_free(t);
 
 	/* No refresh token in the answer: none in the result (keep the old one). */
 	answer(f, 200, "{\"access_token\": \"sma-at\", \"expires_in\": 300}");
-	assert_int_equal(enr_oauth_refresh(&t, vendor("sma"), f->cfg, "sma-rt-2"), 0);
+	assert_int_equal(enr_oauth_refresh(&t, test_vendor("sma"), f->cfg, "sma-rt-2"), 0);
 	assert_null(t->refresh_token);
 	enr_oauth_tokens_free(t);
 }
@@ -294,7 +279,7 @@ static void test_refused_refresh_hides_secrets(void **state)
 	answer(f, 400,
 	       "{\"error\": \"invalid_grant\", \"error_description\": \"refresh token "
 	       "Old-Refresh-77 of enphase-id (secret enphase-Secret-2) was already used\"}");
-	assert_int_equal(enr_oauth_refresh(&t, vendor("enphase"), f->cfg, "Old-Refresh-77"),
+	assert_int_equal(enr_oauth_refresh(&t, test_vendor("enphase"), f->cfg, "Old-Refresh-77"),
 	                 ENR_E_REJECTED);
 	assert_null(t);
 	assert_string_equal(f->ts.q_refresh_token, "Old-Refresh-77"); /* it was sent */
@@ -307,15 +292,17 @@ static void test_refused_refresh_hides_secrets(void **state)
 	       "{\"error\": \"invalid_client\", \"error_description\": \"bad secret "
 	       "tesla-Secret-1\"}");
 	assert_int_equal(
-	    enr_oauth_exchange_code(&t, vendor("tesla"), f->cfg, "Code-Zz-123", NULL, NULL),
+	    enr_oauth_exchange_code(&t, test_vendor("tesla"), f->cfg, "Code-Zz-123", NULL, NULL),
 	    ENR_E_MISCONFIGURED);
 	assert_non_null(strstr(enr_error_last(), "Tesla refused the company's client ID"));
 	assert_null(strstr(enr_error_last(), "tesla-Secret-1"));
 
 	answer(f, 503, "");
-	assert_int_equal(enr_oauth_refresh(&t, vendor("tesla"), f->cfg, "rt"), ENR_E_TRANSIENT);
+	assert_int_equal(enr_oauth_refresh(&t, test_vendor("tesla"), f->cfg, "rt"),
+	                 ENR_E_TRANSIENT);
 	answer(f, 200, "{\"token_type\": \"Bearer\"}");
-	assert_int_equal(enr_oauth_refresh(&t, vendor("tesla"), f->cfg, "rt"), ENR_E_BADRESPONSE);
+	assert_int_equal(enr_oauth_refresh(&t, test_vendor("tesla"), f->cfg, "rt"),
+	                 ENR_E_BADRESPONSE);
 }
 
 static void test_missing_client_secret(void **state)
@@ -328,7 +315,7 @@ static void test_missing_client_secret(void **state)
 	assert_int_equal(enr_config_new(&c), 0);
 	enr_config_set(c, "vendor.tesla", "token_url", "http://127.0.0.1:9/none");
 	enr_config_set(c, "vendor.tesla", "client_id", "id");
-	assert_int_equal(enr_oauth_refresh(&t, vendor("tesla"), c, "rt"), ENR_E_CONFIG);
+	assert_int_equal(enr_oauth_refresh(&t, test_vendor("tesla"), c, "rt"), ENR_E_CONFIG);
 	assert_non_null(strstr(enr_error_last(), "client_secret"));
 	assert_int_equal(f->ts.requests, before);
 	enr_config_free(c);
@@ -343,7 +330,7 @@ static void test_client_credentials(void **state)
 	answer(f, 200,
 	       "{\"access_token\": \"derapi-at\", \"expires_in\": 3600, \"token_type\": "
 	       "\"Bearer\"}");
-	assert_int_equal(enr_oauth_client_credentials(&t, vendor("derapi"), f->cfg, NULL), 0);
+	assert_int_equal(enr_oauth_client_credentials(&t, test_vendor("derapi"), f->cfg, NULL), 0);
 	assert_string_equal(f->ts.path, "/derapi/oauth2/token");
 	assert_string_equal(f->ts.authorization, expected);
 	assert_string_equal(f->ts.body, "grant_type=client_credentials");
@@ -354,7 +341,7 @@ static void test_client_credentials(void **state)
 	free(expected);
 
 	/* SMA's (for the backchannel): its own placement, a scope. */
-	assert_int_equal(enr_oauth_client_credentials(&t, vendor("sma"), f->cfg, "bc"), 0);
+	assert_int_equal(enr_oauth_client_credentials(&t, test_vendor("sma"), f->cfg, "bc"), 0);
 	assert_string_equal(f->ts.path, "/sma/oauth2/token");
 	assert_form(f, "grant_type", "client_credentials");
 	assert_form(f, "scope", "bc");
@@ -386,8 +373,8 @@ static void test_token_call_through_multi(void **state)
 	uint64_t id;
 
 	answer(f, 200, "{\"access_token\": \"multi-at\", \"expires_in\": 5}");
-	assert_int_equal(enr_oauth_code_request(&req, vendor("tesla"), f->cfg, "c0de", NULL, NULL),
-	                 0);
+	assert_int_equal(
+	    enr_oauth_code_request(&req, test_vendor("tesla"), f->cfg, "c0de", NULL, NULL), 0);
 	assert_int_equal(enr_http_multi_new(&multi, f->cfg), 0);
 	assert_int_equal(enr_http_multi_add(&id, multi, req, on_token, &r), 0);
 	enr_http_request_free(req);
@@ -431,7 +418,7 @@ static void test_receiver_end_to_end(void **state)
 	assert_true(strncmp(enr_oauth_receiver_redirect_uri(rx), "http://127.0.0.1:", 17) == 0);
 	assert_non_null(strstr(enr_oauth_receiver_redirect_uri(rx), "/callback"));
 	opts.redirect_uri = enr_oauth_receiver_redirect_uri(rx);
-	assert_int_equal(enr_oauth_flow_new(&flow, vendor("tesla"), f->cfg, &opts), 0);
+	assert_int_equal(enr_oauth_flow_new(&flow, test_vendor("tesla"), f->cfg, &opts), 0);
 	assert_int_equal(enr_oauth_receiver_poll(&got, rx), ENR_E_AGAIN);
 
 	/* The vendor sends the browser back. */
@@ -446,11 +433,11 @@ static void test_receiver_end_to_end(void **state)
 	pfd = (struct pollfd){.fd = enr_oauth_receiver_fd(rx), .events = POLLIN};
 	assert_int_equal(poll(&pfd, 1, 0), 1);
 	assert_int_equal(enr_oauth_receiver_poll(&got, rx), 0);
-	assert_int_equal(enr_oauth_callback_parse(&cb, vendor("tesla"), got, flow->state), 0);
+	assert_int_equal(enr_oauth_callback_parse(&cb, test_vendor("tesla"), got, flow->state), 0);
 	assert_string_equal(cb->code, "Rx-Code-42");
 	assert_string_equal(enr_oauth_callback_param(cb, "issuer"), "x y");
 	enr_oauth_callback_free(cb);
-	assert_int_equal(enr_oauth_parse_code(&code, vendor("tesla"), got, flow->state), 0);
+	assert_int_equal(enr_oauth_parse_code(&code, test_vendor("tesla"), got, flow->state), 0);
 
 	/* Only one redirect is taken. */
 	assert_int_equal(browse(&resp, url), 0);
@@ -464,7 +451,7 @@ static void test_receiver_end_to_end(void **state)
 
 	/* The exchange repeats the receiver's redirect URI and proves PKCE. */
 	answer(f, 200, "{\"access_token\": \"rx-at\", \"expires_in\": 60}");
-	assert_int_equal(enr_oauth_exchange_code(&t, vendor("tesla"), f->cfg, code,
+	assert_int_equal(enr_oauth_exchange_code(&t, test_vendor("tesla"), f->cfg, code,
 	                                         flow->redirect_uri, flow->code_verifier),
 	                 0);
 	assert_form(f, "redirect_uri", enr_oauth_receiver_redirect_uri(rx));
@@ -497,7 +484,7 @@ static void test_receiver_refuses_wrong_state_and_decline(void **state)
 	assert_int_equal(browse(&resp, url), 0);
 	enr_http_response_free(resp);
 	assert_int_equal(enr_oauth_receiver_wait(&got, rx, 5000), 0);
-	assert_int_equal(enr_oauth_parse_code(&code, vendor("sma"), got, "the-real-state"),
+	assert_int_equal(enr_oauth_parse_code(&code, test_vendor("sma"), got, "the-real-state"),
 	                 ENR_E_STATE);
 	assert_null(code);
 	free(got);
@@ -510,7 +497,8 @@ static void test_receiver_refuses_wrong_state_and_decline(void **state)
 	assert_int_equal(resp->status, 200);
 	enr_http_response_free(resp);
 	assert_int_equal(enr_oauth_receiver_wait(&got, rx, 5000), 0);
-	assert_int_equal(enr_oauth_parse_code(&code, vendor("sma"), got, "S1"), ENR_E_DECLINED);
+	assert_int_equal(enr_oauth_parse_code(&code, test_vendor("sma"), got, "S1"),
+	                 ENR_E_DECLINED);
 	assert_non_null(strstr(enr_error_last(), "the customer declined"));
 	assert_non_null(strstr(enr_error_last(), "User said no"));
 	free(got);
@@ -588,32 +576,18 @@ static void test_receiver_wait_wakes_up(void **state)
 	enr_oauth_receiver_free(rx);
 }
 
-int main(void)
-{
-	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test_setup_teardown(test_tesla_code_exchange_form, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_enphase_code_exchange_query_basic, setup,
-	                                    teardown),
-	    cmocka_unit_test_setup_teardown(test_refresh_form, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_refused_refresh_hides_secrets, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_missing_client_secret, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_client_credentials, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_token_call_through_multi, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_receiver_end_to_end, setup, teardown),
-	    cmocka_unit_test(test_receiver_refuses_wrong_state_and_decline),
-	    cmocka_unit_test(test_receiver_timeout_and_cancel),
-	    cmocka_unit_test(test_receiver_wait_wakes_up),
-	};
-	int failed;
+static const struct CMUnitTest tests[] = {
+    cmocka_unit_test_setup_teardown(test_tesla_code_exchange_form, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_enphase_code_exchange_query_basic, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_refresh_form, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_refused_refresh_hides_secrets, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_missing_client_secret, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_client_credentials, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_token_call_through_multi, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_receiver_end_to_end, setup, teardown),
+    cmocka_unit_test(test_receiver_refuses_wrong_state_and_decline),
+    cmocka_unit_test(test_receiver_timeout_and_cancel),
+    cmocka_unit_test(test_receiver_wait_wakes_up),
+};
 
-	test_env_setup();
-	if (enr_catalog_load(&catalog, NULL) < 0) {
-		fprintf(stderr, "%s\n", enr_error_last());
-		return 1;
-	}
-	failed = cmocka_run_group_tests(tests, NULL, NULL);
-	enr_catalog_free(catalog);
-	enr_log_clear_secrets();
-	test_env_cleanup();
-	return failed;
-}
+NET_TEST_MAIN(tests)

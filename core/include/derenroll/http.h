@@ -12,8 +12,9 @@
  * HTTP on libcurl, with the project's rules built in:
  * - TLS certificates are always verified. Plain http:// is allowed only to
  *   loopback (127.0.0.0/8, ::1, localhost); any other http:// URL is refused
- *   before anything is sent (ENR_E_MISCONFIGURED). `[http] ca_file` adds a CA
- *   bundle (instead of the system one).
+ *   before anything is sent (ENR_E_MISCONFIGURED). `[http] ca_file` is a PEM
+ *   file of extra CAs: it takes the place of libcurl's CA bundle file while
+ *   libcurl's CA directory (Debian: /etc/ssl/certs) stays trusted.
  * - `[http] connect_timeout` and `timeout` (seconds, default 10 and 30) and
  *   `max_body` (bytes, default 1 MiB) apply unless a request sets its own.
  * - Proxies come from the environment (http_proxy, https_proxy, no_proxy), as

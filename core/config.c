@@ -63,7 +63,8 @@ static const char *const derapi_keys[] = {
     "auth_url", "api_url", "client_id", "client_secret", "flow_id", "program_id", "api_version",
 };
 static const char *const relay_keys[] = {
-    "url", "secret", "listen", "public_url", "allowed_target_hosts", "trusted_proxy", "max_pending",
+    "url",           "secret",      "listen",    "public_url", "allowed_target_hosts",
+    "trusted_proxy", "max_pending", "pages_dir",
 };
 static const char *const store_keys[] = {"path", "encryption"};
 static const char *const ui_keys[] = {"expiring_days"};

@@ -30,6 +30,9 @@ dpkg-dev
 lintian
 strace
 systemd
+chromium
+chromium-driver
+python3-selenium
 "
 
 missing=""

@@ -1424,9 +1424,17 @@ out:
 
 /* ---- GET /v1/results/<state> ---- */
 
-/* Answers a poll from the record's state. Called under the lock; unlocks. */
-static int answer_poll(struct enr_relay *relay, struct MHD_Connection *c, const char *state)
+/*
+ * Answers a poll from the record's state. Called under the lock; unlocks.
+ * A poll that waited closes its connection: libmicrohttpd zeroes a kept-alive
+ * connection's whole memory pool for the next request, which for a thousand
+ * polls answered at once is the relay's peak memory; a new connection for
+ * the next poll costs nothing in comparison.
+ */
+static int answer_poll(struct enr_relay *relay, struct MHD_Connection *c, const char *state,
+                       bool waited)
 {
+	const char *conn_header = waited ? "Connection" : NULL;
 	struct record *rec = find_state(relay, state);
 	const char **kv;
 	char *body, s[16];
@@ -1451,15 +1459,15 @@ static int answer_poll(struct enr_relay *relay, struct MHD_Connection *c, const 
 		enr_log_info("relay: result for state %s handed out",
 		             short_state(s, sizeof(s), state));
 		pthread_mutex_unlock(&relay->lock);
-		return respond_json(c, 200, body, true, NULL, NULL);
+		return respond_json(c, 200, body, true, conn_header, "close");
 	}
 	if (rec && rec->status == REC_PENDING && !link_expired(rec, wall_now(relay))) {
 		pthread_mutex_unlock(&relay->lock);
-		return respond(c, 204, NULL, NULL, false, NULL, NULL);
+		return respond(c, 204, NULL, NULL, false, conn_header, "close");
 	}
 	pthread_mutex_unlock(&relay->lock);
 	return respond_error(c, 404, "not_found", "no such state, or its result was handed out",
-	                     NULL, NULL);
+	                     conn_header, "close");
 }
 
 static bool can_suspend(struct MHD_Connection *c)
@@ -1504,7 +1512,7 @@ static int results_endpoint(struct enr_relay *relay, struct MHD_Connection *c, c
 	rec = find_state(relay, state);
 	if (wait == 0 || relay->stopping || relay->n_waiters >= WAITERS_MAX || !rec ||
 	    rec->status != REC_PENDING || link_expired(rec, wall_now(relay)) || !can_suspend(c))
-		return answer_poll(relay, c, state);
+		return answer_poll(relay, c, state, false);
 	r = req_new(relay, REQ_WAITING);
 	if (!r) {
 		pthread_mutex_unlock(&relay->lock);
@@ -1558,7 +1566,7 @@ int enr_relay_handle(struct enr_relay *relay, struct MHD_Connection *connection,
 			return MHD_YES;
 		}
 		snprintf(state, sizeof(state), "%s", r->state);
-		ret = answer_poll(relay, connection, state);
+		ret = answer_poll(relay, connection, state, true);
 		pthread_mutex_lock(&relay->lock);
 		r->phase = REQ_ANSWERED;
 		relay->unanswered--;
@@ -1999,7 +2007,7 @@ int enr_relay_start(struct enr_relay *relay, const char *listen)
 	    flags, 0, NULL, NULL, access_handler, relay, MHD_OPTION_SOCK_ADDR,
 	    (struct sockaddr *)&addr, MHD_OPTION_CONNECTION_LIMIT, relay->max_connections,
 	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-	    (size_t)32 * 1024, MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)1024,
+	    (size_t)16 * 1024, MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)1024,
 	    MHD_OPTION_NOTIFY_COMPLETED, request_completed, relay, MHD_OPTION_EXTERNAL_LOGGER,
 	    mhd_log, relay, MHD_OPTION_END);
 	if (!relay->daemon)

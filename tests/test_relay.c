@@ -1114,6 +1114,25 @@ static void test_program_sigterm(void **state)
 	snprintf(dir, sizeof(dir), "%s", getenv("HOME"));
 	secret_path = test_write_file(dir, "relay-secret", SECRET "\n", 0600);
 	snprintf(err_path, sizeof(err_path), "%s/relay.err", dir);
+	/* No public URL: a configuration error, before anything listens. */
+	child = fork();
+	assert_true(child >= 0);
+	if (child == 0) {
+		fd = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		dup2(fd, 2);
+		execl(derenroll_exe, "derenroll", "relay", "--listen", "127.0.0.1:0", "--secret-file",
+		      secret_path, (char *)NULL);
+		_exit(127);
+	}
+	assert_int_equal(waitpid(child, &status, 0), child);
+	child = -1;
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 2);
+	log = test_read_file(err_path);
+	assert_non_null(strstr(log, "public URL"));
+	free(log);
+	log = NULL;
+
 	child = fork();
 	assert_true(child >= 0);
 	if (child == 0) {

@@ -19,13 +19,12 @@ static void usage(FILE *out)
 	fprintf(
 	    out,
 	    "Usage: derenroll relay [--listen ADDR:PORT] [--public-url URL] [--secret-file FILE]\n"
-	    "                       [--allowed-hosts LIST] [--trusted-proxy IP] [--pages-dir DIR]\n"
 	    "\n"
-	    "Runs the callback relay for phones until SIGTERM or SIGINT (see docs/relay.md).\n"
-	    "Defaults come from [relay] in config.ini: listen (%s), public_url,\n"
-	    "secret (or secret_file, or 'derenroll secret set relay.secret'),\n"
-	    "allowed_target_hosts (default: every vendor host of vendors.json), trusted_proxy,\n"
-	    "max_pending, pages_dir.\n",
+	    "Runs the callback relay for phones until SIGTERM or SIGINT; see derenroll-relay(8).\n"
+	    "Defaults come from [relay] in config.ini: listen (%s), public_url\n"
+	    "(required), secret (or secret_file, or 'derenroll secret set relay.secret');\n"
+	    "there also allowed_target_hosts, trusted_proxy, max_pending and pages_dir.\n"
+	    "It logs to stderr unless [log] file is set.\n",
 	    ENR_RELAY_DEFAULT_LISTEN);
 }
 
@@ -59,20 +58,28 @@ static void raise_fd_limit(void)
 	}
 }
 
-static int apply_log_config(const struct enr_config *cfg)
+/*
+ * A daemon logs to stderr (the journal under systemd) unless [log] file says
+ * otherwise, at [log] level or info.
+ */
+static int relay_log(const struct enr_config *cfg)
 {
 	const char *level = enr_config_get(cfg, "log", "level");
 	const char *file = enr_config_get(cfg, "log", "file");
-	enum enr_log_level parsed;
+	enum enr_log_level parsed = ENR_LOG_INFO;
 	int rc;
 
-	if (level) {
-		rc = enr_log_parse_level(&parsed, level);
+	if (level && (rc = enr_log_parse_level(&parsed, level)) < 0)
+		return enr_error_set(ENR_E_CONFIG, "[log] level: %s", enr_error_last());
+	if (file) {
+		rc = enr_log_open(file);
 		if (rc < 0)
 			return rc;
-		enr_log_set_level(parsed);
+	} else {
+		enr_log_close();
 	}
-	return file ? enr_log_open(file) : 0;
+	enr_log_set_level(parsed);
+	return 0;
 }
 
 int cmd_relay(struct cli_globals *g, int argc, char **argv)
@@ -81,9 +88,6 @@ int cmd_relay(struct cli_globals *g, int argc, char **argv)
 	    {"listen", required_argument, NULL, 'l'},
 	    {"public-url", required_argument, NULL, 'u'},
 	    {"secret-file", required_argument, NULL, 's'},
-	    {"allowed-hosts", required_argument, NULL, 'a'},
-	    {"trusted-proxy", required_argument, NULL, 'p'},
-	    {"pages-dir", required_argument, NULL, 'd'},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
@@ -107,15 +111,6 @@ int cmd_relay(struct cli_globals *g, int argc, char **argv)
 		case 's':
 			secret_file = optarg;
 			break;
-		case 'a':
-			opts.allowed_target_hosts = optarg;
-			break;
-		case 'p':
-			opts.trusted_proxy = optarg;
-			break;
-		case 'd':
-			opts.pages_dir = optarg;
-			break;
 		case 'h':
 			usage(stdout);
 			return 0;
@@ -132,19 +127,21 @@ int cmd_relay(struct cli_globals *g, int argc, char **argv)
 	}
 	rc = cli_load_config(g);
 	if (rc == 0)
-		rc = apply_log_config(g->cfg);
+		rc = relay_log(g->cfg);
 	if (rc < 0)
 		return cli_fail(rc);
 	if (!listen)
 		listen = enr_config_get(g->cfg, "relay", "listen");
 	if (!opts.public_url)
 		opts.public_url = enr_config_get(g->cfg, "relay", "public_url");
-	if (!opts.allowed_target_hosts)
-		opts.allowed_target_hosts = enr_config_get(g->cfg, "relay", "allowed_target_hosts");
-	if (!opts.trusted_proxy)
-		opts.trusted_proxy = enr_config_get(g->cfg, "relay", "trusted_proxy");
-	if (!opts.pages_dir)
-		opts.pages_dir = enr_config_get(g->cfg, "relay", "pages_dir");
+	if (!opts.public_url) {
+		cli_error("relay: no public URL: set --public-url or [relay] public_url to the "
+		          "https address phones reach the relay at");
+		return EXIT_USAGE;
+	}
+	opts.allowed_target_hosts = enr_config_get(g->cfg, "relay", "allowed_target_hosts");
+	opts.trusted_proxy = enr_config_get(g->cfg, "relay", "trusted_proxy");
+	opts.pages_dir = enr_config_get(g->cfg, "relay", "pages_dir");
 	rc = enr_config_get_long(&max_pending, g->cfg, "relay", "max_pending", 2000, 1, 1000000);
 	if (rc < 0)
 		return cli_fail(rc);

@@ -22,6 +22,7 @@ import re
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -93,8 +94,15 @@ class ConsentHandler(http.server.BaseHTTPRequestHandler):
         pass
 
 
+def free_port():
+    """A port nothing listens on right now (the relay needs it for its public URL)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 class Relay:
-    """`derenroll relay` on 127.0.0.1, port chosen by the kernel."""
+    """`derenroll relay` on 127.0.0.1."""
 
     def __init__(self, exe, tmp):
         self.secret = secrets.token_urlsafe(32)
@@ -106,8 +114,10 @@ class Relay:
                    XDG_STATE_HOME=os.path.join(tmp, "state"))
         if os.environ.get("DERENROLL_DATADIR"):
             env["DERENROLL_DATADIR"] = os.environ["DERENROLL_DATADIR"]
+        port = free_port()
         self.proc = subprocess.Popen(
-            [exe, "relay", "--listen", "127.0.0.1:0", "--secret-file", secret_file],
+            [exe, "relay", "--listen", f"127.0.0.1:{port}", "--secret-file", secret_file,
+             "--public-url", f"http://127.0.0.1:{port}"],
             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env, text=True)
         self.lines = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()

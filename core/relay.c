@@ -143,6 +143,7 @@ struct enr_relay {
 	size_t n_host_vendors;
 	char trusted_proxy[INET6_ADDRSTRLEN];
 	char *pages[PAGE_COUNT];
+	char *layout;
 	char *style;
 	long max_ttl;
 	size_t max_records;
@@ -690,35 +691,34 @@ out:
 static void html_escape(FILE *f, const char *s)
 {
 	for (; *s; s++) {
-		switch (*s) {
-		case '&':
-			fputs("&amp;", f);
-			break;
-		case '<':
-			fputs("&lt;", f);
-			break;
-		case '>':
-			fputs("&gt;", f);
-			break;
-		case '"':
-			fputs("&quot;", f);
-			break;
-		case '\'':
-			fputs("&#39;", f);
-			break;
-		default:
+		const char *entity = *s == '&'    ? "&amp;"
+		                     : *s == '<'  ? "&lt;"
+		                     : *s == '>'  ? "&gt;"
+		                     : *s == '"'  ? "&quot;"
+		                     : *s == '\'' ? "&#39;"
+		                                  : NULL;
+		if (entity)
+			fputs(entity, f);
+		else
 			fputc(*s, f);
-		}
 	}
 }
 
+/* A placeholder's value: NULL gives the template's fallback text. */
+struct slot {
+	const char *name;
+	const char *value;
+	bool escape;
+};
+
 /*
- * Fills a template: {{vendor}} becomes the HTML-escaped vendor name,
- * {{vendor|text}} the same or, with no vendor known, the template's own text
- * (so that the fallback is translated with the page); {{style}} the
- * stylesheet. Unknown names give their fallback text or nothing.
+ * Fills a template: {{name}} becomes the slot's value (HTML-escaped if the
+ * slot says so), {{name|text}} the same or, when the value is NULL, the
+ * template's own text (so that the fallback is translated with the page).
+ * Unknown names give their fallback text or nothing. Values are not scanned
+ * again.
  */
-static char *render(const char *tpl, const char *vendor, const char *style)
+static char *render(const char *tpl, const struct slot *slots, size_t n_slots)
 {
 	char *buf = NULL;
 	size_t len = 0;
@@ -727,23 +727,25 @@ static char *render(const char *tpl, const char *vendor, const char *style)
 	if (!f)
 		return NULL;
 	while (*tpl) {
-		const char *open = strstr(tpl, "{{"), *close, *bar;
+		const char *open = strstr(tpl, "{{"), *close, *bar, *name_end;
+		const struct slot *slot = NULL;
 		if (!open || !(close = strstr(open + 2, "}}"))) {
 			fputs(tpl, f);
 			break;
 		}
 		fwrite(tpl, 1, (size_t)(open - tpl), f);
 		bar = memchr(open + 2, '|', (size_t)(close - open - 2));
-		{
-			const char *name = open + 2, *name_end = bar ? bar : close;
-			size_t name_len = (size_t)(name_end - name);
-			if (name_len == 6 && memcmp(name, "vendor", 6) == 0 && vendor)
-				html_escape(f, vendor);
-			else if (name_len == 5 && memcmp(name, "style", 5) == 0)
-				fputs(style, f);
-			else if (bar)
-				fwrite(bar + 1, 1, (size_t)(close - bar - 1), f);
-		}
+		name_end = bar ? bar : close;
+		for (size_t i = 0; i < n_slots && !slot; i++)
+			if (strlen(slots[i].name) == (size_t)(name_end - open - 2) &&
+			    memcmp(slots[i].name, open + 2, (size_t)(name_end - open - 2)) == 0)
+				slot = &slots[i];
+		if (slot && slot->value && slot->escape)
+			html_escape(f, slot->value);
+		else if (slot && slot->value)
+			fputs(slot->value, f);
+		else if (bar)
+			fwrite(bar + 1, 1, (size_t)(close - bar - 1), f);
 		tpl = close + 2;
 	}
 	if (fclose(f) != 0) {
@@ -753,10 +755,37 @@ static char *render(const char *tpl, const char *vendor, const char *style)
 	return buf;
 }
 
+/* A page in the layout, titled by its <h1>. */
+static char *render_page(const struct enr_relay *relay, enum page page, const char *vendor)
+{
+	struct slot slots[] = {
+	    {"vendor", vendor, true},
+	    {"style", relay->style, false},
+	    {"title", NULL, false},
+	    {"content", NULL, false},
+	};
+	char *content = render(relay->pages[page], slots, 2), *title = NULL, *html = NULL;
+	const char *h1, *h1_end;
+
+	if (!content)
+		return NULL;
+	h1 = strstr(content, "<h1>");
+	h1_end = h1 ? strstr(h1, "</h1>") : NULL;
+	if (h1_end)
+		title = strndup(h1 + 4, (size_t)(h1_end - h1 - 4));
+	slots[2].value = title;
+	slots[3].value = content;
+	if (title || !h1_end)
+		html = render(relay->layout, slots, ENR_ARRAY_SIZE(slots));
+	free(title);
+	free(content);
+	return html;
+}
+
 static int respond_page(struct enr_relay *relay, struct MHD_Connection *c, unsigned status,
                         enum page page, const char *vendor, const char *header, const char *value)
 {
-	char *html = render(relay->pages[page], vendor, relay->style);
+	char *html = render_page(relay, page, vendor);
 
 	if (!html)
 		return respond(c, 500, "text/plain; charset=utf-8",
@@ -846,22 +875,33 @@ static bool authorized(const struct enr_relay *relay, struct MHD_Connection *c)
 	return CRYPTO_memcmp(digest, relay->secret_digest, sizeof(digest)) == 0;
 }
 
+/*
+ * Takes a token from the bucket of the request's client: true when the
+ * request may go on, else `retry` says in how many seconds. `ip` gets the
+ * client's address for log lines.
+ */
+static bool client_allowed(struct enr_relay *relay, struct MHD_Connection *c,
+                           char ip[INET6_ADDRSTRLEN], char retry[16])
+{
+	unsigned retry_after = 1;
+	bool allowed;
+
+	client_ip(relay, c, ip, INET6_ADDRSTRLEN);
+	pthread_mutex_lock(&relay->lock);
+	allowed = rate_take(relay, ip, &retry_after);
+	pthread_mutex_unlock(&relay->lock);
+	snprintf(retry, 16, "%u", retry_after);
+	return allowed;
+}
+
 /* 401, or 429 once the client has failed too often. */
 static int refuse_unauthorized(struct enr_relay *relay, struct MHD_Connection *c)
 {
 	char ip[INET6_ADDRSTRLEN], retry[16];
-	unsigned retry_after = 1;
-	bool allowed;
 
-	client_ip(relay, c, ip, sizeof(ip));
-	pthread_mutex_lock(&relay->lock);
-	allowed = rate_take(relay, ip, &retry_after);
-	pthread_mutex_unlock(&relay->lock);
-	if (!allowed) {
-		snprintf(retry, sizeof(retry), "%u", retry_after);
+	if (!client_allowed(relay, c, ip, retry))
 		return respond_error(c, 429, "rate_limited", "too many failed attempts",
 		                     "Retry-After", retry);
-	}
 	enr_log_warn("relay: request from %s with a missing or wrong bearer secret", ip);
 	return respond_error(c, 401, "unauthorized", "missing or wrong bearer secret",
 	                     "WWW-Authenticate", "Bearer");
@@ -871,17 +911,10 @@ static int refuse_unauthorized(struct enr_relay *relay, struct MHD_Connection *c
 static bool public_allowed(struct enr_relay *relay, struct MHD_Connection *c, int *ret)
 {
 	char ip[INET6_ADDRSTRLEN], retry[16];
-	unsigned retry_after = 1;
-	bool allowed;
 
-	client_ip(relay, c, ip, sizeof(ip));
-	pthread_mutex_lock(&relay->lock);
-	allowed = rate_take(relay, ip, &retry_after);
-	pthread_mutex_unlock(&relay->lock);
-	if (allowed)
+	if (client_allowed(relay, c, ip, retry))
 		return true;
 	enr_log_warn("relay: %s is over the rate limit", ip);
-	snprintf(retry, sizeof(retry), "%u", retry_after);
 	*ret = respond_page(relay, c, 429, PAGE_ERROR, NULL, "Retry-After", retry);
 	return false;
 }
@@ -1708,23 +1741,32 @@ out:
 
 static int load_pages(struct enr_relay *relay, const char *dir)
 {
+	const char *names[PAGE_COUNT + 2];
+	char **outs[PAGE_COUNT + 2];
 	char *default_dir = NULL, *path;
 	int rc = 0;
 
+	for (int i = 0; i < PAGE_COUNT; i++) {
+		names[i] = page_files[i];
+		outs[i] = &relay->pages[i];
+	}
+	names[PAGE_COUNT] = "layout.html";
+	outs[PAGE_COUNT] = &relay->layout;
+	names[PAGE_COUNT + 1] = "style.css";
+	outs[PAGE_COUNT + 1] = &relay->style;
 	if (!dir) {
 		default_dir = enr_config_asset_path("relay");
 		if (!default_dir)
 			return ENR_E_NOMEM;
 		dir = default_dir;
 	}
-	for (int i = 0; i <= PAGE_COUNT && rc == 0; i++) {
-		path = enr_util_printf("%s/%s", dir, i < PAGE_COUNT ? page_files[i] : "style.css");
+	for (size_t i = 0; i < ENR_ARRAY_SIZE(names) && rc == 0; i++) {
+		path = enr_util_printf("%s/%s", dir, names[i]);
 		if (!path) {
 			rc = ENR_E_NOMEM;
 			break;
 		}
-		rc = enr_util_read_file(i < PAGE_COUNT ? &relay->pages[i] : &relay->style, NULL,
-		                        path, 256 * 1024);
+		rc = enr_util_read_file(outs[i], NULL, path, 256 * 1024);
 		if (rc < 0)
 			rc =
 			    enr_error_set(ENR_E_CONFIG, "relay page missing: %s", enr_error_last());
@@ -1888,6 +1930,7 @@ void enr_relay_free(struct enr_relay *relay)
 	free(relay->host_vendors);
 	for (int i = 0; i < PAGE_COUNT; i++)
 		free(relay->pages[i]);
+	free(relay->layout);
 	free(relay->style);
 	free(relay->by_state);
 	free(relay->by_code);

@@ -147,6 +147,31 @@ static void request(struct reply *out, const char *method, const char *url, cons
 	request_with(main_handle, out, method, url, bearer, body, header);
 }
 
+/* A request without a body whose status and one piece of text are all that matter. */
+static void expect_text(long status, const char *method, const char *url, const char *bearer,
+                        const char *text)
+{
+	struct reply r;
+
+	request(&r, method, url, bearer, NULL, NULL);
+	if (r.status != status || !strstr(r.body, text))
+		fail_msg("%s %s: %ld instead of %ld, or no '%s' in: %s", method, url, r.status,
+		         status, text, r.body);
+	reply_free(&r);
+}
+
+/* A request whose status is all that matters. */
+static void expect(long status, const char *method, const char *url, const char *bearer,
+                   const char *body, const char *header)
+{
+	struct reply r;
+
+	request(&r, method, url, bearer, body, header);
+	if (r.status != status)
+		fail_msg("%s %s: %ld instead of %ld", method, url, r.status, status);
+	reply_free(&r);
+}
+
 /* ---- fixtures ---- */
 
 struct fixture {
@@ -314,9 +339,7 @@ static void test_full_flow(void **state)
 	for (int i = 0; code[i]; i++)
 		lower[i] = (char)(code[i] >= 'A' && code[i] <= 'Z' ? code[i] + 32 : code[i]);
 	lower[7] = '\0';
-	request(&r, "GET", url_of("/s/%s", lower), NULL, NULL, NULL);
-	assert_int_equal(r.status, 302);
-	reply_free(&r);
+	expect(302, "GET", url_of("/s/%s", lower), NULL, NULL, NULL);
 
 	poll_start(&p, STATE, 20);
 	wait_for_waiters(fx.relay, 1);
@@ -327,6 +350,7 @@ static void test_full_flow(void **state)
 	assert_true(has_header(&r, "\r\nContent-Type: text/html; charset=utf-8\r\n"));
 	assert_non_null(strstr(r.body, "Tesla"));
 	assert_non_null(strstr(r.body, "You can hand the phone back to your installer"));
+	assert_non_null(strstr(r.body, "<title>All done, thank you</title>"));
 	assert_null(strstr(r.body, "{{"));
 	reply_free(&r);
 
@@ -343,30 +367,19 @@ static void test_full_flow(void **state)
 	reply_free(&p.reply);
 
 	/* Handed out once. */
-	request(&r, "GET", url_of("/v1/results/%s?wait=1", STATE), SECRET, NULL, NULL);
-	assert_int_equal(r.status, 404);
-	reply_free(&r);
+	expect(404, "GET", url_of("/v1/results/%s?wait=1", STATE), SECRET, NULL, NULL);
 	/* The short link is spent. */
-	request(&r, "GET", url_of("/s/%s", code), NULL, NULL, NULL);
-	assert_int_equal(r.status, 404);
-	assert_non_null(strstr(r.body, "This link does not work"));
-	reply_free(&r);
+	expect_text(404, "GET", url_of("/s/%s", code), NULL, "This link does not work");
 }
 
 static void test_result_waiting_before_poll(void **state)
 {
 	char code[16];
-	struct reply r;
 
 	(void)state;
 	create_ok(code, STATE);
-	request(&r, "GET", url_of("/callback?state=%s&code=C2", STATE), NULL, NULL, NULL);
-	assert_int_equal(r.status, 200);
-	reply_free(&r);
-	request(&r, "GET", url_of("/v1/results/%s", STATE), SECRET, NULL, NULL);
-	assert_int_equal(r.status, 200);
-	assert_non_null(strstr(r.body, "\"code\":\"C2\""));
-	reply_free(&r);
+	expect(200, "GET", url_of("/callback?state=%s&code=C2", STATE), NULL, NULL, NULL);
+	expect_text(200, "GET", url_of("/v1/results/%s", STATE), SECRET, "\"code\":\"C2\"");
 }
 
 static void test_poll_timeout(void **state)
@@ -381,19 +394,11 @@ static void test_poll_timeout(void **state)
 	assert_int_equal(r.body_len, 0);
 	assert_true(r.seconds >= 0.9);
 	reply_free(&r);
-	request(&r, "GET", url_of("/v1/results/%s", STATE), SECRET, NULL, NULL);
-	assert_int_equal(r.status, 204);
-	reply_free(&r);
-	request(&r, "GET", url_of("/v1/results/%s?wait=soon", STATE), SECRET, NULL, NULL);
-	assert_int_equal(r.status, 400);
-	reply_free(&r);
+	expect(204, "GET", url_of("/v1/results/%s", STATE), SECRET, NULL, NULL);
+	expect(400, "GET", url_of("/v1/results/%s?wait=soon", STATE), SECRET, NULL, NULL);
 	/* Still pending after the timeouts. */
-	request(&r, "GET", url_of("/callback?state=%s&code=C3", STATE), NULL, NULL, NULL);
-	assert_int_equal(r.status, 200);
-	reply_free(&r);
-	request(&r, "GET", url_of("/v1/results/%s?wait=1", STATE), SECRET, NULL, NULL);
-	assert_int_equal(r.status, 200);
-	reply_free(&r);
+	expect(200, "GET", url_of("/callback?state=%s&code=C3", STATE), NULL, NULL, NULL);
+	expect(200, "GET", url_of("/v1/results/%s?wait=1", STATE), SECRET, NULL, NULL);
 }
 
 static void test_declined(void **state)
@@ -412,16 +417,11 @@ static void test_declined(void **state)
 	assert_non_null(strstr(r.body, "Tesla"));
 	assert_null(strstr(r.body, "Zebra"));
 	reply_free(&r);
-	request(&r, "GET", url_of("/v1/results/%s", STATE), SECRET, NULL, NULL);
-	assert_int_equal(r.status, 200);
-	assert_non_null(strstr(r.body, "\"error\":\"access_denied\""));
-	reply_free(&r);
+	expect_text(200, "GET", url_of("/v1/results/%s", STATE), SECRET,
+	            "\"error\":\"access_denied\"");
 	/* A reload shows the same answer, refused. */
-	request(&r, "GET", url_of("/callback?state=%s&error=access_denied", STATE), NULL, NULL,
-	        NULL);
-	assert_int_equal(r.status, 409);
-	assert_non_null(strstr(r.body, "Access not given"));
-	reply_free(&r);
+	expect_text(409, "GET", url_of("/callback?state=%s&error=access_denied", STATE), NULL,
+	            "Access not given");
 }
 
 static void test_error_page_escapes_vendor(void **state)
@@ -478,21 +478,11 @@ static void test_unknown_code(void **state)
 	assert_true(has_header(&r, "\r\nContent-Security-Policy: default-src 'none'"));
 	assert_non_null(strstr(r.body, "This link does not work"));
 	reply_free(&r);
-	request(&r, "GET", url_of("/s/AB"), NULL, NULL, NULL);
-	assert_int_equal(r.status, 404);
-	reply_free(&r);
-	request(&r, "HEAD", url_of("/s/ZZZZZZZ"), NULL, NULL, NULL);
-	assert_int_equal(r.status, 404);
-	reply_free(&r);
-	request(&r, "GET", url_of("/"), NULL, NULL, NULL);
-	assert_int_equal(r.status, 404);
-	reply_free(&r);
-	request(&r, "GET", url_of("/v1/nothing"), SECRET, NULL, NULL);
-	assert_int_equal(r.status, 404);
-	reply_free(&r);
-	request(&r, "DELETE", url_of("/v1/links"), SECRET, NULL, NULL);
-	assert_int_equal(r.status, 405);
-	reply_free(&r);
+	expect(404, "GET", url_of("/s/AB"), NULL, NULL, NULL);
+	expect(404, "HEAD", url_of("/s/ZZZZZZZ"), NULL, NULL, NULL);
+	expect(404, "GET", url_of("/"), NULL, NULL, NULL);
+	expect(404, "GET", url_of("/v1/nothing"), SECRET, NULL, NULL);
+	expect(405, "DELETE", url_of("/v1/links"), SECRET, NULL, NULL);
 }
 
 static void test_replayed_callback(void **state)
@@ -502,22 +492,16 @@ static void test_replayed_callback(void **state)
 
 	(void)state;
 	create_ok(code, STATE);
-	request(&r, "GET", url_of("/callback?state=%s&code=FIRST", STATE), NULL, NULL, NULL);
-	assert_int_equal(r.status, 200);
-	reply_free(&r);
-	request(&r, "GET", url_of("/callback?state=%s&code=SECOND", STATE), NULL, NULL, NULL);
-	assert_int_equal(r.status, 409);
-	assert_non_null(strstr(r.body, "Already done"));
-	reply_free(&r);
+	expect(200, "GET", url_of("/callback?state=%s&code=FIRST", STATE), NULL, NULL, NULL);
+	expect_text(409, "GET", url_of("/callback?state=%s&code=SECOND", STATE), NULL,
+	            "Already done");
 	request(&r, "GET", url_of("/v1/results/%s", STATE), SECRET, NULL, NULL);
 	assert_int_equal(r.status, 200);
 	assert_non_null(strstr(r.body, "\"code\":\"FIRST\""));
 	assert_null(strstr(r.body, "SECOND"));
 	reply_free(&r);
 	/* And after it was handed out. */
-	request(&r, "GET", url_of("/callback?state=%s&code=THIRD", STATE), NULL, NULL, NULL);
-	assert_int_equal(r.status, 409);
-	reply_free(&r);
+	expect(409, "GET", url_of("/callback?state=%s&code=THIRD", STATE), NULL, NULL, NULL);
 }
 
 static void test_bad_state(void **state)
@@ -525,69 +509,46 @@ static void test_bad_state(void **state)
 	struct reply r;
 
 	(void)state;
-	request(&r, "GET", url_of("/callback?code=abc"), NULL, NULL, NULL);
-	assert_int_equal(r.status, 400);
-	assert_non_null(strstr(r.body, "Something went wrong"));
-	reply_free(&r);
-	request(&r, "GET", url_of("/callback?state=short&code=abc"), NULL, NULL, NULL);
-	assert_int_equal(r.status, 400);
-	reply_free(&r);
+	expect_text(400, "GET", url_of("/callback?code=abc"), NULL, "Something went wrong");
+	expect(400, "GET", url_of("/callback?state=short&code=abc"), NULL, NULL, NULL);
 	request(&r, "GET", url_of("/callback?state=abcdefghijklmnop%%3Cscript%%3E&code=abc"), NULL,
 	        NULL, NULL);
 	assert_int_equal(r.status, 400);
 	assert_null(strstr(r.body, "<script>"));
 	reply_free(&r);
-	request(&r, "GET", url_of("/callback?state=%s&code=%%FF%%FE", STATE), NULL, NULL, NULL);
-	assert_int_equal(r.status, 400);
-	reply_free(&r);
+	expect(400, "GET", url_of("/callback?state=%s&code=%%FF%%FE", STATE), NULL, NULL, NULL);
 	/* Well formed but never registered. */
-	request(&r, "GET", url_of("/callback?state=%s&code=abc", STATE), NULL, NULL, NULL);
-	assert_int_equal(r.status, 404);
-	assert_non_null(strstr(r.body, "expired"));
-	reply_free(&r);
-	request(&r, "GET", url_of("/v1/results/bad!state"), SECRET, NULL, NULL);
-	assert_int_equal(r.status, 400);
-	reply_free(&r);
-	request(&r, "POST", url_of("/callback?state=%s", STATE), NULL, "{}", NULL);
-	assert_int_equal(r.status, 405);
-	reply_free(&r);
+	expect_text(404, "GET", url_of("/callback?state=%s&code=abc", STATE), NULL, "expired");
+	expect(400, "GET", url_of("/v1/results/bad!state"), SECRET, NULL, NULL);
+	expect(405, "POST", url_of("/callback?state=%s", STATE), NULL, "{}", NULL);
 }
 
 static void test_oversized_query(void **state)
 {
 	char code[16], *big = malloc(10241), *body = malloc(20000);
-	struct reply r;
 	struct enr_relay_stats st;
 
 	(void)state;
 	create_ok(code, STATE);
 	memset(big, 'a', 10240);
 	big[10240] = '\0';
-	request(&r, "GET", url_of("/callback?state=%s&code=%s", STATE, big), NULL, NULL, NULL);
-	assert_int_equal(r.status, 414);
-	assert_non_null(strstr(r.body, "Something went wrong"));
-	reply_free(&r);
+	expect_text(414, "GET", url_of("/callback?state=%s&code=%s", STATE, big), NULL,
+	            "Something went wrong");
 	/* Too many parameters. */
 	{
 		char many[2000] = "";
 		for (int i = 0; i < 40; i++)
 			snprintf(many + strlen(many), sizeof(many) - strlen(many), "&p%d=1", i);
-		request(&r, "GET", url_of("/callback?state=%s%s", STATE, many), NULL, NULL, NULL);
-		assert_int_equal(r.status, 414);
-		reply_free(&r);
+		expect(414, "GET", url_of("/callback?state=%s%s", STATE, many), NULL, NULL, NULL);
 	}
 	/* The link is still waiting for its real callback. */
 	enr_relay_get_stats(&st, fx.relay);
 	assert_int_equal(st.pending, 1);
-	request(&r, "GET", url_of("/callback?state=%s&code=ok", STATE), NULL, NULL, NULL);
-	assert_int_equal(r.status, 200);
-	reply_free(&r);
+	expect(200, "GET", url_of("/callback?state=%s&code=ok", STATE), NULL, NULL, NULL);
 	/* An oversized body. */
 	snprintf(body, 20000, "{\"target\":\"https://auth.tesla.com/%s\",\"state\":\"%s\"}", big,
 	         STATE "2");
-	request(&r, "POST", url_of("/v1/links"), SECRET, body, NULL);
-	assert_int_equal(r.status, 413);
-	reply_free(&r);
+	expect(413, "POST", url_of("/v1/links"), SECRET, body, NULL);
 	free(big);
 	free(body);
 }
@@ -678,21 +639,11 @@ static void test_bearer(void **state)
 	assert_int_equal(r.status, 401);
 	assert_true(has_header(&r, "\r\nWWW-Authenticate: Bearer"));
 	reply_free(&r);
-	request(&r, "POST", url_of("/v1/links"), "wrong-secret-0123456789abcdef", body, NULL);
-	assert_int_equal(r.status, 401);
-	reply_free(&r);
-	request(&r, "POST", url_of("/v1/links"), SECRET "x", body, NULL);
-	assert_int_equal(r.status, 401);
-	reply_free(&r);
-	request(&r, "POST", url_of("/v1/links"), NULL, body, "Authorization: Basic " SECRET);
-	assert_int_equal(r.status, 401);
-	reply_free(&r);
-	request(&r, "GET", url_of("/v1/results/%s", STATE), "nope", NULL, NULL);
-	assert_int_equal(r.status, 401);
-	reply_free(&r);
-	request(&r, "POST", url_of("/v1/links"), SECRET, body, NULL);
-	assert_int_equal(r.status, 201);
-	reply_free(&r);
+	expect(401, "POST", url_of("/v1/links"), "wrong-secret-0123456789abcdef", body, NULL);
+	expect(401, "POST", url_of("/v1/links"), SECRET "x", body, NULL);
+	expect(401, "POST", url_of("/v1/links"), NULL, body, "Authorization: Basic " SECRET);
+	expect(401, "GET", url_of("/v1/results/%s", STATE), "nope", NULL, NULL);
+	expect(201, "POST", url_of("/v1/links"), SECRET, body, NULL);
 }
 
 static void test_bad_body(void **state)
@@ -728,7 +679,7 @@ static void test_bad_body(void **state)
 
 static void test_ttl(void **state)
 {
-	char code[16], expect[32];
+	char code[16], expires[32];
 	struct reply r;
 	json_object *root;
 	struct tm tm;
@@ -742,20 +693,16 @@ static void test_ttl(void **state)
 	root = json_tokener_parse(r.body);
 	t = (time_t)(fake_now + ENR_RELAY_MAX_TTL);
 	gmtime_r(&t, &tm);
-	strftime(expect, sizeof(expect), "%Y-%m-%dT%H:%M:%SZ", &tm);
-	assert_string_equal(json_str(root, "expires_at"), expect);
+	strftime(expires, sizeof(expires), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	assert_string_equal(json_str(root, "expires_at"), expires);
 	snprintf(code, sizeof(code), "%s", strstr(json_str(root, "url"), "/s/") + 3);
 	json_object_put(root);
 	reply_free(&r);
 
 	advance_clock(ENR_RELAY_MAX_TTL - 1);
-	request(&r, "GET", url_of("/s/%s", code), NULL, NULL, NULL);
-	assert_int_equal(r.status, 302);
-	reply_free(&r);
+	expect(302, "GET", url_of("/s/%s", code), NULL, NULL, NULL);
 	advance_clock(1);
-	request(&r, "GET", url_of("/s/%s", code), NULL, NULL, NULL);
-	assert_int_equal(r.status, 404);
-	reply_free(&r);
+	expect(404, "GET", url_of("/s/%s", code), NULL, NULL, NULL);
 	request(&r, "GET", url_of("/v1/results/%s?wait=5", STATE), SECRET, NULL, NULL);
 	assert_int_equal(r.status, 404);
 	assert_true(r.seconds < 3);
@@ -765,9 +712,7 @@ static void test_ttl(void **state)
 	assert_non_null(strstr(r.body, "This link has expired"));
 	assert_non_null(strstr(r.body, "Tesla"));
 	reply_free(&r);
-	request(&r, "GET", url_of("/v1/results/%s", STATE), SECRET, NULL, NULL);
-	assert_int_equal(r.status, 404);
-	reply_free(&r);
+	expect(404, "GET", url_of("/v1/results/%s", STATE), SECRET, NULL, NULL);
 }
 
 static void test_expiry_ends_waiting_poll(void **state)
@@ -814,7 +759,6 @@ static void test_max_records(void **state)
 	struct enr_relay_options opts = {.max_records = 50};
 	struct enr_relay_stats st;
 	char codes[60][16], st_name[64];
-	struct reply r;
 	struct poll p;
 
 	(void)state;
@@ -841,15 +785,9 @@ static void test_max_records(void **state)
 	assert_int_equal(st.records, 50);
 	assert_int_equal(st.pending, 50);
 	assert_int_equal(st.dropped, 10);
-	request(&r, "GET", url_of("/s/%s", codes[9]), NULL, NULL, NULL);
-	assert_int_equal(r.status, 404);
-	reply_free(&r);
-	request(&r, "GET", url_of("/s/%s", codes[10]), NULL, NULL, NULL);
-	assert_int_equal(r.status, 302);
-	reply_free(&r);
-	request(&r, "GET", url_of("/s/%s", codes[59]), NULL, NULL, NULL);
-	assert_int_equal(r.status, 302);
-	reply_free(&r);
+	expect(404, "GET", url_of("/s/%s", codes[9]), NULL, NULL, NULL);
+	expect(302, "GET", url_of("/s/%s", codes[10]), NULL, NULL, NULL);
+	expect(302, "GET", url_of("/s/%s", codes[59]), NULL, NULL, NULL);
 }
 
 static void test_rate_limit(void **state)
@@ -861,43 +799,31 @@ static void test_rate_limit(void **state)
 	enr_relay_free(fx.relay);
 	start_relay(&opts);
 	for (int i = 0; i < 3; i++) {
-		request(&r, "GET", url_of("/s/ZZZZZZZ"), NULL, NULL, NULL);
-		assert_int_equal(r.status, 404);
-		reply_free(&r);
+		expect(404, "GET", url_of("/s/ZZZZZZZ"), NULL, NULL, NULL);
 	}
 	request(&r, "GET", url_of("/s/ZZZZZZZ"), NULL, NULL, NULL);
 	assert_int_equal(r.status, 429);
 	assert_true(has_header(&r, "\r\nRetry-After: "));
 	reply_free(&r);
 	/* X-Forwarded-For is not believed from an untrusted peer. */
-	request(&r, "GET", url_of("/callback?state=%s", STATE), NULL, NULL,
-	        "X-Forwarded-For: 203.0.113.9");
-	assert_int_equal(r.status, 429);
-	reply_free(&r);
+	expect(429, "GET", url_of("/callback?state=%s", STATE), NULL, NULL,
+	       "X-Forwarded-For: 203.0.113.9");
 	/* The authenticated API is not limited; failed attempts are. */
-	request(&r, "GET", url_of("/v1/results/%s", STATE), SECRET, NULL, NULL);
-	assert_int_equal(r.status, 404);
-	reply_free(&r);
-	request(&r, "GET", url_of("/v1/results/%s", STATE), "wrong", NULL, NULL);
-	assert_int_equal(r.status, 429);
-	reply_free(&r);
+	expect(404, "GET", url_of("/v1/results/%s", STATE), SECRET, NULL, NULL);
+	expect(429, "GET", url_of("/v1/results/%s", STATE), "wrong", NULL, NULL);
 
 	enr_relay_free(fx.relay);
 	opts.trusted_proxy = "127.0.0.1";
 	start_relay(&opts);
 	for (int i = 0; i < 3; i++) {
-		request(&r, "GET", url_of("/s/ZZZZZZZ"), NULL, NULL,
-		        "X-Forwarded-For: 198.51.100.7, 203.0.113.1");
-		assert_int_equal(r.status, 404);
-		reply_free(&r);
+		expect(404, "GET", url_of("/s/ZZZZZZZ"), NULL, NULL,
+		       "X-Forwarded-For: 198.51.100.7, 203.0.113.1");
 	}
 	request(&r, "GET", url_of("/s/ZZZZZZZ"), NULL, NULL,
 	        "X-Forwarded-For: 198.51.100.99, 203.0.113.1");
 	assert_int_equal(r.status, 429); /* the last entry is the proxy's word */
 	reply_free(&r);
-	request(&r, "GET", url_of("/s/ZZZZZZZ"), NULL, NULL, "X-Forwarded-For: 203.0.113.2");
-	assert_int_equal(r.status, 404);
-	reply_free(&r);
+	expect(404, "GET", url_of("/s/ZZZZZZZ"), NULL, NULL, "X-Forwarded-For: 203.0.113.2");
 }
 
 static void test_logs_hold_no_secrets(void **state)
@@ -1051,21 +977,15 @@ static void test_mounted(void **state)
 	fx.relay = h.relay;
 
 	create_ok(code, STATE);
-	request(&r, "GET", url_of("/s/%s", code), NULL, NULL, NULL);
-	assert_int_equal(r.status, 302);
-	reply_free(&r);
+	expect(302, "GET", url_of("/s/%s", code), NULL, NULL, NULL);
 	poll_start(&p, STATE, 20);
 	wait_for_waiters(h.relay, 1);
-	request(&r, "GET", url_of("/callback?state=%s&code=M1", STATE), NULL, NULL, NULL);
-	assert_int_equal(r.status, 200);
-	reply_free(&r);
+	expect(200, "GET", url_of("/callback?state=%s&code=M1", STATE), NULL, NULL, NULL);
 	poll_join(&p);
 	assert_int_equal(p.reply.status, 200);
 	assert_non_null(strstr(p.reply.body, "\"code\":\"M1\""));
 	reply_free(&p.reply);
-	request(&r, "GET", url_of("%s", ""), NULL, NULL, NULL);
-	assert_int_equal(r.status, 404);
-	reply_free(&r);
+	expect(404, "GET", url_of("%s", ""), NULL, NULL, NULL);
 	/* The host's own routes are its own. */
 	{
 		char other[160];
@@ -1120,8 +1040,8 @@ static void test_program_sigterm(void **state)
 	if (child == 0) {
 		fd = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
 		dup2(fd, 2);
-		execl(derenroll_exe, "derenroll", "relay", "--listen", "127.0.0.1:0", "--secret-file",
-		      secret_path, (char *)NULL);
+		execl(derenroll_exe, "derenroll", "relay", "--listen", "127.0.0.1:0",
+		      "--secret-file", secret_path, (char *)NULL);
 		_exit(127);
 	}
 	assert_int_equal(waitpid(child, &status, 0), child);

@@ -1207,7 +1207,8 @@ static int create_link(struct enr_relay *relay, struct MHD_Connection *c, struct
 	}
 	{
 		const char *kv[] = {"url", url, "expires_at", expires};
-		ret = respond_json(c, 201, json_object_of(kv, 2), true, NULL, NULL);
+		char *body = json_object_of(kv, 2);
+		ret = body ? respond_json(c, 201, body, true, NULL, NULL) : MHD_NO;
 	}
 out:
 	if (rec) {
@@ -1593,8 +1594,7 @@ int enr_relay_handle(struct enr_relay *relay, struct MHD_Connection *connection,
 			                      upload_data_size, req);
 		pthread_mutex_lock(&relay->lock);
 		if (r->phase != REQ_RESUMED) {
-			/* Not expected: libmicrohttpd calls a suspended request only once resumed.
-			 */
+			/* Not expected: a suspended request is called only once resumed. */
 			pthread_mutex_unlock(&relay->lock);
 			return MHD_YES;
 		}

@@ -169,6 +169,9 @@ int cmd_relay(struct cli_globals *g, int argc, char **argv)
 		enr_relay_free(relay);
 		return cli_fail(rc);
 	}
+	if (!opts.trusted_proxy)
+		enr_log_info("relay: no [relay] trusted_proxy: behind a reverse proxy, every phone "
+		             "shares the proxy's rate limit");
 	if (strncmp(enr_relay_public_url(relay), "https://", 8) != 0)
 		enr_log_warn("relay: public URL %s is not https: phones will send codes in the "
 		             "clear unless this is a test",

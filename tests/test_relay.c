@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -1022,11 +1023,32 @@ static int teardown_child(void **state)
 	return teardown(state);
 }
 
+/* Runs `derenroll relay ARGS...` with stderr into `err_path`; it dies with the test. */
+static pid_t spawn_relay(const char *err_path, const char *const *args)
+{
+	pid_t pid = fork();
+
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		const char *argv[16] = {"derenroll", "relay"};
+		size_t n = 2;
+		int fd = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		dup2(fd, 2);
+		for (; *args && n < 15; args++)
+			argv[n++] = *args;
+		argv[n] = NULL;
+		execv(derenroll_exe, (char *const *)argv);
+		_exit(127);
+	}
+	return pid;
+}
+
 static void test_program_sigterm(void **state)
 {
 	char dir[512], err_path[600], *secret_path, *log = NULL, code[16];
 	unsigned port = 0;
-	int status, fd;
+	int status;
 
 	(void)state;
 	if (!derenroll_exe)
@@ -1035,14 +1057,10 @@ static void test_program_sigterm(void **state)
 	secret_path = test_write_file(dir, "relay-secret", SECRET "\n", 0600);
 	snprintf(err_path, sizeof(err_path), "%s/relay.err", dir);
 	/* No public URL: a configuration error, before anything listens. */
-	child = fork();
-	assert_true(child >= 0);
-	if (child == 0) {
-		fd = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-		dup2(fd, 2);
-		execl(derenroll_exe, "derenroll", "relay", "--listen", "127.0.0.1:0",
-		      "--secret-file", secret_path, (char *)NULL);
-		_exit(127);
+	{
+		const char *args[] = {"--listen", "127.0.0.1:0", "--secret-file", secret_path,
+		                      NULL};
+		child = spawn_relay(err_path, args);
 	}
 	assert_int_equal(waitpid(child, &status, 0), child);
 	child = -1;
@@ -1053,15 +1071,11 @@ static void test_program_sigterm(void **state)
 	free(log);
 	log = NULL;
 
-	child = fork();
-	assert_true(child >= 0);
-	if (child == 0) {
-		fd = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-		dup2(fd, 2);
-		execl(derenroll_exe, "derenroll", "relay", "--listen", "127.0.0.1:0",
-		      "--secret-file", secret_path, "--public-url", "https://relay.example.com/",
-		      (char *)NULL);
-		_exit(127);
+	{
+		const char *args[] = {"--listen",  "127.0.0.1:0",  "--secret-file",
+		                      secret_path, "--public-url", "https://relay.example.com/",
+		                      NULL};
+		child = spawn_relay(err_path, args);
 	}
 	for (int i = 0; i < 500 && !port; i++) {
 		const char *p;

@@ -7,7 +7,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -17,6 +16,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -25,14 +25,14 @@
 #include <arpa/inet.h>
 #include <curl/curl.h>
 
+#include "../helpers.h"
+
 #define SECRET       "bench-relay-secret-0123456789abcdefghij"
 #define LIMIT_MB     50.0
 #define CB_IN_FLIGHT 32
 
 static pid_t relay_pid = -1;
-static char tmp_dir[256];
-
-static int remove_one(const char *path, const struct stat *st, int flag, struct FTW *ftw);
+static const char *tmp_dir;
 
 static void cleanup(void)
 {
@@ -41,9 +41,9 @@ static void cleanup(void)
 		waitpid(relay_pid, NULL, 0);
 		relay_pid = -1;
 	}
-	if (tmp_dir[0]) {
-		nftw(tmp_dir, remove_one, 16, FTW_DEPTH | FTW_PHYS);
-		tmp_dir[0] = '\0';
+	if (tmp_dir) {
+		test_env_cleanup();
+		tmp_dir = NULL;
 	}
 }
 
@@ -125,23 +125,13 @@ static unsigned free_port(void)
 	return port;
 }
 
-static int remove_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
 static void start_relay(const char *exe, unsigned port)
 {
 	char secret_path[512], config_path[512], err_path[512], listen[32], public_url[64];
 	FILE *f;
 
-	snprintf(tmp_dir, sizeof(tmp_dir), "%s/derenroll-bench-XXXXXX",
-	         getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-	if (!mkdtemp(tmp_dir))
-		die("mkdtemp: %s", strerror(errno));
+	/* A fresh HOME and XDG directories, no DERENROLL_* from the caller. */
+	tmp_dir = test_env_setup();
 	snprintf(secret_path, sizeof(secret_path), "%s/secret", tmp_dir);
 	snprintf(config_path, sizeof(config_path), "%s/config.ini", tmp_dir);
 	snprintf(err_path, sizeof(err_path), "%s/relay.err", tmp_dir);
@@ -164,10 +154,8 @@ static void start_relay(const char *exe, unsigned port)
 		die("fork: %s", strerror(errno));
 	if (relay_pid == 0) {
 		int fd = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		prctl(PR_SET_PDEATHSIG, SIGKILL); /* gone with the bench, even on a crash */
 		dup2(fd, 2);
-		setenv("HOME", tmp_dir, 1);
-		unsetenv("XDG_CONFIG_HOME");
-		unsetenv("XDG_STATE_HOME");
 		execl(exe, "derenroll", "--config", config_path, "relay", "--listen", listen,
 		      "--public-url", public_url, "--secret-file", secret_path, (char *)NULL);
 		_exit(127);

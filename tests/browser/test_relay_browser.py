@@ -132,6 +132,7 @@ class Relay:
             if m:
                 self.base = f"http://127.0.0.1:{m.group(1)}"
         if self.base is None:
+            self.stop()
             raise Failure("the relay did not start")
 
     def _read(self):

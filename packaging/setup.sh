@@ -25,6 +25,15 @@ zbar-tools
 curl
 jq
 ca-certificates
+scdoc
+debhelper
+dpkg-dev
+lintian
+strace
+systemd
+chromium
+chromium-driver
+python3-selenium
 "
 
 missing=""

@@ -35,7 +35,7 @@ static const struct command commands[] = {
     {"sandbox", "[--listen ADDR:PORT] [--write-config FILE] [--latency-ms N] [--refresh-grace S]",
      "serve the offline world of every vendor on loopback", cmd_sandbox},
     {"relay", "--listen ADDR:PORT --public-url URL --secret-file FILE",
-     "run the callback relay for phones", NULL},
+     "run the callback relay for phones", cmd_relay},
     {"join", "create-flow --redirect-uri URL --vendors LIST [--save]", "manage Derapi Join flows",
      NULL},
     {"reauth", "ID", "re-authorize an enrolled system with the customer", NULL},

@@ -16,6 +16,7 @@
 #include "derenroll/config.h"
 #include "derenroll/error.h"
 #include "derenroll/log.h"
+#include "derenroll/relay.h"
 #include "derenroll/vendor.h"
 #include "sandbox_internal.h"
 #include "util.h"
@@ -503,25 +504,80 @@ int enr_sandbox_set(struct enr_sandbox *sb, const char *setting, long value)
 	return 0;
 }
 
-/* Waits `ms` or until the sandbox stops. */
-static void wait_ms(struct enr_sandbox *sb, long ms)
+/*
+ * Delays (latency, a stalled body) hold no thread: the connection is
+ * suspended and the timer thread resumes it when its time has come, or at
+ * once when the sandbox stops. Under the lock; false when stopping.
+ */
+static bool suspend_for(struct enr_sandbox *sb, struct MHD_Connection *conn, struct sb_wait *w,
+                        long ms)
 {
-	struct timespec deadline;
+	if (sb->stopping || ms <= 0)
+		return false;
+	w->conn = conn;
+	w->deadline_ms = enr_sandbox__now_ms() + ms;
+	w->next = sb->waits;
+	w->queued = true;
+	sb->waits = w;
+	MHD_suspend_connection(conn);
+	pthread_cond_broadcast(&sb->wake);
+	return true;
+}
 
-	if (ms <= 0)
-		return;
-	clock_gettime(CLOCK_MONOTONIC, &deadline);
-	deadline.tv_sec += ms / 1000;
-	deadline.tv_nsec += (ms % 1000) * 1000000L;
-	if (deadline.tv_nsec >= 1000000000L) {
-		deadline.tv_sec++;
-		deadline.tv_nsec -= 1000000000L;
-	}
-	pthread_mutex_lock(&sb->lock);
-	while (!sb->stopping)
-		if (pthread_cond_timedwait(&sb->wake, &sb->lock, &deadline) == ETIMEDOUT)
+/* Under the lock. */
+static void unqueue(struct enr_sandbox *sb, struct sb_wait *w)
+{
+	for (struct sb_wait **p = &sb->waits; w->queued && *p; p = &(*p)->next) {
+		if (*p == w) {
+			*p = w->next;
+			w->queued = false;
 			break;
+		}
+	}
+}
+
+static void *timer_main(void *arg)
+{
+	struct enr_sandbox *sb = arg;
+	struct MHD_Connection *due[64];
+
+	pthread_mutex_lock(&sb->lock);
+	for (;;) {
+		long long now = enr_sandbox__now_ms(), next = -1;
+		size_t n = 0;
+
+		for (struct sb_wait **p = &sb->waits; *p && n < ENR_ARRAY_SIZE(due);) {
+			struct sb_wait *w = *p;
+			if (sb->stopping || w->deadline_ms <= now) {
+				due[n++] = w->conn;
+				w->queued = false;
+				*p = w->next;
+			} else {
+				if (next < 0 || w->deadline_ms < next)
+					next = w->deadline_ms;
+				p = &w->next;
+			}
+		}
+		if (n) {
+			/* A suspended connection cannot finish before it is resumed. */
+			pthread_mutex_unlock(&sb->lock);
+			for (size_t i = 0; i < n; i++)
+				MHD_resume_connection(due[i]);
+			pthread_mutex_lock(&sb->lock);
+			continue;
+		}
+		if (sb->stopping)
+			break;
+		if (next < 0) {
+			pthread_cond_wait(&sb->wake, &sb->lock);
+		} else {
+			struct timespec ts = {.tv_sec = next / 1000,
+			                      .tv_nsec = next % 1000 * 1000000L};
+			pthread_cond_timedwait(&sb->wake, &sb->lock, &ts);
+		}
+	}
 	pthread_mutex_unlock(&sb->lock);
+	return NULL;
 }
 
 /* Takes the next fault for `vendor`, if any; under the lock. */
@@ -589,11 +645,19 @@ static ssize_t huge_reader(void *cls, uint64_t pos, char *buf, size_t max)
 	return n ? (ssize_t)n : MHD_CONTENT_READER_END_OF_STREAM;
 }
 
+struct stall {
+	struct enr_sandbox *sb;
+	struct MHD_Connection *conn;
+	struct sb_wait wait;
+	bool waited;
+};
+
 static ssize_t stall_reader(void *cls, uint64_t pos, char *buf, size_t max)
 {
-	struct enr_sandbox *sb = cls;
+	struct stall *st = cls;
+	struct enr_sandbox *sb = st->sb;
 	size_t len = sizeof(STALL_PREFIX) - 1;
-	long stall;
+	bool suspended = false;
 
 	if (pos < len) {
 		len -= (size_t)pos;
@@ -602,10 +666,23 @@ static ssize_t stall_reader(void *cls, uint64_t pos, char *buf, size_t max)
 		return (ssize_t)len;
 	}
 	pthread_mutex_lock(&sb->lock);
-	stall = sb->stall_ms;
+	if (!st->waited) {
+		st->waited = true;
+		suspended = suspend_for(sb, st->conn, &st->wait, sb->stall_ms);
+	}
 	pthread_mutex_unlock(&sb->lock);
-	wait_ms(sb, stall);
-	return MHD_CONTENT_READER_END_WITH_ERROR;
+	/* 0 with the connection suspended: asked again once resumed. */
+	return suspended ? 0 : MHD_CONTENT_READER_END_WITH_ERROR;
+}
+
+static void stall_free(void *cls)
+{
+	struct stall *st = cls;
+
+	pthread_mutex_lock(&st->sb->lock);
+	unqueue(st->sb, &st->wait);
+	pthread_mutex_unlock(&st->sb->lock);
+	free(st);
 }
 
 /* ---- the server ---- */
@@ -614,7 +691,30 @@ struct conn_ctx {
 	char *body;
 	size_t len, cap;
 	bool too_large;
+	bool relay; /* the mounted relay's request */
+	void *relay_request;
+	bool delayed; /* the latency was applied */
+	struct sb_wait wait;
 };
+
+/* The vendor whose prefix starts `path`, and the path below it; -1. */
+static int vendor_of(const char *path, const char **rest)
+{
+	for (int v = 0; v < SB_N_PREFIXES; v++) {
+		size_t len = strlen(vendor_ids[v]);
+		if (path[0] == '/' && strncmp(path + 1, vendor_ids[v], len) == 0 &&
+		    (path[len + 1] == '/' || path[len + 1] == '\0')) {
+			*rest = path + len + 1;
+			return v;
+		}
+	}
+	return -1;
+}
+
+static bool relay_path(const char *url)
+{
+	return strcmp(url, "/relay") == 0 || strncmp(url, "/relay/", 7) == 0;
+}
 
 static void route(struct sb_req *req, struct sb_resp *resp)
 {
@@ -626,23 +726,13 @@ static void route(struct sb_req *req, struct sb_resp *resp)
 	const char *path = req->path;
 	struct sb_fault fault;
 	bool faulty;
-	long latency;
 
-	for (int v = 0; v < SB_N_PREFIXES; v++) {
-		size_t len = strlen(vendor_ids[v]);
-		if (path[0] != '/' || strncmp(path + 1, vendor_ids[v], len) != 0 ||
-		    (path[len + 1] != '/' && path[len + 1] != '\0'))
-			continue;
-		req->vendor = v;
-		req->rest = path + len + 1;
+	req->vendor = vendor_of(path, &req->rest);
+	if (req->vendor >= 0) {
 		pthread_mutex_lock(&sb->lock);
-		latency = sb->vendor_latency_ms[v] >= 0 ? sb->vendor_latency_ms[v] : sb->latency_ms;
-		pthread_mutex_unlock(&sb->lock);
-		wait_ms(sb, latency);
-		pthread_mutex_lock(&sb->lock);
-		faulty = next_fault(sb, v, &fault);
+		faulty = next_fault(sb, req->vendor, &fault);
 		if (!faulty)
-			handlers[v](req, resp);
+			handlers[req->vendor](req, resp);
 		pthread_mutex_unlock(&sb->lock);
 		if (faulty)
 			fault_answer(resp, &fault);
@@ -655,22 +745,6 @@ static void route(struct sb_req *req, struct sb_resp *resp)
 		pthread_mutex_lock(&sb->lock);
 		enr_sandbox__consent_post(req, resp);
 		pthread_mutex_unlock(&sb->lock);
-	} else if (strcmp(path, "/relay/callback") == 0) {
-		const char *code = enr_sandbox__query(req, "code");
-		const char *error = enr_sandbox__query(req, "error");
-		const char *enrollment = enr_sandbox__query(req, "enrollmentID");
-		enr_sandbox__html(resp, 200,
-		                  enr_sandbox__page("Sandbox relay",
-		                                    "The relay is not running in this sandbox "
-		                                    "yet; this page shows what it received.",
-		                                    error  ? "Error:"
-		                                    : code ? "Code:"
-		                                           : "Enrollment:",
-		                                    error        ? error
-		                                    : code       ? code
-		                                    : enrollment ? enrollment
-		                                                 : "none",
-		                                    NULL));
 	} else if (strcmp(path, "/") == 0) {
 		enr_sandbox__html(
 		    resp, 200,
@@ -688,16 +762,25 @@ static void route(struct sb_req *req, struct sb_resp *resp)
 static enum MHD_Result queue(struct enr_sandbox *sb, struct MHD_Connection *conn,
                              struct sb_resp *resp)
 {
-	struct MHD_Response *r;
+	struct MHD_Response *r = NULL;
+	struct stall *st;
 	enum MHD_Result ret;
 	char num[32];
 
 	if (resp->special == SB_SPECIAL_HUGE)
 		r = MHD_create_response_from_callback(HUGE_SIZE, 64 * 1024, huge_reader, NULL,
 		                                      NULL);
-	else if (resp->special == SB_SPECIAL_STALL)
-		r = MHD_create_response_from_callback(STALL_SIZE, 1024, stall_reader, sb, NULL);
-	else {
+	else if (resp->special == SB_SPECIAL_STALL) {
+		st = calloc(1, sizeof(*st));
+		if (st) {
+			st->sb = sb;
+			st->conn = conn;
+			r = MHD_create_response_from_callback(STALL_SIZE, 1024, stall_reader, st,
+			                                      stall_free);
+			if (!r)
+				free(st);
+		}
+	} else {
 		r = MHD_create_response_from_buffer(resp->len, resp->body, MHD_RESPMEM_MUST_FREE);
 		if (r)
 			resp->body = NULL;
@@ -735,8 +818,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	if (!ctx) {
 		ctx = calloc(1, sizeof(*ctx));
 		*con_cls = ctx;
-		return ctx ? MHD_YES : MHD_NO;
+		if (!ctx)
+			return MHD_NO;
+		ctx->relay = relay_path(url);
+		if (!ctx->relay)
+			return MHD_YES;
 	}
+	if (ctx->relay)
+		return enr_relay_handle(sb->relay, conn, url + 6, method, upload_data, upload_size,
+		                        &ctx->relay_request)
+		           ? MHD_YES
+		           : MHD_NO;
 	if (*upload_size) {
 		if (ctx->len + *upload_size > SB_MAX_BODY) {
 			ctx->too_large = true;
@@ -755,6 +847,22 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		}
 		*upload_size = 0;
 		return MHD_YES;
+	}
+	if (!ctx->delayed) {
+		const char *rest;
+		int vendor = vendor_of(url, &rest);
+		bool suspended = false;
+
+		ctx->delayed = true;
+		pthread_mutex_lock(&sb->lock);
+		if (vendor >= 0)
+			suspended = suspend_for(sb, conn, &ctx->wait,
+			                        sb->vendor_latency_ms[vendor] >= 0
+			                            ? sb->vendor_latency_ms[vendor]
+			                            : sb->latency_ms);
+		pthread_mutex_unlock(&sb->lock);
+		if (suspended)
+			return MHD_YES;
 	}
 	req.body = ctx->body ? ctx->body : "";
 	req.body_len = ctx->len;
@@ -777,12 +885,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode why)
 {
+	struct enr_sandbox *sb = cls;
 	struct conn_ctx *ctx = *con_cls;
 
-	(void)cls;
 	(void)conn;
 	(void)why;
 	if (ctx) {
+		pthread_mutex_lock(&sb->lock);
+		unqueue(sb, &ctx->wait);
+		pthread_mutex_unlock(&sb->lock);
+		enr_relay_request_done(sb->relay, &ctx->relay_request);
 		free(ctx->body);
 		free(ctx);
 	}
@@ -830,12 +942,9 @@ static char *derived_uuid(const struct enr_sandbox *sb, const char *label)
 	return enr_util_printf("%.8s-%.4s-4%.3s-a%.3s-%.12s", h, h + 8, h + 13, h + 17, h + 20);
 }
 
-static int make_world(struct enr_sandbox *sb)
+/* The apps' ids and secrets and the printed keys. */
+static int make_keys(struct enr_sandbox *sb)
 {
-	struct sb_tokens partner = {0};
-	struct sb_grant g = {0};
-	int rc;
-
 	sb->clients[SB_TESLA].id = derived_uuid(sb, "tesla.client_id");
 	sb->clients[SB_TESLA].secret = derived(sb, "ta-secret.", "tesla.client_secret", 16, false);
 	sb->clients[SB_SMA].id = derived(sb, "sandbox-sma-", "sma.client_id", 4, false);
@@ -867,6 +976,15 @@ static int make_world(struct enr_sandbox *sb)
 	    !sb->solis_key_id || !sb->solis_company_key_id || !sb->solis_secret ||
 	    !sb->sma_owner_email || !sb->relay_secret || !sb->flow_id || !sb->program_id)
 		return ENR_E_NOMEM;
+	return 0;
+}
+
+/* The Enphase partner's tokens: they name the sandbox's URL (iss). */
+static int make_partner(struct enr_sandbox *sb)
+{
+	struct sb_tokens partner = {0};
+	struct sb_grant g = {0};
+	int rc;
 
 	g.vendor = SB_ENPHASE;
 	g.client_id = sb->clients[SB_ENPHASE].id;
@@ -923,9 +1041,10 @@ int enr_sandbox_start(struct enr_sandbox **out, const struct enr_sandbox_options
 	const struct enr_sandbox_options *o = options ? options : &no_options;
 	struct enr_sandbox *sb = NULL;
 	struct sockaddr_storage addr;
+	struct enr_relay_options relay_options = {0};
 	const union MHD_DaemonInfo *info;
 	pthread_condattr_t attr;
-	char host[64];
+	char host[64], relay_url[128];
 	int rc;
 
 	*out = NULL;
@@ -977,13 +1096,31 @@ int enr_sandbox_start(struct enr_sandbox **out, const struct enr_sandbox_options
 	                                 enr_sandbox__enrollment_free)) < 0)
 		goto out;
 
+	if ((rc = make_keys(sb)) < 0)
+		goto out;
+	relay_options.secret = sb->relay_secret;
+	relay_options.catalog = sb->catalog;
+	/* One client address (loopback) plays every phone: no rate limit to speak of. */
+	relay_options.rate_burst = 1000000;
+	relay_options.rate_per_second = 1000000;
+	if ((rc = enr_relay_new(&sb->relay, &relay_options)) < 0)
+		goto out;
+	if (pthread_create(&sb->timer, NULL, timer_main, sb) != 0) {
+		rc = enr_error_set(ENR_E_NOMEM, "cannot start the sandbox's timer thread");
+		goto out;
+	}
+	sb->timer_started = true;
+
+	/* A thread pool and suspend/resume: no request holds a thread while it
+	 * waits (latency, stalls, the relay's long polls). */
 	sb->daemon = MHD_start_daemon(
-	    MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ITC |
-	        MHD_USE_ERROR_LOG | MHD_USE_AUTO | (addr.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0),
+	    MHD_USE_INTERNAL_POLLING_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
+	        MHD_USE_AUTO | (addr.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0),
 	    (uint16_t)o->port, NULL, NULL, on_request, sb, MHD_OPTION_SOCK_ADDR,
 	    (struct sockaddr *)&addr, MHD_OPTION_NOTIFY_COMPLETED, on_completed, sb,
-	    MHD_OPTION_CONNECTION_LIMIT, 512u, MHD_OPTION_CONNECTION_TIMEOUT, 120u,
-	    MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, sb, MHD_OPTION_END);
+	    MHD_OPTION_THREAD_POOL_SIZE, 4u, MHD_OPTION_CONNECTION_LIMIT, 1024u,
+	    MHD_OPTION_CONNECTION_TIMEOUT, 120u, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, sb,
+	    MHD_OPTION_END);
 	if (!sb->daemon) {
 		rc = enr_error_set(ENR_E_IO, "the sandbox cannot listen on %s port %u (in use?)",
 		                   host, o->port);
@@ -992,9 +1129,11 @@ int enr_sandbox_start(struct enr_sandbox **out, const struct enr_sandbox_options
 	info = MHD_get_daemon_info(sb->daemon, MHD_DAEMON_INFO_BIND_PORT);
 	sb->port = info ? info->port : o->port;
 	snprintf(sb->url, sizeof(sb->url), "http://%s:%u", host, sb->port);
-	/* The world refers to the URL (flows, configs): made once it is known. */
+	snprintf(relay_url, sizeof(relay_url), "%s/relay", sb->url);
+	if ((rc = enr_relay_set_public_url(sb->relay, relay_url)) < 0)
+		goto out;
 	pthread_mutex_lock(&sb->lock);
-	rc = make_world(sb);
+	rc = make_partner(sb);
 	pthread_mutex_unlock(&sb->lock);
 	if (rc < 0)
 		goto out;
@@ -1014,8 +1153,15 @@ void enr_sandbox_stop(struct enr_sandbox *sb)
 	sb->stopping = true;
 	pthread_cond_broadcast(&sb->wake);
 	pthread_mutex_unlock(&sb->lock);
+	/* MHD_stop_daemon() must find no suspended connection: the relay answers
+	 * its polls, the timer thread resumes every delayed answer as it ends. */
+	if (sb->relay)
+		enr_relay_quiesce(sb->relay);
+	if (sb->timer_started)
+		pthread_join(sb->timer, NULL);
 	if (sb->daemon)
 		MHD_stop_daemon(sb->daemon);
+	enr_relay_free(sb->relay);
 	enr_sandbox__ring_done(&sb->codes);
 	enr_sandbox__ring_done(&sb->refresh);
 	enr_sandbox__ring_done(&sb->pending);

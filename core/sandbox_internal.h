@@ -58,6 +58,14 @@ struct sb_fault {
 	long retry_after;
 };
 
+/* A suspended connection waiting for its time (latency, a stall). */
+struct sb_wait {
+	struct MHD_Connection *conn;
+	long long deadline_ms;
+	struct sb_wait *next;
+	bool queued;
+};
+
 struct sb_site {
 	long long num; /* numeric id */
 	char id[32];   /* the same as text */
@@ -67,8 +75,12 @@ struct sb_site {
 struct enr_sandbox {
 	struct MHD_Daemon *daemon;
 	pthread_mutex_t lock; /* guards everything below */
-	pthread_cond_t wake;  /* broadcast when stopping */
+	pthread_cond_t wake;  /* wakes the timer thread: a new wait, or stopping */
 	bool stopping;
+	pthread_t timer; /* resumes suspended connections when their time comes */
+	bool timer_started;
+	struct sb_wait *waits;
+	struct enr_relay *relay; /* mounted at /relay */
 	char url[96];
 	unsigned port;
 	struct enr_catalog *own_catalog;

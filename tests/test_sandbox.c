@@ -354,37 +354,37 @@ static void bearer_get(struct http *h, const char *url, const char *token)
 	free(auth);
 }
 
+/* The status of an answer, which it frees. */
+static long status_of(struct http *h)
+{
+	long status = h->status;
+
+	http_done(h);
+	return status;
+}
+
 static long bearer_status(const char *url, const char *token)
 {
 	struct http h;
-	long status;
 
 	bearer_get(&h, url, token);
-	status = h.status;
-	http_done(&h);
-	return status;
+	return status_of(&h);
 }
 
 static long refresh_status(const struct fixture *f, const char *refresh)
 {
 	struct http h;
-	long status;
 
 	tesla_refresh(&h, f, refresh);
-	status = h.status;
-	http_done(&h);
-	return status;
+	return status_of(&h);
 }
 
 static long post_status(const char *url, const char *body)
 {
 	struct http h;
-	long status;
 
 	post(&h, url, NULL, body);
-	status = h.status;
-	http_done(&h);
-	return status;
+	return status_of(&h);
 }
 
 static char *api(const struct fixture *f, const char *section, const char *path)
@@ -1144,12 +1144,9 @@ static void solaredge_sites(struct http *h, const struct fixture *f, const char 
 static long solaredge_status(const struct fixture *f, const char *key)
 {
 	struct http h;
-	long status;
 
 	solaredge_sites(&h, f, key);
-	status = h.status;
-	http_done(&h);
-	return status;
+	return status_of(&h);
 }
 
 static void solaredge_keys(void **state)
@@ -1251,12 +1248,9 @@ static long solis_status(const struct fixture *f, const char *key_id, const char
                          enum solis_tamper tamper)
 {
 	struct http h;
-	long status;
 
 	solis_call(&h, f, key_id, secret, tamper);
-	status = h.status;
-	http_done(&h);
-	return status;
+	return status_of(&h);
 }
 
 static void solis_signatures(void **state)
@@ -1382,6 +1376,20 @@ static void fetch_token(struct http *h, const struct fixture *f, const char *tok
 	free(path);
 }
 
+/* A session for `vendor` alone that the customer answers; fetch-token's answer in `h`. */
+static void session_alone(struct http *h, const struct fixture *f, const char *token,
+                          const char *vendor, const char *answer)
+{
+	char *body = NULL, *session;
+
+	assert_true(asprintf(&body, "{\"vendors\": [{\"vendor\": \"%s\"}]}", vendor) > 0);
+	session = session_start(f, token, body);
+	session_answer(f, session, vendor, answer);
+	fetch_token(h, f, token, session);
+	free(session);
+	free(body);
+}
+
 static void derapi_session(void **state)
 {
 	struct fixture *f = *state;
@@ -1455,20 +1463,14 @@ static void derapi_session(void **state)
 	free(session);
 
 	/* enphasevpp gives a siteID; a declined session says so. */
-	session = session_start(f, token, "{\"vendors\": [{\"vendor\": \"enphasevpp\"}]}");
-	session_answer(f, session, "enphasevpp", "approve");
-	fetch_token(&h, f, token, session);
+	session_alone(&h, f, token, "enphasevpp", "approve");
 	assert_int_equal(h.status, 200);
 	assert_non_null(strstr(h.body, "\"siteID\""));
 	http_done(&h);
-	free(session);
-	session = session_start(f, token, "{\"vendors\": [{\"vendor\": \"solaredge\"}]}");
-	session_answer(f, session, "solaredge", "deny");
-	fetch_token(&h, f, token, session);
+	session_alone(&h, f, token, "solaredge", "deny");
 	assert_int_equal(h.status, 400);
 	assert_non_null(strstr(h.body, "access_denied"));
 	http_done(&h);
-	free(session);
 
 	free(x);
 	free(url);
@@ -1596,6 +1598,145 @@ static void derapi_sites_headers(void **state)
 	free(secret);
 	free(se);
 	free(token);
+}
+
+/* ---- the relay, mounted at /relay ---- */
+
+static void relay_phone_flow(void **state)
+{
+	struct fixture *f = *state;
+	const char *relay = cfg(f, "relay", "url");
+	const char *redirect = cfg(f, "vendor.tesla", "redirect_uri");
+	const char *st = "sandboxRelayState-0123456789";
+	char *target = NULL, *body = NULL, *auth = NULL, *links = NULL, *results = NULL;
+	char *e_redirect = enc(redirect), *callback, *code;
+	json_object *obj;
+	struct http h;
+
+	assert_true(asprintf(&links, "%s/relay", f->url) > 0);
+	assert_string_equal(relay, links);
+	free(links);
+	assert_true(asprintf(&target,
+	                     "%s?response_type=code&client_id=%s&redirect_uri=%s"
+	                     "&scope=openid%%20offline_access%%20energy_device_data&state=%s"
+	                     "&sandbox_auto=approve",
+	                     cfg(f, "vendor.tesla", "authorize_url"),
+	                     cfg(f, "vendor.tesla", "client_id"), e_redirect, st) > 0);
+	assert_true(asprintf(&body,
+	                     "{\"target\": \"%s\", \"state\": \"%s\", \"ttl\": 600, "
+	                     "\"vendor\": \"tesla\"}",
+	                     target, st) > 0);
+	assert_true(asprintf(&auth, "Authorization: Bearer %s", cfg(f, "relay", "secret")) > 0);
+	assert_true(asprintf(&links, "%s/v1/links", relay) > 0);
+	assert_true(asprintf(&results, "%s/v1/results/%s", relay, st) > 0);
+	{
+		const char *const headers[] = {auth, "Content-Type: application/json", NULL};
+		post(&h, links, headers, body);
+		assert_int_equal(h.status, 201);
+		obj = body_json(&h);
+		http_done(&h);
+		/* Nothing yet. */
+		get(&h, results, headers);
+		assert_int_equal(h.status, 204);
+		http_done(&h);
+	}
+	/* The phone: short link, vendor, back to the relay. */
+	assert_true(strncmp(str(obj, "url"), relay, strlen(relay)) == 0);
+	get(&h, str(obj, "url"), NULL);
+	assert_int_equal(h.status, 302);
+	assert_string_equal(h.location, target);
+	http_done(&h);
+	get(&h, target, NULL);
+	assert_int_equal(h.status, 302);
+	assert_true(strncmp(h.location, redirect, strlen(redirect)) == 0);
+	callback = strdup(h.location);
+	http_done(&h);
+	get(&h, callback, NULL);
+	assert_int_equal(h.status, 200);
+	assert_non_null(strstr(h.content_type, "text/html"));
+	http_done(&h);
+	/* The wizard: the result once, then the code exchange. */
+	{
+		const char *const headers[] = {auth, NULL};
+		get(&h, results, headers);
+		assert_int_equal(h.status, 200);
+		json_object_put(obj);
+		obj = body_json(&h);
+		http_done(&h);
+		code = param(callback, "code");
+		assert_string_equal(str(obj, "code"), code);
+		assert_string_equal(str(obj, "state"), st);
+		get(&h, results, headers);
+		assert_int_equal(h.status, 404);
+		http_done(&h);
+	}
+	tesla_exchange(&h, f, code, redirect, "");
+	assert_int_equal(h.status, 200);
+	http_done(&h);
+	free(code);
+	free(callback);
+	json_object_put(obj);
+	free(target);
+	free(body);
+	free(auth);
+	free(links);
+	free(results);
+	free(e_redirect);
+}
+
+struct poll {
+	const struct fixture *f;
+	char *auth, *url;
+	struct http h;
+};
+
+static void *long_poll(void *arg)
+{
+	struct poll *p = arg;
+	const char *const headers[] = {p->auth, NULL};
+
+	request(&p->h, "GET", p->url, headers, NULL, 20000);
+	return NULL;
+}
+
+static void stop_answers_relay_polls(void **state)
+{
+	struct fixture *f = *state;
+	const char *st = "sandboxWaitingState-0123456789";
+	char *body = NULL, *links = NULL;
+	struct poll p = {.f = f};
+	struct timespec t0, t1;
+	pthread_t thread;
+	struct http h;
+
+	assert_true(asprintf(&p.auth, "Authorization: Bearer %s", cfg(f, "relay", "secret")) > 0);
+	assert_true(asprintf(&links, "%s/v1/links", cfg(f, "relay", "url")) > 0);
+	assert_true(asprintf(&p.url, "%s/v1/results/%s?wait=60", cfg(f, "relay", "url"), st) > 0);
+	assert_true(asprintf(&body,
+	                     "{\"target\": \"%s/tesla/oauth2/v3/authorize\", \"state\": \"%s\"}",
+	                     f->url, st) > 0);
+	{
+		const char *const headers[] = {p.auth, "Content-Type: application/json", NULL};
+		post(&h, links, headers, body);
+		assert_int_equal(h.status, 201);
+		http_done(&h);
+	}
+	assert_int_equal(pthread_create(&thread, NULL, long_poll, &p), 0);
+	usleep(300 * 1000);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	enr_sandbox_stop(f->sb);
+	f->sb = NULL;
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	pthread_join(thread, NULL);
+	/* The waiting poll was answered (pending), not left for its 60 s. */
+	assert_int_equal(p.h.curl, CURLE_OK);
+	assert_int_equal(p.h.status, 204);
+	assert_true(t1.tv_sec - t0.tv_sec < 10);
+	http_done(&p.h);
+	free(p.auth);
+	free(p.url);
+	free(links);
+	free(body);
 }
 
 /* ---- faults ---- */
@@ -1952,6 +2093,8 @@ static const struct CMUnitTest tests[] = {
     T(derapi_session),
     T(derapi_flows),
     T(derapi_sites_headers),
+    T(relay_phone_flow),
+    T(stop_answers_relay_polls),
     T(faults),
     T(latency_per_vendor),
     T(stop_cuts_a_stall_short),

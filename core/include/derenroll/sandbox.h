@@ -24,8 +24,10 @@
  *   /derapi/join/session/{id}/fetch-token, /derapi/join/flows (POST),
  *   /derapi/join/flows/{id}, /derapi/join/flows/{id}/authorize?vendor=&state=,
  *   /derapi/join/enrollments/{id}, /derapi/sites
- *   /consent (the form the consent page posts), /relay/callback (a placeholder
- *   page that shows the code until the relay is mounted there).
+ *   /consent (the form the consent page posts), and the callback relay
+ *   (relay.h) mounted at /relay: /relay/v1/links, /relay/s/{code},
+ *   /relay/callback (the registered redirect URI), /relay/v1/results/{state},
+ *   with the [relay] secret of the configuration.
  *
  * Accounts: any SolarEdge key of 8 or more [A-Za-z0-9_-] characters (except
  * ones that start with "invalid") and any Solis KeyID that starts with "demo-"
@@ -71,8 +73,10 @@ struct enr_sandbox_options {
 
 /*
  * Starts the sandbox: listens on the loopback address, serves from its own
- * threads until enr_sandbox_stop(). ENR_E_USAGE for an address that is not
- * loopback, ENR_E_IO when the port cannot be bound.
+ * threads (a libmicrohttpd thread pool; delays suspend connections, so none
+ * holds a thread) until enr_sandbox_stop(). ENR_E_USAGE for an address that
+ * is not loopback, ENR_E_IO when the port cannot be bound, ENR_E_CONFIG when
+ * the relay's pages are missing from the data directory.
  */
 ENR_API int enr_sandbox_start(struct enr_sandbox **out, const struct enr_sandbox_options *options);
 

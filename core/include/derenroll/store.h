@@ -1,0 +1,318 @@
+#ifndef DERENROLL_STORE_H
+#define DERENROLL_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include "derenroll/export.h"
+
+/*
+ * The credential store: one file holding every enrolled customer system (a
+ * record) and the company's app secrets, encrypted at rest by default.
+ *
+ * On disk: an 80-byte header (magic, format version, scrypt parameters, salt,
+ * nonce, key check, header checksum), then the AES-256-GCM ciphertext of the
+ * JSON text, then the 16-byte tag; the whole header is authenticated as
+ * associated data. With `[store] encryption = off` the file is the JSON text
+ * alone. The JSON text is one JSON value per line: a header line
+ * ({"format":"derenroll-store","schema":1,"records":N}), a line of app
+ * secrets ({"secrets":{NAME:VALUE,...}}), then two lines per record: its
+ * public part (the enr_record_to_json() view without secrets) and
+ * {"id":ID,"credentials":{the secret fields}}.
+ *
+ * Every write is a transaction: flock on FILE.lock (holding the writer's pid),
+ * re-read when another process changed the file, modify, write FILE.tmp,
+ * fsync, keep the previous generation as FILE.bak, rename, fsync the
+ * directory. A crash at any instant leaves the old or the new store. A file
+ * that cannot be decrypted or parsed is never overwritten.
+ *
+ * A store handle is not thread-safe: use one per thread, or serialise calls.
+ */
+struct enr_store;
+struct json_object;
+
+/* Which kind of credentials a record holds (the field groups of enr_credentials). */
+enum enr_cred_type {
+	ENR_CRED_NONE = 0,
+	ENR_CRED_OAUTH,    /* "oauth": tokens */
+	ENR_CRED_API_KEY,  /* "api_key": api_key, account_key (optional) */
+	ENR_CRED_KEY_PAIR, /* "key_pair": key_id, key_secret */
+	ENR_CRED_PARTNER,  /* "partner": tokens.access_token, tokens.refresh_token, api_key */
+	ENR_CRED_EMAIL,    /* "email": owner_email + tokens */
+	ENR_CRED_JOIN,     /* "join": join.*, plus tokens once fetched */
+	ENR_CRED_ACCOUNT,  /* "account": account.site_id, account.secret_name */
+};
+
+/* The outcome of the last check of a record against its vendor. */
+enum enr_record_outcome {
+	ENR_OUTCOME_NONE = 0,      /* never checked */
+	ENR_OUTCOME_OK,            /* "ok" */
+	ENR_OUTCOME_REJECTED,      /* "rejected": the customer must authorize again */
+	ENR_OUTCOME_TRANSIENT,     /* "transient": try later */
+	ENR_OUTCOME_MISCONFIGURED, /* "misconfigured": the company's app settings */
+	ENR_OUTCOME_BADRESPONSE,   /* "badresponse": the vendor sent something unexpected */
+};
+
+/* OAuth tokens. Secret: access_token, refresh_token, id_token. */
+struct enr_tokens {
+	char *access_token;
+	char *refresh_token;
+	char *token_type;
+	char *scope;
+	char *id_token;
+};
+
+/*
+ * Typed credentials: `type` says which fields are meaningful. The secret
+ * fields (tokens.access_token, tokens.refresh_token, tokens.id_token,
+ * api_key, account_key, key_secret) are kept apart from the rest on disk,
+ * omitted by enr_record_to_json() unless asked for, absent from records
+ * loaded with `metadata_only`, and wiped when freed.
+ */
+struct enr_credentials {
+	enum enr_cred_type type;
+	struct enr_tokens tokens; /* OAUTH, EMAIL, PARTNER, JOIN */
+	char *api_key;            /* API_KEY, PARTNER */
+	char *account_key;        /* API_KEY (SolarEdge fleet keys) */
+	char *key_id;             /* KEY_PAIR */
+	char *key_secret;         /* KEY_PAIR */
+	char *owner_email;        /* EMAIL */
+	struct {
+		char *enrollment_id;
+		char *state;
+		char *program_id;
+		char *flow_id;
+	} join; /* JOIN */
+	struct {
+		char *site_id;
+		char *secret_name; /* app secret holding the company's key */
+	} account;                 /* ACCOUNT */
+};
+
+struct enr_site {
+	char *id;
+	char *name;
+};
+
+/* A free-form string pair of `extra` (vendor specifics; not for secrets). */
+struct enr_pair {
+	char *key;
+	char *value;
+};
+
+/*
+ * One enrolled customer system. Every string is malloc'd (or NULL) and owned
+ * by the record; change one with enr_record_set(). Times are Unix seconds,
+ * 0 when unknown or not applicable (refresh_expires_at 0: does not expire).
+ */
+struct enr_record {
+	char *id;       /* 10 base32 characters, assigned by the first put */
+	char *customer; /* customer reference: name, job number */
+	char *vendor;   /* vendor id: "tesla", "sma", ... */
+	char *method;   /* "oauth", "email", "key", "account", "partner", "join" */
+	struct enr_credentials cred;
+	char *account; /* account identity (Tesla JWT `sub`), or NULL */
+	struct enr_site *sites;
+	size_t n_sites;
+	long long created_at;
+	long long updated_at; /* set by every write of the record */
+	long long access_expires_at;
+	long long refresh_expires_at;
+	struct {
+		long long at;
+		enum enr_record_outcome outcome;
+		char *message;
+	} last_check;
+	struct enr_pair *extra;
+	size_t n_extra;
+};
+
+/* scrypt parameters: N = 2^log2_n, r, p. */
+struct enr_store_kdf {
+	unsigned log2_n;
+	unsigned r;
+	unsigned p;
+};
+
+/*
+ * Gives the passphrase of the store at `path` (malloc'd; the store wipes and
+ * frees it). `new_store` is true when it will encrypt a new store (or a plain
+ * one for the first time): ask twice. Returns 0 or a negative enr_error.
+ */
+typedef int (*enr_store_passphrase_fn)(char **out, bool new_store, const char *path, void *ctx);
+
+struct enr_store_options {
+	const char *path;       /* the store file (required); see enr_store_default_path() */
+	bool plaintext;         /* write plain JSON ([store] encryption = off) */
+	bool create;            /* get the key of a new store now, not at the first write */
+	bool metadata_only;     /* for listing: no credentials, no app secrets; writes refused */
+	const char *passphrase; /* used when set (tests, --demo) */
+	enr_store_passphrase_fn passphrase_fn; /* else asked through this when needed */
+	void *passphrase_ctx;
+	const struct enr_store_kdf *kdf; /* for a new key; NULL: the default */
+	int lock_timeout_ms;             /* how long to wait for a lock; 0: 10 s */
+};
+
+/* What enr_store_update()'s callback returns to leave the record as it was. */
+#define ENR_STORE_UNCHANGED 1
+
+/*
+ * Called with a fresh copy of the record, the record locked against every
+ * other writer; modify `rec` and return 0 to save it, ENR_STORE_UNCHANGED to
+ * save nothing, or a negative enr_error to abort (returned by the update).
+ */
+typedef int (*enr_store_update_fn)(struct enr_record *rec, void *ctx);
+
+/* A record locked by enr_store_lock_record(). */
+struct enr_store_lock;
+
+/* $XDG_DATA_HOME/derenroll/store (~/.local/share/...), malloc'd, or NULL with the error set. */
+ENR_API char *enr_store_default_path(void);
+
+/* The default scrypt parameters for new stores (16 MiB). */
+ENR_API void enr_store_kdf_default(struct enr_store_kdf *out);
+
+/*
+ * Opens the store and reads it. A missing file is an empty store; nothing is
+ * created before the first write. Errors: ENR_E_PERM (group or others can
+ * access the file; the message holds the chmod), ENR_E_PASSPHRASE (wrong,
+ * empty or unavailable passphrase; the file is untouched), ENR_E_CORRUPT
+ * (damaged or truncated; the message names FILE.bak), ENR_E_STORE (written
+ * by a newer derenroll, not a regular file), ENR_E_IO, ENR_E_USAGE.
+ */
+ENR_API int enr_store_open(struct enr_store **out, const struct enr_store_options *opts);
+
+/* Wipes the key and every secret; NULL is a no-op. */
+ENR_API void enr_store_free(struct enr_store *store);
+
+ENR_API const char *enr_store_path(const struct enr_store *store);
+
+/*
+ * False when the store on disk is plain JSON or will be written as plain JSON:
+ * the caller warns (every time) that credentials are not encrypted.
+ */
+ENR_API bool enr_store_encrypted(const struct enr_store *store);
+
+/* Reads the file again if another process changed it. */
+ENR_API int enr_store_reload(struct enr_store *store);
+
+/*
+ * The records, in insertion order. The pointers stay valid until the next
+ * call that writes or reloads this store, or enr_store_free().
+ */
+ENR_API size_t enr_store_count(const struct enr_store *store);
+ENR_API const struct enr_record *enr_store_at(const struct enr_store *store, size_t i);
+
+/* A copy of record `id` (case-insensitive); ENR_E_NOTFOUND. Free with enr_record_free(). */
+ENR_API int enr_store_get(struct enr_record **out, const struct enr_store *store, const char *id);
+
+/* A copy of the record holding site `site_id` of `vendor`; ENR_E_NOTFOUND. */
+ENR_API int enr_store_find_site(struct enr_record **out, const struct enr_store *store,
+                                const char *vendor, const char *site_id);
+
+/*
+ * Inserts or updates `rec` in one transaction. It updates the record with the
+ * same id, else the record holding one of its sites for the same vendor (an
+ * enrollment of a system already stored); else it inserts it under a new id.
+ * An update keeps the stored created_at and refuses (ENR_E_EXISTS) a record
+ * whose account identity differs from the stored one, or whose sites are
+ * stored in another record. On success rec->id, created_at and updated_at are
+ * filled in and `*out` (may be NULL) tells whether a record was updated.
+ * Errors: ENR_E_USAGE (invalid record), ENR_E_LOCKED, ENR_E_NOSPACE, and
+ * those of enr_store_open().
+ */
+ENR_API int enr_store_put(bool *out, struct enr_store *store, struct enr_record *rec);
+
+/* Removes record `id`; ENR_E_NOTFOUND when there is none. */
+ENR_API int enr_store_remove(struct enr_store *store, const char *id);
+
+/*
+ * Read-modify-write of one record: locks it against every other writer (in
+ * this process or another; waits up to the lock timeout, then ENR_E_LOCKED),
+ * re-reads it, runs `fn` on it and writes the result. Two processes
+ * refreshing the same record thus never both spend its refresh token.
+ */
+ENR_API int enr_store_update(struct enr_store *store, const char *id, enr_store_update_fn fn,
+                             void *ctx);
+
+/*
+ * The same in steps, for callers that cannot block in a callback (an event
+ * loop): locks record `id` and reads it fresh. Modify the record from
+ * enr_store_lock_record_get() and save it with enr_store_lock_save() as often
+ * as needed (a rotated refresh token the moment it arrives, then the check
+ * result); enr_store_unlock() releases the lock. ENR_E_NOTFOUND, ENR_E_LOCKED.
+ */
+ENR_API int enr_store_lock_record(struct enr_store_lock **out, struct enr_store *store,
+                                  const char *id);
+ENR_API struct enr_record *enr_store_lock_record_get(struct enr_store_lock *lock);
+ENR_API int enr_store_lock_save(struct enr_store *store, struct enr_store_lock *lock);
+/* Releases the lock and frees the record it holds; NULL is a no-op. */
+ENR_API void enr_store_unlock(struct enr_store_lock *lock);
+
+/*
+ * App secrets by name ("vendor.tesla.client_secret": letters, digits, '.',
+ * '_', '-'). set stores (or replaces) a non-empty value; get gives a malloc'd
+ * copy registered for redaction (free with enr_config_free_secret()) or
+ * ENR_E_NOTFOUND; remove gives ENR_E_NOTFOUND when there is none.
+ */
+ENR_API int enr_store_secret_set(struct enr_store *store, const char *name, const char *value);
+ENR_API int enr_store_secret_get(char **out, const struct enr_store *store, const char *name);
+ENR_API int enr_store_secret_remove(struct enr_store *store, const char *name);
+/* 0 when `name` can name an app secret, else ENR_E_USAGE saying why. */
+ENR_API int enr_store_secret_check_name(const char *name);
+/* The names, sorted. */
+ENR_API size_t enr_store_secret_count(const struct enr_store *store);
+ENR_API const char *enr_store_secret_name(const struct enr_store *store, size_t i);
+
+/*
+ * An enr_config_secret_fn over the store (`ctx`), so that
+ * enr_config_set_secret_source(cfg, enr_store_secret_lookup, store) makes
+ * config lookups fall back to the store's app secrets.
+ */
+ENR_API int enr_store_secret_lookup(char **out, const char *name, void *ctx);
+
+/*
+ * Reads a passphrase from a file (DERENROLL_PASSPHRASE_FILE): the whole file
+ * less one trailing newline; ENR_E_PASSPHRASE when it is empty or unreadable.
+ */
+ENR_API int enr_store_read_passphrase_file(char **out, const char *path);
+
+/* An empty record. */
+ENR_API int enr_record_new(struct enr_record **out);
+/* Frees the record, wiping every credential; NULL is a no-op. */
+ENR_API void enr_record_free(struct enr_record *rec);
+ENR_API int enr_record_dup(struct enr_record **out, const struct enr_record *rec);
+
+/* Replaces the string `*field` of a record with a copy of `value` (NULL clears it). */
+ENR_API int enr_record_set(char **field, const char *value);
+
+/* Adds a site, or renames it when its id is already there. */
+ENR_API int enr_record_add_site(struct enr_record *rec, const char *id, const char *name);
+
+/* Sets `extra[key]` (NULL value removes it); the value of a key, or NULL. */
+ENR_API int enr_record_set_extra(struct enr_record *rec, const char *key, const char *value);
+ENR_API const char *enr_record_extra(const struct enr_record *rec, const char *key);
+
+/*
+ * The record as one line of JSON (malloc'd), the same fields as on disk;
+ * with `secrets` false the secret credential fields are left out.
+ */
+ENR_API int enr_record_to_json(char **out, const struct enr_record *rec, bool secrets);
+/* The same as a json-c object (free with json_object_put()). */
+ENR_API int enr_record_to_json_object(struct json_object **out, const struct enr_record *rec,
+                                      bool secrets);
+/* A record from that JSON (ENR_E_PARSE naming the field at fault). */
+ENR_API int enr_record_from_json(struct enr_record **out, const char *json);
+
+/* "oauth", "api_key", ...; and back (ENR_E_PARSE). */
+ENR_API const char *enr_record_cred_name(enum enr_cred_type type);
+ENR_API int enr_record_cred_parse(enum enr_cred_type *out, const char *name);
+
+/* "ok", "rejected", ...("" for NONE); and back (ENR_E_PARSE). */
+ENR_API const char *enr_record_outcome_name(enum enr_record_outcome outcome);
+ENR_API int enr_record_outcome_parse(enum enr_record_outcome *out, const char *name);
+
+/* The outcome an error code stands for: 0 ok, ENR_E_REJECTED/EXPIRED/DECLINED
+ * rejected, ENR_E_MISCONFIGURED, ENR_E_BADRESPONSE, anything else transient. */
+ENR_API enum enr_record_outcome enr_record_outcome_from_error(int code);
+
+#endif

@@ -1,0 +1,133 @@
+#ifndef DERENROLL_STORE_INTERNAL_H
+#define DERENROLL_STORE_INTERNAL_H
+
+/* Shared by store.c, store_file.c and store_record.c (and the store's tests); not public. */
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "derenroll/store.h"
+
+struct json_object;
+
+#define STORE_SCHEMA      1 /* layout of the JSON records */
+#define STORE_HEADER_SIZE 80
+#define STORE_TAG_SIZE    16
+#define STORE_SALT_SIZE   16
+#define STORE_NONCE_SIZE  12
+#define STORE_KEY_SIZE    32
+#define STORE_CHECK_SIZE  16
+
+/* A growing text buffer that wipes whatever it held when it grows or is freed. */
+struct store_buf {
+	char *data;
+	size_t len;
+	size_t cap;
+	bool failed; /* out of memory: the content is incomplete */
+};
+
+bool enr_store__buf_reserve(struct store_buf *b, size_t extra);
+void enr_store__buf_add(struct store_buf *b, const char *s, size_t n);
+void enr_store__buf_str(struct store_buf *b, const char *s);
+/* `s` as a JSON string, quoted and escaped. */
+void enr_store__buf_json(struct store_buf *b, const char *s);
+void enr_store__buf_free(struct store_buf *b);
+
+enum record_part {
+	PART_PUBLIC,  /* everything but the secret credential fields */
+	PART_SECRETS, /* {"id":..,"credentials":{secret fields}} */
+	PART_FULL,    /* both in one object */
+};
+
+/* Appends the record as one JSON object (no newline). */
+void enr_store__record_write(struct store_buf *b, const struct enr_record *rec,
+                             enum record_part part);
+
+/* Fills an empty record from a PUBLIC or FULL object; ENR_E_PARSE naming the field. */
+int enr_store__record_read(struct enr_record *rec, struct json_object *obj);
+
+/* Adds the secret fields of a SECRETS object to `rec` (whose id it must name). */
+int enr_store__record_read_secrets(struct enr_record *rec, struct json_object *obj);
+
+/* Checks a record before it is written; ENR_E_USAGE saying what is wrong. */
+int enr_store__record_check(const struct enr_record *rec);
+
+/* Overwrites every string inside a json-c tree (before json_object_put()). */
+void enr_store__json_wipe(struct json_object *obj);
+
+struct store_secret {
+	char *name;
+	char *value;
+};
+
+/* The content of a store file. */
+struct store_data {
+	struct enr_record **records;
+	size_t n_records;
+	size_t cap_records;
+	struct store_secret *secrets; /* sorted by name */
+	size_t n_secrets;
+	int schema; /* as read; STORE_SCHEMA once written */
+};
+
+void enr_store__data_free(struct store_data *d);
+/* Appends `rec`, taking ownership (freed on failure too). */
+int enr_store__data_append(struct store_data *d, struct enr_record *rec);
+
+struct store_key {
+	bool have;
+	struct enr_store_kdf kdf;
+	unsigned char salt[STORE_SALT_SIZE];
+	unsigned char key[STORE_KEY_SIZE];
+	unsigned char check[STORE_CHECK_SIZE];
+};
+
+/* Derives `key` from a passphrase with its kdf and salt set; ENR_E_CRYPTO. */
+int enr_store__derive(struct store_key *key, const char *passphrase);
+
+/* Whether scrypt parameters are sane (true) or absurd; `why` says which bound failed. */
+bool enr_store__kdf_ok(const struct enr_store_kdf *kdf, const char **why);
+
+/* What is known of the file read or written last: to tell whether another process changed it. */
+struct store_file_info {
+	bool exists;
+	bool encrypted;
+	unsigned char header[STORE_HEADER_SIZE];
+	size_t size;
+};
+
+/*
+ * Asked by the reader for the key of an encrypted file whose parameters and
+ * salt are in `key` (have = false): derive it, or fail.
+ */
+typedef int (*store_key_fn)(struct store_key *key, void *ctx);
+
+/*
+ * Reads the store file into `out` (empty when it does not exist). `key` is
+ * used when it matches the file's header, else `get_key` provides one, which
+ * is kept in `key`. With `metadata_only` the credentials and app secrets are
+ * skipped.
+ */
+int enr_store__file_read(struct store_data *out, struct store_file_info *info, const char *path,
+                         bool metadata_only, struct store_key *key, store_key_fn get_key,
+                         void *ctx);
+
+/* Whether the file at `path` is still the one described by `info` (cheap). */
+bool enr_store__file_unchanged(const struct store_file_info *info, const char *path);
+
+/*
+ * Writes `d` as the new generation of `path` (encrypted with `key`, or plain
+ * when it is NULL), keeping the old one as path.bak. Call with the store lock
+ * held. ENR_E_NOSPACE or ENR_E_IO with the old file intact.
+ */
+int enr_store__file_write(struct store_file_info *info, const char *path,
+                          const struct store_data *d, const struct store_key *key);
+
+/* For tests and the benchmark. */
+int enr_store__lock(struct enr_store *store);
+void enr_store__unlock(struct enr_store *store);
+double enr_store__kdf_seconds(const struct enr_store *store);
+/* Appends records without checks in one transaction (taking ownership). */
+int enr_store__bulk_insert(struct enr_store *store, struct enr_record **recs, size_t n);
+
+#endif

@@ -11,6 +11,7 @@
 #include "derenroll/vendor.h"
 #include "enr_build_config.h"
 #include "cli.h"
+#include "store_cli.h"
 
 #define EXIT_USAGE 2
 
@@ -31,7 +32,7 @@ static const struct command commands[] = {
      "enroll a system without the wizard", NULL},
     {"remove", "ID [--yes]", "remove an enrolled system", NULL},
     {"export", "--json [--force]", "export every record, secrets included", NULL},
-    {"secret", "set|list|remove [NAME]", "keep the company's app secrets in the store", NULL},
+    {"secret", "set|list|remove [NAME]", "keep the company's app secrets in the store", cmd_secret},
     {"sandbox", "[--listen ADDR:PORT] [--write-config FILE] [--latency-ms N] [--refresh-grace S]",
      "serve the offline world of every vendor on loopback", cmd_sandbox},
     {"relay", "--listen ADDR:PORT --public-url URL --secret-file FILE",

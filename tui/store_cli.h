@@ -1,0 +1,30 @@
+#ifndef DERENROLL_TUI_STORE_CLI_H
+#define DERENROLL_TUI_STORE_CLI_H
+
+#include <stdbool.h>
+
+struct cli_globals;
+struct enr_store;
+
+/*
+ * Opens the credential store for a command: the file from --store, else
+ * `[store] path`, else the default; the passphrase from the file named by
+ * DERENROLL_PASSPHRASE_FILE, else asked on the terminal (twice for a new
+ * store), never with --demo (a throwaway store with a fixed passphrase);
+ * `[store] encryption`. Config secret lookups then fall back to the store.
+ * `create`: the command will write, so a new store's passphrase is asked now.
+ * Warns on stderr when the store is not encrypted. Returns 0 or a negative
+ * enr_error (message set: pass it to cli_fail()).
+ */
+int cli_open_store(struct cli_globals *g, bool create, struct enr_store **out);
+
+/* The same for commands that only list: no credentials or app secrets are read. */
+int cli_open_store_listing(struct cli_globals *g, struct enr_store **out);
+
+/* Unhooks the config from the store and frees it; NULL is a no-op. */
+void cli_close_store(struct cli_globals *g, struct enr_store *store);
+
+/* derenroll secret set NAME (value on stdin) | secret list | secret remove NAME */
+int cmd_secret(struct cli_globals *g, int argc, char **argv);
+
+#endif

@@ -98,8 +98,7 @@ int enr_store_read_passphrase_file(char **out, const char *path)
 
 	*out = NULL;
 	if (enr_util_read_file(&text, &len, path, MAX_PASSPHRASE) < 0)
-		return enr_error_set(ENR_E_PASSPHRASE, "cannot read the passphrase file %s: %s",
-		                     path, enr_error_last());
+		return enr_error_set(ENR_E_PASSPHRASE, "no passphrase: %s", enr_error_last());
 	if (len && text[len - 1] == '\n')
 		text[--len] = '\0';
 	if (len && text[len - 1] == '\r')
@@ -450,7 +449,6 @@ static int copy_data(struct store_data *out, const struct store_data *d)
 static int transact(struct enr_store *store, apply_fn apply, void *arg)
 {
 	struct change ch = {0};
-	bool locked = false;
 	int rc;
 
 	if ((rc = writable(store)) < 0)
@@ -460,7 +458,6 @@ static int transact(struct enr_store *store, apply_fn apply, void *arg)
 		return rc;
 	if ((rc = enr_store__lock(store)) < 0)
 		return rc;
-	locked = true;
 	if ((rc = enr_store_reload(store)) < 0 || (rc = copy_data(&ch.next, &store->data)) < 0)
 		goto out;
 	if (!store->plaintext && !store->key.have && (rc = new_key(store)) < 0)
@@ -485,8 +482,7 @@ fail:
 	free(ch.added_str[0]);
 	enr_util_free_secret(ch.added_str[1]);
 out:
-	if (locked)
-		enr_store__unlock(store);
+	enr_store__unlock(store);
 	return rc;
 }
 
@@ -623,6 +619,9 @@ static int apply_put(struct enr_store *store, struct change *ch, void *arg)
 		return rc;
 	if (old) {
 		rc = enr_record_set(&copy->id, old->id);
+		/* A re-authorization that did not tell the account keeps the one known. */
+		if (rc == 0 && !copy->account)
+			rc = enr_record_set(&copy->account, old->account);
 		copy->created_at = old->created_at ? old->created_at : now;
 	} else {
 		rc = copy->id ? 0 : new_id(&copy->id, &ch->next);
@@ -732,6 +731,14 @@ int enr_store_remove(struct enr_store *store, const char *id)
 		return rc;
 	if (!(norm = normal_id(id)))
 		return enr_error_last_code();
+	/* Not there: say so without locking (or creating) anything. */
+	if ((rc = enr_store_reload(store)) < 0 || find_id(&store->data, norm) < 0) {
+		if (rc == 0)
+			rc = enr_error_set(ENR_E_NOTFOUND, "there is no record %s in %s", norm,
+			                   store->path);
+		free(norm);
+		return rc;
+	}
 	fd = lock_record_fd(store, norm);
 	if (fd < 0) {
 		free(norm);
@@ -800,6 +807,10 @@ int enr_store_lock_record(struct enr_store_lock **out, struct enr_store *store, 
 		rc = enr_error_last_code();
 		goto out;
 	}
+	if ((rc = enr_store_reload(store)) < 0)
+		goto out;
+	if (find_id(&store->data, lock->id) < 0)
+		goto missing;
 	if ((lock->fd = lock_record_fd(store, lock->id)) < 0) {
 		rc = lock->fd;
 		goto out;
@@ -808,15 +819,15 @@ int enr_store_lock_record(struct enr_store_lock **out, struct enr_store *store, 
 	if ((rc = enr_store_reload(store)) < 0)
 		goto out;
 	idx = find_id(&store->data, lock->id);
-	if (idx < 0) {
-		rc = enr_error_set(ENR_E_NOTFOUND, "there is no record %s in %s", lock->id,
-		                   store->path);
-		goto out;
-	}
+	if (idx < 0)
+		goto missing;
 	if ((rc = enr_record_dup(&lock->rec, store->data.records[idx])) < 0)
 		goto out;
 	*out = lock;
 	lock = NULL;
+	goto out;
+missing:
+	rc = enr_error_set(ENR_E_NOTFOUND, "there is no record %s in %s", lock->id, store->path);
 out:
 	enr_store_unlock(lock);
 	return rc;
@@ -862,7 +873,7 @@ int enr_store_update(struct enr_store *store, const char *id, enr_store_update_f
 	rc = fn(lock->rec, ctx);
 	if (rc == 0)
 		rc = enr_store_lock_save(store, lock);
-	else if (rc == ENR_STORE_UNCHANGED)
+	else if (rc > 0) /* ENR_STORE_UNCHANGED */
 		rc = 0;
 	enr_store_unlock(lock);
 	return rc;
@@ -994,10 +1005,17 @@ int enr_store_secret_set(struct enr_store *store, const char *name, const char *
 int enr_store_secret_remove(struct enr_store *store, const char *name)
 {
 	struct secret_args a = {name, NULL};
+	bool found = false;
 	int rc;
 
-	if ((rc = enr_store_secret_check_name(name)) < 0)
+	if ((rc = enr_store_secret_check_name(name)) < 0 || (rc = writable(store)) < 0)
 		return rc;
+	/* Not there: say so without asking for a new store's passphrase. */
+	if ((rc = enr_store_reload(store)) < 0)
+		return rc;
+	find_secret(&store->data, name, &found);
+	if (!found)
+		return enr_error_set(ENR_E_NOTFOUND, "there is no app secret %s", name);
 	return transact(store, apply_secret, &a);
 }
 

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,6 +43,7 @@
 #define CHUNK          (256 * 1024)
 #define MAX_LINE       (64 * 1024 * 1024)
 #define KDF_MAX_MEMORY (256ULL * 1024 * 1024)
+#define PARALLEL_MIN   2000 /* records from which two threads parse */
 
 static void put_be32(unsigned char *p, unsigned v)
 {
@@ -225,20 +227,12 @@ static int reader_fill(struct reader *r)
 		r->start = 0;
 	}
 	if (r->cap - r->end < CHUNK + 1) {
-		size_t cap = r->cap ? r->cap * 2 : 2 * CHUNK;
-		char *grown;
-		if (cap > MAX_LINE + 2 * CHUNK)
+		if (r->end + CHUNK + 1 > MAX_LINE + 2 * CHUNK)
 			return damaged(r->path, "a line is too long");
-		grown = malloc(cap);
-		if (!grown)
+		/* All of the old block: compacting left plaintext past the end. */
+		if (!enr_store__grow(&r->buf, &r->cap, r->end + CHUNK + 1, r->end, r->cap,
+		                     2 * CHUNK))
 			return enr_error_set(ENR_E_NOMEM, NULL);
-		if (r->buf) {
-			memcpy(grown, r->buf, r->end);
-			OPENSSL_cleanse(r->buf, r->cap);
-			free(r->buf);
-		}
-		r->buf = grown;
-		r->cap = cap;
 	}
 	want = r->cap - r->end - 1;
 	if (want > CHUNK)
@@ -459,68 +453,213 @@ static int read_secrets_line(struct store_data *d, struct json_object *obj, cons
 	return 0;
 }
 
-/* Reads the lines after the header line into `d`. */
-static int read_body(struct store_data *d, struct reader *r, struct json_tokener *tok,
-                     long long n_records, bool metadata_only)
+/* Lines kept for parsing once the whole file is authenticated. */
+struct lines {
+	char *buf; /* the lines, each NUL-terminated; wiped when freed */
+	size_t len, cap;
+	size_t *start;
+	size_t n, cap_n;
+	size_t seen; /* lines read, the skipped ones included */
+};
+
+static int lines_add(struct lines *l, const char *line, size_t len)
 {
-	struct json_object *obj = NULL, *secrets = NULL;
-	struct enr_record *rec = NULL;
+	if (l->n == l->cap_n) {
+		size_t cap = l->cap_n ? l->cap_n * 2 : 1024;
+		size_t *grown = realloc(l->start, cap * sizeof(*grown));
+		if (!grown)
+			return enr_error_set(ENR_E_NOMEM, NULL);
+		l->start = grown;
+		l->cap_n = cap;
+	}
+	if (l->len + len + 1 > l->cap &&
+	    !enr_store__grow(&l->buf, &l->cap, l->len + len + 1, l->len, l->len, 1024 * 1024))
+		return enr_error_set(ENR_E_NOMEM, NULL);
+	l->start[l->n++] = l->len;
+	memcpy(l->buf + l->len, line, len);
+	l->buf[l->len + len] = '\0';
+	l->len += len + 1;
+	return 0;
+}
+
+/* Line `i` (NUL-terminated) and its length. */
+static char *line_at(const struct lines *l, size_t i, size_t *len)
+{
+	size_t end = i + 1 < l->n ? l->start[i + 1] : l->len;
+
+	*len = end - l->start[i] - 1;
+	return l->buf + l->start[i];
+}
+
+static void lines_free(struct lines *l)
+{
+	if (l->buf) {
+		OPENSSL_cleanse(l->buf, l->len);
+		free(l->buf);
+	}
+	free(l->start);
+}
+
+/*
+ * Reads every line: the header, the app secrets, then a public and a secret
+ * line per record; with `metadata_only` the secret ones are skipped.
+ */
+static int collect_lines(struct lines *l, struct reader *r, bool metadata_only)
+{
 	char *line;
 	size_t len;
 	int rc;
 
-	rc = reader_line(r, &line, &len);
-	if (rc <= 0)
-		return rc < 0 ? rc : damaged(r->path, "it is truncated");
-	if (!metadata_only) {
-		if ((rc = parse_line(&obj, tok, r->path, line, len, true)) < 0)
-			return rc;
-		rc = read_secrets_line(d, obj, r->path);
-		put_secret_json(obj);
-		obj = NULL;
-		if (rc < 0)
+	while ((rc = reader_line(r, &line, &len)) > 0) {
+		size_t k = l->seen++;
+		if (metadata_only && (k == 1 || (k >= 2 && (k - 2) % 2 == 1)))
+			continue;
+		if ((rc = lines_add(l, line, len)) < 0)
 			return rc;
 	}
-	for (long long i = 0; i < n_records; i++) {
-		if ((rc = reader_line(r, &line, &len)) <= 0)
-			goto truncated;
-		if ((rc = parse_line(&obj, tok, r->path, line, len, false)) < 0)
-			goto out;
-		if ((rc = reader_line(r, &line, &len)) <= 0)
-			goto truncated;
-		if (!metadata_only &&
-		    (rc = parse_line(&secrets, tok, r->path, line, len, true)) < 0)
-			goto out;
-		if ((rc = migrate(obj, secrets, d->schema)) < 0)
-			goto out;
-		if ((rc = enr_record_new(&rec)) < 0)
-			goto out;
-		rc = enr_store__record_read(rec, obj);
-		if (rc == 0 && secrets)
-			rc = enr_store__record_read_secrets(rec, secrets);
-		if (rc < 0) {
-			rc = damaged(r->path, enr_error_last());
-			goto out;
+	return rc;
+}
+
+struct parse_job {
+	const struct lines *lines;
+	size_t first, count; /* records */
+	size_t base, stride; /* where the first record's lines are, lines per record */
+	bool secrets;
+	int schema;
+	const char *path;
+	struct enr_record **out;
+	int rc;
+	char message[512];
+};
+
+static void *parse_records(void *arg)
+{
+	struct parse_job *job = arg;
+	struct json_tokener *tok = json_tokener_new();
+	struct json_object *obj = NULL, *secrets = NULL;
+	struct enr_record *rec = NULL;
+	size_t at, len;
+	char *line;
+
+	job->rc = tok ? 0 : enr_error_set(ENR_E_NOMEM, NULL);
+	for (size_t i = job->first; job->rc == 0 && i < job->first + job->count; i++) {
+		at = job->base + i * job->stride;
+		line = line_at(job->lines, at, &len);
+		job->rc = parse_line(&obj, tok, job->path, line, len, false);
+		if (job->rc == 0 && job->secrets) {
+			line = line_at(job->lines, at + 1, &len);
+			job->rc = parse_line(&secrets, tok, job->path, line, len, true);
 		}
+		if (job->rc == 0)
+			job->rc = migrate(obj, secrets, job->schema);
+		if (job->rc == 0)
+			job->rc = enr_record_new(&rec);
+		if (job->rc == 0)
+			job->rc = enr_store__record_read(rec, obj);
+		if (job->rc == 0 && secrets)
+			job->rc = enr_store__record_read_secrets(rec, secrets);
+		if (job->rc == ENR_E_PARSE)
+			job->rc = damaged(job->path, enr_error_last());
+		if (job->rc == 0)
+			job->out[i] = rec;
+		else
+			enr_record_free(rec);
+		rec = NULL;
 		json_object_put(obj);
 		put_secret_json(secrets);
 		obj = secrets = NULL;
-		rc = enr_store__data_append(d, rec);
-		rec = NULL;
-		if (rc < 0)
-			goto out;
 	}
-	rc = reader_line(r, &line, &len);
-	if (rc > 0)
-		rc = damaged(r->path, "it holds more records than its header says");
-	goto out;
-truncated:
+	if (job->rc < 0)
+		snprintf(job->message, sizeof(job->message), "%s", enr_error_last());
+	if (tok)
+		json_tokener_free(tok);
+	return NULL;
+}
+
+/*
+ * Parses the records, on two threads for a big store: json-c takes most of
+ * the time of listing 10,000 records, and the machines have a core to spare.
+ */
+static int parse_all(struct store_data *d, const struct lines *l, size_t n, bool secrets,
+                     const char *path)
+{
+	struct parse_job jobs[2];
+	pthread_t thread;
+	bool threaded = false;
+	int rc = 0;
+
+	d->records = calloc(n ? n : 1, sizeof(*d->records));
+	if (!d->records)
+		return enr_error_set(ENR_E_NOMEM, NULL);
+	d->cap_records = n ? n : 1;
+	for (int j = 0; j < 2; j++) {
+		jobs[j] = (struct parse_job){.lines = l,
+		                             .base = secrets ? 2 : 1,
+		                             .stride = secrets ? 2 : 1,
+		                             .secrets = secrets,
+		                             .schema = d->schema,
+		                             .path = path,
+		                             .out = d->records};
+	}
+	jobs[0].count = n >= PARALLEL_MIN ? n / 2 : n;
+	jobs[1].first = jobs[0].count;
+	jobs[1].count = n - jobs[0].count;
+	if (jobs[1].count)
+		threaded = pthread_create(&thread, NULL, parse_records, &jobs[1]) == 0;
+	parse_records(&jobs[0]);
+	if (threaded)
+		pthread_join(thread, NULL);
+	else if (jobs[1].count)
+		parse_records(&jobs[1]);
+	for (int j = 0; j < 2 && rc == 0; j++)
+		if (jobs[j].rc < 0)
+			rc = enr_error_set(jobs[j].rc, "%s", jobs[j].message);
+	if (rc < 0) {
+		for (size_t i = 0; i < n; i++)
+			enr_record_free(d->records[i]);
+		memset(d->records, 0, n * sizeof(*d->records));
+		return rc;
+	}
+	d->n_records = n;
+	return 0;
+}
+
+/* Parses the lines of an authenticated file into `d`. */
+static int read_lines(struct store_data *d, const struct lines *l, bool metadata_only,
+                      const char *path)
+{
+	struct json_tokener *tok = NULL;
+	struct json_object *obj = NULL;
+	long long n_records = 0;
+	size_t len;
+	char *line;
+	int rc;
+
+	if (l->n == 0)
+		return damaged(path, "it is empty");
+	if (!(tok = json_tokener_new()))
+		return enr_error_set(ENR_E_NOMEM, NULL);
+	line = line_at(l, 0, &len);
+	rc = parse_line(&obj, tok, path, line, len, false);
 	if (rc == 0)
-		rc = damaged(r->path, "it is truncated");
-out:
-	enr_record_free(rec);
+		rc = read_header_line(&n_records, &d->schema, obj, path);
 	json_object_put(obj);
-	put_secret_json(secrets);
+	obj = NULL;
+	/* Two lines per record after the header and the app secrets. */
+	if (rc == 0 && l->seen < 2 + 2ULL * (unsigned long long)n_records)
+		rc = damaged(path, "it is truncated");
+	else if (rc == 0 && l->seen > 2 + 2ULL * (unsigned long long)n_records)
+		rc = damaged(path, "it holds more lines than its header says");
+	if (rc == 0 && !metadata_only) {
+		line = line_at(l, 1, &len);
+		rc = parse_line(&obj, tok, path, line, len, true);
+		if (rc == 0)
+			rc = read_secrets_line(d, obj, path);
+		put_secret_json(obj);
+	}
+	json_tokener_free(tok);
+	if (rc == 0)
+		rc = parse_all(d, l, (size_t)n_records, !metadata_only, path);
 	return rc;
 }
 
@@ -561,14 +700,10 @@ int enr_store__file_read(struct store_data *out, struct store_file_info *info, c
 {
 	struct reader r = {.fd = -1, .path = path};
 	struct store_data d = {.schema = STORE_SCHEMA};
-	struct json_tokener *tok = NULL;
-	struct json_object *obj = NULL;
+	struct lines lines = {0};
 	unsigned char header[STORE_HEADER_SIZE];
-	long long n_records = 0;
 	struct stat st;
 	ssize_t n;
-	char *line;
-	size_t len;
 	int rc;
 
 	memset(out, 0, sizeof(*out));
@@ -620,31 +755,16 @@ int enr_store__file_read(struct store_data *out, struct store_file_info *info, c
 		rc = damaged(path, n == 0 ? "it is empty" : "it is not a derenroll store");
 		goto out;
 	}
-	tok = json_tokener_new();
-	if (!tok) {
-		rc = enr_error_set(ENR_E_NOMEM, NULL);
-		goto out;
-	}
-	rc = reader_line(&r, &line, &len);
-	if (rc <= 0) {
-		rc = rc < 0 ? rc : damaged(path, "it is truncated");
-		goto out;
-	}
-	if ((rc = parse_line(&obj, tok, path, line, len, false)) < 0 ||
-	    (rc = read_header_line(&n_records, &d.schema, obj, path)) < 0)
-		goto out;
-	if ((rc = read_body(&d, &r, tok, n_records, metadata_only)) < 0)
-		goto out;
-	if ((rc = reader_finish(&r)) < 0)
+	/* Nothing is parsed before the whole file is read and authenticated. */
+	if ((rc = collect_lines(&lines, &r, metadata_only)) < 0 || (rc = reader_finish(&r)) < 0 ||
+	    (rc = read_lines(&d, &lines, metadata_only, path)) < 0)
 		goto out;
 	*out = d;
 	memset(&d, 0, sizeof(d));
 out:
 	if (rc == ENR_E_CORRUPT)
 		reader_explain(&r);
-	json_object_put(obj);
-	if (tok)
-		json_tokener_free(tok);
+	lines_free(&lines);
 	reader_done(&r);
 	close(r.fd);
 	enr_store__data_free(&d);

@@ -26,6 +26,14 @@ struct store_buf {
 	bool failed; /* out of memory: the content is incomplete */
 };
 
+/*
+ * Moves `*buf` into a new block of at least `need` bytes (doubling from *cap,
+ * or from `initial`), keeping its first `keep` bytes and wiping the first
+ * `wipe` bytes of the old block. False when out of memory (buffer unchanged).
+ */
+bool enr_store__grow(char **buf, size_t *cap, size_t need, size_t keep, size_t wipe,
+                     size_t initial);
+
 bool enr_store__buf_reserve(struct store_buf *b, size_t extra);
 void enr_store__buf_add(struct store_buf *b, const char *s, size_t n);
 void enr_store__buf_str(struct store_buf *b, const char *s);

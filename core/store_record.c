@@ -10,6 +10,7 @@
 #include <openssl/crypto.h>
 
 #include "derenroll/error.h"
+#include "derenroll/oauth.h"
 #include "derenroll/store.h"
 #include "store_internal.h"
 #include "util.h"
@@ -44,6 +45,28 @@ static const struct cred_field cred_fields[] = {
 };
 #undef CRED
 
+/* The record's own string members and its times, by their JSON names. */
+struct rec_field {
+	const char *name;
+	size_t offset;
+};
+
+#define REC(name, member)                                                                          \
+	{                                                                                          \
+		name, offsetof(struct enr_record, member)                                          \
+	}
+static const struct rec_field rec_strings[] = {
+    REC("id", id),         REC("customer", customer), REC("vendor", vendor),
+    REC("method", method), REC("account", account),
+};
+static const struct rec_field rec_times[] = {
+    REC("created_at", created_at),
+    REC("updated_at", updated_at),
+    REC("access_expires_at", access_expires_at),
+    REC("refresh_expires_at", refresh_expires_at),
+};
+#undef REC
+
 static const char *const cred_names[] = {"",        "oauth", "api_key", "key_pair",
                                          "partner", "email", "join",    "account"};
 static const char *const outcome_names[] = {
@@ -52,6 +75,26 @@ static const char *const outcome_names[] = {
 static char **cred_slot(struct enr_credentials *c, const struct cred_field *f)
 {
 	return (char **)((char *)c + f->offset);
+}
+
+static char **rec_string(struct enr_record *rec, const struct rec_field *f)
+{
+	return (char **)((char *)rec + f->offset);
+}
+
+static long long *rec_time(struct enr_record *rec, const struct rec_field *f)
+{
+	return (long long *)((char *)rec + f->offset);
+}
+
+static const char *rec_string_value(const struct enr_record *rec, const struct rec_field *f)
+{
+	return *(char *const *)((const char *)rec + f->offset);
+}
+
+static long long rec_time_value(const struct enr_record *rec, const struct rec_field *f)
+{
+	return *(const long long *)((const char *)rec + f->offset);
 }
 
 static const char *cred_value(const struct enr_credentials *c, const struct cred_field *f)
@@ -64,15 +107,23 @@ const char *enr_record_cred_name(enum enr_cred_type type)
 	return (size_t)type < ENR_ARRAY_SIZE(cred_names) ? cred_names[type] : "";
 }
 
+/* The index of `name` among `names` from `first` on, or -1. */
+static int name_index(const char *const *names, size_t n, size_t first, const char *name)
+{
+	for (size_t i = first; i < n; i++)
+		if (strcmp(name, names[i]) == 0)
+			return (int)i;
+	return -1;
+}
+
 int enr_record_cred_parse(enum enr_cred_type *out, const char *name)
 {
-	for (size_t i = 1; i < ENR_ARRAY_SIZE(cred_names); i++) {
-		if (strcmp(name, cred_names[i]) == 0) {
-			*out = (enum enr_cred_type)i;
-			return 0;
-		}
-	}
-	return enr_error_set(ENR_E_PARSE, "unknown credential type '%s'", name);
+	int i = name_index(cred_names, ENR_ARRAY_SIZE(cred_names), 1, name);
+
+	if (i < 0)
+		return enr_error_set(ENR_E_PARSE, "unknown credential type '%s'", name);
+	*out = (enum enr_cred_type)i;
+	return 0;
 }
 
 const char *enr_record_outcome_name(enum enr_record_outcome outcome)
@@ -82,13 +133,12 @@ const char *enr_record_outcome_name(enum enr_record_outcome outcome)
 
 int enr_record_outcome_parse(enum enr_record_outcome *out, const char *name)
 {
-	for (size_t i = 0; i < ENR_ARRAY_SIZE(outcome_names); i++) {
-		if (strcmp(name, outcome_names[i]) == 0) {
-			*out = (enum enr_record_outcome)i;
-			return 0;
-		}
-	}
-	return enr_error_set(ENR_E_PARSE, "unknown check result '%s'", name);
+	int i = name_index(outcome_names, ENR_ARRAY_SIZE(outcome_names), 0, name);
+
+	if (i < 0)
+		return enr_error_set(ENR_E_PARSE, "unknown check result '%s'", name);
+	*out = (enum enr_record_outcome)i;
+	return 0;
 }
 
 enum enr_record_outcome enr_record_outcome_from_error(int code)
@@ -121,11 +171,8 @@ void enr_record_free(struct enr_record *rec)
 {
 	if (!rec)
 		return;
-	enr_util_free_secret(rec->id);
-	enr_util_free_secret(rec->customer);
-	enr_util_free_secret(rec->vendor);
-	enr_util_free_secret(rec->method);
-	enr_util_free_secret(rec->account);
+	for (size_t i = 0; i < ENR_ARRAY_SIZE(rec_strings); i++)
+		enr_util_free_secret(*rec_string(rec, &rec_strings[i]));
 	enr_util_free_secret(rec->last_check.message);
 	for (size_t i = 0; i < ENR_ARRAY_SIZE(cred_fields); i++)
 		enr_util_free_secret(*cred_slot(&rec->cred, &cred_fields[i]));
@@ -164,18 +211,15 @@ int enr_record_dup(struct enr_record **out, const struct enr_record *rec)
 	if (rc < 0)
 		return rc;
 	copy->cred.type = rec->cred.type;
-	copy->created_at = rec->created_at;
-	copy->updated_at = rec->updated_at;
-	copy->access_expires_at = rec->access_expires_at;
-	copy->refresh_expires_at = rec->refresh_expires_at;
+	for (size_t i = 0; i < ENR_ARRAY_SIZE(rec_times); i++)
+		*rec_time(copy, &rec_times[i]) = rec_time_value(rec, &rec_times[i]);
 	copy->last_check.at = rec->last_check.at;
 	copy->last_check.outcome = rec->last_check.outcome;
-	if ((rc = enr_record_set(&copy->id, rec->id)) < 0 ||
-	    (rc = enr_record_set(&copy->customer, rec->customer)) < 0 ||
-	    (rc = enr_record_set(&copy->vendor, rec->vendor)) < 0 ||
-	    (rc = enr_record_set(&copy->method, rec->method)) < 0 ||
-	    (rc = enr_record_set(&copy->account, rec->account)) < 0 ||
-	    (rc = enr_record_set(&copy->last_check.message, rec->last_check.message)) < 0)
+	for (size_t i = 0; i < ENR_ARRAY_SIZE(rec_strings); i++)
+		if ((rc = enr_record_set(rec_string(copy, &rec_strings[i]),
+		                         rec_string_value(rec, &rec_strings[i]))) < 0)
+			goto out;
+	if ((rc = enr_record_set(&copy->last_check.message, rec->last_check.message)) < 0)
 		goto out;
 	for (size_t i = 0; i < ENR_ARRAY_SIZE(cred_fields); i++) {
 		rc = enr_record_set(cred_slot(&copy->cred, &cred_fields[i]),
@@ -196,35 +240,61 @@ out:
 	return rc;
 }
 
+int enr_record_set_tokens(struct enr_record *rec, const struct enr_oauth_tokens *tokens)
+{
+	struct enr_tokens *t = &rec->cred.tokens;
+	int rc;
+
+	if ((rc = enr_record_set(&t->access_token, tokens->access_token)) < 0)
+		return rc;
+	rec->access_expires_at = tokens->access_expires_at;
+	/* A rotated refresh token replaces the old one; none means the old one lives on. */
+	if (tokens->refresh_token) {
+		if ((rc = enr_record_set(&t->refresh_token, tokens->refresh_token)) < 0)
+			return rc;
+		rec->refresh_expires_at = tokens->refresh_expires_at;
+	}
+	if ((tokens->id_token && (rc = enr_record_set(&t->id_token, tokens->id_token)) < 0) ||
+	    (tokens->token_type && (rc = enr_record_set(&t->token_type, tokens->token_type)) < 0) ||
+	    (tokens->scope && (rc = enr_record_set(&t->scope, tokens->scope)) < 0))
+		return rc;
+	return 0;
+}
+
+/* Copies of `x` and of `y` (NULL gives NULL): both, or ENR_E_NOMEM and neither. */
+static int copy_two(char **a, const char *x, char **b, const char *y)
+{
+	*a = enr_util_strdup(x);
+	*b = y ? enr_util_strdup(y) : NULL;
+	if (*a && (*b || !y))
+		return 0;
+	free(*a);
+	free(*b);
+	return enr_error_set(ENR_E_NOMEM, NULL);
+}
+
 int enr_record_add_site(struct enr_record *rec, const char *id, const char *name)
 {
-	struct enr_site *grown;
-	char *id_copy = NULL, *name_copy = NULL;
+	struct enr_site site, *grown;
 
 	for (size_t i = 0; i < rec->n_sites; i++)
 		if (strcmp(rec->sites[i].id, id) == 0)
 			return enr_record_set(&rec->sites[i].name, name);
-	id_copy = enr_util_strdup(id);
-	if (!id_copy || (name && !(name_copy = enr_util_strdup(name))))
-		goto nomem;
-	grown = realloc(rec->sites, (rec->n_sites + 1) * sizeof(*grown));
-	if (!grown)
-		goto nomem;
+	if (copy_two(&site.id, id, &site.name, name) < 0)
+		return ENR_E_NOMEM;
+	if (!(grown = realloc(rec->sites, (rec->n_sites + 1) * sizeof(*grown)))) {
+		free(site.id);
+		free(site.name);
+		return enr_error_set(ENR_E_NOMEM, NULL);
+	}
 	rec->sites = grown;
-	rec->sites[rec->n_sites].id = id_copy;
-	rec->sites[rec->n_sites].name = name_copy;
-	rec->n_sites++;
+	rec->sites[rec->n_sites++] = site;
 	return 0;
-nomem:
-	free(id_copy);
-	free(name_copy);
-	return enr_error_set(ENR_E_NOMEM, NULL);
 }
 
 int enr_record_set_extra(struct enr_record *rec, const char *key, const char *value)
 {
-	struct enr_pair *grown;
-	char *key_copy = NULL, *value_copy = NULL;
+	struct enr_pair pair, *grown;
 
 	for (size_t i = 0; i < rec->n_extra; i++) {
 		if (strcmp(rec->extra[i].key, key) != 0)
@@ -240,22 +310,16 @@ int enr_record_set_extra(struct enr_record *rec, const char *key, const char *va
 	}
 	if (!value)
 		return 0;
-	key_copy = enr_util_strdup(key);
-	value_copy = enr_util_strdup(value);
-	if (!key_copy || !value_copy)
-		goto nomem;
-	grown = realloc(rec->extra, (rec->n_extra + 1) * sizeof(*grown));
-	if (!grown)
-		goto nomem;
+	if (copy_two(&pair.key, key, &pair.value, value) < 0)
+		return ENR_E_NOMEM;
+	if (!(grown = realloc(rec->extra, (rec->n_extra + 1) * sizeof(*grown)))) {
+		free(pair.key);
+		free(pair.value);
+		return enr_error_set(ENR_E_NOMEM, NULL);
+	}
 	rec->extra = grown;
-	rec->extra[rec->n_extra].key = key_copy;
-	rec->extra[rec->n_extra].value = value_copy;
-	rec->n_extra++;
+	rec->extra[rec->n_extra++] = pair;
 	return 0;
-nomem:
-	free(key_copy);
-	free(value_copy);
-	return enr_error_set(ENR_E_NOMEM, NULL);
 }
 
 const char *enr_record_extra(const struct enr_record *rec, const char *key)
@@ -343,32 +407,36 @@ int enr_store__record_check(const struct enr_record *rec)
 
 /* ---- writing JSON ---- */
 
-bool enr_store__buf_reserve(struct store_buf *b, size_t extra)
+bool enr_store__grow(char **buf, size_t *cap, size_t need, size_t keep, size_t wipe, size_t initial)
 {
-	size_t cap;
+	size_t size = *cap ? *cap : initial;
 	char *grown;
 
+	while (size < need)
+		size *= 2;
+	/* Not realloc: the old block would be freed without being wiped. */
+	if (!(grown = malloc(size)))
+		return false;
+	if (*buf) {
+		memcpy(grown, *buf, keep);
+		OPENSSL_cleanse(*buf, wipe);
+		free(*buf);
+	}
+	*buf = grown;
+	*cap = size;
+	return true;
+}
+
+bool enr_store__buf_reserve(struct store_buf *b, size_t extra)
+{
 	if (b->failed)
 		return false;
 	if (b->len + extra + 1 <= b->cap)
 		return true;
-	cap = b->cap ? b->cap : 4096;
-	while (cap < b->len + extra + 1)
-		cap *= 2;
-	/* Not realloc: the old block would be freed without being wiped. */
-	grown = malloc(cap);
-	if (!grown) {
+	/* What lies past len was never used (or was wiped before). */
+	if (!enr_store__grow(&b->data, &b->cap, b->len + extra + 1, b->len, b->len + 1, 1024))
 		b->failed = true;
-		return false;
-	}
-	if (b->data) {
-		memcpy(grown, b->data, b->len);
-		OPENSSL_cleanse(b->data, b->cap);
-		free(b->data);
-	}
-	b->data = grown;
-	b->cap = cap;
-	return true;
+	return !b->failed;
 }
 
 void enr_store__buf_add(struct store_buf *b, const char *s, size_t n)
@@ -385,65 +453,85 @@ void enr_store__buf_str(struct store_buf *b, const char *s)
 	enr_store__buf_add(b, s, strlen(s));
 }
 
+/* Appends one character; the buffer must have room (reserved before). */
+static inline void put_char(struct store_buf *b, char c)
+{
+	b->data[b->len++] = c;
+}
+
 void enr_store__buf_json(struct store_buf *b, const char *s)
 {
 	static const char hex[] = "0123456789abcdef";
-	const char *run = s, *p = s;
-	char esc[7];
+	size_t len = strlen(s), run = 0, i;
 
-	enr_store__buf_add(b, "\"", 1);
-	for (; *p; p++) {
-		unsigned char c = (unsigned char)*p;
+	/* Room for the common case (nothing to escape); escapes reserve more. */
+	if (!enr_store__buf_reserve(b, len + 2))
+		return;
+	put_char(b, '"');
+	for (i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
 		if (c >= 0x20 && c != '"' && c != '\\')
 			continue;
-		enr_store__buf_add(b, run, (size_t)(p - run));
-		run = p + 1;
-		esc[0] = '\\';
+		if (!enr_store__buf_reserve(b, (i - run) + 6 + (len - i) + 1))
+			return;
+		memcpy(b->data + b->len, s + run, i - run);
+		b->len += i - run;
+		run = i + 1;
+		put_char(b, '\\');
 		switch (c) {
 		case '"':
 		case '\\':
-			esc[1] = (char)c;
+			put_char(b, (char)c);
 			break;
 		case '\n':
-			esc[1] = 'n';
+			put_char(b, 'n');
 			break;
 		case '\r':
-			esc[1] = 'r';
+			put_char(b, 'r');
 			break;
 		case '\t':
-			esc[1] = 't';
+			put_char(b, 't');
 			break;
 		default:
-			memcpy(esc + 1, "u00", 3);
-			esc[4] = hex[c >> 4];
-			esc[5] = hex[c & 15];
-			enr_store__buf_add(b, esc, 6);
-			continue;
+			put_char(b, 'u');
+			put_char(b, '0');
+			put_char(b, '0');
+			put_char(b, hex[c >> 4]);
+			put_char(b, hex[c & 15]);
+			break;
 		}
-		enr_store__buf_add(b, esc, 2);
 	}
-	enr_store__buf_add(b, run, (size_t)(p - run));
-	enr_store__buf_add(b, "\"", 1);
+	memcpy(b->data + b->len, s + run, len - run);
+	b->len += len - run;
+	put_char(b, '"');
+	b->data[b->len] = '\0';
 }
 
 void enr_store__buf_free(struct store_buf *b)
 {
 	if (b->data) {
-		OPENSSL_cleanse(b->data, b->cap);
+		OPENSSL_cleanse(b->data, b->len + 1 < b->cap ? b->len + 1 : b->cap);
 		free(b->data);
 	}
 	memset(b, 0, sizeof(*b));
 }
 
-/* Writes `,"name":` (no comma before the first member). */
+/* Writes `,"name":` (no comma before the first member); names need no escaping. */
 static void member(struct store_buf *b, bool *first, const char *name)
 {
+	size_t len = strlen(name);
+
+	if (!enr_store__buf_reserve(b, len + 4))
+		return;
 	if (!*first)
-		enr_store__buf_add(b, ",", 1);
+		put_char(b, ',');
 	*first = false;
-	enr_store__buf_add(b, "\"", 1);
-	enr_store__buf_str(b, name);
-	enr_store__buf_add(b, "\":", 2);
+	put_char(b, '"');
+	memcpy(b->data + b->len, name, len);
+	b->len += len;
+	put_char(b, '"');
+	put_char(b, ':');
+	b->data[b->len] = '\0';
 }
 
 static void member_str(struct store_buf *b, bool *first, const char *name, const char *value)
@@ -456,12 +544,20 @@ static void member_str(struct store_buf *b, bool *first, const char *name, const
 
 static void member_time(struct store_buf *b, bool *first, const char *name, long long t)
 {
-	char num[24];
+	char num[24], *p = num + sizeof(num);
+	unsigned long long v = t < 0 ? 0 - (unsigned long long)t : (unsigned long long)t;
 
 	if (!t)
 		return;
+	/* Not snprintf: with 10,000 records it would be a good part of a listing. */
+	do {
+		*--p = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	if (t < 0)
+		*--p = '-';
 	member(b, first, name);
-	enr_store__buf_add(b, num, (size_t)snprintf(num, sizeof(num), "%lld", t));
+	enr_store__buf_add(b, p, (size_t)(num + sizeof(num) - p));
 }
 
 static void write_credentials(struct store_buf *b, const struct enr_credentials *c, bool public,
@@ -491,10 +587,8 @@ void enr_store__record_write(struct store_buf *b, const struct enr_record *rec,
 		enr_store__buf_add(b, "}", 1);
 		return;
 	}
-	member_str(b, &first, "customer", rec->customer);
-	member_str(b, &first, "vendor", rec->vendor);
-	member_str(b, &first, "method", rec->method);
-	member_str(b, &first, "account", rec->account);
+	for (size_t i = 1; i < ENR_ARRAY_SIZE(rec_strings); i++) /* after the id */
+		member_str(b, &first, rec_strings[i].name, rec_string_value(rec, &rec_strings[i]));
 	if (rec->n_sites) {
 		member(b, &first, "sites");
 		enr_store__buf_add(b, "[", 1);
@@ -507,10 +601,17 @@ void enr_store__record_write(struct store_buf *b, const struct enr_record *rec,
 		}
 		enr_store__buf_add(b, "]", 1);
 	}
-	member_time(b, &first, "created_at", rec->created_at);
-	member_time(b, &first, "updated_at", rec->updated_at);
-	member_time(b, &first, "access_expires_at", rec->access_expires_at);
-	member_time(b, &first, "refresh_expires_at", rec->refresh_expires_at);
+	/*
+	 * The times are grouped so that no object has more than 10 members:
+	 * json-c grows the hash table of a bigger one, which costs a tenth of
+	 * the time of loading 10,000 records.
+	 */
+	inner = true;
+	member(b, &first, "times");
+	enr_store__buf_add(b, "{", 1);
+	for (size_t i = 0; i < ENR_ARRAY_SIZE(rec_times); i++)
+		member_time(b, &inner, rec_times[i].name, rec_time_value(rec, &rec_times[i]));
+	enr_store__buf_add(b, "}", 1);
 	if (rec->last_check.at || rec->last_check.outcome || rec->last_check.message) {
 		inner = true;
 		member(b, &first, "last_check");
@@ -667,6 +768,31 @@ static int read_last_check(struct enr_record *rec, struct json_object *obj)
 	return 0;
 }
 
+static const struct rec_field *find_field(const struct rec_field *fields, size_t n,
+                                          const char *name)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(fields[i].name, name) == 0)
+			return &fields[i];
+	return NULL;
+}
+
+static int read_times(struct enr_record *rec, struct json_object *obj)
+{
+	const struct rec_field *f;
+	int rc;
+
+	if (!json_object_is_type(obj, json_type_object))
+		return bad("times", "must be an object");
+	json_object_object_foreach(obj, key, v)
+	{
+		f = find_field(rec_times, ENR_ARRAY_SIZE(rec_times), key);
+		if (f && (rc = take_time(rec_time(rec, f), v, key)) < 0)
+			return rc;
+	}
+	return 0;
+}
+
 static int read_extra(struct enr_record *rec, struct json_object *obj)
 {
 	int rc;
@@ -683,64 +809,36 @@ static int read_extra(struct enr_record *rec, struct json_object *obj)
 	return 0;
 }
 
+static int read_public_credentials(struct enr_record *rec, struct json_object *obj)
+{
+	return read_credentials(&rec->cred, obj, false);
+}
+
+/* The members of a record that are objects or arrays. */
+static const struct {
+	const char *name;
+	int (*read)(struct enr_record *rec, struct json_object *obj);
+} rec_objects[] = {
+    {"sites", read_sites},           {"times", read_times},
+    {"last_check", read_last_check}, {"credentials", read_public_credentials},
+    {"extra", read_extra},
+};
+
 int enr_store__record_read(struct enr_record *rec, struct json_object *obj)
 {
+	const struct rec_field *f;
 	int rc = 0;
 
 	if (!json_object_is_type(obj, json_type_object))
 		return enr_error_set(ENR_E_PARSE, "a record must be a JSON object");
 	json_object_object_foreach(obj, key, v)
 	{
-		switch (key[0]) {
-		case 'a':
-			if (strcmp(key, "account") == 0)
-				rc = take_string(&rec->account, v, key);
-			else if (strcmp(key, "access_expires_at") == 0)
-				rc = take_time(&rec->access_expires_at, v, key);
-			break;
-		case 'c':
-			if (strcmp(key, "customer") == 0)
-				rc = take_string(&rec->customer, v, key);
-			else if (strcmp(key, "created_at") == 0)
-				rc = take_time(&rec->created_at, v, key);
-			else if (strcmp(key, "credentials") == 0)
-				rc = read_credentials(&rec->cred, v, false);
-			break;
-		case 'e':
-			if (strcmp(key, "extra") == 0)
-				rc = read_extra(rec, v);
-			break;
-		case 'i':
-			if (strcmp(key, "id") == 0)
-				rc = take_string(&rec->id, v, key);
-			break;
-		case 'l':
-			if (strcmp(key, "last_check") == 0)
-				rc = read_last_check(rec, v);
-			break;
-		case 'm':
-			if (strcmp(key, "method") == 0)
-				rc = take_string(&rec->method, v, key);
-			break;
-		case 'r':
-			if (strcmp(key, "refresh_expires_at") == 0)
-				rc = take_time(&rec->refresh_expires_at, v, key);
-			break;
-		case 's':
-			if (strcmp(key, "sites") == 0)
-				rc = read_sites(rec, v);
-			break;
-		case 'u':
-			if (strcmp(key, "updated_at") == 0)
-				rc = take_time(&rec->updated_at, v, key);
-			break;
-		case 'v':
-			if (strcmp(key, "vendor") == 0)
-				rc = take_string(&rec->vendor, v, key);
-			break;
-		default:
-			break;
-		}
+		/* Unknown members are left out: a newer schema migrates instead. */
+		if ((f = find_field(rec_strings, ENR_ARRAY_SIZE(rec_strings), key)))
+			rc = take_string(rec_string(rec, f), v, key);
+		for (size_t i = 0; !f && i < ENR_ARRAY_SIZE(rec_objects); i++)
+			if (strcmp(key, rec_objects[i].name) == 0)
+				rc = rec_objects[i].read(rec, v);
 		if (rc < 0)
 			return rc;
 	}

@@ -16,6 +16,7 @@
 #include "derenroll/config.h"
 #include "derenroll/error.h"
 #include "derenroll/log.h"
+#include "derenroll/oauth.h"
 #include "derenroll/store.h"
 #include "store_internal.h"
 
@@ -147,71 +148,48 @@ static void set(char **field, const char *fmt, int n)
 	assert_int_equal(enr_record_set(field, buf), 0);
 }
 
+/* Vendor, method and credentials of a sample of each type; %1$d is its number. */
+static const char *const sample_json[] = {
+    [ENR_CRED_OAUTH] = "\"vendor\":\"tesla\",\"method\":\"oauth\",\"credentials\":{\"type\":"
+                       "\"oauth\",\"access_token\":\"eyJhbGciOi.ACCESS-%1$d.sig\","
+                       "\"refresh_token\":\"NA_REFRESH-%1$d\",\"token_type\":\"Bearer\","
+                       "\"scope\":\"openid offline_access energy_device_data\","
+                       "\"id_token\":\"eyJ.IDTOKEN-%1$d.x\"}",
+    [ENR_CRED_API_KEY] = "\"vendor\":\"solaredge\",\"method\":\"key\",\"credentials\":{\"type\":"
+                         "\"api_key\",\"api_key\":\"APIKEY-%1$d-L4QLVQ1LOKCQX2193VSEICXW61\","
+                         "\"account_key\":\"ACCOUNTKEY-%1$d\"}",
+    [ENR_CRED_KEY_PAIR] =
+        "\"vendor\":\"solis\",\"method\":\"key\",\"credentials\":{\"type\":"
+        "\"key_pair\",\"key_id\":\"130%1$d\",\"key_secret\":\"KEYSECRET-%1$d-6a\"}",
+    [ENR_CRED_PARTNER] = "\"vendor\":\"enphase\",\"method\":\"partner\",\"credentials\":{\"type\":"
+                         "\"partner\",\"access_token\":\"PARTNER-ACCESS-%1$d\",\"refresh_token\":"
+                         "\"PARTNER-REFRESH-%1$d\",\"api_key\":\"PARTNER-APIKEY-%1$d\"}",
+    [ENR_CRED_EMAIL] =
+        "\"vendor\":\"sma\",\"method\":\"email\",\"credentials\":{\"type\":\"email\","
+        "\"owner_email\":\"owner%1$d@example.org\",\"access_token\":\"SMA-ACCESS-%1$d\","
+        "\"refresh_token\":\"SMA-REFRESH-%1$d\"}",
+    [ENR_CRED_JOIN] =
+        "\"vendor\":\"derapi\",\"method\":\"join\",\"credentials\":{\"type\":\"join\","
+        "\"enrollment_id\":\"enr-%1$d\",\"state\":\"active\",\"program_id\":"
+        "\"prog-%1$d\",\"flow_id\":\"flow-%1$d\",\"access_token\":\"JOIN-ACCESS-%1$d\"}",
+    [ENR_CRED_ACCOUNT] =
+        "\"vendor\":\"solaredge\",\"method\":\"account\",\"credentials\":{\"type\":"
+        "\"account\",\"site_id\":\"acct-site-%1$d\",\"secret_name\":"
+        "\"vendor.solaredge.api_key\"}",
+};
+
 /* A record of each credential type, every field filled, with values unique to `n`. */
 static struct enr_record *sample(enum enr_cred_type type, int n)
 {
-	struct enr_credentials *c;
 	struct enr_record *rec = NULL;
-	char site[32], name[64];
+	char site[32], name[64], body[1024], json[1100];
 
-	assert_int_equal(enr_record_new(&rec), 0);
-	c = &rec->cred;
-	c->type = type;
-	set(&rec->customer, "Customer \"Zoë\" %d\tjob\n#J-%d", n);
-	switch (type) {
-	case ENR_CRED_OAUTH:
-		set(&rec->vendor, "tesla", n);
-		set(&rec->method, "oauth", n);
-		set(&c->tokens.access_token, "eyJhbGciOi.ACCESS-%d.sig", n);
-		set(&c->tokens.refresh_token, "NA_REFRESH-%d", n);
-		set(&c->tokens.token_type, "Bearer", n);
-		set(&c->tokens.scope, "openid offline_access energy_device_data", n);
-		set(&c->tokens.id_token, "eyJ.IDTOKEN-%d.x", n);
-		break;
-	case ENR_CRED_API_KEY:
-		set(&rec->vendor, "solaredge", n);
-		set(&rec->method, "key", n);
-		set(&c->api_key, "APIKEY-%d-L4QLVQ1LOKCQX2193VSEICXW61NP6B1O", n);
-		set(&c->account_key, "ACCOUNTKEY-%d", n);
-		break;
-	case ENR_CRED_KEY_PAIR:
-		set(&rec->vendor, "solis", n);
-		set(&rec->method, "key", n);
-		set(&c->key_id, "130%d", n);
-		set(&c->key_secret, "KEYSECRET-%d-6a2c", n);
-		break;
-	case ENR_CRED_PARTNER:
-		set(&rec->vendor, "enphase", n);
-		set(&rec->method, "partner", n);
-		set(&c->tokens.access_token, "PARTNER-ACCESS-%d", n);
-		set(&c->tokens.refresh_token, "PARTNER-REFRESH-%d", n);
-		set(&c->api_key, "PARTNER-APIKEY-%d", n);
-		break;
-	case ENR_CRED_EMAIL:
-		set(&rec->vendor, "sma", n);
-		set(&rec->method, "email", n);
-		set(&c->owner_email, "owner%d@example.org", n);
-		set(&c->tokens.access_token, "SMA-ACCESS-%d", n);
-		set(&c->tokens.refresh_token, "SMA-REFRESH-%d", n);
-		break;
-	case ENR_CRED_JOIN:
-		set(&rec->vendor, "derapi", n);
-		set(&rec->method, "join", n);
-		set(&c->join.enrollment_id, "enr-%d", n);
-		set(&c->join.state, "active", n);
-		set(&c->join.program_id, "prog-%d", n);
-		set(&c->join.flow_id, "flow-%d", n);
-		set(&c->tokens.access_token, "JOIN-ACCESS-%d", n);
-		break;
-	case ENR_CRED_ACCOUNT:
-		set(&rec->vendor, "solaredge", n);
-		set(&rec->method, "account", n);
-		set(&c->account.site_id, "acct-site-%d", n);
-		set(&c->account.secret_name, "vendor.solaredge.api_key", n);
-		break;
-	default:
-		fail();
-	}
+	snprintf(body, sizeof(body), sample_json[type], n);
+	snprintf(json, sizeof(json), "{\"id\":\"new\",%s}", body);
+	assert_int_equal(enr_record_from_json(&rec, json), 0);
+	assert_int_equal(rec->cred.type, type);
+	assert_int_equal(enr_record_set(&rec->id, NULL), 0);
+	set(&rec->customer, "Customer \"Zoë\" %1$d\tjob\n#J-%1$d", n);
 	set(&rec->account, "sub-%d-5f3e", n);
 	snprintf(site, sizeof(site), "site-%d-%d", type, n);
 	snprintf(name, sizeof(name), "Home \\ %d", n);
@@ -619,6 +597,56 @@ static void absurd_parameters_and_newer_formats_are_refused(void **state)
 	enr_record_free(rec);
 }
 
+static void big_store_reads_on_two_threads(void **state)
+{
+	struct enr_store_options o = options(NULL);
+	struct enr_record **recs = calloc(2101, sizeof(*recs));
+	struct enr_store *store = NULL;
+	unsigned char *bytes;
+	char name[32], *bad;
+	size_t len;
+
+	(void)state;
+	o.plaintext = true;
+	assert_int_equal(enr_store_open(&store, &o), 0);
+	for (int i = 0; i < 2101; i++) {
+		recs[i] = numbered("r", i);
+		snprintf(name, sizeof(name), "id%08d", i);
+		enr_record_set(&recs[i]->id, name);
+	}
+	assert_int_equal(enr_store__bulk_insert(store, recs, 2101), 0);
+	enr_store_free(store);
+	for (int metadata_only = 0; metadata_only < 2; metadata_only++) {
+		o.metadata_only = metadata_only;
+		assert_int_equal(enr_store_open(&store, &o), 0);
+		assert_int_equal(enr_store_count(store), 2101);
+		for (int i = 0; i < 2101; i++) {
+			const struct enr_record *rec = enr_store_at(store, (size_t)i);
+			snprintf(name, sizeof(name), "r%d", i);
+			assert_string_equal(rec->customer, name);
+			snprintf(name, sizeof(name), "key-r%d", i);
+			if (metadata_only)
+				assert_null(rec->cred.api_key);
+			else
+				assert_string_equal(rec->cred.api_key, name);
+		}
+		enr_store_free(store);
+	}
+	/* A bad record in the half the second thread reads. */
+	bytes = read_bytes(path, &len);
+	bytes[len] = '\0';
+	bad = strstr((char *)bytes, "\"customer\":\"r2050\"");
+	assert_non_null(bad);
+	memcpy(bad, "\"customer\":1234567", 18);
+	write_bytes(path, bytes, len);
+	o.metadata_only = false;
+	assert_int_equal(enr_store_open(&store, &o), ENR_E_CORRUPT);
+	assert_non_null(strstr(enr_error_last(), "'customer' must be a string"));
+	assert_non_null(strstr(enr_error_last(), "store.bak"));
+	free(bytes);
+	free(recs);
+}
+
 /* ---- crash safety ---- */
 
 static void crash_writer(int report_fd, int start)
@@ -943,12 +971,14 @@ static void same_site_updates_the_record(void **state)
 	/* Only one of its sites is the same: still the same system. */
 	free(again->sites[1].id);
 	again->sites[1].id = strdup("a-new-site");
+	enr_record_set(&again->account, NULL); /* not told: the stored one stays */
 	put_ok(store, again, true);
 	assert_string_equal(again->id, first->id);
 	assert_int_equal(again->created_at, created);
 	assert_int_equal(enr_store_count(store), 1);
 	assert_int_equal(enr_store_find_site(&got, store, "tesla", "a-new-site"), 0);
 	assert_string_equal(got->cred.tokens.access_token, "new-access");
+	assert_string_equal(got->account, first->account);
 	enr_record_free(got);
 	assert_int_equal(enr_store_find_site(&got, store, "sma", "a-new-site"), ENR_E_NOTFOUND);
 
@@ -959,6 +989,7 @@ static void same_site_updates_the_record(void **state)
 	assert_int_equal(enr_store_count(store), 2);
 
 	/* Another account for the same site is refused. */
+	enr_record_set(&again->account, first->account);
 	assert_int_equal(enr_record_dup(&thief, again), 0);
 	enr_record_set(&thief->id, NULL);
 	enr_record_set(&thief->account, "someone-else");
@@ -1150,6 +1181,11 @@ static void missing_store_is_empty_and_not_created(void **state)
 	assert_int_equal(enr_store_secret_count(store), 0);
 	assert_true(enr_store_encrypted(store));
 	assert_int_equal(asked.calls, 0);
+	/* Nothing to remove or lock: said without asking or creating anything. */
+	assert_int_equal(enr_store_remove(store, "abcdefghjk"), ENR_E_NOTFOUND);
+	assert_int_equal(enr_store_secret_remove(store, "relay.secret"), ENR_E_NOTFOUND);
+	assert_int_equal(enr_store_update(store, "abcdefghjk", keep_update, NULL), ENR_E_NOTFOUND);
+	assert_int_equal(asked.calls, 0);
 	assert_false(exists(dir));
 	/* The first write asks, as for a new store. */
 	put_ok(store, rec, false);
@@ -1275,6 +1311,37 @@ static void passphrase_file_loses_one_newline(void **state)
 	assert_null(pass);
 }
 
+static void token_answers_go_into_the_record(void **state)
+{
+	struct enr_record *rec = sample(ENR_CRED_OAUTH, 1);
+	struct enr_oauth_tokens answer = {0};
+	char access2[] = "access-2", refresh2[] = "refresh-2", access3[] = "access-3";
+	char scope[] = "openid";
+
+	(void)state;
+	answer.access_token = access2;
+	answer.refresh_token = refresh2;
+	answer.access_expires_at = 1000;
+	answer.refresh_expires_at = 2000;
+	assert_int_equal(enr_record_set_tokens(rec, &answer), 0);
+	assert_string_equal(rec->cred.tokens.access_token, "access-2");
+	assert_string_equal(rec->cred.tokens.refresh_token, "refresh-2");
+	assert_int_equal(rec->access_expires_at, 1000);
+	assert_int_equal(rec->refresh_expires_at, 2000);
+	assert_string_equal(rec->cred.tokens.token_type, "Bearer");
+	/* No refresh token in the answer: the stored one and its expiry stay. */
+	answer.access_token = access3;
+	answer.refresh_token = NULL;
+	answer.refresh_expires_at = 0;
+	answer.scope = scope;
+	assert_int_equal(enr_record_set_tokens(rec, &answer), 0);
+	assert_string_equal(rec->cred.tokens.access_token, "access-3");
+	assert_string_equal(rec->cred.tokens.refresh_token, "refresh-2");
+	assert_int_equal(rec->refresh_expires_at, 2000);
+	assert_string_equal(rec->cred.tokens.scope, "openid");
+	enr_record_free(rec);
+}
+
 static void outcomes_and_types_have_names(void **state)
 {
 	enum enr_record_outcome outcome;
@@ -1295,6 +1362,7 @@ static void outcomes_and_types_have_names(void **state)
 }
 
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+/* clang-format off */
 static const struct CMUnitTest tests[] = {
     T(every_credential_type_round_trips),
     T(metadata_only_leaves_secrets_out),
@@ -1304,6 +1372,7 @@ static const struct CMUnitTest tests[] = {
     T(flipped_bytes_are_detected),
     T(truncated_files_are_refused),
     T(absurd_parameters_and_newer_formats_are_refused),
+    T(big_store_reads_on_two_threads),
     T(killed_writers_leave_old_or_new_state),
     T(two_processes_add_500_each),
     T(record_lock_serialises_refreshes),
@@ -1318,7 +1387,9 @@ static const struct CMUnitTest tests[] = {
     T(encryption_off_writes_plain_json),
     T(app_secrets_back_config_lookups),
     T(passphrase_file_loses_one_newline),
+    T(token_answers_go_into_the_record),
     T(outcomes_and_types_have_names),
 };
+/* clang-format on */
 
 TEST_MAIN(tests)

@@ -29,6 +29,7 @@
  */
 struct enr_store;
 struct json_object;
+struct enr_oauth_tokens;
 
 /* Which kind of credentials a record holds (the field groups of enr_credentials). */
 enum enr_cred_type {
@@ -230,6 +231,8 @@ ENR_API int enr_store_remove(struct enr_store *store, const char *id);
  * this process or another; waits up to the lock timeout, then ENR_E_LOCKED),
  * re-reads it, runs `fn` on it and writes the result. Two processes
  * refreshing the same record thus never both spend its refresh token.
+ * put, remove and update of a record wait while it is locked, even through
+ * the handle that holds the lock: save it with enr_store_lock_save().
  */
 ENR_API int enr_store_update(struct enr_store *store, const char *id, enr_store_update_fn fn,
                              void *ctx);
@@ -287,6 +290,13 @@ ENR_API int enr_record_set(char **field, const char *value);
 
 /* Adds a site, or renames it when its id is already there. */
 ENR_API int enr_record_add_site(struct enr_record *rec, const char *id, const char *name);
+
+/*
+ * Takes a token answer (derenroll/oauth.h) into the record's tokens and
+ * expiry times. When the answer has no refresh token the stored one stays,
+ * with its expiry; id_token, token_type and scope are replaced when given.
+ */
+ENR_API int enr_record_set_tokens(struct enr_record *rec, const struct enr_oauth_tokens *tokens);
 
 /* Sets `extra[key]` (NULL value removes it); the value of a key, or NULL. */
 ENR_API int enr_record_set_extra(struct enr_record *rec, const char *key, const char *value);

@@ -18,6 +18,41 @@ struct enr_qr {
 static const char level_names[] = {
     [QR_ECLEVEL_L] = 'L', [QR_ECLEVEL_M] = 'M', [QR_ECLEVEL_Q] = 'Q', [QR_ECLEVEL_H] = 'H'};
 
+/* ECI designator of UTF-8 (ISO/IEC 18004, AIM ECI 26). */
+#define ECI_UTF8 26
+
+/*
+ * Byte mode at `version` (0: the smallest that fits) and `level`. Text beyond
+ * ASCII gets an ECI header saying UTF-8: without it readers must guess
+ * between ISO-8859-1 (the standard's default), UTF-8 and Shift JIS. ASCII
+ * needs none (the same bytes in all three), and skipping it keeps the widest
+ * reader support. NULL with errno set on failure.
+ */
+static QRcode *encode(const char *text, size_t len, bool ascii, int version, QRecLevel level)
+{
+	QRinput *input = QRinput_new2(version, level);
+	QRcode *code = NULL;
+	int saved_errno;
+
+	if (!input)
+		return NULL;
+	if ((ascii || QRinput_appendECIheader(input, ECI_UTF8) == 0) &&
+	    QRinput_append(input, QR_MODE_8, (int)len, (const unsigned char *)text) == 0)
+		code = QRcode_encodeInput(input);
+	saved_errno = errno;
+	QRinput_free(input);
+	errno = saved_errno;
+	return code;
+}
+
+static bool is_ascii(const char *text)
+{
+	for (; *text; text++)
+		if ((unsigned char)*text >= 0x80)
+			return false;
+	return true;
+}
+
 static int encode_failed(size_t len)
 {
 	if (errno == ENOMEM)
@@ -31,6 +66,7 @@ int enr_qr_encode(struct enr_qr **out, const char *text)
 	QRecLevel best_level = QR_ECLEVEL_L;
 	struct enr_qr *qr = NULL;
 	size_t len, n;
+	bool ascii;
 	int rc = 0;
 
 	assert(out && text);
@@ -45,11 +81,12 @@ int enr_qr_encode(struct enr_qr **out, const char *text)
 	/* Level L picks the version (the size); a screen is a clean medium, so
 	 * size matters more than damage tolerance. Then keep every stronger level
 	 * that fits the same version: more tolerance of glare and blur at no cost. */
-	best = QRcode_encodeString8bit(text, 0, QR_ECLEVEL_L);
+	ascii = is_ascii(text);
+	best = encode(text, len, ascii, 0, QR_ECLEVEL_L);
 	if (!best)
 		return encode_failed(len);
 	for (int l = QR_ECLEVEL_M; l <= QR_ECLEVEL_H; l++) {
-		QRcode *stronger = QRcode_encodeString8bit(text, best->version, (QRecLevel)l);
+		QRcode *stronger = encode(text, len, ascii, best->version, (QRecLevel)l);
 		if (!stronger) {
 			if (errno == ENOMEM) {
 				rc = encode_failed(len);

@@ -14,7 +14,8 @@
 struct enr_qr;
 
 /*
- * Encodes `text` (UTF-8, encoded as bytes in byte mode) into the smallest QR
+ * Encodes `text` (UTF-8, as bytes in byte mode; with an ECI header saying
+ * UTF-8 when it is not plain ASCII) into the smallest QR
  * code that holds it at error-correction level L, then raises the level (M, Q,
  * H) as far as that same version allows: the code is never larger than it must
  * be, and gets the most error correction its size gives for free. The caller

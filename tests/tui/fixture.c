@@ -188,6 +188,7 @@ static int list_key(struct screen *s, const struct keypress *k)
 static int fill_list(struct listview *lv, size_t n)
 {
 	static const char *const vendors[] = {"Tesla", "Solis", "SMA", "SolarEdge", "Enphase"};
+	static const char *const ids[] = {"tesla", "solis", "sma", "solaredge", "enphase"};
 	static const char *const names[] = {"Smith", "Müller", "Øster", "García", "Nguyen"};
 
 	for (size_t i = 0; i < n; i++) {
@@ -196,7 +197,7 @@ static int fill_list(struct listview *lv, size_t n)
 		snprintf(label, sizeof(label), "Row %05zu  %-9s  %s household %zu", i + 1, vendor,
 		         names[(i / 5) % 5], i + 1);
 		snprintf(reason, sizeof(reason), "not configured: set [vendor.%s] client_id",
-		         vendor);
+		         ids[i % 5]);
 		if (listview_add(lv, label, (i + 1) % 7 == 0 ? reason : NULL, NULL) < 0)
 			return -1;
 	}

@@ -42,6 +42,9 @@ date +%s.%N >"$RUN/t0"
 echo $? >"$RUN/rc"
 stty -a >"$RUN/stty.after"
 echo "FIXTURE EXITED"
+# What a person types (or pastes) next, as the shell would read it.
+IFS= read -r line
+printf '%s\n' "$line" >"$RUN/typed"
 exec sleep 600
 WRAP
 
@@ -150,4 +153,18 @@ expect_exit() {
 		printf '%s\n' "$after" | tr ' ' '\n' | grep -qx -- "$flag" || ok=1
 	done
 	check $ok "$1: terminal sane (icanon echo opost isig icrnl)" "$after"
+	flags=$(T display -p -t t '#{alternate_on} #{cursor_flag} #{keypad_flag}')
+	[ "$flags" = "0 1 0" ]
+	check $? "$1: main screen, cursor shown, keypad mode off" "alternate, cursor, keypad: $flags"
+	# Bracketed paste must be off: a paste reaches the shell as plain text,
+	# echoed as it is typed.
+	T set-buffer -b after "pasted after exit"
+	T paste-buffer -p -b after -t t
+	keys Enter
+	wait_file "$RUN/typed"
+	typed=$(cat "$RUN/typed" 2>/dev/null)
+	wait_screen "pasted after exit" >/dev/null
+	echoed=$?
+	[ "$typed" = "pasted after exit" ] && [ $echoed -eq 0 ]
+	check $? "$1: a paste afterwards arrives as plain text, echoed" "read: $(printf '%s' "$typed" | od -c | head -2)"
 }

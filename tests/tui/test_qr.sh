@@ -5,7 +5,7 @@
 # locale still give a code that decodes.
 set -u
 . "$(dirname "$0")/lib.sh"
-plan 41
+plan 48
 
 SHORT="https://relay.example.com/s/K7Q2MX9P4TZA"
 LONG="https://auth.tesla.com/oauth2/v3/authorize?response_type=code&client_id=0123456789abcdef0123456789abcdef&redirect_uri=https%3A%2F%2Frelay.example.com%2Fcb&scope=openid%20offline_access%20energy_device_data%20energy_cmds&state=Vw3k9Qx1Zt7Lp2Hn8Rc4Yb6Md0Fa5Je&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256&prompt_missing_scopes=true"

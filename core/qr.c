@@ -73,7 +73,8 @@ int enr_qr_encode(struct enr_qr **out, const char *text)
 	*out = NULL;
 	len = strlen(text);
 	if (len == 0)
-		return enr_error_set(ENR_E_USAGE, "nothing to put in the QR code: the text is empty");
+		return enr_error_set(ENR_E_USAGE,
+		                     "nothing to put in the QR code: the text is empty");
 	if (len > ENR_QR_MAX_BYTES)
 		return enr_error_set(ENR_E_USAGE,
 		                     "the text is too long for a QR code (%zu bytes, at most %d)",

@@ -136,9 +136,8 @@ static void cells_needed_adds_the_quiet_zone(void **state)
 		bool utf8;
 		int cols, rows;
 	} cases[] = {
-	    {21, true, 29, 15},    {21, false, 58, 29},  {29, true, 37, 19},
-	    {29, false, 74, 37},   {25, true, 33, 17},   {177, true, 185, 93},
-	    {177, false, 370, 185},
+	    {21, true, 29, 15}, {21, false, 58, 29},  {29, true, 37, 19},     {29, false, 74, 37},
+	    {25, true, 33, 17}, {177, true, 185, 93}, {177, false, 370, 185},
 	};
 
 	(void)state;
@@ -164,7 +163,8 @@ static void empty_and_over_long_text_are_refused(void **state)
 	text[ENR_QR_MAX_BYTES + 1] = '\0';
 	assert_int_equal(enr_qr_encode(&qr, text), ENR_E_USAGE);
 	assert_null(qr);
-	assert_non_null(strstr(enr_error_last(), "too long for a QR code (2954 bytes, at most 2953)"));
+	assert_non_null(
+	    strstr(enr_error_last(), "too long for a QR code (2954 bytes, at most 2953)"));
 
 	/* The largest code there is. */
 	text[ENR_QR_MAX_BYTES] = '\0';

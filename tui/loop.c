@@ -8,6 +8,7 @@
 
 #include "derenroll/error.h"
 #include "loop.h"
+#include "mem.h"
 
 struct watch {
 	int fd;
@@ -69,7 +70,8 @@ int loop_init(void)
 	return 0;
 }
 
-static void drop_posts(void)
+/* Takes every posted function, oldest first, out of the queue. */
+static struct post *take_posts(void)
 {
 	struct post *p;
 
@@ -77,8 +79,18 @@ static void drop_posts(void)
 	p = post_head;
 	post_head = post_tail = NULL;
 	pthread_mutex_unlock(&post_lock);
+	return p;
+}
+
+/* Runs (when `run`) and frees the posted functions. */
+static void flush_posts(bool run)
+{
+	struct post *p = take_posts();
+
 	while (p) {
 		struct post *next = p->next;
+		if (run)
+			p->fn(p->ctx);
 		free(p);
 		p = next;
 	}
@@ -95,7 +107,7 @@ void loop_done(void)
 	L.wake_pipe[0] = -1;
 	close(w);
 	close(r);
-	drop_posts();
+	flush_posts(false);
 	free(L.watches);
 	free(L.timers);
 	free(L.pfds);
@@ -115,30 +127,13 @@ static struct watch *find_watch(int fd)
 	return NULL;
 }
 
-static int grow(void **array, size_t *cap, size_t need, size_t elem)
-{
-	void *bigger;
-	size_t new_cap;
-
-	if (need <= *cap)
-		return 0;
-	new_cap = *cap ? *cap * 2 : 8;
-	while (new_cap < need)
-		new_cap *= 2;
-	bigger = realloc(*array, new_cap * elem);
-	if (!bigger)
-		return enr_error_set(ENR_E_NOMEM, NULL);
-	*array = bigger;
-	*cap = new_cap;
-	return 0;
-}
-
 int loop_watch_fd(int fd, short events, loop_fd_fn *fn, void *ctx)
 {
 	struct watch *w = find_watch(fd);
 
 	if (!w) {
-		if (grow((void **)&L.watches, &L.cap_watches, L.n_watches + 1, sizeof(*w)) < 0)
+		if (tui_grow((void **)&L.watches, &L.cap_watches, L.n_watches + 1, sizeof(*w), 8) <
+		    0)
 			return ENR_E_NOMEM;
 		w = &L.watches[L.n_watches++];
 		w->fd = fd;
@@ -172,7 +167,7 @@ unsigned loop_set_timer(long ms, loop_fn *fn, void *ctx)
 {
 	struct timer *t;
 
-	if (grow((void **)&L.timers, &L.cap_timers, L.n_timers + 1, sizeof(*t)) < 0)
+	if (tui_grow((void **)&L.timers, &L.cap_timers, L.n_timers + 1, sizeof(*t), 8) < 0)
 		return 0;
 	if (++L.next_timer_id == 0)
 		L.next_timer_id = 1;
@@ -246,22 +241,6 @@ static void drain_wake_pipe(void)
 	}
 }
 
-static void run_posts(void)
-{
-	struct post *p;
-
-	pthread_mutex_lock(&post_lock);
-	p = post_head;
-	post_head = post_tail = NULL;
-	pthread_mutex_unlock(&post_lock);
-	while (p) {
-		struct post *next = p->next;
-		p->fn(p->ctx);
-		free(p);
-		p = next;
-	}
-}
-
 /* Milliseconds until the next timer is due: -1 (none) or 0 and up. */
 static int poll_timeout(void)
 {
@@ -300,11 +279,12 @@ static void run_timers(void)
 
 static int build_pollfds(size_t *n)
 {
-	if (grow((void **)&L.pfds, &L.cap_pfds, L.n_watches + 1, sizeof(*L.pfds)) < 0)
+	if (tui_grow((void **)&L.pfds, &L.cap_pfds, L.n_watches + 1, sizeof(*L.pfds), 8) < 0)
 		return ENR_E_NOMEM;
 	L.pfds[0] = (struct pollfd){.fd = L.wake_pipe[0], .events = POLLIN};
 	for (size_t i = 0; i < L.n_watches; i++)
-		L.pfds[i + 1] = (struct pollfd){.fd = L.watches[i].fd, .events = L.watches[i].events};
+		L.pfds[i + 1] =
+		    (struct pollfd){.fd = L.watches[i].fd, .events = L.watches[i].events};
 	*n = L.n_watches + 1;
 	return 0;
 }
@@ -327,7 +307,7 @@ int loop_run(void)
 			return enr_error_set_errno(ENR_E_IO, errno, "poll");
 		if (ready > 0 && (L.pfds[0].revents & POLLIN))
 			drain_wake_pipe();
-		run_posts();
+		flush_posts(true);
 		/* pfds[i + 1] was built from watches[i]; a watch added during
 		 * dispatch comes after those, one removed is only marked. */
 		for (size_t i = 0; ready > 0 && i + 1 < n && !L.quit; i++) {

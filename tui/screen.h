@@ -15,7 +15,7 @@
 #include "loop.h"
 #include "term.h"
 
-#define KEY_CTRL(c) ((c) & 0x1f)
+#define KEY_CTRL(c) ((c)&0x1f)
 #define KEY_ESC     27
 
 enum keypress_kind {

@@ -20,7 +20,7 @@
 
 enum { PAIR_QR = 1, PAIR_ERROR };
 
-static const int restoring_signals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGSEGV,
+static const int restoring_signals[] = {SIGINT,  SIGTERM, SIGHUP, SIGQUIT, SIGSEGV,
                                         SIGABRT, SIGBUS,  SIGFPE, SIGILL};
 
 static SCREEN *screen;
@@ -86,7 +86,7 @@ static void write_all(const char *s, size_t len)
 	}
 }
 
-/* Async-signal-safe: only write() and tcsetattr(). */
+/* Async-signal-safe: only write(), tcflush() and tcsetattr(). */
 static void restore_from_signal(void)
 {
 	int saved_errno = errno;
@@ -94,6 +94,9 @@ static void restore_from_signal(void)
 	if (active) {
 		active = 0;
 		write_all(restore_seq, restore_len);
+		/* Keys typed into the wizard but not read yet (a secret,
+		 * perhaps) must not reach the shell as a command line. */
+		tcflush(STDIN_FILENO, TCIFLUSH);
 		if (have_saved_termios)
 			tcsetattr(STDIN_FILENO, TCSANOW, &saved_termios);
 	}
@@ -224,18 +227,20 @@ int term_init(void)
 	if (active)
 		return 0;
 	if (!isatty(STDIN_FILENO) || !isatty(STDOUT_FILENO))
-		return enr_error_set(ENR_E_USAGE, "the wizard needs a terminal on standard input and "
-		                                  "output; scripts can use the sub-commands instead");
+		return enr_error_set(ENR_E_USAGE,
+		                     "the wizard needs a terminal on standard input and "
+		                     "output; scripts can use the sub-commands instead");
 	if (!term_name || !term_name[0])
 		return enr_error_set(ENR_E_USAGE, "TERM is not set: cannot draw the wizard");
 	have_saved_termios = tcgetattr(STDIN_FILENO, &saved_termios) == 0;
 	save_dispositions();
 	screen = newterm(NULL, stdout, stdin);
 	if (!screen)
-		return enr_error_set(ENR_E_USAGE,
-		                     "unknown terminal type '%s': set TERM to one this machine knows "
-		                     "(e.g. xterm-256color)",
-		                     term_name);
+		return enr_error_set(
+		    ENR_E_USAGE,
+		    "unknown terminal type '%s': set TERM to one this machine knows "
+		    "(e.g. xterm-256color)",
+		    term_name);
 	set_term(screen);
 	cbreak();
 	noecho();
@@ -264,10 +269,12 @@ void term_done(void)
 {
 	if (!active)
 		return;
-	remove_handlers();
-	active = 0;
+	/* The handlers stay until endwin() is done: a signal meanwhile still
+	 * restores the terminal. */
 	write_all(PASTE_OFF, strlen(PASTE_OFF));
 	endwin();
+	active = 0;
+	remove_handlers();
 	delscreen(screen);
 	screen = NULL;
 }

@@ -39,7 +39,9 @@ enum term_role {
  * is set or the terminal has none. Registers term_done() with atexit and
  * installs signal handlers: SIGINT, SIGTERM, SIGHUP, SIGQUIT and the fatal
  * signals (SEGV, ABRT, BUS, FPE, ILL) restore the terminal and re-raise, so the
- * process ends as the signal says. setlocale(LC_ALL, "") must have been called.
+ * process ends as the signal says (unread input is discarded first, so that
+ * keys typed into a screen never reach the shell). setlocale(LC_ALL, "") must
+ * have been called.
  * Returns 0, or ENR_E_USAGE with a message (not a terminal, unknown TERM).
  */
 int term_init(void);

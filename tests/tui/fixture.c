@@ -79,7 +79,8 @@ static void qr_draw(struct screen *s)
 	snprintf(caption, sizeof(caption), "Scan with the phone's camera. QR version %d, level %c.",
 	         enr_qr_version(st->qr), enr_qr_level(st->qr));
 	if (body.cols - cols - 2 >= CAPTION_MIN_COLS) {
-		struct area beside = {body.y + 1, body.x + cols + 2, rows - 1, body.cols - cols - 2};
+		struct area beside = {body.y + 1, body.x + cols + 2, rows - 1,
+		                      body.cols - cols - 2};
 		beside.y += draw_wrapped(beside, A_BOLD, caption) + 1;
 		draw_wrapped(beside, A_NORMAL, st->text);
 	} else if (body.rows > rows) {
@@ -237,7 +238,8 @@ int main(int argc, char **argv)
 			fprintf(stderr, "fixture: out of memory\n");
 			return 2;
 		}
-		screen = (struct screen){"list", list_draw, list_key, NULL, NULL, NULL, &list_state};
+		screen =
+		    (struct screen){"list", list_draw, list_key, NULL, NULL, NULL, &list_state};
 	} else {
 		return usage();
 	}

@@ -13,17 +13,21 @@ QRCAP=$2
 SOCK_BASE="derenroll-tui-$$-$(basename "$0" .sh)"
 SOCK="$SOCK_BASE-0"
 export LC_ALL=C.UTF-8
+# The servers' sockets live in the test's temporary directory, removed at exit.
+export TMUX_TMPDIR="$TMP"
 unset TMUX NO_COLOR FIXTURE_OUT FIXTURE_READY
 
 tmux_cleanup() {
-	i=0
-	while [ $i -le "${RUNS:-0}" ]; do
-		tmux -L "$SOCK_BASE-$i" kill-server >/dev/null 2>&1
-		i=$((i + 1))
+	_run=0
+	while [ $_run -le "${RUNS:-0}" ]; do
+		tmux -L "$SOCK_BASE-$_run" kill-server >/dev/null 2>&1
+		_run=$((_run + 1))
 	done
 	cleanup
 }
 trap tmux_cleanup EXIT
+# Killed or cut short (e.g. piped into head): still clean up through EXIT.
+trap 'exit 1' HUP INT PIPE TERM
 
 if ! command -v tmux >/dev/null 2>&1 || ! command -v zbarimg >/dev/null 2>&1; then
 	echo "1..0 # SKIP tmux or zbarimg (zbar-tools) is not installed"
@@ -52,7 +56,7 @@ WRAP
 # fixture at W x H; its files go to $RUN (out, ready, rc, stty.before/after).
 RUNS=0
 start() {
-	w=$1 h=$2
+	_w=$1 _h=$2
 	shift 2
 	T kill-server >/dev/null 2>&1
 	RUNS=$((RUNS + 1))
@@ -60,14 +64,14 @@ start() {
 	SOCK="$SOCK_BASE-$RUNS"
 	RUN="$TMP/run$RUNS"
 	mkdir -p "$RUN"
-	envs="RUN=$RUN FIXTURE_OUT=$RUN/out FIXTURE_READY=$RUN/ready"
+	_envs="RUN=$RUN FIXTURE_OUT=$RUN/out FIXTURE_READY=$RUN/ready"
 	while [ "$1" != "--" ]; do
-		envs="$envs $1"
+		_envs="$_envs $1"
 		shift
 	done
 	shift
 	# shellcheck disable=SC2086
-	T new-session -d -x "$w" -y "$h" -s t env $envs sh "$TMP/wrap.sh" "$FIXTURE" "$@"
+	T new-session -d -x "$_w" -y "$_h" -s t env $_envs sh "$TMP/wrap.sh" "$FIXTURE" "$@"
 	T set -g status off
 	wait_file "$RUN/ready"
 }
@@ -82,10 +86,10 @@ has_sgr() {
 
 # wait_file PATH: until it exists (at most 10 s).
 wait_file() {
-	i=0
-	while [ ! -s "$1" ] && [ $i -lt 100 ]; do
+	_tries=0
+	while [ ! -s "$1" ] && [ $_tries -lt 100 ]; do
 		sleep 0.1
-		i=$((i + 1))
+		_tries=$((_tries + 1))
 	done
 }
 
@@ -93,25 +97,25 @@ screen() { T capture-pane -t t -p -N; }
 
 # wait_screen TEXT: until the pane shows TEXT (at most 10 s); SCREEN is the capture.
 wait_screen() {
-	i=0
+	_tries=0
 	while :; do
 		SCREEN=$(screen)
 		case "$SCREEN" in *"$1"*) return 0 ;; esac
-		[ $i -ge 100 ] && return 1
+		[ $_tries -ge 100 ] && return 1
 		sleep 0.1
-		i=$((i + 1))
+		_tries=$((_tries + 1))
 	done
 }
 
 # wait_gone TEXT: until the pane no longer shows TEXT.
 wait_gone() {
-	i=0
+	_tries=0
 	while :; do
 		SCREEN=$(screen)
 		case "$SCREEN" in *"$1"*) ;; *) return 0 ;; esac
-		[ $i -ge 100 ] && return 1
+		[ $_tries -ge 100 ] && return 1
 		sleep 0.1
-		i=$((i + 1))
+		_tries=$((_tries + 1))
 	done
 }
 
@@ -124,6 +128,21 @@ keys_text() { T send-keys -t t -l "$1"; }
 decode() {
 	T capture-pane -t t -p -e -N >"$TMP/cap"
 	"$QRCAP" -t "${1:-dark}" <"$TMP/cap" >"$TMP/cap.pgm" && zbarimg -q --raw "$TMP/cap.pgm" 2>/dev/null
+}
+
+# expect_decodes NAME TEXT [dark|light]: the pane's QR code reads as TEXT.
+expect_decodes() {
+	_read=$(decode "${3:-dark}")
+	[ "$_read" = "$2" ]
+	check $? "$1" "zbarimg read '$_read'"
+}
+
+# expect_out NAME VALUE: the fixture exits and has written VALUE.
+expect_out() {
+	wait_screen "FIXTURE EXITED" >/dev/null
+	_out=$(cat "$RUN/out" 2>/dev/null)
+	[ "$_out" = "$2" ]
+	check $? "$1" "wrote '$_out'"
 }
 
 # resize W H: resizes the window, then waits for the fixture to redraw.
@@ -139,32 +158,32 @@ fixture_pid() { cut -d' ' -f1 "$RUN/ready"; }
 expect_exit() {
 	wait_screen "FIXTURE EXITED" >/dev/null
 	wait_file "$RUN/stty.after"
-	got=$(cat "$RUN/rc" 2>/dev/null)
-	[ "$got" = "$2" ]
-	check $? "$1: exit status $2" "status was '$got'; screen: $SCREEN"
-	after=$(cat "$RUN/stty.after" 2>/dev/null)
+	_rc=$(cat "$RUN/rc" 2>/dev/null)
+	[ "$_rc" = "$2" ]
+	check $? "$1: exit status $2" "status was '$_rc'; screen: $SCREEN"
+	_after=$(cat "$RUN/stty.after" 2>/dev/null)
 	# The size may have changed (resize tests): compare everything else.
 	sed 's/rows [0-9]*; columns [0-9]*;//' "$RUN/stty.before" >"$RUN/stty.before.cmp"
 	sed 's/rows [0-9]*; columns [0-9]*;//' "$RUN/stty.after" >"$RUN/stty.after.cmp" 2>/dev/null
 	cmp -s "$RUN/stty.before.cmp" "$RUN/stty.after.cmp"
 	check $? "$1: stty -a unchanged" "$(diff "$RUN/stty.before" "$RUN/stty.after" 2>&1)"
-	ok=0
-	for flag in icanon echo opost isig icrnl; do
-		printf '%s\n' "$after" | tr ' ' '\n' | grep -qx -- "$flag" || ok=1
+	_sane=0
+	for _flag in icanon echo opost isig icrnl; do
+		printf '%s\n' "$_after" | tr ' ' '\n' | grep -qx -- "$_flag" || _sane=1
 	done
-	check $ok "$1: terminal sane (icanon echo opost isig icrnl)" "$after"
-	flags=$(T display -p -t t '#{alternate_on} #{cursor_flag} #{keypad_flag}')
-	[ "$flags" = "0 1 0" ]
-	check $? "$1: main screen, cursor shown, keypad mode off" "alternate, cursor, keypad: $flags"
+	check $_sane "$1: terminal sane (icanon echo opost isig icrnl)" "$_after"
+	_modes=$(T display -p -t t '#{alternate_on} #{cursor_flag} #{keypad_flag}')
+	[ "$_modes" = "0 1 0" ]
+	check $? "$1: main screen, cursor shown, keypad mode off" "alternate, cursor, keypad: $_modes"
 	# Bracketed paste must be off: a paste reaches the shell as plain text,
 	# echoed as it is typed.
 	T set-buffer -b after "pasted after exit"
 	T paste-buffer -p -b after -t t
 	keys Enter
 	wait_file "$RUN/typed"
-	typed=$(cat "$RUN/typed" 2>/dev/null)
+	_typed=$(cat "$RUN/typed" 2>/dev/null)
 	wait_screen "pasted after exit" >/dev/null
-	echoed=$?
-	[ "$typed" = "pasted after exit" ] && [ $echoed -eq 0 ]
-	check $? "$1: a paste afterwards arrives as plain text, echoed" "read: $(printf '%s' "$typed" | od -c | head -2)"
+	_echoed=$?
+	[ "$_typed" = "pasted after exit" ] && [ $_echoed -eq 0 ]
+	check $? "$1: a paste afterwards arrives as plain text, echoed" "read: $(printf '%s' "$_typed" | od -c | head -2)"
 }

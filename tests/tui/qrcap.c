@@ -127,7 +127,7 @@ static void parse(FILE *in)
 				continue;
 			while ((final = fgetc(in)) != EOF && (final < 0x40 || final > 0x7e))
 				if (n + 1 < sizeof(params))
-					params[n++] = (char)final;
+					params[n++] = (char) final;
 			params[n] = '\0';
 			if (final == 'm')
 				apply_sgr(&st, params);
@@ -178,8 +178,8 @@ int main(int argc, char **argv)
 
 	if (argc == 3 && strcmp(argv[1], "-t") == 0 && strcmp(argv[2], "light") == 0)
 		dark_theme = false;
-	else if (!(argc == 1 || (argc == 3 && strcmp(argv[1], "-t") == 0 &&
-	                         strcmp(argv[2], "dark") == 0))) {
+	else if (!(argc == 1 ||
+	           (argc == 3 && strcmp(argv[1], "-t") == 0 && strcmp(argv[2], "dark") == 0))) {
 		fprintf(stderr, "usage: qrcap [-t dark|light] < capture > image.pgm\n");
 		return 2;
 	}

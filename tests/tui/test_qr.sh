@@ -20,12 +20,8 @@ check $? "short link: the QR screen is drawn" "$SCREEN"
 expect_in "title line" "Fixture: QR code" "$(printf '%s\n' "$SCREEN" | head -1)"
 expect_in "key-help line names q and ^C" "q quit  Esc quit  ^C quit" "$(printf '%s\n' "$SCREEN" | tail -1)"
 expect_in "caption names the level" "3, level M." "$SCREEN"
-got=$(decode dark)
-[ "$got" = "$SHORT" ]
-check $? "80x24: decodes to the link (dark terminal theme)" "zbarimg read '$got'"
-got=$(decode light)
-[ "$got" = "$SHORT" ]
-check $? "80x24: decodes to the link (light terminal theme)" "zbarimg read '$got'"
+expect_decodes "80x24: decodes to the link (dark terminal theme)" "$SHORT" dark
+expect_decodes "80x24: decodes to the link (light terminal theme)" "$SHORT" light
 # 29 modules and the 4-module quiet zone: 37 columns, 19 rows; the code's
 # 29 rows of modules span 15 rows of half blocks.
 [ "$(code_rows)" -eq 15 ]
@@ -46,9 +42,7 @@ check $? "70x20: 'Terminal too small' instead of the screen" "$SCREEN"
 expect_not_in "70x20: no partial code" "▀" "$SCREEN"
 resize 80 24
 wait_screen "Scan with the phone" >/dev/null
-got=$(decode)
-[ "$got" = "$SHORT" ]
-check $? "back at 80x24: redrawn and decodes" "zbarimg read '$got'"
+expect_decodes "back at 80x24: redrawn and decodes" "$SHORT"
 keys q
 expect_exit "q quits the QR screen" 0
 
@@ -68,9 +62,7 @@ resize 80 41
 wait_screen "█▀▀▀▀▀█" >/dev/null
 check $? "80x41: the big code appears" "$SCREEN"
 expect_not_in "80x41: the message is gone" "does not fit" "$SCREEN"
-got=$(decode)
-[ "$got" = "$LONG" ]
-check $? "80x41: the 370-char URL decodes" "zbarimg read '$(printf '%s' "$got" | head -c 80)...'"
+expect_decodes "80x41: the 370-char URL decodes" "$LONG"
 resize 100 30
 wait_screen "does not fit: need 11 more rows" >/dev/null
 check $? "100x30: back to the message, with the new count" "$SCREEN"
@@ -83,9 +75,7 @@ expect_exit "Esc quits" 0
 # --- NO_COLOR: reverse video ---
 start 80 24 NO_COLOR=1 -- qr "$SHORT"
 wait_screen "Scan with the phone" >/dev/null
-got=$(decode dark)
-[ "$got" = "$SHORT" ]
-check $? "NO_COLOR=1: decodes (reverse video)" "zbarimg read '$got'"
+expect_decodes "NO_COLOR=1: decodes (reverse video)" "$SHORT" dark
 ! has_sgr '3[0-7]|4[0-7]|9[0-7]|10[0-7]|[34]8'
 check $? "NO_COLOR=1: no colour at all"
 has_sgr 7
@@ -96,9 +86,7 @@ wait_screen "FIXTURE EXITED" >/dev/null
 # --- a monochrome terminal ---
 start 80 24 TERM=vt100 -- qr "$SHORT"
 wait_screen "Scan with the phone" >/dev/null
-got=$(decode dark)
-[ "$got" = "$SHORT" ]
-check $? "TERM=vt100: decodes (reverse video)" "zbarimg read '$got'"
+expect_decodes "TERM=vt100: decodes (reverse video)" "$SHORT" dark
 keys q
 expect_exit "TERM=vt100: q quits" 0
 
@@ -111,12 +99,8 @@ resize 80 40
 wait_screen "Scan with the phone" >/dev/null
 check $? "LANG=C at 80x40: the code is drawn" "$SCREEN"
 expect_not_in "LANG=C: no half blocks" "▀" "$SCREEN"
-got=$(decode dark)
-[ "$got" = "$SHORT" ]
-check $? "LANG=C: decodes (dark theme)" "zbarimg read '$got'"
-got=$(decode light)
-[ "$got" = "$SHORT" ]
-check $? "LANG=C: decodes (light theme)" "zbarimg read '$got'"
+expect_decodes "LANG=C: decodes (dark theme)" "$SHORT" dark
+expect_decodes "LANG=C: decodes (light theme)" "$SHORT" light
 has_sgr 30 && has_sgr 107
 check $? "LANG=C: the code is in the QR colour pair"
 keys q
@@ -124,9 +108,7 @@ wait_screen "FIXTURE EXITED" >/dev/null
 
 start 80 40 LC_ALL=C LANG=C NO_COLOR=1 -- qr "$SHORT"
 wait_screen "Scan with the phone" >/dev/null
-got=$(decode dark)
-[ "$got" = "$SHORT" ]
-check $? "LANG=C NO_COLOR=1: decodes (reverse video)" "zbarimg read '$got'"
+expect_decodes "LANG=C NO_COLOR=1: decodes (reverse video)" "$SHORT" dark
 keys q
 wait_screen "FIXTURE EXITED" >/dev/null
 
@@ -134,9 +116,7 @@ wait_screen "FIXTURE EXITED" >/dev/null
 NAME="https://relay.example.com/s/Zoë-Müller"
 start 80 24 -- qr "$NAME"
 wait_screen "Scan with the phone" >/dev/null
-got=$(decode)
-[ "$got" = "$NAME" ]
-check $? "UTF-8 link decodes to the same bytes" "zbarimg read '$got'"
+expect_decodes "UTF-8 link decodes to the same bytes" "$NAME"
 keys q
 wait_screen "FIXTURE EXITED" >/dev/null
 

@@ -14,6 +14,7 @@ expect_exit "^C on the QR screen" 130
 
 start 80 24 -- form
 keys_text "half-typed-secret"
+wait_screen "*****************" >/dev/null
 keys C-c
 expect_exit "^C on the form" 130
 [ ! -e "$RUN/out" ]
@@ -21,6 +22,7 @@ check $? "^C on the form: nothing written"
 
 start 80 24 -- list 3000
 keys_text "household"
+wait_screen "Filter: household" >/dev/null
 keys C-c
 expect_exit "^C on the list" 130
 

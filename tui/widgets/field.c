@@ -282,8 +282,9 @@ int field_value(char **out, const struct field *f)
 		if (k == (size_t)-1) {
 			explicit_bzero(value, n);
 			free(value);
-			return enr_error_set(ENR_E_PARSE, "%s: a character cannot be written in "
-			                                  "this locale's character set",
+			return enr_error_set(ENR_E_PARSE,
+			                     "%s: a character cannot be written in "
+			                     "this locale's character set",
 			                     f->label);
 		}
 		n += k;

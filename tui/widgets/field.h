@@ -16,9 +16,9 @@
 
 #include "screen.h"
 
-#define FIELD_MAX_CHARS  4096
-#define FIELD_ROWS       4 /* label, input, error, help */
-#define FIELD_REVEAL_KEY KEY_CTRL('r')
+#define FIELD_MAX_CHARS       4096
+#define FIELD_ROWS            4 /* label, input, error, help */
+#define FIELD_REVEAL_KEY      KEY_CTRL('r')
 #define FIELD_REVEAL_KEY_NAME "^R"
 
 struct field {

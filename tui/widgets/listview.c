@@ -7,9 +7,10 @@
 #include <wctype.h>
 
 #include "derenroll/error.h"
+#include "mem.h"
 #include "widgets/listview.h"
 
-#define FILTER_MAX 256
+#define FILTER_MAX   256
 #define PAGE_DEFAULT 10
 
 struct row {
@@ -87,39 +88,24 @@ void listview_free(struct listview *lv)
 	free(lv);
 }
 
-static int grow(void **array, size_t *cap, size_t need, size_t elem)
-{
-	size_t new_cap = *cap ? *cap : 64;
-	void *bigger;
-
-	if (need <= *cap)
-		return 0;
-	while (new_cap < need)
-		new_cap *= 2;
-	bigger = realloc(*array, new_cap * elem);
-	if (!bigger)
-		return enr_error_set(ENR_E_NOMEM, NULL);
-	*array = bigger;
-	*cap = new_cap;
-	return 0;
-}
-
 static bool matches(const struct listview *lv, const struct row *r)
 {
 	return !lv->folded_filter[0] || strstr(r->folded, lv->folded_filter);
 }
 
-int listview_add(struct listview *lv, const char *label, const char *disabled_reason,
-                 void *data)
+int listview_add(struct listview *lv, const char *label, const char *disabled_reason, void *data)
 {
-	size_t label_len = strlen(label), reason_len = disabled_reason ? strlen(disabled_reason) : 0;
+	size_t label_len = strlen(label),
+	       reason_len = disabled_reason ? strlen(disabled_reason) : 0;
 	/* Lower case can take more bytes than upper case (a few letters do). */
 	size_t folded_cap = 2 * label_len + 1;
 	struct row *r;
 	char *p;
 
-	if (grow((void **)&lv->rows, &lv->cap_rows, lv->n_rows + 1, sizeof(*lv->rows)) < 0 ||
-	    grow((void **)&lv->shown, &lv->cap_shown, lv->n_rows + 1, sizeof(*lv->shown)) < 0)
+	if (tui_grow((void **)&lv->rows, &lv->cap_rows, lv->n_rows + 1, sizeof(*lv->rows), 64) <
+	        0 ||
+	    tui_grow((void **)&lv->shown, &lv->cap_shown, lv->n_rows + 1, sizeof(*lv->shown), 64) <
+	        0)
 		return ENR_E_NOMEM;
 	r = malloc(sizeof(*r) + label_len + 1 + folded_cap + reason_len + 1);
 	if (!r)

@@ -25,8 +25,7 @@ void listview_free(struct listview *lv);
 
 /* Appends a row (strings copied); `disabled_reason` NULL means enabled.
  * Returns 0 or ENR_E_NOMEM. */
-int listview_add(struct listview *lv, const char *label, const char *disabled_reason,
-                 void *data);
+int listview_add(struct listview *lv, const char *label, const char *disabled_reason, void *data);
 
 /* Rows in the list, and rows the filter shows. */
 size_t listview_count(const struct listview *lv);

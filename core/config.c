@@ -13,6 +13,7 @@
 #include "derenroll/config.h"
 #include "derenroll/error.h"
 #include "derenroll/log.h"
+#include "config_internal.h"
 #include "enr_build_config.h"
 #include "util.h"
 
@@ -62,7 +63,8 @@ static const char *const derapi_keys[] = {
     "auth_url", "api_url", "client_id", "client_secret", "flow_id", "program_id", "api_version",
 };
 static const char *const relay_keys[] = {
-    "url", "secret", "listen", "public_url", "allowed_target_hosts", "trusted_proxy", "max_pending",
+    "url",           "secret",      "listen",    "public_url", "allowed_target_hosts",
+    "trusted_proxy", "max_pending", "pages_dir",
 };
 static const char *const store_keys[] = {"path", "encryption"};
 static const char *const ui_keys[] = {"expiring_days"};
@@ -122,6 +124,25 @@ static bool known_key(const char *section, const char *key, bool *known_section)
 			return in_list(key, known_sections[i].keys, known_sections[i].n_keys);
 	*known_section = false;
 	return false;
+}
+
+int enr_config__known_key(size_t i, const char **section, const char **key)
+{
+	if (i < ENR_ARRAY_SIZE(vendor_keys)) {
+		*section = "vendor.<id>";
+		*key = vendor_keys[i];
+		return 0;
+	}
+	i -= ENR_ARRAY_SIZE(vendor_keys);
+	for (size_t s = 0; s < ENR_ARRAY_SIZE(known_sections); s++) {
+		if (i < known_sections[s].n_keys) {
+			*section = known_sections[s].name;
+			*key = known_sections[s].keys[i];
+			return 0;
+		}
+		i -= known_sections[s].n_keys;
+	}
+	return ENR_E_NOTFOUND;
 }
 
 int enr_config_new(struct enr_config **out)
@@ -664,29 +685,37 @@ static int is_datadir(const char *dir)
 	return n > 0 && (size_t)n < sizeof(path) && access(path, R_OK) == 0;
 }
 
+/*
+ * In order: $DERENROLL_DATADIR; the installed data dir relative to the
+ * executable (an installed tree works wherever it is unpacked); the source
+ * tree (an uninstalled build); the data dir of the configured prefix (a
+ * program installed elsewhere that links libderenroll).
+ */
 const char *enr_config_datadir(void)
 {
 	static _Thread_local char dir[PATH_MAX + 64];
 	const char *env = getenv("DERENROLL_DATADIR");
+	const char *rel = ENR_INSTALLED_DATADIR_REL;
 	char exe[PATH_MAX];
 	ssize_t n;
 
 	if (env && env[0])
 		return env;
-	n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	n = rel[0] == '/' ? -1 : readlink("/proc/self/exe", exe, sizeof(exe) - 1);
 	if (n > 0) {
 		char *slash;
 		exe[n] = '\0';
 		slash = strrchr(exe, '/');
 		if (slash) {
 			*slash = '\0';
-			int len =
-			    snprintf(dir, sizeof(dir), "%s/%s", exe, ENR_INSTALLED_DATADIR_REL);
+			int len = snprintf(dir, sizeof(dir), "%s/%s", exe, rel);
 			if (len > 0 && (size_t)len < sizeof(dir) && is_datadir(dir))
 				return dir;
 		}
 	}
-	return ENR_SOURCE_ASSETS;
+	if (is_datadir(ENR_SOURCE_ASSETS))
+		return ENR_SOURCE_ASSETS;
+	return ENR_INSTALLED_DATADIR;
 }
 
 char *enr_config_asset_path(const char *name)

@@ -23,7 +23,17 @@ libcmocka-dev
 tmux
 zbar-tools
 curl
+jq
 ca-certificates
+scdoc
+debhelper
+dpkg-dev
+lintian
+strace
+systemd
+chromium
+chromium-driver
+python3-selenium
 "
 
 missing=""

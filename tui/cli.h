@@ -24,4 +24,8 @@ int cli_fail(int rc);
 /* Loads the config and the vendor catalogue once; prints config warnings. */
 int cli_load_config(struct cli_globals *g);
 
+/* Sub-commands: run functions of the command table in main.c. */
+int cmd_relay(struct cli_globals *g, int argc, char **argv);
+int cmd_sandbox(struct cli_globals *g, int argc, char **argv);
+
 #endif

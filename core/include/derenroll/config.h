@@ -88,7 +88,9 @@ ENR_API int enr_config_entry(const struct enr_config *cfg, size_t i, const char 
 /*
  * The directory holding vendors.json and the pages: $DERENROLL_DATADIR, else
  * ../share/derenroll next to the executable when installed, else the source
- * tree's assets/ (an uninstalled build). Returned string is static.
+ * tree's assets/ (an uninstalled build), else the installed data dir of the
+ * configured prefix (another program linking the library). Returned string is
+ * static.
  */
 ENR_API const char *enr_config_datadir(void);
 

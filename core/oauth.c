@@ -1,0 +1,1086 @@
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+#include <microhttpd.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+
+#include "derenroll/config.h"
+#include "derenroll/error.h"
+#include "derenroll/http.h"
+#include "derenroll/log.h"
+#include "derenroll/oauth.h"
+#include "derenroll/vendor.h"
+#include "util.h"
+
+#define STATE_BYTES    16 /* 128 bits */
+#define VERIFIER_BYTES 32 /* 43 characters, RFC 7636's minimum */
+#define MAX_CALLBACK   8192
+
+/* ---- authorize --------------------------------------------------------- */
+
+int enr_oauth_pkce_challenge(char **out, const char *verifier)
+{
+	unsigned char digest[EVP_MAX_MD_SIZE];
+	unsigned int len = 0;
+
+	*out = NULL;
+	if (EVP_Digest(verifier, strlen(verifier), digest, &len, EVP_sha256(), NULL) != 1)
+		return enr_error_set(ENR_E_CRYPTO, "SHA-256 failed");
+	*out = enr_util_base64_encode(digest, len, true);
+	return *out ? 0 : ENR_E_NOMEM;
+}
+
+void enr_oauth_flow_free(struct enr_oauth_flow *flow)
+{
+	if (!flow)
+		return;
+	free(flow->url);
+	free(flow->state);
+	enr_util_free_secret(flow->code_verifier);
+	free(flow->redirect_uri);
+	free(flow);
+}
+
+static const char *redirect_uri_of(const struct enr_vendor *vendor, const struct enr_config *cfg,
+                                   const char *given)
+{
+	const char *uri = given;
+
+	if (!uri)
+		uri = enr_vendor_setting(vendor, cfg, "redirect_uri");
+	if (!uri)
+		uri = enr_vendor_default_endpoint(vendor, "redirect_uri");
+	if (!uri)
+		enr_error_set(ENR_E_CONFIG,
+		              "%s has no redirect URI: set [%s] redirect_uri to the one registered "
+		              "for the app (the relay's, or a loopback one)",
+		              vendor->name, vendor->config_section);
+	return uri;
+}
+
+static const char *client_id_of(const struct enr_vendor *vendor, const struct enr_config *cfg)
+{
+	const char *id = enr_vendor_setting(vendor, cfg, "client_id");
+
+	if (!id)
+		enr_error_set(
+		    ENR_E_CONFIG,
+		    "%s needs the company's app: set [%s] client_id (and the client secret)",
+		    vendor->name, vendor->config_section);
+	return id;
+}
+
+/* Appends "&name=value" (or "?" first) to *url, percent-encoding both. */
+static int append_param(char **url, const char *name, const char *value)
+{
+	char *n = enr_util_urlencode(name), *v = enr_util_urlencode(value), *grown = NULL;
+
+	if (n && v)
+		grown = enr_util_printf("%s%c%s=%s", *url, strchr(*url, '?') ? '&' : '?', n, v);
+	free(n);
+	free(v);
+	if (!grown)
+		return ENR_E_NOMEM;
+	free(*url);
+	*url = grown;
+	return 0;
+}
+
+int enr_oauth_flow_new(struct enr_oauth_flow **out, const struct enr_vendor *vendor,
+                       const struct enr_config *cfg, const struct enr_oauth_authorize_options *opts)
+{
+	static const struct enr_oauth_authorize_options no_opts;
+	struct enr_oauth_flow *flow = NULL;
+	const char *base, *client_id, *redirect_uri, *scopes;
+	char *challenge = NULL;
+	int rc;
+
+	*out = NULL;
+	if (!opts)
+		opts = &no_opts;
+	if (!vendor->has_oauth)
+		return enr_error_set(ENR_E_UNSUPPORTED, "%s has no OAuth sign-in", vendor->name);
+	if (!(base = enr_vendor_endpoint(vendor, cfg, "authorize_url")) ||
+	    !(client_id = client_id_of(vendor, cfg)) ||
+	    !(redirect_uri = redirect_uri_of(vendor, cfg, opts->redirect_uri)))
+		return enr_error_last_code();
+	if ((rc = enr_http_check_url(base)) < 0)
+		return enr_error_set(rc, "%s: [%s] authorize_url: %s", vendor->name,
+		                     vendor->config_section, enr_error_last());
+	/* The code comes back through the redirect URI: never over plain http
+	 * beyond this computer. */
+	if ((rc = enr_http_check_url(redirect_uri)) < 0)
+		return enr_error_set(rc, "%s: redirect URI: %s", vendor->name, enr_error_last());
+	scopes = opts->scopes ? opts->scopes : enr_vendor_scopes(vendor, cfg);
+
+	flow = calloc(1, sizeof(*flow));
+	if (!flow)
+		return enr_error_set(ENR_E_NOMEM, NULL);
+	flow->vendor = vendor;
+	if (!(flow->state = enr_util_random_token(STATE_BYTES)) ||
+	    !(flow->redirect_uri = enr_util_strdup(redirect_uri)) ||
+	    !(flow->url = enr_util_strdup(base))) {
+		rc = enr_error_last_code();
+		goto out;
+	}
+	if ((rc = append_param(&flow->url, "response_type", "code")) < 0 ||
+	    (rc = append_param(&flow->url, "client_id", client_id)) < 0 ||
+	    (rc = append_param(&flow->url, "redirect_uri", redirect_uri)) < 0 ||
+	    (scopes[0] && (rc = append_param(&flow->url, "scope", scopes)) < 0) ||
+	    (rc = append_param(&flow->url, "state", flow->state)) < 0)
+		goto out;
+	if (vendor->oauth.pkce || opts->pkce) {
+		if (!(flow->code_verifier = enr_util_random_token(VERIFIER_BYTES))) {
+			rc = enr_error_last_code();
+			goto out;
+		}
+		if ((rc = enr_log_add_secret(flow->code_verifier)) < 0 ||
+		    (rc = enr_oauth_pkce_challenge(&challenge, flow->code_verifier)) < 0 ||
+		    (rc = append_param(&flow->url, "code_challenge", challenge)) < 0 ||
+		    (rc = append_param(&flow->url, "code_challenge_method", "S256")) < 0)
+			goto out;
+	}
+	for (size_t i = 0; i < opts->n_extra; i++)
+		if ((rc = append_param(&flow->url, opts->extra[i].name, opts->extra[i].value)) < 0)
+			goto out;
+	*out = flow;
+	flow = NULL;
+out:
+	free(challenge);
+	enr_oauth_flow_free(flow);
+	return rc;
+}
+
+/* ---- the redirect coming back ------------------------------------------ */
+
+void enr_oauth_callback_free(struct enr_oauth_callback *cb)
+{
+	if (!cb)
+		return;
+	for (size_t i = 0; i < cb->n_params; i++) {
+		free((char *)cb->params[i].name);
+		enr_util_free_secret((char *)cb->params[i].value);
+	}
+	free(cb->params);
+	enr_util_free_secret(cb->code);
+	free(cb->state);
+	free(cb);
+}
+
+const char *enr_oauth_callback_param(const struct enr_oauth_callback *cb, const char *name)
+{
+	for (size_t i = 0; i < cb->n_params; i++)
+		if (strcmp(cb->params[i].name, name) == 0)
+			return cb->params[i].value;
+	return NULL;
+}
+
+/* Splits a query ("a=1&b=2", already without '?' and '#') into decoded params. */
+static int parse_query(struct enr_oauth_callback *cb, const char *query)
+{
+	const char *p = query;
+
+	while (*p) {
+		size_t len = strcspn(p, "&;");
+		char *pair = len ? enr_util_printf("%.*s", (int)len, p) : NULL, *eq, *name, *value;
+		struct enr_http_field *grown;
+
+		p += len;
+		if (*p)
+			p++;
+		if (!len)
+			continue;
+		if (!pair)
+			return ENR_E_NOMEM;
+		eq = strchr(pair, '=');
+		if (eq)
+			*eq = '\0';
+		name = enr_util_strdup(enr_util_urldecode(pair));
+		value = enr_util_strdup(eq ? enr_util_urldecode(eq + 1) : "");
+		enr_util_free_secret(pair);
+		grown =
+		    name && value ? realloc(cb->params, (cb->n_params + 1) * sizeof(*grown)) : NULL;
+		if (!grown) {
+			free(name);
+			enr_util_free_secret(value);
+			return enr_error_set(ENR_E_NOMEM, NULL);
+		}
+		cb->params = grown;
+		cb->params[cb->n_params++] = (struct enr_http_field){name, value};
+	}
+	return 0;
+}
+
+/* The single value of `name`; ENR_E_PARSE when it is given twice. */
+static int single_param(const char **out, const struct enr_oauth_callback *cb, const char *name)
+{
+	*out = NULL;
+	for (size_t i = 0; i < cb->n_params; i++) {
+		if (strcmp(cb->params[i].name, name) != 0)
+			continue;
+		if (*out)
+			return enr_error_set(ENR_E_PARSE, "the redirect holds '%s' twice: refused",
+			                     name);
+		*out = cb->params[i].value;
+	}
+	return 0;
+}
+
+static int callback_error(const struct enr_vendor *vendor, const char *error, const char *desc)
+{
+	static const char *const app_errors[] = {
+	    "invalid_request", "unauthorized_client",  "unsupported_response_type", "invalid_scope",
+	    "invalid_client",  "invalid_redirect_uri", "redirect_uri_mismatch",
+	};
+	const char *name = vendor ? vendor->name : "The vendor";
+	char detail[200] = "";
+
+	if (desc && desc[0])
+		snprintf(detail, sizeof(detail), ": %s", desc);
+	if (strcmp(error, "access_denied") == 0)
+		return enr_error_set(ENR_E_DECLINED, "%s: the customer declined%s", name, detail);
+	if (strcmp(error, "server_error") == 0 || strcmp(error, "temporarily_unavailable") == 0)
+		return enr_error_set(ENR_E_TRANSIENT,
+		                     "%s could not complete the authorization (%s%s): try again",
+		                     name, error, detail);
+	for (size_t i = 0; i < ENR_ARRAY_SIZE(app_errors); i++)
+		if (strcmp(error, app_errors[i]) == 0)
+			return enr_error_set(ENR_E_MISCONFIGURED,
+			                     "%s refused the authorization request (%s%s): check "
+			                     "client_id, redirect_uri and scopes in [%s]",
+			                     name, error, detail,
+			                     vendor ? vendor->config_section : "config.ini");
+	return enr_error_set(ENR_E_REJECTED, "%s refused the authorization (%s%s)", name, error,
+	                     detail);
+}
+
+/* Whether the input is a bare code rather than a URL or a query string. */
+static bool is_bare_code(const char *s)
+{
+	return !strchr(s, '=') && !strchr(s, '?') && !strstr(s, "://");
+}
+
+int enr_oauth_callback_parse(struct enr_oauth_callback **out, const struct enr_vendor *vendor,
+                             const char *input, const char *expected_state)
+{
+	struct enr_oauth_callback *cb = NULL;
+	const char *code, *state, *error, *desc, *q;
+	char *text = NULL;
+	int rc;
+
+	*out = NULL;
+	if (strlen(input) > MAX_CALLBACK)
+		return enr_error_set(ENR_E_PARSE, "the pasted text is too long to be a redirect");
+	cb = calloc(1, sizeof(*cb));
+	if (!cb || !(text = enr_util_strdup(input))) {
+		rc = enr_error_set(ENR_E_NOMEM, NULL);
+		goto out;
+	}
+	enr_util_trim(text);
+	if (!text[0]) {
+		rc =
+		    enr_error_set(ENR_E_PARSE, "nothing was entered: paste the code or the address "
+		                               "of the page the browser ended on");
+		goto out;
+	}
+	if (is_bare_code(text)) {
+		if (strpbrk(text, " \t")) {
+			rc = enr_error_set(
+			    ENR_E_PARSE,
+			    "that is not a code (it holds spaces): paste the code alone "
+			    "or the whole address");
+			goto out;
+		}
+		if ((rc = enr_log_add_secret(text)) < 0)
+			goto out;
+		cb->code = text;
+		text = NULL;
+		*out = cb;
+		cb = NULL;
+		goto out;
+	}
+	text[strcspn(text, "#")] = '\0';
+	q = strchr(text, '?');
+	q = q ? q + 1 : text;
+	if ((rc = parse_query(cb, q)) < 0 || (rc = single_param(&code, cb, "code")) < 0 ||
+	    (rc = single_param(&state, cb, "state")) < 0 ||
+	    (rc = single_param(&error, cb, "error")) < 0 ||
+	    (rc = single_param(&desc, cb, "error_description")) < 0)
+		goto out;
+	if (code && (rc = enr_log_add_secret(code)) < 0)
+		goto out;
+	if (expected_state) {
+		/* A forged error can only stop the flow, so an error without state is
+		 * still reported as the error; anything else needs the state. */
+		if (state ? strlen(state) != strlen(expected_state) ||
+		                CRYPTO_memcmp(state, expected_state, strlen(state)) != 0
+		          : !error) {
+			rc = enr_error_set(
+			    ENR_E_STATE,
+			    "%s: the redirect's state %s: it belongs to another or an "
+			    "older sign-in; start again",
+			    vendor ? vendor->name : "OAuth",
+			    state ? "does not match" : "is missing");
+			goto out;
+		}
+	}
+	if (error) {
+		rc = callback_error(vendor, error, desc);
+		goto out;
+	}
+	if (!code && !state) {
+		rc = enr_error_set(
+		    ENR_E_PARSE,
+		    "no code in what was entered: paste the code or the address of the "
+		    "page the browser ended on");
+		goto out;
+	}
+	if ((code && !(cb->code = enr_util_strdup(code))) ||
+	    (state && !(cb->state = enr_util_strdup(state)))) {
+		rc = ENR_E_NOMEM;
+		goto out;
+	}
+	*out = cb;
+	cb = NULL;
+out:
+	enr_util_free_secret(text);
+	enr_oauth_callback_free(cb);
+	return rc;
+}
+
+int enr_oauth_parse_code(char **out, const struct enr_vendor *vendor, const char *input,
+                         const char *expected_state)
+{
+	struct enr_oauth_callback *cb = NULL;
+	int rc;
+
+	*out = NULL;
+	if ((rc = enr_oauth_callback_parse(&cb, vendor, input, expected_state)) < 0)
+		return rc;
+	if (!cb->code) {
+		enr_oauth_callback_free(cb);
+		return enr_error_set(ENR_E_PARSE, "%s: the redirect holds no code",
+		                     vendor ? vendor->name : "OAuth");
+	}
+	*out = cb->code;
+	cb->code = NULL;
+	enr_oauth_callback_free(cb);
+	return 0;
+}
+
+/* ---- token requests ---------------------------------------------------- */
+
+struct param {
+	const char *name;
+	const char *value;
+	unsigned flags;
+};
+
+/*
+ * A POST to the vendor's `endpoint` with `params`, the client credentials and
+ * both placed as vendors.json says.
+ */
+static int token_request(struct enr_http_request **out, const struct enr_vendor *vendor,
+                         const struct enr_config *cfg, const char *endpoint,
+                         const struct param *params, size_t n_params)
+{
+	enum enr_client_auth auth =
+	    vendor->has_oauth ? vendor->oauth.client_auth : ENR_CLIENT_AUTH_BASIC;
+	enum enr_token_params where =
+	    vendor->has_oauth ? vendor->oauth.token_params : ENR_TOKEN_PARAMS_FORM;
+	struct enr_http_request *req = NULL;
+	const char *url, *client_id;
+	char *secret = NULL;
+	int rc;
+
+	*out = NULL;
+	if (!(url = enr_vendor_endpoint(vendor, cfg, endpoint)) ||
+	    !(client_id = client_id_of(vendor, cfg)))
+		return enr_error_last_code();
+	if ((rc = enr_vendor_secret(&secret, vendor, cfg, "client_secret")) < 0)
+		return enr_error_set(ENR_E_CONFIG, "%s", enr_error_last());
+	if ((rc = enr_http_request_new(&req, "POST", url)) < 0 ||
+	    (rc = enr_http_request_set_vendor(req, vendor, endpoint)) < 0)
+		goto out;
+	enr_http_request_set_token_call(req, true);
+	for (size_t i = 0; i < n_params && rc == 0; i++) {
+		if (where == ENR_TOKEN_PARAMS_QUERY)
+			rc = enr_http_request_add_query(req, params[i].name, params[i].value,
+			                                params[i].flags);
+		else
+			rc = enr_http_request_add_form(req, params[i].name, params[i].value,
+			                               params[i].flags);
+	}
+	if (rc < 0)
+		goto out;
+	if (auth == ENR_CLIENT_AUTH_BASIC)
+		rc = enr_http_request_set_basic(req, client_id, secret);
+	else if ((rc = enr_http_request_add_form(req, "client_id", client_id, 0)) == 0)
+		rc = enr_http_request_add_form(req, "client_secret", secret, ENR_HTTP_SECRET);
+	if (rc < 0)
+		goto out;
+	*out = req;
+	req = NULL;
+out:
+	enr_config_free_secret(secret);
+	enr_http_request_free(req);
+	return rc;
+}
+
+int enr_oauth_code_request(struct enr_http_request **out, const struct enr_vendor *vendor,
+                           const struct enr_config *cfg, const char *code, const char *redirect_uri,
+                           const char *code_verifier)
+{
+	struct param params[5];
+	size_t n = 0;
+	char *audience = NULL;
+	int rc;
+
+	*out = NULL;
+	if (!(redirect_uri = redirect_uri_of(vendor, cfg, redirect_uri)))
+		return enr_error_last_code();
+	params[n++] = (struct param){"grant_type", "authorization_code", 0};
+	params[n++] = (struct param){"code", code, ENR_HTTP_SECRET};
+	params[n++] = (struct param){"redirect_uri", redirect_uri, 0};
+	if (code_verifier)
+		params[n++] = (struct param){"code_verifier", code_verifier, ENR_HTTP_SECRET};
+	if (vendor->has_oauth && vendor->oauth.audience) {
+		const char *a = enr_vendor_setting(vendor, cfg, "audience");
+		size_t len;
+		if (!a && !(a = enr_vendor_endpoint(vendor, cfg, "api_url")))
+			return enr_error_last_code();
+		/* The API's base URL, as Tesla lists them: no trailing slash. */
+		len = strlen(a);
+		while (len > 0 && a[len - 1] == '/')
+			len--;
+		if (!(audience = enr_util_printf("%.*s", (int)len, a)))
+			return ENR_E_NOMEM;
+		params[n++] = (struct param){"audience", audience, 0};
+	}
+	rc = token_request(out, vendor, cfg, "token_url", params, n);
+	free(audience);
+	return rc;
+}
+
+int enr_oauth_refresh_request(struct enr_http_request **out, const struct enr_vendor *vendor,
+                              const struct enr_config *cfg, const char *refresh_token)
+{
+	const struct param params[] = {
+	    {"grant_type", "refresh_token", 0},
+	    {"refresh_token", refresh_token, ENR_HTTP_SECRET},
+	};
+
+	return token_request(out, vendor, cfg, "token_url", params, ENR_ARRAY_SIZE(params));
+}
+
+int enr_oauth_client_credentials_request(struct enr_http_request **out,
+                                         const struct enr_vendor *vendor,
+                                         const struct enr_config *cfg, const char *scope)
+{
+	const struct param params[] = {
+	    {"grant_type", "client_credentials", 0},
+	    {"scope", scope, 0},
+	};
+	const char *endpoint =
+	    enr_vendor_default_endpoint(vendor, "token_url") ? "token_url" : "auth_url";
+
+	return token_request(out, vendor, cfg, endpoint, params, scope && scope[0] ? 2 : 1);
+}
+
+/* ---- token answers ----------------------------------------------------- */
+
+void enr_oauth_tokens_free(struct enr_oauth_tokens *tokens)
+{
+	if (!tokens)
+		return;
+	enr_util_free_secret(tokens->access_token);
+	enr_util_free_secret(tokens->refresh_token);
+	enr_util_free_secret(tokens->id_token);
+	free(tokens->token_type);
+	free(tokens->scope);
+	free(tokens);
+}
+
+/* The member `name` or its camelCase spelling `alt` (may be NULL). */
+static json_object *member(json_object *obj, const char *name, const char *alt)
+{
+	json_object *v = NULL;
+
+	if (json_object_object_get_ex(obj, name, &v) && !json_object_is_type(v, json_type_null))
+		return v;
+	if (alt && json_object_object_get_ex(obj, alt, &v) &&
+	    !json_object_is_type(v, json_type_null))
+		return v;
+	return NULL;
+}
+
+/* A copy of a string member, NULL when absent; ENR_E_BADRESPONSE when not a string. */
+static int string_member(char **out, const struct enr_http_response *resp, json_object *obj,
+                         const char *name, const char *alt)
+{
+	json_object *v = member(obj, name, alt);
+	char what[80];
+
+	*out = NULL;
+	if (!v)
+		return 0;
+	if (!json_object_is_type(v, json_type_string)) {
+		snprintf(what, sizeof(what), "'%s' is not a string", name);
+		return enr_http_badresponse(resp, what);
+	}
+	*out = enr_util_strdup(json_object_get_string(v));
+	return *out ? 0 : ENR_E_NOMEM;
+}
+
+/* Seconds as a number or a numeric string; -1 when absent. */
+static int seconds_member(long long *out, const struct enr_http_response *resp, json_object *obj,
+                          const char *name, const char *alt)
+{
+	json_object *v = member(obj, name, alt);
+	char what[80];
+
+	*out = -1;
+	if (!v)
+		return 0;
+	if (json_object_is_type(v, json_type_int)) {
+		*out = json_object_get_int64(v);
+	} else if (json_object_is_type(v, json_type_double)) {
+		double d = json_object_get_double(v);
+		*out = d >= 0 && d < 1e12 ? (long long)d : -2;
+	} else if (json_object_is_type(v, json_type_string)) {
+		const char *s = json_object_get_string(v);
+		char *end;
+		errno = 0;
+		*out = strtoll(s, &end, 10);
+		if (errno || end == s || (*end && *end != '.'))
+			*out = -2;
+	} else {
+		*out = -2;
+	}
+	if (*out < 0 || *out > 100LL * 365 * 86400) {
+		snprintf(what, sizeof(what), "'%s' is not a number of seconds", name);
+		return enr_http_badresponse(resp, what);
+	}
+	return 0;
+}
+
+/* "scope" as a string, or an array joined with spaces. */
+static int scope_member(char **out, json_object *obj)
+{
+	json_object *v = member(obj, "scope", NULL);
+	size_t n;
+	char *joined = NULL;
+
+	*out = NULL;
+	if (!v)
+		return 0;
+	if (json_object_is_type(v, json_type_string)) {
+		*out = enr_util_strdup(json_object_get_string(v));
+		return *out ? 0 : ENR_E_NOMEM;
+	}
+	if (!json_object_is_type(v, json_type_array))
+		return 0;
+	n = json_object_array_length(v);
+	for (size_t i = 0; i < n; i++) {
+		const char *s = json_object_get_string(json_object_array_get_idx(v, i));
+		char *grown =
+		    enr_util_printf("%s%s%s", joined ? joined : "", joined ? " " : "", s ? s : "");
+		free(joined);
+		if (!grown)
+			return ENR_E_NOMEM;
+		joined = grown;
+	}
+	*out = joined;
+	return 0;
+}
+
+int enr_oauth_token_response(struct enr_oauth_tokens **out, const struct enr_http_response *resp)
+{
+	const struct enr_vendor *vendor = resp->vendor;
+	struct enr_oauth_tokens *t = NULL;
+	json_object *root = NULL;
+	long long expires_in, refresh_expires_in;
+	int rc;
+
+	*out = NULL;
+	if ((rc = enr_http_classify(resp)) < 0 || (rc = enr_http_response_json(&root, resp)) < 0)
+		return rc;
+	if (!json_object_is_type(root, json_type_object)) {
+		rc = enr_http_badresponse(resp, "the token answer is not a JSON object");
+		goto out;
+	}
+	t = calloc(1, sizeof(*t));
+	if (!t) {
+		rc = enr_error_set(ENR_E_NOMEM, NULL);
+		goto out;
+	}
+	t->obtained_at = (long long)time(NULL);
+	if ((rc = string_member(&t->access_token, resp, root, "access_token", "accessToken")) < 0 ||
+	    (rc = string_member(&t->refresh_token, resp, root, "refresh_token", "refreshToken")) <
+	        0 ||
+	    (rc = string_member(&t->id_token, resp, root, "id_token", "idToken")) < 0 ||
+	    (rc = string_member(&t->token_type, resp, root, "token_type", "tokenType")) < 0 ||
+	    (rc = scope_member(&t->scope, root)) < 0 ||
+	    (rc = seconds_member(&expires_in, resp, root, "expires_in", "expiresIn")) < 0 ||
+	    (rc = seconds_member(&refresh_expires_in, resp, root, "refresh_expires_in",
+	                         "refreshExpiresIn")) < 0)
+		goto out;
+	/* Registered before anything else can print them. */
+	if ((rc = enr_log_add_secret(t->access_token)) < 0 ||
+	    (rc = enr_log_add_secret(t->refresh_token)) < 0 ||
+	    (rc = enr_log_add_secret(t->id_token)) < 0)
+		goto out;
+	if (!t->access_token || !t->access_token[0]) {
+		rc = enr_http_badresponse(resp, "the token answer has no access_token");
+		goto out;
+	}
+	if (t->refresh_token && !t->refresh_token[0]) {
+		free(t->refresh_token);
+		t->refresh_token = NULL;
+	}
+	if (!t->token_type && !(t->token_type = enr_util_strdup("Bearer"))) {
+		rc = ENR_E_NOMEM;
+		goto out;
+	}
+	if (expires_in >= 0)
+		t->access_expires_at = t->obtained_at + expires_in;
+	else if (vendor && vendor->tokens.access_ttl > 0)
+		t->access_expires_at = t->obtained_at + vendor->tokens.access_ttl;
+	if (t->refresh_token) {
+		if (refresh_expires_in > 0)
+			t->refresh_expires_at = t->obtained_at + refresh_expires_in;
+		else if (refresh_expires_in < 0 && vendor && vendor->tokens.refresh_ttl > 0)
+			t->refresh_expires_at = t->obtained_at + vendor->tokens.refresh_ttl;
+	}
+	*out = t;
+	t = NULL;
+out:
+	json_object_put(root);
+	enr_oauth_tokens_free(t);
+	return rc;
+}
+
+/* Sends the token request `*req` that the caller built (`built` is what
+ * building it returned) and reads the answer; frees the request. */
+static int perform_token(struct enr_oauth_tokens **out, const struct enr_config *cfg, int built,
+                         struct enr_http_request **req)
+{
+	struct enr_http_response *resp = NULL;
+	int rc = built;
+
+	if (rc == 0 && (rc = enr_http_perform(&resp, cfg, *req)) == 0)
+		rc = enr_oauth_token_response(out, resp);
+	enr_http_response_free(resp);
+	enr_http_request_free(*req);
+	*req = NULL;
+	return rc;
+}
+
+int enr_oauth_exchange_code(struct enr_oauth_tokens **out, const struct enr_vendor *vendor,
+                            const struct enr_config *cfg, const char *code,
+                            const char *redirect_uri, const char *code_verifier)
+{
+	struct enr_http_request *req = NULL;
+
+	*out = NULL;
+	return perform_token(
+	    out, cfg, enr_oauth_code_request(&req, vendor, cfg, code, redirect_uri, code_verifier),
+	    &req);
+}
+
+int enr_oauth_refresh(struct enr_oauth_tokens **out, const struct enr_vendor *vendor,
+                      const struct enr_config *cfg, const char *refresh_token)
+{
+	struct enr_http_request *req = NULL;
+
+	*out = NULL;
+	return perform_token(out, cfg, enr_oauth_refresh_request(&req, vendor, cfg, refresh_token),
+	                     &req);
+}
+
+int enr_oauth_client_credentials(struct enr_oauth_tokens **out, const struct enr_vendor *vendor,
+                                 const struct enr_config *cfg, const char *scope)
+{
+	struct enr_http_request *req = NULL;
+
+	*out = NULL;
+	return perform_token(out, cfg,
+	                     enr_oauth_client_credentials_request(&req, vendor, cfg, scope), &req);
+}
+
+/* ---- identity ---------------------------------------------------------- */
+
+int enr_oauth_jwt_claims(struct json_object **out, const char *jwt)
+{
+	const char *first = jwt ? strchr(jwt, '.') : NULL;
+	const char *second = first ? strchr(first + 1, '.') : NULL;
+	unsigned char *payload = NULL;
+	char *segment = NULL;
+	json_object *claims = NULL;
+	size_t len = 0;
+	int rc = 0;
+
+	*out = NULL;
+	/* A JWS has exactly three parts (a JWE has five and cannot be read). */
+	if (!second || second == first + 1 || strchr(second + 1, '.'))
+		return enr_error_set(ENR_E_PARSE, "not a JWT");
+	segment = enr_util_printf("%.*s", (int)(second - first - 1), first + 1);
+	if (!segment)
+		return ENR_E_NOMEM;
+	if (enr_util_base64_decode(&payload, &len, segment) < 0 || strlen((char *)payload) != len ||
+	    !(claims = json_tokener_parse((char *)payload)) ||
+	    !json_object_is_type(claims, json_type_object)) {
+		json_object_put(claims);
+		rc = enr_error_set(ENR_E_PARSE, "not a JWT (its payload is not a JSON object)");
+		goto out;
+	}
+	*out = claims;
+out:
+	free(segment);
+	if (payload)
+		OPENSSL_clear_free(payload, len);
+	return rc;
+}
+
+void enr_oauth_identity_free(struct enr_oauth_identity *identity)
+{
+	if (!identity)
+		return;
+	free(identity->subject);
+	free(identity->account);
+	free(identity->scopes);
+	free(identity->warning);
+	free(identity);
+}
+
+/* A claim that names something: a string, or an integer written out. */
+static char *claim_text(json_object *claims, const char *name)
+{
+	json_object *v;
+
+	if (!claims || !json_object_object_get_ex(claims, name, &v))
+		return NULL;
+	if (json_object_is_type(v, json_type_string))
+		return enr_util_strdup(json_object_get_string(v));
+	if (json_object_is_type(v, json_type_int))
+		return enr_util_printf("%lld", (long long)json_object_get_int64(v));
+	return NULL;
+}
+
+static bool has_scope(const char *list, const char *scope)
+{
+	size_t len = strlen(scope);
+
+	for (const char *p = list; p && *p;) {
+		size_t n = strcspn(p, " ");
+		if (n == len && strncmp(p, scope, len) == 0)
+			return true;
+		p += n;
+		p += strspn(p, " ");
+	}
+	return false;
+}
+
+int enr_oauth_identity_new(struct enr_oauth_identity **out, const struct enr_vendor *vendor,
+                           const struct enr_oauth_tokens *tokens)
+{
+	struct enr_oauth_identity *id = calloc(1, sizeof(*id));
+	const char *claim = vendor && vendor->has_oauth && vendor->oauth.identity_claim
+	                        ? vendor->oauth.identity_claim
+	                        : "sub";
+	const char *required = vendor && vendor->has_oauth ? vendor->oauth.required_scope : NULL;
+	json_object *claims = NULL, *v;
+	int rc = 0;
+
+	*out = NULL;
+	if (!id)
+		return enr_error_set(ENR_E_NOMEM, NULL);
+	if (enr_oauth_jwt_claims(&claims, tokens->access_token) < 0 && tokens->id_token)
+		enr_oauth_jwt_claims(&claims, tokens->id_token);
+	enr_error_clear();
+	if (claims) {
+		id->subject = claim_text(claims, "sub");
+		id->account = claim_text(claims, claim);
+		if (json_object_object_get_ex(claims, "exp", &v))
+			id->expires_at = json_object_get_int64(v);
+		if (json_object_object_get_ex(claims, "scp", &v)) {
+			json_object *wrapper = json_object_new_object();
+			/* scope_member() reads "scope": reuse it for the array or string. */
+			if (!wrapper) {
+				rc = enr_error_set(ENR_E_NOMEM, NULL);
+				goto out;
+			}
+			json_object_object_add(wrapper, "scope", json_object_get(v));
+			rc = scope_member(&id->scopes, wrapper);
+			json_object_put(wrapper);
+			if (rc < 0)
+				goto out;
+		}
+	}
+	if (!id->scopes && tokens->scope && !(id->scopes = enr_util_strdup(tokens->scope))) {
+		rc = ENR_E_NOMEM;
+		goto out;
+	}
+	if (required && required[0] && id->scopes && !has_scope(id->scopes, required)) {
+		id->scope_missing = true;
+		id->warning = enr_util_printf(
+		    "%s did not grant the %s permission: ask the customer to authorize again and "
+		    "allow every permission asked for",
+		    vendor->name, required);
+		if (!id->warning) {
+			rc = ENR_E_NOMEM;
+			goto out;
+		}
+	}
+	*out = id;
+	id = NULL;
+out:
+	json_object_put(claims);
+	enr_oauth_identity_free(id);
+	return rc;
+}
+
+/* ---- loopback receiver ------------------------------------------------- */
+
+#define RECEIVER_DEFAULT_TIMEOUT_MS (5 * 60 * 1000)
+
+static const char page_done[] =
+    "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+    "<meta name=\"viewport\" content=\"width=device-width\"><title>derenroll</title></head>"
+    "<body style=\"font-family:sans-serif;margin:3em\"><h1>Thank you</h1>"
+    "<p>derenroll has received the answer. You can close this tab.</p></body></html>";
+static const char page_again[] =
+    "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>derenroll</title>"
+    "</head><body style=\"font-family:sans-serif;margin:3em\">"
+    "<p>This sign-in was already completed or has ended. You can close this tab.</p>"
+    "</body></html>";
+
+struct enr_oauth_receiver {
+	struct MHD_Daemon *daemon;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	char redirect_uri[64];
+	char *received;  /* the redirect, as a URL */
+	int pipe_fds[2]; /* [0] becomes readable when `received` is set */
+	long long deadline;
+	bool cancelled;
+};
+
+static long long monotonic_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+struct query_builder {
+	char *query;
+	bool failed;
+};
+
+static enum MHD_Result add_arg(void *cls, enum MHD_ValueKind kind, const char *key,
+                               const char *value)
+{
+	struct query_builder *b = cls;
+	char *k, *v = NULL, *grown = NULL;
+
+	(void)kind;
+	k = enr_util_urlencode(key);
+	if (k && value)
+		v = enr_util_urlencode(value);
+	if (k && (v || !value))
+		grown = enr_util_printf("%s%s%s%s%s", b->query ? b->query : "", b->query ? "&" : "",
+		                        k, value ? "=" : "", v ? v : "");
+	free(k);
+	enr_util_free_secret(v);
+	enr_util_free_secret(b->query);
+	b->query = grown;
+	b->failed |= !grown;
+	return grown ? MHD_YES : MHD_NO;
+}
+
+static enum MHD_Result answer(struct MHD_Connection *conn, unsigned int status, const char *page)
+{
+	struct MHD_Response *r =
+	    MHD_create_response_from_buffer(strlen(page), (void *)page, MHD_RESPMEM_PERSISTENT);
+	enum MHD_Result ret;
+
+	if (!r)
+		return MHD_NO;
+	MHD_add_response_header(r, "Content-Type", "text/html; charset=utf-8");
+	MHD_add_response_header(r, "Cache-Control", "no-store");
+	MHD_add_response_header(r, "Referrer-Policy", "no-referrer");
+	MHD_add_response_header(r, "Content-Security-Policy",
+	                        "default-src 'none'; "
+	                        "style-src 'unsafe-inline'");
+	ret = MHD_queue_response(conn, status, r);
+	MHD_destroy_response(r);
+	return ret;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
+{
+	struct enr_oauth_receiver *r = cls;
+	struct query_builder b = {NULL, false};
+	bool taken;
+
+	(void)version;
+	(void)upload_data;
+	(void)upload_data_size;
+	(void)con_cls;
+	if (strcmp(method, "GET") != 0)
+		return answer(conn, MHD_HTTP_METHOD_NOT_ALLOWED, page_again);
+	if (strcmp(url, "/callback") != 0)
+		return answer(conn, MHD_HTTP_NOT_FOUND, page_again);
+	MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, add_arg, &b);
+	if (b.failed || !b.query) {
+		enr_util_free_secret(b.query);
+		return answer(conn, MHD_HTTP_BAD_REQUEST, page_again);
+	}
+	pthread_mutex_lock(&r->lock);
+	taken = r->received || r->cancelled || monotonic_ms() >= r->deadline;
+	if (!taken) {
+		r->received = enr_util_printf("%s?%s", r->redirect_uri, b.query);
+		if (r->received) {
+			ssize_t ignored = write(r->pipe_fds[1], "x", 1);
+			(void)ignored;
+			pthread_cond_broadcast(&r->cond);
+		}
+	}
+	pthread_mutex_unlock(&r->lock);
+	enr_util_free_secret(b.query);
+	return taken ? answer(conn, MHD_HTTP_GONE, page_again)
+	             : answer(conn, MHD_HTTP_OK, page_done);
+}
+
+int enr_oauth_receiver_new(struct enr_oauth_receiver **out, long timeout_ms)
+{
+	struct enr_oauth_receiver *r = calloc(1, sizeof(*r));
+	struct sockaddr_in addr = {0};
+	const union MHD_DaemonInfo *info;
+	pthread_condattr_t attr;
+
+	*out = NULL;
+	if (!r)
+		return enr_error_set(ENR_E_NOMEM, NULL);
+	r->pipe_fds[0] = r->pipe_fds[1] = -1;
+	pthread_mutex_init(&r->lock, NULL);
+	pthread_condattr_init(&attr);
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	pthread_cond_init(&r->cond, &attr);
+	pthread_condattr_destroy(&attr);
+	r->deadline = monotonic_ms() + (timeout_ms > 0 ? timeout_ms : RECEIVER_DEFAULT_TIMEOUT_MS);
+	if (pipe2(r->pipe_fds, O_CLOEXEC | O_NONBLOCK) < 0) {
+		enr_oauth_receiver_free(r);
+		return enr_error_set_errno(ENR_E_IO, errno, "cannot create a pipe");
+	}
+	addr.sin_family = AF_INET;
+	addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	addr.sin_port = 0;
+	r->daemon = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO, 0, NULL, NULL,
+	                             on_request, r, MHD_OPTION_SOCK_ADDR, &addr,
+	                             MHD_OPTION_CONNECTION_TIMEOUT, 10u,
+	                             MHD_OPTION_CONNECTION_LIMIT, 16u, MHD_OPTION_END);
+	info = r->daemon ? MHD_get_daemon_info(r->daemon, MHD_DAEMON_INFO_BIND_PORT) : NULL;
+	if (!info || !info->port) {
+		enr_oauth_receiver_free(r);
+		return enr_error_set(ENR_E_IO,
+		                     "cannot listen on 127.0.0.1 for the sign-in redirect");
+	}
+	snprintf(r->redirect_uri, sizeof(r->redirect_uri), "http://127.0.0.1:%u/callback",
+	         (unsigned)info->port);
+	*out = r;
+	return 0;
+}
+
+const char *enr_oauth_receiver_redirect_uri(const struct enr_oauth_receiver *receiver)
+{
+	return receiver->redirect_uri;
+}
+
+int enr_oauth_receiver_fd(const struct enr_oauth_receiver *receiver)
+{
+	return receiver->pipe_fds[0];
+}
+
+/* Called with the lock held. */
+static int receiver_result(char **out, struct enr_oauth_receiver *r)
+{
+	if (r->cancelled)
+		return enr_error_set(ENR_E_CANCELLED, "the sign-in on this computer was cancelled");
+	if (r->received) {
+		*out = enr_util_strdup(r->received);
+		return *out ? 0 : ENR_E_NOMEM;
+	}
+	if (monotonic_ms() >= r->deadline)
+		return enr_error_set(ENR_E_TIMEOUT,
+		                     "no answer came back from the browser in time: start again");
+	return ENR_E_AGAIN;
+}
+
+int enr_oauth_receiver_poll(char **out, struct enr_oauth_receiver *receiver)
+{
+	int rc;
+
+	*out = NULL;
+	pthread_mutex_lock(&receiver->lock);
+	rc = receiver_result(out, receiver);
+	pthread_mutex_unlock(&receiver->lock);
+	return rc;
+}
+
+int enr_oauth_receiver_wait(char **out, struct enr_oauth_receiver *receiver, long wait_ms)
+{
+	long long until = receiver->deadline;
+	struct timespec ts;
+	int rc;
+
+	*out = NULL;
+	if (wait_ms >= 0 && monotonic_ms() + wait_ms < until)
+		until = monotonic_ms() + wait_ms;
+	ts.tv_sec = (time_t)(until / 1000);
+	ts.tv_nsec = (long)(until % 1000) * 1000000;
+	pthread_mutex_lock(&receiver->lock);
+	while ((rc = receiver_result(out, receiver)) == ENR_E_AGAIN && monotonic_ms() < until)
+		pthread_cond_timedwait(&receiver->cond, &receiver->lock, &ts);
+	pthread_mutex_unlock(&receiver->lock);
+	return rc;
+}
+
+void enr_oauth_receiver_cancel(struct enr_oauth_receiver *receiver)
+{
+	pthread_mutex_lock(&receiver->lock);
+	receiver->cancelled = true;
+	pthread_cond_broadcast(&receiver->cond);
+	pthread_mutex_unlock(&receiver->lock);
+}
+
+void enr_oauth_receiver_free(struct enr_oauth_receiver *receiver)
+{
+	if (!receiver)
+		return;
+	if (receiver->daemon)
+		MHD_stop_daemon(receiver->daemon);
+	if (receiver->pipe_fds[0] >= 0)
+		close(receiver->pipe_fds[0]);
+	if (receiver->pipe_fds[1] >= 0)
+		close(receiver->pipe_fds[1]);
+	enr_util_free_secret(receiver->received);
+	pthread_cond_destroy(&receiver->cond);
+	pthread_mutex_destroy(&receiver->lock);
+	free(receiver);
+}

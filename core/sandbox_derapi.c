@@ -1,0 +1,771 @@
+/* The sandbox's Derapi: client-credentials token, Join sessions, Join flows,
+ * enrollments and the site list with X-Authorization-<vendor> headers.
+ * Called with the lock held. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+
+#include "derenroll/error.h"
+#include "derenroll/vendor.h"
+#include "sandbox_internal.h"
+#include "util.h"
+
+/* The vendors Derapi Join enrolls. */
+static const int join_vendors[] = {SB_TESLA,     SB_SMA,   SB_ENPHASE,
+                                   SB_SOLAREDGE, SB_SOLIS, SB_ENPHASEVPP};
+#define ALL_JOIN_VENDORS                                                                           \
+	(1u << SB_TESLA | 1u << SB_SMA | 1u << SB_ENPHASE | 1u << SB_SOLAREDGE | 1u << SB_SOLIS |  \
+	 1u << SB_ENPHASEVPP)
+
+struct flow {
+	unsigned vendors; /* bit per enum sb_vendor */
+	char id[32];
+	char program_id[64];
+	char redirect_uri[];
+};
+
+enum session_state { SESSION_PENDING, SESSION_DONE, SESSION_DECLINED };
+
+struct session {
+	char id[40];
+	unsigned vendors;
+	enum session_state state;
+	int vendor;
+	long expires_in;
+	char site_id[32];
+	char *access, *refresh, *api_key, *key_id;
+};
+
+struct enrollment {
+	char id[40];
+	char flow_id[32];
+	char program_id[64];
+	int vendor;
+	char account[];
+};
+
+void enr_sandbox__flow_free(void *p)
+{
+	free(p);
+}
+
+void enr_sandbox__session_free(void *p)
+{
+	struct session *s = p;
+
+	if (!s)
+		return;
+	enr_util_free_secret(s->access);
+	enr_util_free_secret(s->refresh);
+	enr_util_free_secret(s->api_key);
+	free(s->key_id);
+	free(s);
+}
+
+void enr_sandbox__enrollment_free(void *p)
+{
+	free(p);
+}
+
+static void add_str(json_object *obj, const char *key, const char *value)
+{
+	json_object_object_add(obj, key, json_object_new_string(value));
+}
+
+static bool join_vendor(int v)
+{
+	return v >= 0 && (ALL_JOIN_VENDORS & 1u << v);
+}
+
+/* ---- lookups ---- */
+
+/* The flow with that id; the configured flow is always there. `preset` is
+ * storage for it. */
+static const struct flow *find_flow(const struct enr_sandbox *sb, const char *id,
+                                    struct flow **preset)
+{
+	*preset = NULL;
+	if (strcmp(id, sb->flow_id) == 0) {
+		char *uri = enr_util_printf("%s/relay/callback", sb->url);
+		struct flow *f = uri ? calloc(1, sizeof(*f) + strlen(uri) + 1) : NULL;
+		if (f) {
+			f->vendors = ALL_JOIN_VENDORS;
+			snprintf(f->id, sizeof(f->id), "%s", sb->flow_id);
+			snprintf(f->program_id, sizeof(f->program_id), "%s", sb->program_id);
+			strcpy(f->redirect_uri, uri);
+		}
+		free(uri);
+		*preset = f;
+		return f;
+	}
+	for (size_t i = 0; i < sb->flows.cap; i++) {
+		const struct flow *f = sb->flows.items[i];
+		if (f && strcmp(f->id, id) == 0)
+			return f;
+	}
+	return NULL;
+}
+
+static struct session *find_session(const struct enr_sandbox *sb, const char *id)
+{
+	for (size_t i = 0; i < sb->sessions.cap; i++) {
+		struct session *s = sb->sessions.items[i];
+		if (s && strcmp(s->id, id) == 0)
+			return s;
+	}
+	return NULL;
+}
+
+static const struct enrollment *find_enrollment(const struct enr_sandbox *sb, const char *id)
+{
+	for (size_t i = 0; i < sb->enrollments.cap; i++) {
+		const struct enrollment *e = sb->enrollments.items[i];
+		if (e && strcmp(e->id, id) == 0)
+			return e;
+	}
+	return NULL;
+}
+
+static json_object *vendor_list(unsigned vendors)
+{
+	json_object *list = json_object_new_array();
+
+	for (size_t i = 0; i < ENR_ARRAY_SIZE(join_vendors); i++) {
+		if (vendors & 1u << join_vendors[i]) {
+			json_object *v = json_object_new_object();
+			add_str(v, "vendor", enr_sandbox__vendor_id(join_vendors[i]));
+			json_object_array_add(list, v);
+		}
+	}
+	return list;
+}
+
+/* ---- the app's authentication ---- */
+
+static bool authorized(struct sb_req *req, struct sb_resp *resp)
+{
+	const struct enr_vendor *v = enr_catalog_find(req->sb->catalog, "derapi");
+	const char *version = enr_sandbox__header(req, "api-version");
+	const char *expected = v && v->api_version ? v->api_version : "v2024-09-01";
+	struct sb_access a;
+	enum sb_token_state state;
+
+	state = enr_sandbox__check_access(req->sb, enr_sandbox__bearer(req), SB_DERAPI, &a);
+	if (state != SB_TOKEN_OK) {
+		enr_sandbox__oauth_error(resp, 401, "unauthorized",
+		                         state == SB_TOKEN_EXPIRED
+		                             ? "the Derapi token expired"
+		                             : "a valid Derapi token is needed");
+		resp->www_authenticate = "Bearer";
+		return false;
+	}
+	if (!version || strcmp(version, expected) != 0) {
+		char text[128];
+		snprintf(text, sizeof(text), "the api-version header must be %s", expected);
+		enr_sandbox__oauth_error(resp, 400, "invalid_api_version", text);
+		return false;
+	}
+	return true;
+}
+
+static void token(struct sb_req *req, struct sb_resp *resp)
+{
+	struct enr_sandbox *sb = req->sb;
+	const char *grant = enr_sandbox__form(req, "grant_type");
+	char *id = NULL, *secret = NULL;
+	struct sb_grant g = {.vendor = SB_DERAPI, .scope = ""};
+	struct sb_tokens t;
+	json_object *obj;
+
+	if (!enr_sandbox__basic(req, &id, &secret) ||
+	    !enr_sandbox__client_ok(sb, SB_DERAPI, id, secret)) {
+		enr_sandbox__oauth_error(resp, 401, "invalid_client",
+		                         "client authentication failed: wrong client_id or "
+		                         "client_secret");
+	} else if (!grant || strcmp(grant, "client_credentials") != 0) {
+		enr_sandbox__oauth_error(resp, 400, "unsupported_grant_type",
+		                         "grant_type must be client_credentials");
+	} else {
+		g.client_id = id;
+		if (enr_sandbox__issue(sb, &t, &g) < 0) {
+			enr_sandbox__nomem(resp);
+		} else {
+			obj = json_object_new_object();
+			add_str(obj, "access_token", t.access);
+			add_str(obj, "token_type", "Bearer");
+			json_object_object_add(obj, "expires_in",
+			                       json_object_new_int64(t.expires_in));
+			enr_sandbox__tokens_done(&t);
+			enr_sandbox__json(resp, 200, obj);
+		}
+	}
+	free(id);
+	enr_util_free_secret(secret);
+}
+
+/* ---- Join sessions ---- */
+
+static const char *json_str(json_object *obj, const char *key)
+{
+	json_object *v;
+
+	return json_object_object_get_ex(obj, key, &v) && json_object_is_type(v, json_type_string)
+	           ? json_object_get_string(v)
+	           : NULL;
+}
+
+static bool same(const char *a, const char *b)
+{
+	return a && b && strlen(a) == strlen(b) && CRYPTO_memcmp(a, b, strlen(a)) == 0;
+}
+
+/* Checks one entry of the session's vendors; NULL or the problem. */
+static const char *session_vendor(const struct enr_sandbox *sb, json_object *entry, int *vendor)
+{
+	json_object *creds;
+	const char *id, *secret;
+
+	*vendor = enr_sandbox__vendor_from_id(json_str(entry, "vendor"));
+	if (!join_vendor(*vendor))
+		return "each vendor must be one of tesla, sma, enphase, solaredge, solis, "
+		       "enphasevpp";
+	if (*vendor != SB_TESLA && *vendor != SB_SMA && *vendor != SB_ENPHASE)
+		return NULL;
+	if (!json_object_object_get_ex(entry, "credentials", &creds))
+		return "tesla, sma and enphase need credentials";
+	if (json_str(creds, "credentialsID"))
+		return NULL;
+	id = json_str(creds, "clientID");
+	secret = json_str(creds, "clientSecret");
+	if (!id || !secret || !enr_sandbox__client_ok(sb, *vendor, id, secret))
+		return "the clientID or clientSecret is not the vendor app's";
+	if (*vendor == SB_ENPHASE && !same(json_str(creds, "apiKey"), sb->enphase_api_key))
+		return "the Enphase apiKey is not the app's";
+	return NULL;
+}
+
+static void session_start(struct sb_req *req, struct sb_resp *resp)
+{
+	struct enr_sandbox *sb = req->sb;
+	json_object *body = enr_sandbox__body_json(req), *vendors = NULL, *obj;
+	struct session *s = NULL;
+	unsigned mask = 0;
+	char *id = NULL, text[160];
+
+	if (!body || !json_object_object_get_ex(body, "vendors", &vendors) ||
+	    !json_object_is_type(vendors, json_type_array) || !json_object_array_length(vendors)) {
+		enr_sandbox__oauth_error(
+		    resp, 400, "invalid_request",
+		    "the body must be JSON with a non-empty \"vendors\" array");
+		goto out;
+	}
+	for (size_t i = 0; i < json_object_array_length(vendors); i++) {
+		int v;
+		const char *problem = session_vendor(sb, json_object_array_get_idx(vendors, i), &v);
+		if (problem) {
+			snprintf(text, sizeof(text), "vendors[%zu]: %s", i, problem);
+			enr_sandbox__oauth_error(resp, 400, "invalid_request", text);
+			goto out;
+		}
+		mask |= 1u << v;
+	}
+	s = calloc(1, sizeof(*s));
+	id = enr_util_random_token(16);
+	if (!s || !id) {
+		free(s);
+		enr_sandbox__nomem(resp);
+		goto out;
+	}
+	snprintf(s->id, sizeof(s->id), "sess_%s", id);
+	s->vendors = mask;
+	s->vendor = -1;
+	enr_sandbox__ring_put(&sb->sessions, s);
+	obj = json_object_new_object();
+	add_str(obj, "sessionID", s->id);
+	enr_sandbox__json(resp, 200, obj);
+out:
+	free(id);
+	json_object_put(body);
+}
+
+static void session_vendors(struct sb_req *req, struct sb_resp *resp, const struct session *s)
+{
+	json_object *obj = json_object_new_object(), *list = json_object_new_array();
+
+	for (size_t i = 0; i < ENR_ARRAY_SIZE(join_vendors); i++) {
+		int v = join_vendors[i];
+		json_object *e;
+		char *url;
+		if (!(s->vendors & 1u << v))
+			continue;
+		e = json_object_new_object();
+		add_str(e, "vendor", enr_sandbox__vendor_id(v));
+		add_str(e, "name", enr_sandbox__vendor_name(v));
+		url = enr_util_printf("%s/derapi/join/session/%s/authorize?vendor=%s", req->sb->url,
+		                      s->id, enr_sandbox__vendor_id(v));
+		if (url)
+			add_str(e, "authorizeURL", url);
+		free(url);
+		json_object_array_add(list, e);
+	}
+	json_object_object_add(obj, "vendors", list);
+	enr_sandbox__json(resp, 200, obj);
+}
+
+static void fetch_token(struct sb_resp *resp, const struct session *s)
+{
+	json_object *obj;
+	char expires[32];
+
+	if (s->state == SESSION_PENDING) {
+		enr_sandbox__text(resp, 204, NULL, "");
+		return;
+	}
+	if (s->state == SESSION_DECLINED) {
+		enr_sandbox__oauth_error(resp, 400, "access_denied", "The customer declined");
+		return;
+	}
+	obj = json_object_new_object();
+	add_str(obj, "vendor", enr_sandbox__vendor_id(s->vendor));
+	if (s->access) {
+		add_str(obj, "accessToken", s->access);
+		add_str(obj, "refreshToken", s->refresh ? s->refresh : "");
+		snprintf(expires, sizeof(expires), "%ld", s->expires_in);
+		add_str(obj, "expiresIn", expires);
+	}
+	if (s->api_key)
+		add_str(obj, s->vendor == SB_SOLIS ? "keySecret" : "apiKey", s->api_key);
+	if (s->key_id)
+		add_str(obj, "keyID", s->key_id);
+	if (s->vendor == SB_ENPHASEVPP)
+		add_str(obj, "siteID", s->site_id);
+	enr_sandbox__json(resp, 200, obj);
+}
+
+/* The credentials Derapi obtains when a customer approves `vendor` as `account`. */
+static bool session_credentials(struct enr_sandbox *sb, struct session *s, int vendor,
+                                const char *account)
+{
+	static const char *const scopes[SB_N_VENDORS] = {
+	    [SB_TESLA] = "openid offline_access energy_device_data",
+	    [SB_SMA] = "offline_access",
+	    [SB_ENPHASE] = "read write",
+	    [SB_ENPHASEVPP] = "",
+	};
+	struct sb_site sites[SB_MAX_SITES];
+	struct sb_grant g = {0};
+	struct sb_tokens t;
+	char hex[65], label[160];
+
+	s->vendor = vendor;
+	snprintf(label, sizeof(label), "join.%s:%s", enr_sandbox__vendor_id(vendor), account);
+	if (vendor == SB_SOLAREDGE) {
+		enr_sandbox__derive_hex(sb, hex, label, 14);
+		for (char *p = hex; *p; p++)
+			if (*p >= 'a' && *p <= 'f')
+				*p = (char)(*p - 'a' + 'A');
+		s->api_key = enr_util_printf("JOIN%s", hex);
+		return s->api_key != NULL;
+	}
+	if (vendor == SB_SOLIS) {
+		enr_sandbox__derive_hex(sb, hex, label, 8);
+		s->key_id =
+		    enr_util_printf("demo-%013llu", strtoull(hex, NULL, 16) % 10000000000000ULL);
+		s->api_key = strdup(sb->solis_secret);
+		return s->key_id && s->api_key;
+	}
+	g.vendor = vendor;
+	g.client_id = vendor == SB_ENPHASEVPP ? sb->clients[SB_DERAPI].id : sb->clients[vendor].id;
+	g.account = account;
+	g.scope = scopes[vendor];
+	g.refresh = vendor != SB_ENPHASEVPP;
+	g.id_token = vendor == SB_TESLA;
+	g.refresh_ttl = enr_sandbox__refresh_ttl(sb, vendor);
+	if (enr_sandbox__issue(sb, &t, &g) < 0)
+		return false;
+	s->access = t.access;
+	s->refresh = t.refresh;
+	s->expires_in = t.expires_in;
+	t.access = t.refresh = NULL;
+	enr_sandbox__tokens_done(&t);
+	if (enr_sandbox__sites(sb, vendor, account, sites) > 0)
+		snprintf(s->site_id, sizeof(s->site_id), "%s", sites[0].id);
+	return true;
+}
+
+/* GET /join/session/{id}/authorize?vendor= and /join/flows/{id}/authorize?vendor=&state= */
+static void join_authorize(struct sb_req *req, struct sb_resp *resp, enum sb_auth_kind kind,
+                           const char *target, unsigned vendors, const char *redirect_uri)
+{
+	const char *vendor_id = enr_sandbox__query(req, "vendor");
+	const char *state = enr_sandbox__query(req, "state");
+	int vendor = enr_sandbox__vendor_from_id(vendor_id);
+	struct sb_pending *p;
+
+	if (!join_vendor(vendor) || !(vendors & 1u << vendor)) {
+		if (kind == SB_AUTH_FLOW)
+			enr_sandbox__redirect(
+			    resp, enr_sandbox__add_query(
+			              redirect_uri, "error", "invalid_request", "error_description",
+			              "vendor is missing or not part of this flow", "state", state,
+			              NULL));
+		else
+			enr_sandbox__html(
+			    resp, 400,
+			    enr_sandbox__page("Unknown vendor",
+			                      "This vendor is not part of the session.", NULL));
+		return;
+	}
+	p = calloc(1, sizeof(*p));
+	if (!p) {
+		enr_sandbox__nomem(resp);
+		return;
+	}
+	p->kind = kind;
+	p->vendor = vendor;
+	p->target = strdup(target);
+	p->redirect_uri = redirect_uri ? strdup(redirect_uri) : NULL;
+	p->state = state ? strdup(state) : NULL;
+	if (!p->target || (redirect_uri && !p->redirect_uri) || (state && !p->state)) {
+		enr_sandbox__pending_free(p);
+		enr_sandbox__nomem(resp);
+		return;
+	}
+	enr_sandbox__consent(req, resp, p);
+}
+
+void enr_sandbox__derapi_complete(struct enr_sandbox *sb, struct sb_resp *resp,
+                                  const struct sb_pending *p, bool approve, const char *account)
+{
+	char *name = NULL, *id = NULL;
+	struct enrollment *e = NULL;
+	struct flow *preset = NULL;
+	const struct flow *f;
+	struct session *s;
+
+	name = !approve ? NULL : account ? strdup(account) : enr_sandbox__new_account(sb);
+	if (approve && !name) {
+		enr_sandbox__nomem(resp);
+		return;
+	}
+	if (p->kind == SB_AUTH_SESSION) {
+		s = find_session(sb, p->target);
+		if (!s || s->state != SESSION_PENDING) {
+			enr_sandbox__html(resp, 400,
+			                  enr_sandbox__page("Session over",
+			                                    "This Join session is over or unknown.",
+			                                    NULL));
+		} else if (!approve) {
+			s->state = SESSION_DECLINED;
+			enr_sandbox__html(
+			    resp, 200,
+			    enr_sandbox__page("Declined",
+			                      "You declined: you can close this window.", NULL));
+		} else if (!session_credentials(sb, s, p->vendor, name)) {
+			enr_sandbox__nomem(resp);
+		} else {
+			s->state = SESSION_DONE;
+			enr_sandbox__html(resp, 200,
+			                  enr_sandbox__page("Done",
+			                                    "Thank you: you can close this window.",
+			                                    NULL));
+		}
+		free(name);
+		return;
+	}
+	f = find_flow(sb, p->target, &preset);
+	if (!f) {
+		enr_sandbox__html(
+		    resp, 400,
+		    enr_sandbox__page("Flow gone", "This Join flow no longer exists.", NULL));
+	} else if (!approve) {
+		enr_sandbox__redirect(
+		    resp, enr_sandbox__add_query(f->redirect_uri, "error", "access_denied",
+		                                 "error_description", "The customer declined",
+		                                 "state", p->state, NULL));
+	} else {
+		e = calloc(1, sizeof(*e) + strlen(name) + 1);
+		id = enr_util_random_token(12);
+		if (!e || !id) {
+			free(e);
+			enr_sandbox__nomem(resp);
+		} else {
+			snprintf(e->id, sizeof(e->id), "enr_%s", id);
+			snprintf(e->flow_id, sizeof(e->flow_id), "%s", f->id);
+			snprintf(e->program_id, sizeof(e->program_id), "%s", f->program_id);
+			e->vendor = p->vendor;
+			strcpy(e->account, name);
+			enr_sandbox__redirect(
+			    resp, enr_sandbox__add_query(f->redirect_uri, "state", p->state,
+			                                 "enrollmentID",
+			                                 f->program_id[0] ? e->id : NULL, NULL));
+			enr_sandbox__ring_put(&sb->enrollments, e);
+		}
+	}
+	free(preset);
+	free(id);
+	free(name);
+}
+
+/* ---- Join flows ---- */
+
+static json_object *flow_json(const struct enr_sandbox *sb, const struct flow *f)
+{
+	json_object *obj = json_object_new_object();
+	char *url = enr_util_printf("%s/derapi/join/flows/%s/authorize", sb->url, f->id);
+
+	add_str(obj, "id", f->id);
+	add_str(obj, "flowID", f->id);
+	add_str(obj, "redirectURI", f->redirect_uri);
+	if (f->program_id[0])
+		add_str(obj, "programID", f->program_id);
+	json_object_object_add(obj, "vendors", vendor_list(f->vendors));
+	if (url)
+		add_str(obj, "authorizeURL", url);
+	free(url);
+	return obj;
+}
+
+static void flow_create(struct sb_req *req, struct sb_resp *resp)
+{
+	struct enr_sandbox *sb = req->sb;
+	json_object *body = enr_sandbox__body_json(req), *vendors;
+	const char *uri = json_str(body, "redirectURI");
+	const char *program = json_str(body, "programID");
+	unsigned mask = 0;
+	struct flow *f;
+	char *id = NULL;
+
+	if (!uri || (strncmp(uri, "https://", 8) != 0 && strncmp(uri, "http://", 7) != 0) ||
+	    strlen(uri) > 400 || strchr(uri, '#') || (program && strlen(program) > 60)) {
+		enr_sandbox__oauth_error(resp, 400, "invalid_request",
+		                         "redirectURI must be an absolute http(s) URL without a "
+		                         "fragment");
+		goto out;
+	}
+	if (json_object_object_get_ex(body, "vendors", &vendors) &&
+	    json_object_is_type(vendors, json_type_array)) {
+		for (size_t i = 0; i < json_object_array_length(vendors); i++) {
+			int v = enr_sandbox__vendor_from_id(
+			    json_str(json_object_array_get_idx(vendors, i), "vendor"));
+			if (!join_vendor(v)) {
+				enr_sandbox__oauth_error(resp, 400, "invalid_request",
+				                         "each vendor must be one of tesla, sma, "
+				                         "enphase, solaredge, solis, enphasevpp");
+				goto out;
+			}
+			mask |= 1u << v;
+		}
+	}
+	f = calloc(1, sizeof(*f) + strlen(uri) + 1);
+	id = enr_util_random_token(9);
+	if (!f || !id) {
+		free(f);
+		enr_sandbox__nomem(resp);
+		goto out;
+	}
+	snprintf(f->id, sizeof(f->id), "flow_%s", id);
+	snprintf(f->program_id, sizeof(f->program_id), "%s", program ? program : "");
+	f->vendors = mask ? mask : ALL_JOIN_VENDORS;
+	strcpy(f->redirect_uri, uri);
+	enr_sandbox__ring_put(&sb->flows, f);
+	enr_sandbox__json(resp, 201, flow_json(sb, f));
+out:
+	free(id);
+	json_object_put(body);
+}
+
+static void enrollment(struct sb_req *req, struct sb_resp *resp, const char *id)
+{
+	const struct enrollment *e = find_enrollment(req->sb, id);
+	struct sb_site sites[SB_MAX_SITES];
+	json_object *obj, *list;
+	size_t n;
+
+	if (!e) {
+		enr_sandbox__oauth_error(resp, 404, "not_found", "no such enrollment");
+		return;
+	}
+	obj = json_object_new_object();
+	add_str(obj, "id", e->id);
+	add_str(obj, "vendor", enr_sandbox__vendor_id(e->vendor));
+	add_str(obj, "flowID", e->flow_id);
+	if (e->program_id[0])
+		add_str(obj, "programID", e->program_id);
+	add_str(obj, "status", "active");
+	list = json_object_new_array();
+	n = enr_sandbox__sites(req->sb, e->vendor, e->account, sites);
+	for (size_t i = 0; i < n; i++) {
+		json_object *s = json_object_new_object();
+		add_str(s, "id", sites[i].id);
+		add_str(s, "name", sites[i].name);
+		json_object_array_add(list, s);
+	}
+	json_object_object_add(obj, "sites", list);
+	enr_sandbox__json(resp, 200, obj);
+}
+
+/* ---- sites through Derapi ---- */
+
+/* The account behind one X-Authorization-<vendor> value, or false. */
+static bool vendor_account(struct sb_req *req, int vendor, const char *value, char *account,
+                           size_t size)
+{
+	struct enr_sandbox *sb = req->sb;
+	unsigned char *decoded = NULL;
+	struct sb_access a;
+	char *colon;
+	bool ok = false;
+
+	if (vendor == SB_SOLAREDGE) {
+		snprintf(account, size, "%s", value);
+		return enr_sandbox__solaredge_key_ok(sb, value);
+	}
+	if (vendor == SB_SOLIS) {
+		if (strncmp(value, "Basic ", 6) != 0 ||
+		    enr_util_base64_decode(&decoded, NULL, value + 6) < 0)
+			return false;
+		colon = strchr((char *)decoded, ':');
+		if (colon) {
+			*colon = '\0';
+			ok = enr_sandbox__solis_key_ok(sb, (char *)decoded) &&
+			     same(colon + 1, sb->solis_secret);
+			snprintf(account, size, "%s", (char *)decoded);
+		}
+		enr_util_free_secret((char *)decoded);
+		return ok;
+	}
+	if (strncmp(value, "Bearer ", 7) != 0 ||
+	    enr_sandbox__check_access(sb, value + 7, vendor, &a) != SB_TOKEN_OK || !a.account[0])
+		return false;
+	if (vendor == SB_ENPHASE &&
+	    !same(enr_sandbox__header(req, "X-enphase-api-key"), sb->enphase_api_key))
+		return false;
+	snprintf(account, size, "%s", a.account);
+	return true;
+}
+
+static void sites(struct sb_req *req, struct sb_resp *resp)
+{
+	json_object *obj = json_object_new_object(), *list = json_object_new_array();
+	struct sb_site found[SB_MAX_SITES];
+	char header[64], account[160], text[128];
+	bool any = false;
+
+	for (size_t i = 0; i < ENR_ARRAY_SIZE(join_vendors); i++) {
+		int v = join_vendors[i];
+		const char *value;
+		size_t n;
+		snprintf(header, sizeof(header), "X-Authorization-%s", enr_sandbox__vendor_id(v));
+		value = enr_sandbox__header(req, header);
+		if (!value)
+			continue;
+		any = true;
+		if (!vendor_account(req, v, value, account, sizeof(account))) {
+			snprintf(text, sizeof(text), "missing or invalid credentials for %s",
+			         enr_sandbox__vendor_id(v));
+			json_object_put(obj);
+			json_object_put(list);
+			enr_sandbox__oauth_error(resp, 403, "forbidden", text);
+			return;
+		}
+		n = enr_sandbox__sites(req->sb, v, account, found);
+		for (size_t k = 0; k < n; k++) {
+			json_object *s = json_object_new_object();
+			add_str(s, "id", found[k].id);
+			add_str(s, "name", found[k].name);
+			add_str(s, "vendor", enr_sandbox__vendor_id(v));
+			json_object_array_add(list, s);
+		}
+	}
+	if (!any) {
+		json_object_put(obj);
+		json_object_put(list);
+		enr_sandbox__oauth_error(
+		    resp, 403, "forbidden",
+		    "no X-Authorization-<vendor> header: vendor credentials are "
+		    "missing");
+		return;
+	}
+	json_object_object_add(obj, "sites", list);
+	enr_sandbox__json(resp, 200, obj);
+}
+
+/* ---- routing ---- */
+
+/* Splits "/join/session/ID/tail" into the id (copied into `id`) and the tail. */
+static const char *split_id(const char *rest, const char *prefix, char *id, size_t size)
+{
+	size_t len = strlen(prefix), id_len;
+	const char *end;
+
+	if (strncmp(rest, prefix, len) != 0)
+		return NULL;
+	rest += len;
+	end = strchr(rest, '/');
+	id_len = end ? (size_t)(end - rest) : strlen(rest);
+	if (id_len == 0 || id_len >= size)
+		return NULL;
+	memcpy(id, rest, id_len);
+	id[id_len] = '\0';
+	return end ? end : "";
+}
+
+void enr_sandbox__derapi(struct sb_req *req, struct sb_resp *resp)
+{
+	struct enr_sandbox *sb = req->sb;
+	bool get = strcmp(req->method, "GET") == 0, post = strcmp(req->method, "POST") == 0;
+	struct flow *preset = NULL;
+	const struct flow *f;
+	struct session *s;
+	const char *tail;
+	char id[80];
+
+	if (post && strcmp(req->rest, "/oauth2/token") == 0) {
+		token(req, resp);
+	} else if (post && strcmp(req->rest, "/join/session/start") == 0) {
+		if (authorized(req, resp))
+			session_start(req, resp);
+	} else if (get && (tail = split_id(req->rest, "/join/session/", id, sizeof(id)))) {
+		s = find_session(sb, id);
+		if (!s)
+			enr_sandbox__oauth_error(resp, 404, "not_found", "no such Join session");
+		else if (strcmp(tail, "/vendors") == 0)
+			session_vendors(req, resp, s);
+		else if (strcmp(tail, "/authorize") == 0)
+			join_authorize(req, resp, SB_AUTH_SESSION, s->id, s->vendors, NULL);
+		else if (strcmp(tail, "/fetch-token") == 0) {
+			if (authorized(req, resp))
+				fetch_token(resp, s);
+		} else
+			enr_sandbox__not_found(resp);
+	} else if (post && strcmp(req->rest, "/join/flows") == 0) {
+		if (authorized(req, resp))
+			flow_create(req, resp);
+	} else if (get && (tail = split_id(req->rest, "/join/flows/", id, sizeof(id)))) {
+		f = find_flow(sb, id, &preset);
+		if (!f)
+			enr_sandbox__html(
+			    resp, 404,
+			    enr_sandbox__page("Unknown flow", "No such Join flow.", NULL));
+		else if (strcmp(tail, "/authorize") == 0)
+			join_authorize(req, resp, SB_AUTH_FLOW, f->id, f->vendors, f->redirect_uri);
+		else if (tail[0] == '\0') {
+			if (authorized(req, resp))
+				enr_sandbox__json(resp, 200, flow_json(sb, f));
+		} else
+			enr_sandbox__not_found(resp);
+		free(preset);
+	} else if (get && (tail = split_id(req->rest, "/join/enrollments/", id, sizeof(id))) &&
+	           tail[0] == '\0') {
+		if (authorized(req, resp))
+			enrollment(req, resp, id);
+	} else if (get && strcmp(req->rest, "/sites") == 0) {
+		if (authorized(req, resp))
+			sites(req, resp);
+	} else {
+		enr_sandbox__not_found(resp);
+	}
+}

@@ -1,0 +1,320 @@
+#ifndef DERENROLL_SANDBOX_INTERNAL_H
+#define DERENROLL_SANDBOX_INTERNAL_H
+
+/* Shared by the sandbox's files; not part of the public API. */
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <json-c/json.h>
+#include <microhttpd.h>
+
+#include "derenroll/sandbox.h"
+
+/* The vendors the sandbox plays, in the order of their prefixes. */
+enum sb_vendor {
+	SB_TESLA,
+	SB_SMA,
+	SB_ENPHASE,
+	SB_SOLAREDGE,
+	SB_SOLIS,
+	SB_DERAPI,
+	SB_ENPHASEVPP, /* no prefix of its own: only through Derapi Join */
+	SB_N_VENDORS,
+};
+#define SB_N_PREFIXES SB_ENPHASEVPP
+
+/* Capacities: the oldest entry makes room for a new one. */
+#define SB_MAX_CODES       4096
+#define SB_MAX_REFRESH     65536
+#define SB_MAX_PENDING     1024
+#define SB_MAX_BC          1024
+#define SB_MAX_REVOKED     4096
+#define SB_MAX_FLOWS       256
+#define SB_MAX_SESSIONS    4096
+#define SB_MAX_ENROLLMENTS 4096
+#define SB_MAX_FAULTS      64
+#define SB_MAX_BODY        (1024 * 1024)
+#define SB_MAX_SITES       3
+
+/* A ring of owned pointers: putting into a full ring frees the oldest. */
+struct sb_ring {
+	void **items;
+	size_t cap, next;
+	void (*free_item)(void *);
+};
+
+struct sb_client {
+	char *id;
+	char *secret;
+};
+
+struct sb_fault {
+	int vendor; /* enum sb_vendor, or -1 for any */
+	enum enr_sandbox_fault kind;
+	int remaining; /* <= 0: until cleared */
+	long retry_after;
+};
+
+/* A suspended connection waiting for its time (latency, a stall). */
+struct sb_wait {
+	struct MHD_Connection *conn;
+	long long deadline_ms;
+	struct sb_wait *next;
+	bool queued;
+};
+
+struct sb_site {
+	long long num; /* numeric id */
+	char id[32];   /* the same as text */
+	char name[64];
+};
+
+struct enr_sandbox {
+	struct MHD_Daemon *daemon;
+	pthread_mutex_t lock; /* guards everything below */
+	pthread_cond_t wake;  /* wakes the timer thread: a new wait, or stopping */
+	bool stopping;
+	pthread_t timer; /* resumes suspended connections when their time comes */
+	bool timer_started;
+	struct sb_wait *waits;
+	struct enr_relay *relay; /* mounted at /relay */
+	char url[96];
+	unsigned port;
+	struct enr_catalog *own_catalog;
+	const struct enr_catalog *catalog;
+	unsigned char seed[32];
+	unsigned char jwt_key[32];
+
+	long latency_ms, vendor_latency_ms[SB_N_PREFIXES]; /* -1: the default */
+	long refresh_grace, code_ttl_ms, sma_accept_ms, stall_ms, access_ttl;
+	struct sb_fault faults[SB_MAX_FAULTS];
+	size_t n_faults;
+
+	struct sb_client clients[SB_N_VENDORS]; /* tesla, sma, enphase, derapi */
+	char *enphase_api_key;
+	char *solaredge_key, *solaredge_company_key;
+	char *solis_key_id, *solis_company_key_id, *solis_secret;
+	char *sma_owner_email;
+	char *enphase_partner_access, *enphase_partner_refresh;
+	char *relay_secret, *flow_id, *program_id;
+
+	uint64_t seq; /* counts issued tokens; every token carries its number */
+	uint64_t expired_before[SB_N_VENDORS];
+	unsigned long long account_counter;
+	struct sb_ring codes, refresh, pending, bc, revoked, flows, sessions, enrollments;
+};
+
+/* ---- requests and answers ---- */
+
+struct sb_param {
+	char *name, *value;
+};
+
+struct sb_req {
+	struct enr_sandbox *sb;
+	struct MHD_Connection *conn;
+	const char *method;
+	const char *path; /* the full path, decoded */
+	const char *rest; /* below the vendor's prefix: "/oauth2/v3/token", or "" */
+	int vendor;       /* enum sb_vendor, or -1 */
+	const char *body;
+	size_t body_len;
+	struct sb_param *form; /* the x-www-form-urlencoded body, parsed on demand */
+	size_t n_form;
+	bool form_parsed;
+};
+
+enum sb_special {
+	SB_SPECIAL_NONE,
+	SB_SPECIAL_HUGE,
+	SB_SPECIAL_STALL,
+};
+
+struct sb_resp {
+	int status;
+	const char *content_type;
+	char *body; /* malloc'd */
+	size_t len;
+	char *location;
+	const char *www_authenticate;
+	long retry_after; /* < 0: none */
+	enum sb_special special;
+};
+
+long long enr_sandbox__now_ms(void);
+uint64_t enr_sandbox__hash(const char *s);
+
+const char *enr_sandbox__vendor_id(int vendor);
+int enr_sandbox__vendor_from_id(const char *id);
+const char *enr_sandbox__vendor_name(int vendor);
+
+const char *enr_sandbox__header(const struct sb_req *req, const char *name);
+const char *enr_sandbox__query(const struct sb_req *req, const char *name);
+const char *enr_sandbox__form(struct sb_req *req, const char *name);
+bool enr_sandbox__is_form(const struct sb_req *req);
+/* The token of "Authorization: Bearer <token>", or NULL. */
+const char *enr_sandbox__bearer(const struct sb_req *req);
+/* The client id and secret of "Authorization: Basic ..." (malloc'd), or false. */
+bool enr_sandbox__basic(const struct sb_req *req, char **id, char **secret);
+/* The request body as JSON (the caller puts it), or NULL. */
+json_object *enr_sandbox__body_json(const struct sb_req *req);
+
+/* Fill the answer; each takes ownership of what it is given. */
+void enr_sandbox__json(struct sb_resp *resp, int status, json_object *obj);
+void enr_sandbox__text(struct sb_resp *resp, int status, const char *content_type,
+                       const char *text);
+void enr_sandbox__html(struct sb_resp *resp, int status, char *html);
+void enr_sandbox__redirect(struct sb_resp *resp, char *location);
+void enr_sandbox__oauth_error(struct sb_resp *resp, int status, const char *error,
+                              const char *description);
+void enr_sandbox__not_found(struct sb_resp *resp);
+void enr_sandbox__nomem(struct sb_resp *resp);
+/* A small HTML page with a title and paragraphs of escaped text (NULL-terminated list). */
+char *enr_sandbox__page(const char *title, ...);
+/* HTML-escaped copy (malloc'd). */
+char *enr_sandbox__html_escape(const char *s);
+/* `base` + "?" or "&" + the pairs (value NULL: skipped), url-encoded; malloc'd. */
+char *enr_sandbox__add_query(const char *base, ...);
+
+/* ---- rings ---- */
+
+int enr_sandbox__ring_init(struct sb_ring *ring, size_t cap, void (*free_item)(void *));
+void enr_sandbox__ring_done(struct sb_ring *ring);
+/* Takes `item`; frees the oldest when full. ENR_E_NOMEM leaves `item` to the caller. */
+void enr_sandbox__ring_put(struct sb_ring *ring, void *item);
+/* Frees the item at index `i` and empties its slot. */
+void enr_sandbox__ring_drop(struct sb_ring *ring, size_t i);
+
+/* ---- accounts, tokens, codes (sandbox_auth.c) ---- */
+
+/* A derived value: `bytes` of HMAC-SHA256(seed, label) as lowercase hex (bytes <= 32). */
+void enr_sandbox__derive_hex(const struct enr_sandbox *sb, char *out, const char *label,
+                             size_t bytes);
+
+/* The sites of an account; returns how many. */
+size_t enr_sandbox__sites(const struct enr_sandbox *sb, int vendor, const char *account,
+                          struct sb_site *out);
+/* A stable user id of an account: a UUID, or digits for Enphase's enl_uid. */
+void enr_sandbox__account_uid(char *out, size_t size, int vendor, const char *account);
+/* A new account name ("customer-17"). */
+char *enr_sandbox__new_account(struct enr_sandbox *sb);
+bool enr_sandbox__account_revoked(const struct enr_sandbox *sb, int vendor, const char *account,
+                                  uint64_t seq);
+
+struct sb_grant {
+	int vendor;
+	const char *client_id;
+	const char *account; /* NULL for a client-credentials token */
+	const char *scope;
+	uint64_t grant;   /* 0: a new grant */
+	bool refresh;     /* issue a refresh token too */
+	bool id_token;    /* issue an OpenID id_token too (Tesla) */
+	long refresh_ttl; /* seconds; 0: never expires */
+};
+
+struct sb_tokens {
+	char *access;
+	char *refresh;
+	char *id_token;
+	long expires_in;
+	uint64_t grant;
+	char scope[256]; /* what was granted */
+};
+
+int enr_sandbox__issue(struct enr_sandbox *sb, struct sb_tokens *out, const struct sb_grant *g);
+void enr_sandbox__tokens_done(struct sb_tokens *t);
+long enr_sandbox__access_ttl(const struct enr_sandbox *sb, int vendor);
+long enr_sandbox__refresh_ttl(const struct enr_sandbox *sb, int vendor);
+
+enum sb_token_state {
+	SB_TOKEN_OK,
+	SB_TOKEN_INVALID,
+	SB_TOKEN_EXPIRED,
+	SB_TOKEN_REVOKED,
+};
+
+struct sb_access {
+	char account[128]; /* "" for a client-credentials token */
+	char client_id[128];
+	char scope[256];
+	uint64_t grant;
+};
+
+enum sb_token_state enr_sandbox__check_access(struct enr_sandbox *sb, const char *token, int vendor,
+                                              struct sb_access *out);
+
+/* The token endpoint's refresh grant: checks and rotates `token`. On failure
+ * fills `resp` with the OAuth error and returns false. */
+bool enr_sandbox__refresh(struct enr_sandbox *sb, struct sb_resp *resp, struct sb_tokens *out,
+                          int vendor, const char *client_id, const char *token);
+
+/* Whether a redirect URI is registered for the vendor's app. */
+bool enr_sandbox__redirect_ok(const struct enr_sandbox *sb, int vendor, const char *uri);
+
+/* Authorization codes. */
+char *enr_sandbox__new_code(struct enr_sandbox *sb, int vendor, const char *client_id,
+                            const char *redirect_uri, const char *account, const char *scope,
+                            const char *challenge);
+/* The code exchange: checks code, client, redirect URI and PKCE verifier and
+ * issues tokens; on failure fills `resp` and returns false. */
+bool enr_sandbox__exchange(struct enr_sandbox *sb, struct sb_resp *resp, struct sb_tokens *out,
+                           int vendor, const char *client_id, const char *code,
+                           const char *redirect_uri, const char *verifier);
+
+/* Checks a client id and secret against the vendor's app (constant time). */
+bool enr_sandbox__client_ok(const struct enr_sandbox *sb, int vendor, const char *id,
+                            const char *secret);
+
+/* ---- the consent page (sandbox_auth.c) ---- */
+
+enum sb_auth_kind {
+	SB_AUTH_VENDOR,  /* a vendor's own authorize link: redirect with a code */
+	SB_AUTH_FLOW,    /* a Derapi Join flow: redirect with state (+ enrollmentID) */
+	SB_AUTH_SESSION, /* a Derapi Join session: the session gets the tokens */
+};
+
+struct sb_pending {
+	char *id;
+	enum sb_auth_kind kind;
+	int vendor;
+	char *client_id, *redirect_uri, *state, *scope, *challenge,
+	    *target; /* flow or session id */
+	long long created_ms;
+};
+
+/* Shows the consent page for `p` or, with sandbox_auto in the query, answers
+ * at once. Takes `p`. */
+void enr_sandbox__consent(struct sb_req *req, struct sb_resp *resp, struct sb_pending *p);
+void enr_sandbox__pending_free(void *p);
+/* POST /consent */
+void enr_sandbox__consent_post(struct sb_req *req, struct sb_resp *resp);
+
+/* ---- routes ---- */
+
+void enr_sandbox__tesla(struct sb_req *req, struct sb_resp *resp);
+void enr_sandbox__sma(struct sb_req *req, struct sb_resp *resp);
+void enr_sandbox__enphase(struct sb_req *req, struct sb_resp *resp);
+void enr_sandbox__solaredge(struct sb_req *req, struct sb_resp *resp);
+void enr_sandbox__solis(struct sb_req *req, struct sb_resp *resp);
+void enr_sandbox__derapi(struct sb_req *req, struct sb_resp *resp);
+void enr_sandbox__control(struct sb_req *req, struct sb_resp *resp);
+
+/* Key accounts (sandbox_vendors.c). */
+bool enr_sandbox__solaredge_key_ok(const struct enr_sandbox *sb, const char *key);
+bool enr_sandbox__solis_key_ok(const struct enr_sandbox *sb, const char *key_id);
+void enr_sandbox__sma_bc_free(void *p);
+/* Plants an SMA client-credentials token sees: those of owners who accepted. */
+size_t enr_sandbox__sma_client_sites(struct enr_sandbox *sb, const char *client_id,
+                                     json_object *plants);
+
+/* Derapi's side of a finished consent (sandbox_derapi.c). */
+void enr_sandbox__derapi_complete(struct enr_sandbox *sb, struct sb_resp *resp,
+                                  const struct sb_pending *p, bool approve, const char *account);
+void enr_sandbox__flow_free(void *p);
+void enr_sandbox__session_free(void *p);
+void enr_sandbox__enrollment_free(void *p);
+
+#endif

@@ -1,0 +1,866 @@
+/* The sandbox's vendors: Tesla, SMA, Enphase, SolarEdge and Solis, each on
+ * the paths of the real API below its prefix. Called with the lock held. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "derenroll/error.h"
+#include "derenroll/solis.h"
+#include "sandbox_internal.h"
+#include "util.h"
+
+static bool is(const struct sb_req *req, const char *method, const char *rest)
+{
+	return strcmp(req->method, method) == 0 && strcmp(req->rest, rest) == 0;
+}
+
+static void method_not_allowed(struct sb_resp *resp)
+{
+	enr_sandbox__oauth_error(resp, 405, "method_not_allowed", "wrong HTTP method");
+}
+
+static void add_str(json_object *obj, const char *key, const char *value)
+{
+	json_object_object_add(obj, key, json_object_new_string(value));
+}
+
+static void add_int(json_object *obj, const char *key, long long value)
+{
+	json_object_object_add(obj, key, json_object_new_int64(value));
+}
+
+/* ---- the OAuth side shared by Tesla, SMA and Enphase ---- */
+
+static void bad_authorize(struct sb_resp *resp, const char *text)
+{
+	enr_sandbox__html(resp, 400, enr_sandbox__page("Sign-in error", text, NULL));
+}
+
+static char *dup_or_null(const char *s)
+{
+	return s ? strdup(s) : NULL;
+}
+
+/* GET authorize: checks the app, then shows the consent page (or answers at once). */
+static void authorize(struct sb_req *req, struct sb_resp *resp, bool pkce, bool scope_required)
+{
+	struct enr_sandbox *sb = req->sb;
+	const char *client_id = enr_sandbox__query(req, "client_id");
+	const char *redirect_uri = enr_sandbox__query(req, "redirect_uri");
+	const char *state = enr_sandbox__query(req, "state");
+	const char *type = enr_sandbox__query(req, "response_type");
+	const char *scope = enr_sandbox__query(req, "scope");
+	const char *challenge = pkce ? enr_sandbox__query(req, "code_challenge") : NULL;
+	const char *method = enr_sandbox__query(req, "code_challenge_method");
+	const char *error = NULL, *description = NULL;
+	struct sb_pending *p;
+
+	/* Without a known app and a registered redirect URI nothing may redirect. */
+	if (!client_id || !enr_sandbox__client_ok(sb, req->vendor, client_id, NULL)) {
+		bad_authorize(resp, "Unknown client_id: this app is not registered.");
+		return;
+	}
+	if (!enr_sandbox__redirect_ok(sb, req->vendor, redirect_uri) ||
+	    strlen(redirect_uri) > 400) {
+		bad_authorize(resp, "invalid_redirect_uri: the redirect_uri is not registered for "
+		                    "this app.");
+		return;
+	}
+	if (!type || strcmp(type, "code") != 0) {
+		error = "unsupported_response_type";
+		description = "response_type must be code";
+	} else if (scope_required && (!scope || !scope[0])) {
+		error = "invalid_scope";
+		description = "scope is required";
+	} else if (scope && strlen(scope) > 200) {
+		error = "invalid_scope";
+		description = "scope is too long";
+	} else if (challenge && (!method || strcmp(method, "S256") != 0)) {
+		error = "invalid_request";
+		description = "code_challenge_method must be S256";
+	} else if (challenge && (strlen(challenge) < 43 || strlen(challenge) > 128)) {
+		error = "invalid_request";
+		description = "code_challenge must be 43 to 128 characters";
+	} else if (state && strlen(state) > 512) {
+		error = "invalid_request";
+		description = "state is too long";
+	}
+	if (error) {
+		enr_sandbox__redirect(resp, enr_sandbox__add_query(redirect_uri, "error", error,
+		                                                   "error_description", description,
+		                                                   "state", state, NULL));
+		return;
+	}
+	p = calloc(1, sizeof(*p));
+	if (!p) {
+		enr_sandbox__nomem(resp);
+		return;
+	}
+	p->kind = SB_AUTH_VENDOR;
+	p->vendor = req->vendor;
+	p->client_id = strdup(client_id);
+	p->redirect_uri = strdup(redirect_uri);
+	p->state = dup_or_null(state);
+	p->scope = strdup(req->vendor == SB_ENPHASE ? "read write" : scope ? scope : "");
+	p->challenge = dup_or_null(challenge);
+	if (!p->client_id || !p->redirect_uri || !p->scope || (state && !p->state) ||
+	    (challenge && !p->challenge)) {
+		enr_sandbox__pending_free(p);
+		enr_sandbox__nomem(resp);
+		return;
+	}
+	enr_sandbox__consent(req, resp, p);
+}
+
+static void invalid_client(struct sb_resp *resp)
+{
+	enr_sandbox__oauth_error(resp, 401, "invalid_client",
+	                         "client authentication failed: wrong client_id or client_secret");
+}
+
+static bool has_scope(const char *scopes, const char *wanted)
+{
+	size_t len = strlen(wanted);
+
+	for (const char *p = scopes; (p = strstr(p, wanted)); p += len)
+		if ((p == scopes || p[-1] == ' ') && (p[len] == ' ' || p[len] == '\0'))
+			return true;
+	return false;
+}
+
+static void bearer_error(struct sb_resp *resp, enum sb_token_state state)
+{
+	resp->www_authenticate = state == SB_TOKEN_EXPIRED
+	                             ? "Bearer error=\"invalid_token\", "
+	                               "error_description=\"The access token expired\""
+	                             : "Bearer error=\"invalid_token\"";
+	enr_sandbox__oauth_error(resp, 401, "invalid_token",
+	                         state == SB_TOKEN_EXPIRED   ? "the access token expired"
+	                         : state == SB_TOKEN_REVOKED ? "the access token was revoked"
+	                                                     : "the access token is not valid");
+}
+
+/* ---- Tesla ---- */
+
+static void tesla_token(struct sb_req *req, struct sb_resp *resp)
+{
+	struct enr_sandbox *sb = req->sb;
+	const char *grant = enr_sandbox__form(req, "grant_type");
+	const char *client_id = enr_sandbox__form(req, "client_id");
+	const char *secret = enr_sandbox__form(req, "client_secret");
+	struct sb_tokens t;
+	json_object *obj;
+	bool ok;
+
+	if (!enr_sandbox__is_form(req)) {
+		enr_sandbox__oauth_error(resp, 400, "invalid_request",
+		                         "expected an application/x-www-form-urlencoded body");
+		return;
+	}
+	if (grant && strcmp(grant, "authorization_code") == 0) {
+		const char *audience = enr_sandbox__form(req, "audience");
+		char expected[128];
+		if (!secret || !enr_sandbox__client_ok(sb, SB_TESLA, client_id, secret)) {
+			invalid_client(resp);
+			return;
+		}
+		snprintf(expected, sizeof(expected), "%s/tesla", sb->url);
+		if (!audience) {
+			enr_sandbox__oauth_error(resp, 400, "invalid_request",
+			                         "audience is required (the Fleet API base URL)");
+			return;
+		}
+		if (strcmp(audience, expected) != 0) {
+			enr_sandbox__oauth_error(resp, 400, "invalid_request",
+			                         "audience is not a Fleet API region");
+			return;
+		}
+		ok = enr_sandbox__exchange(sb, resp, &t, SB_TESLA, client_id,
+		                           enr_sandbox__form(req, "code"),
+		                           enr_sandbox__form(req, "redirect_uri"),
+		                           enr_sandbox__form(req, "code_verifier"));
+	} else if (grant && strcmp(grant, "refresh_token") == 0) {
+		/* Tesla's refresh needs only the client id (a secret, if sent, must be right). */
+		if (!enr_sandbox__client_ok(sb, SB_TESLA, client_id, secret)) {
+			invalid_client(resp);
+			return;
+		}
+		ok = enr_sandbox__refresh(sb, resp, &t, SB_TESLA, client_id,
+		                          enr_sandbox__form(req, "refresh_token"));
+	} else {
+		enr_sandbox__oauth_error(resp, 400, "unsupported_grant_type",
+		                         "grant_type must be authorization_code or refresh_token");
+		return;
+	}
+	if (!ok)
+		return;
+	obj = json_object_new_object();
+	add_str(obj, "access_token", t.access);
+	if (t.refresh)
+		add_str(obj, "refresh_token", t.refresh);
+	if (t.id_token)
+		add_str(obj, "id_token", t.id_token);
+	add_int(obj, "expires_in", t.expires_in);
+	add_str(obj, "token_type", "Bearer");
+	enr_sandbox__tokens_done(&t);
+	enr_sandbox__json(resp, 200, obj);
+}
+
+static void tesla_error(struct sb_resp *resp, int status, const char *error)
+{
+	json_object *obj = json_object_new_object();
+
+	json_object_object_add(obj, "response", NULL);
+	add_str(obj, "error", error);
+	add_str(obj, "error_description", "");
+	enr_sandbox__json(resp, status, obj);
+}
+
+static void tesla_products(struct sb_req *req, struct sb_resp *resp)
+{
+	struct sb_site sites[SB_MAX_SITES];
+	struct sb_access a;
+	enum sb_token_state state;
+	json_object *obj, *list, *e;
+	unsigned long long h;
+	size_t n;
+	char vin[18];
+
+	state = enr_sandbox__check_access(req->sb, enr_sandbox__bearer(req), SB_TESLA, &a);
+	if (state == SB_TOKEN_EXPIRED) {
+		tesla_error(resp, 401, "token expired (401)");
+		return;
+	}
+	if (state != SB_TOKEN_OK) {
+		tesla_error(resp, 401, "login_required");
+		return;
+	}
+	if (!has_scope(a.scope, "energy_device_data")) {
+		tesla_error(resp, 403, "Unauthorized missing scopes");
+		return;
+	}
+	n = enr_sandbox__sites(req->sb, SB_TESLA, a.account, sites);
+	obj = json_object_new_object();
+	list = json_object_new_array();
+	for (size_t i = 0; i < n; i++) {
+		e = json_object_new_object();
+		add_int(e, "energy_site_id", sites[i].num);
+		add_str(e, "resource_type", "battery");
+		add_str(e, "site_name", sites[i].name);
+		add_str(e, "id", sites[i].id);
+		add_int(e, "gateway_id", sites[i].num % 1000000);
+		add_int(e, "energy_left", 9000 + sites[i].num % 4000);
+		add_int(e, "total_pack_energy", 13500);
+		add_int(e, "percentage_charged", 40 + sites[i].num % 60);
+		add_int(e, "battery_power", 0);
+		json_object_array_add(list, e);
+	}
+	/* A vehicle: not an energy site, so the client must filter it out. */
+	h = (unsigned long long)enr_sandbox__hash(a.account);
+	snprintf(vin, sizeof(vin), "5YJ3E1EA%09llu", h % 1000000000ULL);
+	e = json_object_new_object();
+	add_int(e, "id", 1492931337156000LL + (long long)(h % 1000));
+	add_int(e, "vehicle_id", 1492931337LL + (long long)(h % 1000));
+	add_str(e, "vin", vin);
+	add_str(e, "display_name", "Sandbox Model 3");
+	add_str(e, "state", "online");
+	json_object_array_add(list, e);
+	json_object_object_add(obj, "response", list);
+	add_int(obj, "count", (long long)n + 1);
+	enr_sandbox__json(resp, 200, obj);
+}
+
+void enr_sandbox__tesla(struct sb_req *req, struct sb_resp *resp)
+{
+	if (is(req, "GET", "/oauth2/v3/authorize"))
+		authorize(req, resp, true, true);
+	else if (is(req, "POST", "/oauth2/v3/token"))
+		tesla_token(req, resp);
+	else if (is(req, "GET", "/api/1/products"))
+		tesla_products(req, resp);
+	else if (strcmp(req->rest, "/oauth2/v3/token") == 0 ||
+	         strcmp(req->rest, "/api/1/products") == 0)
+		method_not_allowed(resp);
+	else
+		enr_sandbox__not_found(resp);
+}
+
+/* ---- SMA ---- */
+
+enum bc_status { BC_PENDING, BC_ACCEPTED, BC_DECLINED };
+
+struct bc {
+	enum bc_status status;
+	long long created_ms;
+	char client_id[128];
+	char hint[];
+};
+
+void enr_sandbox__sma_bc_free(void *p)
+{
+	free(p);
+}
+
+static const char *const bc_names[] = {"pending", "accepted", "declined"};
+
+static void sma_token(struct sb_req *req, struct sb_resp *resp)
+{
+	struct enr_sandbox *sb = req->sb;
+	const char *grant = enr_sandbox__form(req, "grant_type");
+	const char *client_id = enr_sandbox__form(req, "client_id");
+	const char *secret = enr_sandbox__form(req, "client_secret");
+	char *basic_id = NULL, *basic_secret = NULL;
+	struct sb_tokens t = {0};
+	json_object *obj;
+	bool ok = false;
+
+	if (!enr_sandbox__is_form(req)) {
+		enr_sandbox__oauth_error(resp, 400, "invalid_request",
+		                         "expected an application/x-www-form-urlencoded body");
+		return;
+	}
+	/* Keycloak takes the client's credentials in the form or as Basic. */
+	if (enr_sandbox__basic(req, &basic_id, &basic_secret)) {
+		client_id = basic_id;
+		secret = basic_secret;
+	}
+	if (!secret || !enr_sandbox__client_ok(sb, SB_SMA, client_id, secret)) {
+		invalid_client(resp);
+		goto out;
+	}
+	if (grant && strcmp(grant, "authorization_code") == 0) {
+		ok = enr_sandbox__exchange(sb, resp, &t, SB_SMA, client_id,
+		                           enr_sandbox__form(req, "code"),
+		                           enr_sandbox__form(req, "redirect_uri"),
+		                           enr_sandbox__form(req, "code_verifier"));
+	} else if (grant && strcmp(grant, "refresh_token") == 0) {
+		ok = enr_sandbox__refresh(sb, resp, &t, SB_SMA, client_id,
+		                          enr_sandbox__form(req, "refresh_token"));
+	} else if (grant && strcmp(grant, "client_credentials") == 0) {
+		struct sb_grant g = {.vendor = SB_SMA, .client_id = client_id, .scope = ""};
+		ok = enr_sandbox__issue(sb, &t, &g) == 0;
+		if (!ok)
+			enr_sandbox__nomem(resp);
+	} else {
+		enr_sandbox__oauth_error(resp, 400, "unsupported_grant_type",
+		                         "grant_type must be authorization_code, refresh_token or "
+		                         "client_credentials");
+	}
+	if (!ok)
+		goto out;
+	obj = json_object_new_object();
+	add_str(obj, "access_token", t.access);
+	add_int(obj, "expires_in", t.expires_in);
+	/* Keycloak: an offline token never expires (0); else the SSO session's 30 minutes. */
+	add_int(obj, "refresh_expires_in",
+	        !t.refresh || has_scope(t.scope, "offline_access") ? 0 : 1800);
+	if (t.refresh)
+		add_str(obj, "refresh_token", t.refresh);
+	add_str(obj, "token_type", "Bearer");
+	add_int(obj, "not-before-policy", 0);
+	add_str(obj, "scope", t.scope);
+	enr_sandbox__json(resp, 200, obj);
+out:
+	enr_sandbox__tokens_done(&t);
+	free(basic_id);
+	free(basic_secret);
+}
+
+static void add_plants(json_object *plants, const struct enr_sandbox *sb, const char *account)
+{
+	struct sb_site sites[SB_MAX_SITES];
+	size_t n = enr_sandbox__sites(sb, SB_SMA, account, sites);
+
+	for (size_t i = 0; i < n; i++) {
+		json_object *p = json_object_new_object();
+		add_str(p, "plantId", sites[i].id);
+		add_str(p, "name", sites[i].name);
+		add_str(p, "description", "");
+		add_str(p, "timezone", "Europe/Berlin");
+		json_object_array_add(plants, p);
+	}
+}
+
+static enum bc_status bc_status(const struct enr_sandbox *sb, struct bc *bc)
+{
+	if (bc->status == BC_PENDING && sb->sma_accept_ms >= 0 &&
+	    enr_sandbox__now_ms() - bc->created_ms >= sb->sma_accept_ms)
+		bc->status = strncmp(bc->hint, "decline", 7) == 0 ? BC_DECLINED : BC_ACCEPTED;
+	return bc->status;
+}
+
+size_t enr_sandbox__sma_client_sites(struct enr_sandbox *sb, const char *client_id,
+                                     json_object *plants)
+{
+	size_t owners = 0;
+
+	for (size_t i = 0; i < sb->bc.cap; i++) {
+		struct bc *bc = sb->bc.items[i];
+		if (bc && strcmp(bc->client_id, client_id) == 0 &&
+		    bc_status(sb, bc) == BC_ACCEPTED &&
+		    !enr_sandbox__account_revoked(sb, SB_SMA, bc->hint, 0)) {
+			add_plants(plants, sb, bc->hint);
+			owners++;
+		}
+	}
+	return owners;
+}
+
+static void sma_plants(struct sb_req *req, struct sb_resp *resp)
+{
+	struct sb_access a;
+	enum sb_token_state state;
+	json_object *obj, *plants;
+
+	state = enr_sandbox__check_access(req->sb, enr_sandbox__bearer(req), SB_SMA, &a);
+	if (state != SB_TOKEN_OK) {
+		bearer_error(resp, state);
+		return;
+	}
+	obj = json_object_new_object();
+	plants = json_object_new_array();
+	if (a.account[0])
+		add_plants(plants, req->sb, a.account);
+	else
+		enr_sandbox__sma_client_sites(req->sb, a.client_id, plants);
+	json_object_object_add(obj, "plants", plants);
+	enr_sandbox__json(resp, 200, obj);
+}
+
+static struct bc *find_bc(const struct enr_sandbox *sb, const char *client_id, const char *hint)
+{
+	for (size_t i = 0; i < sb->bc.cap; i++) {
+		struct bc *bc = sb->bc.items[i];
+		if (bc && (!client_id || strcmp(bc->client_id, client_id) == 0) &&
+		    strcmp(bc->hint, hint) == 0)
+			return bc;
+	}
+	return NULL;
+}
+
+static void bc_answer(struct sb_resp *resp, int status, const char *hint, enum bc_status s)
+{
+	json_object *obj = json_object_new_object();
+
+	add_str(obj, "loginHint", hint);
+	add_str(obj, "status", bc_names[s]);
+	enr_sandbox__json(resp, status, obj);
+}
+
+static bool email_ok(const char *s)
+{
+	const char *at = s ? strchr(s, '@') : NULL;
+
+	return at && at > s && !strchr(at + 1, '@') && strchr(at + 1, '.') && !strchr(s, ' ') &&
+	       strlen(s) <= 100 && at[1] != '.' && s[strlen(s) - 1] != '.';
+}
+
+static void sma_bc(struct sb_req *req, struct sb_resp *resp)
+{
+	struct enr_sandbox *sb = req->sb;
+	struct sb_access a;
+	enum sb_token_state state;
+	const char *hint = NULL;
+	json_object *body = NULL, *v;
+	struct bc *bc;
+
+	state = enr_sandbox__check_access(sb, enr_sandbox__bearer(req), SB_SMA, &a);
+	if (state != SB_TOKEN_OK) {
+		bearer_error(resp, state);
+		return;
+	}
+	if (a.account[0]) {
+		enr_sandbox__oauth_error(resp, 403, "insufficient_scope",
+		                         "the backchannel needs a client-credentials token");
+		return;
+	}
+	if (strcmp(req->method, "GET") == 0) {
+		hint = req->rest + strlen("/oauth2/v2/bc-authorize/");
+		bc = find_bc(sb, a.client_id, hint);
+		if (!bc)
+			enr_sandbox__oauth_error(resp, 404, "not_found",
+			                         "no backchannel request for this loginHint");
+		else
+			bc_answer(resp, 200, hint, bc_status(sb, bc));
+		return;
+	}
+	body = enr_sandbox__body_json(req);
+	if (body && json_object_object_get_ex(body, "loginHint", &v) &&
+	    json_object_is_type(v, json_type_string))
+		hint = json_object_get_string(v);
+	if (!email_ok(hint)) {
+		enr_sandbox__oauth_error(resp, 400, "invalid_request",
+		                         "loginHint must be the owner's e-mail address");
+		json_object_put(body);
+		return;
+	}
+	bc = find_bc(sb, a.client_id, hint);
+	if (!bc) {
+		bc = calloc(1, sizeof(*bc) + strlen(hint) + 1);
+		if (!bc) {
+			enr_sandbox__nomem(resp);
+			json_object_put(body);
+			return;
+		}
+		strcpy(bc->hint, hint);
+		snprintf(bc->client_id, sizeof(bc->client_id), "%s", a.client_id);
+		enr_sandbox__ring_put(&sb->bc, bc);
+	}
+	/* Asking again sends the owner a new e-mail. */
+	bc->status = BC_PENDING;
+	bc->created_ms = enr_sandbox__now_ms();
+	bc_answer(resp, 201, hint, BC_PENDING);
+	json_object_put(body);
+}
+
+int enr_sandbox_sma_decide(struct enr_sandbox *sb, const char *login_hint, bool accept)
+{
+	struct bc *bc;
+	int rc = 0;
+
+	if (!login_hint)
+		return enr_error_set(ENR_E_USAGE, "no login hint");
+	pthread_mutex_lock(&sb->lock);
+	bc = find_bc(sb, NULL, login_hint);
+	if (bc)
+		bc->status = accept ? BC_ACCEPTED : BC_DECLINED;
+	else
+		rc = enr_error_set(ENR_E_NOTFOUND, "no backchannel request for %s", login_hint);
+	pthread_mutex_unlock(&sb->lock);
+	return rc;
+}
+
+void enr_sandbox__sma(struct sb_req *req, struct sb_resp *resp)
+{
+	if (is(req, "GET", "/oauth2/auth"))
+		authorize(req, resp, true, false);
+	else if (is(req, "POST", "/oauth2/token"))
+		sma_token(req, resp);
+	else if (is(req, "GET", "/v1/plants"))
+		sma_plants(req, resp);
+	else if (is(req, "POST", "/oauth2/v2/bc-authorize") ||
+	         (strcmp(req->method, "GET") == 0 &&
+	          strncmp(req->rest, "/oauth2/v2/bc-authorize/", 24) == 0 && req->rest[24]))
+		sma_bc(req, resp);
+	else
+		enr_sandbox__not_found(resp);
+}
+
+/* ---- Enphase ---- */
+
+static void enphase_token(struct sb_req *req, struct sb_resp *resp)
+{
+	struct enr_sandbox *sb = req->sb;
+	const char *grant = enr_sandbox__query(req, "grant_type");
+	char *client_id = NULL, *secret = NULL, uid[64];
+	struct sb_tokens t = {0};
+	struct sb_access a;
+	json_object *obj;
+	bool ok = false;
+
+	if (!enr_sandbox__basic(req, &client_id, &secret) ||
+	    !enr_sandbox__client_ok(sb, SB_ENPHASE, client_id, secret)) {
+		invalid_client(resp);
+		goto out;
+	}
+	if (!grant) {
+		enr_sandbox__oauth_error(resp, 400, "invalid_request",
+		                         enr_sandbox__form(req, "grant_type")
+		                             ? "Enphase takes the token parameters in the query "
+		                               "string, not the body"
+		                             : "grant_type is missing");
+		goto out;
+	}
+	if (strcmp(grant, "authorization_code") == 0)
+		ok = enr_sandbox__exchange(sb, resp, &t, SB_ENPHASE, client_id,
+		                           enr_sandbox__query(req, "code"),
+		                           enr_sandbox__query(req, "redirect_uri"), NULL);
+	else if (strcmp(grant, "refresh_token") == 0)
+		ok = enr_sandbox__refresh(sb, resp, &t, SB_ENPHASE, client_id,
+		                          enr_sandbox__query(req, "refresh_token"));
+	else
+		enr_sandbox__oauth_error(resp, 400, "unsupported_grant_type",
+		                         "grant_type must be authorization_code or refresh_token");
+	if (!ok)
+		goto out;
+	enr_sandbox__check_access(sb, t.access, SB_ENPHASE, &a);
+	enr_sandbox__account_uid(uid, sizeof(uid), SB_ENPHASE, a.account);
+	obj = json_object_new_object();
+	add_str(obj, "access_token", t.access);
+	add_str(obj, "token_type", "bearer");
+	if (t.refresh)
+		add_str(obj, "refresh_token", t.refresh);
+	add_int(obj, "expires_in", t.expires_in);
+	add_str(obj, "scope", "read write");
+	add_str(obj, "enl_uid", uid);
+	add_str(obj, "enl_cid", client_id);
+	json_object_object_add(obj, "is_internal_app", json_object_new_boolean(false));
+	add_str(obj, "app_type", "partner");
+	enr_sandbox__json(resp, 200, obj);
+out:
+	enr_sandbox__tokens_done(&t);
+	free(client_id);
+	enr_util_free_secret(secret);
+}
+
+static void enphase_code_page(struct sb_req *req, struct sb_resp *resp)
+{
+	const char *code = enr_sandbox__query(req, "code");
+	const char *error = enr_sandbox__query(req, "error");
+	char *html, *e_code;
+
+	if (!code) {
+		enr_sandbox__html(resp, error ? 200 : 400,
+		                  enr_sandbox__page("Authorization not given",
+		                                    error ? error : "No authorization code.",
+		                                    NULL));
+		return;
+	}
+	e_code = enr_sandbox__html_escape(code);
+	html = e_code ? enr_util_printf(
+	                    "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+	                    "<meta name=\"viewport\" content=\"width=device-width,"
+	                    "initial-scale=1\"><title>Enphase authorization code</title>"
+	                    "<style>body{font-family:system-ui,sans-serif;max-width:32em;"
+	                    "margin:1.5em auto;padding:0 1em;font-size:1.15em}"
+	                    ".code{font-family:monospace;font-size:1.6em;word-break:break-all;"
+	                    "background:#eee;padding:.4em}</style></head><body>"
+	                    "<h1>Authorization code</h1><p>Give this code to your installer:</p>"
+	                    "<p class=\"code\" id=\"code\">%s</p></body></html>\n",
+	                    e_code)
+	              : NULL;
+	free(e_code);
+	enr_sandbox__html(resp, 200, html);
+}
+
+static void enphase_error(struct sb_resp *resp, const char *details)
+{
+	json_object *obj = json_object_new_object();
+
+	add_str(obj, "message", "Not Authorized");
+	add_str(obj, "details", details);
+	add_int(obj, "code", 401);
+	enr_sandbox__json(resp, 401, obj);
+}
+
+static void enphase_systems(struct sb_req *req, struct sb_resp *resp)
+{
+	struct enr_sandbox *sb = req->sb;
+	const char *key = enr_sandbox__query(req, "key");
+	struct sb_site sites[SB_MAX_SITES];
+	enum sb_token_state state;
+	struct sb_access a;
+	json_object *obj, *list;
+	size_t n;
+
+	state = enr_sandbox__check_access(sb, enr_sandbox__bearer(req), SB_ENPHASE, &a);
+	if (state == SB_TOKEN_EXPIRED) {
+		enphase_error(resp, "Access token has expired");
+		return;
+	}
+	if (state != SB_TOKEN_OK) {
+		enphase_error(resp, "Not authorized to access requested resource");
+		return;
+	}
+	if (!key) {
+		enphase_error(resp, "API key is missing");
+		return;
+	}
+	if (strcmp(key, sb->enphase_api_key) != 0 ||
+	    strcmp(a.client_id, sb->clients[SB_ENPHASE].id)) {
+		enphase_error(resp, "API Key -Client mismatch");
+		return;
+	}
+	n = enr_sandbox__sites(sb, SB_ENPHASE, a.account, sites);
+	obj = json_object_new_object();
+	list = json_object_new_array();
+	for (size_t i = 0; i < n; i++) {
+		json_object *s = json_object_new_object(), *addr = json_object_new_object();
+		add_int(s, "system_id", sites[i].num);
+		add_str(s, "name", sites[i].name);
+		add_str(s, "public_name", "Residential System");
+		add_str(s, "timezone", "America/Los_Angeles");
+		add_str(addr, "city", "Sandbox");
+		add_str(addr, "country", "US");
+		json_object_object_add(s, "address", addr);
+		add_str(s, "status", "normal");
+		add_int(s, "last_report_at", (long long)time(NULL) - 900);
+		json_object_array_add(list, s);
+	}
+	add_int(obj, "total", (long long)n);
+	add_int(obj, "current_page", 1);
+	add_int(obj, "size", 10);
+	add_int(obj, "count", (long long)n);
+	add_str(obj, "items", "systems");
+	json_object_object_add(obj, "systems", list);
+	enr_sandbox__json(resp, 200, obj);
+}
+
+void enr_sandbox__enphase(struct sb_req *req, struct sb_resp *resp)
+{
+	if (is(req, "GET", "/oauth/authorize"))
+		authorize(req, resp, false, false);
+	else if (is(req, "POST", "/oauth/token"))
+		enphase_token(req, resp);
+	else if (is(req, "GET", "/oauth/redirect_uri"))
+		enphase_code_page(req, resp);
+	else if (is(req, "GET", "/api/v4/systems"))
+		enphase_systems(req, resp);
+	else
+		enr_sandbox__not_found(resp);
+}
+
+/* ---- SolarEdge ---- */
+
+bool enr_sandbox__solaredge_key_ok(const struct enr_sandbox *sb, const char *key)
+{
+	size_t len = key ? strlen(key) : 0;
+
+	if (len < 8 || len > 100 ||
+	    strspn(key, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+	                "0123456789_-") != len ||
+	    strncmp(key, "invalid", 7) == 0)
+		return false;
+	return !enr_sandbox__account_revoked(sb, SB_SOLAREDGE, key, 0);
+}
+
+static void problem(struct sb_resp *resp, int status, const char *title, const char *detail)
+{
+	json_object *obj = json_object_new_object();
+
+	add_str(obj, "type", "about:blank");
+	add_str(obj, "title", title);
+	add_int(obj, "status", status);
+	add_str(obj, "detail", detail);
+	enr_sandbox__json(resp, status, obj);
+	resp->content_type = "application/problem+json";
+}
+
+void enr_sandbox__solaredge(struct sb_req *req, struct sb_resp *resp)
+{
+	struct enr_sandbox *sb = req->sb;
+	const char *key = enr_sandbox__header(req, "X-API-Key");
+	struct sb_site sites[SB_MAX_SITES];
+	json_object *obj, *list;
+	size_t n;
+
+	if (strncmp(req->rest, "/v2/", 4) != 0) {
+		problem(resp, 410, "Gone",
+		        "The SolarEdge Monitoring API v1 was retired: use /v2 with X-API-Key.");
+		return;
+	}
+	if (!is(req, "GET", "/v2/sites")) {
+		problem(resp, 404, "Not Found", "No such endpoint in the sandbox.");
+		return;
+	}
+	if (!key) {
+		problem(resp, 401, "Unauthorized", "Missing API key");
+		return;
+	}
+	if (!enr_sandbox__solaredge_key_ok(sb, key)) {
+		problem(resp, 401, "Unauthorized", "Invalid API key");
+		return;
+	}
+	n = enr_sandbox__sites(sb, SB_SOLAREDGE, key, sites);
+	obj = json_object_new_object();
+	list = json_object_new_array();
+	for (size_t i = 0; i < n; i++) {
+		json_object *s = json_object_new_object();
+		add_int(s, "siteId", sites[i].num);
+		add_str(s, "name", sites[i].name);
+		add_str(s, "status", "Active");
+		json_object_object_add(s, "peakPower", json_object_new_double_s(9.6, "9.6"));
+		add_str(s, "installationDate", "2024-05-01");
+		json_object_array_add(list, s);
+	}
+	json_object_object_add(obj, "sites", list);
+	add_int(obj, "count", (long long)n);
+	enr_sandbox__json(resp, 200, obj);
+}
+
+/* ---- Solis ---- */
+
+bool enr_sandbox__solis_key_ok(const struct enr_sandbox *sb, const char *key_id)
+{
+	return key_id && strncmp(key_id, "demo-", 5) == 0 && strlen(key_id) > 5 &&
+	       strlen(key_id) <= 100 && !enr_sandbox__account_revoked(sb, SB_SOLIS, key_id, 0);
+}
+
+static void solis_answer(struct sb_resp *resp, int status, const char *code, const char *msg,
+                         json_object *data)
+{
+	json_object *obj = json_object_new_object();
+
+	json_object_object_add(obj, "success", json_object_new_boolean(strcmp(code, "0") == 0));
+	add_str(obj, "code", code);
+	add_str(obj, "msg", msg);
+	json_object_object_add(obj, "data", data);
+	enr_sandbox__json(resp, status, obj);
+}
+
+void enr_sandbox__solis(struct sb_req *req, struct sb_resp *resp)
+{
+	struct enr_sandbox *sb = req->sb;
+	struct enr_solis_request sreq = {
+	    .authorization = enr_sandbox__header(req, MHD_HTTP_HEADER_AUTHORIZATION),
+	    .content_md5 = enr_sandbox__header(req, "Content-MD5"),
+	    .content_type = enr_sandbox__header(req, MHD_HTTP_HEADER_CONTENT_TYPE),
+	    .date = enr_sandbox__header(req, MHD_HTTP_HEADER_DATE),
+	    .path = req->rest,
+	    .body = req->body,
+	    .body_len = req->body_len,
+	};
+	struct sb_site sites[SB_MAX_SITES];
+	char *key_id = NULL, status_text[8];
+	json_object *data, *page, *records;
+	int status = 403;
+	size_t n;
+
+	if (strcmp(req->rest, "/v1/api/userStationList") != 0) {
+		solis_answer(resp, 404, "404", "no such endpoint in the sandbox", NULL);
+		return;
+	}
+	if (strcmp(req->method, "POST") != 0) {
+		solis_answer(resp, 405, "405", "SolisCloud takes POST only", NULL);
+		return;
+	}
+	if (enr_solis_key_id(&key_id, sreq.authorization) < 0 ||
+	    !enr_sandbox__solis_key_ok(sb, key_id) ||
+	    enr_solis_verify(&status, &sreq, sb->solis_secret, (long long)time(NULL)) < 0) {
+		snprintf(status_text, sizeof(status_text), "%d", status);
+		solis_answer(resp, status, status_text,
+		             status == 408   ? "Request Time-out: the Date is too far off"
+		             : status == 400 ? "Content-MD5 does not match the body"
+		                             : "Forbidden: wrong KeyID or signature",
+		             NULL);
+		free(key_id);
+		return;
+	}
+	if (strncmp(key_id, "demo-noapi-", 11) == 0) {
+		solis_answer(resp, 200, "R0000", "no authority: API access is not enabled", NULL);
+		free(key_id);
+		return;
+	}
+	n = enr_sandbox__sites(sb, SB_SOLIS, key_id, sites);
+	free(key_id);
+	records = json_object_new_array();
+	for (size_t i = 0; i < n; i++) {
+		json_object *r = json_object_new_object();
+		add_str(r, "id", sites[i].id);
+		add_str(r, "stationName", sites[i].name);
+		add_str(r, "sno", sites[i].id + 10);
+		json_object_object_add(r, "capacity", json_object_new_double_s(8.8, "8.8"));
+		add_int(r, "state", 1);
+		json_object_array_add(records, r);
+	}
+	page = json_object_new_object();
+	add_int(page, "current", 1);
+	add_int(page, "size", 100);
+	add_int(page, "total", (long long)n);
+	add_int(page, "pages", 1);
+	json_object_object_add(page, "records", records);
+	data = json_object_new_object();
+	json_object_object_add(data, "page", page);
+	solis_answer(resp, 200, "0", "success", data);
+}

@@ -1,0 +1,1154 @@
+/*
+ * The relay over real HTTP on loopback, with libcurl as the client: the
+ * standalone daemon, the relay mounted in another libmicrohttpd daemon, and
+ * the `derenroll relay` program (argv[1]).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include <curl/curl.h>
+#include <json-c/json.h>
+#include <microhttpd.h>
+
+#include "derenroll/config.h"
+#include "derenroll/error.h"
+#include "derenroll/log.h"
+#include "derenroll/relay.h"
+#include "derenroll/vendor.h"
+#include "helpers.h"
+
+#define SECRET "test-relay-secret-0123456789abcdef"
+#define STATE  "stateABCDEFGHIJ0123456789_-xyz"
+
+static const char *derenroll_exe;
+static long long fake_now = 1800000000;
+
+static long long fake_clock(void *ctx)
+{
+	return __atomic_load_n((long long *)ctx, __ATOMIC_SEQ_CST);
+}
+
+static void advance_clock(long long seconds)
+{
+	__atomic_add_fetch(&fake_now, seconds, __ATOMIC_SEQ_CST);
+}
+
+/* ---- an HTTP client ---- */
+
+struct reply {
+	long status;
+	char *body;
+	size_t body_len;
+	char *headers;
+	size_t headers_len;
+	double seconds;
+};
+
+struct buffer {
+	char *data;
+	size_t len;
+};
+
+static size_t append(char *data, size_t size, size_t n, void *ud)
+{
+	struct buffer *b = ud;
+	char *grown = realloc(b->data, b->len + size * n + 1);
+
+	assert_non_null(grown);
+	memcpy(grown + b->len, data, size * n);
+	b->len += size * n;
+	grown[b->len] = '\0';
+	b->data = grown;
+	return size * n;
+}
+
+static void reply_free(struct reply *r)
+{
+	free(r->body);
+	free(r->headers);
+	memset(r, 0, sizeof(*r));
+}
+
+static bool has_header(const struct reply *r, const char *line)
+{
+	return r->headers && strcasestr(r->headers, line) != NULL;
+}
+
+static CURL *main_handle;
+
+/*
+ * One request with the handle `c` (connections are reused), checking the
+ * headers every answer of the relay must carry.
+ */
+static void request_with(CURL *c, struct reply *out, const char *method, const char *url,
+                         const char *bearer, const char *body, const char *header)
+{
+	struct curl_slist *headers = NULL;
+	char auth[256];
+	struct buffer b = {0}, h = {0};
+	struct timespec t0, t1;
+	CURLcode res;
+
+	memset(out, 0, sizeof(*out));
+	curl_easy_reset(c);
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, append);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, append);
+	curl_easy_setopt(c, CURLOPT_HEADERDATA, &h);
+	if (bearer) {
+		snprintf(auth, sizeof(auth), "Authorization: Bearer %s", bearer);
+		headers = curl_slist_append(headers, auth);
+	}
+	if (header)
+		headers = curl_slist_append(headers, header);
+	if (body) {
+		headers = curl_slist_append(headers, "Content-Type: application/json");
+		curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+	}
+	if (strcmp(method, "GET") != 0 && strcmp(method, "POST") != 0)
+		curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+	if (strcmp(method, "HEAD") == 0)
+		curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+	curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	res = curl_easy_perform(c);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	curl_slist_free_all(headers);
+	assert_int_equal(res, CURLE_OK);
+	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &out->status);
+	out->body = b.data ? b.data : strdup("");
+	out->body_len = b.len;
+	out->headers = h.data;
+	out->headers_len = h.len;
+	out->seconds = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+	assert_true(has_header(out, "\r\nCache-Control: no-store\r\n"));
+	assert_true(has_header(out, "\r\nReferrer-Policy: no-referrer\r\n"));
+}
+
+static void request(struct reply *out, const char *method, const char *url, const char *bearer,
+                    const char *body, const char *header)
+{
+	request_with(main_handle, out, method, url, bearer, body, header);
+}
+
+/* A request without a body whose status and one piece of text are all that matter. */
+static void expect_text(long status, const char *method, const char *url, const char *bearer,
+                        const char *text)
+{
+	struct reply r;
+
+	request(&r, method, url, bearer, NULL, NULL);
+	if (r.status != status || !strstr(r.body, text))
+		fail_msg("%s %s: %ld instead of %ld, or no '%s' in: %s", method, url, r.status,
+		         status, text, r.body);
+	reply_free(&r);
+}
+
+/* A request whose status is all that matters. */
+static void expect(long status, const char *method, const char *url, const char *bearer,
+                   const char *body, const char *header)
+{
+	struct reply r;
+
+	request(&r, method, url, bearer, body, header);
+	if (r.status != status)
+		fail_msg("%s %s: %ld instead of %ld", method, url, r.status, status);
+	reply_free(&r);
+}
+
+/* ---- fixtures ---- */
+
+struct fixture {
+	struct enr_relay *relay;
+	struct enr_catalog *catalog;
+	char base[192];
+};
+
+static struct fixture fx;
+
+static void start_relay(struct enr_relay_options *opts)
+{
+	if (!fx.catalog)
+		assert_int_equal(enr_catalog_load(&fx.catalog, NULL), 0);
+	if (!opts->secret)
+		opts->secret = SECRET;
+	opts->catalog = fx.catalog;
+	opts->clock = fake_clock;
+	opts->clock_ctx = &fake_now;
+	assert_int_equal(enr_relay_new(&fx.relay, opts), 0);
+	assert_int_equal(enr_relay_start(fx.relay, "127.0.0.1:0"), 0);
+	snprintf(fx.base, sizeof(fx.base), "http://127.0.0.1:%u", enr_relay_port(fx.relay));
+}
+
+static int setup(void **state)
+{
+	struct enr_relay_options opts = {0};
+
+	(void)state;
+	start_relay(&opts);
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	enr_relay_free(fx.relay);
+	fx.relay = NULL;
+	enr_catalog_free(fx.catalog);
+	fx.catalog = NULL;
+	return 0;
+}
+
+/* ---- helpers on the API ---- */
+
+static char *url_of(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *url_of(const char *fmt, ...)
+{
+	static char buf[16384];
+	char path[16000];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(path, sizeof(path), fmt, ap);
+	va_end(ap);
+	snprintf(buf, sizeof(buf), "%s%s", fx.base, path);
+	return buf;
+}
+
+/* POST /v1/links; returns the status and, on 201, the code in `code`. */
+static long create_link(char code[16], const char *state, const char *target, const char *extra)
+{
+	struct reply r;
+	char body[4096];
+	long status;
+
+	snprintf(body, sizeof(body), "{\"target\":\"%s\",\"state\":\"%s\"%s}", target, state,
+	         extra ? extra : "");
+	request(&r, "POST", url_of("/v1/links"), SECRET, body, NULL);
+	status = r.status;
+	if (status == 201) {
+		json_object *root = json_tokener_parse(r.body), *url = NULL, *exp = NULL;
+		const char *u, *slash;
+		assert_non_null(root);
+		assert_true(json_object_object_get_ex(root, "url", &url));
+		assert_true(json_object_object_get_ex(root, "expires_at", &exp));
+		u = json_object_get_string(url);
+		assert_int_equal(strncmp(u, enr_relay_public_url(fx.relay),
+		                         strlen(enr_relay_public_url(fx.relay))),
+		                 0);
+		slash = strstr(u, "/s/");
+		assert_non_null(slash);
+		snprintf(code, 16, "%s", slash + 3);
+		json_object_put(root);
+	}
+	reply_free(&r);
+	return status;
+}
+
+static void create_ok(char code[16], const char *state)
+{
+	assert_int_equal(create_link(code, state, "https://auth.tesla.com/oauth2/v3/authorize?x=1",
+	                             ",\"ttl\":600,\"vendor\":\"tesla\""),
+	                 201);
+}
+
+struct poll {
+	pthread_t thread;
+	char url[512];
+	struct reply reply;
+};
+
+static void *poll_main(void *arg)
+{
+	struct poll *p = arg;
+	CURL *c = curl_easy_init();
+
+	request_with(c, &p->reply, "GET", p->url, SECRET, NULL, NULL);
+	curl_easy_cleanup(c);
+	return NULL;
+}
+
+static void poll_start(struct poll *p, const char *state, int wait)
+{
+	memset(p, 0, sizeof(*p));
+	snprintf(p->url, sizeof(p->url), "%s/v1/results/%s?wait=%d", fx.base, state, wait);
+	assert_int_equal(pthread_create(&p->thread, NULL, poll_main, p), 0);
+}
+
+static void poll_join(struct poll *p)
+{
+	pthread_join(p->thread, NULL);
+}
+
+/* Waits until `n` polls are suspended in the relay. */
+static void wait_for_waiters(struct enr_relay *relay, size_t n)
+{
+	struct enr_relay_stats st;
+
+	for (int i = 0; i < 500; i++) {
+		enr_relay_get_stats(&st, relay);
+		if (st.waiters >= n)
+			return;
+		usleep(10000);
+	}
+	fail_msg("the polls never reached the relay");
+}
+
+static const char *json_str(json_object *root, const char *key)
+{
+	json_object *v = NULL;
+
+	return json_object_object_get_ex(root, key, &v) ? json_object_get_string(v) : NULL;
+}
+
+/* ---- the tests ---- */
+
+static void test_full_flow(void **state)
+{
+	char code[16], lower[16];
+	struct reply r;
+	struct poll p;
+	json_object *root;
+
+	(void)state;
+	create_ok(code, STATE);
+	assert_int_equal(strlen(code), 7);
+	assert_int_equal(strspn(code, "23456789ABCDEFGHJKMNPQRSTUVWXYZ"), 7);
+
+	request(&r, "GET", url_of("/s/%s", code), NULL, NULL, NULL);
+	assert_int_equal(r.status, 302);
+	assert_true(
+	    has_header(&r, "\r\nLocation: https://auth.tesla.com/oauth2/v3/authorize?x=1\r\n"));
+	reply_free(&r);
+	for (int i = 0; code[i]; i++)
+		lower[i] = (char)(code[i] >= 'A' && code[i] <= 'Z' ? code[i] + 32 : code[i]);
+	lower[7] = '\0';
+	expect(302, "GET", url_of("/s/%s", lower), NULL, NULL, NULL);
+
+	poll_start(&p, STATE, 20);
+	wait_for_waiters(fx.relay, 1);
+	request(&r, "GET",
+	        url_of("/callback?state=%s&code=AUTHCODE-1&iss=https%%3A%%2F%%2Fauth", STATE), NULL,
+	        NULL, NULL);
+	assert_int_equal(r.status, 200);
+	assert_true(has_header(&r, "\r\nContent-Type: text/html; charset=utf-8\r\n"));
+	assert_non_null(strstr(r.body, "Tesla"));
+	assert_non_null(strstr(r.body, "You can hand the phone back to your installer"));
+	assert_non_null(strstr(r.body, "<title>All done, thank you</title>"));
+	assert_null(strstr(r.body, "{{"));
+	reply_free(&r);
+
+	poll_join(&p);
+	assert_int_equal(p.reply.status, 200);
+	assert_true(p.reply.seconds < 5);
+	root = json_tokener_parse(p.reply.body);
+	assert_non_null(root);
+	assert_string_equal(json_str(root, "state"), STATE);
+	assert_string_equal(json_str(root, "code"), "AUTHCODE-1");
+	assert_string_equal(json_str(root, "iss"), "https://auth");
+	assert_int_equal(json_object_object_length(root), 3);
+	json_object_put(root);
+	reply_free(&p.reply);
+
+	/* Handed out once. */
+	expect(404, "GET", url_of("/v1/results/%s?wait=1", STATE), SECRET, NULL, NULL);
+	/* The short link is spent. */
+	expect_text(404, "GET", url_of("/s/%s", code), NULL, "This link does not work");
+}
+
+static void test_result_waiting_before_poll(void **state)
+{
+	char code[16];
+
+	(void)state;
+	create_ok(code, STATE);
+	expect(200, "GET", url_of("/callback?state=%s&code=C2", STATE), NULL, NULL, NULL);
+	expect_text(200, "GET", url_of("/v1/results/%s", STATE), SECRET, "\"code\":\"C2\"");
+}
+
+static void test_poll_timeout(void **state)
+{
+	char code[16];
+	struct reply r;
+
+	(void)state;
+	create_ok(code, STATE);
+	request(&r, "GET", url_of("/v1/results/%s?wait=1", STATE), SECRET, NULL, NULL);
+	assert_int_equal(r.status, 204);
+	assert_int_equal(r.body_len, 0);
+	assert_true(r.seconds >= 0.9);
+	reply_free(&r);
+	expect(204, "GET", url_of("/v1/results/%s", STATE), SECRET, NULL, NULL);
+	expect(400, "GET", url_of("/v1/results/%s?wait=soon", STATE), SECRET, NULL, NULL);
+	/* Still pending after the timeouts. */
+	expect(200, "GET", url_of("/callback?state=%s&code=C3", STATE), NULL, NULL, NULL);
+	expect(200, "GET", url_of("/v1/results/%s?wait=1", STATE), SECRET, NULL, NULL);
+}
+
+static void test_declined(void **state)
+{
+	char code[16];
+	struct reply r;
+
+	(void)state;
+	create_ok(code, STATE);
+	request(
+	    &r, "GET",
+	    url_of("/callback?state=%s&error=access_denied&error_description=Zebra+quokka", STATE),
+	    NULL, NULL, NULL);
+	assert_int_equal(r.status, 200);
+	assert_non_null(strstr(r.body, "Access not given"));
+	assert_non_null(strstr(r.body, "Tesla"));
+	assert_null(strstr(r.body, "Zebra"));
+	reply_free(&r);
+	expect_text(200, "GET", url_of("/v1/results/%s", STATE), SECRET,
+	            "\"error\":\"access_denied\"");
+	/* A reload shows the same answer, refused. */
+	expect_text(409, "GET", url_of("/callback?state=%s&error=access_denied", STATE), NULL,
+	            "Access not given");
+}
+
+static void test_error_page_escapes_vendor(void **state)
+{
+	char code[16];
+	struct reply r;
+
+	(void)state;
+	assert_int_equal(create_link(code, STATE, "https://api.derapi.com/join/flows/F/authorize",
+	                             ",\"vendor\":\"<b>Acme & Co</b>\""),
+	                 201);
+	request(&r, "GET", url_of("/callback?state=%s&error=server_error", STATE), NULL, NULL,
+	        NULL);
+	assert_int_equal(r.status, 200);
+	assert_non_null(strstr(r.body, "Something went wrong"));
+	assert_non_null(strstr(r.body, "&lt;b&gt;Acme &amp; Co&lt;/b&gt;"));
+	assert_null(strstr(r.body, "<b>Acme"));
+	reply_free(&r);
+}
+
+static void test_vendor_from_target_host(void **state)
+{
+	char code[16];
+	struct reply r;
+
+	(void)state;
+	assert_int_equal(
+	    create_link(code, STATE, "https://api.enphaseenergy.com/oauth/authorize?a=b", NULL),
+	    201);
+	request(&r, "GET", url_of("/callback?state=%s&code=x", STATE), NULL, NULL, NULL);
+	assert_non_null(strstr(r.body, "Enphase"));
+	reply_free(&r);
+	/* Unknown vendor: the sentence without a name. Derapi's pages are for another vendor. */
+	assert_int_equal(create_link(code, STATE "2", "http://127.0.0.1:9/authorize", NULL), 201);
+	request(&r, "GET", url_of("/callback?state=%s2&code=x", STATE), NULL, NULL, NULL);
+	assert_non_null(strstr(r.body, "access to your  account"));
+	reply_free(&r);
+	assert_int_equal(
+	    create_link(code, STATE "3", "https://api.derapi.com/join/flows/F/authorize", NULL),
+	    201);
+	request(&r, "GET", url_of("/callback?state=%s3", STATE), NULL, NULL, NULL);
+	assert_non_null(strstr(r.body, "access to your  account"));
+	reply_free(&r);
+}
+
+static void test_unknown_code(void **state)
+{
+	struct reply r;
+
+	(void)state;
+	request(&r, "GET", url_of("/s/ZZZZZZZ"), NULL, NULL, NULL);
+	assert_int_equal(r.status, 404);
+	assert_true(has_header(&r, "\r\nContent-Type: text/html; charset=utf-8\r\n"));
+	assert_true(has_header(&r, "\r\nContent-Security-Policy: default-src 'none'"));
+	assert_non_null(strstr(r.body, "This link does not work"));
+	reply_free(&r);
+	expect(404, "GET", url_of("/s/AB"), NULL, NULL, NULL);
+	expect(404, "HEAD", url_of("/s/ZZZZZZZ"), NULL, NULL, NULL);
+	expect(404, "GET", url_of("/"), NULL, NULL, NULL);
+	expect(404, "GET", url_of("/v1/nothing"), SECRET, NULL, NULL);
+	expect(405, "DELETE", url_of("/v1/links"), SECRET, NULL, NULL);
+}
+
+static void test_replayed_callback(void **state)
+{
+	char code[16];
+	struct reply r;
+
+	(void)state;
+	create_ok(code, STATE);
+	expect(200, "GET", url_of("/callback?state=%s&code=FIRST", STATE), NULL, NULL, NULL);
+	expect_text(409, "GET", url_of("/callback?state=%s&code=SECOND", STATE), NULL,
+	            "Already done");
+	request(&r, "GET", url_of("/v1/results/%s", STATE), SECRET, NULL, NULL);
+	assert_int_equal(r.status, 200);
+	assert_non_null(strstr(r.body, "\"code\":\"FIRST\""));
+	assert_null(strstr(r.body, "SECOND"));
+	reply_free(&r);
+	/* And after it was handed out. */
+	expect(409, "GET", url_of("/callback?state=%s&code=THIRD", STATE), NULL, NULL, NULL);
+}
+
+static void test_bad_state(void **state)
+{
+	struct reply r;
+
+	(void)state;
+	expect_text(400, "GET", url_of("/callback?code=abc"), NULL, "Something went wrong");
+	expect(400, "GET", url_of("/callback?state=short&code=abc"), NULL, NULL, NULL);
+	request(&r, "GET", url_of("/callback?state=abcdefghijklmnop%%3Cscript%%3E&code=abc"), NULL,
+	        NULL, NULL);
+	assert_int_equal(r.status, 400);
+	assert_null(strstr(r.body, "<script>"));
+	reply_free(&r);
+	expect(400, "GET", url_of("/callback?state=%s&code=%%FF%%FE", STATE), NULL, NULL, NULL);
+	/* Well formed but never registered. */
+	expect_text(404, "GET", url_of("/callback?state=%s&code=abc", STATE), NULL, "expired");
+	expect(400, "GET", url_of("/v1/results/bad!state"), SECRET, NULL, NULL);
+	expect(405, "POST", url_of("/callback?state=%s", STATE), NULL, "{}", NULL);
+}
+
+static void test_oversized_query(void **state)
+{
+	char code[16], *big = malloc(10241), *body = malloc(20000);
+	struct enr_relay_stats st;
+
+	(void)state;
+	create_ok(code, STATE);
+	memset(big, 'a', 10240);
+	big[10240] = '\0';
+	expect_text(414, "GET", url_of("/callback?state=%s&code=%s", STATE, big), NULL,
+	            "Something went wrong");
+	/* Too many parameters. */
+	{
+		char many[2000] = "";
+		for (int i = 0; i < 40; i++)
+			snprintf(many + strlen(many), sizeof(many) - strlen(many), "&p%d=1", i);
+		expect(414, "GET", url_of("/callback?state=%s%s", STATE, many), NULL, NULL, NULL);
+	}
+	/* The link is still waiting for its real callback. */
+	enr_relay_get_stats(&st, fx.relay);
+	assert_int_equal(st.pending, 1);
+	expect(200, "GET", url_of("/callback?state=%s&code=ok", STATE), NULL, NULL, NULL);
+	/* An oversized body. */
+	snprintf(body, 20000, "{\"target\":\"https://auth.tesla.com/%s\",\"state\":\"%s\"}", big,
+	         STATE "2");
+	expect(413, "POST", url_of("/v1/links"), SECRET, body, NULL);
+	free(big);
+	free(body);
+}
+
+static void test_target_not_allowed(void **state)
+{
+	static const char *const refused[] = {
+	    "https://evil.example.com/authorize",
+	    "http://auth.tesla.com/oauth2/v3/authorize",
+	    "http://example.com/",
+	    "javascript:alert(1)",
+	    "data:text/html,hi",
+	    "https://auth.tesla.com@evil.example.com/",
+	    "https://evil.example.com\\\\@auth.tesla.com/",
+	    "https://auth.tesla.com.evil.example.com/",
+	    "https:///path",
+	    "https://auth.tesla.com:99999/",
+	    "//auth.tesla.com/",
+	    "https://auth.tesla.com/a b",
+	};
+	static const char *const accepted[] = {
+	    "https://auth.tesla.com/oauth2/v3/authorize",
+	    "HTTPS://AUTH.TESLA.COM/x",
+	    "https://www.soliscloud.com:13333/x",
+	    "https://api.derapi.com/join/flows/F1/authorize?vendor=tesla&state=s",
+	    "http://127.0.0.1:8099/authorize",
+	    "http://localhost/x",
+	    "http://[::1]:80/x",
+	};
+	char code[16], st[64];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+		snprintf(st, sizeof(st), "%s%zu", STATE, i);
+		if (create_link(code, st, refused[i], NULL) != 400)
+			fail_msg("target %s was not refused", refused[i]);
+	}
+	for (size_t i = 0; i < sizeof(accepted) / sizeof(accepted[0]); i++) {
+		snprintf(st, sizeof(st), "%s%zu", STATE, i);
+		if (create_link(code, st, accepted[i], NULL) != 201)
+			fail_msg("target %s was refused", accepted[i]);
+	}
+}
+
+static void test_allowed_hosts_option(void **state)
+{
+	struct enr_relay_options opts = {0};
+	struct enr_config *cfg = NULL;
+	char code[16], *hosts;
+
+	(void)state;
+	hosts = enr_relay_allowed_hosts(fx.relay);
+	assert_non_null(strstr(hosts, "auth.tesla.com"));
+	assert_non_null(strstr(hosts, "api.derapi.com"));
+	assert_non_null(strstr(hosts, "auth.derapi.com"));
+	assert_non_null(strstr(hosts, "monitoringapi.solaredge.com"));
+	free(hosts);
+	enr_relay_free(fx.relay);
+
+	/* A vendor URL overridden in config.ini is allowed too. */
+	assert_int_equal(enr_config_new(&cfg), 0);
+	assert_int_equal(enr_config_set(cfg, "vendor.tesla", "authorize_url",
+	                                "https://tesla-sandbox.example.net/authorize"),
+	                 0);
+	opts.config = cfg;
+	start_relay(&opts);
+	assert_int_equal(
+	    create_link(code, STATE, "https://tesla-sandbox.example.net/authorize", NULL), 201);
+	enr_relay_free(fx.relay);
+	enr_config_free(cfg);
+
+	/* An explicit list replaces the default. */
+	memset(&opts, 0, sizeof(opts));
+	opts.allowed_target_hosts = "login.example.org, Other.Example.org";
+	start_relay(&opts);
+	assert_int_equal(create_link(code, STATE, "https://other.example.org/a", NULL), 201);
+	assert_int_equal(create_link(code, STATE "2", "https://auth.tesla.com/a", NULL), 400);
+	assert_int_equal(create_link(code, STATE "3", "http://127.0.0.1:1/a", NULL), 201);
+}
+
+static void test_bearer(void **state)
+{
+	struct reply r;
+	const char *body = "{\"target\":\"https://auth.tesla.com/\",\"state\":\"" STATE "\"}";
+
+	(void)state;
+	request(&r, "POST", url_of("/v1/links"), NULL, body, NULL);
+	assert_int_equal(r.status, 401);
+	assert_true(has_header(&r, "\r\nWWW-Authenticate: Bearer"));
+	reply_free(&r);
+	expect(401, "POST", url_of("/v1/links"), "wrong-secret-0123456789abcdef", body, NULL);
+	expect(401, "POST", url_of("/v1/links"), SECRET "x", body, NULL);
+	expect(401, "POST", url_of("/v1/links"), NULL, body, "Authorization: Basic " SECRET);
+	expect(401, "GET", url_of("/v1/results/%s", STATE), "nope", NULL, NULL);
+	expect(201, "POST", url_of("/v1/links"), SECRET, body, NULL);
+}
+
+static void test_bad_body(void **state)
+{
+	static const char *const bodies[] = {
+	    "",
+	    "not json",
+	    "[1,2]",
+	    "{\"target\":\"https://auth.tesla.com/\"}",
+	    "{\"state\":\"" STATE "\"}",
+	    "{\"target\":1,\"state\":\"" STATE "\"}",
+	    "{\"target\":\"https://auth.tesla.com/\",\"state\":\"short\"}",
+	    "{\"target\":\"https://auth.tesla.com/\",\"state\":\"" STATE "!\"}",
+	    "{\"target\":\"https://auth.tesla.com/\",\"state\":\"" STATE "\",\"ttl\":-5}",
+	    "{\"target\":\"https://auth.tesla.com/\",\"state\":\"" STATE "\",\"ttl\":\"60\"}",
+	    "{\"target\":\"https://auth.tesla.com/\",\"state\":\"" STATE "\",\"vendor\":\"\"}",
+	    "{\"target\":\"https://auth.tesla.com/\",\"state\":\"" STATE "\"} trailing",
+	};
+	struct reply r;
+	char code[16];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
+		request(&r, "POST", url_of("/v1/links"), SECRET, bodies[i], NULL);
+		if (r.status != 400)
+			fail_msg("body %s: %ld instead of 400", bodies[i], r.status);
+		assert_non_null(strstr(r.body, "\"error\":\"invalid_request\""));
+		reply_free(&r);
+	}
+	create_ok(code, STATE);
+	assert_int_equal(create_link(code, STATE, "https://auth.tesla.com/", NULL), 409);
+}
+
+static void test_ttl(void **state)
+{
+	char code[16], expires[32];
+	struct reply r;
+	json_object *root;
+	struct tm tm;
+	time_t t;
+
+	(void)state;
+	request(&r, "POST", url_of("/v1/links"), SECRET,
+	        "{\"target\":\"https://auth.tesla.com/\",\"state\":\"" STATE "\",\"ttl\":5000}",
+	        NULL);
+	assert_int_equal(r.status, 201);
+	root = json_tokener_parse(r.body);
+	t = (time_t)(fake_now + ENR_RELAY_MAX_TTL);
+	gmtime_r(&t, &tm);
+	strftime(expires, sizeof(expires), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	assert_string_equal(json_str(root, "expires_at"), expires);
+	snprintf(code, sizeof(code), "%s", strstr(json_str(root, "url"), "/s/") + 3);
+	json_object_put(root);
+	reply_free(&r);
+
+	advance_clock(ENR_RELAY_MAX_TTL - 1);
+	expect(302, "GET", url_of("/s/%s", code), NULL, NULL, NULL);
+	advance_clock(1);
+	expect(404, "GET", url_of("/s/%s", code), NULL, NULL, NULL);
+	request(&r, "GET", url_of("/v1/results/%s?wait=5", STATE), SECRET, NULL, NULL);
+	assert_int_equal(r.status, 404);
+	assert_true(r.seconds < 3);
+	reply_free(&r);
+	request(&r, "GET", url_of("/callback?state=%s&code=late", STATE), NULL, NULL, NULL);
+	assert_int_equal(r.status, 200);
+	assert_non_null(strstr(r.body, "This link has expired"));
+	assert_non_null(strstr(r.body, "Tesla"));
+	reply_free(&r);
+	expect(404, "GET", url_of("/v1/results/%s", STATE), SECRET, NULL, NULL);
+}
+
+static void test_expiry_ends_waiting_poll(void **state)
+{
+	char code[16];
+	struct poll p;
+
+	(void)state;
+	assert_int_equal(create_link(code, STATE, "https://auth.tesla.com/", ",\"ttl\":60"), 201);
+	poll_start(&p, STATE, 30);
+	wait_for_waiters(fx.relay, 1);
+	advance_clock(61);
+	poll_join(&p);
+	assert_int_equal(p.reply.status, 404);
+	assert_true(p.reply.seconds < 5);
+	reply_free(&p.reply);
+}
+
+static void test_bogus_polls_bounded(void **state)
+{
+	struct enr_relay_stats before, after;
+	struct reply r;
+	char code[16];
+
+	(void)state;
+	create_ok(code, STATE);
+	enr_relay_get_stats(&before, fx.relay);
+	for (int i = 0; i < 10000; i++) {
+		request(&r, "GET", url_of("/v1/results/bogus%016d?wait=25", i), SECRET, NULL, NULL);
+		if (r.status != 404)
+			fail_msg("poll %d: %ld", i, r.status);
+		reply_free(&r);
+	}
+	enr_relay_get_stats(&after, fx.relay);
+	assert_int_equal(after.records, before.records);
+	assert_int_equal(after.records, 1);
+	assert_int_equal(after.waiters, 0);
+	assert_int_equal(after.requests, 0);
+	assert_int_equal(after.rate_slots, before.rate_slots);
+}
+
+static void test_max_records(void **state)
+{
+	struct enr_relay_options opts = {.max_records = 50};
+	struct enr_relay_stats st;
+	char codes[60][16], st_name[64];
+	struct poll p;
+
+	(void)state;
+	enr_relay_free(fx.relay);
+	start_relay(&opts);
+	for (int i = 0; i < 50; i++) {
+		snprintf(st_name, sizeof(st_name), "%s%03d", STATE, i);
+		create_ok(codes[i], st_name);
+	}
+	/* A poll on the oldest is answered when it is dropped. */
+	snprintf(st_name, sizeof(st_name), "%s%03d", STATE, 0);
+	poll_start(&p, st_name, 30);
+	wait_for_waiters(fx.relay, 1);
+	for (int i = 50; i < 60; i++) {
+		snprintf(st_name, sizeof(st_name), "%s%03d", STATE, i);
+		create_ok(codes[i], st_name);
+		enr_relay_get_stats(&st, fx.relay);
+		assert_int_equal(st.records, 50);
+	}
+	poll_join(&p);
+	assert_int_equal(p.reply.status, 404);
+	reply_free(&p.reply);
+	enr_relay_get_stats(&st, fx.relay);
+	assert_int_equal(st.records, 50);
+	assert_int_equal(st.pending, 50);
+	assert_int_equal(st.dropped, 10);
+	expect(404, "GET", url_of("/s/%s", codes[9]), NULL, NULL, NULL);
+	expect(302, "GET", url_of("/s/%s", codes[10]), NULL, NULL, NULL);
+	expect(302, "GET", url_of("/s/%s", codes[59]), NULL, NULL, NULL);
+}
+
+static void test_rate_limit(void **state)
+{
+	struct enr_relay_options opts = {.rate_burst = 3, .rate_per_second = 0.01};
+	struct reply r;
+
+	(void)state;
+	enr_relay_free(fx.relay);
+	start_relay(&opts);
+	for (int i = 0; i < 3; i++) {
+		expect(404, "GET", url_of("/s/ZZZZZZZ"), NULL, NULL, NULL);
+	}
+	request(&r, "GET", url_of("/s/ZZZZZZZ"), NULL, NULL, NULL);
+	assert_int_equal(r.status, 429);
+	assert_true(has_header(&r, "\r\nRetry-After: "));
+	reply_free(&r);
+	/* X-Forwarded-For is not believed from an untrusted peer. */
+	expect(429, "GET", url_of("/callback?state=%s", STATE), NULL, NULL,
+	       "X-Forwarded-For: 203.0.113.9");
+	/* The authenticated API is not limited; failed attempts are. */
+	expect(404, "GET", url_of("/v1/results/%s", STATE), SECRET, NULL, NULL);
+	expect(429, "GET", url_of("/v1/results/%s", STATE), "wrong", NULL, NULL);
+
+	enr_relay_free(fx.relay);
+	opts.trusted_proxy = "127.0.0.1";
+	start_relay(&opts);
+	for (int i = 0; i < 3; i++) {
+		expect(404, "GET", url_of("/s/ZZZZZZZ"), NULL, NULL,
+		       "X-Forwarded-For: 198.51.100.7, 203.0.113.1");
+	}
+	request(&r, "GET", url_of("/s/ZZZZZZZ"), NULL, NULL,
+	        "X-Forwarded-For: 198.51.100.99, 203.0.113.1");
+	assert_int_equal(r.status, 429); /* the last entry is the proxy's word */
+	reply_free(&r);
+	expect(404, "GET", url_of("/s/ZZZZZZZ"), NULL, NULL, "X-Forwarded-For: 203.0.113.2");
+}
+
+static void test_logs_hold_no_secrets(void **state)
+{
+	char log_path[512], code[16], *log;
+	struct reply r;
+
+	(void)state;
+	snprintf(log_path, sizeof(log_path), "%s/relay.log", getenv("HOME"));
+	assert_int_equal(enr_log_open(log_path), 0);
+	enr_log_set_level(ENR_LOG_DEBUG);
+	create_ok(code, STATE);
+	request(&r, "GET", url_of("/s/%s", code), NULL, NULL, NULL);
+	reply_free(&r);
+	request(&r, "GET", url_of("/callback?state=%s&code=AUTHCODE-SECRET-9", STATE), NULL, NULL,
+	        NULL);
+	reply_free(&r);
+	request(&r, "GET", url_of("/callback?state=%s&code=AUTHCODE-SECRET-9", STATE), NULL, NULL,
+	        NULL);
+	reply_free(&r);
+	request(&r, "GET", url_of("/v1/results/%s", STATE), SECRET, NULL, NULL);
+	reply_free(&r);
+	request(&r, "GET", url_of("/v1/results/%s", STATE), "wrong-secret", NULL, NULL);
+	reply_free(&r);
+	enr_log_close();
+	enr_log_set_level(ENR_LOG_INFO);
+	log = test_read_file(log_path);
+	assert_non_null(log);
+	assert_non_null(strstr(log, "stateA..."));
+	assert_non_null(strstr(log, "handed out"));
+	assert_null(strstr(log, "AUTHCODE"));
+	assert_null(strstr(log, code));
+	assert_null(strstr(log, SECRET));
+	assert_null(strstr(log, "wrong-secret"));
+	assert_null(strstr(log, "stateAB"));
+	free(log);
+}
+
+static void test_quiesce_answers_polls(void **state)
+{
+	char code[16];
+	struct poll p;
+
+	(void)state;
+	create_ok(code, STATE);
+	poll_start(&p, STATE, 30);
+	wait_for_waiters(fx.relay, 1);
+	enr_relay_free(fx.relay);
+	fx.relay = NULL;
+	poll_join(&p);
+	assert_int_equal(p.reply.status, 204);
+	assert_true(p.reply.seconds < 5);
+	reply_free(&p.reply);
+}
+
+static void test_options(void **state)
+{
+	struct enr_relay_options opts = {.secret = "short"};
+	struct enr_relay *relay = NULL;
+
+	(void)state;
+	assert_int_equal(enr_relay_new(&relay, &opts), ENR_E_CONFIG);
+	assert_null(relay);
+	opts.secret = SECRET;
+	opts.trusted_proxy = "proxy.example.com";
+	assert_int_equal(enr_relay_new(&relay, &opts), ENR_E_CONFIG);
+	opts.trusted_proxy = NULL;
+	opts.public_url = "ftp://relay.example.com";
+	assert_int_equal(enr_relay_new(&relay, &opts), ENR_E_CONFIG);
+	opts.public_url = "https://relay.example.com/";
+	opts.pages_dir = "/nonexistent/relay-pages";
+	assert_int_equal(enr_relay_new(&relay, &opts), ENR_E_CONFIG);
+	assert_non_null(strstr(enr_error_last(), "success.html"));
+	opts.pages_dir = NULL;
+	opts.allowed_target_hosts = "good.example.com,bad/host";
+	assert_int_equal(enr_relay_new(&relay, &opts), ENR_E_CONFIG);
+	opts.allowed_target_hosts = NULL;
+	assert_int_equal(enr_relay_new(&relay, &opts), 0);
+	assert_string_equal(enr_relay_public_url(relay), "https://relay.example.com");
+	assert_int_equal(enr_relay_start(relay, "nonsense"), ENR_E_USAGE);
+	assert_int_equal(enr_relay_start(relay, "127.0.0.1:99999"), ENR_E_USAGE);
+	assert_int_equal(enr_relay_start(relay, "[::1]:0"), 0);
+	assert_true(enr_relay_port(relay) > 0);
+	enr_relay_free(relay);
+}
+
+/* ---- mounted in another daemon ---- */
+
+struct host {
+	struct enr_relay *relay;
+};
+
+static enum MHD_Result host_handler(void *cls, struct MHD_Connection *c, const char *url,
+                                    const char *method, const char *version,
+                                    const char *upload_data, size_t *upload_data_size,
+                                    void **con_cls)
+{
+	struct host *h = cls;
+	struct MHD_Response *resp;
+	enum MHD_Result ret;
+
+	(void)version;
+	if (strncmp(url, "/relay/", 7) == 0 || strcmp(url, "/relay") == 0)
+		return enr_relay_handle(h->relay, c, url + 6, method, upload_data, upload_data_size,
+		                        con_cls)
+		           ? MHD_YES
+		           : MHD_NO;
+	resp = MHD_create_response_from_buffer(5, (void *)"hello", MHD_RESPMEM_PERSISTENT);
+	MHD_add_response_header(resp, "Cache-Control", "no-store");
+	MHD_add_response_header(resp, "Referrer-Policy", "no-referrer");
+	ret = MHD_queue_response(c, 200, resp);
+	MHD_destroy_response(resp);
+	return ret;
+}
+
+static void host_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                           enum MHD_RequestTerminationCode toe)
+{
+	struct host *h = cls;
+
+	(void)c;
+	(void)toe;
+	enr_relay_request_done(h->relay, con_cls);
+}
+
+static void test_mounted(void **state)
+{
+	struct enr_relay_options opts = {.secret = SECRET};
+	struct sockaddr_in loopback = {.sin_family = AF_INET};
+	struct host h = {0};
+	struct MHD_Daemon *d;
+	char code[16], root[64];
+	struct reply r;
+	struct poll p, p2;
+
+	(void)state;
+	enr_relay_free(fx.relay);
+	fx.relay = NULL;
+	loopback.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO |
+	                         MHD_ALLOW_SUSPEND_RESUME,
+	                     0, NULL, NULL, host_handler, &h, MHD_OPTION_NOTIFY_COMPLETED,
+	                     host_completed, &h, MHD_OPTION_SOCK_ADDR, &loopback, MHD_OPTION_END);
+	assert_non_null(d);
+	snprintf(root, sizeof(root), "http://127.0.0.1:%u",
+	         MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT)->port);
+	opts.catalog = fx.catalog;
+	assert_int_equal(enr_relay_new(&h.relay, &opts), 0);
+	snprintf(fx.base, sizeof(fx.base), "%s/relay", root);
+	assert_int_equal(enr_relay_set_public_url(h.relay, fx.base), 0);
+	fx.relay = h.relay;
+
+	create_ok(code, STATE);
+	expect(302, "GET", url_of("/s/%s", code), NULL, NULL, NULL);
+	poll_start(&p, STATE, 20);
+	wait_for_waiters(h.relay, 1);
+	expect(200, "GET", url_of("/callback?state=%s&code=M1", STATE), NULL, NULL, NULL);
+	poll_join(&p);
+	assert_int_equal(p.reply.status, 200);
+	assert_non_null(strstr(p.reply.body, "\"code\":\"M1\""));
+	reply_free(&p.reply);
+	expect(404, "GET", url_of("%s", ""), NULL, NULL, NULL);
+	/* The host's own routes are its own. */
+	{
+		char other[160];
+		snprintf(other, sizeof(other), "%s/other", root);
+		request(&r, "GET", other, NULL, NULL, NULL);
+		assert_string_equal(r.body, "hello");
+		reply_free(&r);
+	}
+
+	/* Shutdown with a poll waiting: quiesce, stop the daemon, free. */
+	create_ok(code, STATE "2");
+	poll_start(&p2, STATE "2", 30);
+	wait_for_waiters(h.relay, 1);
+	enr_relay_quiesce(h.relay);
+	MHD_stop_daemon(d);
+	enr_relay_free(h.relay);
+	fx.relay = NULL;
+	poll_join(&p2);
+	assert_int_equal(p2.reply.status, 204);
+	reply_free(&p2.reply);
+}
+
+/* ---- the program ---- */
+
+static pid_t child = -1;
+
+static int teardown_child(void **state)
+{
+	if (child > 0) {
+		kill(child, SIGKILL);
+		waitpid(child, NULL, 0);
+		child = -1;
+	}
+	return teardown(state);
+}
+
+/* Runs `derenroll relay ARGS...` with stderr into `err_path`; it dies with the test. */
+static pid_t spawn_relay(const char *err_path, const char *const *args)
+{
+	pid_t pid = fork();
+
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		const char *argv[16] = {"derenroll", "relay"};
+		size_t n = 2;
+		int fd = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		dup2(fd, 2);
+		for (; *args && n < 15; args++)
+			argv[n++] = *args;
+		argv[n] = NULL;
+		execv(derenroll_exe, (char *const *)argv);
+		_exit(127);
+	}
+	return pid;
+}
+
+static void test_program_sigterm(void **state)
+{
+	char dir[512], err_path[600], *secret_path, *log = NULL, code[16];
+	unsigned port = 0;
+	int status;
+
+	(void)state;
+	if (!derenroll_exe)
+		skip();
+	snprintf(dir, sizeof(dir), "%s", getenv("HOME"));
+	secret_path = test_write_file(dir, "relay-secret", SECRET "\n", 0600);
+	snprintf(err_path, sizeof(err_path), "%s/relay.err", dir);
+	/* No public URL: a configuration error, before anything listens. */
+	{
+		const char *args[] = {"--listen", "127.0.0.1:0", "--secret-file", secret_path,
+		                      NULL};
+		child = spawn_relay(err_path, args);
+	}
+	assert_int_equal(waitpid(child, &status, 0), child);
+	child = -1;
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 2);
+	log = test_read_file(err_path);
+	assert_non_null(strstr(log, "public URL"));
+	free(log);
+	log = NULL;
+
+	{
+		const char *args[] = {"--listen",  "127.0.0.1:0",  "--secret-file",
+		                      secret_path, "--public-url", "https://relay.example.com/",
+		                      NULL};
+		child = spawn_relay(err_path, args);
+	}
+	for (int i = 0; i < 500 && !port; i++) {
+		const char *p;
+		free(log);
+		log = test_read_file(err_path);
+		if (log && (p = strstr(log, " port ")))
+			port = (unsigned)atoi(p + 6);
+		if (!port)
+			usleep(10000);
+	}
+	assert_true(port > 0);
+	snprintf(fx.base, sizeof(fx.base), "http://127.0.0.1:%u", port);
+	{
+		struct reply r;
+		request(&r, "POST", url_of("/v1/links"), SECRET,
+		        "{\"target\":\"https://auth.tesla.com/a\",\"state\":\"" STATE "\"}", NULL);
+		assert_int_equal(r.status, 201);
+		assert_non_null(strstr(r.body, "\"url\":\"https://relay.example.com/s/"));
+		snprintf(code, sizeof(code), "%.7s", strstr(r.body, "/s/") + 3);
+		reply_free(&r);
+	}
+	assert_int_equal(kill(child, SIGTERM), 0);
+	assert_int_equal(waitpid(child, &status, 0), child);
+	child = -1;
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	free(log);
+	log = test_read_file(err_path);
+	assert_non_null(strstr(log, "stopped"));
+	assert_null(strstr(log, SECRET));
+	assert_null(strstr(log, code));
+	free(log);
+	free(secret_path);
+}
+
+int main(int argc, char **argv)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup_teardown(test_full_flow, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_result_waiting_before_poll, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_poll_timeout, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_declined, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_error_page_escapes_vendor, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_vendor_from_target_host, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_unknown_code, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_replayed_callback, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_bad_state, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_oversized_query, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_target_not_allowed, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_allowed_hosts_option, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_bearer, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_bad_body, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_ttl, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_expiry_ends_waiting_poll, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_bogus_polls_bounded, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_max_records, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_rate_limit, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_logs_hold_no_secrets, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_quiesce_answers_polls, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_options, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_mounted, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_program_sigterm, setup, teardown_child),
+	};
+	int failed;
+
+	derenroll_exe = argc > 1 ? argv[1] : NULL;
+	signal(SIGPIPE, SIG_IGN);
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+	main_handle = curl_easy_init();
+	test_env_setup();
+	failed = cmocka_run_group_tests(tests, NULL, NULL);
+	test_env_cleanup();
+	curl_easy_cleanup(main_handle);
+	curl_global_cleanup();
+	return failed;
+}

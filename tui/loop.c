@@ -300,6 +300,8 @@ int loop_run(void)
 			L.prepare(L.prepare_ctx);
 		if (L.quit)
 			break;
+		/* Watches removed outside a turn (their fd may be closed or reused). */
+		compact_watches();
 		if (build_pollfds(&n) < 0)
 			return ENR_E_NOMEM;
 		ready = poll(L.pfds, n, poll_timeout());

@@ -232,7 +232,7 @@ static void read_keys(void *ctx, int fd, short revents)
 	(void)fd;
 	if (revents & (POLLERR | POLLHUP | POLLNVAL)) {
 		/* The terminal is gone: nobody to ask anything. */
-		loop_quit(ENR_E_IO);
+		loop_quit(enr_error_set(ENR_E_IO, "the terminal went away"));
 		return;
 	}
 	/* Until curses has nothing left, so no key waits in its buffer unseen by poll. */

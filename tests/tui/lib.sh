@@ -34,6 +34,11 @@ if ! command -v tmux >/dev/null 2>&1 || ! command -v zbarimg >/dev/null 2>&1; th
 	exit 0
 fi
 
+if ! locale -a 2>/dev/null | grep -qix 'c\.utf-\?8'; then
+	echo "1..0 # SKIP no C.UTF-8 locale (locale -a)"
+	exit 0
+fi
+
 T() { tmux -u -L "$SOCK" -f /dev/null "$@"; }
 
 cat >"$TMP/wrap.sh" <<'WRAP'

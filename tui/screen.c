@@ -1,0 +1,340 @@
+#include <assert.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "derenroll/error.h"
+#include "screen.h"
+
+/* A paste larger than this is cut (nothing sane pastes 64k characters). */
+#define PASTE_MAX 65536
+#define TICK_MS   1000
+
+static struct {
+	struct screen *stack[SCREEN_STACK_MAX];
+	int depth;
+	bool dirty;
+	screen_navigate_fn *navigate;
+	void *navigate_ctx;
+	loop_fn *after_draw;
+	void *after_draw_ctx;
+	unsigned tick_timer;
+	long long started_ms;
+	bool in_paste;
+	wchar_t *paste;
+	size_t paste_len, paste_cap;
+} S;
+
+bool keypress_is_enter(const struct keypress *k)
+{
+	return (k->kind == KP_CHAR && (k->code == '\r' || k->code == '\n')) ||
+	       (k->kind == KP_FUNC && k->code == KEY_ENTER);
+}
+
+bool keypress_is_escape(const struct keypress *k)
+{
+	return k->kind == KP_CHAR && k->code == KEY_ESC;
+}
+
+bool keypress_is_backspace(const struct keypress *k)
+{
+	return (k->kind == KP_CHAR && (k->code == 127 || k->code == KEY_CTRL('h'))) ||
+	       (k->kind == KP_FUNC && k->code == KEY_BACKSPACE);
+}
+
+bool keypress_is(const struct keypress *k, wint_t ch)
+{
+	return k->kind == KP_CHAR && k->code == ch;
+}
+
+void screen_redraw(void)
+{
+	S.dirty = true;
+}
+
+void screen_set_navigator(screen_navigate_fn *fn, void *ctx)
+{
+	S.navigate = fn;
+	S.navigate_ctx = ctx;
+}
+
+void screen_set_after_draw(loop_fn *fn, void *ctx)
+{
+	S.after_draw = fn;
+	S.after_draw_ctx = ctx;
+}
+
+void screen_quit(int status)
+{
+	loop_quit(status);
+}
+
+struct screen *screen_top(void)
+{
+	return S.depth > 0 ? S.stack[S.depth - 1] : NULL;
+}
+
+void screen_push(struct screen *s)
+{
+	assert(S.depth < SCREEN_STACK_MAX);
+	S.stack[S.depth++] = s;
+	if (s->on_enter)
+		s->on_enter(s);
+	S.dirty = true;
+}
+
+void screen_pop(void)
+{
+	struct screen *s;
+
+	if (S.depth == 0)
+		return;
+	s = S.stack[--S.depth];
+	if (s->on_leave)
+		s->on_leave(s);
+	S.dirty = true;
+}
+
+void screen_replace(struct screen *s)
+{
+	screen_pop();
+	screen_push(s);
+}
+
+static void apply(int flags, struct screen *from)
+{
+	if (flags & SCREEN_REDRAW)
+		S.dirty = true;
+	if (flags & SCREEN_QUIT) {
+		loop_quit(0);
+		return;
+	}
+	if (flags & SCREEN_NEXT) {
+		if (!(S.navigate && S.navigate(S.navigate_ctx, from, SCREEN_NEXT)))
+			loop_quit(0);
+	} else if (flags & SCREEN_BACK) {
+		if (!(S.navigate && S.navigate(S.navigate_ctx, from, SCREEN_BACK))) {
+			screen_pop();
+			if (S.depth == 0)
+				loop_quit(0);
+		}
+	}
+}
+
+int screen_dispatch(const struct screen_event *ev)
+{
+	struct screen *top = screen_top();
+	int flags;
+
+	if (!top || !top->on_event)
+		return SCREEN_IGNORED;
+	flags = top->on_event(top, ev);
+	apply(flags, top);
+	return flags;
+}
+
+static void deliver(const struct keypress *k)
+{
+	struct screen *top = screen_top();
+
+	if (top && top->handle_key)
+		apply(top->handle_key(top, k), top);
+}
+
+static void paste_append(wchar_t wc)
+{
+	if (S.paste_len + 1 >= S.paste_cap) {
+		size_t cap = S.paste_cap ? S.paste_cap * 2 : 256;
+		wchar_t *bigger;
+		if (cap > PASTE_MAX + 1)
+			cap = PASTE_MAX + 1;
+		if (S.paste_len + 1 >= cap)
+			return; /* full: the rest is dropped */
+		/* Not realloc: the old buffer may hold a secret and must be wiped. */
+		bigger = malloc(cap * sizeof(*bigger));
+		if (!bigger)
+			return;
+		if (S.paste) {
+			memcpy(bigger, S.paste, S.paste_len * sizeof(*bigger));
+			explicit_bzero(S.paste, S.paste_cap * sizeof(*S.paste));
+			free(S.paste);
+		}
+		S.paste = bigger;
+		S.paste_cap = cap;
+	}
+	S.paste[S.paste_len++] = wc;
+}
+
+static void paste_end(void)
+{
+	struct keypress k = {.kind = KP_PASTE};
+
+	S.in_paste = false;
+	if (!S.paste)
+		return;
+	S.paste[S.paste_len] = L'\0';
+	k.text = S.paste;
+	k.len = S.paste_len;
+	deliver(&k);
+	explicit_bzero(S.paste, S.paste_cap * sizeof(*S.paste));
+	S.paste_len = 0;
+}
+
+static void on_char(wint_t ch)
+{
+	struct keypress k = {.kind = KP_CHAR, .code = ch};
+
+	if (S.in_paste) {
+		/* Pasted text: line ends become '\n'; a pasted ^C is just text. */
+		paste_append(ch == '\r' ? L'\n' : (wchar_t)ch);
+		return;
+	}
+	/* Normally ^C is SIGINT (cbreak keeps ISIG); this is for raw terminals. */
+	if (ch == KEY_CTRL('c'))
+		term_interrupt();
+	deliver(&k);
+}
+
+static void on_func(wint_t code)
+{
+	struct keypress k = {.kind = KP_FUNC, .code = code};
+
+	if (code == KEY_RESIZE) {
+		S.dirty = true;
+		return;
+	}
+	if (code == TERM_KEY_PASTE_BEGIN) {
+		S.in_paste = true;
+		S.paste_len = 0;
+		return;
+	}
+	if (code == TERM_KEY_PASTE_END) {
+		if (S.in_paste)
+			paste_end();
+		return;
+	}
+	if (S.in_paste) {
+		if (code == KEY_ENTER)
+			paste_append(L'\n');
+		return;
+	}
+	deliver(&k);
+}
+
+static void read_keys(void *ctx, int fd, short revents)
+{
+	wint_t ch;
+	int rc;
+
+	(void)ctx;
+	(void)fd;
+	if (revents & (POLLERR | POLLHUP | POLLNVAL)) {
+		/* The terminal is gone: nobody to ask anything. */
+		loop_quit(enr_error_set(ENR_E_IO, "the terminal went away"));
+		return;
+	}
+	/* Until curses has nothing left, so no key waits in its buffer unseen by poll. */
+	while ((rc = wget_wch(stdscr, &ch)) != ERR) {
+		if (rc == KEY_CODE_YES)
+			on_func(ch);
+		else
+			on_char(ch);
+	}
+}
+
+static void draw_too_small(void)
+{
+	char msg[96];
+	struct area a = {0, 0, LINES, COLS};
+
+	snprintf(msg, sizeof(msg), "Terminal too small: need at least %dx%d (now %dx%d)",
+	         TERM_MIN_COLS, TERM_MIN_ROWS, COLS, LINES);
+	draw_wrapped(a, A_BOLD, msg);
+}
+
+static void draw_if_dirty(void *ctx)
+{
+	struct screen *top = screen_top();
+
+	(void)ctx;
+	/* The resize woke the loop, not stdin: fetch curses' KEY_RESIZE now. */
+	if (term_take_resize())
+		read_keys(NULL, STDIN_FILENO, 0);
+	if (!S.dirty)
+		return;
+	S.dirty = false;
+	erase();
+	if (COLS < TERM_MIN_COLS || LINES < TERM_MIN_ROWS)
+		draw_too_small();
+	else if (top && top->draw)
+		top->draw(top);
+	wnoutrefresh(stdscr);
+	doupdate();
+	if (S.after_draw)
+		S.after_draw(S.after_draw_ctx);
+}
+
+/* Ticks stay on whole seconds since the start, however late one fires. */
+static void tick(void *ctx)
+{
+	struct screen_event ev = {.type = SCREEN_EV_TICK};
+	long long elapsed = loop_now_ms() - S.started_ms;
+
+	(void)ctx;
+	S.tick_timer = loop_set_timer(TICK_MS - elapsed % TICK_MS, tick, NULL);
+	screen_dispatch(&ev);
+}
+
+struct area screen_frame(const char *title, const struct key_help *keys)
+{
+	struct area body = {1, 0, LINES - 2, COLS};
+	int x = 1, y = LINES - 1;
+	static const struct key_help quit = {"^C", "quit"};
+
+	draw_fill(0, 0, COLS, term_attr(TERM_TITLE));
+	draw_text(0, 1, COLS - 2, term_attr(TERM_TITLE), title);
+	for (const struct key_help *k = keys;; k++) {
+		const struct key_help *entry = k && k->key ? k : &quit;
+		int need = draw_text_width(entry->key) + 1 + draw_text_width(entry->label);
+		if (x + need > COLS)
+			break;
+		x += draw_text(y, x, need, term_attr(TERM_KEYNAME), entry->key);
+		x += 1 + draw_text(y, x + 1, COLS - x - 1, A_NORMAL, entry->label) + 2;
+		if (entry == &quit)
+			break;
+	}
+	return body;
+}
+
+int screen_run(struct screen *first)
+{
+	int rc;
+
+	assert(term_active() && first);
+	rc = loop_init();
+	if (rc < 0)
+		return rc;
+	rc = loop_watch_fd(STDIN_FILENO, POLLIN, read_keys, NULL);
+	if (rc < 0)
+		return rc;
+	S.started_ms = loop_now_ms();
+	S.tick_timer = loop_set_timer(TICK_MS, tick, NULL);
+	loop_set_prepare(draw_if_dirty, NULL);
+	screen_push(first);
+	rc = loop_run();
+	while (S.depth > 0)
+		screen_pop();
+	loop_cancel_timer(S.tick_timer);
+	loop_unwatch_fd(STDIN_FILENO);
+	loop_set_prepare(NULL, NULL);
+	if (S.paste) {
+		explicit_bzero(S.paste, S.paste_cap * sizeof(*S.paste));
+		free(S.paste);
+	}
+	S.paste = NULL;
+	S.paste_len = S.paste_cap = 0;
+	S.in_paste = false;
+	return rc;
+}

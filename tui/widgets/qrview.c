@@ -1,0 +1,90 @@
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "term.h"
+#include "widgets/qrview.h"
+
+#define QZ ENR_QR_QUIET_ZONE
+
+void qrview_size(const struct enr_qr *qr, int *cols, int *rows)
+{
+	enr_qr_cells_needed(enr_qr_width(qr), term_utf8(), cols, rows);
+}
+
+/* Module (x, y) of the code with its quiet zone: outside the code is light. */
+static bool dark_at(const struct enr_qr *qr, int x, int y)
+{
+	int w = enr_qr_width(qr);
+
+	x -= QZ;
+	y -= QZ;
+	return x >= 0 && y >= 0 && x < w && y < w && enr_qr_dark(qr, x, y);
+}
+
+static void fit_message(char *msg, size_t size, int missing_cols, int missing_rows)
+{
+	const char *head = "The QR code does not fit: need";
+
+	if (missing_cols > 0 && missing_rows > 0)
+		snprintf(msg, size, "%s %d more column%s and %d more row%s", head, missing_cols,
+		         missing_cols == 1 ? "" : "s", missing_rows, missing_rows == 1 ? "" : "s");
+	else if (missing_cols > 0)
+		snprintf(msg, size, "%s %d more column%s", head, missing_cols,
+		         missing_cols == 1 ? "" : "s");
+	else
+		snprintf(msg, size, "%s %d more row%s", head, missing_rows,
+		         missing_rows == 1 ? "" : "s");
+}
+
+/* Ink is the foreground: dark modules in the QR pair (black on white), and in
+ * reverse video the terminal's background colour. */
+static void draw_half_blocks(const struct enr_qr *qr, struct area a, int side, attr_t attr)
+{
+	static const wchar_t glyph[4] = {L' ', L'\u2580', L'\u2584', L'\u2588'}; /* by bottom:top */
+	wchar_t *line = malloc((size_t)side * sizeof(*line));
+
+	if (!line)
+		return;
+	attrset(attr);
+	for (int row = 0; row * 2 < side; row++) {
+		for (int x = 0; x < side; x++) {
+			int top = dark_at(qr, x, 2 * row);
+			int bottom = 2 * row + 1 < side && dark_at(qr, x, 2 * row + 1);
+			line[x] = glyph[bottom << 1 | top];
+		}
+		mvaddnwstr(a.y + row, a.x, line, side);
+	}
+	attrset(A_NORMAL);
+	free(line);
+}
+
+/* Two spaces a module: light ones in `attr`, dark ones in its reverse. */
+static void draw_double_cells(const struct enr_qr *qr, struct area a, int side, attr_t attr)
+{
+	for (int y = 0; y < side; y++) {
+		move(a.y + y, a.x);
+		for (int x = 0; x < side; x++) {
+			attrset(dark_at(qr, x, y) ? attr ^ A_REVERSE : attr);
+			addstr("  ");
+		}
+	}
+	attrset(A_NORMAL);
+}
+
+bool qrview_draw(const struct enr_qr *qr, struct area a, char *msg, size_t msg_size)
+{
+	int cols, rows, side = enr_qr_width(qr) + 2 * QZ;
+
+	qrview_size(qr, &cols, &rows);
+	if (cols > a.cols || rows > a.rows) {
+		fit_message(msg, msg_size, cols - a.cols, rows - a.rows);
+		return false;
+	}
+	if (msg_size > 0)
+		msg[0] = '\0';
+	if (term_utf8())
+		draw_half_blocks(qr, a, side, term_attr(TERM_QR));
+	else
+		draw_double_cells(qr, a, side, term_attr(TERM_QR));
+	return true;
+}

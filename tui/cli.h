@@ -29,5 +29,11 @@ int cmd_enroll(struct cli_globals *g, int argc, char **argv);
 int cmd_reauth(struct cli_globals *g, int argc, char **argv);
 int cmd_relay(struct cli_globals *g, int argc, char **argv);
 int cmd_sandbox(struct cli_globals *g, int argc, char **argv);
+int cmd_list(struct cli_globals *g, int argc, char **argv);
+int cmd_show(struct cli_globals *g, int argc, char **argv);
+int cmd_status(struct cli_globals *g, int argc, char **argv);
+int cmd_refresh(struct cli_globals *g, int argc, char **argv);
+int cmd_remove(struct cli_globals *g, int argc, char **argv);
+int cmd_export(struct cli_globals *g, int argc, char **argv);
 
 #endif

@@ -24,14 +24,14 @@ struct command {
 
 /* Every sub-command the product has; run == NULL: not in this build yet. */
 static const struct command commands[] = {
-    {"list", "[--json] [--due DAYS]", "list enrolled systems, most urgent first", NULL},
-    {"show", "ID [--json] [--reveal]", "show one enrolled system", NULL},
-    {"status", "[--json] [ID...]", "check systems against the vendors now", NULL},
-    {"refresh", "[--due DAYS | ID...] [--json]", "refresh tokens before they expire", NULL},
+    {"list", "[--json] [--due DAYS]", "list enrolled systems, most urgent first", cmd_list},
+    {"show", "ID [--json] [--reveal]", "show one enrolled system", cmd_show},
+    {"status", "[--json] [ID...]", "check systems against the vendors now", cmd_status},
+    {"refresh", "[--due DAYS | ID...] [--json]", "refresh tokens before they expire", cmd_refresh},
     {"enroll", "VENDOR --customer REF [--method M] [--site ID] [--json]",
      "enroll a system without the wizard", cmd_enroll},
-    {"remove", "ID [--yes]", "remove an enrolled system", NULL},
-    {"export", "--json [--force]", "export every record, secrets included", NULL},
+    {"remove", "ID [--yes]", "remove an enrolled system", cmd_remove},
+    {"export", "--json [--force]", "export every record, secrets included", cmd_export},
     {"secret", "set|list|remove [NAME]", "keep the company's app secrets in the store", cmd_secret},
     {"sandbox", "[--listen ADDR:PORT] [--write-config FILE] [--latency-ms N] [--refresh-grace S]",
      "serve the offline world of every vendor on loopback", cmd_sandbox},

@@ -1,0 +1,45 @@
+#ifndef DERENROLL_BULK_INTERNAL_H
+#define DERENROLL_BULK_INTERNAL_H
+
+#include <stdbool.h>
+
+/*
+ * The pacing of one bucket, pure logic over a clock given in milliseconds, so
+ * that it can be tested with a fake clock.
+ */
+struct enr_bulk__bucket {
+	char *key;             /* "vendor/app", "vendor/key/HASH", "vendor/address/HOST" */
+	const char *vendor;    /* borrowed from the catalogue */
+	int scope;             /* enum enr_limit_scope */
+	double capacity;       /* tokens when full; 0: no rate cap */
+	double rate_per_ms;    /* refill speed */
+	double tokens;         /* as of last_ms */
+	long long last_ms;
+	int concurrency;       /* 0: no cap */
+	int in_flight;
+	int max_in_flight;     /* the most ever seen */
+	long long blocked_until_ms; /* Retry-After */
+};
+
+/* A full bucket for `requests` per `per_seconds` and `concurrency` at `now_ms`. */
+void enr_bulk__bucket_init(struct enr_bulk__bucket *b, double requests, double per_seconds,
+                           int concurrency, long long now_ms);
+
+/* Milliseconds until a call may start (0: now), -1 while every slot is taken. */
+long long enr_bulk__bucket_wait(const struct enr_bulk__bucket *b, long long now_ms);
+
+/* A call starts: takes a token and a slot (only after a wait of 0). */
+void enr_bulk__bucket_take(struct enr_bulk__bucket *b, long long now_ms);
+
+/* A call ended: frees its slot. */
+void enr_bulk__bucket_release(struct enr_bulk__bucket *b);
+
+/* The vendor said "Retry-After: seconds": nothing starts before then. */
+void enr_bulk__bucket_block(struct enr_bulk__bucket *b, long long until_ms);
+
+/* The delay before try number `tries + 1` (tries >= 1 made so far): the
+ * vendor's Retry-After when it said one (>= 0), else base * 2^(tries-1),
+ * capped at max_ms. */
+long long enr_bulk__backoff_ms(int tries, long retry_after_s, long base_ms, long max_ms);
+
+#endif

@@ -1,0 +1,630 @@
+/* derenroll list / show / status / refresh / remove / export: the support staff's commands. */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+
+#include "derenroll/bulk.h"
+#include "derenroll/config.h"
+#include "derenroll/error.h"
+#include "derenroll/lifecycle.h"
+#include "derenroll/store.h"
+#include "derenroll/vendor.h"
+#include "cli.h"
+#include "store_cli.h"
+
+#define EXIT_USAGE 2
+#define MAX_DAYS   3650
+
+/* The options every command of this file may take; each accepts a subset. */
+struct opts {
+	bool json, reveal, yes, force, help;
+	long due; /* -1: not given */
+	char **ids;
+	int n_ids;
+};
+
+enum { OPT_JSON = 'j', OPT_DUE = 'd', OPT_REVEAL = 'r', OPT_YES = 'y', OPT_FORCE = 'f' };
+
+/* Parses argv for `allowed` (a string of the OPT_ letters). Returns 0, or the
+ * exit code after a message. */
+static int parse(struct opts *o, int argc, char **argv, const char *allowed, const char *usage)
+{
+	static const struct option longopts[] = {
+	    {"json", no_argument, NULL, OPT_JSON},    {"due", required_argument, NULL, OPT_DUE},
+	    {"reveal", no_argument, NULL, OPT_REVEAL}, {"yes", no_argument, NULL, OPT_YES},
+	    {"force", no_argument, NULL, OPT_FORCE},  {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
+	};
+	int c;
+
+	memset(o, 0, sizeof(*o));
+	o->due = -1;
+	while ((c = getopt_long(argc, argv, "+h", longopts, NULL)) != -1) {
+		if (c == 'h') {
+			printf("Usage: derenroll %s %s\n", argv[0], usage);
+			o->help = true;
+			return 0;
+		}
+		if (c == '?' || !strchr(allowed, c)) {
+			if (c != '?')
+				cli_error("%s: option %s does not apply", argv[0], argv[optind - 1]);
+			fprintf(stderr, "Usage: derenroll %s %s\n", argv[0], usage);
+			return EXIT_USAGE;
+		}
+		switch (c) {
+		case OPT_JSON: o->json = true; break;
+		case OPT_REVEAL: o->reveal = true; break;
+		case OPT_YES: o->yes = true; break;
+		case OPT_FORCE: o->force = true; break;
+		case OPT_DUE: {
+			char *end = NULL;
+			errno = 0;
+			o->due = strtol(optarg, &end, 10);
+			if (errno || end == optarg || *end || o->due < 0 || o->due > MAX_DAYS) {
+				cli_error("--due takes a number of days from 0 to %d, not '%s'", MAX_DAYS,
+				          optarg);
+				return EXIT_USAGE;
+			}
+			break;
+		}
+		}
+	}
+	o->ids = argv + optind;
+	o->n_ids = argc - optind;
+	return 0;
+}
+
+/* RFC 3339 UTC. */
+static void format_time(char *buf, size_t size, long long t)
+{
+	time_t tt = (time_t)t;
+	struct tm tm;
+
+	gmtime_r(&tt, &tm);
+	strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* A JSON string, or null. */
+static void json_string(FILE *out, const char *s)
+{
+	struct json_object *str;
+
+	if (!s) {
+		fputs("null", out);
+		return;
+	}
+	str = json_object_new_string(s);
+	fputs(str ? json_object_to_json_string_ext(str, JSON_C_TO_STRING_PLAIN) : "null", out);
+	json_object_put(str);
+}
+
+static int expiring_days(struct cli_globals *g, long *out)
+{
+	return enr_config_get_long(out, g->cfg, "ui", "expiring_days", 7, 0, 365);
+}
+
+/* ---- list ---- */
+
+struct row {
+	const struct enr_record *rec;
+	enum enr_status status;
+	long long due;
+};
+
+static int row_cmp(const void *a, const void *b)
+{
+	const struct row *x = a, *y = b;
+
+	if (x->status != y->status)
+		return x->status < y->status ? -1 : 1;
+	/* Sooner first; never (0) last. */
+	if (x->due != y->due) {
+		if (!x->due || !y->due)
+			return x->due ? -1 : 1;
+		return x->due < y->due ? -1 : 1;
+	}
+	return strcmp(x->rec->id, y->rec->id);
+}
+
+/* At most `width` bytes of `s`, cut at a UTF-8 character boundary. */
+static int fit(const char *s, int width)
+{
+	int n = (int)strlen(s);
+
+	if (n <= width)
+		return n;
+	n = width;
+	while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
+		n--;
+	return n;
+}
+
+static void print_table(const struct row *rows, size_t n)
+{
+	printf("%-10s  %-8s  %-9s  %-7s  %-10s  %s\n", "ID", "STATUS", "VENDOR", "METHOD", "DUE",
+	       "CUSTOMER");
+	for (size_t i = 0; i < n; i++) {
+		const struct enr_record *r = rows[i].rec;
+		const char *customer = r->customer ? r->customer : "";
+		char due[16] = "-";
+		if (rows[i].due) {
+			time_t t = (time_t)rows[i].due;
+			struct tm tm;
+			gmtime_r(&t, &tm);
+			strftime(due, sizeof(due), "%Y-%m-%d", &tm);
+		}
+		/* 54 columns before the customer: it gets the rest of 80. */
+		printf("%-10.10s  %-8s  %-9.9s  %-7.7s  %-10s  %.*s\n", r->id,
+		       enr_status_name(rows[i].status), r->vendor, r->method, due,
+		       fit(customer, 26), customer);
+	}
+}
+
+int cmd_list(struct cli_globals *g, int argc, char **argv)
+{
+	struct enr_store *store = NULL;
+	struct row *rows = NULL;
+	struct opts o;
+	size_t n = 0, count;
+	long days = 7;
+	long long now = (long long)time(NULL);
+	int rc;
+
+	if ((rc = parse(&o, argc, argv, "jd", "[--json] [--due DAYS]")) || o.help)
+		return rc;
+	if (o.n_ids) {
+		cli_error("list takes no operand ('%s'): see derenroll show ID", o.ids[0]);
+		return EXIT_USAGE;
+	}
+	rc = cli_load_config(g);
+	if (rc == 0)
+		rc = expiring_days(g, &days);
+	if (rc == 0)
+		rc = cli_open_store_listing(g, &store);
+	if (rc < 0)
+		return cli_fail(rc);
+	count = enr_store_count(store);
+	rows = calloc(count ? count : 1, sizeof(*rows));
+	if (!rows) {
+		cli_close_store(g, store);
+		return cli_fail(enr_error_set(ENR_E_NOMEM, NULL));
+	}
+	for (size_t i = 0; i < count; i++) {
+		struct row *r = &rows[n];
+		r->rec = enr_store_at(store, i);
+		r->status = enr_status_of(r->rec, now, o.due >= 0 ? o.due : days, &r->due);
+		/* --due: only what needs a person within DAYS. */
+		if (o.due >= 0 && r->status > ENR_STATUS_EXPIRING)
+			continue;
+		n++;
+	}
+	qsort(rows, n, sizeof(*rows), row_cmp);
+	if (o.json) {
+		putchar('[');
+		for (size_t i = 0; i < n && rc == 0; i++) {
+			fputs(i ? ",\n" : "\n", stdout);
+			rc = enr_record_view_write(stdout, rows[i].rec, now, days, false);
+		}
+		fputs(n ? "\n]\n" : "]\n", stdout);
+	} else if (n) {
+		print_table(rows, n);
+	}
+	free(rows);
+	cli_close_store(g, store);
+	if (rc == 0 && fflush(stdout) != 0)
+		rc = enr_error_set(ENR_E_IO, "cannot write the output: %s", strerror(errno));
+	return rc < 0 ? cli_fail(rc) : 0;
+}
+
+/* ---- show ---- */
+
+static bool is_secret_field(const char *name)
+{
+	static const char *const secret[] = {"access_token", "refresh_token", "id_token",
+	                                     "api_key",      "account_key",   "key_secret"};
+
+	for (size_t i = 0; i < sizeof(secret) / sizeof(secret[0]); i++)
+		if (strcmp(name, secret[i]) == 0)
+			return true;
+	return false;
+}
+
+/* The credentials object, one "  name: value" line per field, nested names dotted. */
+static void print_credentials(struct json_object *obj, const char *prefix, bool reveal)
+{
+	json_object_object_foreach(obj, key, val)
+	{
+		char name[128];
+		snprintf(name, sizeof(name), "%s%s", prefix, key);
+		if (json_object_is_type(val, json_type_object)) {
+			char sub[140];
+			snprintf(sub, sizeof(sub), "%s.", name);
+			print_credentials(val, sub, reveal);
+		} else if (!json_object_is_type(val, json_type_null)) {
+			printf("  %-22s %s\n", name,
+			       is_secret_field(key) && !reveal ? "******** (--reveal shows it)"
+			                                       : json_object_get_string(val));
+		}
+	}
+}
+
+static void print_time(const char *label, long long t, const char *none)
+{
+	char buf[32];
+
+	if (t)
+		format_time(buf, sizeof(buf), t);
+	printf("%-24s %s\n", label, t ? buf : none);
+}
+
+static int show_text(const struct enr_record *r, long long now, long days, bool reveal)
+{
+	struct json_object *full = NULL, *cred = NULL;
+	long long due = 0;
+	enum enr_status status = enr_status_of(r, now, days, &due);
+	int rc;
+
+	printf("%-24s %s\n", "id", r->id);
+	printf("%-24s %s\n", "customer", r->customer ? r->customer : "");
+	printf("%-24s %s\n", "vendor", r->vendor);
+	printf("%-24s %s\n", "method", r->method);
+	printf("%-24s %s\n", "account", r->account ? r->account : "-");
+	printf("%-24s %s\n", "status", enr_status_name(status));
+	print_time("customer needed by", due, "never");
+	print_time("access expires", r->access_expires_at, "-");
+	print_time("refresh expires", r->refresh_expires_at, "-");
+	print_time("created", r->created_at, "-");
+	print_time("updated", r->updated_at, "-");
+	if (r->last_check.at || r->last_check.outcome) {
+		print_time("last check", r->last_check.at, "-");
+		printf("%-24s %s%s%s\n", "last check result",
+		       enr_record_outcome_name(r->last_check.outcome),
+		       r->last_check.message ? ": " : "",
+		       r->last_check.message ? r->last_check.message : "");
+	} else {
+		printf("%-24s %s\n", "last check", "never");
+	}
+	printf("sites\n");
+	for (size_t i = 0; i < r->n_sites; i++)
+		printf("  %-22s %s\n", r->sites[i].id, r->sites[i].name ? r->sites[i].name : "");
+	rc = enr_record_to_json_object(&full, r, true);
+	if (rc < 0)
+		return rc;
+	printf("credentials (%s)\n", enr_record_cred_name(r->cred.type));
+	if (json_object_object_get_ex(full, "credentials", &cred) &&
+	    json_object_is_type(cred, json_type_object))
+		print_credentials(cred, "", reveal);
+	json_object_put(full);
+	return 0;
+}
+
+int cmd_show(struct cli_globals *g, int argc, char **argv)
+{
+	struct enr_store *store = NULL;
+	struct enr_record *rec = NULL;
+	struct opts o;
+	long days = 7;
+	long long now = (long long)time(NULL);
+	int rc;
+
+	if ((rc = parse(&o, argc, argv, "jr", "ID [--json] [--reveal]")) || o.help)
+		return rc;
+	if (o.n_ids != 1) {
+		cli_error("show takes one record ID (see derenroll list)");
+		return EXIT_USAGE;
+	}
+	rc = cli_load_config(g);
+	if (rc == 0)
+		rc = expiring_days(g, &days);
+	if (rc == 0)
+		rc = cli_open_store(g, false, &store);
+	if (rc == 0)
+		rc = enr_store_get(&rec, store, o.ids[0]);
+	if (rc == ENR_E_NOTFOUND)
+		rc = enr_error_set(ENR_E_NOTFOUND, "no record %s in %s (see derenroll list)",
+		                   o.ids[0], enr_store_path(store));
+	if (rc == 0 && o.json) {
+		rc = enr_record_view_write(stdout, rec, now, days, o.reveal);
+		putchar('\n');
+	} else if (rc == 0) {
+		rc = show_text(rec, now, days, o.reveal);
+	}
+	enr_record_free(rec);
+	cli_close_store(g, store);
+	return rc < 0 ? cli_fail(rc) : 0;
+}
+
+/* ---- status and refresh ---- */
+
+static void show_progress(const struct enr_bulk_progress *p, void *ctx)
+{
+	(void)ctx;
+	fprintf(stderr, "\r%zu/%zu done, %zu failed, %zu retries ", p->finished, p->total, p->failed,
+	        p->retries);
+	if (p->finished == p->total)
+		fputc('\n', stderr);
+}
+
+/* The exit code of a bulk run: 1 when anyone is needed (a person: rejected,
+ * expired, expiring, or the company's app is wrong), else 3 when temporary
+ * failures remain, else 0. */
+static int bulk_exit(int worst_person, int n_transient)
+{
+	return worst_person ? 1 : n_transient ? 3 : 0;
+}
+
+static void print_result_json(const struct enr_job_result *r, const struct enr_record *rec,
+                              enum enr_status status, bool first)
+{
+	fputs(first ? "\n{\"id\":" : ",\n{\"id\":", stdout);
+	json_string(stdout, r->id);
+	fputs(",\"vendor\":", stdout);
+	json_string(stdout, r->vendor);
+	fputs(",\"customer\":", stdout);
+	json_string(stdout, rec ? rec->customer : NULL);
+	printf(",\"result\":\"%s\",\"status\":\"%s\",\"refreshed\":%s,\"sites\":%zu,\"message\":",
+	       r->error ? enr_record_outcome_name(enr_record_outcome_from_error(r->error)) : "ok",
+	       enr_status_name(status), r->refreshed ? "true" : "false", r->n_sites);
+	json_string(stdout, r->message);
+	putchar('}');
+}
+
+/* Runs the jobs and prints their outcomes; returns the exit code. */
+static int run_bulk(struct cli_globals *g, struct enr_store *store, enum enr_job_kind kind,
+                    const char *const *ids, size_t n, bool json, long days)
+{
+	struct enr_bulk_options bo = {.kind = kind};
+	struct enr_bulk *bulk = NULL;
+	long long now;
+	int rc, person = 0, transient = 0;
+
+	if (isatty(STDERR_FILENO))
+		bo.progress = show_progress;
+	rc = enr_bulk_new(&bulk, store, g->cfg, g->catalog, &bo);
+	for (size_t i = 0; rc == 0 && i < n; i++)
+		rc = enr_bulk_add(bulk, ids[i]);
+	if (rc == 0)
+		rc = enr_bulk_run(bulk);
+	if (rc < 0) {
+		enr_bulk_free(bulk);
+		return cli_fail(rc);
+	}
+	now = (long long)time(NULL);
+	if (json)
+		putchar('[');
+	for (size_t i = 0; i < enr_bulk_result_count(bulk); i++) {
+		const struct enr_job_result *r = enr_bulk_result(bulk, i);
+		struct enr_record *rec = NULL;
+		enum enr_status status = ENR_STATUS_UNKNOWN;
+		if (enr_store_get(&rec, store, r->id) == 0)
+			status = enr_status_of(rec, now, days, NULL);
+		int code = r->error ? enr_error_exit_code(r->error) : 0;
+		if (code == 3)
+			transient++;
+		else if (code != 0 || status < ENR_STATUS_UNKNOWN)
+			person++;
+		if (json)
+			print_result_json(r, rec, status, i == 0);
+		else
+			printf("%-10s  %-9s  %-8s  %s\n", r->id, r->vendor ? r->vendor : "-",
+			       r->error ? enr_record_outcome_name(enr_record_outcome_from_error(r->error))
+			                : enr_status_name(status),
+			       r->error ? r->message
+			       : r->refreshed
+			           ? "refreshed"
+			           : "");
+		enr_record_free(rec);
+	}
+	if (json)
+		fputs(enr_bulk_result_count(bulk) ? "\n]\n" : "]\n", stdout);
+	enr_bulk_free(bulk);
+	return bulk_exit(person, transient);
+}
+
+/* The ids to work on: those given (each must exist), else every record that `want` keeps. */
+static int pick(const char ***out, size_t *n, struct enr_store *store, const struct opts *o,
+                bool (*want)(const struct enr_record *, void *), void *ctx)
+{
+	size_t count = o->n_ids ? (size_t)o->n_ids : enr_store_count(store);
+	const char **ids = calloc(count ? count : 1, sizeof(*ids));
+
+	*out = NULL;
+	*n = 0;
+	if (!ids)
+		return enr_error_set(ENR_E_NOMEM, NULL);
+	for (size_t i = 0; i < count; i++) {
+		if (o->n_ids) {
+			struct enr_record *rec = NULL;
+			if (enr_store_get(&rec, store, o->ids[i]) < 0) {
+				free(ids);
+				return enr_error_set(ENR_E_NOTFOUND, "no record %s in %s (see derenroll list)",
+				                     o->ids[i], enr_store_path(store));
+			}
+			enr_record_free(rec);
+			ids[(*n)++] = o->ids[i];
+		} else {
+			const struct enr_record *rec = enr_store_at(store, i);
+			if (!want || want(rec, ctx))
+				ids[(*n)++] = rec->id;
+		}
+	}
+	*out = ids;
+	return 0;
+}
+
+static int bulk_command(struct cli_globals *g, const struct opts *o, enum enr_job_kind kind,
+                        bool (*want)(const struct enr_record *, void *), void *want_ctx)
+{
+	struct enr_store *store = NULL;
+	const char **ids = NULL;
+	size_t n = 0;
+	long days = 7;
+	int rc;
+
+	rc = cli_load_config(g);
+	if (rc == 0)
+		rc = expiring_days(g, &days);
+	if (rc == 0)
+		rc = cli_open_store(g, false, &store);
+	if (rc == 0)
+		rc = pick(&ids, &n, store, o, want, want_ctx);
+	if (rc < 0) {
+		cli_close_store(g, store);
+		return cli_fail(rc);
+	}
+	rc = run_bulk(g, store, kind, ids, n, o->json, days);
+	free(ids);
+	cli_close_store(g, store);
+	return rc;
+}
+
+int cmd_status(struct cli_globals *g, int argc, char **argv)
+{
+	struct opts o;
+	int rc;
+
+	if ((rc = parse(&o, argc, argv, "j", "[--json] [ID...]")) || o.help)
+		return rc;
+	return bulk_command(g, &o, ENR_JOB_CHECK, NULL, NULL);
+}
+
+struct refresh_filter {
+	const struct enr_catalog *catalog;
+	long long now;
+	long due;
+};
+
+/* What can be refreshed (and, with --due, expires within DAYS). */
+static bool refreshable(const struct enr_record *rec, void *ctx)
+{
+	const struct refresh_filter *f = ctx;
+	long long limit = f->now + (long long)f->due * 86400;
+
+	if (!enr_lifecycle_can_refresh(rec, f->catalog, f->now))
+		return false;
+	if (f->due < 0)
+		return true;
+	return (rec->access_expires_at && rec->access_expires_at <= limit) ||
+	       (rec->refresh_expires_at && rec->refresh_expires_at <= limit);
+}
+
+int cmd_refresh(struct cli_globals *g, int argc, char **argv)
+{
+	struct refresh_filter f;
+	struct opts o;
+	int rc;
+
+	if ((rc = parse(&o, argc, argv, "jd", "[--due DAYS | ID...] [--json]")) || o.help)
+		return rc;
+	if (o.due >= 0 && o.n_ids) {
+		cli_error("refresh takes either --due DAYS or record IDs, not both");
+		return EXIT_USAGE;
+	}
+	if ((rc = cli_load_config(g)) < 0)
+		return cli_fail(rc);
+	f.catalog = g->catalog;
+	f.now = (long long)time(NULL);
+	f.due = o.due;
+	return bulk_command(g, &o, ENR_JOB_REFRESH, refreshable, &f);
+}
+
+/* ---- remove ---- */
+
+static bool confirm(const struct enr_record *rec)
+{
+	char line[16];
+
+	fprintf(stderr, "Remove %s (%s, %s)? Its credentials are lost. [y/N] ", rec->id,
+	        rec->customer ? rec->customer : "", rec->vendor);
+	if (!fgets(line, sizeof(line), stdin))
+		return false;
+	return line[0] == 'y' || line[0] == 'Y';
+}
+
+int cmd_remove(struct cli_globals *g, int argc, char **argv)
+{
+	struct enr_store *store = NULL;
+	struct enr_record *rec = NULL;
+	struct opts o;
+	int rc;
+
+	if ((rc = parse(&o, argc, argv, "y", "ID [--yes]")) || o.help)
+		return rc;
+	if (o.n_ids != 1) {
+		cli_error("remove takes one record ID (see derenroll list)");
+		return EXIT_USAGE;
+	}
+	if (!o.yes && !(isatty(STDIN_FILENO) && isatty(STDERR_FILENO))) {
+		cli_error("remove %s: not on a terminal, so nothing is asked: add --yes", o.ids[0]);
+		return EXIT_USAGE;
+	}
+	rc = cli_open_store(g, false, &store);
+	if (rc == 0)
+		rc = enr_store_get(&rec, store, o.ids[0]);
+	if (rc == ENR_E_NOTFOUND)
+		rc = enr_error_set(ENR_E_NOTFOUND, "no record %s in %s (see derenroll list)",
+		                   o.ids[0], enr_store_path(store));
+	if (rc == 0 && !o.yes && !confirm(rec)) {
+		fprintf(stderr, "Nothing removed.\n");
+		rc = ENR_E_CANCELLED;
+		enr_error_set(rc, "remove %s cancelled", o.ids[0]);
+	}
+	if (rc == 0)
+		rc = enr_store_remove(store, rec->id);
+	if (rc == 0)
+		fprintf(stderr, "Removed %s.\n", rec->id);
+	enr_record_free(rec);
+	cli_close_store(g, store);
+	if (rc == ENR_E_CANCELLED)
+		return 1;
+	return rc < 0 ? cli_fail(rc) : 0;
+}
+
+/* ---- export ---- */
+
+int cmd_export(struct cli_globals *g, int argc, char **argv)
+{
+	struct enr_store *store = NULL;
+	struct opts o;
+	long days = 7;
+	char now_text[32];
+	long long now = (long long)time(NULL);
+	int rc;
+
+	if ((rc = parse(&o, argc, argv, "jf", "--json [--force]")) || o.help)
+		return rc;
+	if (!o.json || o.n_ids) {
+		cli_error("export writes JSON only and takes no operand: derenroll export --json");
+		return EXIT_USAGE;
+	}
+	if (isatty(STDOUT_FILENO) && !o.force) {
+		cli_error("export writes every secret: redirect it to a file or a pipe "
+		          "(or add --force to print it on this terminal)");
+		return EXIT_USAGE;
+	}
+	rc = cli_load_config(g);
+	if (rc == 0)
+		rc = expiring_days(g, &days);
+	if (rc == 0)
+		rc = cli_open_store(g, false, &store);
+	if (rc < 0)
+		return cli_fail(rc);
+	format_time(now_text, sizeof(now_text), now);
+	printf("{\"format\":\"derenroll-export\",\"version\":1,\"exported_at\":\"%s\",\"records\":[",
+	       now_text);
+	for (size_t i = 0; rc == 0 && i < enr_store_count(store); i++) {
+		fputs(i ? ",\n" : "\n", stdout);
+		rc = enr_record_view_write(stdout, enr_store_at(store, i), now, days, true);
+	}
+	fputs("\n]}\n", stdout);
+	cli_close_store(g, store);
+	if (rc == 0 && fflush(stdout) != 0)
+		rc = enr_error_set(ENR_E_IO, "cannot write the output: %s", strerror(errno));
+	return rc < 0 ? cli_fail(rc) : 0;
+}

@@ -1,0 +1,158 @@
+/* The bulk scheduler's pacing, on a fake clock: pure logic, no sleeps. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "helpers.h"
+#include "bulk_internal.h"
+
+static void test_token_bucket_spacing(void **state)
+{
+	struct enr_bulk__bucket b = {0};
+
+	(void)state;
+	/* Solis: 2 requests per second. */
+	enr_bulk__bucket_init(&b, 2, 1, 0, 1000);
+	assert_int_equal(enr_bulk__bucket_wait(&b, 1000), 0);
+	enr_bulk__bucket_take(&b, 1000);
+	assert_int_equal(enr_bulk__bucket_wait(&b, 1000), 0);
+	enr_bulk__bucket_take(&b, 1000);
+	/* Empty: the next token comes 500 ms later. */
+	long long w = enr_bulk__bucket_wait(&b, 1000);
+	assert_true(w >= 500 && w <= 501);
+	assert_true(enr_bulk__bucket_wait(&b, 1250) >= 250);
+	assert_int_equal(enr_bulk__bucket_wait(&b, 1500), 0);
+	enr_bulk__bucket_take(&b, 1500);
+	assert_true(enr_bulk__bucket_wait(&b, 1500) >= 500);
+	/* A long pause refills to the capacity, not beyond. */
+	assert_int_equal(enr_bulk__bucket_wait(&b, 100000), 0);
+	enr_bulk__bucket_take(&b, 100000);
+	enr_bulk__bucket_take(&b, 100000);
+	assert_true(enr_bulk__bucket_wait(&b, 100000) >= 500);
+}
+
+static void test_concurrency(void **state)
+{
+	struct enr_bulk__bucket b = {0};
+
+	(void)state;
+	/* SolarEdge: 3 at a time per address, no rate. */
+	enr_bulk__bucket_init(&b, 0, 0, 3, 0);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(enr_bulk__bucket_wait(&b, 0), 0);
+		enr_bulk__bucket_take(&b, 0);
+	}
+	assert_int_equal(enr_bulk__bucket_wait(&b, 0), -1);
+	assert_int_equal(enr_bulk__bucket_wait(&b, 999999), -1);
+	enr_bulk__bucket_release(&b);
+	assert_int_equal(enr_bulk__bucket_wait(&b, 0), 0);
+	assert_int_equal(b.max_in_flight, 3);
+	/* Releasing more than taken never goes negative. */
+	for (int i = 0; i < 5; i++)
+		enr_bulk__bucket_release(&b);
+	assert_int_equal(b.in_flight, 0);
+}
+
+static void test_retry_after_blocks(void **state)
+{
+	struct enr_bulk__bucket b = {0};
+
+	(void)state;
+	enr_bulk__bucket_init(&b, 10, 60, 2, 0);
+	enr_bulk__bucket_block(&b, 3000);
+	assert_int_equal(enr_bulk__bucket_wait(&b, 0), 3000);
+	assert_int_equal(enr_bulk__bucket_wait(&b, 2500), 500);
+	assert_int_equal(enr_bulk__bucket_wait(&b, 3000), 0);
+	/* An earlier block does not shorten a later one. */
+	enr_bulk__bucket_block(&b, 1000);
+	assert_int_equal(enr_bulk__bucket_wait(&b, 0), 3000);
+}
+
+static void test_backoff(void **state)
+{
+	(void)state;
+	assert_int_equal(enr_bulk__backoff_ms(1, -1, 1000, 60000), 1000);
+	assert_int_equal(enr_bulk__backoff_ms(2, -1, 1000, 60000), 2000);
+	assert_int_equal(enr_bulk__backoff_ms(3, -1, 1000, 60000), 4000);
+	assert_int_equal(enr_bulk__backoff_ms(30, -1, 1000, 60000), 60000);
+	/* The vendor's Retry-After wins, also when shorter. */
+	assert_int_equal(enr_bulk__backoff_ms(3, 1, 1000, 60000), 1000);
+	assert_int_equal(enr_bulk__backoff_ms(1, 7, 1000, 60000), 7000);
+	assert_int_equal(enr_bulk__backoff_ms(1, 0, 1000, 60000), 0);
+}
+
+/*
+ * A whole run on a fake clock: n calls of `latency_ms` through one bucket,
+ * each started as soon as the bucket allows; returns when the last ends, and
+ * the most in flight at once.
+ */
+static long long simulate(double requests, double per_s, int concurrency, int n, long latency_ms,
+                          int *max_in_flight)
+{
+	struct enr_bulk__bucket b = {0};
+	long long *ends = calloc((size_t)n, sizeof(*ends)), now = 0, last = 0;
+	int started = 0, running = 0;
+
+	enr_bulk__bucket_init(&b, requests, per_s, concurrency, 0);
+	while (started < n || running) {
+		long long next = -1, w;
+		/* End what is due. */
+		for (int i = 0; i < started; i++)
+			if (ends[i] && ends[i] <= now) {
+				last = ends[i];
+				ends[i] = 0;
+				running--;
+				enr_bulk__bucket_release(&b);
+			}
+		while (started < n && (w = enr_bulk__bucket_wait(&b, now)) == 0) {
+			enr_bulk__bucket_take(&b, now);
+			ends[started++] = now + latency_ms;
+			running++;
+		}
+		if (started < n && (w = enr_bulk__bucket_wait(&b, now)) > 0)
+			next = now + w;
+		for (int i = 0; i < started; i++)
+			if (ends[i] && (next < 0 || ends[i] < next))
+				next = ends[i];
+		if (next < 0)
+			break;
+		now = next;
+	}
+	*max_in_flight = b.max_in_flight;
+	free(ends);
+	return last;
+}
+
+static void test_simulated_runs(void **state)
+{
+	int max = 0;
+
+	(void)state;
+	/* 3 at a time, 100 ms each: 10 calls take ceil(10/3) rounds. */
+	assert_int_equal(simulate(0, 0, 3, 10, 100, &max), 400);
+	assert_int_equal(max, 3);
+	/* 2 per second, bursting 2: starts at 0, 0, 500, 1000, ... 4000. */
+	long long t2 = simulate(2, 1, 0, 10, 100, &max);
+	assert_true(t2 >= 4100 && t2 <= 4110);
+	assert_true(max <= 2);
+	/* Both limits: 10/min with 2 at a time: 10 at once would break the cap. */
+	long long t = simulate(10, 60, 2, 12, 100, &max);
+	assert_int_equal(max, 2);
+	assert_true(t >= 12000 && t <= 12200); /* the 11th and 12th wait for tokens */
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_token_bucket_spacing),
+	    cmocka_unit_test(test_concurrency),
+	    cmocka_unit_test(test_retry_after_blocks),
+	    cmocka_unit_test(test_backoff),
+	    cmocka_unit_test(test_simulated_runs),
+	};
+	int failed;
+
+	test_env_setup();
+	failed = cmocka_run_group_tests(tests, NULL, NULL);
+	test_env_cleanup();
+	return failed;
+}

@@ -45,7 +45,7 @@ static int parse(struct opts *o, int argc, char **argv, const char *allowed, con
 
 	memset(o, 0, sizeof(*o));
 	o->due = -1;
-	while ((c = getopt_long(argc, argv, "+h", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		if (c == 'h') {
 			printf("Usage: derenroll %s %s\n", argv[0], usage);
 			o->help = true;
@@ -112,10 +112,36 @@ static int expiring_days(struct cli_globals *g, long *out)
 /* ---- list ---- */
 
 struct row {
+	struct enr_record view; /* shallow copy of the store's record: see listing_view() */
 	const struct enr_record *rec;
 	enum enr_status status;
 	long long due;
 };
+
+/*
+ * A store opened for listing holds no secret, so enr_status_of() cannot see
+ * whether a record has a refresh token, and would count a short-lived access
+ * token as the customer's deadline. A refresh token that expires left its
+ * expiry behind; one that never does (SMA's offline token) is what an OAuth
+ * enrollment of a vendor with refresh_ttl 0 gets. The marker is never freed
+ * nor printed: the view is a shallow copy.
+ */
+static void listing_view(struct enr_record *view, const struct enr_record *rec,
+                         const struct enr_catalog *catalog)
+{
+	static char marker[] = "(not read)";
+	const struct enr_vendor *v = enr_catalog_find(catalog, rec->vendor);
+	const struct enr_credentials *c = &rec->cred;
+
+	*view = *rec;
+	if (c->tokens.refresh_token || c->tokens.access_token)
+		return; /* the credentials were read */
+	if (c->type != ENR_CRED_OAUTH && c->type != ENR_CRED_EMAIL && c->type != ENR_CRED_PARTNER)
+		return;
+	if (rec->refresh_expires_at || (v && v->has_oauth && v->tokens.refresh_ttl == 0 &&
+	                                c->type != ENR_CRED_PARTNER))
+		view->cred.tokens.refresh_token = marker;
+}
 
 static int row_cmp(const void *a, const void *b)
 {
@@ -129,7 +155,7 @@ static int row_cmp(const void *a, const void *b)
 			return x->due ? -1 : 1;
 		return x->due < y->due ? -1 : 1;
 	}
-	return strcmp(x->rec->id, y->rec->id);
+	return strcmp(x->view.id, y->view.id);
 }
 
 /* At most `width` bytes of `s`, cut at a UTF-8 character boundary. */
@@ -197,14 +223,16 @@ int cmd_list(struct cli_globals *g, int argc, char **argv)
 	}
 	for (size_t i = 0; i < count; i++) {
 		struct row *r = &rows[n];
-		r->rec = enr_store_at(store, i);
-		r->status = enr_status_of(r->rec, now, o.due >= 0 ? o.due : days, &r->due);
+		listing_view(&r->view, enr_store_at(store, i), g->catalog);
+		r->status = enr_status_of(&r->view, now, o.due >= 0 ? o.due : days, &r->due);
 		/* --due: only what needs a person within DAYS. */
 		if (o.due >= 0 && r->status > ENR_STATUS_EXPIRING)
 			continue;
 		n++;
 	}
 	qsort(rows, n, sizeof(*rows), row_cmp);
+	for (size_t i = 0; i < n; i++)
+		rows[i].rec = &rows[i].view; /* moved by the sort */
 	if (o.json) {
 		putchar('[');
 		for (size_t i = 0; i < n && rc == 0; i++) {
@@ -351,12 +379,12 @@ static void show_progress(const struct enr_bulk_progress *p, void *ctx)
 		fputc('\n', stderr);
 }
 
-/* The exit code of a bulk run: 1 when anyone is needed (a person: rejected,
- * expired, expiring, or the company's app is wrong), else 3 when temporary
- * failures remain, else 0. */
-static int bulk_exit(int worst_person, int n_transient)
+/* The exit code of a bulk run: 1 when a person is needed (rejected, expired,
+ * expiring), else 2 when the request or the company's setup is wrong, else 3
+ * when temporary failures remain, else 0. */
+static int bulk_exit(int person, int setup, int transient)
 {
-	return worst_person ? 1 : n_transient ? 3 : 0;
+	return person ? 1 : setup ? 2 : transient ? 3 : 0;
 }
 
 static void print_result_json(const struct enr_job_result *r, const struct enr_record *rec,
@@ -382,7 +410,7 @@ static int run_bulk(struct cli_globals *g, struct enr_store *store, enum enr_job
 	struct enr_bulk_options bo = {.kind = kind};
 	struct enr_bulk *bulk = NULL;
 	long long now;
-	int rc, person = 0, transient = 0;
+	int rc, person = 0, setup = 0, transient = 0;
 
 	if (isatty(STDERR_FILENO))
 		bo.progress = show_progress;
@@ -405,10 +433,12 @@ static int run_bulk(struct cli_globals *g, struct enr_store *store, enum enr_job
 		if (enr_store_get(&rec, store, r->id) == 0)
 			status = enr_status_of(rec, now, days, NULL);
 		int code = r->error ? enr_error_exit_code(r->error) : 0;
-		if (code == 3)
-			transient++;
-		else if (code != 0 || status < ENR_STATUS_UNKNOWN)
+		if (code == 1 || status < ENR_STATUS_UNKNOWN)
 			person++;
+		else if (code == 3)
+			transient++;
+		else if (code != 0)
+			setup++;
 		if (json)
 			print_result_json(r, rec, status, i == 0);
 		else
@@ -424,7 +454,7 @@ static int run_bulk(struct cli_globals *g, struct enr_store *store, enum enr_job
 	if (json)
 		fputs(enr_bulk_result_count(bulk) ? "\n]\n" : "]\n", stdout);
 	enr_bulk_free(bulk);
-	return bulk_exit(person, transient);
+	return bulk_exit(person, setup, transient);
 }
 
 /* The ids to work on: those given (each must exist), else every record that `want` keeps. */
@@ -504,14 +534,13 @@ struct refresh_filter {
 static bool refreshable(const struct enr_record *rec, void *ctx)
 {
 	const struct refresh_filter *f = ctx;
-	long long limit = f->now + (long long)f->due * 86400;
 
 	if (!enr_lifecycle_can_refresh(rec, f->catalog, f->now))
 		return false;
-	if (f->due < 0)
-		return true;
-	return (rec->access_expires_at && rec->access_expires_at <= limit) ||
-	       (rec->refresh_expires_at && rec->refresh_expires_at <= limit);
+	/* --due: the authorization (the refresh token) expires within DAYS; a
+	 * refresh renews a rotating one. Access tokens are renewed when used. */
+	return f->due < 0 ||
+	       (rec->refresh_expires_at && rec->refresh_expires_at <= f->now + f->due * 86400LL);
 }
 
 int cmd_refresh(struct cli_globals *g, int argc, char **argv)

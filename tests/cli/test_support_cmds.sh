@@ -1,0 +1,260 @@
+#!/usr/bin/env bash
+# The support staff's commands (list, show, status, refresh, remove, export)
+# against the real `derenroll sandbox` in the background: every command, every
+# exit code, and bad input. Records are made with `derenroll enroll`: key
+# methods directly, OAuth by playing the customer with curl.
+set -u
+BIN=$1
+. "$(dirname "$0")/lib.sh"
+plan 87
+
+if ! command -v jq >/dev/null || ! command -v curl >/dev/null; then
+	echo "Bail out! jq and curl are needed (packaging/setup.sh installs them)"
+	exit 1
+fi
+
+CONF="$TMP/config.ini"
+"$BIN" sandbox --listen 127.0.0.1:0 --write-config "$CONF" >"$TMP/line" 2>"$TMP/sandbox.err" &
+CLEANUP_PIDS="$CLEANUP_PIDS $!"
+for _ in $(seq 100); do
+	[ -s "$TMP/line" ] && break
+	sleep 0.1
+done
+URL=$(jq -r .url "$TMP/line")
+SOLIS_SECRET=$(jq -r .credentials.solis.key_secret "$TMP/line")
+printf 'correct horse\n' >"$TMP/pass"
+export DERENROLL_PASSPHRASE_FILE="$TMP/pass"
+STORE="$XDG_DATA_HOME/derenroll/store"
+D() { "$BIN" --config "$CONF" "$@"; }
+secret() { printf '%s' "$2" >"$TMP/$1"; chmod 600 "$TMP/$1"; }
+fault() { curl -sS -o /dev/null -X POST -d "$1" "$URL/_sandbox/faults"; }
+clear_faults() { curl -sS -o /dev/null -X DELETE "$URL/_sandbox/faults"; }
+# on_tty CMD...: runs CMD with a terminal as stdin, stdout and stderr (input from $TTY_IN).
+on_tty() { script -qec "$(printf '%q ' "$@")" /dev/null <<<"${TTY_IN:-}"; }
+id_of() { jq -r --arg c "$1" '.[] | select(.customer == $c) | .id' <<<"$(D list --json)"; }
+
+# ---- nothing yet
+run D list
+expect_rc "list with no store" 0
+[ -z "$OUT" ]
+check $? "list with no store prints nothing" "$OUT"
+run D list --json
+expect_rc "list --json with no store" 0
+[ "$OUT" = "[]" ]
+check $? "list --json with no store prints []" "$OUT"
+[ ! -e "$STORE" ]
+check $? "listing creates no store"
+
+# ---- records: keys need no browser
+secret se1 "supportkey0001"
+run D enroll solaredge --customer "Alice Adams" --api-key-file "$TMP/se1"
+expect_rc "enroll a SolarEdge key" 0
+secret se2 "supportkey0002"
+run D enroll solaredge --customer "Bob Brown" --api-key-file "$TMP/se2"
+expect_rc "enroll a second SolarEdge key" 0
+secret solis "$SOLIS_SECRET"
+run D enroll solis --customer "Carol Chen" --key-id demo-support-1 --key-secret-file "$TMP/solis"
+expect_rc "enroll a Solis key pair" 0
+
+# ---- an OAuth record: the customer approves the short link on "their phone"
+D enroll tesla --customer "Dan Diaz" >"$TMP/enroll.out" 2>"$TMP/enroll.err" &
+EPID=$!
+CLEANUP_PIDS="$CLEANUP_PIDS $EPID"
+for _ in $(seq 100); do
+	[ -s "$TMP/enroll.out" ] && break
+	sleep 0.1
+done
+LINK=$(head -n1 "$TMP/enroll.out")
+AUTH=$(curl -sS -o /dev/null -w '%{redirect_url}' "$LINK")
+CALLBACK=$(curl -sS -o /dev/null -w '%{redirect_url}' "$AUTH&sandbox_auto=approve")
+curl -sS -o /dev/null "$CALLBACK"
+wait "$EPID"
+check $? "enroll tesla completes once the customer approves" "$(cat "$TMP/enroll.err")"
+TESLA=$(id_of "Dan Diaz")
+SE1=$(id_of "Alice Adams")
+SE2=$(id_of "Bob Brown")
+SOLIS=$(id_of "Carol Chen")
+[ -n "$TESLA" ] && [ -n "$SE1" ] && [ -n "$SE2" ] && [ -n "$SOLIS" ]
+check $? "four records" "$(D list 2>&1)"
+
+# ---- list
+run D list
+expect_rc "list" 0
+expect_in "list has a header" "ID          STATUS    VENDOR     METHOD   DUE         CUSTOMER" "$OUT"
+expect_in "list names the customer" "Carol Chen" "$OUT"
+[ "$(awk '{ if (length($0) > 80) n++ } END { print n + 0 }' <<<"$OUT")" = 0 ]
+check $? "list fits 80 columns" "$OUT"
+[ "$(wc -l <<<"$OUT")" = 5 ]
+check $? "list has one line per record" "$OUT"
+run D list --json
+expect_rc "list --json" 0
+jq -e 'length == 4 and all(.[]; (keys_unsorted == ["id","customer","vendor","method","account","sites","status","access_expires_at","refresh_expires_at","created_at","updated_at","last_check"]))' <<<"$OUT" >/dev/null
+check $? "list --json has exactly the documented fields" "$OUT"
+jq -e 'all(.[]; .created_at | test("^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$"))' <<<"$OUT" >/dev/null
+check $? "times are RFC 3339 UTC" "$OUT"
+expect_not_in "list --json holds no secret" "supportkey0001" "$OUT"
+expect_not_in "list --json holds no Solis secret" "$SOLIS_SECRET" "$OUT"
+run D list --due 30
+expect_rc "list --due 30" 0
+[ -z "$OUT" ]
+check $? "list --due: nothing needs a person yet" "$OUT"
+run D list --due -1
+expect_rc "list --due -1" 2
+run D list --due soon
+expect_rc "list --due soon" 2
+run D list "$SE1"
+expect_rc "list with an operand" 2
+
+# ---- show
+run D show "$SE1"
+expect_rc "show" 0
+expect_in "show names the customer" "Alice Adams" "$OUT"
+expect_in "show masks the key" "********" "$OUT"
+expect_not_in "show does not print the key" "supportkey0001" "$OUT"
+run D show "$SE1" --reveal
+expect_rc "show --reveal" 0
+expect_in "show --reveal prints the key" "supportkey0001" "$OUT"
+run D show --json "$SOLIS"
+expect_rc "show --json" 0
+jq -e '.id and (has("credentials") | not)' <<<"$OUT" >/dev/null
+check $? "show --json has no credentials" "$OUT"
+run D show --json --reveal "$SOLIS"
+jq -e --arg s "$SOLIS_SECRET" '.credentials.key_secret == $s' <<<"$OUT" >/dev/null
+check $? "show --json --reveal has the credentials" "$OUT"
+run D show NOSUCHID00
+expect_rc "show an unknown ID" 2
+expect_in "the message names the ID" "NOSUCHID00" "$ERR"
+run D show
+expect_rc "show without an ID" 2
+run D show "$SE1" --yes
+expect_rc "show with an option of another command" 2
+
+# ---- status
+run D status
+expect_rc "status, all good" 0
+expect_in "status lists every record" "$SOLIS" "$OUT"
+run D status --json
+expect_rc "status --json" 0
+jq -e 'length == 4 and all(.[]; .result == "ok" and .status == "ok" and (.sites | type == "number") and .message == null)' <<<"$OUT" >/dev/null
+check $? "status --json: every result ok" "$OUT"
+[ -z "$ERR" ]
+check $? "no progress on stderr when it is not a terminal" "$ERR"
+run D status "$SE2" "$SOLIS"
+expect_rc "status of two IDs" 0
+[ "$(wc -l <<<"$OUT")" = 2 ]
+check $? "status ID ID reports two records" "$OUT"
+run D status NOSUCHID00
+expect_rc "status of an unknown ID" 2
+# A revoked key: the customer is needed.
+curl -sS -o /dev/null -X POST -d '{"vendor":"solaredge","account":"supportkey0002"}' "$URL/_sandbox/revoke"
+run D status --json
+expect_rc "status with a revoked key" 1
+jq -e --arg id "$SE2" '.[] | select(.id == $id) | .result == "rejected" and .status == "rejected" and (.message | length > 0)' <<<"$OUT" >/dev/null
+check $? "the revoked record is rejected with a message" "$OUT"
+run D list
+[ "$(sed -n 2p <<<"$OUT" | awk '{print $1, $2}')" = "$SE2 rejected" ]
+check $? "list shows the rejected record first" "$OUT"
+run D list --due 0 --json
+jq -e --arg id "$SE2" 'length == 1 and .[0].id == $id and .[0].last_check.result == "rejected"' <<<"$OUT" >/dev/null
+check $? "list --due keeps the record that needs a person" "$OUT"
+# The vendor failing: only temporary failures remain (each try is retried, then given up).
+fault '{"vendor":"solis","kind":"500","count":0}'
+run D status "$SOLIS"
+expect_rc "status while Solis answers 500" 3
+expect_in "the message says it is temporary" "$SOLIS" "$OUT"
+clear_faults
+fault '{"vendor":"solis","kind":"429","count":1,"retry_after":1}'
+run D status --json "$SOLIS"
+expect_rc "status after one 429 (retried after Retry-After)" 0
+clear_faults
+run on_tty "$BIN" --config "$CONF" status "$SE1"
+expect_in "progress on stderr when it is a terminal" "1/1 done" "$OUT"
+
+# ---- refresh
+run D refresh --json
+expect_rc "refresh everything that can be refreshed" 0
+jq -e --arg id "$TESLA" 'length == 1 and .[0].id == $id and .[0].refreshed == true' <<<"$OUT" >/dev/null
+check $? "refresh refreshed the Tesla record only" "$OUT"
+run D refresh "$TESLA"
+expect_rc "refresh ID" 0
+expect_in "refresh says so" "refreshed" "$OUT"
+run D refresh --due 3 --json
+expect_rc "refresh --due 3" 0
+[ "$OUT" = "[]" ]
+check $? "refresh --due 3: nothing expires within 3 days" "$OUT"
+run D refresh --due 3 "$TESLA"
+expect_rc "refresh --due with an ID conflicts" 2
+run D refresh "$SE1"
+expect_rc "refresh a key record" 2
+expect_in "refresh says it cannot" "refresh" "$OUT"
+TOKEN=$(D show --json --reveal "$TESLA" | jq -r .credentials.refresh_token)
+curl -sS -o /dev/null -X POST -d "{\"token\":\"$TOKEN\"}" "$URL/_sandbox/revoke"
+run D refresh --json "$TESLA"
+expect_rc "refresh a revoked token" 1
+jq -e '.[0].result == "rejected"' <<<"$OUT" >/dev/null
+check $? "the revoked refresh is rejected" "$OUT"
+
+# ---- export
+run D export --json
+expect_rc "export --json to a pipe" 0
+jq -e --arg s "$SOLIS_SECRET" '.format == "derenroll-export" and (.records | length == 4) and any(.records[]; .credentials.key_secret == $s)' <<<"$OUT" >/dev/null
+check $? "export holds every record with its secrets" "$(head -c 300 <<<"$OUT")"
+run D export
+expect_rc "export without --json" 2
+run on_tty "$BIN" --config "$CONF" export --json
+expect_in "export refuses a terminal" "redirect it" "$OUT"
+expect_not_in "nothing secret reached the terminal" "$SOLIS_SECRET" "$OUT"
+run on_tty "$BIN" --config "$CONF" export --json --force
+expect_in "export --force writes to a terminal" "$SOLIS_SECRET" "$OUT"
+
+# ---- remove
+run D remove "$SE2"
+expect_rc "remove without --yes and without a terminal" 2
+expect_in "remove says to add --yes" "--yes" "$ERR"
+TTY_IN=n run on_tty "$BIN" --config "$CONF" remove "$SE2"
+expect_in "remove asks on a terminal" "[y/N]" "$OUT"
+[ -n "$(D show --json "$SE2" 2>/dev/null)" ]
+check $? "answering no keeps the record"
+TTY_IN=y run on_tty "$BIN" --config "$CONF" remove "$SE2"
+expect_in "answering yes removes it" "Removed $SE2" "$OUT"
+run D remove "$SE1" --yes
+expect_rc "remove --yes" 0
+run D show "$SE1"
+expect_rc "the removed record is gone" 2
+run D remove "$SE1" --yes
+expect_rc "remove an unknown ID" 2
+
+# ---- bad input
+run D enroll nosuchvendor --customer X
+expect_rc "enroll an unknown vendor" 2
+run D enroll solaredge --customer X --method bogus --api-key-file "$TMP/se1"
+expect_rc "enroll with an unknown method" 2
+printf 'wrong horse\n' >"$TMP/wrong"
+DERENROLL_PASSPHRASE_FILE="$TMP/wrong" run D list
+expect_rc "a wrong passphrase" 4
+# Another process holds the store's lock: wait, then name it.
+(
+	exec 9<>"$STORE.lock"
+	flock 9
+	printf '%-20s\n' "$BASHPID" >"$STORE.lock"
+	sleep 60
+) &
+HOLDER=$!
+CLEANUP_PIDS="$CLEANUP_PIDS $HOLDER"
+sleep 0.5
+run D remove "$SOLIS" --yes
+expect_rc "a store locked by another process" 4
+expect_in "the message names the holder" "process $HOLDER" "$ERR"
+kill "$HOLDER" 2>/dev/null
+wait "$HOLDER" 2>/dev/null
+cp "$STORE" "$TMP/store.good"
+printf 'garbage' | dd of="$STORE" bs=1 seek=200 conv=notrunc 2>/dev/null
+run D list
+expect_rc "a corrupt store" 4
+run D status
+expect_rc "status on a corrupt store" 4
+cp "$TMP/store.good" "$STORE"
+run D list
+expect_rc "the good store again" 0
+
+finish

@@ -424,8 +424,8 @@ static void on_job_done(const struct enr_job_result *result, void *ctx)
 	r = &bulk->results[bulk->n_results++];
 	*r = *result;
 	r->id = enr_util_strdup(result->id ? result->id : it->id);
-	r->vendor = enr_util_strdup(result->vendor ? result->vendor
-	                                           : (it->vendor ? it->vendor->id : NULL));
+	r->vendor =
+	    enr_util_strdup(result->vendor ? result->vendor : (it->vendor ? it->vendor->id : NULL));
 	r->message = enr_util_strdup(result->message);
 	if (result->error)
 		bulk->failed++;

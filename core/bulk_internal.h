@@ -8,16 +8,16 @@
  * that it can be tested with a fake clock.
  */
 struct enr_bulk__bucket {
-	char *key;             /* "vendor/app", "vendor/key/HASH", "vendor/address/HOST" */
-	const char *vendor;    /* borrowed from the catalogue */
-	int scope;             /* enum enr_limit_scope */
-	double capacity;       /* tokens when full; 0: no rate cap */
-	double rate_per_ms;    /* refill speed */
-	double tokens;         /* as of last_ms */
+	char *key;          /* "vendor/app", "vendor/key/HASH", "vendor/address/HOST" */
+	const char *vendor; /* borrowed from the catalogue */
+	int scope;          /* enum enr_limit_scope */
+	double capacity;    /* tokens when full; 0: no rate cap */
+	double rate_per_ms; /* refill speed */
+	double tokens;      /* as of last_ms */
 	long long last_ms;
-	int concurrency;       /* 0: no cap */
+	int concurrency; /* 0: no cap */
 	int in_flight;
-	int max_in_flight;     /* the most ever seen */
+	int max_in_flight;          /* the most ever seen */
 	long long blocked_until_ms; /* Retry-After */
 };
 

@@ -143,10 +143,8 @@ static void test_simulated_runs(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_token_bucket_spacing),
-	    cmocka_unit_test(test_concurrency),
-	    cmocka_unit_test(test_retry_after_blocks),
-	    cmocka_unit_test(test_backoff),
+	    cmocka_unit_test(test_token_bucket_spacing), cmocka_unit_test(test_concurrency),
+	    cmocka_unit_test(test_retry_after_blocks),   cmocka_unit_test(test_backoff),
 	    cmocka_unit_test(test_simulated_runs),
 	};
 	int failed;

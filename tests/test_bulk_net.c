@@ -125,8 +125,8 @@ static void put_partner_record(struct fixture *f, char *id_out)
 static struct enr_bulk *run(struct fixture *f, char ids[][16], size_t n, int max_tries,
                             long backoff_ms)
 {
-	struct enr_bulk_options o = {.kind = ENR_JOB_CHECK, .max_tries = max_tries,
-	                             .backoff_ms = backoff_ms, .batch = 4};
+	struct enr_bulk_options o = {
+	    .kind = ENR_JOB_CHECK, .max_tries = max_tries, .backoff_ms = backoff_ms, .batch = 4};
 	struct enr_bulk *bulk = NULL;
 
 	assert_int_equal(enr_bulk_new(&bulk, f->store, f->cfg, f->catalog, &o), 0);

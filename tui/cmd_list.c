@@ -36,9 +36,12 @@ enum { OPT_JSON = 'j', OPT_DUE = 'd', OPT_REVEAL = 'r', OPT_YES = 'y', OPT_FORCE
 static int parse(struct opts *o, int argc, char **argv, const char *allowed, const char *usage)
 {
 	static const struct option longopts[] = {
-	    {"json", no_argument, NULL, OPT_JSON},    {"due", required_argument, NULL, OPT_DUE},
-	    {"reveal", no_argument, NULL, OPT_REVEAL}, {"yes", no_argument, NULL, OPT_YES},
-	    {"force", no_argument, NULL, OPT_FORCE},  {"help", no_argument, NULL, 'h'},
+	    {"json", no_argument, NULL, OPT_JSON},
+	    {"due", required_argument, NULL, OPT_DUE},
+	    {"reveal", no_argument, NULL, OPT_REVEAL},
+	    {"yes", no_argument, NULL, OPT_YES},
+	    {"force", no_argument, NULL, OPT_FORCE},
+	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
 	int c;
@@ -53,22 +56,31 @@ static int parse(struct opts *o, int argc, char **argv, const char *allowed, con
 		}
 		if (c == '?' || !strchr(allowed, c)) {
 			if (c != '?')
-				cli_error("%s: option %s does not apply", argv[0], argv[optind - 1]);
+				cli_error("%s: option %s does not apply", argv[0],
+				          argv[optind - 1]);
 			fprintf(stderr, "Usage: derenroll %s %s\n", argv[0], usage);
 			return EXIT_USAGE;
 		}
 		switch (c) {
-		case OPT_JSON: o->json = true; break;
-		case OPT_REVEAL: o->reveal = true; break;
-		case OPT_YES: o->yes = true; break;
-		case OPT_FORCE: o->force = true; break;
+		case OPT_JSON:
+			o->json = true;
+			break;
+		case OPT_REVEAL:
+			o->reveal = true;
+			break;
+		case OPT_YES:
+			o->yes = true;
+			break;
+		case OPT_FORCE:
+			o->force = true;
+			break;
 		case OPT_DUE: {
 			char *end = NULL;
 			errno = 0;
 			o->due = strtol(optarg, &end, 10);
 			if (errno || end == optarg || *end || o->due < 0 || o->due > MAX_DAYS) {
-				cli_error("--due takes a number of days from 0 to %d, not '%s'", MAX_DAYS,
-				          optarg);
+				cli_error("--due takes a number of days from 0 to %d, not '%s'",
+				          MAX_DAYS, optarg);
 				return EXIT_USAGE;
 			}
 			break;
@@ -138,8 +150,8 @@ static void listing_view(struct enr_record *view, const struct enr_record *rec,
 		return; /* the credentials were read */
 	if (c->type != ENR_CRED_OAUTH && c->type != ENR_CRED_EMAIL && c->type != ENR_CRED_PARTNER)
 		return;
-	if (rec->refresh_expires_at || (v && v->has_oauth && v->tokens.refresh_ttl == 0 &&
-	                                c->type != ENR_CRED_PARTNER))
+	if (rec->refresh_expires_at ||
+	    (v && v->has_oauth && v->tokens.refresh_ttl == 0 && c->type != ENR_CRED_PARTNER))
 		view->cred.tokens.refresh_token = marker;
 }
 
@@ -373,8 +385,8 @@ int cmd_show(struct cli_globals *g, int argc, char **argv)
 static void show_progress(const struct enr_bulk_progress *p, void *ctx)
 {
 	(void)ctx;
-	fprintf(stderr, "\r%zu/%zu done, %zu failed, %zu retries ", p->finished, p->total, p->failed,
-	        p->retries);
+	fprintf(stderr, "\r%zu/%zu done, %zu failed, %zu retries ", p->finished, p->total,
+	        p->failed, p->retries);
 	if (p->finished == p->total)
 		fputc('\n', stderr);
 }
@@ -443,12 +455,12 @@ static int run_bulk(struct cli_globals *g, struct enr_store *store, enum enr_job
 			print_result_json(r, rec, status, i == 0);
 		else
 			printf("%-10s  %-9s  %-8s  %s\n", r->id, r->vendor ? r->vendor : "-",
-			       r->error ? enr_record_outcome_name(enr_record_outcome_from_error(r->error))
+			       r->error ? enr_record_outcome_name(
+			                      enr_record_outcome_from_error(r->error))
 			                : enr_status_name(status),
-			       r->error ? r->message
-			       : r->refreshed
-			           ? "refreshed"
-			           : "");
+			       r->error       ? r->message
+			       : r->refreshed ? "refreshed"
+			                      : "");
 		enr_record_free(rec);
 	}
 	if (json)
@@ -473,7 +485,8 @@ static int pick(const char ***out, size_t *n, struct enr_store *store, const str
 			struct enr_record *rec = NULL;
 			if (enr_store_get(&rec, store, o->ids[i]) < 0) {
 				free(ids);
-				return enr_error_set(ENR_E_NOTFOUND, "no record %s in %s (see derenroll list)",
+				return enr_error_set(ENR_E_NOTFOUND,
+				                     "no record %s in %s (see derenroll list)",
 				                     o->ids[i], enr_store_path(store));
 			}
 			enr_record_free(rec);
@@ -645,8 +658,9 @@ int cmd_export(struct cli_globals *g, int argc, char **argv)
 	if (rc < 0)
 		return cli_fail(rc);
 	format_time(now_text, sizeof(now_text), now);
-	printf("{\"format\":\"derenroll-export\",\"version\":1,\"exported_at\":\"%s\",\"records\":[",
-	       now_text);
+	printf(
+	    "{\"format\":\"derenroll-export\",\"version\":1,\"exported_at\":\"%s\",\"records\":[",
+	    now_text);
 	for (size_t i = 0; rc == 0 && i < enr_store_count(store); i++) {
 		fputs(i ? ",\n" : "\n", stdout);
 		rc = enr_record_view_write(stdout, enr_store_at(store, i), now, days, true);

@@ -48,11 +48,11 @@ typedef void (*enr_bulk_progress_fn)(const struct enr_bulk_progress *progress, v
 
 struct enr_bulk_options {
 	enum enr_job_kind kind;
-	int max_tries;        /* tries per record, transient failures only; 0: 4 */
-	long backoff_ms;      /* first backoff, doubled each try; 0: 1000 */
-	long max_backoff_ms;  /* 0: 60000 */
-	int max_in_flight;    /* jobs at once over all vendors; 0: 64 */
-	size_t batch;         /* results per store transaction; 0: 200 */
+	int max_tries;                 /* tries per record, transient failures only; 0: 4 */
+	long backoff_ms;               /* first backoff, doubled each try; 0: 1000 */
+	long max_backoff_ms;           /* 0: 60000 */
+	int max_in_flight;             /* jobs at once over all vendors; 0: 64 */
+	size_t batch;                  /* results per store transaction; 0: 200 */
 	enr_bulk_progress_fn progress; /* called after each final outcome (may be NULL) */
 	void *progress_ctx;
 };
@@ -69,7 +69,8 @@ ENR_API int enr_bulk_new(struct enr_bulk **out, struct enr_store *store,
 /* Cancels what still runs (nothing more is saved) and frees it; NULL is a no-op. */
 ENR_API void enr_bulk_free(struct enr_bulk *bulk);
 
-/* Queues record `id` (every add comes before the first step). ENR_E_NOTFOUND for an unknown record (nothing is queued). */
+/* Queues record `id` (every add comes before the first step). ENR_E_NOTFOUND for an unknown record
+ * (nothing is queued). */
 ENR_API int enr_bulk_add(struct enr_bulk *bulk, const char *id);
 
 /* The sockets to wait on (as enr_http_multi_poll_fds()). */
@@ -97,7 +98,6 @@ ENR_API const struct enr_job_result *enr_bulk_result(const struct enr_bulk *bulk
 
 /* The most calls that were ever in flight at once in the busiest bucket of
  * `vendor` with that scope (0 when it has no such limit). */
-ENR_API int enr_bulk_max_in_flight(const struct enr_bulk *bulk, const char *vendor,
-                                   int scope);
+ENR_API int enr_bulk_max_in_flight(const struct enr_bulk *bulk, const char *vendor, int scope);
 
 #endif

@@ -116,9 +116,27 @@ static void json_string(FILE *out, const char *s)
 	json_object_put(str);
 }
 
-static int expiring_days(struct cli_globals *g, long *out)
+/* Config, [ui] expiring_days (when `days` is wanted) and the store. */
+static int prepare(struct cli_globals *g, bool listing, long *days, struct enr_store **store)
 {
-	return enr_config_get_long(out, g->cfg, "ui", "expiring_days", 7, 0, 365);
+	int rc = cli_load_config(g);
+
+	if (rc == 0 && days)
+		rc = enr_config_get_long(days, g->cfg, "ui", "expiring_days", 7, 0, 365);
+	if (rc == 0)
+		rc = listing ? cli_open_store_listing(g, store) : cli_open_store(g, false, store);
+	return rc;
+}
+
+/* A copy of record `id`, or ENR_E_NOTFOUND saying where to look. */
+static int get_record(struct enr_record **out, const struct enr_store *store, const char *id)
+{
+	int rc = enr_store_get(out, store, id);
+
+	if (rc == ENR_E_NOTFOUND)
+		rc = enr_error_set(ENR_E_NOTFOUND, "no record %s in %s (see derenroll list)", id,
+		                   enr_store_path(store));
+	return rc;
 }
 
 /* ---- list ---- */
@@ -220,12 +238,7 @@ int cmd_list(struct cli_globals *g, int argc, char **argv)
 		cli_error("list takes no operand ('%s'): see derenroll show ID", o.ids[0]);
 		return EXIT_USAGE;
 	}
-	rc = cli_load_config(g);
-	if (rc == 0)
-		rc = expiring_days(g, &days);
-	if (rc == 0)
-		rc = cli_open_store_listing(g, &store);
-	if (rc < 0)
+	if ((rc = prepare(g, true, &days, &store)) < 0)
 		return cli_fail(rc);
 	count = enr_store_count(store);
 	rows = calloc(count ? count : 1, sizeof(*rows));
@@ -359,16 +372,9 @@ int cmd_show(struct cli_globals *g, int argc, char **argv)
 		cli_error("show takes one record ID (see derenroll list)");
 		return EXIT_USAGE;
 	}
-	rc = cli_load_config(g);
+	rc = prepare(g, false, &days, &store);
 	if (rc == 0)
-		rc = expiring_days(g, &days);
-	if (rc == 0)
-		rc = cli_open_store(g, false, &store);
-	if (rc == 0)
-		rc = enr_store_get(&rec, store, o.ids[0]);
-	if (rc == ENR_E_NOTFOUND)
-		rc = enr_error_set(ENR_E_NOTFOUND, "no record %s in %s (see derenroll list)",
-		                   o.ids[0], enr_store_path(store));
+		rc = get_record(&rec, store, o.ids[0]);
 	if (rc == 0 && o.json) {
 		rc = enr_record_view_write(stdout, rec, now, days, o.reveal);
 		putchar('\n');
@@ -510,11 +516,7 @@ static int bulk_command(struct cli_globals *g, const struct opts *o, enum enr_jo
 	long days = 7;
 	int rc;
 
-	rc = cli_load_config(g);
-	if (rc == 0)
-		rc = expiring_days(g, &days);
-	if (rc == 0)
-		rc = cli_open_store(g, false, &store);
+	rc = prepare(g, false, &days, &store);
 	if (rc == 0)
 		rc = pick(&ids, &n, store, o, want, want_ctx);
 	if (rc < 0) {
@@ -606,12 +608,9 @@ int cmd_remove(struct cli_globals *g, int argc, char **argv)
 		cli_error("remove %s: not on a terminal, so nothing is asked: add --yes", o.ids[0]);
 		return EXIT_USAGE;
 	}
-	rc = cli_open_store(g, false, &store);
+	rc = prepare(g, false, NULL, &store);
 	if (rc == 0)
-		rc = enr_store_get(&rec, store, o.ids[0]);
-	if (rc == ENR_E_NOTFOUND)
-		rc = enr_error_set(ENR_E_NOTFOUND, "no record %s in %s (see derenroll list)",
-		                   o.ids[0], enr_store_path(store));
+		rc = get_record(&rec, store, o.ids[0]);
 	if (rc == 0 && !o.yes && !confirm(rec)) {
 		fprintf(stderr, "Nothing removed.\n");
 		rc = ENR_E_CANCELLED;
@@ -650,12 +649,7 @@ int cmd_export(struct cli_globals *g, int argc, char **argv)
 		          "(or add --force to print it on this terminal)");
 		return EXIT_USAGE;
 	}
-	rc = cli_load_config(g);
-	if (rc == 0)
-		rc = expiring_days(g, &days);
-	if (rc == 0)
-		rc = cli_open_store(g, false, &store);
-	if (rc < 0)
+	if ((rc = prepare(g, false, &days, &store)) < 0)
 		return cli_fail(rc);
 	format_time(now_text, sizeof(now_text), now);
 	printf(

@@ -353,7 +353,17 @@ void enr_util_json_string(FILE *out, const char *s)
 		return;
 	}
 	putc('"', out);
-	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+	for (const unsigned char *p = (const unsigned char *)s; *p;) {
+		/* Runs of characters that need no escape go out in one write: a
+		 * listing of thousands of records is mostly such runs. */
+		size_t run = 0;
+		while (p[run] >= 0x20 && p[run] != 0x7f && p[run] != '"' && p[run] != '\\')
+			run++;
+		if (run) {
+			fwrite(p, 1, run, out);
+			p += run;
+			continue;
+		}
 		switch (*p) {
 		case '"':
 			fputs("\\\"", out);
@@ -371,14 +381,11 @@ void enr_util_json_string(FILE *out, const char *s)
 			fputs("\\t", out);
 			break;
 		default:
-			if (*p < 0x20 || *p == 0x7f) {
-				fputs("\\u00", out);
-				putc(hex[*p >> 4], out);
-				putc(hex[*p & 15], out);
-			} else {
-				putc(*p, out);
-			}
+			fputs("\\u00", out);
+			putc(hex[*p >> 4], out);
+			putc(hex[*p & 15], out);
 		}
+		p++;
 	}
 	putc('"', out);
 }

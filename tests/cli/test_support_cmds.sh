@@ -6,7 +6,7 @@
 set -u
 BIN=$1
 . "$(dirname "$0")/lib.sh"
-plan 87
+plan 88
 
 if ! command -v jq >/dev/null || ! command -v curl >/dev/null; then
 	echo "Bail out! jq and curl are needed (packaging/setup.sh installs them)"
@@ -213,6 +213,7 @@ expect_rc "remove without --yes and without a terminal" 2
 expect_in "remove says to add --yes" "--yes" "$ERR"
 TTY_IN=n run on_tty "$BIN" --config "$CONF" remove "$SE2"
 expect_in "remove asks on a terminal" "[y/N]" "$OUT"
+expect_rc "answering no" 1
 [ -n "$(D show --json "$SE2" 2>/dev/null)" ]
 check $? "answering no keeps the record"
 TTY_IN=y run on_tty "$BIN" --config "$CONF" remove "$SE2"

@@ -45,10 +45,15 @@ static double tokens_at(const struct enr_bulk__bucket *b, long long now_ms)
 	return t < b->capacity ? t : b->capacity;
 }
 
-long long enr_bulk__bucket_wait(const struct enr_bulk__bucket *b, long long now_ms)
+static double tokens_for(const struct enr_bulk__bucket *b, int calls)
 {
+	return calls < b->capacity ? (calls > 1 ? calls : 1) : b->capacity;
+}
+
+long long enr_bulk__bucket_wait(const struct enr_bulk__bucket *b, long long now_ms, int calls)
+{
+	double need = tokens_for(b, calls), tokens;
 	long long wait = 0;
-	double tokens;
 
 	if (b->concurrency && b->in_flight >= b->concurrency)
 		return -1;
@@ -56,16 +61,16 @@ long long enr_bulk__bucket_wait(const struct enr_bulk__bucket *b, long long now_
 		wait = b->blocked_until_ms - now_ms;
 	if (b->capacity) {
 		tokens = tokens_at(b, now_ms + wait);
-		if (tokens < 1.0)
-			wait += (long long)((1.0 - tokens) / b->rate_per_ms) + 1;
+		if (tokens < need)
+			wait += (long long)((need - tokens) / b->rate_per_ms) + 1;
 	}
 	return wait;
 }
 
-void enr_bulk__bucket_take(struct enr_bulk__bucket *b, long long now_ms)
+void enr_bulk__bucket_take(struct enr_bulk__bucket *b, long long now_ms, int calls)
 {
 	if (b->capacity) {
-		b->tokens = tokens_at(b, now_ms) - 1.0;
+		b->tokens = tokens_at(b, now_ms) - tokens_for(b, calls);
 		b->last_ms = now_ms;
 	}
 	b->in_flight++;
@@ -105,6 +110,7 @@ struct item {
 	const struct enr_vendor *vendor;
 	size_t buckets[MAX_LIMITS];
 	size_t n_buckets;
+	int calls; /* requests its job will send */
 	int tries;
 	long long not_before_ms;
 	enum item_state state;
@@ -284,6 +290,22 @@ static int bucket_for(size_t *out, struct enr_bulk *bulk, const struct enr_vendo
 	return 0;
 }
 
+/* The requests a job on `rec` sends: a refresh first (asked for, or an access
+ * token within lifecycle.c's 120 s of its expiry), or the app's token for a
+ * record enrolled through SMA's e-mail, then the check. */
+static int calls_of(const struct enr_record *rec, const struct enr_catalog *catalog,
+                    enum enr_job_kind kind)
+{
+	long long now = (long long)time(NULL);
+
+	if (kind == ENR_JOB_REFRESH || rec->cred.type == ENR_CRED_EMAIL)
+		return 2;
+	if (rec->access_expires_at && rec->access_expires_at <= now + 120 &&
+	    enr_lifecycle_can_refresh(rec, catalog, now))
+		return 2;
+	return 1;
+}
+
 int enr_bulk_add(struct enr_bulk *bulk, const char *id)
 {
 	assert(!bulk->results && bulk->in_flight == 0); /* every add comes before the first step */
@@ -307,6 +329,7 @@ int enr_bulk_add(struct enr_bulk *bulk, const char *id)
 	it = &bulk->items[bulk->n_items];
 	memset(it, 0, sizeof(*it));
 	it->bulk = bulk;
+	it->calls = calls_of(rec, bulk->catalog, bulk->opts.kind);
 	it->vendor = enr_catalog_find(bulk->catalog, rec->vendor);
 	for (size_t i = 0; it->vendor && i < it->vendor->n_rate_limits && i < MAX_LIMITS; i++) {
 		rc = bucket_for(&it->buckets[it->n_buckets], bulk, it->vendor,
@@ -337,7 +360,7 @@ static long long item_wait(const struct enr_bulk *bulk, const struct item *it, l
 	long long wait = it->not_before_ms > now ? it->not_before_ms - now : 0;
 
 	for (size_t i = 0; i < it->n_buckets; i++) {
-		long long w = enr_bulk__bucket_wait(&bulk->buckets[it->buckets[i]], now);
+		long long w = enr_bulk__bucket_wait(&bulk->buckets[it->buckets[i]], now, it->calls);
 		if (w < 0)
 			return -1;
 		if (w > wait)
@@ -445,7 +468,7 @@ static void start_ready(struct enr_bulk *bulk)
 		if (it->state != ITEM_WAITING || item_wait(bulk, it, now) != 0)
 			continue;
 		for (size_t j = 0; j < it->n_buckets; j++)
-			enr_bulk__bucket_take(&bulk->buckets[it->buckets[j]], now);
+			enr_bulk__bucket_take(&bulk->buckets[it->buckets[j]], now, it->calls);
 		it->state = ITEM_RUNNING;
 		it->tries++;
 		bulk->in_flight++;

@@ -25,11 +25,13 @@ struct enr_bulk__bucket {
 void enr_bulk__bucket_init(struct enr_bulk__bucket *b, double requests, double per_seconds,
                            int concurrency, long long now_ms);
 
-/* Milliseconds until a call may start (0: now), -1 while every slot is taken. */
-long long enr_bulk__bucket_wait(const struct enr_bulk__bucket *b, long long now_ms);
+/* Milliseconds until a job of `calls` calls may start (0: now), -1 while every
+ * slot is taken. A job holds one slot (its calls go one after the other) and
+ * takes a token per call (at most `capacity`). */
+long long enr_bulk__bucket_wait(const struct enr_bulk__bucket *b, long long now_ms, int calls);
 
-/* A call starts: takes a token and a slot (only after a wait of 0). */
-void enr_bulk__bucket_take(struct enr_bulk__bucket *b, long long now_ms);
+/* A job starts: takes its tokens and a slot (only after a wait of 0). */
+void enr_bulk__bucket_take(struct enr_bulk__bucket *b, long long now_ms, int calls);
 
 /* A call ended: frees its slot. */
 void enr_bulk__bucket_release(struct enr_bulk__bucket *b);

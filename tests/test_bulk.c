@@ -12,22 +12,45 @@ static void test_token_bucket_spacing(void **state)
 	(void)state;
 	/* Solis: 2 requests per second. */
 	enr_bulk__bucket_init(&b, 2, 1, 0, 1000);
-	assert_int_equal(enr_bulk__bucket_wait(&b, 1000), 0);
-	enr_bulk__bucket_take(&b, 1000);
-	assert_int_equal(enr_bulk__bucket_wait(&b, 1000), 0);
-	enr_bulk__bucket_take(&b, 1000);
+	assert_int_equal(enr_bulk__bucket_wait(&b, 1000, 1), 0);
+	enr_bulk__bucket_take(&b, 1000, 1);
+	assert_int_equal(enr_bulk__bucket_wait(&b, 1000, 1), 0);
+	enr_bulk__bucket_take(&b, 1000, 1);
 	/* Empty: the next token comes 500 ms later. */
-	long long w = enr_bulk__bucket_wait(&b, 1000);
+	long long w = enr_bulk__bucket_wait(&b, 1000, 1);
 	assert_true(w >= 500 && w <= 501);
-	assert_true(enr_bulk__bucket_wait(&b, 1250) >= 250);
-	assert_int_equal(enr_bulk__bucket_wait(&b, 1500), 0);
-	enr_bulk__bucket_take(&b, 1500);
-	assert_true(enr_bulk__bucket_wait(&b, 1500) >= 500);
+	assert_true(enr_bulk__bucket_wait(&b, 1250, 1) >= 250);
+	assert_int_equal(enr_bulk__bucket_wait(&b, 1500, 1), 0);
+	enr_bulk__bucket_take(&b, 1500, 1);
+	assert_true(enr_bulk__bucket_wait(&b, 1500, 1) >= 500);
 	/* A long pause refills to the capacity, not beyond. */
-	assert_int_equal(enr_bulk__bucket_wait(&b, 100000), 0);
-	enr_bulk__bucket_take(&b, 100000);
-	enr_bulk__bucket_take(&b, 100000);
-	assert_true(enr_bulk__bucket_wait(&b, 100000) >= 500);
+	assert_int_equal(enr_bulk__bucket_wait(&b, 100000, 1), 0);
+	enr_bulk__bucket_take(&b, 100000, 1);
+	enr_bulk__bucket_take(&b, 100000, 1);
+	assert_true(enr_bulk__bucket_wait(&b, 100000, 1) >= 500);
+}
+
+static void test_jobs_of_two_calls(void **state)
+{
+	struct enr_bulk__bucket b = {0};
+
+	(void)state;
+	/* Tesla: 50 per minute. A refresh and a check take two tokens. */
+	enr_bulk__bucket_init(&b, 50, 60, 0, 0);
+	for (int i = 0; i < 25; i++) {
+		assert_int_equal(enr_bulk__bucket_wait(&b, 0, 2), 0);
+		enr_bulk__bucket_take(&b, 0, 2);
+	}
+	/* Two tokens come back after 2 x 1.2 s. */
+	long long w = enr_bulk__bucket_wait(&b, 0, 2);
+	assert_true(w >= 2400 && w <= 2401);
+	assert_true(enr_bulk__bucket_wait(&b, 0, 1) <= 1201);
+	/* More calls than the bucket holds: a full bucket lets the job start. */
+	struct enr_bulk__bucket tiny = {0};
+	enr_bulk__bucket_init(&tiny, 1, 1, 0, 0);
+	assert_int_equal(enr_bulk__bucket_wait(&tiny, 0, 2), 0);
+	enr_bulk__bucket_take(&tiny, 0, 2);
+	assert_true(enr_bulk__bucket_wait(&tiny, 0, 2) >= 1000);
 }
 
 static void test_concurrency(void **state)
@@ -38,13 +61,13 @@ static void test_concurrency(void **state)
 	/* SolarEdge: 3 at a time per address, no rate. */
 	enr_bulk__bucket_init(&b, 0, 0, 3, 0);
 	for (int i = 0; i < 3; i++) {
-		assert_int_equal(enr_bulk__bucket_wait(&b, 0), 0);
-		enr_bulk__bucket_take(&b, 0);
+		assert_int_equal(enr_bulk__bucket_wait(&b, 0, 1), 0);
+		enr_bulk__bucket_take(&b, 0, 1);
 	}
-	assert_int_equal(enr_bulk__bucket_wait(&b, 0), -1);
-	assert_int_equal(enr_bulk__bucket_wait(&b, 999999), -1);
+	assert_int_equal(enr_bulk__bucket_wait(&b, 0, 1), -1);
+	assert_int_equal(enr_bulk__bucket_wait(&b, 999999, 1), -1);
 	enr_bulk__bucket_release(&b);
-	assert_int_equal(enr_bulk__bucket_wait(&b, 0), 0);
+	assert_int_equal(enr_bulk__bucket_wait(&b, 0, 1), 0);
 	assert_int_equal(b.max_in_flight, 3);
 	/* Releasing more than taken never goes negative. */
 	for (int i = 0; i < 5; i++)
@@ -59,12 +82,12 @@ static void test_retry_after_blocks(void **state)
 	(void)state;
 	enr_bulk__bucket_init(&b, 10, 60, 2, 0);
 	enr_bulk__bucket_block(&b, 3000);
-	assert_int_equal(enr_bulk__bucket_wait(&b, 0), 3000);
-	assert_int_equal(enr_bulk__bucket_wait(&b, 2500), 500);
-	assert_int_equal(enr_bulk__bucket_wait(&b, 3000), 0);
+	assert_int_equal(enr_bulk__bucket_wait(&b, 0, 1), 3000);
+	assert_int_equal(enr_bulk__bucket_wait(&b, 2500, 1), 500);
+	assert_int_equal(enr_bulk__bucket_wait(&b, 3000, 1), 0);
 	/* An earlier block does not shorten a later one. */
 	enr_bulk__bucket_block(&b, 1000);
-	assert_int_equal(enr_bulk__bucket_wait(&b, 0), 3000);
+	assert_int_equal(enr_bulk__bucket_wait(&b, 0, 1), 3000);
 }
 
 static void test_backoff(void **state)
@@ -103,12 +126,12 @@ static long long simulate(double requests, double per_s, int concurrency, int n,
 				running--;
 				enr_bulk__bucket_release(&b);
 			}
-		while (started < n && (w = enr_bulk__bucket_wait(&b, now)) == 0) {
-			enr_bulk__bucket_take(&b, now);
+		while (started < n && (w = enr_bulk__bucket_wait(&b, now, 1)) == 0) {
+			enr_bulk__bucket_take(&b, now, 1);
 			ends[started++] = now + latency_ms;
 			running++;
 		}
-		if (started < n && (w = enr_bulk__bucket_wait(&b, now)) > 0)
+		if (started < n && (w = enr_bulk__bucket_wait(&b, now, 1)) > 0)
 			next = now + w;
 		for (int i = 0; i < started; i++)
 			if (ends[i] && (next < 0 || ends[i] < next))
@@ -145,7 +168,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_token_bucket_spacing), cmocka_unit_test(test_concurrency),
 	    cmocka_unit_test(test_retry_after_blocks),   cmocka_unit_test(test_backoff),
-	    cmocka_unit_test(test_simulated_runs),
+	    cmocka_unit_test(test_simulated_runs),       cmocka_unit_test(test_jobs_of_two_calls),
 	};
 	int failed;
 

@@ -58,4 +58,25 @@ expect_one_line() {
 	check $? "$1" "not exactly one line: $2"
 }
 
+# need_tools TOOL...: bails out unless every tool is installed.
+need_tools() {
+	for t in "$@"; do
+		command -v "$t" >/dev/null && continue
+		echo "Bail out! $* are needed (packaging/setup.sh installs them)"
+		exit 1
+	done
+}
+
+# start_sandbox BIN CONF: `BIN sandbox` in the background (killed at exit), writing
+# CONF; waits for its ONE line, left in $TMP/line. Its pid is in SANDBOX_PID.
+start_sandbox() {
+	"$1" sandbox --listen 127.0.0.1:0 --write-config "$2" >"$TMP/line" 2>"$TMP/sandbox.err" &
+	SANDBOX_PID=$!
+	CLEANUP_PIDS="$CLEANUP_PIDS $SANDBOX_PID"
+	for _ in $(seq 100); do
+		[ -s "$TMP/line" ] && break
+		sleep 0.1
+	done
+}
+
 finish() { exit $((FAILED > 0)); }

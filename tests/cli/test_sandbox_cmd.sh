@@ -7,19 +7,11 @@ BIN=$1
 . "$(dirname "$0")/lib.sh"
 plan 25
 
-if ! command -v jq >/dev/null || ! command -v curl >/dev/null; then
-	echo "Bail out! jq and curl are needed (packaging/setup.sh installs them)"
-	exit 1
-fi
+need_tools jq curl
 
 CONF="$TMP/sandbox dir/config.ini"
-"$BIN" sandbox --listen 127.0.0.1:0 --write-config "$CONF" >"$TMP/line" 2>"$TMP/sandbox.err" &
-PID=$!
-CLEANUP_PIDS="$CLEANUP_PIDS $PID"
-for _ in $(seq 100); do
-	[ -s "$TMP/line" ] && break
-	sleep 0.1
-done
+start_sandbox "$BIN" "$CONF"
+PID=$SANDBOX_PID
 LINE=$(cat "$TMP/line")
 
 expect_one_line "one line on stdout" "$LINE"

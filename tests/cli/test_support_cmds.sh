@@ -8,18 +8,10 @@ BIN=$1
 . "$(dirname "$0")/lib.sh"
 plan 88
 
-if ! command -v jq >/dev/null || ! command -v curl >/dev/null; then
-	echo "Bail out! jq and curl are needed (packaging/setup.sh installs them)"
-	exit 1
-fi
+need_tools jq curl
 
 CONF="$TMP/config.ini"
-"$BIN" sandbox --listen 127.0.0.1:0 --write-config "$CONF" >"$TMP/line" 2>"$TMP/sandbox.err" &
-CLEANUP_PIDS="$CLEANUP_PIDS $!"
-for _ in $(seq 100); do
-	[ -s "$TMP/line" ] && break
-	sleep 0.1
-done
+start_sandbox "$BIN" "$CONF"
 URL=$(jq -r .url "$TMP/line")
 SOLIS_SECRET=$(jq -r .credentials.solis.key_secret "$TMP/line")
 printf 'correct horse\n' >"$TMP/pass"

@@ -308,7 +308,7 @@ static int calls_of(const struct enr_record *rec, const struct enr_catalog *cata
 
 int enr_bulk_add(struct enr_bulk *bulk, const char *id)
 {
-	assert(!bulk->results && bulk->in_flight == 0); /* every add comes before the first step */
+	assert(bulk->n_results == 0 && bulk->in_flight == 0); /* adds come before the first step */
 	struct enr_record *rec = NULL;
 	struct item *it;
 	int rc;
@@ -318,12 +318,15 @@ int enr_bulk_add(struct enr_bulk *bulk, const char *id)
 		return rc;
 	if (bulk->n_items == bulk->cap_items) {
 		size_t cap = bulk->cap_items ? bulk->cap_items * 2 : 64;
-		void *p = realloc(bulk->items, cap * sizeof(*bulk->items));
-		if (!p) {
+		void *items = realloc(bulk->items, cap * sizeof(*bulk->items));
+		if (items)
+			bulk->items = items;
+		void *results = items ? realloc(bulk->results, cap * sizeof(*bulk->results)) : NULL;
+		if (!results) {
 			rc = enr_error_set(ENR_E_NOMEM, NULL);
 			goto out;
 		}
-		bulk->items = p;
+		bulk->results = results;
 		bulk->cap_items = cap;
 	}
 	it = &bulk->items[bulk->n_items];
@@ -436,14 +439,7 @@ static void on_job_done(const struct enr_job_result *result, void *ctx)
 		return;
 	}
 	it->state = ITEM_DONE;
-	/* n_results never exceeds n_items: allocated at the first result. */
-	if (!bulk->results) {
-		bulk->results = calloc(bulk->n_items, sizeof(*bulk->results));
-		if (!bulk->results) {
-			bulk->store_error = enr_error_set(ENR_E_NOMEM, NULL);
-			return;
-		}
-	}
+	/* One final result per item: room was made by enr_bulk_add(). */
 	r = &bulk->results[bulk->n_results++];
 	*r = *result;
 	r->id = enr_util_strdup(result->id ? result->id : it->id);

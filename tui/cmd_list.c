@@ -489,11 +489,10 @@ static int pick(const char ***out, size_t *n, struct enr_store *store, const str
 	for (size_t i = 0; i < count; i++) {
 		if (o->n_ids) {
 			struct enr_record *rec = NULL;
-			if (enr_store_get(&rec, store, o->ids[i]) < 0) {
+			int rc = get_record(&rec, store, o->ids[i]);
+			if (rc < 0) {
 				free(ids);
-				return enr_error_set(ENR_E_NOTFOUND,
-				                     "no record %s in %s (see derenroll list)",
-				                     o->ids[i], enr_store_path(store));
+				return rc;
 			}
 			enr_record_free(rec);
 			ids[(*n)++] = o->ids[i];

@@ -541,6 +541,7 @@ void enr_http_response_free(struct enr_http_response *resp)
 	free(resp->endpoint);
 	free(resp->where);
 	free(resp->location);
+	enr_util_free_secret(resp->redirect_url);
 	free(resp);
 }
 
@@ -886,8 +887,10 @@ static void transfer_finish(struct transfer *t, CURLcode cc)
 	    content_type)
 		r->content_type = enr_util_strdup(content_type);
 	if (r->status >= 300 && r->status < 400 &&
-	    curl_easy_getinfo(t->easy, CURLINFO_REDIRECT_URL, &location) == CURLE_OK && location)
+	    curl_easy_getinfo(t->easy, CURLINFO_REDIRECT_URL, &location) == CURLE_OK && location) {
 		r->location = enr_http__safe_url(location);
+		r->redirect_url = enr_util_strdup(location);
+	}
 	enr_log_debug("http: %s %s: HTTP %ld, %zu bytes", t->method, r->where, r->status,
 	              r->body_len);
 }

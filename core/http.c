@@ -1035,11 +1035,17 @@ int enr_http_classify(const struct enr_http_response *resp)
 	if (resp->vendor)
 		g = enr_vendor_guidance(resp->vendor, resp->token_call ? 0 : (int)status,
 		                        resp->body);
-	if (g) {
-		if (g->error == ENR_E_TRANSIENT)
-			return enr_error_set(g->error, "%s (%s)", g->message, retry);
-		return enr_error_set(g->error, "%s", g->message);
+	/* The guidance is the whole advice ("check this computer's clock"): a
+	 * guess at when to try again would only mislead; the server's own
+	 * Retry-After is worth adding. */
+	if (g && g->error == ENR_E_TRANSIENT && resp->retry_after >= 0) {
+		size_t len = strlen(g->message);
+		return enr_error_set(g->error, "%s%s Try again in %ld s.", g->message,
+		                     len && g->message[len - 1] == '.' ? "" : ".",
+		                     resp->retry_after);
 	}
+	if (g)
+		return enr_error_set(g->error, "%s", g->message);
 	if (status == 429)
 		return enr_error_set(ENR_E_TRANSIENT,
 		                     "%s is limiting the rate of requests (HTTP 429): %s", name,

@@ -946,12 +946,13 @@ static void read_detail(struct detail *d, const struct enr_http_response *resp)
 		json_object_put(root);
 		return;
 	}
+	/* Empty strings say nothing (Tesla sends "error_description": ""). */
 	if (json_object_object_get_ex(root, "error", &v) &&
-	    json_object_is_type(v, json_type_string))
+	    json_object_is_type(v, json_type_string) && json_object_get_string_len(v))
 		error = json_object_get_string(v);
 	for (size_t i = 0; i < ENR_ARRAY_SIZE(keys) && !desc; i++)
 		if (json_object_object_get_ex(root, keys[i], &v) &&
-		    json_object_is_type(v, json_type_string))
+		    json_object_is_type(v, json_type_string) && json_object_get_string_len(v))
 			desc = json_object_get_string(v);
 	if (error)
 		snprintf(d->oauth_error, sizeof(d->oauth_error), "%s", error);

@@ -180,6 +180,13 @@ static void test_classify_api_answers(void **state)
 	assert_int_equal(enr_http_classify(&r), ENR_E_REJECTED);
 	assert_non_null(strstr(enr_error_last(), "SMA"));
 	assert_non_null(strstr(enr_error_last(), "token expired"));
+	/* An empty description adds nothing (Tesla's shape). */
+	r = test_response(401,
+	                  "{\"response\": null, \"error\": \"token expired (401)\", "
+	                  "\"error_description\": \"\"}",
+	                  "tesla", false);
+	assert_int_equal(enr_http_classify(&r), ENR_E_REJECTED);
+	assert_non_null(strstr(enr_error_last(), "(HTTP 401: token expired (401)): "));
 	r = test_response(403, "", NULL, false);
 	assert_int_equal(enr_http_classify(&r), ENR_E_REJECTED);
 	assert_non_null(strstr(enr_error_last(), "https://api.example.com/v1/things"));

@@ -2,7 +2,10 @@
 viewport (chromium-driver, python3-selenium) and the checks they print."""
 
 import os
+import shutil
 import signal
+import sys
+import tempfile
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -78,3 +81,28 @@ def wait_for_url(driver, prefix):
         return True
     except TimeoutException:
         return False
+
+
+def main(run, name):
+    """Runs run(derenroll, artifact_dir, tmp) with argv[1:], skipping (77) without a browser."""
+    if len(sys.argv) != 3:
+        print(f"usage: {name} DERENROLL ARTIFACT_DIR", file=sys.stderr)
+        return 2
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        print("1..0 # SKIP python3-selenium is not installed (packaging/setup.sh)")
+        return 77
+    if not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)):
+        print("1..0 # SKIP chromium and chromium-driver are not installed (packaging/setup.sh)")
+        return 77
+    os.makedirs(sys.argv[2], exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix="derenroll-browser-")
+    try:
+        run(os.path.abspath(sys.argv[1]), sys.argv[2], tmp)
+    except Failure as e:
+        print(f"not ok - {e}", flush=True)
+        return 1
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0

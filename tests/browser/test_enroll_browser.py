@@ -14,13 +14,11 @@ Run with /usr/bin/python3: Debian's python3-selenium is not in a pyenv python.
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 
-from browserlib import (CHROMIUM, CHROMEDRIVER, WIDTH, Failure, check, kill_leftovers,
-                        start_browser, wait_for_url)
+import browserlib
+from browserlib import WIDTH, check, kill_leftovers, start_browser, wait_for_url
 
 
 def clean_env(tmp):
@@ -122,29 +120,5 @@ def run(exe, artifacts, tmp):
                     proc.wait()
 
 
-def main():
-    if len(sys.argv) != 3:
-        print("usage: test_enroll_browser.py DERENROLL ARTIFACT_DIR", file=sys.stderr)
-        return 2
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        print("1..0 # SKIP python3-selenium is not installed (packaging/setup.sh)")
-        return 77
-    if not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)):
-        print("1..0 # SKIP chromium and chromium-driver are not installed (packaging/setup.sh)")
-        return 77
-    os.makedirs(sys.argv[2], exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix="derenroll-browser-")
-    try:
-        run(os.path.abspath(sys.argv[1]), sys.argv[2], tmp)
-    except Failure as e:
-        print(f"not ok - {e}", flush=True)
-        return 1
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(browserlib.main(run, "test_enroll_browser.py"))

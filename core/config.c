@@ -341,20 +341,11 @@ int enr_config_get_secret(char **out, const struct enr_config *cfg, const char *
 		path = resolve_path(cfg, file);
 		if (!path)
 			return ENR_E_NOMEM;
-		rc = enr_util_read_file(&value, NULL, path, 64 * 1024);
-		if (rc < 0) {
-			enr_error_set(ENR_E_CONFIG, "[%s] %s: %s", section, file_key,
-			              enr_error_last());
-			free(path);
-			return ENR_E_CONFIG;
-		}
+		rc = enr_config_read_secret_file(&value, path, NULL);
 		free(path);
-		enr_util_trim(value);
-		if (!value[0]) {
-			free(value);
-			return enr_error_set(ENR_E_CONFIG, "[%s] %s names an empty file", section,
-			                     file_key);
-		}
+		if (rc < 0)
+			return enr_error_set(ENR_E_CONFIG, "[%s] %s: %s", section, file_key,
+			                     enr_error_last());
 	} else if (cfg && cfg->secret_fn) {
 		rc = cfg->secret_fn(&value, name, cfg->secret_ctx);
 		if (rc < 0 && rc != ENR_E_NOTFOUND)
@@ -365,6 +356,34 @@ int enr_config_get_secret(char **out, const struct enr_config *cfg, const char *
 		                     "%s is not set: run 'derenroll secret set %s' or set %s_file "
 		                     "in [%s] of config.ini",
 		                     name, name, key, section);
+	enr_log_add_secret(value);
+	*out = value;
+	return 0;
+}
+
+int enr_config_read_secret_file(char **out, const char *path, bool *others_can_read)
+{
+	char *value = NULL;
+	struct stat st;
+	int rc;
+
+	*out = NULL;
+	if (others_can_read)
+		*others_can_read = false;
+	if (strcmp(path, "-") == 0)
+		rc = enr_util_read_file(&value, NULL, "/dev/stdin", 64 * 1024);
+	else
+		rc = enr_util_read_file(&value, NULL, path, 64 * 1024);
+	if (rc < 0)
+		return enr_error_set(ENR_E_USAGE, "%s", enr_error_last());
+	enr_util_trim(value);
+	if (!value[0]) {
+		free(value);
+		return enr_error_set(ENR_E_USAGE, "%s is empty",
+		                     strcmp(path, "-") == 0 ? "standard input" : path);
+	}
+	if (others_can_read && strcmp(path, "-") != 0 && stat(path, &st) == 0)
+		*others_can_read = (st.st_mode & 077) != 0;
 	enr_log_add_secret(value);
 	*out = value;
 	return 0;

@@ -1236,7 +1236,6 @@ int enr_sandbox_config(struct enr_config **out, const struct enr_sandbox *sb)
 	    {"vendor.enphase", "client_secret", strdup(sb->clients[SB_ENPHASE].secret)},
 	    {"vendor.enphase", "api_key", strdup(sb->enphase_api_key)},
 	    {"vendor.solaredge", "api_url", enr_util_printf("%s/solaredge", u)},
-	    {"vendor.solaredge", "api_v1_url", enr_util_printf("%s/solaredge", u)},
 	    {"vendor.solaredge", "api_key", strdup(sb->solaredge_company_key)},
 	    {"vendor.solis", "api_url", enr_util_printf("%s/solis", u)},
 	    {"vendor.solis", "key_id", strdup(sb->solis_company_key_id)},

@@ -879,6 +879,83 @@ int enr_store_update(struct enr_store *store, const char *id, enr_store_update_f
 	return rc;
 }
 
+struct many_args {
+	const char *const *ids;
+	size_t n;
+	enr_store_update_fn fn;
+	void *ctx;
+	struct enr_record **old; /* replaced: freed once written */
+	struct enr_record **new; /* written: freed if the write fails */
+	size_t n_changed;
+};
+
+static int apply_many(struct enr_store *store, struct change *ch, void *arg)
+{
+	struct many_args *a = arg;
+	long long now = (long long)time(NULL);
+
+	(void)store;
+	a->n_changed = 0;
+	for (size_t i = 0; i < a->n; i++) {
+		char *id = normal_id(a->ids[i]);
+		struct enr_record *copy = NULL;
+		ssize_t idx;
+		int rc;
+
+		if (!id)
+			return enr_error_last_code();
+		idx = find_id(&ch->next, id);
+		free(id);
+		if (idx < 0)
+			continue; /* removed meanwhile: nothing to note */
+		if ((rc = enr_record_dup(&copy, ch->next.records[idx])) < 0)
+			return rc;
+		rc = a->fn(copy, a->ctx);
+		if (rc != 0) {
+			enr_record_free(copy);
+			if (rc < 0)
+				return rc;
+			continue;
+		}
+		if ((rc = enr_store__record_check(copy)) < 0) {
+			enr_record_free(copy);
+			return rc;
+		}
+		copy->updated_at = now;
+		a->old[a->n_changed] = ch->next.records[idx];
+		a->new[a->n_changed] = copy;
+		a->n_changed++;
+		ch->next.records[idx] = copy;
+	}
+	/* Nothing changed: write nothing. */
+	return a->n_changed ? 0 : ENR_STORE_UNCHANGED;
+}
+
+int enr_store_update_many(struct enr_store *store, const char *const *ids, size_t n,
+                          enr_store_update_fn fn, void *ctx)
+{
+	struct many_args a = {ids, n, fn, ctx, NULL, NULL, 0};
+	int rc;
+
+	if (n == 0)
+		return 0;
+	a.old = calloc(n, sizeof(*a.old));
+	a.new = calloc(n, sizeof(*a.new));
+	if (!a.old || !a.new) {
+		rc = enr_error_set(ENR_E_NOMEM, NULL);
+		goto out;
+	}
+	rc = transact(store, apply_many, &a);
+	for (size_t i = 0; i < a.n_changed; i++)
+		enr_record_free(rc == 0 ? a.old[i] : a.new[i]);
+	if (rc == ENR_STORE_UNCHANGED)
+		rc = 0;
+out:
+	free(a.old);
+	free(a.new);
+	return rc;
+}
+
 struct bulk_args {
 	struct enr_record **recs;
 	size_t n;

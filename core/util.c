@@ -343,3 +343,42 @@ int enr_util_parse_rfc3339(long long *out, const char *s)
 	*out = (long long)timegm(&tm);
 	return 0;
 }
+
+void enr_util_json_string(FILE *out, const char *s)
+{
+	static const char hex[] = "0123456789abcdef";
+
+	if (!s) {
+		fputs("null", out);
+		return;
+	}
+	putc('"', out);
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		switch (*p) {
+		case '"':
+			fputs("\\\"", out);
+			break;
+		case '\\':
+			fputs("\\\\", out);
+			break;
+		case '\n':
+			fputs("\\n", out);
+			break;
+		case '\r':
+			fputs("\\r", out);
+			break;
+		case '\t':
+			fputs("\\t", out);
+			break;
+		default:
+			if (*p < 0x20 || *p == 0x7f) {
+				fputs("\\u00", out);
+				putc(hex[*p >> 4], out);
+				putc(hex[*p & 15], out);
+			} else {
+				putc(*p, out);
+			}
+		}
+	}
+	putc('"', out);
+}

@@ -4,6 +4,7 @@
 /* Small helpers shared by the core's modules; not part of the public API. */
 
 #include <stdbool.h>
+#include <stdio.h>
 #include <stddef.h>
 #include <sys/types.h>
 
@@ -56,5 +57,8 @@ void enr_util_rfc3339(char *buf, size_t size, long long t);
 
 /* Parses RFC 3339 UTC ("...Z" or "+00:00"); ENR_E_PARSE when it is not. */
 int enr_util_parse_rfc3339(long long *out, const char *s);
+
+/* Writes `s` as a JSON string (quoted, escaped); "null" for NULL. */
+void enr_util_json_string(FILE *out, const char *s);
 
 #endif

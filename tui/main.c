@@ -29,7 +29,7 @@ static const struct command commands[] = {
     {"status", "[--json] [ID...]", "check systems against the vendors now", NULL},
     {"refresh", "[--due DAYS | ID...] [--json]", "refresh tokens before they expire", NULL},
     {"enroll", "VENDOR --customer REF [--method M] [--site ID] [--json]",
-     "enroll a system without the wizard", NULL},
+     "enroll a system without the wizard", cmd_enroll},
     {"remove", "ID [--yes]", "remove an enrolled system", NULL},
     {"export", "--json [--force]", "export every record, secrets included", NULL},
     {"secret", "set|list|remove [NAME]", "keep the company's app secrets in the store", cmd_secret},
@@ -39,7 +39,7 @@ static const struct command commands[] = {
      "run the callback relay for phones", cmd_relay},
     {"join", "create-flow --redirect-uri URL --vendors LIST [--save]", "manage Derapi Join flows",
      NULL},
-    {"reauth", "ID", "re-authorize an enrolled system with the customer", NULL},
+    {"reauth", "ID", "re-authorize an enrolled system with the customer", cmd_reauth},
 };
 
 void cli_error(const char *fmt, ...)

@@ -67,6 +67,15 @@ ENR_API void enr_config_free_secret(char *secret);
 ENR_API void enr_config_set_secret_source(struct enr_config *cfg, enr_config_secret_fn fn,
                                           void *ctx);
 
+/*
+ * Reads a secret from a file given on the command line: "-" is standard input;
+ * surrounding white space is stripped. ENR_E_USAGE when the file cannot be
+ * read or holds nothing. `*others_can_read` (may be NULL) tells whether group
+ * or others may read the file, for a warning. The value is registered for
+ * redaction; free it with enr_config_free_secret().
+ */
+ENR_API int enr_config_read_secret_file(char **out, const char *path, bool *others_can_read);
+
 /* Sets a value in memory (overrides from the command line, the demo). */
 ENR_API int enr_config_set(struct enr_config *cfg, const char *section, const char *key,
                            const char *value);

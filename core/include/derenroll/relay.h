@@ -148,4 +148,38 @@ ENR_API void enr_relay_get_stats(struct enr_relay_stats *out, struct enr_relay *
 /* The allowed target hosts, comma separated (malloc'd), as the relay uses them. */
 ENR_API char *enr_relay_allowed_hosts(const struct enr_relay *relay);
 
+/* ---- the client (the wizard's side) ------------------------------------ */
+
+/*
+ * The wizard's side of the callback relay ([relay] url and secret): register
+ * an authorize URL behind a short link, then long-poll for what the vendor's
+ * redirect brought. Requests are built for the http module (blocking or multi).
+ */
+
+struct enr_http_request;
+struct enr_http_response;
+
+/* Whether [relay] url is set (the secret is looked up when a request is built). */
+ENR_API bool enr_relay_client_configured(const struct enr_config *cfg);
+
+/* POST {url}/v1/links {"target", "state", "ttl", "vendor"} with the bearer secret. */
+ENR_API int enr_relay_link_request(struct enr_http_request **out, const struct enr_config *cfg,
+                                   const char *target, const char *state, long ttl_s,
+                                   const char *vendor_name);
+
+/* 0 and the short link (malloc'd) and its expiry, or the failure class. */
+ENR_API int enr_relay_link_response(char **url, long long *expires_at,
+                                    const struct enr_http_response *resp);
+
+/* GET {url}/v1/results/<state>?wait=<wait_s> with the bearer secret. */
+ENR_API int enr_relay_result_request(struct enr_http_request **out, const struct enr_config *cfg,
+                                     const char *state, long wait_s);
+
+/*
+ * 0 and the callback's parameters as a query string (malloc'd, for
+ * enr_oauth_callback_parse()); ENR_E_AGAIN when nothing came yet (204);
+ * ENR_E_EXPIRED when the relay no longer knows the state (404).
+ */
+ENR_API int enr_relay_result_response(char **query, const struct enr_http_response *resp);
+
 #endif

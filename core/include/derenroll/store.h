@@ -238,6 +238,17 @@ ENR_API int enr_store_update(struct enr_store *store, const char *id, enr_store_
                              void *ctx);
 
 /*
+ * Read-modify-write of many records in one transaction (one write of the
+ * file): `fn` runs on a copy of each record of `ids` still in the store (an
+ * id listed twice sees its first change). For short notes such as the results
+ * of a bulk check; credentials that must not be spent twice go through
+ * enr_store_update() or the record lock. Nothing is written when `fn` leaves
+ * every record unchanged; a negative return aborts the whole transaction.
+ */
+ENR_API int enr_store_update_many(struct enr_store *store, const char *const *ids, size_t n,
+                                  enr_store_update_fn fn, void *ctx);
+
+/*
  * The same in steps, for callers that cannot block in a callback (an event
  * loop): locks record `id` and reads it fresh. Modify the record from
  * enr_store_lock_record_get() and save it with enr_store_lock_save() as often

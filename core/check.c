@@ -1,0 +1,315 @@
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <json-c/json.h>
+
+#include "derenroll/check.h"
+#include "derenroll/config.h"
+#include "derenroll/error.h"
+#include "derenroll/http.h"
+#include "derenroll/solis.h"
+#include "derenroll/store.h"
+#include "derenroll/vendor.h"
+#include "util.h"
+
+#define SOLIS_CONTENT_TYPE "application/json"
+
+/* The check spec in force: SolarEdge's v1 only where the config asks for it. */
+static const struct enr_check_spec *check_spec(const struct enr_vendor *vendor,
+                                               const struct enr_config *cfg, const char **endpoint)
+{
+	*endpoint = "api_url";
+	if (vendor->has_check_v1 && enr_vendor_setting(vendor, cfg, "api_v1_url")) {
+		*endpoint = "api_v1_url";
+		return &vendor->check_v1;
+	}
+	return vendor->has_check ? &vendor->check : NULL;
+}
+
+/* The API key a check sends, and whether it is the company's (account method). */
+static int api_key_for(char **out, const struct enr_vendor *vendor, const struct enr_config *cfg,
+                       const char *method, const struct enr_credentials *cred)
+{
+	*out = NULL;
+	if (strcmp(method, "account") == 0 || strcmp(method, "oauth") == 0)
+		return enr_vendor_secret(out, vendor, cfg, "api_key");
+	if (!cred->api_key || !cred->api_key[0])
+		return enr_error_set(ENR_E_USAGE, "%s: the record holds no API key", vendor->name);
+	*out = enr_util_strdup(cred->api_key);
+	return *out ? 0 : ENR_E_NOMEM;
+}
+
+static int add_solis_signature(struct enr_http_request *req, const struct enr_vendor *vendor,
+                               const struct enr_config *cfg, const char *method,
+                               const struct enr_credentials *cred,
+                               const struct enr_check_spec *spec, long long now)
+{
+	struct enr_solis_headers headers = {0};
+	const char *key_id = cred->key_id;
+	char *company_secret = NULL;
+	const char *key_secret = cred->key_secret;
+	const char *body = spec->body ? spec->body : "{}";
+	int rc;
+
+	if (strcmp(method, "account") == 0) {
+		key_id = enr_vendor_setting(vendor, cfg, "key_id");
+		if (!key_id)
+			return enr_error_set(ENR_E_CONFIG,
+			                     "%s account: set key_id in [%s] of config.ini",
+			                     vendor->name, vendor->config_section);
+		rc = enr_vendor_secret(&company_secret, vendor, cfg, "key_secret");
+		if (rc < 0)
+			return rc;
+		key_secret = company_secret;
+	}
+	if (!key_id || !key_secret) {
+		rc = enr_error_set(ENR_E_USAGE, "%s: the record holds no KeyID and KeySecret",
+		                   vendor->name);
+		goto out;
+	}
+	rc = enr_solis_sign(&headers, key_id, key_secret, spec->path, SOLIS_CONTENT_TYPE, body,
+	                    strlen(body), now);
+	if (rc == 0)
+		rc = enr_http_request_add_header(req, "Content-MD5", headers.content_md5, 0);
+	if (rc == 0)
+		rc = enr_http_request_add_header(req, "Date", headers.date, 0);
+	if (rc == 0)
+		rc = enr_http_request_add_header(req, "Authorization", headers.authorization,
+		                                 ENR_HTTP_SECRET);
+	if (rc == 0)
+		rc = enr_http_request_set_body(req, SOLIS_CONTENT_TYPE, body, strlen(body));
+out:
+	enr_solis_headers_done(&headers);
+	enr_config_free_secret(company_secret);
+	return rc;
+}
+
+int enr_check_request(struct enr_http_request **out, const struct enr_vendor *vendor,
+                      const struct enr_config *cfg, const char *method,
+                      const struct enr_credentials *cred, long long now)
+{
+	struct enr_http_request *req = NULL;
+	const struct enr_check_spec *spec;
+	const char *endpoint;
+	char *url = NULL, *key = NULL;
+	int rc;
+
+	*out = NULL;
+	spec = check_spec(vendor, cfg, &endpoint);
+	if (!spec)
+		return enr_error_set(ENR_E_UNSUPPORTED, "%s has no check request", vendor->name);
+	url = enr_vendor_url(vendor, cfg, endpoint, spec->path);
+	if (!url)
+		return enr_error_last_code();
+	rc = enr_http_request_new(&req, spec->method, url);
+	if (rc < 0)
+		goto out;
+	rc = enr_http_request_set_vendor(req, vendor, endpoint);
+	if (rc < 0)
+		goto out;
+
+	switch (spec->auth) {
+	case ENR_CHECK_AUTH_BEARER:
+		if (!cred->tokens.access_token) {
+			rc = enr_error_set(ENR_E_USAGE, "%s: the record holds no access token",
+			                   vendor->name);
+			goto out;
+		}
+		rc = enr_http_request_set_bearer(req, cred->tokens.access_token);
+		if (rc == 0 && spec->query_key) {
+			rc = api_key_for(&key, vendor, cfg, method, cred);
+			if (rc == 0)
+				rc = enr_http_request_add_query(req, spec->query_key, key,
+				                                ENR_HTTP_SECRET);
+		}
+		break;
+	case ENR_CHECK_AUTH_HEADER_KEY:
+	case ENR_CHECK_AUTH_QUERY_KEY:
+		rc = api_key_for(&key, vendor, cfg, method, cred);
+		if (rc < 0)
+			break;
+		if (spec->auth == ENR_CHECK_AUTH_HEADER_KEY)
+			rc = enr_http_request_add_header(req, spec->header, key, ENR_HTTP_SECRET);
+		else
+			rc = enr_http_request_add_query(req, spec->query_key, key, ENR_HTTP_SECRET);
+		break;
+	case ENR_CHECK_AUTH_SOLIS:
+		rc = add_solis_signature(req, vendor, cfg, method, cred, spec, now);
+		break;
+	case ENR_CHECK_AUTH_DERAPI:
+		rc = enr_error_set(ENR_E_UNSUPPORTED,
+		                   "checks through Derapi are made by the join module");
+		break;
+	}
+	if (rc == 0 && spec->body && spec->auth != ENR_CHECK_AUTH_SOLIS)
+		rc = enr_http_request_set_body(req, "application/json", spec->body,
+		                               strlen(spec->body));
+out:
+	enr_config_free_secret(key);
+	free(url);
+	if (rc < 0) {
+		enr_http_request_free(req);
+		return rc;
+	}
+	*out = req;
+	return 0;
+}
+
+/* Follows a dot path ("data.page.records") through objects. */
+static json_object *at_path(json_object *root, const char *path)
+{
+	char *copy = enr_util_strdup(path), *save = NULL;
+	json_object *node = root;
+
+	if (!copy)
+		return NULL;
+	for (char *part = strtok_r(copy, ".", &save); part && node;
+	     part = strtok_r(NULL, ".", &save)) {
+		json_object *next = NULL;
+		if (!json_object_is_type(node, json_type_object) ||
+		    !json_object_object_get_ex(node, part, &next))
+			next = NULL;
+		node = next;
+	}
+	free(copy);
+	return node;
+}
+
+/* A site id or name as text, whether the vendor sends a string or a number. */
+static char *scalar_text(json_object *obj, const char *field)
+{
+	json_object *v = NULL;
+
+	if (!json_object_object_get_ex(obj, field, &v) || !v)
+		return NULL;
+	switch (json_object_get_type(v)) {
+	case json_type_string:
+	case json_type_int:
+	case json_type_double:
+		return enr_util_strdup(json_object_get_string(v));
+	default:
+		return NULL;
+	}
+}
+
+void enr_check_result_free(struct enr_check_result *result)
+{
+	if (!result)
+		return;
+	for (size_t i = 0; i < result->n_sites; i++) {
+		free(result->sites[i].id);
+		free(result->sites[i].name);
+	}
+	free(result->sites);
+	free(result);
+}
+
+/* Solis answers 200 with a failure in the body: `code` other than "0". */
+static int solis_body_error(const struct enr_vendor *vendor, const struct enr_http_response *resp,
+                            json_object *root)
+{
+	json_object *code = NULL, *msg = NULL;
+	const char *code_text;
+
+	if (!json_object_object_get_ex(root, "code", &code))
+		return 0;
+	code_text = json_object_get_string(code);
+	if (!code_text || strcmp(code_text, "0") == 0)
+		return 0;
+	json_object_object_get_ex(root, "msg", &msg);
+	return enr_http_vendor_error(vendor, (int)resp->status, code_text, ENR_E_REJECTED,
+	                             "%s refused the request: %s (%s)", vendor->name,
+	                             msg ? json_object_get_string(msg) : "no message", code_text);
+}
+
+int enr_check_response(struct enr_check_result **out, const struct enr_vendor *vendor,
+                       const struct enr_http_response *resp)
+{
+	const struct enr_check_spec *spec = vendor->has_check ? &vendor->check : NULL;
+	struct enr_check_result *result = NULL;
+	json_object *root = NULL, *list;
+	size_t n;
+	int rc;
+
+	*out = NULL;
+	rc = enr_http_classify(resp);
+	if (rc < 0)
+		return rc;
+	/* A v1 answer is read with the v1 spec. */
+	if (vendor->has_check_v1 && resp->endpoint && strcmp(resp->endpoint, "api_v1_url") == 0)
+		spec = &vendor->check_v1;
+	if (!spec)
+		return enr_error_set(ENR_E_UNSUPPORTED, "%s has no check request", vendor->name);
+	rc = enr_http_response_json(&root, resp);
+	if (rc < 0)
+		return rc;
+	if (spec->auth == ENR_CHECK_AUTH_SOLIS && (rc = solis_body_error(vendor, resp, root)) < 0)
+		goto out;
+	list = at_path(root, spec->sites);
+	if (!list || !json_object_is_type(list, json_type_array)) {
+		rc = enr_http_badresponse(resp, "no site list where vendors.json says it is");
+		goto out;
+	}
+	result = calloc(1, sizeof(*result));
+	n = json_object_array_length(list);
+	if (!result || !(result->sites = calloc(n ? n : 1, sizeof(*result->sites)))) {
+		rc = enr_error_set(ENR_E_NOMEM, NULL);
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		json_object *entry = json_object_array_get_idx(list, i);
+		struct enr_site *site = &result->sites[result->n_sites];
+		if (!json_object_is_type(entry, json_type_object))
+			continue;
+		if (spec->require_field &&
+		    !json_object_object_get_ex(entry, spec->require_field, NULL))
+			continue;
+		site->id = scalar_text(entry, spec->site_id);
+		if (!site->id)
+			continue;
+		site->name = scalar_text(entry, spec->site_name);
+		if (!site->name)
+			site->name = enr_util_strdup(site->id);
+		result->n_sites++;
+	}
+	if (result->n_sites == 0 && enr_vendor_guidance(vendor, 0, "empty_sites")) {
+		rc = enr_http_vendor_error(vendor, 0, "empty_sites", ENR_E_REJECTED,
+		                           "%s returned no sites", vendor->name);
+		goto out;
+	}
+	*out = result;
+	result = NULL;
+out:
+	enr_check_result_free(result);
+	json_object_put(root);
+	return rc;
+}
+
+int enr_check_run(struct enr_check_result **out, const struct enr_vendor *vendor,
+                  const struct enr_config *cfg, const char *method,
+                  const struct enr_credentials *cred)
+{
+	struct enr_http_request *req = NULL;
+	struct enr_http_response *resp = NULL;
+	int rc;
+
+	*out = NULL;
+	rc = enr_check_request(&req, vendor, cfg, method, cred, (long long)time(NULL));
+	if (rc == 0)
+		rc = enr_http_perform(&resp, cfg, req);
+	if (rc == 0)
+		rc = enr_check_response(out, vendor, resp);
+	enr_http_response_free(resp);
+	enr_http_request_free(req);
+	return rc;
+}
+
+const struct enr_site *enr_check_find_site(const struct enr_check_result *result, const char *id)
+{
+	for (size_t i = 0; result && i < result->n_sites; i++)
+		if (strcmp(result->sites[i].id, id) == 0)
+			return &result->sites[i];
+	return NULL;
+}

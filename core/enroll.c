@@ -1,0 +1,1151 @@
+#include <regex.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <json-c/json.h>
+
+#include "derenroll/check.h"
+#include "derenroll/config.h"
+#include "derenroll/enroll.h"
+#include "derenroll/error.h"
+#include "derenroll/http.h"
+#include "derenroll/log.h"
+#include "derenroll/oauth.h"
+#include "derenroll/relay.h"
+#include "derenroll/store.h"
+#include "derenroll/vendor.h"
+#include "util.h"
+
+#define DEFAULT_TIMEOUT_S (15 * 60)
+#define RELAY_WAIT_S      25
+#define RELAY_LINK_TTL_S  (10 * 60)
+#define BC_POLL_MS        3000
+#define RETRY_MS          2000
+#define MAX_TEXT          4096
+
+/* What the session is waiting for, within WAIT or LINK. */
+enum pending {
+	PENDING_NONE,
+	PENDING_RELAY_LINK,   /* registering the short link */
+	PENDING_RELAY_RESULT, /* long-polling the relay */
+	PENDING_TOKEN,        /* code exchange or client credentials */
+	PENDING_BC_START,     /* SMA: asking the owner by e-mail */
+	PENDING_BC_POLL,      /* SMA: has the owner answered? */
+	PENDING_CHECK,        /* the check call */
+};
+
+struct enr_enroll {
+	struct enr_store *store;
+	const struct enr_config *cfg;
+	const struct enr_vendor *vendor;
+	const struct enr_method *method;
+	struct enr_http_multi *multi;
+	bool own_multi;
+	enum enr_enroll_state state;
+	enum enr_consent consent;
+	enum pending pending;
+	uint64_t transfer;
+	long long next_at_ms; /* when to send the next poll (relay retry, SMA poll) */
+	long long deadline;
+	long timeout_s;
+	int error;
+	char *message;
+	char *warning;
+	char *site_id; /* preselected */
+	bool allow_account_change;
+
+	/* OAuth */
+	struct enr_oauth_flow *flow;
+	struct enr_oauth_receiver *receiver;
+	char *link;
+	long long link_expires_at;
+	char *redirect_uri;
+
+	/* FIELDS */
+	char **values;
+
+	/* What is being built. */
+	struct enr_record *rec;
+	struct enr_record *reauth; /* the record being re-authorized */
+	char *cc_token;            /* SMA backchannel: the app's client-credentials token */
+	struct enr_check_result *sites;
+	bool updated;
+};
+
+static long long now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void set_message(struct enr_enroll *e, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void set_message(struct enr_enroll *e, const char *fmt, ...)
+{
+	char buf[MAX_TEXT];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	free(e->message);
+	e->message = enr_util_strdup(buf);
+}
+
+/* Moves to FAILED with the last error's message. Returns `error`. */
+static int fail(struct enr_enroll *e, int error)
+{
+	if (e->transfer) {
+		enr_http_multi_cancel(e->multi, e->transfer);
+		e->transfer = 0;
+	}
+	if (e->receiver)
+		enr_oauth_receiver_cancel(e->receiver);
+	e->pending = PENDING_NONE;
+	e->error = error;
+	e->state = ENR_ENROLL_FAILED;
+	set_message(e, "%s",
+	            enr_error_last()[0] ? enr_error_last() : enr_error_default_message(error));
+	return error;
+}
+
+static void free_values(struct enr_enroll *e)
+{
+	if (!e->values)
+		return;
+	for (size_t i = 0; i < e->method->n_fields; i++)
+		enr_util_free_secret(e->values[i]);
+	free(e->values);
+	e->values = NULL;
+}
+
+void enr_enroll_free(struct enr_enroll *e)
+{
+	if (!e)
+		return;
+	if (e->transfer)
+		enr_http_multi_cancel(e->multi, e->transfer);
+	if (e->own_multi)
+		enr_http_multi_free(e->multi);
+	enr_oauth_receiver_free(e->receiver);
+	enr_oauth_flow_free(e->flow);
+	free_values(e);
+	enr_record_free(e->rec);
+	enr_record_free(e->reauth);
+	enr_util_free_secret(e->cc_token);
+	enr_check_result_free(e->sites);
+	free(e->link);
+	free(e->redirect_uri);
+	free(e->site_id);
+	free(e->message);
+	free(e->warning);
+	free(e);
+}
+
+static int start_transfer(struct enr_enroll *e, struct enr_http_request *req, enum pending what,
+                          enr_http_done_fn done)
+{
+	int rc;
+
+	if (!req)
+		return enr_error_last_code();
+	rc = enr_http_multi_add(&e->transfer, e->multi, req, done, e);
+	enr_http_request_free(req);
+	if (rc == 0)
+		e->pending = what;
+	return rc;
+}
+
+/* ---- the check and the sites ------------------------------------------- */
+
+static void on_check(struct enr_http_response *resp, void *ctx);
+
+static int start_check(struct enr_enroll *e)
+{
+	struct enr_http_request *req = NULL;
+	struct enr_credentials cred = e->rec->cred;
+	int rc;
+
+	/* The SMA backchannel reads plants with the app's token. */
+	if (e->cc_token)
+		cred.tokens.access_token = e->cc_token;
+	e->deadline = 0;
+	rc = enr_check_request(&req, e->vendor, e->cfg, e->rec->method, &cred,
+	                       (long long)time(NULL));
+	if (rc < 0)
+		return fail(e, rc);
+	e->state = ENR_ENROLL_WAIT;
+	set_message(e, "Checking with %s...", e->vendor->name);
+	rc = start_transfer(e, req, PENDING_CHECK, on_check);
+	return rc < 0 ? fail(e, rc) : 0;
+}
+
+/* The sites a re-authorization may see: those of the record, or a superset. */
+static bool same_sites(const struct enr_record *old, const struct enr_check_result *found)
+{
+	for (size_t i = 0; i < old->n_sites; i++)
+		if (!enr_check_find_site(found, old->sites[i].id))
+			return false;
+	return true;
+}
+
+static int save(struct enr_enroll *e, const struct enr_site *site);
+
+static void on_check(struct enr_http_response *resp, void *ctx)
+{
+	struct enr_enroll *e = ctx;
+	struct enr_check_result *result = NULL;
+	int rc;
+
+	e->transfer = 0;
+	e->pending = PENDING_NONE;
+	rc = enr_check_response(&result, e->vendor, resp);
+	enr_http_response_free(resp);
+	if (rc < 0) {
+		fail(e, rc);
+		return;
+	}
+	if (result->n_sites == 0) {
+		enr_check_result_free(result);
+		enr_error_set(ENR_E_REJECTED,
+		              "%s accepted the credentials but lists no sites for them: nothing to "
+		              "enroll",
+		              e->vendor->name);
+		fail(e, ENR_E_REJECTED);
+		return;
+	}
+	if (e->reauth && !e->allow_account_change && !e->reauth->account &&
+	    !same_sites(e->reauth, result)) {
+		enr_check_result_free(result);
+		enr_error_set(
+		    ENR_E_EXISTS,
+		    "these credentials do not reach the sites of record %s (%s): it looks "
+		    "like another account",
+		    e->reauth->id, e->reauth->customer ? e->reauth->customer : "");
+		fail(e, ENR_E_EXISTS);
+		return;
+	}
+	enr_check_result_free(e->sites);
+	e->sites = result;
+	e->state = ENR_ENROLL_SITES;
+	set_message(e, "%s found %zu site%s", e->vendor->name, result->n_sites,
+	            result->n_sites == 1 ? "" : "s");
+	/* A preselected site, or the site of the record being re-authorized. */
+	if (e->site_id || (e->reauth && e->reauth->n_sites == 1)) {
+		const char *id = e->site_id ? e->site_id : e->reauth->sites[0].id;
+		const struct enr_site *site = enr_check_find_site(result, id);
+		if (!site) {
+			enr_error_set(ENR_E_USAGE, "%s lists no site %s for these credentials",
+			              e->vendor->name, id);
+			fail(e, ENR_E_USAGE);
+			return;
+		}
+		save(e, site);
+	}
+}
+
+/* ---- saving ------------------------------------------------------------ */
+
+struct reauth_ctx {
+	const struct enr_record *fresh;
+	bool allow_account_change;
+};
+
+/* Re-authorization: new credentials into the stored record, same account. */
+static int apply_reauth(struct enr_record *rec, void *ctx)
+{
+	const struct reauth_ctx *rc = ctx;
+	const struct enr_record *fresh = rc->fresh;
+	struct enr_record *copy = NULL;
+	int err;
+
+	if (rec->account && fresh->account && strcmp(rec->account, fresh->account) != 0 &&
+	    !rc->allow_account_change)
+		return enr_error_set(ENR_E_EXISTS,
+		                     "the customer signed in with a different account than the "
+		                     "one enrolled for record %s (%s): ask them to use the same "
+		                     "account",
+		                     rec->id, rec->customer ? rec->customer : "");
+	err = enr_record_dup(&copy, fresh);
+	if (err < 0)
+		return err;
+	/* Swap the credentials in, keep identity fields of the stored record. */
+	{
+		struct enr_credentials tmp = rec->cred;
+		rec->cred = copy->cred;
+		copy->cred = tmp;
+	}
+	err = enr_record_set(&rec->account, fresh->account ? fresh->account : rec->account);
+	rec->access_expires_at = fresh->access_expires_at;
+	rec->refresh_expires_at = fresh->refresh_expires_at;
+	rec->last_check = copy->last_check;
+	copy->last_check.message = NULL;
+	rec->last_check.message =
+	    fresh->last_check.message ? strdup(fresh->last_check.message) : NULL;
+	for (size_t i = 0; err == 0 && i < fresh->n_sites; i++)
+		err = enr_record_add_site(rec, fresh->sites[i].id, fresh->sites[i].name);
+	enr_record_free(copy);
+	return err;
+}
+
+static int save(struct enr_enroll *e, const struct enr_site *site)
+{
+	int rc;
+
+	rc = enr_record_add_site(e->rec, site->id, site->name);
+	if (rc < 0)
+		return fail(e, rc);
+	e->rec->last_check.at = (long long)time(NULL);
+	e->rec->last_check.outcome = ENR_OUTCOME_OK;
+	if (e->reauth) {
+		struct reauth_ctx ctx = {e->rec, e->allow_account_change};
+		rc = enr_store_update(e->store, e->reauth->id, apply_reauth, &ctx);
+		if (rc == 0) {
+			enr_record_free(e->rec);
+			e->rec = NULL;
+			rc = enr_store_get(&e->rec, e->store, e->reauth->id);
+		}
+		e->updated = true;
+	} else {
+		rc = enr_store_put(&e->updated, e->store, e->rec);
+	}
+	if (rc < 0)
+		return fail(e, rc);
+	e->state = ENR_ENROLL_DONE;
+	set_message(e, "%s %s for %s", e->updated ? "Updated" : "Saved", e->rec->id,
+	            e->rec->customer ? e->rec->customer : "");
+	return 0;
+}
+
+/* ---- OAuth ------------------------------------------------------------- */
+
+static void on_token(struct enr_http_response *resp, void *ctx)
+{
+	struct enr_enroll *e = ctx;
+	struct enr_oauth_tokens *tokens = NULL;
+	struct enr_oauth_identity *id = NULL;
+	int rc;
+
+	e->transfer = 0;
+	e->pending = PENDING_NONE;
+	rc = enr_oauth_token_response(&tokens, resp);
+	enr_http_response_free(resp);
+	if (rc < 0) {
+		fail(e, rc);
+		return;
+	}
+	if (e->rec->cred.type == ENR_CRED_EMAIL) {
+		/* The app's token for the backchannel, not the customer's. */
+		e->cc_token = enr_util_strdup(tokens->access_token);
+		enr_oauth_tokens_free(tokens);
+		return;
+	}
+	rc = enr_record_set_tokens(e->rec, tokens);
+	if (!tokens->refresh_token)
+		e->rec->refresh_expires_at = 0;
+	if (rc == 0)
+		rc = enr_oauth_identity_new(&id, e->vendor, tokens);
+	if (rc == 0) {
+		rc = enr_record_set(&e->rec->account, id->account);
+		if (id->warning) {
+			free(e->warning);
+			e->warning = enr_util_strdup(id->warning);
+		}
+		if (e->reauth && e->reauth->account && id->account &&
+		    strcmp(e->reauth->account, id->account) != 0 && !e->allow_account_change)
+			rc = enr_error_set(
+			    ENR_E_EXISTS,
+			    "the customer signed in with a different %s account than "
+			    "the one enrolled for record %s (%s): ask them to use the "
+			    "same account",
+			    e->vendor->name, e->reauth->id,
+			    e->reauth->customer ? e->reauth->customer : "");
+	}
+	enr_oauth_identity_free(id);
+	enr_oauth_tokens_free(tokens);
+	if (rc < 0) {
+		fail(e, rc);
+		return;
+	}
+	start_check(e);
+}
+
+/* The customer's answer came back (relay, loopback or typed): exchange the code. */
+static int got_callback(struct enr_enroll *e, const char *text)
+{
+	struct enr_oauth_callback *cb = NULL;
+	struct enr_http_request *req = NULL;
+	int rc;
+
+	/* A bare code carries no state; anything else must carry ours. */
+	rc = enr_oauth_callback_parse(&cb, e->vendor, text, e->flow->state);
+	if (rc < 0)
+		return fail(e, rc);
+	if (!cb->code) {
+		enr_oauth_callback_free(cb);
+		enr_error_set(ENR_E_BADRESPONSE, "%s sent the customer back without a code",
+		              e->vendor->name);
+		return fail(e, ENR_E_BADRESPONSE);
+	}
+	if (e->transfer) {
+		enr_http_multi_cancel(e->multi, e->transfer);
+		e->transfer = 0;
+	}
+	if (e->receiver)
+		enr_oauth_receiver_cancel(e->receiver);
+	rc = enr_oauth_code_request(&req, e->vendor, e->cfg, cb->code, e->flow->redirect_uri,
+	                            e->flow->code_verifier);
+	enr_oauth_callback_free(cb);
+	if (rc < 0)
+		return fail(e, rc);
+	e->state = ENR_ENROLL_WAIT;
+	e->deadline = 0;
+	set_message(e, "The customer approved: getting the tokens from %s...", e->vendor->name);
+	rc = start_transfer(e, req, PENDING_TOKEN, on_token);
+	return rc < 0 ? fail(e, rc) : 0;
+}
+
+static void on_relay_result(struct enr_http_response *resp, void *ctx);
+
+static int poll_relay(struct enr_enroll *e)
+{
+	struct enr_http_request *req = NULL;
+	int rc = enr_relay_result_request(&req, e->cfg, e->flow->state, RELAY_WAIT_S);
+
+	if (rc < 0)
+		return fail(e, rc);
+	rc = start_transfer(e, req, PENDING_RELAY_RESULT, on_relay_result);
+	return rc < 0 ? fail(e, rc) : 0;
+}
+
+static void on_relay_link(struct enr_http_response *resp, void *ctx);
+
+static int register_link(struct enr_enroll *e)
+{
+	struct enr_http_request *req = NULL;
+	long ttl = RELAY_LINK_TTL_S;
+	int rc;
+
+	if (e->deadline && e->deadline - (long long)time(NULL) < ttl)
+		ttl = (long)(e->deadline - (long long)time(NULL));
+	if (ttl < 60)
+		ttl = 60;
+	rc = enr_relay_link_request(&req, e->cfg, e->flow->url, e->flow->state, ttl,
+	                            e->vendor->name);
+	if (rc < 0)
+		return fail(e, rc);
+	rc = start_transfer(e, req, PENDING_RELAY_LINK, on_relay_link);
+	return rc < 0 ? fail(e, rc) : 0;
+}
+
+static void on_relay_link(struct enr_http_response *resp, void *ctx)
+{
+	struct enr_enroll *e = ctx;
+	char *url = NULL;
+	int rc;
+
+	e->transfer = 0;
+	e->pending = PENDING_NONE;
+	rc = enr_relay_link_response(&url, &e->link_expires_at, resp);
+	enr_http_response_free(resp);
+	if (rc < 0) {
+		fail(e, rc);
+		return;
+	}
+	free(e->link);
+	e->link = url;
+	if (!e->link_expires_at)
+		e->link_expires_at = (long long)time(NULL) + RELAY_LINK_TTL_S;
+	e->state = ENR_ENROLL_LINK;
+	set_message(e, "Waiting for the customer to approve on their phone");
+	poll_relay(e);
+}
+
+static void on_relay_result(struct enr_http_response *resp, void *ctx)
+{
+	struct enr_enroll *e = ctx;
+	char *query = NULL;
+	int rc;
+
+	e->transfer = 0;
+	e->pending = PENDING_NONE;
+	rc = enr_relay_result_response(&query, resp);
+	enr_http_response_free(resp);
+	if (rc == 0) {
+		got_callback(e, query);
+		enr_util_free_secret(query);
+		return;
+	}
+	if (rc == ENR_E_AGAIN) {
+		/* Nothing yet: a new short link when this one has run out. */
+		if (e->link_expires_at && e->link_expires_at <= (long long)time(NULL) + 5)
+			register_link(e);
+		else
+			poll_relay(e);
+		return;
+	}
+	if (rc == ENR_E_TRANSIENT) {
+		/* A flaky connection: keep waiting, try again shortly. */
+		set_message(e, "Waiting for the customer (connection to the relay lost, retrying)");
+		e->next_at_ms = now_ms() + RETRY_MS;
+		return;
+	}
+	if (rc == ENR_E_EXPIRED && e->deadline > (long long)time(NULL)) {
+		register_link(e);
+		return;
+	}
+	fail(e, rc);
+}
+
+/* Whether `url` starts with the configured relay's URL. */
+static bool is_relay_url(const struct enr_config *cfg, const char *url)
+{
+	const char *relay = enr_config_get(cfg, "relay", "url");
+	size_t len = relay ? strlen(relay) : 0;
+
+	while (len > 0 && relay[len - 1] == '/')
+		len--;
+	return len && url && strncmp(url, relay, len) == 0 && (url[len] == '/' || !url[len]);
+}
+
+/* An RFC 8252 loopback redirect: http://127.0.0.1[:port]/callback (any port). */
+static bool is_loopback_url(const char *url)
+{
+	static const char *const hosts[] = {"http://127.0.0.1", "http://localhost", "http://[::1]"};
+
+	for (size_t i = 0; i < ENR_ARRAY_SIZE(hosts); i++) {
+		size_t len = strlen(hosts[i]);
+		const char *rest = url + len;
+		if (strncmp(url, hosts[i], len) != 0)
+			continue;
+		if (*rest == ':')
+			rest += strspn(rest + 1, "0123456789") + 1;
+		return strcmp(rest, "/callback") == 0;
+	}
+	return false;
+}
+
+static int start_oauth(struct enr_enroll *e, enum enr_consent consent)
+{
+	struct enr_oauth_authorize_options opts = {0};
+	const char *redirect = enr_vendor_setting(e->vendor, e->cfg, "redirect_uri");
+	int rc;
+
+	/* Configured, else the vendor's own (Enphase's code page), else the relay's. */
+	if (!redirect)
+		redirect = enr_vendor_default_endpoint(e->vendor, "redirect_uri");
+	if (!redirect && enr_relay_client_configured(e->cfg)) {
+		e->redirect_uri =
+		    enr_util_printf("%s/callback", enr_config_get(e->cfg, "relay", "url"));
+		if (!e->redirect_uri)
+			return ENR_E_NOMEM;
+		redirect = e->redirect_uri;
+	}
+	if (consent == ENR_CONSENT_AUTO) {
+		/* A redirect URI that is neither the relay nor a loopback listener
+		 * is a page that shows the code (Enphase's own): it is typed in. */
+		if (redirect && is_relay_url(e->cfg, redirect))
+			consent = ENR_CONSENT_RELAY;
+		else if (!redirect || is_loopback_url(redirect))
+			consent = ENR_CONSENT_LOOPBACK;
+		else
+			consent = ENR_CONSENT_PASTE;
+	}
+	if (consent == ENR_CONSENT_RELAY && !enr_relay_client_configured(e->cfg))
+		return enr_error_set(ENR_E_CONFIG,
+		                     "no relay is configured: set [relay] url in config.ini, or "
+		                     "let the customer sign in on this computer");
+	if (consent != ENR_CONSENT_LOOPBACK)
+		opts.redirect_uri = redirect;
+	e->consent = consent;
+	if (consent == ENR_CONSENT_LOOPBACK) {
+		rc = enr_oauth_receiver_new(&e->receiver, e->timeout_s * 1000);
+		if (rc < 0)
+			return rc;
+		opts.redirect_uri = enr_oauth_receiver_redirect_uri(e->receiver);
+	}
+	rc = enr_oauth_flow_new(&e->flow, e->vendor, e->cfg, &opts);
+	if (rc < 0)
+		return rc;
+	e->deadline = (long long)time(NULL) + e->timeout_s;
+	if (consent == ENR_CONSENT_RELAY) {
+		e->state = ENR_ENROLL_WAIT;
+		set_message(e, "Making a short link for the customer's phone...");
+		return register_link(e);
+	}
+	e->link = enr_util_strdup(e->flow->url);
+	if (!e->link)
+		return ENR_E_NOMEM;
+	e->state = ENR_ENROLL_LINK;
+	if (consent == ENR_CONSENT_LOOPBACK)
+		set_message(e, "Sign in to %s in this computer's browser", e->vendor->name);
+	else
+		set_message(e,
+		            "After approving, type the code %s shows, or paste the final address",
+		            e->vendor->name);
+	return 0;
+}
+
+/* ---- SMA's backchannel (e-mail) ---------------------------------------- */
+
+static void on_bc(struct enr_http_response *resp, void *ctx);
+
+static int bc_request(struct enr_enroll *e, bool start)
+{
+	const struct enr_method *m = e->method;
+	struct enr_http_request *req = NULL;
+	char *url = NULL, *path = NULL, *hint = NULL;
+	int rc;
+
+	if (start) {
+		url = enr_vendor_url(e->vendor, e->cfg, m->endpoint, m->path);
+	} else {
+		hint = enr_util_urlencode(e->rec->cred.owner_email);
+		path = hint ? enr_util_printf("%s/%s", m->path, hint) : NULL;
+		url = path ? enr_vendor_url(e->vendor, e->cfg, m->endpoint, path) : NULL;
+	}
+	if (!url) {
+		rc = enr_error_last_code();
+		goto out;
+	}
+	rc = enr_http_request_new(&req, start ? "POST" : "GET", url);
+	if (rc == 0)
+		rc = enr_http_request_set_vendor(req, e->vendor, m->endpoint);
+	if (rc == 0)
+		rc = enr_http_request_set_bearer(req, e->cc_token);
+	if (rc == 0 && start) {
+		json_object *body = json_object_new_object();
+		const char *text;
+		json_object_object_add(body, "loginHint",
+		                       json_object_new_string(e->rec->cred.owner_email));
+		text = json_object_to_json_string_ext(body, JSON_C_TO_STRING_PLAIN);
+		rc = enr_http_request_set_body(req, "application/json", text, strlen(text));
+		json_object_put(body);
+	}
+	if (rc == 0) {
+		rc = start_transfer(e, req, start ? PENDING_BC_START : PENDING_BC_POLL, on_bc);
+		req = NULL;
+	}
+out:
+	enr_http_request_free(req);
+	free(url);
+	free(path);
+	free(hint);
+	return rc < 0 ? fail(e, rc) : 0;
+}
+
+static void on_bc(struct enr_http_response *resp, void *ctx)
+{
+	struct enr_enroll *e = ctx;
+	json_object *root = NULL, *status = NULL;
+	const char *s;
+	int rc;
+
+	e->transfer = 0;
+	e->pending = PENDING_NONE;
+	rc = enr_http_classify(resp);
+	if (rc == ENR_E_TRANSIENT && e->deadline > (long long)time(NULL)) {
+		e->next_at_ms =
+		    now_ms() + (resp->retry_after > 0 ? resp->retry_after * 1000 : RETRY_MS);
+		enr_http_response_free(resp);
+		return;
+	}
+	if (rc == 0)
+		rc = enr_http_response_json(&root, resp);
+	if (rc == 0 && (!json_object_object_get_ex(root, "status", &status) ||
+	                !json_object_is_type(status, json_type_string)))
+		rc = enr_http_badresponse(resp, "no status in the backchannel answer");
+	enr_http_response_free(resp);
+	if (rc < 0) {
+		json_object_put(root);
+		fail(e, rc);
+		return;
+	}
+	s = json_object_get_string(status);
+	if (strcmp(s, "accepted") == 0) {
+		json_object_put(root);
+		start_check(e);
+		return;
+	}
+	if (strcmp(s, "declined") == 0 || strcmp(s, "denied") == 0) {
+		json_object_put(root);
+		enr_error_set(ENR_E_DECLINED, "the owner declined the request in SMA's e-mail");
+		fail(e, ENR_E_DECLINED);
+		return;
+	}
+	json_object_put(root);
+	e->state = ENR_ENROLL_WAIT;
+	set_message(e, "SMA e-mailed %s: waiting for the owner to approve",
+	            e->rec->cred.owner_email);
+	e->next_at_ms = now_ms() + BC_POLL_MS;
+}
+
+static void on_cc_token(struct enr_http_response *resp, void *ctx)
+{
+	struct enr_enroll *e = ctx;
+
+	on_token(resp, ctx);
+	if (e->state != ENR_ENROLL_FAILED)
+		bc_request(e, true);
+}
+
+static int start_email(struct enr_enroll *e)
+{
+	struct enr_http_request *req = NULL;
+	int rc = enr_oauth_client_credentials_request(&req, e->vendor, e->cfg, NULL);
+
+	if (rc < 0)
+		return fail(e, rc);
+	e->deadline = (long long)time(NULL) + e->timeout_s;
+	e->state = ENR_ENROLL_WAIT;
+	set_message(e, "Asking SMA to e-mail the owner...");
+	rc = start_transfer(e, req, PENDING_TOKEN, on_cc_token);
+	return rc < 0 ? fail(e, rc) : 0;
+}
+
+/* ---- fields ------------------------------------------------------------ */
+
+static int field_index(const struct enr_enroll *e, const char *name)
+{
+	for (size_t i = 0; i < e->method->n_fields; i++)
+		if (strcmp(e->method->fields[i].name, name) == 0)
+			return (int)i;
+	return -1;
+}
+
+static int validate_field(const struct enr_enroll *e, const struct enr_field *f, const char *value)
+{
+	regex_t re;
+	int match;
+
+	if (!value || !value[0])
+		return f->optional
+		           ? 0
+		           : enr_error_set(ENR_E_USAGE, "%s is required: %s", f->label, f->help);
+	if (!f->pattern)
+		return 0;
+	if (regcomp(&re, f->pattern, REG_EXTENDED | REG_NOSUB) != 0)
+		return enr_error_set(ENR_E_CONFIG, "vendors.json: bad pattern for %s", f->name);
+	match = regexec(&re, value, 0, NULL, 0);
+	regfree(&re);
+	if (match != 0)
+		return enr_error_set(ENR_E_USAGE, "%s does not look right: %s", f->label, f->help);
+	(void)e;
+	return 0;
+}
+
+int enr_enroll_set_field(struct enr_enroll *e, const char *name, const char *value)
+{
+	int i = field_index(e, name);
+	char *copy;
+	int rc;
+
+	if (e->state != ENR_ENROLL_FIELDS)
+		return enr_error_set(ENR_E_USAGE, "no fields are asked for now");
+	if (i < 0)
+		return enr_error_set(ENR_E_USAGE, "%s %s asks for no field '%s'", e->vendor->name,
+		                     e->method->id, name);
+	copy = enr_util_strdup(value ? value : "");
+	if (!copy)
+		return ENR_E_NOMEM;
+	enr_util_trim(copy);
+	if (e->method->fields[i].secret)
+		enr_log_add_secret(copy);
+	rc = validate_field(e, &e->method->fields[i], copy);
+	if (rc < 0) {
+		enr_util_free_secret(copy);
+		return rc;
+	}
+	enr_util_free_secret(e->values[i]);
+	e->values[i] = copy;
+	return 0;
+}
+
+static const char *value_of(const struct enr_enroll *e, const char *name)
+{
+	int i = field_index(e, name);
+	return i >= 0 && e->values[i] && e->values[i][0] ? e->values[i] : NULL;
+}
+
+int enr_enroll_submit_fields(struct enr_enroll *e)
+{
+	struct enr_credentials *c = &e->rec->cred;
+	int rc = 0;
+
+	if (e->state != ENR_ENROLL_FIELDS)
+		return enr_error_set(ENR_E_USAGE, "no fields are asked for now");
+	for (size_t i = 0; i < e->method->n_fields; i++) {
+		rc = validate_field(e, &e->method->fields[i], e->values[i]);
+		if (rc < 0)
+			return rc;
+	}
+	switch (c->type) {
+	case ENR_CRED_API_KEY:
+		rc = enr_record_set(&c->api_key, value_of(e, "api_key"));
+		break;
+	case ENR_CRED_KEY_PAIR:
+		rc = enr_record_set(&c->key_id, value_of(e, "key_id"));
+		if (rc == 0)
+			rc = enr_record_set(&c->key_secret, value_of(e, "key_secret"));
+		break;
+	case ENR_CRED_PARTNER:
+		rc = enr_record_set(&c->tokens.access_token, value_of(e, "access_token"));
+		if (rc == 0)
+			rc = enr_record_set(&c->tokens.refresh_token, value_of(e, "refresh_token"));
+		if (rc == 0)
+			rc = enr_record_set(&c->api_key, value_of(e, "api_key"));
+		break;
+	case ENR_CRED_EMAIL:
+		rc = enr_record_set(&c->owner_email, value_of(e, "owner_email"));
+		break;
+	default:
+		break;
+	}
+	if (rc < 0)
+		return fail(e, rc);
+	free_values(e);
+	if (c->type == ENR_CRED_EMAIL)
+		return start_email(e);
+	if (c->type == ENR_CRED_PARTNER) {
+		/* Expiry and account come from the token itself when it is a JWT. */
+		struct enr_oauth_tokens t = {.access_token = c->tokens.access_token};
+		struct enr_oauth_identity *id = NULL;
+		if (enr_oauth_identity_new(&id, e->vendor, &t) == 0) {
+			e->rec->access_expires_at = id->expires_at;
+			enr_record_set(&e->rec->account, id->account);
+		}
+		enr_oauth_identity_free(id);
+		if (c->tokens.refresh_token && e->vendor->tokens.refresh_ttl)
+			e->rec->refresh_expires_at =
+			    (long long)time(NULL) + e->vendor->tokens.refresh_ttl;
+	}
+	return start_check(e);
+}
+
+int enr_enroll_submit_code(struct enr_enroll *e, const char *text)
+{
+	char *copy;
+	int rc;
+
+	if (e->state != ENR_ENROLL_LINK || !e->flow)
+		return enr_error_set(ENR_E_USAGE, "no code is expected now");
+	copy = enr_util_strdup(text);
+	if (!copy)
+		return ENR_E_NOMEM;
+	enr_util_trim(copy);
+	if (!copy[0]) {
+		free(copy);
+		return enr_error_set(ENR_E_USAGE, "type the code, or paste the address");
+	}
+	rc = got_callback(e, copy);
+	enr_util_free_secret(copy);
+	return rc;
+}
+
+/* ---- the session ------------------------------------------------------- */
+
+static enum enr_cred_type cred_type_of(const char *method, const char *vendor)
+{
+	if (strcmp(method, "oauth") == 0)
+		return ENR_CRED_OAUTH;
+	if (strcmp(method, "email") == 0)
+		return ENR_CRED_EMAIL;
+	if (strcmp(method, "partner") == 0)
+		return ENR_CRED_PARTNER;
+	if (strcmp(method, "account") == 0)
+		return ENR_CRED_ACCOUNT;
+	if (strcmp(method, "join") == 0)
+		return ENR_CRED_JOIN;
+	/* "key": a key pair for Solis, one API key elsewhere. */
+	return strcmp(vendor, "solis") == 0 ? ENR_CRED_KEY_PAIR : ENR_CRED_API_KEY;
+}
+
+static int start_account(struct enr_enroll *e)
+{
+	const char *secret_key = strcmp(e->vendor->id, "solis") == 0 ? "key_secret" : "api_key";
+	char *name = enr_util_printf("%s.%s", e->vendor->config_section, secret_key);
+	int rc;
+
+	if (!name)
+		return ENR_E_NOMEM;
+	rc = enr_record_set(&e->rec->cred.account.secret_name, name);
+	free(name);
+	return rc < 0 ? rc : start_check(e);
+}
+
+int enr_enroll_new(struct enr_enroll **out, const struct enr_enroll_options *opts)
+{
+	struct enr_enroll *e = NULL;
+	const char *vendor_id = opts->vendor, *method_id = opts->method;
+	int rc;
+
+	*out = NULL;
+	e = calloc(1, sizeof(*e));
+	if (!e)
+		return enr_error_set(ENR_E_NOMEM, NULL);
+	e->store = opts->store;
+	e->cfg = opts->cfg;
+	e->timeout_s = opts->timeout_s > 0 ? opts->timeout_s : DEFAULT_TIMEOUT_S;
+	e->allow_account_change = opts->allow_account_change;
+	e->state = ENR_ENROLL_WAIT;
+	if (opts->reauth_id) {
+		rc = enr_store_get(&e->reauth, opts->store, opts->reauth_id);
+		if (rc < 0)
+			goto out;
+		vendor_id = e->reauth->vendor;
+		method_id = e->reauth->method;
+	}
+	if (!vendor_id) {
+		rc = enr_error_set(ENR_E_USAGE, "no vendor given");
+		goto out;
+	}
+	e->vendor = enr_catalog_find(opts->catalog, vendor_id);
+	if (!e->vendor || strcmp(e->vendor->id, "derapi") == 0) {
+		if (e->vendor)
+			enr_error_set(ENR_E_USAGE, "Derapi is not a vendor: use --method join");
+		rc = ENR_E_USAGE;
+		goto out;
+	}
+	e->method = method_id ? enr_vendor_method(e->vendor, method_id) : &e->vendor->methods[0];
+	if (!e->method) {
+		rc = ENR_E_USAGE;
+		goto out;
+	}
+	if (strcmp(e->method->id, "join") == 0) {
+		rc = enr_error_set(ENR_E_UNSUPPORTED,
+		                   "%s through Derapi Join is enrolled by the join module",
+		                   e->vendor->name);
+		goto out;
+	}
+	if (!opts->reauth_id && (!opts->customer || !opts->customer[0])) {
+		rc = enr_error_set(ENR_E_USAGE, "a customer reference is required (name, address "
+		                                "or job number)");
+		goto out;
+	}
+	if (opts->site_id && !(e->site_id = enr_util_strdup(opts->site_id))) {
+		rc = ENR_E_NOMEM;
+		goto out;
+	}
+	rc = enr_record_new(&e->rec);
+	if (rc == 0)
+		rc = enr_record_set(&e->rec->customer,
+		                    opts->reauth_id ? e->reauth->customer : opts->customer);
+	if (rc == 0)
+		rc = enr_record_set(&e->rec->vendor, e->vendor->id);
+	if (rc == 0)
+		rc = enr_record_set(&e->rec->method, e->method->id);
+	if (rc < 0)
+		goto out;
+	e->rec->cred.type = cred_type_of(e->method->id, e->vendor->id);
+	if (opts->multi) {
+		e->multi = opts->multi;
+	} else {
+		rc = enr_http_multi_new(&e->multi, opts->cfg);
+		if (rc < 0)
+			goto out;
+		e->own_multi = true;
+	}
+
+	if (e->method->n_fields) {
+		e->values = calloc(e->method->n_fields, sizeof(*e->values));
+		if (!e->values) {
+			rc = enr_error_set(ENR_E_NOMEM, NULL);
+			goto out;
+		}
+		e->state = ENR_ENROLL_FIELDS;
+		set_message(e, "%s", e->method->help);
+	} else if (strcmp(e->method->id, "oauth") == 0) {
+		rc = start_oauth(e, opts->consent);
+	} else if (strcmp(e->method->id, "account") == 0) {
+		rc = start_account(e);
+	} else {
+		rc =
+		    enr_error_set(ENR_E_UNSUPPORTED, "%s method %s needs fields vendors.json lacks",
+		                  e->vendor->name, e->method->id);
+	}
+	if (rc < 0)
+		goto out;
+	*out = e;
+	return 0;
+out:
+	enr_enroll_free(e);
+	return rc;
+}
+
+enum enr_enroll_state enr_enroll_state(const struct enr_enroll *e)
+{
+	return e->state;
+}
+
+const struct enr_vendor *enr_enroll_vendor(const struct enr_enroll *e)
+{
+	return e->vendor;
+}
+
+const struct enr_method *enr_enroll_method(const struct enr_enroll *e)
+{
+	return e->method;
+}
+
+const char *enr_enroll_message(const struct enr_enroll *e)
+{
+	return e->message ? e->message : "";
+}
+
+int enr_enroll_error(const struct enr_enroll *e)
+{
+	return e->state == ENR_ENROLL_FAILED ? e->error : 0;
+}
+
+long long enr_enroll_deadline(const struct enr_enroll *e)
+{
+	return e->state == ENR_ENROLL_LINK || e->state == ENR_ENROLL_WAIT ? e->deadline : 0;
+}
+
+const char *enr_enroll_link(const struct enr_enroll *e)
+{
+	return e->state == ENR_ENROLL_LINK ? e->link : NULL;
+}
+
+const char *enr_enroll_authorize_url(const struct enr_enroll *e)
+{
+	return e->flow ? e->flow->url : NULL;
+}
+
+enum enr_consent enr_enroll_consent(const struct enr_enroll *e)
+{
+	return e->consent;
+}
+
+size_t enr_enroll_field_count(const struct enr_enroll *e)
+{
+	return e->state == ENR_ENROLL_FIELDS ? e->method->n_fields : 0;
+}
+
+const struct enr_field *enr_enroll_field(const struct enr_enroll *e, size_t i)
+{
+	return i < enr_enroll_field_count(e) ? &e->method->fields[i] : NULL;
+}
+
+size_t enr_enroll_site_count(const struct enr_enroll *e)
+{
+	return e->state == ENR_ENROLL_SITES && e->sites ? e->sites->n_sites : 0;
+}
+
+const struct enr_site *enr_enroll_site(const struct enr_enroll *e, size_t i)
+{
+	return i < enr_enroll_site_count(e) ? &e->sites->sites[i] : NULL;
+}
+
+int enr_enroll_choose_site(struct enr_enroll *e, const char *site_id)
+{
+	const struct enr_site *site;
+
+	if (e->state != ENR_ENROLL_SITES)
+		return enr_error_set(ENR_E_USAGE, "no site is to be chosen now");
+	site = enr_check_find_site(e->sites, site_id);
+	if (!site)
+		return enr_error_set(ENR_E_USAGE, "%s listed no site %s", e->vendor->name, site_id);
+	if (e->rec->cred.type == ENR_CRED_ACCOUNT) {
+		int rc = enr_record_set(&e->rec->cred.account.site_id, site->id);
+		if (rc < 0)
+			return rc;
+	}
+	return save(e, site);
+}
+
+const struct enr_record *enr_enroll_record(const struct enr_enroll *e)
+{
+	return e->state == ENR_ENROLL_DONE ? e->rec : NULL;
+}
+
+bool enr_enroll_updated(const struct enr_enroll *e)
+{
+	return e->updated;
+}
+
+const char *enr_enroll_warning(const struct enr_enroll *e)
+{
+	return e->warning;
+}
+
+void enr_enroll_cancel(struct enr_enroll *e)
+{
+	if (e->state == ENR_ENROLL_DONE || e->state == ENR_ENROLL_FAILED)
+		return;
+	enr_error_set(ENR_E_CANCELLED, "cancelled");
+	fail(e, ENR_E_CANCELLED);
+}
+
+size_t enr_enroll_poll_fds(const struct enr_enroll *e, struct pollfd *fds, size_t cap)
+{
+	size_t n = e->own_multi ? enr_http_multi_poll_fds(e->multi, fds, cap) : 0;
+
+	if (e->receiver && e->state == ENR_ENROLL_LINK) {
+		if (n < cap) {
+			fds[n].fd = enr_oauth_receiver_fd(e->receiver);
+			fds[n].events = POLLIN;
+			fds[n].revents = 0;
+		}
+		n++;
+	}
+	return n;
+}
+
+long enr_enroll_timeout_ms(const struct enr_enroll *e)
+{
+	long t = e->own_multi ? enr_http_multi_timeout_ms(e->multi) : -1;
+	long long now = now_ms();
+
+	if (e->next_at_ms) {
+		long wait = e->next_at_ms > now ? (long)(e->next_at_ms - now) : 0;
+		if (t < 0 || wait < t)
+			t = wait;
+	}
+	/* The countdown and the deadline: wake once a second while waiting. */
+	if (e->state == ENR_ENROLL_LINK || e->state == ENR_ENROLL_WAIT)
+		if (t < 0 || t > 1000)
+			t = 1000;
+	return t;
+}
+
+int enr_enroll_process(struct enr_enroll *e)
+{
+	enum enr_enroll_state before = e->state;
+	char *before_message = enr_util_strdup(e->message);
+	int changed;
+
+	if (e->own_multi)
+		enr_http_multi_step(e->multi);
+	if (e->state == ENR_ENROLL_LINK && e->receiver) {
+		char *url = NULL;
+		int rc = enr_oauth_receiver_poll(&url, e->receiver);
+		if (rc == 0) {
+			got_callback(e, url);
+			enr_util_free_secret(url);
+		} else if (rc != ENR_E_AGAIN && rc != ENR_E_CANCELLED) {
+			fail(e, rc);
+		}
+	}
+	if (e->next_at_ms && now_ms() >= e->next_at_ms && e->state != ENR_ENROLL_FAILED) {
+		e->next_at_ms = 0;
+		if (e->consent == ENR_CONSENT_RELAY && e->flow)
+			poll_relay(e);
+		else if (e->rec->cred.type == ENR_CRED_EMAIL)
+			bc_request(e, false);
+	}
+	if ((e->state == ENR_ENROLL_LINK || e->state == ENR_ENROLL_WAIT) && e->deadline &&
+	    (long long)time(NULL) >= e->deadline) {
+		enr_error_set(ENR_E_EXPIRED,
+		              "the customer did not answer in time: the link expired; start again");
+		fail(e, ENR_E_EXPIRED);
+	}
+	changed = e->state != before ||
+	          (e->message && (!before_message || strcmp(e->message, before_message) != 0));
+	free(before_message);
+	return changed;
+}

@@ -1,0 +1,59 @@
+#ifndef DERENROLL_CHECK_H
+#define DERENROLL_CHECK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include "derenroll/export.h"
+
+/*
+ * Checks credentials with a real API call and reads the customer's sites:
+ * the request and the site list's place in the answer come from vendors.json
+ * (`check`); C code holds only what data cannot (the Solis signature, the
+ * Enphase app key in the query, Derapi's per-vendor headers).
+ */
+
+struct enr_config;
+struct enr_vendor;
+struct enr_credentials;
+struct enr_http_request;
+struct enr_http_response;
+
+struct enr_site; /* {id, name}: see store.h */
+
+struct enr_check_result {
+	struct enr_site *sites;
+	size_t n_sites;
+};
+
+/*
+ * The check request for `cred` (the record's method decides what is sent: a
+ * bearer token, an API key header or query parameter, a Solis signature; the
+ * `account` method uses the company's key from config or the store). `now`
+ * dates signed requests. ENR_E_CONFIG when a needed setting is missing,
+ * ENR_E_USAGE when the credentials lack what the vendor needs.
+ */
+ENR_API int enr_check_request(struct enr_http_request **out, const struct enr_vendor *vendor,
+                              const struct enr_config *cfg, const char *method,
+                              const struct enr_credentials *cred, long long now);
+
+/*
+ * Reads the answer: 0 and the sites, or the failure class with one line naming
+ * the vendor and what to do (vendors.json guidance: Solis R0000, SolarEdge 401,
+ * an SMA account with no plants, ...). An empty list is ENR_E_REJECTED when
+ * the vendor's guidance has an "empty_sites" entry, else 0 with no sites.
+ */
+ENR_API int enr_check_response(struct enr_check_result **out, const struct enr_vendor *vendor,
+                               const struct enr_http_response *resp);
+
+/* Blocking form: request, enr_http_perform(), response. */
+ENR_API int enr_check_run(struct enr_check_result **out, const struct enr_vendor *vendor,
+                          const struct enr_config *cfg, const char *method,
+                          const struct enr_credentials *cred);
+
+/* The site with that id, or NULL. */
+ENR_API const struct enr_site *enr_check_find_site(const struct enr_check_result *result,
+                                                   const char *id);
+
+ENR_API void enr_check_result_free(struct enr_check_result *result);
+
+#endif

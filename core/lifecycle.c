@@ -1,0 +1,506 @@
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <json-c/json.h>
+
+#include "derenroll/check.h"
+#include "derenroll/config.h"
+#include "derenroll/error.h"
+#include "derenroll/http.h"
+#include "derenroll/lifecycle.h"
+#include "derenroll/log.h"
+#include "derenroll/oauth.h"
+#include "derenroll/store.h"
+#include "derenroll/vendor.h"
+#include "util.h"
+
+/* An access token this close to its expiry is refreshed before a check. */
+#define STALE_MARGIN 120
+
+static const char *const status_names[] = {"rejected", "expired", "expiring", "unknown", "ok"};
+
+const char *enr_status_name(enum enr_status status)
+{
+	return (unsigned)status < ENR_ARRAY_SIZE(status_names) ? status_names[status] : "unknown";
+}
+
+static bool has_refresh_token(const struct enr_record *rec)
+{
+	return rec->cred.tokens.refresh_token && rec->cred.tokens.refresh_token[0];
+}
+
+enum enr_status enr_status_of(const struct enr_record *rec, long long now, long expiring_days,
+                              long long *due)
+{
+	long long limit;
+
+	/* What only the customer can renew: the refresh token, else the access token. */
+	limit = has_refresh_token(rec) ? rec->refresh_expires_at : rec->access_expires_at;
+	if (due)
+		*due = limit;
+	if (rec->last_check.outcome == ENR_OUTCOME_REJECTED)
+		return ENR_STATUS_REJECTED;
+	if (limit && limit <= now)
+		return ENR_STATUS_EXPIRED;
+	if (limit && limit <= now + (long long)expiring_days * 86400)
+		return ENR_STATUS_EXPIRING;
+	if (rec->last_check.outcome != ENR_OUTCOME_OK)
+		return ENR_STATUS_UNKNOWN;
+	return ENR_STATUS_OK;
+}
+
+bool enr_lifecycle_can_refresh(const struct enr_record *rec, const struct enr_catalog *catalog,
+                               long long now)
+{
+	const struct enr_vendor *vendor = enr_catalog_find(catalog, rec->vendor);
+
+	if (!vendor || !vendor->has_oauth || !has_refresh_token(rec))
+		return false;
+	if (strcmp(rec->method, "join") == 0)
+		return false; /* Derapi keeps Join tokens fresh */
+	return rec->refresh_expires_at == 0 || rec->refresh_expires_at > now;
+}
+
+static bool access_is_stale(const struct enr_record *rec, long long now)
+{
+	return rec->access_expires_at && rec->access_expires_at <= now + STALE_MARGIN;
+}
+
+struct enr_job {
+	struct enr_store *store;
+	const struct enr_config *cfg;
+	const struct enr_vendor *vendor;
+	struct enr_http_multi *multi;
+	enum enr_job_kind kind;
+	struct enr_record *rec;      /* our copy, updated after a refresh */
+	struct enr_store_lock *lock; /* held while refreshing */
+	uint64_t transfer;
+	enr_job_done_fn done;
+	void *ctx;
+	struct enr_job_result result;
+	char *message;
+	char *app_token; /* SMA backchannel records: the app's client-credentials token */
+};
+
+static void job_free(struct enr_job *job)
+{
+	if (!job)
+		return;
+	enr_store_unlock(job->lock);
+	enr_record_free(job->rec);
+	enr_util_free_secret(job->app_token);
+	free(job->message);
+	free(job);
+}
+
+/* Reports the outcome and frees the job. Returns `error`. */
+static int finish(struct enr_job *job, int error)
+{
+	job->result.error = error;
+	if (error) {
+		free(job->message);
+		job->message = enr_util_strdup(enr_error_last());
+		job->result.message = job->message;
+	}
+	job->result.id = job->rec ? job->rec->id : NULL;
+	job->result.vendor = job->rec ? job->rec->vendor : NULL;
+	if (job->lock) {
+		enr_store_unlock(job->lock);
+		job->lock = NULL;
+	}
+	job->done(&job->result, job->ctx);
+	job_free(job);
+	return error;
+}
+
+static void on_check_done(struct enr_http_response *resp, void *ctx)
+{
+	struct enr_job *job = ctx;
+	struct enr_check_result *result = NULL;
+	int rc;
+
+	job->transfer = 0;
+	job->result.retry_after = resp->retry_after;
+	rc = enr_check_response(&result, job->vendor, resp);
+	job->result.checked_at = (long long)time(NULL);
+	if (rc == 0)
+		job->result.n_sites = result->n_sites;
+	/* The credentials work, but must still reach this customer's site. */
+	if (rc == 0 && job->rec->n_sites) {
+		bool found = false;
+		for (size_t i = 0; i < job->rec->n_sites && !found; i++)
+			found = enr_check_find_site(result, job->rec->sites[i].id) != NULL;
+		if (!found)
+			rc = enr_error_set(ENR_E_REJECTED,
+			                   "%s no longer lists site %s for these credentials: "
+			                   "re-authorize with the customer",
+			                   job->vendor->name, job->rec->sites[0].id);
+	}
+	enr_check_result_free(result);
+	enr_http_response_free(resp);
+	finish(job, rc);
+}
+
+static void on_app_token(struct enr_http_response *resp, void *ctx);
+
+static int start_check(struct enr_job *job)
+{
+	struct enr_http_request *req = NULL;
+	struct enr_credentials cred = job->rec->cred;
+	int rc;
+
+	/* A record enrolled through SMA's e-mail holds no token of its own: its
+	 * plants are read with the app's client-credentials token. */
+	if (cred.type == ENR_CRED_EMAIL) {
+		if (!job->app_token) {
+			rc =
+			    enr_oauth_client_credentials_request(&req, job->vendor, job->cfg, NULL);
+			if (rc == 0)
+				rc = enr_http_multi_add(&job->transfer, job->multi, req,
+				                        on_app_token, job);
+			enr_http_request_free(req);
+			return rc;
+		}
+		cred.tokens.access_token = job->app_token;
+	}
+	rc = enr_check_request(&req, job->vendor, job->cfg, job->rec->method, &cred,
+	                       (long long)time(NULL));
+	if (rc == 0)
+		rc = enr_http_multi_add(&job->transfer, job->multi, req, on_check_done, job);
+	enr_http_request_free(req);
+	return rc;
+}
+
+static void on_app_token(struct enr_http_response *resp, void *ctx)
+{
+	struct enr_job *job = ctx;
+	struct enr_oauth_tokens *tokens = NULL;
+	int rc;
+
+	job->transfer = 0;
+	job->result.retry_after = resp->retry_after;
+	rc = enr_oauth_token_response(&tokens, resp);
+	enr_http_response_free(resp);
+	if (rc == 0) {
+		job->app_token = enr_util_strdup(tokens->access_token);
+		rc = job->app_token ? start_check(job) : ENR_E_NOMEM;
+	}
+	enr_oauth_tokens_free(tokens);
+	if (rc < 0)
+		finish(job, rc);
+}
+
+static void on_refresh_done(struct enr_http_response *resp, void *ctx)
+{
+	struct enr_job *job = ctx;
+	struct enr_oauth_tokens *tokens = NULL;
+	struct enr_record *locked = enr_store_lock_record_get(job->lock);
+	int rc;
+
+	job->transfer = 0;
+	job->result.retry_after = resp->retry_after;
+	rc = enr_oauth_token_response(&tokens, resp);
+	enr_http_response_free(resp);
+	if (rc == 0) {
+		/* Saved before the new access token is used: a rotated refresh
+		 * token exists nowhere else. */
+		rc = enr_record_set_tokens(locked, tokens);
+		if (rc == 0)
+			rc = enr_store_lock_save(job->store, job->lock);
+		enr_oauth_tokens_free(tokens);
+		if (rc < 0) {
+			enr_log_error("record %s: new tokens could not be saved: %s", locked->id,
+			              enr_error_last());
+			finish(job, rc);
+			return;
+		}
+		job->result.refreshed = true;
+		enr_record_free(job->rec);
+		job->rec = NULL;
+		rc = enr_record_dup(&job->rec, locked);
+		enr_store_unlock(job->lock);
+		job->lock = NULL;
+		if (rc == 0)
+			rc = start_check(job);
+		if (rc < 0)
+			finish(job, rc);
+		return;
+	}
+	if (rc == ENR_E_REJECTED) {
+		char *message = enr_util_strdup(enr_error_last());
+		locked->last_check.at = (long long)time(NULL);
+		locked->last_check.outcome = ENR_OUTCOME_REJECTED;
+		enr_record_set(&locked->last_check.message, message);
+		if (enr_store_lock_save(job->store, job->lock) < 0)
+			enr_log_error("record %s: could not note the rejection: %s", locked->id,
+			              enr_error_last());
+		enr_error_set(ENR_E_REJECTED, "%s", message ? message : "rejected");
+		free(message);
+	}
+	finish(job, rc);
+}
+
+static int start_refresh(struct enr_job *job)
+{
+	struct enr_http_request *req = NULL;
+	struct enr_record *locked;
+	long long now = (long long)time(NULL);
+	int rc;
+
+	/* Under the record's lock, with the record as it is now: another
+	 * process may have just rotated its refresh token. */
+	rc = enr_store_lock_record(&job->lock, job->store, job->rec->id);
+	if (rc < 0)
+		return rc;
+	locked = enr_store_lock_record_get(job->lock);
+	if (job->kind == ENR_JOB_CHECK && !access_is_stale(locked, now)) {
+		enr_record_free(job->rec);
+		job->rec = NULL;
+		rc = enr_record_dup(&job->rec, locked);
+		enr_store_unlock(job->lock);
+		job->lock = NULL;
+		return rc == 0 ? start_check(job) : rc;
+	}
+	if (!has_refresh_token(locked))
+		return enr_error_set(ENR_E_EXPIRED, "%s: record %s holds no refresh token",
+		                     job->vendor->name, locked->id);
+	rc = enr_oauth_refresh_request(&req, job->vendor, job->cfg,
+	                               locked->cred.tokens.refresh_token);
+	if (rc == 0)
+		rc = enr_http_multi_add(&job->transfer, job->multi, req, on_refresh_done, job);
+	enr_http_request_free(req);
+	return rc;
+}
+
+int enr_job_start(struct enr_job **out, struct enr_store *store, const struct enr_config *cfg,
+                  const struct enr_catalog *catalog, struct enr_http_multi *multi, const char *id,
+                  enum enr_job_kind kind, enr_job_done_fn done, void *ctx)
+{
+	struct enr_job *job = calloc(1, sizeof(*job));
+	long long now = (long long)time(NULL);
+	int rc;
+
+	if (out)
+		*out = NULL;
+	if (!job) {
+		rc = enr_error_set(ENR_E_NOMEM, NULL);
+		struct enr_job_result r = {
+		    .id = id, .error = rc, .retry_after = -1, .message = enr_error_last()};
+		done(&r, ctx);
+		return rc;
+	}
+	job->store = store;
+	job->cfg = cfg;
+	job->multi = multi;
+	job->kind = kind;
+	job->done = done;
+	job->ctx = ctx;
+	job->result.retry_after = -1;
+	rc = enr_store_get(&job->rec, store, id);
+	if (rc < 0)
+		return finish(job, rc);
+	job->vendor = enr_catalog_find(catalog, job->rec->vendor);
+	if (!job->vendor)
+		return finish(job, enr_error_set(ENR_E_CONFIG,
+		                                 "record %s names vendor '%s', which "
+		                                 "vendors.json does not know",
+		                                 id, job->rec->vendor));
+	if (strcmp(job->rec->method, "join") == 0)
+		return finish(job, enr_error_set(ENR_E_UNSUPPORTED,
+		                                 "record %s was enrolled through Derapi Join: "
+		                                 "check it through Derapi",
+		                                 id));
+	if (kind == ENR_JOB_REFRESH && !enr_lifecycle_can_refresh(job->rec, catalog, now))
+		return finish(job, enr_error_set(has_refresh_token(job->rec) ? ENR_E_EXPIRED
+		                                                             : ENR_E_UNSUPPORTED,
+		                                 "record %s (%s) has no refresh token that %s "
+		                                 "accepts: re-authorize it",
+		                                 id, job->rec->customer ? job->rec->customer : "",
+		                                 job->vendor->name));
+	if (kind == ENR_JOB_REFRESH ||
+	    (access_is_stale(job->rec, now) && enr_lifecycle_can_refresh(job->rec, catalog, now)))
+		rc = start_refresh(job);
+	else
+		rc = start_check(job);
+	if (rc < 0)
+		return finish(job, rc);
+	if (out)
+		*out = job;
+	return 0;
+}
+
+void enr_job_cancel(struct enr_job *job)
+{
+	if (!job)
+		return;
+	if (job->transfer)
+		enr_http_multi_cancel(job->multi, job->transfer);
+	job_free(job);
+}
+
+struct save_ctx {
+	const struct enr_job_result *results;
+	size_t n;
+};
+
+static const struct enr_job_result *result_for(const struct save_ctx *sc, const char *id)
+{
+	for (size_t i = 0; i < sc->n; i++)
+		if (sc->results[i].id && strcmp(sc->results[i].id, id) == 0)
+			return &sc->results[i];
+	return NULL;
+}
+
+static int note_result(struct enr_record *rec, void *ctx)
+{
+	const struct enr_job_result *r = result_for(ctx, rec->id);
+	enum enr_record_outcome outcome;
+
+	if (!r || (!r->checked_at && !r->error))
+		return ENR_STORE_UNCHANGED;
+	outcome = enr_record_outcome_from_error(r->error);
+	/* A passing failure does not hide that the customer is needed. */
+	if (rec->last_check.outcome == ENR_OUTCOME_REJECTED && outcome == ENR_OUTCOME_TRANSIENT)
+		return ENR_STORE_UNCHANGED;
+	rec->last_check.at = r->checked_at ? r->checked_at : (long long)time(NULL);
+	rec->last_check.outcome = outcome;
+	return enr_record_set(&rec->last_check.message, r->error ? r->message : NULL);
+}
+
+int enr_lifecycle_save_results(struct enr_store *store, const struct enr_job_result *results,
+                               size_t n)
+{
+	struct save_ctx sc = {results, n};
+	const char **ids = calloc(n ? n : 1, sizeof(*ids));
+	size_t n_ids = 0;
+	int rc;
+
+	if (!ids)
+		return enr_error_set(ENR_E_NOMEM, NULL);
+	for (size_t i = 0; i < n; i++)
+		if (results[i].id)
+			ids[n_ids++] = results[i].id;
+	rc = enr_store_update_many(store, ids, n_ids, note_result, &sc);
+	free(ids);
+	return rc;
+}
+
+struct run_ctx {
+	int error;
+	bool refreshed;
+	struct enr_job_result result;
+	char *message;
+	char *id;
+};
+
+static void on_run_done(const struct enr_job_result *result, void *ctx)
+{
+	struct run_ctx *rc = ctx;
+
+	rc->error = result->error;
+	rc->refreshed = result->refreshed;
+	rc->result = *result;
+	rc->message = enr_util_strdup(result->message);
+	rc->id = enr_util_strdup(result->id);
+	rc->result.message = rc->message;
+	rc->result.id = rc->id;
+	rc->result.vendor = NULL;
+}
+
+int enr_lifecycle_run(struct enr_store *store, const struct enr_config *cfg,
+                      const struct enr_catalog *catalog, const char *id, enum enr_job_kind kind,
+                      bool *refreshed)
+{
+	struct enr_http_multi *multi = NULL;
+	struct run_ctx run = {0};
+	int rc;
+
+	if (refreshed)
+		*refreshed = false;
+	rc = enr_http_multi_new(&multi, cfg);
+	if (rc < 0)
+		return rc;
+	enr_job_start(NULL, store, cfg, catalog, multi, id, kind, on_run_done, &run);
+	enr_http_multi_run_until_idle(multi);
+	enr_http_multi_free(multi);
+	if (run.id && enr_lifecycle_save_results(store, &run.result, 1) < 0)
+		enr_log_warn("record %s: could not note the check: %s", id, enr_error_last());
+	if (run.error)
+		enr_error_set(run.error, "%s", run.message ? run.message : "");
+	if (refreshed)
+		*refreshed = run.refreshed;
+	rc = run.error;
+	free(run.message);
+	free(run.id);
+	return rc;
+}
+
+static void write_time(FILE *out, const char *name, long long t)
+{
+	char buf[32];
+
+	fprintf(out, ",\"%s\":", name);
+	if (!t) {
+		fputs("null", out);
+		return;
+	}
+	enr_util_rfc3339(buf, sizeof(buf), t);
+	fprintf(out, "\"%s\"", buf);
+}
+
+int enr_record_view_write(FILE *out, const struct enr_record *rec, long long now,
+                          long expiring_days, bool reveal)
+{
+	enum enr_status status = enr_status_of(rec, now, expiring_days, NULL);
+
+	fputs("{\"id\":", out);
+	enr_util_json_string(out, rec->id);
+	fputs(",\"customer\":", out);
+	enr_util_json_string(out, rec->customer);
+	fputs(",\"vendor\":", out);
+	enr_util_json_string(out, rec->vendor);
+	fputs(",\"method\":", out);
+	enr_util_json_string(out, rec->method);
+	fputs(",\"account\":", out);
+	enr_util_json_string(out, rec->account);
+	fputs(",\"sites\":[", out);
+	for (size_t i = 0; i < rec->n_sites; i++) {
+		fputs(i ? ",{\"id\":" : "{\"id\":", out);
+		enr_util_json_string(out, rec->sites[i].id);
+		fputs(",\"name\":", out);
+		enr_util_json_string(out, rec->sites[i].name);
+		putc('}', out);
+	}
+	fprintf(out, "],\"status\":\"%s\"", enr_status_name(status));
+	write_time(out, "access_expires_at", rec->access_expires_at);
+	write_time(out, "refresh_expires_at", rec->refresh_expires_at);
+	write_time(out, "created_at", rec->created_at);
+	write_time(out, "updated_at", rec->updated_at);
+	fputs(",\"last_check\":", out);
+	if (rec->last_check.at || rec->last_check.outcome) {
+		char buf[32];
+		enr_util_rfc3339(buf, sizeof(buf), rec->last_check.at);
+		fprintf(out, "{\"at\":\"%s\",\"result\":", buf);
+		enr_util_json_string(out, rec->last_check.outcome
+		                              ? enr_record_outcome_name(rec->last_check.outcome)
+		                              : NULL);
+		fputs(",\"message\":", out);
+		enr_util_json_string(out, rec->last_check.message);
+		putc('}', out);
+	} else {
+		fputs("null", out);
+	}
+	if (reveal) {
+		struct json_object *full = NULL, *cred = NULL;
+		int rc = enr_record_to_json_object(&full, rec, true);
+		if (rc < 0)
+			return rc;
+		if (json_object_object_get_ex(full, "credentials", &cred))
+			fprintf(out, ",\"credentials\":%s",
+			        json_object_to_json_string_ext(cred, JSON_C_TO_STRING_PLAIN));
+		json_object_put(full);
+	}
+	putc('}', out);
+	return ferror(out) ? enr_error_set(ENR_E_IO, "cannot write the output") : 0;
+}

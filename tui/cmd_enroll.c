@@ -1,0 +1,376 @@
+/* derenroll enroll / reauth: an enrollment session without the wizard. */
+#include <errno.h>
+#include <getopt.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "derenroll/config.h"
+#include "derenroll/enroll.h"
+#include "derenroll/error.h"
+#include "derenroll/lifecycle.h"
+#include "derenroll/store.h"
+#include "derenroll/vendor.h"
+#include "cli.h"
+#include "store_cli.h"
+
+#define EXIT_USAGE 2
+#define MAX_FDS    64
+
+struct enroll_args {
+	const char *vendor;
+	const char *reauth_id;
+	const char *customer;
+	const char *method;
+	const char *site;
+	const char *api_key_file;
+	const char *key_id;
+	const char *key_secret_file;
+	const char *token_file;
+	const char *refresh_token_file;
+	const char *owner_email;
+	const char *code; /* "-": read it from stdin */
+	long timeout_s;
+	bool json;
+	bool allow_account_change;
+};
+
+static void usage(FILE *out, bool reauth)
+{
+	if (reauth)
+		fprintf(out, "Usage: derenroll reauth ID [--code -] [--json] [--timeout SECONDS]\n"
+		             "         [--allow-account-change] [key options as for enroll]\n");
+	else
+		fprintf(
+		    out,
+		    "Usage: derenroll enroll VENDOR --customer REF [--method M] [--site ID] "
+		    "[--json]\n"
+		    "  key (SolarEdge):  --api-key-file F\n"
+		    "  key (Solis):      --key-id ID --key-secret-file F\n"
+		    "  account:          --site ID\n"
+		    "  partner:          --token-file F [--refresh-token-file F] --api-key-file F\n"
+		    "  email (SMA):      --owner-email ADDR\n"
+		    "  oauth:            prints the link on the first line, then waits for the\n"
+		    "                    customer (relay or loopback), or reads the code from\n"
+		    "                    stdin with --code -\n"
+		    "  --timeout SECONDS how long the customer has (default 900)\n"
+		    "Secrets come from files ('-' for standard input), never from arguments.\n");
+}
+
+/* Reads a secret file into a field of the session. */
+static int set_secret_field(struct enr_enroll *e, const char *field, const char *path)
+{
+	char *value = NULL;
+	bool open_mode = false;
+	int rc;
+
+	rc = enr_config_read_secret_file(&value, path, &open_mode);
+	if (rc < 0)
+		return rc;
+	if (open_mode)
+		cli_error("warning: %s can be read by others: run 'chmod 600 %s'", path, path);
+	rc = enr_enroll_set_field(e, field, value);
+	enr_config_free_secret(value);
+	return rc;
+}
+
+/* The command line's answers to the FIELDS step. */
+static int fill_fields(struct enr_enroll *e, const struct enroll_args *a)
+{
+	const struct enr_method *m = enr_enroll_method(e);
+	int rc = 0;
+
+	for (size_t i = 0; rc == 0 && i < enr_enroll_field_count(e); i++) {
+		const struct enr_field *f = enr_enroll_field(e, i);
+		const char *file = NULL, *value = NULL, *option = NULL;
+		if (strcmp(f->name, "api_key") == 0) {
+			file = a->api_key_file;
+			option = "--api-key-file F";
+		} else if (strcmp(f->name, "key_secret") == 0) {
+			file = a->key_secret_file;
+			option = "--key-secret-file F";
+		} else if (strcmp(f->name, "access_token") == 0) {
+			file = a->token_file;
+			option = "--token-file F";
+		} else if (strcmp(f->name, "refresh_token") == 0) {
+			file = a->refresh_token_file;
+			option = "--refresh-token-file F";
+		} else if (strcmp(f->name, "key_id") == 0) {
+			value = a->key_id;
+			option = "--key-id ID";
+		} else if (strcmp(f->name, "owner_email") == 0) {
+			value = a->owner_email;
+			option = "--owner-email ADDR";
+		}
+		if (file)
+			rc = set_secret_field(e, f->name, file);
+		else if (value)
+			rc = enr_enroll_set_field(e, f->name, value);
+		else if (!f->optional)
+			rc = enr_error_set(ENR_E_USAGE, "%s %s needs %s (%s: %s)",
+			                   enr_enroll_vendor(e)->name, m->id,
+			                   option ? option : f->name, f->label, f->help);
+	}
+	return rc < 0 ? rc : enr_enroll_submit_fields(e);
+}
+
+static void print_sites(const struct enr_enroll *e)
+{
+	cli_error("%s lists %zu sites; choose one with --site ID:", enr_enroll_vendor(e)->name,
+	          enr_enroll_site_count(e));
+	for (size_t i = 0; i < enr_enroll_site_count(e); i++) {
+		const struct enr_site *s = enr_enroll_site(e, i);
+		fprintf(stderr, "  %-14s %s\n", s->id, s->name ? s->name : "");
+	}
+}
+
+static void print_result(const struct enr_enroll *e, const struct enroll_args *a, long days)
+{
+	const struct enr_record *rec = enr_enroll_record(e);
+
+	if (a->json) {
+		enr_record_view_write(stdout, rec, (long long)time(NULL), days, false);
+		putchar('\n');
+	} else {
+		char when[32] = "never";
+		long long due = rec->refresh_expires_at
+		                    ? rec->refresh_expires_at
+		                    : (rec->cred.tokens.refresh_token ? 0 : rec->access_expires_at);
+		if (due) {
+			struct tm tm;
+			time_t t = (time_t)due;
+			gmtime_r(&t, &tm);
+			strftime(when, sizeof(when), "%Y-%m-%d %H:%M UTC", &tm);
+		}
+		printf("%s %s: %s, %s (%s) site %s %s; authorization expires: %s\n",
+		       enr_enroll_updated(e) ? "Updated" : "Enrolled", rec->id,
+		       rec->customer ? rec->customer : "", enr_enroll_vendor(e)->name, rec->method,
+		       rec->n_sites ? rec->sites[0].id : "",
+		       rec->n_sites && rec->sites[0].name ? rec->sites[0].name : "", when);
+	}
+	if (enr_enroll_warning(e))
+		cli_error("warning: %s", enr_enroll_warning(e));
+}
+
+/* Runs the session to DONE or FAILED. Returns the exit status. */
+static int drive(struct enr_enroll *e, const struct enroll_args *a, long days)
+{
+	bool link_printed = false, code_read = false, fields_done = false;
+	int rc;
+
+	for (;;) {
+		struct pollfd fds[MAX_FDS];
+		size_t n;
+		int stdin_slot = -1;
+
+		switch (enr_enroll_state(e)) {
+		case ENR_ENROLL_FIELDS:
+			if (fields_done)
+				break;
+			fields_done = true;
+			rc = fill_fields(e, a);
+			if (rc < 0 && enr_enroll_state(e) != ENR_ENROLL_FAILED)
+				return cli_fail(rc);
+			continue;
+		case ENR_ENROLL_LINK:
+			if (!link_printed) {
+				printf("%s\n", enr_enroll_link(e));
+				fflush(stdout);
+				cli_error("%s", enr_enroll_message(e));
+				link_printed = true;
+			}
+			/* The code is typed in: asked for, or the only way back. */
+			if ((a->code || enr_enroll_consent(e) == ENR_CONSENT_PASTE) && !code_read)
+				stdin_slot = 0;
+			break;
+		case ENR_ENROLL_SITES:
+			if (enr_enroll_site_count(e) == 1) {
+				rc = enr_enroll_choose_site(e, enr_enroll_site(e, 0)->id);
+			} else {
+				print_sites(e);
+				return EXIT_USAGE;
+			}
+			if (rc < 0 && enr_enroll_state(e) != ENR_ENROLL_FAILED)
+				return cli_fail(rc);
+			continue;
+		case ENR_ENROLL_DONE:
+			print_result(e, a, days);
+			return 0;
+		case ENR_ENROLL_FAILED:
+			cli_error("%s", enr_enroll_message(e));
+			return enr_error_exit_code(enr_enroll_error(e));
+		case ENR_ENROLL_WAIT:
+			break;
+		}
+		n = 0;
+		if (stdin_slot == 0) {
+			fds[0].fd = STDIN_FILENO;
+			fds[0].events = POLLIN;
+			n = 1;
+		}
+		n += enr_enroll_poll_fds(e, fds + n, MAX_FDS - n);
+		if (n > MAX_FDS)
+			n = MAX_FDS;
+		if (poll(fds, (nfds_t)n, (int)enr_enroll_timeout_ms(e)) < 0 && errno != EINTR)
+			return cli_fail(enr_error_set(ENR_E_IO, "poll: %s", strerror(errno)));
+		if (stdin_slot == 0 && (fds[0].revents & (POLLIN | POLLHUP))) {
+			char line[4096];
+			code_read = true;
+			if (fgets(line, sizeof(line), stdin)) {
+				rc = enr_enroll_submit_code(e, line);
+				if (rc < 0 && enr_enroll_state(e) != ENR_ENROLL_FAILED)
+					return cli_fail(rc);
+			} else {
+				return cli_fail(enr_error_set(ENR_E_USAGE,
+				                              "--code -: standard input ended "
+				                              "without a code"));
+			}
+		}
+		enr_enroll_process(e);
+	}
+}
+
+static int run(struct cli_globals *g, int argc, char **argv, bool reauth)
+{
+	static const struct option options[] = {
+	    {"customer", required_argument, NULL, 'c'},
+	    {"method", required_argument, NULL, 'm'},
+	    {"site", required_argument, NULL, 's'},
+	    {"api-key-file", required_argument, NULL, 'a'},
+	    {"key-id", required_argument, NULL, 'i'},
+	    {"key-secret-file", required_argument, NULL, 'k'},
+	    {"token-file", required_argument, NULL, 't'},
+	    {"refresh-token-file", required_argument, NULL, 'r'},
+	    {"owner-email", required_argument, NULL, 'e'},
+	    {"code", required_argument, NULL, 'C'},
+	    {"timeout", required_argument, NULL, 'T'},
+	    {"json", no_argument, NULL, 'j'},
+	    {"allow-account-change", no_argument, NULL, 'A'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
+	};
+	struct enroll_args a = {0};
+	struct enr_enroll_options opts = {0};
+	struct enr_enroll *e = NULL;
+	struct enr_store *store = NULL;
+	long days = 7;
+	char *end;
+	int opt, rc, status;
+
+	while ((opt = getopt_long(argc, argv, "h", options, NULL)) != -1) {
+		switch (opt) {
+		case 'c':
+			a.customer = optarg;
+			break;
+		case 'm':
+			a.method = optarg;
+			break;
+		case 's':
+			a.site = optarg;
+			break;
+		case 'a':
+			a.api_key_file = optarg;
+			break;
+		case 'i':
+			a.key_id = optarg;
+			break;
+		case 'k':
+			a.key_secret_file = optarg;
+			break;
+		case 't':
+			a.token_file = optarg;
+			break;
+		case 'r':
+			a.refresh_token_file = optarg;
+			break;
+		case 'e':
+			a.owner_email = optarg;
+			break;
+		case 'C':
+			if (strcmp(optarg, "-") != 0) {
+				cli_error("--code takes '-' (the code is read from standard input, "
+				          "never from arguments)");
+				return EXIT_USAGE;
+			}
+			a.code = optarg;
+			break;
+		case 'T':
+			a.timeout_s = strtol(optarg, &end, 10);
+			if (*end || a.timeout_s <= 0) {
+				cli_error("--timeout takes a number of seconds");
+				return EXIT_USAGE;
+			}
+			break;
+		case 'j':
+			a.json = true;
+			break;
+		case 'A':
+			a.allow_account_change = true;
+			break;
+		case 'h':
+			usage(stdout, reauth);
+			return 0;
+		default:
+			cli_error(
+			    "%s: unknown option or missing argument (try 'derenroll %s --help')",
+			    argv[optind - 1], reauth ? "reauth" : "enroll");
+			return EXIT_USAGE;
+		}
+	}
+	if (optind + 1 != argc) {
+		cli_error(reauth ? "reauth takes one record ID" : "enroll takes one VENDOR (%s)",
+		          "tesla, sma, enphase, solaredge, solis, enphasevpp");
+		return EXIT_USAGE;
+	}
+	if (reauth)
+		a.reauth_id = argv[optind];
+	else
+		a.vendor = argv[optind];
+	if (a.code && a.api_key_file && strcmp(a.api_key_file, "-") == 0) {
+		cli_error("--code - and a secret file '-' cannot both read standard input");
+		return EXIT_USAGE;
+	}
+
+	rc = cli_load_config(g);
+	if (rc == 0)
+		rc = enr_config_get_long(&days, g->cfg, "ui", "expiring_days", 7, 0, 365);
+	if (rc == 0)
+		rc = cli_open_store(g, true, &store);
+	if (rc < 0)
+		return cli_fail(rc);
+
+	opts.store = store;
+	opts.cfg = g->cfg;
+	opts.catalog = g->catalog;
+	opts.vendor = a.vendor;
+	opts.method = a.method;
+	opts.customer = a.customer;
+	opts.site_id = a.site;
+	opts.reauth_id = a.reauth_id;
+	opts.allow_account_change = a.allow_account_change;
+	opts.consent = a.code ? ENR_CONSENT_PASTE : ENR_CONSENT_AUTO;
+	opts.timeout_s = a.timeout_s;
+	rc = enr_enroll_new(&e, &opts);
+	if (rc < 0) {
+		status = cli_fail(rc);
+		goto out;
+	}
+	status = drive(e, &a, days);
+out:
+	enr_enroll_free(e);
+	cli_close_store(g, store);
+	return status;
+}
+
+int cmd_enroll(struct cli_globals *g, int argc, char **argv)
+{
+	return run(g, argc, argv, false);
+}
+
+int cmd_reauth(struct cli_globals *g, int argc, char **argv)
+{
+	return run(g, argc, argv, true);
+}

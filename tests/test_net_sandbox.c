@@ -958,16 +958,22 @@ static void solaredge_keys(void **state)
 	assert_string_equal(enr_error_last(), guidance(v, 401, ""));
 }
 
-/* The retired v1 API: the configuration is out of date, not the key. */
+/* The retired v1 API, for a configuration that still asks for it: the
+ * configuration is out of date, not the key. */
 static void solaredge_v1_is_gone(void **state)
 {
 	struct fixture *f = *state;
 	const struct enr_vendor *v = vendor(f, "solaredge");
-	char *url = enr_vendor_url(v, f->cfg, "api_v1_url", v->check_v1.path);
 	struct enr_http_request *req = NULL;
+	struct enr_config *old = NULL;
+	char *base = enr_util_printf("%s/solaredge", enr_sandbox_url(f->sb)), *url;
 
+	assert_int_equal(enr_sandbox_config(&old, f->sb), 0);
+	assert_int_equal(enr_config_set(old, "vendor.solaredge", "api_v1_url", base), 0);
 	assert_true(v->has_check_v1);
 	assert_int_equal(v->check_v1.auth, ENR_CHECK_AUTH_QUERY_KEY);
+	url = enr_vendor_url(v, old, "api_v1_url", v->check_v1.path);
+	assert_int_equal(strncmp(url, base, strlen(base)), 0);
 	assert_int_equal(enr_http_request_new(&req, v->check_v1.method, url), 0);
 	assert_int_equal(enr_http_request_set_vendor(req, v, "api_v1_url"), 0);
 	assert_int_equal(enr_http_request_add_query(req, v->check_v1.query_key,
@@ -976,7 +982,9 @@ static void solaredge_v1_is_gone(void **state)
 	                 0);
 	expect_error(f, send_classify(NULL, f, req), ENR_E_MISCONFIGURED, v->name,
 	             guidance(v, 410, ""));
+	enr_config_free(old);
 	free(url);
+	free(base);
 }
 
 /* The Enphase partner plan: the company's own tokens and API key. */
@@ -1532,6 +1540,12 @@ int main(void)
 	int failed;
 
 	test_env_setup();
+	/* A safety net: a URL that is not the sandbox's (a catalogue default
+	 * nobody overrode) goes to a dead proxy on loopback, never out. */
+	setenv("http_proxy", "http://127.0.0.1:9", 1);
+	setenv("https_proxy", "http://127.0.0.1:9", 1);
+	unsetenv("no_proxy");
+	unsetenv("NO_PROXY");
 	failed = cmocka_run_group_tests(tests, group_setup, group_teardown);
 	enr_log_clear_secrets();
 	test_env_cleanup();

@@ -17,6 +17,7 @@
 #include "derenroll/http.h"
 #include "derenroll/log.h"
 #include "derenroll/oauth.h"
+#include "derenroll/relay.h"
 #include "derenroll/sandbox.h"
 #include "derenroll/solis.h"
 #include "derenroll/vendor.h"
@@ -767,45 +768,6 @@ static void loopback_receiver(void **state)
 	each_oauth_vendor(*state, loopback_sign_in);
 }
 
-/* A request to the sandbox's relay with its bearer secret; JSON body or none. */
-static struct enr_http_request *relay_request(const struct fixture *f, const char *method,
-                                              const char *path, const char *json)
-{
-	struct enr_http_request *req = NULL;
-	char *url = enr_util_printf("%s%s", setting(f, "relay", "url"), path);
-
-	assert_non_null(url);
-	assert_int_equal(enr_http_request_new(&req, method, url), 0);
-	assert_int_equal(enr_http_request_set_bearer(req, setting(f, "relay", "secret")), 0);
-	if (json)
-		assert_int_equal(enr_http_request_set_body(req, JSON_TYPE, json, strlen(json)), 0);
-	free(url);
-	return req;
-}
-
-/* The relay's result object as a query string, for enr_oauth_callback_parse(). */
-static char *result_query(const struct enr_http_response *resp)
-{
-	json_object *root = NULL;
-	char *query = strdup("");
-
-	assert_int_equal(enr_http_response_json(&root, resp), 0);
-	assert_true(json_object_is_type(root, json_type_object));
-	json_object_object_foreach(root, name, value)
-	{
-		char *n = enr_util_urlencode(name);
-		char *v = enr_util_urlencode(json_object_get_string(value));
-		char *grown = enr_util_printf("%s%s%s=%s", query, query[0] ? "&" : "", n, v);
-		assert_non_null(grown);
-		free(n);
-		free(v);
-		free(query);
-		query = grown;
-	}
-	json_object_put(root);
-	return query;
-}
-
 /*
  * The QR path with the sandbox's own relay as the registered redirect: a
  * short link to the authorize URL, the phone follows it, the vendor sends
@@ -816,30 +778,28 @@ static void relay_callback(void **state)
 	struct fixture *f = *state;
 	const struct enr_vendor *v = vendor(f, "tesla");
 	struct enr_http_response *resp = NULL;
+	struct enr_http_request *req = NULL;
 	struct enr_oauth_flow *flow = NULL;
-	json_object *link = NULL, *body = NULL, *url;
-	char *short_link, *target, *redirect, *poll_path, *query, *relay_uri;
+	char *short_link = NULL, *target, *redirect, *query = NULL, *relay_uri;
+	long long expires_at = 0;
 	struct grant g = {0};
 
+	assert_true(enr_relay_client_configured(f->cfg));
 	assert_int_equal(enr_oauth_flow_new(&flow, v, f->cfg, NULL), 0);
 	relay_uri = enr_util_printf("%s/callback", setting(f, "relay", "url"));
 	assert_string_equal(flow->redirect_uri, relay_uri);
 	free(relay_uri);
-	body = json_object_new_object();
-	json_object_object_add(body, "target", json_object_new_string(flow->url));
-	json_object_object_add(body, "state", json_object_new_string(flow->state));
-	json_object_object_add(body, "ttl", json_object_new_int(600));
-	json_object_object_add(body, "vendor", json_object_new_string(v->id));
-	assert_int_equal(
-	    send(&resp, f, relay_request(f, "POST", "/v1/links", json_object_to_json_string(body))),
-	    0);
-	json_object_put(body);
-	assert_int_equal(resp->status, 201);
-	assert_int_equal(enr_http_response_json(&link, resp), 0);
+	assert_int_equal(enr_relay_link_request(&req, f->cfg, flow->url, flow->state, 600, v->name),
+	                 0);
+	assert_int_equal(send(&resp, f, req), 0);
+	assert_int_equal(enr_relay_link_response(&short_link, &expires_at, resp), 0);
+	assert_true(expires_at > (long long)time(NULL));
 	enr_http_response_free(resp);
-	assert_true(json_object_object_get_ex(link, "url", &url));
-	short_link = strdup(json_object_get_string(url));
-	json_object_put(link);
+	/* Nothing came back yet. */
+	assert_int_equal(enr_relay_result_request(&req, f->cfg, flow->state, 0), 0);
+	assert_int_equal(send(&resp, f, req), 0);
+	assert_int_equal(enr_relay_result_response(&query, resp), ENR_E_AGAIN);
+	enr_http_response_free(resp);
 
 	/* The phone opens the short link: it leads to the authorize URL. */
 	resp = fetch(f, short_link);
@@ -854,18 +814,17 @@ static void relay_callback(void **state)
 	assert_int_equal(resp->status, 200);
 	enr_http_response_free(resp);
 	/* The wizard collects the result, once. */
-	poll_path = enr_util_printf("/v1/results/%s?wait=30", flow->state);
-	assert_int_equal(send(&resp, f, relay_request(f, "GET", poll_path, NULL)), 0);
-	assert_int_equal(resp->status, 200);
-	query = result_query(resp);
+	assert_int_equal(enr_relay_result_request(&req, f->cfg, flow->state, 30), 0);
+	assert_int_equal(send(&resp, f, req), 0);
+	assert_int_equal(enr_relay_result_response(&query, resp), 0);
 	enr_http_response_free(resp);
 	exchange(f, flow, code_of(f, flow, query), &g);
-	assert_int_equal(send(&resp, f, relay_request(f, "GET", poll_path, NULL)), 0);
-	assert_int_equal(resp->status, 404);
+	free(query);
+	assert_int_equal(enr_relay_result_request(&req, f->cfg, flow->state, 0), 0);
+	assert_int_equal(send(&resp, f, req), 0);
+	assert_int_equal(enr_relay_result_response(&query, resp), ENR_E_EXPIRED);
 	enr_http_response_free(resp);
 
-	free(query);
-	free(poll_path);
 	free(redirect);
 	free(target);
 	free(short_link);

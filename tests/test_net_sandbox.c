@@ -12,6 +12,7 @@
 
 #include <json-c/json.h>
 
+#include "derenroll/check.h"
 #include "derenroll/config.h"
 #include "derenroll/error.h"
 #include "derenroll/http.h"
@@ -20,6 +21,7 @@
 #include "derenroll/relay.h"
 #include "derenroll/sandbox.h"
 #include "derenroll/solis.h"
+#include "derenroll/store.h"
 #include "derenroll/vendor.h"
 #include "helpers.h"
 #include "util.h"
@@ -1179,6 +1181,86 @@ static void derapi_client_credentials(void **state)
 	enr_config_free(wrong);
 }
 
+/* ---- the check module ----------------------------------------------------- */
+
+/* enr_check_run() with `cred` by `method`: 0 and the number of sites, or the failure. */
+static int check_run(size_t *sites, const struct fixture *f, const char *vendor_id,
+                     const char *method, const struct enr_credentials *cred)
+{
+	struct enr_check_result *result = NULL;
+	int rc = enr_check_run(&result, vendor(f, vendor_id), f->cfg, method, cred);
+
+	if (rc == 0) {
+		*sites = result->n_sites;
+		for (size_t i = 0; i < result->n_sites; i++) {
+			assert_non_null(result->sites[i].id);
+			assert_non_null(enr_check_find_site(result, result->sites[i].id));
+		}
+	} else {
+		assert_null(result);
+	}
+	enr_check_result_free(result);
+	return rc;
+}
+
+/* The product's check of each enrollment method, against the sandbox. */
+static void check_module(void **state)
+{
+	struct fixture *f = *state;
+	struct enr_credentials cred = {0};
+	size_t sites = 0;
+
+	for (size_t i = 0; i < ENR_ARRAY_SIZE(oauth_vendors); i++) {
+		struct grant g = {0};
+		authorize(f, oauth_vendors[i], NULL, &g);
+		memset(&cred, 0, sizeof(cred));
+		cred.type = ENR_CRED_OAUTH;
+		cred.tokens.access_token = g.tokens->access_token;
+		assert_int_equal(check_run(&sites, f, oauth_vendors[i], "oauth", &cred), 0);
+		assert_int_equal(sites, 1);
+		grant_done(&g);
+	}
+	memset(&cred, 0, sizeof(cred));
+	cred.type = ENR_CRED_PARTNER;
+	cred.tokens.access_token = (char *)credential(f, "enphase_partner.access_token");
+	cred.api_key = (char *)credential(f, "enphase_partner.api_key");
+	assert_int_equal(check_run(&sites, f, "enphase", "partner", &cred), 0);
+	assert_int_equal(sites, 3);
+
+	memset(&cred, 0, sizeof(cred));
+	cred.type = ENR_CRED_API_KEY;
+	cred.api_key = (char *)credential(f, "solaredge.api_key");
+	assert_int_equal(check_run(&sites, f, "solaredge", "key", &cred), 0);
+	assert_int_equal(sites, 1);
+	remember(f, "invalidKey000000");
+	cred.api_key = (char *)"invalidKey000000";
+	expect_error(f, check_run(&sites, f, "solaredge", "key", &cred), ENR_E_REJECTED,
+	             "SolarEdge", "Admin -> Site Access -> API Access");
+
+	memset(&cred, 0, sizeof(cred));
+	cred.type = ENR_CRED_KEY_PAIR;
+	cred.key_id = (char *)credential(f, "solis.key_id");
+	cred.key_secret = (char *)credential(f, "solis.key_secret");
+	assert_int_equal(check_run(&sites, f, "solis", "key", &cred), 0);
+	assert_int_equal(sites, 1);
+	cred.key_id = (char *)"demo-noapi-4711";
+	expect_error(f, check_run(&sites, f, "solis", "key", &cred), ENR_E_REJECTED, "Solis",
+	             "Solis support");
+	cred.key_id = (char *)credential(f, "solis.key_id");
+	remember(f, "not-the-KeySecret-1234");
+	cred.key_secret = (char *)"not-the-KeySecret-1234";
+	expect_error(f, check_run(&sites, f, "solis", "key", &cred), ENR_E_REJECTED, "Solis",
+	             "SolisCloud -> Service -> API Management");
+
+	/* The company's portal accounts see three sites each. */
+	memset(&cred, 0, sizeof(cred));
+	cred.type = ENR_CRED_ACCOUNT;
+	assert_int_equal(check_run(&sites, f, "solaredge", "account", &cred), 0);
+	assert_int_equal(sites, 3);
+	assert_int_equal(check_run(&sites, f, "solis", "account", &cred), 0);
+	assert_int_equal(sites, 3);
+}
+
 /* ---- faults ------------------------------------------------------------- */
 
 static void fault(const struct fixture *f, const char *vendor_id, enum enr_sandbox_fault kind,
@@ -1486,6 +1568,7 @@ static const struct CMUnitTest tests[] = {
     T(sma_backchannel),
     T(solis_signatures),
     T(derapi_client_credentials),
+    T(check_module),
     T(fault_429),
     T(fault_500),
     T(fault_malformed),

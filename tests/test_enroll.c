@@ -1094,6 +1094,108 @@ static void reauthorize(void **state)
 	free(id);
 }
 
+/* A key record re-authorized: the same account's key, then another account's. */
+static void reauthorize_key(void **state)
+{
+	struct fixture *f = *state;
+	const char *const first[] = {"api_key", "CUSTOMERKEY0003", NULL};
+	const char *const again[] = {"api_key", "CUSTOMERKEY0003", NULL};
+	const char *const other[] = {"api_key", "CUSTOMERKEY0004", NULL};
+	char *id = enroll_fields(f, "solaredge", "key", first, NULL);
+	struct enr_record *rec;
+	struct enr_enroll *e;
+
+	e = reauth_session(f, id, false);
+	fill(e, again);
+	if (drive(e, false) == ENR_ENROLL_SITES)
+		choose(e, NULL);
+	expect_done(e);
+	assert_true(enr_enroll_updated(e));
+	enr_enroll_free(e);
+
+	/* Another key sees other sites: another account. */
+	e = reauth_session(f, id, false);
+	fill(e, other);
+	drive(e, false);
+	expect_failed(e, ENR_E_EXISTS, "another account");
+	enr_enroll_free(e);
+	rec = stored(f, id);
+	assert_string_equal(rec->cred.api_key, "CUSTOMERKEY0003");
+	enr_record_free(rec);
+	assert_int_equal(stored_count(f), 1);
+	free(id);
+}
+
+/* REFRESH of every kind of record that holds a refresh token. */
+static void refresh_every_vendor(void **state)
+{
+	struct fixture *f = *state;
+	const char *const partner[] = {"access_token",
+	                               cred(f, "enphase_partner", "access_token"),
+	                               "refresh_token",
+	                               cred(f, "enphase_partner", "refresh_token"),
+	                               "api_key",
+	                               cred(f, "enphase_partner", "api_key"),
+	                               NULL};
+	const char *const key[] = {"api_key", "CUSTOMERKEY0005", NULL};
+	char *ids[4], *location = NULL, *code;
+	struct enr_enroll *e;
+	size_t n = 0;
+
+	e = session(f, NULL, "sma", "oauth", "Uma");
+	assert_int_equal(relay_consent(e, "sandbox_auto=approve"), ENR_ENROLL_SITES);
+	choose(e, NULL);
+	expect_done(e);
+	ids[n++] = strdup(enr_enroll_record(e)->id);
+	enr_enroll_free(e);
+
+	e = enphase_paste(f, NULL, &location);
+	code = code_from_page(location);
+	assert_int_equal(enr_enroll_submit_code(e, code), 0);
+	assert_int_equal(drive(e, false), ENR_ENROLL_SITES);
+	choose(e, NULL);
+	expect_done(e);
+	ids[n++] = strdup(enr_enroll_record(e)->id);
+	enr_enroll_free(e);
+	free(code);
+	free(location);
+
+	ids[n++] = enroll_fields(f, "enphase", "partner", partner, NULL);
+	for (size_t i = 0; i < n; i++) {
+		struct enr_record *before = stored(f, ids[i]), *after;
+		bool refreshed = false;
+		int rc = enr_lifecycle_run(f->store, f->cfg, f->catalog, ids[i], ENR_JOB_REFRESH,
+		                           &refreshed);
+		if (rc != 0)
+			fail_msg("refresh of %s: %s", before->vendor, enr_error_last());
+		assert_true(refreshed);
+		after = stored(f, ids[i]);
+		assert_string_not_equal(after->cred.tokens.access_token,
+		                        before->cred.tokens.access_token);
+		/* Rotated at grace 0: the old refresh token is spent. */
+		assert_string_not_equal(after->cred.tokens.refresh_token,
+		                        before->cred.tokens.refresh_token);
+		assert_int_equal(try_refresh(f, before->vendor, before->cred.tokens.refresh_token),
+		                 ENR_E_REJECTED);
+		enr_record_free(before);
+		enr_record_free(after);
+	}
+	/* A key record has nothing to refresh. */
+	ids[n++] = enroll_fields(f, "solaredge", "key", key, NULL);
+	assert_int_equal(
+	    enr_lifecycle_run(f->store, f->cfg, f->catalog, ids[n - 1], ENR_JOB_REFRESH, NULL),
+	    ENR_E_UNSUPPORTED);
+	{
+		/* ... and that is no failed check of it. */
+		struct enr_record *rec = stored(f, ids[n - 1]);
+		assert_int_equal(rec->last_check.outcome, ENR_OUTCOME_OK);
+		assert_int_equal(enr_status_of(rec, (long long)time(NULL), 7, NULL), ENR_STATUS_OK);
+		enr_record_free(rec);
+	}
+	for (size_t i = 0; i < n; i++)
+		free(ids[i]);
+}
+
 /* ---- two processes, and a crash ------------------------------------------ */
 
 /* In a child: REFRESH record `id` through a handle of its own; exit status. */
@@ -1208,6 +1310,8 @@ int main(void)
 	    T(reauthorize),
 	    T(two_processes_refresh),
 	    T(crash_after_token_response),
+	    T(reauthorize_key),
+	    T(refresh_every_vendor),
 	};
 	int failed;
 

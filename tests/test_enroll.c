@@ -784,6 +784,42 @@ static void declined_and_expired(void **state)
 	assert_int_equal(stored_count(f), 0);
 }
 
+/* Configuration the company got wrong, and a session given up. */
+static void misconfigured_and_cancelled(void **state)
+{
+	struct fixture *f = *state;
+	struct enr_config *cfg = config_without(f->cfg, (const char *const[]){NULL});
+	struct enr_enroll *e;
+
+	/* The relay refuses our secret. */
+	assert_int_equal(enr_config_set(cfg, "relay", "secret", "not-the-relay-secret"), 0);
+	e = session(f, cfg, "tesla", NULL, "Vic");
+	drive(e, false);
+	expect_failed(e, ENR_E_MISCONFIGURED, "[relay] secret");
+	enr_enroll_free(e);
+	enr_config_free(cfg);
+
+	/* Tesla's energy scope left out: the check is refused, the warning says why. */
+	cfg = config_without(f->cfg, (const char *const[]){NULL});
+	assert_int_equal(enr_config_set(cfg, "vendor.tesla", "scopes", "openid offline_access"), 0);
+	e = session(f, cfg, "tesla", NULL, "Vic");
+	relay_consent(e, "sandbox_auto=approve");
+	expect_failed(e, ENR_E_REJECTED, "energy data permission");
+	assert_non_null(enr_enroll_warning(e));
+	assert_non_null(strstr(enr_enroll_warning(e), "energy_device_data"));
+	enr_enroll_free(e);
+	enr_config_free(cfg);
+
+	/* Cancelled while the customer is away. */
+	e = session(f, NULL, "tesla", NULL, "Vic");
+	assert_int_equal(drive(e, true), ENR_ENROLL_LINK);
+	enr_enroll_cancel(e);
+	expect_failed(e, ENR_E_CANCELLED, NULL);
+	assert_int_equal(enr_enroll_process(e), 0);
+	enr_enroll_free(e);
+	assert_int_equal(stored_count(f), 0);
+}
+
 static void usage_errors(void **state)
 {
 	struct fixture *f = *state;
@@ -1303,6 +1339,7 @@ int main(void)
 	    T(enphase_app_key_mismatch),
 	    T(sma_no_plants),
 	    T(declined_and_expired),
+	    T(misconfigured_and_cancelled),
 	    T(usage_errors),
 	    T(refresh_rotates),
 	    T(refresh_revoked_and_transient),

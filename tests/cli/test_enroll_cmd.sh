@@ -6,7 +6,7 @@
 set -u
 BIN=$1
 . "$(dirname "$0")/lib.sh"
-plan 49
+plan 52
 
 if ! command -v jq >/dev/null || ! command -v curl >/dev/null; then
 	echo "Bail out! jq and curl are needed (packaging/setup.sh installs them)"
@@ -203,6 +203,29 @@ wait "$EPID"
 RC=$?
 ERR=$(cat "$TMP/deny.err")
 expect_rc "the customer declines" 1
+
+# On a terminal, stderr also gets the link as a QR code (script(1) gives the pty).
+if command -v script >/dev/null; then
+	LC_ALL=C.UTF-8 script -qec "'$BIN' --config '$CONF' --store '$STORE' enroll tesla \
+		--customer Wes >'$TMP/qr.out'" /dev/null >"$TMP/qr.tty" 2>&1 </dev/null &
+	EPID=$!
+	CLEANUP_PIDS="$CLEANUP_PIDS $EPID"
+	LINK=$(first_line "$TMP/qr.out")
+	AUTHZ=$(location "$LINK")
+	curl -sS -o /dev/null "$(location "$AUTHZ&sandbox_auto=approve&sandbox_account=wes")"
+	wait "$EPID"
+	RC=$?
+	ERR=$(cat "$TMP/qr.tty")
+	expect_rc "tesla oauth with stderr on a terminal" 0
+	[ "$(grep -c $'\u2580\|\u2584\|\u2588' "$TMP/qr.tty")" -ge 10 ]
+	check $? "the QR code is drawn on the terminal" "$(head -c 300 "$TMP/qr.tty")"
+	! grep -q $'\u2580\|\u2584\|\u2588' "$TMP/tesla.err" "$TMP/tesla.out"
+	check $? "and not when stderr is a file"
+else
+	check 0 "# SKIP script(1) is missing"
+	check 0 "# SKIP script(1) is missing"
+	check 0 "# SKIP script(1) is missing"
+fi
 
 # Enphase: the code from Enphase's page, typed in on stdin.
 mkfifo "$TMP/code"

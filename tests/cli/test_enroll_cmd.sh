@@ -6,7 +6,7 @@
 set -u
 BIN=$1
 . "$(dirname "$0")/lib.sh"
-plan 52
+plan 55
 
 if ! command -v jq >/dev/null || ! command -v curl >/dev/null; then
 	echo "Bail out! jq and curl are needed (packaging/setup.sh installs them)"
@@ -69,11 +69,19 @@ printf '%s' "$OUT" | jq -e '.vendor == "solaredge" and .method == "key" and
 check $? "--json: id, vendor, method, customer, sites, status, last_check" "$OUT"
 expect_not_in "--json holds no credentials" "credentials" "$OUT"
 
+HAL_ID=$(printf '%s' "$OUT" | jq -r .id)
 run D enroll solaredge --customer "Hal again" --api-key-file "$TMP/se_key" --json
 keep
 expect_rc "the same site again" 0
-[ "$(printf '%s' "$OUT" | jq -r .customer)" = "Hal again" ]
-check $? "the record is updated" "$OUT"
+printf '%s' "$OUT" | jq -e --arg id "$HAL_ID" '.id == $id and .customer == "Hal again"' >/dev/null
+check $? "the same record is updated" "$OUT"
+
+run D reauth "$HAL_ID" --api-key-file "$TMP/se_key"
+keep
+expect_rc "reauth with the same key" 0
+expect_in "says it updated the record" "Updated $HAL_ID" "$OUT"
+run D reauth NOSUCHID00 --api-key-file "$TMP/se_key"
+expect_rc "reauth of an unknown record" 2
 
 run D enroll solis --customer Ida --key-id demo-4242424 --key-secret-file "$TMP/solis_secret"
 keep

@@ -946,6 +946,30 @@ static void refresh_rotates(void **state)
 	free(id);
 }
 
+/* A CHECK whose access token is about to expire refreshes it first. */
+static void check_refreshes_stale_token(void **state)
+{
+	struct fixture *f = *state;
+	struct enr_record *before, *after;
+	bool refreshed = false;
+	char *id;
+
+	assert_int_equal(enr_sandbox_set(f->sb, "access_ttl", 30), 0);
+	id = enroll_tesla(f, "Una", "una");
+	before = stored(f, id);
+	assert_true(before->access_expires_at <= (long long)time(NULL) + 30);
+	assert_int_equal(
+	    enr_lifecycle_run(f->store, f->cfg, f->catalog, id, ENR_JOB_CHECK, &refreshed), 0);
+	assert_true(refreshed);
+	after = stored(f, id);
+	assert_string_not_equal(after->cred.tokens.refresh_token,
+	                        before->cred.tokens.refresh_token);
+	assert_int_equal(after->last_check.outcome, ENR_OUTCOME_OK);
+	enr_record_free(before);
+	enr_record_free(after);
+	free(id);
+}
+
 static void refresh_revoked_and_transient(void **state)
 {
 	struct fixture *f = *state;
@@ -1342,6 +1366,7 @@ int main(void)
 	    T(misconfigured_and_cancelled),
 	    T(usage_errors),
 	    T(refresh_rotates),
+	    T(check_refreshes_stale_token),
 	    T(refresh_revoked_and_transient),
 	    T(check_every_kind),
 	    T(reauthorize),

@@ -1148,6 +1148,9 @@ static void reauthorize(void **state)
 	enr_enroll_free(e);
 	after = stored(f, id);
 	assert_string_not_equal(after->account, before->account);
+	/* The new account's site replaces the old account's. */
+	assert_int_equal(after->n_sites, 1);
+	assert_string_not_equal(after->sites[0].id, before->sites[0].id);
 	assert_int_equal(stored_count(f), 1);
 	enr_record_free(after);
 	enr_record_free(before);

@@ -335,6 +335,15 @@ static void expect_done(struct enr_enroll *e)
 	assert_non_null(enr_enroll_record(e));
 }
 
+/* Runs the session to its one site and chooses it (a re-authorization of a
+ * one-site record saves at once): DONE expected. */
+static void complete(struct enr_enroll *e)
+{
+	if (drive(e, false) == ENR_ENROLL_SITES)
+		choose(e, NULL);
+	expect_done(e);
+}
+
 static void expect_failed(struct enr_enroll *e, int error, const char *text)
 {
 	if (enr_enroll_state(e) != ENR_ENROLL_FAILED || enr_enroll_error(e) != error)
@@ -382,9 +391,8 @@ static char *enroll_tesla(struct fixture *f, const char *customer, const char *a
 	char *id;
 
 	snprintf(extra, sizeof(extra), "sandbox_auto=approve&sandbox_account=%s", account);
-	if (relay_consent(e, extra) == ENR_ENROLL_SITES)
-		choose(e, NULL);
-	expect_done(e);
+	relay_consent(e, extra);
+	complete(e);
 	id = strdup(enr_enroll_record(e)->id);
 	enr_enroll_free(e);
 	return id;
@@ -418,10 +426,8 @@ static void tesla_oauth(void **state)
 	long long now = (long long)time(NULL);
 	char *id;
 
-	assert_int_equal(relay_consent(e, "sandbox_auto=approve&sandbox_account=alice"),
-	                 ENR_ENROLL_SITES);
-	choose(e, NULL);
-	expect_done(e);
+	relay_consent(e, "sandbox_auto=approve&sandbox_account=alice");
+	complete(e);
 	rec = enr_enroll_record(e);
 	assert_false(enr_enroll_updated(e));
 	assert_string_equal(rec->vendor, "tesla");
@@ -444,10 +450,8 @@ static void tesla_oauth(void **state)
 
 	/* The same (vendor, site) again: the same record, updated. */
 	e = session(f, NULL, "tesla", NULL, "Alice again");
-	assert_int_equal(relay_consent(e, "sandbox_auto=approve&sandbox_account=alice"),
-	                 ENR_ENROLL_SITES);
-	choose(e, NULL);
-	expect_done(e);
+	relay_consent(e, "sandbox_auto=approve&sandbox_account=alice");
+	complete(e);
 	assert_true(enr_enroll_updated(e));
 	assert_string_equal(enr_enroll_record(e)->id, id);
 	assert_int_equal(stored_count(f), 1);
@@ -483,9 +487,8 @@ static void sma_oauth(void **state)
 	struct enr_enroll *e = session(f, NULL, "sma", "oauth", "Carol");
 	const struct enr_record *rec;
 
-	assert_int_equal(relay_consent(e, "sandbox_auto=approve"), ENR_ENROLL_SITES);
-	choose(e, NULL);
-	expect_done(e);
+	relay_consent(e, "sandbox_auto=approve");
+	complete(e);
 	rec = enr_enroll_record(e);
 	assert_string_equal(rec->vendor, "sma");
 	assert_string_equal(rec->method, "oauth");
@@ -510,27 +513,33 @@ static struct enr_enroll *enphase_paste(struct fixture *f, const struct enr_conf
 	return e;
 }
 
-static void enphase_oauth(void **state)
+/* The same, the code read from the page and typed in. */
+static struct enr_enroll *enphase_typed(struct fixture *f)
 {
-	struct fixture *f = *state;
 	char *location = NULL, *code;
 	struct enr_enroll *e = enphase_paste(f, NULL, &location);
-	const struct enr_record *rec;
-	long long now = (long long)time(NULL);
 
 	code = code_from_page(location);
 	assert_int_equal(enr_enroll_submit_code(e, code), 0);
-	assert_int_equal(drive(e, false), ENR_ENROLL_SITES);
-	choose(e, NULL);
-	expect_done(e);
+	free(code);
+	free(location);
+	return e;
+}
+
+static void enphase_oauth(void **state)
+{
+	struct fixture *f = *state;
+	struct enr_enroll *e = enphase_typed(f);
+	const struct enr_record *rec;
+	long long now = (long long)time(NULL);
+
+	complete(e);
 	rec = enr_enroll_record(e);
 	assert_string_equal(rec->vendor, "enphase");
 	assert_non_null(rec->account); /* enl_uid */
 	near(rec->access_expires_at, now + DAY);
 	near(rec->refresh_expires_at, now + 30 * DAY);
 	enr_enroll_free(e);
-	free(code);
-	free(location);
 	assert_int_equal(stored_count(f), 1);
 }
 
@@ -563,9 +572,7 @@ static void enphase_paste_state(void **state)
 	/* The right address works. */
 	e = enphase_paste(f, NULL, &location);
 	assert_int_equal(enr_enroll_submit_code(e, location), 0);
-	assert_int_equal(drive(e, false), ENR_ENROLL_SITES);
-	choose(e, NULL);
-	expect_done(e);
+	complete(e);
 	enr_enroll_free(e);
 	free(location);
 	assert_int_equal(stored_count(f), 1);
@@ -580,9 +587,7 @@ static void sma_email(void **state)
 	assert_int_equal(drive(e, false), ENR_ENROLL_FIELDS);
 	assert_int_equal(enr_enroll_set_field(e, "owner_email", "owner-erin@example.com"), 0);
 	assert_int_equal(enr_enroll_submit_fields(e), 0);
-	if (drive(e, false) == ENR_ENROLL_SITES)
-		choose(e, NULL);
-	expect_done(e);
+	complete(e);
 	rec = enr_enroll_record(e);
 	assert_string_equal(rec->method, "email");
 	assert_string_equal(rec->cred.owner_email, "owner-erin@example.com");
@@ -646,9 +651,7 @@ static void solaredge_key(void **state)
 	const struct enr_record *rec;
 
 	fill(e, pairs);
-	assert_int_equal(drive(e, false), ENR_ENROLL_SITES);
-	choose(e, NULL);
-	expect_done(e);
+	complete(e);
 	rec = enr_enroll_record(e);
 	assert_string_equal(rec->method, "key");
 	assert_string_equal(rec->cred.api_key, "CUSTOMERKEY0001");
@@ -666,9 +669,7 @@ static void solis_key(void **state)
 	const struct enr_record *rec;
 
 	fill(e, pairs);
-	assert_int_equal(drive(e, false), ENR_ENROLL_SITES);
-	choose(e, NULL);
-	expect_done(e);
+	complete(e);
 	rec = enr_enroll_record(e);
 	assert_int_equal(rec->cred.type, ENR_CRED_KEY_PAIR);
 	assert_string_equal(rec->cred.key_id, "demo-1234567");
@@ -732,20 +733,15 @@ static void key_failures(void **state)
 static void enphase_app_key_mismatch(void **state)
 {
 	struct fixture *f = *state;
-	char *location = NULL, *code;
 	struct enr_enroll *e;
 
 	assert_int_equal(
 	    enr_config_set(f->cfg, "vendor.enphase", "api_key", "0123456789abcdef0123456789abcdef"),
 	    0);
-	e = enphase_paste(f, NULL, &location);
-	code = code_from_page(location);
-	assert_int_equal(enr_enroll_submit_code(e, code), 0);
+	e = enphase_typed(f);
 	drive(e, false);
 	expect_failed(e, ENR_E_MISCONFIGURED, "[vendor.enphase] api_key");
 	enr_enroll_free(e);
-	free(code);
-	free(location);
 	assert_int_equal(stored_count(f), 0);
 }
 
@@ -1115,9 +1111,8 @@ static void reauthorize(void **state)
 
 	/* Same account: the record takes the new tokens. */
 	e = reauth_session(f, id, false);
-	if (relay_consent(e, "sandbox_auto=approve&sandbox_account=rita") == ENR_ENROLL_SITES)
-		choose(e, NULL);
-	expect_done(e);
+	relay_consent(e, "sandbox_auto=approve&sandbox_account=rita");
+	complete(e);
 	assert_true(enr_enroll_updated(e));
 	assert_string_equal(enr_enroll_record(e)->id, id);
 	enr_enroll_free(e);
@@ -1141,9 +1136,8 @@ static void reauthorize(void **state)
 
 	/* ... unless the caller allows it. */
 	e = reauth_session(f, id, true);
-	if (relay_consent(e, "sandbox_auto=approve&sandbox_account=other") == ENR_ENROLL_SITES)
-		choose(e, NULL);
-	expect_done(e);
+	relay_consent(e, "sandbox_auto=approve&sandbox_account=other");
+	complete(e);
 	assert_string_equal(enr_enroll_record(e)->id, id);
 	enr_enroll_free(e);
 	after = stored(f, id);
@@ -1170,9 +1164,7 @@ static void reauthorize_key(void **state)
 
 	e = reauth_session(f, id, false);
 	fill(e, again);
-	if (drive(e, false) == ENR_ENROLL_SITES)
-		choose(e, NULL);
-	expect_done(e);
+	complete(e);
 	assert_true(enr_enroll_updated(e));
 	enr_enroll_free(e);
 
@@ -1201,27 +1193,20 @@ static void refresh_every_vendor(void **state)
 	                               cred(f, "enphase_partner", "api_key"),
 	                               NULL};
 	const char *const key[] = {"api_key", "CUSTOMERKEY0005", NULL};
-	char *ids[4], *location = NULL, *code;
+	char *ids[4];
 	struct enr_enroll *e;
 	size_t n = 0;
 
 	e = session(f, NULL, "sma", "oauth", "Uma");
-	assert_int_equal(relay_consent(e, "sandbox_auto=approve"), ENR_ENROLL_SITES);
-	choose(e, NULL);
-	expect_done(e);
+	relay_consent(e, "sandbox_auto=approve");
+	complete(e);
 	ids[n++] = strdup(enr_enroll_record(e)->id);
 	enr_enroll_free(e);
 
-	e = enphase_paste(f, NULL, &location);
-	code = code_from_page(location);
-	assert_int_equal(enr_enroll_submit_code(e, code), 0);
-	assert_int_equal(drive(e, false), ENR_ENROLL_SITES);
-	choose(e, NULL);
-	expect_done(e);
+	e = enphase_typed(f);
+	complete(e);
 	ids[n++] = strdup(enr_enroll_record(e)->id);
 	enr_enroll_free(e);
-	free(code);
-	free(location);
 
 	ids[n++] = enroll_fields(f, "enphase", "partner", partner, NULL);
 	for (size_t i = 0; i < n; i++) {

@@ -8,25 +8,32 @@ BIN=$1
 . "$(dirname "$0")/lib.sh"
 plan 55
 
-if ! command -v jq >/dev/null || ! command -v curl >/dev/null; then
-	echo "Bail out! jq and curl are needed (packaging/setup.sh installs them)"
+for tool in jq curl; do
+	command -v "$tool" >/dev/null && continue
+	echo "Bail out! $tool is needed (packaging/setup.sh installs it)"
 	exit 1
-fi
+done
+
+# Waits (30 s at most) until FILE has a line; prints the first.
+first_line() {
+	for _ in $(seq 300); do
+		grep -q . "$1" 2>/dev/null && break
+		sleep 0.1
+	done
+	head -n 1 "$1" 2>/dev/null
+}
 
 CONF="$TMP/config.ini"
 STORE="$TMP/store"
 "$BIN" sandbox --listen 127.0.0.1:0 --write-config "$CONF" >"$TMP/line" 2>"$TMP/sandbox.err" &
 CLEANUP_PIDS="$CLEANUP_PIDS $!"
-for _ in $(seq 300); do
-	[ -s "$TMP/line" ] && break
-	sleep 0.1
-done
-LINE=$(cat "$TMP/line")
-URL=$(printf '%s' "$LINE" | jq -r .url)
-if [ -z "$URL" ] || [ "$URL" = null ]; then
+LINE=$(first_line "$TMP/line")
+URL=$(printf '%s' "$LINE" | jq -r .url 2>/dev/null)
+case "$URL" in http://127.0.0.1:*) ;; *)
 	echo "Bail out! the sandbox did not start: $(cat "$TMP/sandbox.err")"
 	exit 1
-fi
+	;;
+esac
 cred() { printf '%s' "$LINE" | jq -r ".credentials.$1"; }
 
 printf 'passphrase for the enroll tests\n' >"$TMP/pass"
@@ -167,33 +174,46 @@ expect_not_in "the value is not echoed" "12345" "$ERR"
 check $? "nothing was saved by a failure"
 
 # ---- OAuth: the link, then curl plays the customer ----
-# Waits for the first line of FILE; prints it.
-first_line() {
-	for _ in $(seq 300); do
-		[ -s "$1" ] && grep -q . "$1" && break
-		sleep 0.1
-	done
-	head -n 1 "$1"
-}
 # The redirect target of a GET.
 location() { curl -sS -o /dev/null -w '%{redirect_url}' "$1"; }
 
-"$BIN" --config "$CONF" --store "$STORE" enroll tesla --customer "Olga" --json >"$TMP/tesla.out" 2>"$TMP/tesla.err" &
-EPID=$!
-CLEANUP_PIDS="$CLEANUP_PIDS $EPID"
-LINK=$(first_line "$TMP/tesla.out")
+# enroll_bg NAME ARGS...: `derenroll enroll ARGS` in the background, stdin from the
+# FIFO $TMP/NAME.in (held open on fd 3 for type_in), output to $TMP/NAME.*;
+# sets EPID and LINK (its first line of output).
+enroll_bg() {
+	local name=$1
+	shift
+	mkfifo "$TMP/$name.in"
+	"$BIN" --config "$CONF" --store "$STORE" enroll "$@" <"$TMP/$name.in" \
+		>"$TMP/$name.out" 2>"$TMP/$name.err" &
+	EPID=$!
+	CLEANUP_PIDS="$CLEANUP_PIDS $EPID"
+	exec 3>"$TMP/$name.in"
+	LINK=$(first_line "$TMP/$name.out")
+}
+# type_in TEXT: a line on the background command's stdin, then end of input.
+type_in() {
+	printf '%s\n' "$1" >&3
+	exec 3>&-
+}
+# bg_done NAME: waits for it; sets RC, OUT, ERR.
+bg_done() {
+	exec 3>&-
+	wait "$EPID"
+	RC=$?
+	OUT=$(cat "$TMP/$1.out")
+	ERR=$(cat "$TMP/$1.err")
+	keep
+}
+
+enroll_bg tesla tesla --customer "Olga" --json
 [[ "$LINK" =~ ^http://127\.0\.0\.1:[0-9]+/relay/s/[A-Za-z0-9_-]+$ ]]
 check $? "the first stdout line is the short link, alone" "$LINK"
 ARGS=$(ps -o args= -p "$EPID" 2>/dev/null)
 expect_in "ps shows the waiting enroll" "enroll tesla" "$ARGS"
 AUTHZ=$(location "$LINK")
-CALLBACK=$(location "$AUTHZ&sandbox_auto=approve&sandbox_account=olga")
-curl -sS -o /dev/null "$CALLBACK"
-wait "$EPID"
-RC=$?
-OUT=$(cat "$TMP/tesla.out")
-ERR=$(cat "$TMP/tesla.err")
-keep
+curl -sS -o /dev/null "$(location "$AUTHZ&sandbox_auto=approve&sandbox_account=olga")"
+bg_done tesla
 expect_rc "tesla oauth through the relay" 0
 [ "$(printf '%s\n' "$OUT" | sed -n 2p | jq -r '.vendor + " " + .method')" = "tesla oauth" ]
 check $? "then the record as JSON" "$OUT"
@@ -201,15 +221,9 @@ REFRESH_AT=$(printf '%s\n' "$OUT" | sed -n 2p | jq -r .refresh_expires_at)
 [ "$(date -u -d "$REFRESH_AT" +%s)" -gt "$(($(date +%s) + 89 * 86400))" ]
 check $? "the refresh token lasts 90 days" "$REFRESH_AT"
 
-"$BIN" --config "$CONF" --store "$STORE" enroll tesla --customer Pam >"$TMP/deny.out" 2>"$TMP/deny.err" &
-EPID=$!
-CLEANUP_PIDS="$CLEANUP_PIDS $EPID"
-LINK=$(first_line "$TMP/deny.out")
-AUTHZ=$(location "$LINK")
-curl -sS -o /dev/null "$(location "$AUTHZ&sandbox_auto=deny")"
-wait "$EPID"
-RC=$?
-ERR=$(cat "$TMP/deny.err")
+enroll_bg deny tesla --customer Pam
+curl -sS -o /dev/null "$(location "$(location "$LINK")&sandbox_auto=deny")"
+bg_done deny
 expect_rc "the customer declines" 1
 
 # On a terminal, stderr also gets the link as a QR code (script(1) gives the pty).
@@ -236,21 +250,11 @@ else
 fi
 
 # Enphase: the code from Enphase's page, typed in on stdin.
-mkfifo "$TMP/code"
-"$BIN" --config "$CONF" --store "$STORE" enroll enphase --customer Dan --json <"$TMP/code" >"$TMP/enphase.out" 2>"$TMP/enphase.err" &
-EPID=$!
-CLEANUP_PIDS="$CLEANUP_PIDS $EPID"
-exec 3>"$TMP/code"
-LINK=$(first_line "$TMP/enphase.out")
+enroll_bg enphase enphase --customer Dan --json
 PAGE=$(location "$LINK&sandbox_auto=approve")
 CODE=$(curl -sS "$PAGE" | sed -n 's/.*id="code">\([^<]*\)<.*/\1/p')
-printf '%s\n' "$CODE" >&3
-exec 3>&-
-wait "$EPID"
-RC=$?
-OUT=$(cat "$TMP/enphase.out")
-ERR=$(cat "$TMP/enphase.err")
-keep
+type_in "$CODE"
+bg_done enphase
 expect_rc "enphase oauth with the code on stdin" 0
 expect_in "the link went to Enphase's authorize page" "/enphase/oauth/authorize?" \
 	"$(printf '%s\n' "$OUT" | head -n 1)"
@@ -260,20 +264,9 @@ check $? "the Enphase record" "$OUT"
 expect_not_in "the code is not echoed" "$CODE" "$OUT$ERR"
 
 # Tesla with --code -: the final address pasted on stdin instead of the relay.
-mkfifo "$TMP/paste"
-"$BIN" --config "$CONF" --store "$STORE" enroll tesla --customer Quinn --code - <"$TMP/paste" \
-	>"$TMP/paste.out" 2>"$TMP/paste.err" &
-EPID=$!
-CLEANUP_PIDS="$CLEANUP_PIDS $EPID"
-exec 3>"$TMP/paste"
-LINK=$(first_line "$TMP/paste.out")
-printf '%s\n' "$(location "$LINK&sandbox_auto=approve&sandbox_account=quinn")" >&3
-exec 3>&-
-wait "$EPID"
-RC=$?
-OUT=$(cat "$TMP/paste.out")
-ERR=$(cat "$TMP/paste.err")
-keep
+enroll_bg paste tesla --customer Quinn --code -
+type_in "$(location "$LINK&sandbox_auto=approve&sandbox_account=quinn")"
+bg_done paste
 expect_rc "tesla with the address pasted on stdin (--code -)" 0
 expect_in "the link is Tesla's authorize page" "/tesla/oauth2/v3/authorize?" "$LINK"
 

@@ -6,7 +6,7 @@
 set -u
 BIN=$1
 . "$(dirname "$0")/lib.sh"
-plan 55
+plan 57
 
 for tool in jq curl; do
 	command -v "$tool" >/dev/null && continue
@@ -225,6 +225,10 @@ enroll_bg deny tesla --customer Pam
 curl -sS -o /dev/null "$(location "$(location "$LINK")&sandbox_auto=deny")"
 bg_done deny
 expect_rc "the customer declines" 1
+
+run D enroll tesla --customer Pia --timeout 1
+expect_rc "nobody answers the link in time" 1
+expect_in "the link expired" "expired" "$ERR"
 
 # On a terminal, stderr also gets the link as a QR code (script(1) gives the pty).
 if command -v script >/dev/null; then

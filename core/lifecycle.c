@@ -25,9 +25,12 @@ const char *enr_status_name(enum enr_status status)
 	return (unsigned)status < ENR_ARRAY_SIZE(status_names) ? status_names[status] : "unknown";
 }
 
+/* The token itself when the credentials were read, else what the store noted. */
 static bool has_refresh_token(const struct enr_record *rec)
 {
-	return rec->cred.tokens.refresh_token && rec->cred.tokens.refresh_token[0];
+	if (rec->cred.tokens.refresh_token)
+		return rec->cred.tokens.refresh_token[0] != '\0';
+	return rec->cred.refreshable;
 }
 
 enum enr_status enr_status_of(const struct enr_record *rec, long long now, long expiring_days,

@@ -211,6 +211,7 @@ int enr_record_dup(struct enr_record **out, const struct enr_record *rec)
 	if (rc < 0)
 		return rc;
 	copy->cred.type = rec->cred.type;
+	copy->cred.refreshable = rec->cred.refreshable;
 	for (size_t i = 0; i < ENR_ARRAY_SIZE(rec_times); i++)
 		*rec_time(copy, &rec_times[i]) = rec_time_value(rec, &rec_times[i]);
 	copy->last_check.at = rec->last_check.at;
@@ -568,6 +569,12 @@ static void write_credentials(struct store_buf *b, const struct enr_credentials 
 	enr_store__buf_add(b, "{", 1);
 	if (public)
 		member_str(b, &first, "type", enr_record_cred_name(c->type));
+	/* The token when the secrets were read, else what was noted before. */
+	if (public &&
+	    (c->tokens.refresh_token ? c->tokens.refresh_token[0] != '\0' : c->refreshable)) {
+		member(b, &first, "refreshable");
+		enr_store__buf_add(b, "true", 4);
+	}
 	for (size_t i = 0; i < ENR_ARRAY_SIZE(cred_fields); i++)
 		if (cred_fields[i].secret ? secret : public)
 			member_str(b, &first, cred_fields[i].name, cred_value(c, &cred_fields[i]));
@@ -705,6 +712,12 @@ static int read_credentials(struct enr_credentials *c, struct json_object *obj, 
 			if ((rc = enr_record_cred_parse(&type, json_object_get_string(v))) < 0)
 				return rc;
 			c->type = type;
+			continue;
+		}
+		if (!secrets_only && strcmp(key, "refreshable") == 0) {
+			if (!json_object_is_type(v, json_type_boolean))
+				return bad("credentials.refreshable", "must be true or false");
+			c->refreshable = json_object_get_boolean(v);
 			continue;
 		}
 		for (i = 0; i < ENR_ARRAY_SIZE(cred_fields); i++)

@@ -319,7 +319,8 @@ static void metadata_only_leaves_secrets_out(void **state)
 	assert_null(got->cred.tokens.id_token);
 	assert_string_equal(got->cred.tokens.scope, rec->cred.tokens.scope);
 	assert_int_equal(got->cred.type, ENR_CRED_OAUTH);
-	/* Everything else is there: the public view is the same. */
+	/* That it holds a refresh token is known without the token (for list's status). */
+	assert_true(got->cred.refreshable);
 	public_json = json_of(rec, false);
 	got_json = json_of(got, false);
 	assert_string_equal(got_json, public_json);

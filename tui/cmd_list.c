@@ -142,36 +142,10 @@ static int get_record(struct enr_record **out, const struct enr_store *store, co
 /* ---- list ---- */
 
 struct row {
-	struct enr_record view; /* shallow copy of the store's record: see listing_view() */
 	const struct enr_record *rec;
 	enum enr_status status;
 	long long due;
 };
-
-/*
- * A store opened for listing holds no secret, so enr_status_of() cannot see
- * whether a record has a refresh token, and would count a short-lived access
- * token as the customer's deadline. A refresh token that expires left its
- * expiry behind; one that never does (SMA's offline token) is what an OAuth
- * enrollment of a vendor with refresh_ttl 0 gets. The marker is never freed
- * nor printed: the view is a shallow copy.
- */
-static void listing_view(struct enr_record *view, const struct enr_record *rec,
-                         const struct enr_catalog *catalog)
-{
-	static char marker[] = "(not read)";
-	const struct enr_vendor *v = enr_catalog_find(catalog, rec->vendor);
-	const struct enr_credentials *c = &rec->cred;
-
-	*view = *rec;
-	if (c->tokens.refresh_token || c->tokens.access_token)
-		return; /* the credentials were read */
-	if (c->type != ENR_CRED_OAUTH && c->type != ENR_CRED_EMAIL && c->type != ENR_CRED_PARTNER)
-		return;
-	if (rec->refresh_expires_at ||
-	    (v && v->has_oauth && v->tokens.refresh_ttl == 0 && c->type != ENR_CRED_PARTNER))
-		view->cred.tokens.refresh_token = marker;
-}
 
 static int row_cmp(const void *a, const void *b)
 {
@@ -185,7 +159,7 @@ static int row_cmp(const void *a, const void *b)
 			return x->due ? -1 : 1;
 		return x->due < y->due ? -1 : 1;
 	}
-	return strcmp(x->view.id, y->view.id);
+	return strcmp(x->rec->id, y->rec->id);
 }
 
 /* At most `width` bytes of `s`, cut at a UTF-8 character boundary. */
@@ -248,16 +222,14 @@ int cmd_list(struct cli_globals *g, int argc, char **argv)
 	}
 	for (size_t i = 0; i < count; i++) {
 		struct row *r = &rows[n];
-		listing_view(&r->view, enr_store_at(store, i), g->catalog);
-		r->status = enr_status_of(&r->view, now, o.due >= 0 ? o.due : days, &r->due);
+		r->rec = enr_store_at(store, i);
+		r->status = enr_status_of(r->rec, now, o.due >= 0 ? o.due : days, &r->due);
 		/* --due: only what needs a person within DAYS. */
 		if (o.due >= 0 && r->status > ENR_STATUS_EXPIRING)
 			continue;
 		n++;
 	}
 	qsort(rows, n, sizeof(*rows), row_cmp);
-	for (size_t i = 0; i < n; i++)
-		rows[i].rec = &rows[i].view; /* moved by the sort */
 	if (o.json) {
 		putchar('[');
 		for (size_t i = 0; i < n && rc == 0; i++) {

@@ -71,6 +71,9 @@ struct enr_tokens {
  */
 struct enr_credentials {
 	enum enr_cred_type type;
+	/* A refresh token is held. Not a secret: it is known in records loaded with
+	 * `metadata_only` too (written from tokens.refresh_token by every write). */
+	bool refreshable;
 	struct enr_tokens tokens; /* OAUTH, EMAIL, PARTNER, JOIN */
 	char *api_key;            /* API_KEY, PARTNER */
 	char *account_key;        /* API_KEY (SolarEdge fleet keys) */

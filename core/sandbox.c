@@ -1100,6 +1100,8 @@ int enr_sandbox_start(struct enr_sandbox **out, const struct enr_sandbox_options
 		goto out;
 	relay_options.secret = sb->relay_secret;
 	relay_options.catalog = sb->catalog;
+	/* The Join page loads the sandbox's stand-in widget (same origin). */
+	relay_options.join_script_url = "/derapi/join/derapi-join.js";
 	/* One client address (loopback) plays every phone: no rate limit to speak of. */
 	relay_options.rate_burst = 1000000;
 	relay_options.rate_per_second = 1000000;

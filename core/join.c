@@ -34,6 +34,8 @@ static int need_credentials(const struct enr_config *cfg)
 		return enr_error_set(ENR_E_CONFIG, "Derapi Join is not configured: set [derapi] "
 		                                   "client_id in config.ini");
 	rc = enr_config_get_secret(&secret, cfg, "derapi", "client_secret");
+	if (rc == 0 && !secret[0])
+		rc = ENR_E_NOTFOUND;
 	enr_config_free_secret(secret);
 	if (rc < 0)
 		return enr_error_set(ENR_E_CONFIG,

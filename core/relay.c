@@ -1365,11 +1365,12 @@ static int load_join_page(struct enr_relay *relay, const struct enr_relay_option
 	}
 	slots[0].value = script;
 	relay->join_page = render(tpl, slots, 1);
+	/* A path is of this origin ('self'); a URL is named in the policy. */
 	relay->join_csp = enr_util_printf(
-	    "default-src 'none'; script-src 'self' 'unsafe-inline' %s; connect-src 'self' https:; "
-	    "frame-src https:; img-src 'self' https: data:; style-src 'self' 'unsafe-inline' "
-	    "https:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
-	    script);
+	    "default-src 'none'; script-src 'self' 'unsafe-inline'%s%s; connect-src 'self' "
+	    "https:; frame-src https:; img-src 'self' https: data:; style-src 'self' "
+	    "'unsafe-inline' https:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+	    script[0] == '/' ? "" : " ", script[0] == '/' ? "" : script);
 	if (!relay->join_page || !relay->join_csp)
 		rc = enr_error_set(ENR_E_NOMEM, NULL);
 out:

@@ -9,6 +9,7 @@
 #include "derenroll/join.h"
 #include "derenroll/vendor.h"
 #include "cli.h"
+#include "store_cli.h"
 
 #define EXIT_USAGE 2
 #define MAX_VENDORS 16
@@ -66,6 +67,7 @@ static int create_flow(struct cli_globals *g, int argc, char **argv)
 	struct enr_join_flow_options opts = {0};
 	const char *redirect = NULL, *program = NULL, *path;
 	char *list = NULL, *default_redirect = NULL, *flow = NULL, *default_path = NULL;
+	struct enr_store *store = NULL;
 	bool save = false;
 	int opt, rc, status = 0;
 
@@ -104,6 +106,10 @@ static int create_flow(struct cli_globals *g, int argc, char **argv)
 	rc = cli_load_config(g);
 	if (rc == 0)
 		rc = parse_vendors(vendors, &opts.n_vendors, g->catalog, list);
+	/* The Derapi client secret may live in the store only. */
+	if (rc == 0 && enr_config_get(g->cfg, "derapi", "client_id") &&
+	    !enr_join_available(g->cfg, NULL))
+		rc = cli_open_store(g, false, &store);
 	if (rc < 0) {
 		status = cli_fail(rc);
 		goto out;
@@ -144,6 +150,7 @@ static int create_flow(struct cli_globals *g, int argc, char **argv)
 			cli_error("saved [derapi] flow_id = %s in %s", flow, path);
 	}
 out:
+	cli_close_store(g, store);
 	free(flow);
 	free(list);
 	free(default_redirect);

@@ -615,7 +615,6 @@ static int start_oauth(struct enr_enroll *e, enum enr_consent consent)
 	return 0;
 }
 
-
 /* ---- Derapi Join ------------------------------------------------------- */
 
 static void on_join_fetch(struct enr_http_response *resp, void *ctx);
@@ -710,8 +709,8 @@ static int got_join_callback(struct enr_enroll *e, const char *text)
 		return fetch_token(e);
 	}
 	enrollment = enr_oauth_callback_param(cb, "enrollmentID");
-	rc = enr_record_set(&cred->join.enrollment_id, enrollment && enrollment[0] ? enrollment
-	                                                                           : NULL);
+	rc = enr_record_set(&cred->join.enrollment_id,
+	                    enrollment && enrollment[0] ? enrollment : NULL);
 	if (rc == 0)
 		rc = enr_record_set(&cred->join.flow_id,
 		                    enr_config_get(e->cfg, "derapi", "flow_id"));
@@ -861,19 +860,22 @@ static int start_join(struct enr_enroll *e, const struct enr_enroll_options *opt
 	e->join_mode = opts->join_mode;
 	e->consent = ENR_CONSENT_RELAY;
 	if (!enr_join_available(e->cfg, &reason)) {
-		rc = enr_error_set(ENR_E_CONFIG, "%s", reason ? reason : "Derapi is not configured");
+		rc =
+		    enr_error_set(ENR_E_CONFIG, "%s", reason ? reason : "Derapi is not configured");
 		free(reason);
 		return rc;
 	}
 	if (e->join_mode == ENR_JOIN_FLOW && (!flow_id || !flow_id[0]))
-		return enr_error_set(ENR_E_CONFIG,
-		                     "Derapi Join Flows need a flow: run derenroll join create-flow "
-		                     "--redirect-uri <relay url>/callback --vendors %s --save (or "
-		                     "use --join-mode session)",
-		                     enr_join_vendor_name(e->vendor));
+		return enr_error_set(
+		    ENR_E_CONFIG,
+		    "Derapi Join Flows need a flow: run derenroll join create-flow "
+		    "--redirect-uri <relay url>/callback --vendors %s --save (or "
+		    "use --join-mode session)",
+		    enr_join_vendor_name(e->vendor));
 	if (!enr_relay_client_configured(e->cfg))
-		return enr_error_set(ENR_E_CONFIG, "Derapi Join brings the customer's answer back "
-		                                   "through the relay: set [relay] url in config.ini");
+		return enr_error_set(ENR_E_CONFIG,
+		                     "Derapi Join brings the customer's answer back "
+		                     "through the relay: set [relay] url in config.ini");
 	e->deadline = (long long)time(NULL) + e->timeout_s;
 	e->state = ENR_ENROLL_WAIT;
 	rc = enr_join_token_cached(&e->derapi_token, e->cfg);

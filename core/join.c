@@ -124,9 +124,10 @@ int enr_join_token_response(char **out, const struct enr_config *cfg,
 	rc = enr_oauth_token_response(&tokens, resp);
 	if (rc < 0) {
 		if (!resp->error && resp->status == 401)
-			rc = enr_error_set(ENR_E_MISCONFIGURED,
-			                   "Derapi refused the company's client ID or secret: check "
-			                   "[derapi] client_id and derapi.client_secret");
+			rc =
+			    enr_error_set(ENR_E_MISCONFIGURED,
+			                  "Derapi refused the company's client ID or secret: check "
+			                  "[derapi] client_id and derapi.client_secret");
 		return rc;
 	}
 	key = cache_key(cfg);
@@ -140,8 +141,8 @@ int enr_join_token_response(char **out, const struct enr_config *cfg,
 	enr_util_free_secret(cache.token);
 	cache.key = key;
 	cache.token = copy;
-	cache.expires_at = tokens->access_expires_at ? tokens->access_expires_at
-	                                             : (long long)time(NULL) + 3600;
+	cache.expires_at =
+	    tokens->access_expires_at ? tokens->access_expires_at : (long long)time(NULL) + 3600;
 	pthread_mutex_unlock(&cache_lock);
 	key = copy = NULL;
 out:
@@ -218,7 +219,8 @@ static const char *json_str(json_object *obj, const char *a, const char *b)
 
 	if (!json_object_is_type(obj, json_type_object))
 		return NULL;
-	if ((json_object_object_get_ex(obj, a, &v) || (b && json_object_object_get_ex(obj, b, &v))) &&
+	if ((json_object_object_get_ex(obj, a, &v) ||
+	     (b && json_object_object_get_ex(obj, b, &v))) &&
 	    (json_object_is_type(v, json_type_string) || json_object_is_type(v, json_type_int)))
 		return json_object_get_string(v);
 	return NULL;
@@ -330,8 +332,9 @@ int enr_join_flow_has_vendor(const struct enr_http_response *resp, const char *f
 	}
 	for (size_t i = 0; i < json_object_array_length(list); i++) {
 		json_object *v = json_object_array_get_idx(list, i);
-		const char *n = json_object_is_type(v, json_type_string) ? json_object_get_string(v)
-		                                                         : json_str(v, "vendor", NULL);
+		const char *n = json_object_is_type(v, json_type_string)
+		                    ? json_object_get_string(v)
+		                    : json_str(v, "vendor", NULL);
 		if (n && strcmp(n, name) == 0)
 			goto out;
 	}
@@ -389,8 +392,7 @@ const char *enr_join_program_id(const struct enr_vendor *vendor, const struct en
 
 /* {"clientID", "clientSecret"} from `[section] <id_key>` and the secret `<secret_key>`. */
 static int app_credentials(json_object *into, const struct enr_vendor *vendor,
-                           const struct enr_config *cfg, const char *id_key,
-                           const char *secret_key)
+                           const struct enr_config *cfg, const char *id_key, const char *secret_key)
 {
 	const char *id = enr_vendor_setting(vendor, cfg, id_key);
 	char *secret = NULL;
@@ -417,7 +419,8 @@ static int session_vendor(json_object *entry, const struct enr_vendor *vendor,
 	char *key = NULL;
 	int rc = 0;
 
-	json_object_object_add(entry, "vendor", json_object_new_string(enr_join_vendor_name(vendor)));
+	json_object_object_add(entry, "vendor",
+	                       json_object_new_string(enr_join_vendor_name(vendor)));
 	if (strcmp(id, "solis") == 0 || strcmp(id, "solaredge") == 0)
 		return 0;
 	creds = json_object_new_object();
@@ -443,7 +446,8 @@ static int session_vendor(json_object *entry, const struct enr_vendor *vendor,
 		if (rc == 0 && strcmp(id, "enphase") == 0) {
 			rc = enr_vendor_secret(&key, vendor, cfg, "api_key");
 			if (rc == 0)
-				json_object_object_add(creds, "apiKey", json_object_new_string(key));
+				json_object_object_add(creds, "apiKey",
+				                       json_object_new_string(key));
 			enr_config_free_secret(key);
 		}
 	}
@@ -634,7 +638,7 @@ int enr_join_check_request(struct enr_http_request **out, const struct enr_vendo
 {
 	bool solis = strcmp(vendor->id, "solis") == 0;
 	bool solaredge = strcmp(vendor->id, "solaredge") == 0;
-	bool has_vendor_creds = solis        ? cred->key_id && cred->key_secret
+	bool has_vendor_creds = solis       ? cred->key_id && cred->key_secret
 	                        : solaredge ? cred->api_key != NULL
 	                                    : cred->tokens.access_token != NULL;
 	char *id = NULL, *path = NULL;

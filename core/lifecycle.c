@@ -179,8 +179,8 @@ static int start_check(struct enr_job *job)
 			enr_http_request_free(req);
 			return rc;
 		}
-		rc = enr_join_check_request(&req, job->derapi, job->cfg, job->app_token, job->vendor,
-		                            &cred);
+		rc = enr_join_check_request(&req, job->derapi, job->cfg, job->app_token,
+		                            job->vendor, &cred);
 	} else {
 		rc = enr_check_request(&req, job->vendor, job->cfg, job->rec->method, &cred,
 		                       (long long)time(NULL));
@@ -343,8 +343,8 @@ int enr_job_start(struct enr_job **out, struct enr_store *store, const struct en
 	if (strcmp(job->rec->method, "join") == 0) {
 		job->derapi = enr_catalog_find(catalog, "derapi");
 		if (!job->derapi)
-			return finish(job, enr_error_set(ENR_E_CONFIG,
-			                                 "vendors.json has no derapi entry"));
+			return finish(
+			    job, enr_error_set(ENR_E_CONFIG, "vendors.json has no derapi entry"));
 		if (kind == ENR_JOB_REFRESH)
 			return finish(job, enr_error_set(ENR_E_UNSUPPORTED,
 			                                 "record %s was enrolled through Derapi "

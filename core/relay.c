@@ -1347,7 +1347,8 @@ static int load_join_page(struct enr_relay *relay, const struct enr_relay_option
 
 	if (!script && opts->catalog) {
 		const struct enr_vendor *derapi = enr_catalog_find(opts->catalog, "derapi");
-		script = derapi ? enr_vendor_endpoint(derapi, opts->config, "join_script_url") : NULL;
+		script =
+		    derapi ? enr_vendor_endpoint(derapi, opts->config, "join_script_url") : NULL;
 	}
 	enr_error_clear();
 	if (!script || strchr(script, '"') || strchr(script, ';') || strchr(script, ' '))

@@ -1247,6 +1247,7 @@ int enr_sandbox_config(struct enr_config **out, const struct enr_sandbox *sb)
 	    {"derapi", "client_secret", strdup(sb->clients[SB_DERAPI].secret)},
 	    {"derapi", "flow_id", strdup(sb->flow_id)},
 	    {"derapi", "program_id", strdup(sb->program_id)},
+	    {"derapi", "join_script_url", enr_util_printf("%s/derapi/join/derapi-join.js", u)},
 	    {"relay", "url", enr_util_printf("%s/relay", u)},
 	    {"relay", "secret", strdup(sb->relay_secret)},
 	};

@@ -124,7 +124,8 @@ static enum enr_enroll_state drive(struct enr_enroll *e, enum enr_enroll_state u
 		if (s == until || s == ENR_ENROLL_DONE || s == ENR_ENROLL_FAILED)
 			return s;
 		clock_gettime(CLOCK_MONOTONIC, &now);
-		spent = (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
+		spent =
+		    (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
 		if (spent >= max_ms)
 			return s;
 		n = enr_enroll_poll_fds(e, fds, 16);
@@ -229,19 +230,19 @@ static void flow_enrollment(void **state)
 	assert_string_equal(rec->cred.join.state, st);
 	assert_non_null(rec->cred.join.enrollment_id);
 	assert_true(strncmp(rec->cred.join.enrollment_id, "enr_", 4) == 0);
-	assert_string_equal(rec->cred.join.program_id, enr_config_get(f->cfg, "derapi", "program_id"));
+	assert_string_equal(rec->cred.join.program_id,
+	                    enr_config_get(f->cfg, "derapi", "program_id"));
 	assert_string_equal(rec->cred.join.flow_id, enr_config_get(f->cfg, "derapi", "flow_id"));
 	/* The sites come from Derapi's enrollment. */
 	assert_int_equal(rec->n_sites, 1);
 	/* A lifecycle check of the record goes through Derapi. */
-	assert_int_equal(enr_lifecycle_run(f->store, f->cfg, f->catalog, rec->id, ENR_JOB_CHECK,
-	                                   &refreshed),
-	                 0);
+	assert_int_equal(
+	    enr_lifecycle_run(f->store, f->cfg, f->catalog, rec->id, ENR_JOB_CHECK, &refreshed), 0);
 	assert_false(refreshed);
 	/* Derapi keeps Join tokens fresh: no refresh from here. */
-	assert_int_equal(enr_lifecycle_run(f->store, f->cfg, f->catalog, rec->id, ENR_JOB_REFRESH,
-	                                   NULL),
-	                 ENR_E_UNSUPPORTED);
+	assert_int_equal(
+	    enr_lifecycle_run(f->store, f->cfg, f->catalog, rec->id, ENR_JOB_REFRESH, NULL),
+	    ENR_E_UNSUPPORTED);
 	free(st);
 	enr_enroll_free(e);
 }
@@ -268,7 +269,8 @@ static void approve_session(struct fixture *f, const char *session, const char *
 {
 	char *url = NULL;
 
-	assert_true(asprintf(&url, "%s/derapi/join/session/%s/authorize?vendor=%s&sandbox_auto=approve",
+	assert_true(asprintf(&url,
+	                     "%s/derapi/join/session/%s/authorize?vendor=%s&sandbox_auto=approve",
 	                     enr_sandbox_url(f->sb), session, vendor) > 0);
 	assert_int_equal(get(url, NULL), 200);
 	free(url);
@@ -278,8 +280,8 @@ static void page_reports(struct fixture *f, const char *st, const char *extra)
 {
 	char *url = NULL;
 
-	assert_true(asprintf(&url, "%s/relay/callback?state=%s%s", enr_sandbox_url(f->sb), st,
-	                     extra) > 0);
+	assert_true(
+	    asprintf(&url, "%s/relay/callback?state=%s%s", enr_sandbox_url(f->sb), st, extra) > 0);
 	assert_int_equal(get(url, NULL), 200);
 	free(url);
 }
@@ -334,9 +336,9 @@ static void session_key_vendors(void **state)
 		rec = enr_enroll_record(e);
 		assert_int_equal(rec->n_sites, 1);
 		/* Each vendor's own X-Authorization header works for a check. */
-		assert_int_equal(enr_lifecycle_run(f->store, f->cfg, f->catalog, rec->id,
-		                                   ENR_JOB_CHECK, NULL),
-		                 0);
+		assert_int_equal(
+		    enr_lifecycle_run(f->store, f->cfg, f->catalog, rec->id, ENR_JOB_CHECK, NULL),
+		    0);
 		free(session);
 		free(st);
 		enr_enroll_free(e);
@@ -363,8 +365,11 @@ static void grid_services(void **state)
 	/* Join session: partner credentials and program from config. */
 	e = NULL;
 	{
-		struct enr_enroll_options o = {.store = f->store, .cfg = f->cfg, .catalog = f->catalog,
-		                               .vendor = "enphasevpp", .customer = "Grid",
+		struct enr_enroll_options o = {.store = f->store,
+		                               .cfg = f->cfg,
+		                               .catalog = f->catalog,
+		                               .vendor = "enphasevpp",
+		                               .customer = "Grid",
 		                               .join_mode = ENR_JOIN_SESSION};
 		/* Without them: the configuration is named (at once when the
 		 * Derapi token is cached, else once it has come). */
@@ -379,7 +384,8 @@ static void grid_services(void **state)
 			assert_non_null(strstr(enr_error_last(), "partner_client_id"));
 		}
 	}
-	assert_int_equal(enr_config_set(f->cfg, "vendor.enphasevpp", "partner_client_id", "p-1"), 0);
+	assert_int_equal(enr_config_set(f->cfg, "vendor.enphasevpp", "partner_client_id", "p-1"),
+	                 0);
 	assert_int_equal(
 	    enr_config_set(f->cfg, "vendor.enphasevpp", "partner_client_secret", "p-secret-1"), 0);
 	assert_int_equal(enr_config_set(f->cfg, "vendor.enphasevpp", "program_id", "prog_vpp"), 0);
@@ -400,8 +406,12 @@ static void grid_services(void **state)
 static void not_configured(void **state)
 {
 	struct fixture *f = *state;
-	struct enr_enroll_options o = {.store = f->store, .cfg = f->cfg, .catalog = f->catalog,
-	                               .vendor = "tesla", .method = "join", .customer = "X"};
+	struct enr_enroll_options o = {.store = f->store,
+	                               .cfg = f->cfg,
+	                               .catalog = f->catalog,
+	                               .vendor = "tesla",
+	                               .method = "join",
+	                               .customer = "X"};
 	struct enr_enroll *e = NULL;
 	char *reason = NULL;
 
@@ -422,8 +432,12 @@ static void not_configured(void **state)
 static void wrong_secret_is_misconfigured(void **state)
 {
 	struct fixture *f = *state;
-	struct enr_enroll_options o = {.store = f->store, .cfg = f->cfg, .catalog = f->catalog,
-	                               .vendor = "tesla", .method = "join", .customer = "X"};
+	struct enr_enroll_options o = {.store = f->store,
+	                               .cfg = f->cfg,
+	                               .catalog = f->catalog,
+	                               .vendor = "tesla",
+	                               .method = "join",
+	                               .customer = "X"};
 	struct enr_enroll *e = NULL;
 
 	assert_int_equal(enr_config_set(f->cfg, "derapi", "client_secret", "not-the-secret"), 0);
@@ -464,8 +478,12 @@ static void flow_lacks_vendor(void **state)
 	    .vendors = vendors,
 	    .n_vendors = 1,
 	};
-	struct enr_enroll_options o = {.store = f->store, .cfg = f->cfg, .catalog = f->catalog,
-	                               .vendor = "sma", .method = "join", .customer = "X"};
+	struct enr_enroll_options o = {.store = f->store,
+	                               .cfg = f->cfg,
+	                               .catalog = f->catalog,
+	                               .vendor = "sma",
+	                               .method = "join",
+	                               .customer = "X"};
 	struct enr_enroll *e = NULL;
 	char *flow = NULL;
 

@@ -11,28 +11,26 @@
 #include "cli.h"
 #include "store_cli.h"
 
-#define EXIT_USAGE 2
+#define EXIT_USAGE  2
 #define MAX_VENDORS 16
 
 static void usage(FILE *out)
 {
-	fprintf(out,
-	        "Usage: derenroll join create-flow --redirect-uri URL --vendors LIST "
-	        "[--program ID] [--save]\n"
-	        "  --redirect-uri URL  where Derapi sends the customer back: the relay's "
-	        "/callback\n"
-	        "                      (default: [relay] url + /callback when set)\n"
-	        "  --vendors LIST      vendor ids, comma separated (tesla,sma,enphase,...)\n"
-	        "  --program ID        the Derapi program enrollments join (default: [derapi] "
-	        "program_id)\n"
-	        "  --save              write the new flow's ID to [derapi] flow_id in "
-	        "config.ini\n"
-	        "Prints the flow ID. Enrollments with --method join then use that flow.\n");
+	fprintf(out, "Usage: derenroll join create-flow --redirect-uri URL --vendors LIST "
+	             "[--program ID] [--save]\n"
+	             "  --redirect-uri URL  where Derapi sends the customer back: the relay's "
+	             "/callback\n"
+	             "                      (default: [relay] url + /callback when set)\n"
+	             "  --vendors LIST      vendor ids, comma separated (tesla,sma,enphase,...)\n"
+	             "  --program ID        the Derapi program enrollments join (default: [derapi] "
+	             "program_id)\n"
+	             "  --save              write the new flow's ID to [derapi] flow_id in "
+	             "config.ini\n"
+	             "Prints the flow ID. Enrollments with --method join then use that flow.\n");
 }
 
 /* Splits LIST into the vendors' Derapi names (pointers into the catalogue). */
-static int parse_vendors(const char **out, size_t *n, const struct enr_catalog *catalog,
-                         char *list)
+static int parse_vendors(const char **out, size_t *n, const struct enr_catalog *catalog, char *list)
 {
 	char *save = NULL;
 
@@ -42,8 +40,8 @@ static int parse_vendors(const char **out, size_t *n, const struct enr_catalog *
 		if (!v)
 			return ENR_E_USAGE;
 		if (!enr_vendor_method(v, "join") || strcmp(v->id, "derapi") == 0)
-			return enr_error_set(ENR_E_USAGE, "%s cannot be enrolled through Derapi Join",
-			                     v->name);
+			return enr_error_set(ENR_E_USAGE,
+			                     "%s cannot be enrolled through Derapi Join", v->name);
 		if (*n == MAX_VENDORS)
 			return enr_error_set(ENR_E_USAGE, "at most %d vendors", MAX_VENDORS);
 		out[(*n)++] = enr_join_vendor_name(v);
@@ -91,8 +89,9 @@ static int create_flow(struct cli_globals *g, int argc, char **argv)
 			free(list);
 			return 0;
 		default:
-			cli_error("%s: unknown option or missing argument (try 'derenroll join --help')",
-			          argv[optind - 1]);
+			cli_error(
+			    "%s: unknown option or missing argument (try 'derenroll join --help')",
+			    argv[optind - 1]);
 			free(list);
 			return EXIT_USAGE;
 		}

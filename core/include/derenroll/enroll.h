@@ -49,8 +49,9 @@ enum enr_consent {
 
 /* Which Derapi Join path the method `join` takes. */
 enum enr_join_mode {
-	ENR_JOIN_FLOW = 0, /* Join Flows: the flow's authorize link, Derapi redirects to the relay */
-	ENR_JOIN_SESSION,  /* Join session: the company's Join page (widget), then fetch-token */
+	ENR_JOIN_FLOW =
+	    0,            /* Join Flows: the flow's authorize link, Derapi redirects to the relay */
+	ENR_JOIN_SESSION, /* Join session: the company's Join page (widget), then fetch-token */
 };
 
 struct enr_enroll_options {

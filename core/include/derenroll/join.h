@@ -68,9 +68,9 @@ ENR_API const char *enr_join_vendor_name(const struct enr_vendor *vendor);
 /* ---- Join Flows -------------------------------------------------------- */
 
 struct enr_join_flow_options {
-	const char *redirect_uri;    /* required: the relay's /callback */
-	const char *program_id;      /* or NULL */
-	const char *const *vendors;  /* Derapi vendor names */
+	const char *redirect_uri;   /* required: the relay's /callback */
+	const char *program_id;     /* or NULL */
+	const char *const *vendors; /* Derapi vendor names */
 	size_t n_vendors;
 };
 
@@ -109,8 +109,7 @@ ENR_API const char *enr_join_program_id(const struct enr_vendor *vendor,
  * (+ apiKey for Enphase; partnerAppCredentials and programID for Enphase Grid
  * Services); none for Solis and SolarEdge. ENR_E_CONFIG naming what is missing.
  */
-ENR_API int enr_join_session_request(struct enr_http_request **out,
-                                     const struct enr_vendor *derapi,
+ENR_API int enr_join_session_request(struct enr_http_request **out, const struct enr_vendor *derapi,
                                      const struct enr_config *cfg, const char *token,
                                      const struct enr_vendor *vendor);
 /* The session id of its answer (`sessionID` or `session_id`). */

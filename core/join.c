@@ -226,6 +226,23 @@ static const char *json_str(json_object *obj, const char *a, const char *b)
 	return NULL;
 }
 
+/* POST `body` (put here, whatever happens) to `path`. */
+static int post_json(struct enr_http_request **out, const struct enr_vendor *derapi,
+                     const struct enr_config *cfg, const char *token, const char *path,
+                     json_object *body)
+{
+	int rc = enr_join_request(out, derapi, cfg, "POST", path, token);
+
+	if (rc == 0)
+		rc = set_json_body(*out, body);
+	json_object_put(body);
+	if (rc < 0) {
+		enr_http_request_free(*out);
+		*out = NULL;
+	}
+	return rc;
+}
+
 /* The JSON of a 2xx answer, or the failure class. */
 static int answer_json(json_object **out, const struct enr_http_response *resp)
 {
@@ -242,7 +259,6 @@ int enr_join_flow_request(struct enr_http_request **out, const struct enr_vendor
                           const struct enr_join_flow_options *opts)
 {
 	json_object *body = NULL, *list;
-	int rc;
 
 	*out = NULL;
 	if (!opts->redirect_uri || !opts->redirect_uri[0])
@@ -261,18 +277,12 @@ int enr_join_flow_request(struct enr_http_request **out, const struct enr_vendor
 		json_object_array_add(list, v);
 	}
 	json_object_object_add(body, "vendors", list);
-	rc = enr_join_request(out, derapi, cfg, "POST", "/join/flows", token);
-	if (rc == 0)
-		rc = set_json_body(*out, body);
-	json_object_put(body);
-	if (rc < 0) {
-		enr_http_request_free(*out);
-		*out = NULL;
-	}
-	return rc;
+	return post_json(out, derapi, cfg, token, "/join/flows", body);
 }
 
-int enr_join_flow_response(char **out, const struct enr_http_response *resp)
+/* The id a 2xx answer holds under `a` or `b`. */
+static int answer_id(char **out, const struct enr_http_response *resp, const char *a, const char *b,
+                     const char *missing)
 {
 	json_object *root = NULL;
 	const char *id;
@@ -282,13 +292,18 @@ int enr_join_flow_response(char **out, const struct enr_http_response *resp)
 	rc = answer_json(&root, resp);
 	if (rc < 0)
 		return rc;
-	id = json_str(root, "id", "flowID");
+	id = json_str(root, a, b);
 	if (!id || !id[0])
-		rc = enr_http_badresponse(resp, "no flow id in the answer");
+		rc = enr_http_badresponse(resp, missing);
 	else if (!(*out = enr_util_strdup(id)))
 		rc = enr_error_set(ENR_E_NOMEM, NULL);
 	json_object_put(root);
 	return rc;
+}
+
+int enr_join_flow_response(char **out, const struct enr_http_response *resp)
+{
+	return answer_id(out, resp, "id", "flowID", "no flow id in the answer");
 }
 
 int enr_join_create_flow(char **out, const struct enr_catalog *catalog,
@@ -468,35 +483,16 @@ int enr_join_session_request(struct enr_http_request **out, const struct enr_ven
 	json_object_object_add(body, "storeCredentials", json_object_new_boolean(1));
 	json_object_object_add(body, "vendors", list);
 	rc = session_vendor(entry, vendor, cfg);
-	if (rc == 0)
-		rc = enr_join_request(out, derapi, cfg, "POST", "/join/session/start", token);
-	if (rc == 0)
-		rc = set_json_body(*out, body);
-	json_object_put(body);
 	if (rc < 0) {
-		enr_http_request_free(*out);
-		*out = NULL;
+		json_object_put(body);
+		return rc;
 	}
-	return rc;
+	return post_json(out, derapi, cfg, token, "/join/session/start", body);
 }
 
 int enr_join_session_response(char **out, const struct enr_http_response *resp)
 {
-	json_object *root = NULL;
-	const char *id;
-	int rc;
-
-	*out = NULL;
-	rc = answer_json(&root, resp);
-	if (rc < 0)
-		return rc;
-	id = json_str(root, "sessionID", "session_id");
-	if (!id || !id[0])
-		rc = enr_http_badresponse(resp, "no sessionID in the answer");
-	else if (!(*out = enr_util_strdup(id)))
-		rc = enr_error_set(ENR_E_NOMEM, NULL);
-	json_object_put(root);
-	return rc;
+	return answer_id(out, resp, "sessionID", "session_id", "no sessionID in the answer");
 }
 
 void enr_join_credentials_free(struct enr_join_credentials *c)

@@ -134,8 +134,8 @@ static enum enr_enroll_state drive(struct enr_enroll *e, enum enr_enroll_state u
 	}
 }
 
-static struct enr_enroll *start(struct fixture *f, const char *vendor, enum enr_join_mode mode,
-                                long timeout_s)
+/* A join enrollment of `vendor` for one customer. */
+static struct enr_enroll_options options(struct fixture *f, const char *vendor)
 {
 	struct enr_enroll_options o = {
 	    .store = f->store,
@@ -144,11 +144,18 @@ static struct enr_enroll *start(struct fixture *f, const char *vendor, enum enr_
 	    .vendor = vendor,
 	    .method = "join",
 	    .customer = "Ann Example, job 42",
-	    .join_mode = mode,
-	    .timeout_s = timeout_s,
 	};
+	return o;
+}
+
+static struct enr_enroll *start(struct fixture *f, const char *vendor, enum enr_join_mode mode,
+                                long timeout_s)
+{
+	struct enr_enroll_options o = options(f, vendor);
 	struct enr_enroll *e = NULL;
 
+	o.join_mode = mode;
+	o.timeout_s = timeout_s;
 	assert_int_equal(enr_enroll_new(&e, &o), 0);
 	assert_int_equal(drive(e, ENR_ENROLL_LINK, 10000), ENR_ENROLL_LINK);
 	return e;
@@ -365,12 +372,8 @@ static void grid_services(void **state)
 	/* Join session: partner credentials and program from config. */
 	e = NULL;
 	{
-		struct enr_enroll_options o = {.store = f->store,
-		                               .cfg = f->cfg,
-		                               .catalog = f->catalog,
-		                               .vendor = "enphasevpp",
-		                               .customer = "Grid",
-		                               .join_mode = ENR_JOIN_SESSION};
+		struct enr_enroll_options o = options(f, "enphasevpp");
+		o.join_mode = ENR_JOIN_SESSION;
 		/* Without them: the configuration is named (at once when the
 		 * Derapi token is cached, else once it has come). */
 		int rc = enr_enroll_new(&e, &o);
@@ -406,12 +409,7 @@ static void grid_services(void **state)
 static void not_configured(void **state)
 {
 	struct fixture *f = *state;
-	struct enr_enroll_options o = {.store = f->store,
-	                               .cfg = f->cfg,
-	                               .catalog = f->catalog,
-	                               .vendor = "tesla",
-	                               .method = "join",
-	                               .customer = "X"};
+	struct enr_enroll_options o = options(f, "tesla");
 	struct enr_enroll *e = NULL;
 	char *reason = NULL;
 
@@ -432,12 +430,7 @@ static void not_configured(void **state)
 static void wrong_secret_is_misconfigured(void **state)
 {
 	struct fixture *f = *state;
-	struct enr_enroll_options o = {.store = f->store,
-	                               .cfg = f->cfg,
-	                               .catalog = f->catalog,
-	                               .vendor = "tesla",
-	                               .method = "join",
-	                               .customer = "X"};
+	struct enr_enroll_options o = options(f, "tesla");
 	struct enr_enroll *e = NULL;
 
 	assert_int_equal(enr_config_set(f->cfg, "derapi", "client_secret", "not-the-secret"), 0);
@@ -478,12 +471,7 @@ static void flow_lacks_vendor(void **state)
 	    .vendors = vendors,
 	    .n_vendors = 1,
 	};
-	struct enr_enroll_options o = {.store = f->store,
-	                               .cfg = f->cfg,
-	                               .catalog = f->catalog,
-	                               .vendor = "sma",
-	                               .method = "join",
-	                               .customer = "X"};
+	struct enr_enroll_options o = options(f, "sma");
 	struct enr_enroll *e = NULL;
 	char *flow = NULL;
 

@@ -257,6 +257,9 @@ static void on_check(struct enr_http_response *resp, void *ctx)
 	if (e->site_id || (e->reauth && e->reauth->n_sites == 1)) {
 		const char *id = e->site_id ? e->site_id : e->reauth->sites[0].id;
 		const struct enr_site *site = enr_check_find_site(result, id);
+		/* Another account, allowed: its sites replace the record's. */
+		if (!site && !e->site_id && e->allow_account_change)
+			return;
 		if (!site) {
 			enr_error_set(ENR_E_USAGE, "%s lists no site %s for these credentials",
 			              e->vendor->name, id);
@@ -273,6 +276,19 @@ struct reauth_ctx {
 	const struct enr_record *fresh;
 	bool allow_account_change;
 };
+
+/* Whether `fresh` holds every site of `old`. */
+static bool record_reaches(const struct enr_record *fresh, const struct enr_record *old)
+{
+	for (size_t i = 0; i < old->n_sites; i++) {
+		bool found = false;
+		for (size_t j = 0; j < fresh->n_sites && !found; j++)
+			found = strcmp(fresh->sites[j].id, old->sites[i].id) == 0;
+		if (!found)
+			return false;
+	}
+	return true;
+}
 
 /* Re-authorization: new credentials into the stored record, same account. */
 static int apply_reauth(struct enr_record *rec, void *ctx)
@@ -297,6 +313,17 @@ static int apply_reauth(struct enr_record *rec, void *ctx)
 		struct enr_credentials tmp = rec->cred;
 		rec->cred = copy->cred;
 		copy->cred = tmp;
+	}
+	/* An allowed change of account: the new account's sites, not the old ones. */
+	if (rc->allow_account_change &&
+	    ((rec->account && fresh->account && strcmp(rec->account, fresh->account) != 0) ||
+	     !record_reaches(fresh, rec))) {
+		struct enr_site *old_sites = rec->sites;
+		size_t n_old = rec->n_sites;
+		rec->sites = copy->sites;
+		rec->n_sites = copy->n_sites;
+		copy->sites = old_sites;
+		copy->n_sites = n_old;
 	}
 	err = enr_record_set(&rec->account, fresh->account ? fresh->account : rec->account);
 	rec->access_expires_at = fresh->access_expires_at;

@@ -541,6 +541,7 @@ void enr_http_response_free(struct enr_http_response *resp)
 	free(resp->endpoint);
 	free(resp->where);
 	free(resp->location);
+	enr_util_free_secret(resp->redirect_url);
 	free(resp);
 }
 
@@ -886,8 +887,10 @@ static void transfer_finish(struct transfer *t, CURLcode cc)
 	    content_type)
 		r->content_type = enr_util_strdup(content_type);
 	if (r->status >= 300 && r->status < 400 &&
-	    curl_easy_getinfo(t->easy, CURLINFO_REDIRECT_URL, &location) == CURLE_OK && location)
+	    curl_easy_getinfo(t->easy, CURLINFO_REDIRECT_URL, &location) == CURLE_OK && location) {
 		r->location = enr_http__safe_url(location);
+		r->redirect_url = enr_util_strdup(location);
+	}
 	enr_log_debug("http: %s %s: HTTP %ld, %zu bytes", t->method, r->where, r->status,
 	              r->body_len);
 }
@@ -943,12 +946,13 @@ static void read_detail(struct detail *d, const struct enr_http_response *resp)
 		json_object_put(root);
 		return;
 	}
+	/* Empty strings say nothing (Tesla sends "error_description": ""). */
 	if (json_object_object_get_ex(root, "error", &v) &&
-	    json_object_is_type(v, json_type_string))
+	    json_object_is_type(v, json_type_string) && json_object_get_string_len(v))
 		error = json_object_get_string(v);
 	for (size_t i = 0; i < ENR_ARRAY_SIZE(keys) && !desc; i++)
 		if (json_object_object_get_ex(root, keys[i], &v) &&
-		    json_object_is_type(v, json_type_string))
+		    json_object_is_type(v, json_type_string) && json_object_get_string_len(v))
 			desc = json_object_get_string(v);
 	if (error)
 		snprintf(d->oauth_error, sizeof(d->oauth_error), "%s", error);
@@ -1032,11 +1036,17 @@ int enr_http_classify(const struct enr_http_response *resp)
 	if (resp->vendor)
 		g = enr_vendor_guidance(resp->vendor, resp->token_call ? 0 : (int)status,
 		                        resp->body);
-	if (g) {
-		if (g->error == ENR_E_TRANSIENT)
-			return enr_error_set(g->error, "%s (%s)", g->message, retry);
-		return enr_error_set(g->error, "%s", g->message);
+	/* The guidance is the whole advice ("check this computer's clock"): a
+	 * guess at when to try again would only mislead; the server's own
+	 * Retry-After is worth adding. */
+	if (g && g->error == ENR_E_TRANSIENT && resp->retry_after >= 0) {
+		size_t len = strlen(g->message);
+		return enr_error_set(g->error, "%s%s Try again in %ld s.", g->message,
+		                     len && g->message[len - 1] == '.' ? "" : ".",
+		                     resp->retry_after);
 	}
+	if (g)
+		return enr_error_set(g->error, "%s", g->message);
 	if (status == 429)
 		return enr_error_set(ENR_E_TRANSIENT,
 		                     "%s is limiting the rate of requests (HTTP 429): %s", name,

@@ -397,7 +397,9 @@ static int note_result(struct enr_record *rec, void *ctx)
 	const struct enr_job_result *r = result_for(ctx, rec->id);
 	enum enr_record_outcome outcome;
 
-	if (!r || (!r->checked_at && !r->error))
+	/* ENR_E_UNSUPPORTED: nothing to do for this record (a key record has no
+	 * token to refresh): no check was made, none failed. */
+	if (!r || (!r->checked_at && (!r->error || r->error == ENR_E_UNSUPPORTED)))
 		return ENR_STORE_UNCHANGED;
 	outcome = enr_record_outcome_from_error(r->error);
 	/* A passing failure does not hide that the customer is needed. */

@@ -2136,12 +2136,13 @@ int enr_relay_start(struct enr_relay *relay, const char *listen)
 	if (addr.ss_family == AF_INET6)
 		flags |= MHD_USE_IPv6;
 	relay->daemon = MHD_start_daemon(
-	    flags, 0, NULL, NULL, access_handler, relay, MHD_OPTION_SOCK_ADDR,
+	    flags, 0, NULL, NULL, access_handler, relay,
+	    /* First, or libmicrohttpd keeps its own stderr logger for early messages. */
+	    MHD_OPTION_EXTERNAL_LOGGER, mhd_log, relay, MHD_OPTION_SOCK_ADDR,
 	    (struct sockaddr *)&addr, MHD_OPTION_CONNECTION_LIMIT, relay->max_connections,
 	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
 	    (size_t)16 * 1024, MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)1024,
-	    MHD_OPTION_NOTIFY_COMPLETED, request_completed, relay, MHD_OPTION_EXTERNAL_LOGGER,
-	    mhd_log, relay, MHD_OPTION_END);
+	    MHD_OPTION_NOTIFY_COMPLETED, request_completed, relay, MHD_OPTION_END);
 	if (!relay->daemon)
 		return enr_error_set_errno(ENR_E_IO, errno, "cannot listen on %s",
 		                           listen ? listen : ENR_RELAY_DEFAULT_LISTEN);

@@ -1118,11 +1118,12 @@ int enr_sandbox_start(struct enr_sandbox **out, const struct enr_sandbox_options
 	sb->daemon = MHD_start_daemon(
 	    MHD_USE_INTERNAL_POLLING_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
 	        MHD_USE_AUTO | (addr.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0),
-	    (uint16_t)o->port, NULL, NULL, on_request, sb, MHD_OPTION_SOCK_ADDR,
+	    (uint16_t)o->port, NULL, NULL, on_request, sb,
+	    /* First, or libmicrohttpd prints to stderr (over the --demo screen). */
+	    MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, sb, MHD_OPTION_SOCK_ADDR,
 	    (struct sockaddr *)&addr, MHD_OPTION_NOTIFY_COMPLETED, on_completed, sb,
 	    MHD_OPTION_THREAD_POOL_SIZE, 4u, MHD_OPTION_CONNECTION_LIMIT, 1024u,
-	    MHD_OPTION_CONNECTION_TIMEOUT, 120u, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, sb,
-	    MHD_OPTION_END);
+	    MHD_OPTION_CONNECTION_TIMEOUT, 120u, MHD_OPTION_END);
 	if (!sb->daemon) {
 		rc = enr_error_set(ENR_E_IO, "the sandbox cannot listen on %s port %u (in use?)",
 		                   host, o->port);

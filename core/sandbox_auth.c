@@ -755,9 +755,9 @@ static void complete(struct enr_sandbox *sb, struct sb_resp *resp, const struct 
 	}
 	if (!approve) {
 		enr_sandbox__redirect(
-		    resp, enr_sandbox__add_query(p->redirect_uri, "error", "access_denied",
-		                                 "error_description", "The customer declined",
-		                                 "state", p->state, NULL));
+		    resp, enr_sandbox__add_query(
+		              p->redirect_uri, "error", "access_denied", "error_description",
+		              "The resource owner denied the request", "state", p->state, NULL));
 		return;
 	}
 	name = account ? strdup(account) : enr_sandbox__new_account(sb);

@@ -324,7 +324,8 @@ static void fetch_token(struct sb_resp *resp, const struct session *s)
 		return;
 	}
 	if (s->state == SESSION_DECLINED) {
-		enr_sandbox__oauth_error(resp, 400, "access_denied", "The customer declined");
+		enr_sandbox__oauth_error(resp, 400, "access_denied",
+		                         "The resource owner denied the request");
 		return;
 	}
 	obj = json_object_new_object();
@@ -482,9 +483,9 @@ void enr_sandbox__derapi_complete(struct enr_sandbox *sb, struct sb_resp *resp,
 		    enr_sandbox__page("Flow gone", "This Join flow no longer exists.", NULL));
 	} else if (!approve) {
 		enr_sandbox__redirect(
-		    resp, enr_sandbox__add_query(f->redirect_uri, "error", "access_denied",
-		                                 "error_description", "The customer declined",
-		                                 "state", p->state, NULL));
+		    resp, enr_sandbox__add_query(
+		              f->redirect_uri, "error", "access_denied", "error_description",
+		              "The resource owner denied the request", "state", p->state, NULL));
 	} else {
 		e = calloc(1, sizeof(*e) + strlen(name) + 1);
 		id = enr_util_random_token(12);

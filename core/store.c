@@ -610,7 +610,10 @@ static int apply_put(struct enr_store *store, struct change *ch, void *arg)
 	/* Another process stored or removed the record matched before the lock. */
 	if (!same_id(old ? old->id : NULL, a->locked_id))
 		return PUT_RETRY;
-	if (old && old->account && a->rec->account && strcmp(old->account, a->rec->account) != 0)
+	/* A record saved through its lock was read by id: a change of account there is
+	 * the caller's decision (a re-authorization allowed to switch accounts). */
+	if (!a->existing_only && old && old->account && a->rec->account &&
+	    strcmp(old->account, a->rec->account) != 0)
 		return enr_error_set(ENR_E_EXISTS,
 		                     "this authorization is for another %s account than record %s "
 		                     "holds; if the system changed hands, remove %s first",

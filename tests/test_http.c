@@ -165,7 +165,13 @@ static void test_classify_api_answers(void **state)
 	r = test_response(200, "", "solis", false);
 	r.status = 408;
 	assert_int_equal(enr_http_classify(&r), ENR_E_TRANSIENT);
+	/* The vendor's advice alone: no guess at when to try again. */
+	assert_string_equal(enr_error_last(), enr_vendor_guidance(r.vendor, 408, "")->message);
 	assert_non_null(strstr(enr_error_last(), "clock"));
+	r.retry_after = 60;
+	assert_int_equal(enr_http_classify(&r), ENR_E_TRANSIENT);
+	assert_non_null(strstr(enr_error_last(), "clock"));
+	assert_non_null(strstr(enr_error_last(), "Try again in 60 s."));
 	r = test_response(401, "{\"error\": \"API Key -Client mismatch\"}", "enphase", false);
 	assert_int_equal(enr_http_classify(&r), ENR_E_MISCONFIGURED);
 
@@ -174,6 +180,13 @@ static void test_classify_api_answers(void **state)
 	assert_int_equal(enr_http_classify(&r), ENR_E_REJECTED);
 	assert_non_null(strstr(enr_error_last(), "SMA"));
 	assert_non_null(strstr(enr_error_last(), "token expired"));
+	/* An empty description adds nothing (Tesla's shape). */
+	r = test_response(401,
+	                  "{\"response\": null, \"error\": \"token expired (401)\", "
+	                  "\"error_description\": \"\"}",
+	                  "tesla", false);
+	assert_int_equal(enr_http_classify(&r), ENR_E_REJECTED);
+	assert_non_null(strstr(enr_error_last(), "(HTTP 401: token expired (401)): "));
 	r = test_response(403, "", NULL, false);
 	assert_int_equal(enr_http_classify(&r), ENR_E_REJECTED);
 	assert_non_null(strstr(enr_error_last(), "https://api.example.com/v1/things"));

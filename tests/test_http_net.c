@@ -385,12 +385,21 @@ static void test_redirect_not_followed(void **state)
 {
 	struct fixture *f = *state;
 	unsigned before = test_httpd_requests(f->server);
+	struct enr_http_response *resp = NULL;
 
-	assert_int_equal(get(f, "/redirect", "tesla", false, NULL), ENR_E_MISCONFIGURED);
+	assert_int_equal(get(f, "/redirect", "tesla", false, &resp), ENR_E_MISCONFIGURED);
 	assert_non_null(strstr(enr_error_last(), "https://elsewhere.example/new/path"));
 	assert_null(strstr(enr_error_last(), "LeakedT0ken99"));
 	assert_int_equal(test_httpd_requests(f->server), before + 1);
+	/* Shown: no query. For a caller that plays the browser: all of it. */
+	assert_string_equal(resp->location, "https://elsewhere.example/new/path");
+	assert_string_equal(resp->redirect_url,
+	                    "https://elsewhere.example/new/path?token=LeakedT0ken99");
+	enr_http_response_free(resp);
 	assert_int_equal(get(f, "/redirect", "tesla", true, NULL), ENR_E_MISCONFIGURED);
+	assert_int_equal(get(f, "/ok", NULL, false, &resp), 0);
+	assert_null(resp->redirect_url);
+	enr_http_response_free(resp);
 }
 
 static void test_secrets_never_in_messages(void **state)

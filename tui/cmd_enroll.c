@@ -1,6 +1,7 @@
 /* derenroll enroll / reauth: an enrollment session without the wizard. */
 #include <errno.h>
 #include <getopt.h>
+#include <langinfo.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +13,7 @@
 #include "derenroll/enroll.h"
 #include "derenroll/error.h"
 #include "derenroll/lifecycle.h"
+#include "derenroll/qr.h"
 #include "derenroll/store.h"
 #include "derenroll/vendor.h"
 #include "cli.h"
@@ -159,6 +161,44 @@ static void print_result(const struct enr_enroll *e, const struct enroll_args *a
 		cli_error("warning: %s", enr_enroll_warning(e));
 }
 
+/* Module (x, y) of the code with its quiet zone. */
+static bool qr_dark(const struct enr_qr *qr, int x, int y)
+{
+	int w = enr_qr_width(qr);
+
+	x -= ENR_QR_QUIET_ZONE;
+	y -= ENR_QR_QUIET_ZONE;
+	return x >= 0 && y >= 0 && x < w && y < w && enr_qr_dark(qr, x, y);
+}
+
+/* The link as a QR code on stderr, black on white whatever the terminal's
+ * colours: half blocks in a UTF-8 locale, else two cells a module. */
+static void draw_qr(const char *link)
+{
+	bool utf8 = strcmp(nl_langinfo(CODESET), "UTF-8") == 0;
+	struct enr_qr *qr = NULL;
+	int side;
+
+	if (enr_qr_encode(&qr, link) < 0)
+		return;
+	side = enr_qr_width(qr) + 2 * ENR_QR_QUIET_ZONE;
+	for (int y = 0; y < side; y += utf8 ? 2 : 1) {
+		fputs("\033[30;47m", stderr);
+		for (int x = 0; x < side; x++) {
+			bool top = qr_dark(qr, x, y);
+			bool bottom = utf8 && y + 1 < side && qr_dark(qr, x, y + 1);
+			if (utf8)
+				fputs(top ? (bottom ? "\u2588" : "\u2580")
+				          : (bottom ? "\u2584" : " "),
+				      stderr);
+			else
+				fputs(top ? "\033[40m  \033[47m" : "  ", stderr);
+		}
+		fputs("\033[0m\n", stderr);
+	}
+	enr_qr_free(qr);
+}
+
 /* Runs the session to DONE or FAILED. Returns the exit status. */
 static int drive(struct enr_enroll *e, const struct enroll_args *a, long days)
 {
@@ -183,6 +223,8 @@ static int drive(struct enr_enroll *e, const struct enroll_args *a, long days)
 			if (!link_printed) {
 				printf("%s\n", enr_enroll_link(e));
 				fflush(stdout);
+				if (isatty(STDERR_FILENO))
+					draw_qr(enr_enroll_link(e));
 				cli_error("%s", enr_enroll_message(e));
 				link_printed = true;
 			}

@@ -7,9 +7,8 @@ Approve and checks the success page, while a client long-polls the relay for the
 code. Then the declined, error, expired and not-found pages. Screenshots go to
 argv[2] (build/tests/artifacts). Exit 0 passed, 1 failed, 77 skipped.
 
-TODO(lead): point the consent step at the sandbox's consent page (derenroll
-sandbox, core/sandbox.c) once it exists, and use the core relay client for the
-long-poll instead of the one below.
+The same journey against the sandbox's own consent page, with the product's
+relay client waiting for the code (`derenroll enroll`), is test_enroll_browser.py.
 
 Run with /usr/bin/python3: Debian's python3-selenium is not in a pyenv python.
 """
@@ -20,21 +19,18 @@ import os
 import queue
 import re
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
-WIDTH, HEIGHT = 360, 740
+import browserlib
+from browserlib import WIDTH, Failure, check, kill_leftovers, start_browser, wait_for_url
 
 CONSENT_PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -55,16 +51,6 @@ CONSENT_PAGE = """<!DOCTYPE html>
 </form>
 </body></html>
 """
-
-
-class Failure(Exception):
-    pass
-
-
-def check(cond, what):
-    if not cond:
-        raise Failure(what)
-    print(f"ok - {what}", flush=True)
 
 
 class ConsentHandler(http.server.BaseHTTPRequestHandler):
@@ -186,65 +172,6 @@ def poll_result(relay, state, out):
     out["error"] = "timeout"
 
 
-def start_browser(profile):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--disable-dev-shm-usage", f"--user-data-dir={profile}",
-                f"--window-size={WIDTH},{HEIGHT}"):
-        opts.add_argument(arg)
-    opts.add_experimental_option("mobileEmulation", {
-        "deviceMetrics": {"width": WIDTH, "height": HEIGHT, "pixelRatio": 2},
-        "userAgent": "Mozilla/5.0 (Linux; Android 14; Pixel 7) AppleWebKit/537.36 "
-                     "(KHTML, like Gecko) Chrome/120.0 Mobile Safari/537.36"})
-    service = Service(CHROMEDRIVER, popen_kw={"start_new_session": True})
-    driver = webdriver.Chrome(service=service, options=opts)
-    driver.set_page_load_timeout(30)
-    return driver, service
-
-
-def kill_leftovers(profile, service):
-    """Kills chromedriver's process group and any chromium using our profile, by pid."""
-    proc = getattr(service, "process", None)
-    if proc is not None and proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmdline = f.read()
-        except OSError:
-            continue
-        if profile.encode() in cmdline:
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-
-def wait_for_url(driver, prefix):
-    """Waits for the navigation a click started."""
-    from selenium.webdriver.support.ui import WebDriverWait
-    from selenium.common.exceptions import TimeoutException
-
-    try:
-        WebDriverWait(driver, 15).until(
-            lambda d: d.current_url.startswith(prefix)
-            and d.execute_script("return document.readyState") == "complete")
-        return True
-    except TimeoutException:
-        return False
-
-
 def page_reads_well(driver, name, artifacts, must_contain):
     text = driver.find_element("tag name", "body").text
     for words in must_contain:
@@ -337,29 +264,5 @@ def run(exe, artifacts, tmp):
             relay.stop()
 
 
-def main():
-    if len(sys.argv) != 3:
-        print("usage: test_relay_browser.py DERENROLL ARTIFACT_DIR", file=sys.stderr)
-        return 2
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        print("1..0 # SKIP python3-selenium is not installed (packaging/setup.sh)")
-        return 77
-    if not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)):
-        print("1..0 # SKIP chromium and chromium-driver are not installed (packaging/setup.sh)")
-        return 77
-    os.makedirs(sys.argv[2], exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix="derenroll-browser-")
-    try:
-        run(os.path.abspath(sys.argv[1]), sys.argv[2], tmp)
-    except Failure as e:
-        print(f"not ok - {e}", flush=True)
-        return 1
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(browserlib.main(run, "test_relay_browser.py"))

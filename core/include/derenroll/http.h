@@ -75,6 +75,11 @@ struct enr_http_response {
 	char *where;    /* scheme://host[:port]/path, no query: safe for messages */
 	char *location; /* a 3xx's target, scheme://host/path only, or NULL */
 	bool token_call;
+	/* A 3xx's whole target, query included, or NULL: what an OAuth redirect
+	 * carries (code, state) for a caller that plays the browser (the demo's
+	 * customer, a loopback hand-off). It may hold a code or a token: never
+	 * show or log it. Wiped when the response is freed. */
+	char *redirect_url;
 };
 
 /*

@@ -254,6 +254,7 @@ ENR_API int enr_store_update_many(struct enr_store *store, const char *const *id
  * enr_store_lock_record_get() and save it with enr_store_lock_save() as often
  * as needed (a rotated refresh token the moment it arrives, then the check
  * result); enr_store_unlock() releases the lock. ENR_E_NOTFOUND, ENR_E_LOCKED.
+ * Unlike put, a save through the lock may change the record's account identity.
  */
 ENR_API int enr_store_lock_record(struct enr_store_lock **out, struct enr_store *store,
                                   const char *id);

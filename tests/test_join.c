@@ -37,6 +37,7 @@ static int setup(void **state)
 	const char *tmp = getenv("HOME");
 
 	assert_non_null(f);
+	curl_global_init(CURL_GLOBAL_DEFAULT);
 	assert_int_equal(enr_catalog_load(&f->catalog, NULL), 0);
 	o.catalog = f->catalog;
 	assert_int_equal(enr_sandbox_start(&f->sb, &o), 0);
@@ -62,6 +63,7 @@ static int teardown(void **state)
 	enr_config_free(f->cfg);
 	enr_catalog_free(f->catalog);
 	free(f);
+	curl_global_cleanup();
 	return 0;
 }
 
@@ -580,28 +582,19 @@ static void both_spellings(void **state)
 	assert_int_equal(enr_join_fetch_response(&c, &r), ENR_E_BADRESPONSE);
 }
 
-int main(void)
-{
-	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test_setup_teardown(create_flow, setup, teardown),
-	    cmocka_unit_test_setup_teardown(flow_enrollment, setup, teardown),
-	    cmocka_unit_test_setup_teardown(session_enrollment, setup, teardown),
-	    cmocka_unit_test_setup_teardown(session_key_vendors, setup, teardown),
-	    cmocka_unit_test_setup_teardown(grid_services, setup, teardown),
-	    cmocka_unit_test_setup_teardown(not_configured, setup, teardown),
-	    cmocka_unit_test_setup_teardown(wrong_secret_is_misconfigured, setup, teardown),
-	    cmocka_unit_test_setup_teardown(revoked_is_rejected, setup, teardown),
-	    cmocka_unit_test_setup_teardown(flow_lacks_vendor, setup, teardown),
-	    cmocka_unit_test_setup_teardown(customer_declines, setup, teardown),
-	    cmocka_unit_test_setup_teardown(fetch_token_until_deadline, setup, teardown),
-	    cmocka_unit_test(both_spellings),
-	};
-	int failed;
+static const struct CMUnitTest tests[] = {
+    cmocka_unit_test_setup_teardown(create_flow, setup, teardown),
+    cmocka_unit_test_setup_teardown(flow_enrollment, setup, teardown),
+    cmocka_unit_test_setup_teardown(session_enrollment, setup, teardown),
+    cmocka_unit_test_setup_teardown(session_key_vendors, setup, teardown),
+    cmocka_unit_test_setup_teardown(grid_services, setup, teardown),
+    cmocka_unit_test_setup_teardown(not_configured, setup, teardown),
+    cmocka_unit_test_setup_teardown(wrong_secret_is_misconfigured, setup, teardown),
+    cmocka_unit_test_setup_teardown(revoked_is_rejected, setup, teardown),
+    cmocka_unit_test_setup_teardown(flow_lacks_vendor, setup, teardown),
+    cmocka_unit_test_setup_teardown(customer_declines, setup, teardown),
+    cmocka_unit_test_setup_teardown(fetch_token_until_deadline, setup, teardown),
+    cmocka_unit_test(both_spellings),
+};
 
-	test_env_setup();
-	curl_global_init(CURL_GLOBAL_DEFAULT);
-	failed = cmocka_run_group_tests(tests, NULL, NULL);
-	curl_global_cleanup();
-	test_env_cleanup();
-	return failed;
-}
+TEST_MAIN(tests)

@@ -58,9 +58,11 @@ static const char *const vendor_keys[] = {
     "program_id",
     "partner_client_id",
     "partner_client_secret",
+    "credentials_id",
 };
 static const char *const derapi_keys[] = {
-    "auth_url", "api_url", "client_id", "client_secret", "flow_id", "program_id", "api_version",
+    "auth_url", "api_url",    "client_id",   "client_secret",
+    "flow_id",  "program_id", "api_version", "join_script_url",
 };
 static const char *const relay_keys[] = {
     "url",           "secret",      "listen",    "public_url", "allowed_target_hosts",

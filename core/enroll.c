@@ -11,6 +11,7 @@
 #include "derenroll/enroll.h"
 #include "derenroll/error.h"
 #include "derenroll/http.h"
+#include "derenroll/join.h"
 #include "derenroll/log.h"
 #include "derenroll/oauth.h"
 #include "derenroll/relay.h"
@@ -23,6 +24,7 @@
 #define RELAY_LINK_TTL_S  (10 * 60)
 #define BC_POLL_MS        3000
 #define RETRY_MS          2000
+#define FETCH_POLL_MS     1000
 #define MAX_TEXT          4096
 
 /* What the session is waiting for, within WAIT or LINK. */
@@ -34,6 +36,7 @@ enum pending {
 	PENDING_BC_START,     /* SMA: asking the owner by e-mail */
 	PENDING_BC_POLL,      /* SMA: has the owner answered? */
 	PENDING_CHECK,        /* the check call */
+	PENDING_JOIN,         /* a Derapi call: app token, flow, session, fetch-token */
 };
 
 struct enr_enroll {
@@ -72,6 +75,13 @@ struct enr_enroll {
 	char *cc_token;            /* SMA backchannel: the app's client-credentials token */
 	struct enr_check_result *sites;
 	bool updated;
+
+	/* Derapi Join */
+	const struct enr_vendor *derapi; /* set for method `join` */
+	enum enr_join_mode join_mode;
+	char *derapi_token; /* the app's token */
+	char *session_id;   /* Join session */
+	bool fetching;      /* polling fetch-token */
 };
 
 static long long now_ms(void)
@@ -137,6 +147,8 @@ void enr_enroll_free(struct enr_enroll *e)
 	enr_record_free(e->rec);
 	enr_record_free(e->reauth);
 	enr_util_free_secret(e->cc_token);
+	enr_util_free_secret(e->derapi_token);
+	free(e->session_id);
 	enr_check_result_free(e->sites);
 	free(e->link);
 	free(e->redirect_uri);
@@ -174,8 +186,12 @@ static int start_check(struct enr_enroll *e)
 	if (e->cc_token)
 		cred.tokens.access_token = e->cc_token;
 	e->deadline = 0;
-	rc = enr_check_request(&req, e->vendor, e->cfg, e->rec->method, &cred,
-	                       (long long)time(NULL));
+	if (e->derapi)
+		rc = enr_join_check_request(&req, e->derapi, e->cfg, e->derapi_token, e->vendor,
+		                            &cred);
+	else
+		rc = enr_check_request(&req, e->vendor, e->cfg, e->rec->method, &cred,
+		                       (long long)time(NULL));
 	if (rc < 0)
 		return fail(e, rc);
 	e->state = ENR_ENROLL_WAIT;
@@ -203,7 +219,10 @@ static void on_check(struct enr_http_response *resp, void *ctx)
 
 	e->transfer = 0;
 	e->pending = PENDING_NONE;
-	rc = enr_check_response(&result, e->vendor, resp);
+	/* Join records are checked through Derapi, whose answer has its own shape. */
+	rc = enr_check_response(&result, e->derapi ? e->derapi : e->vendor, resp);
+	if (rc < 0 && e->derapi && !resp->error && resp->status == 401)
+		enr_join_token_forget();
 	enr_http_response_free(resp);
 	if (rc < 0) {
 		fail(e, rc);
@@ -319,15 +338,17 @@ static int apply_reauth(struct enr_record *rec, void *ctx)
 	return err;
 }
 
+/* Saves the record, with `site` (NULL: a Join Flow enrollment Derapi lists no sites for). */
 static int save(struct enr_enroll *e, const struct enr_site *site)
 {
-	int rc;
+	int rc = site ? enr_record_add_site(e->rec, site->id, site->name) : 0;
 
-	rc = enr_record_add_site(e->rec, site->id, site->name);
 	if (rc < 0)
 		return fail(e, rc);
-	e->rec->last_check.at = (long long)time(NULL);
-	e->rec->last_check.outcome = ENR_OUTCOME_OK;
+	if (site) {
+		e->rec->last_check.at = (long long)time(NULL);
+		e->rec->last_check.outcome = ENR_OUTCOME_OK;
+	}
 	if (e->reauth) {
 		struct reauth_ctx ctx = {e->rec, e->allow_account_change};
 		rc = enr_store_update(e->store, e->reauth->id, apply_reauth, &ctx);
@@ -401,6 +422,8 @@ static void on_token(struct enr_http_response *resp, void *ctx)
 	start_check(e);
 }
 
+static int got_join_callback(struct enr_enroll *e, const char *text);
+
 /* The customer's answer came back (relay, loopback or typed): exchange the code. */
 static int got_callback(struct enr_enroll *e, const char *text)
 {
@@ -408,6 +431,8 @@ static int got_callback(struct enr_enroll *e, const char *text)
 	struct enr_http_request *req = NULL;
 	int rc;
 
+	if (e->derapi)
+		return got_join_callback(e, text);
 	/* A bare code carries no state; anything else must carry ours. */
 	rc = enr_oauth_callback_parse(&cb, e->vendor, text, e->flow->state);
 	if (rc < 0)
@@ -615,6 +640,280 @@ static int start_oauth(struct enr_enroll *e, enum enr_consent consent)
 		            "After approving, type the code %s shows, or paste the final address",
 		            e->vendor->name);
 	return 0;
+}
+
+/* ---- Derapi Join ------------------------------------------------------- */
+
+static void on_join_fetch(struct enr_http_response *resp, void *ctx);
+
+static int fetch_token(struct enr_enroll *e)
+{
+	struct enr_http_request *req = NULL;
+	int rc = enr_join_fetch_request(&req, e->derapi, e->cfg, e->derapi_token, e->session_id);
+
+	if (rc < 0)
+		return fail(e, rc);
+	rc = start_transfer(e, req, PENDING_JOIN, on_join_fetch);
+	return rc < 0 ? fail(e, rc) : 0;
+}
+
+static int take_join_credentials(struct enr_enroll *e, const struct enr_join_credentials *c)
+{
+	struct enr_credentials *cred = &e->rec->cred;
+	int rc = 0;
+
+	if (c->tokens) {
+		rc = enr_record_set_tokens(e->rec, c->tokens);
+		if (!c->tokens->refresh_token)
+			e->rec->refresh_expires_at = 0;
+	}
+	if (rc == 0 && c->api_key)
+		rc = enr_record_set(&cred->api_key, c->api_key);
+	if (rc == 0 && c->key_id)
+		rc = enr_record_set(&cred->key_id, c->key_id);
+	if (rc == 0 && c->key_secret)
+		rc = enr_record_set(&cred->key_secret, c->key_secret);
+	/* Enphase Grid Services names the customer's site. */
+	if (rc == 0 && c->site_id && !e->site_id && !(e->site_id = enr_util_strdup(c->site_id)))
+		rc = enr_error_set(ENR_E_NOMEM, NULL);
+	return rc;
+}
+
+static void on_join_fetch(struct enr_http_response *resp, void *ctx)
+{
+	struct enr_enroll *e = ctx;
+	struct enr_join_credentials *c = NULL;
+	int rc;
+
+	e->transfer = 0;
+	e->pending = PENDING_NONE;
+	rc = enr_join_fetch_response(&c, resp);
+	if (rc < 0 && !resp->error && resp->status == 401)
+		enr_join_token_forget();
+	enr_http_response_free(resp);
+	/* The customer may not have finished in the Join page yet: keep asking
+	 * until the deadline. */
+	if ((rc == ENR_E_AGAIN || rc == ENR_E_TRANSIENT) && e->deadline > (long long)time(NULL)) {
+		set_message(e, "Waiting for Derapi to hand over the %s authorization",
+		            e->vendor->name);
+		e->next_at_ms = now_ms() + FETCH_POLL_MS;
+		return;
+	}
+	if (rc == ENR_E_AGAIN)
+		rc = enr_error_set(ENR_E_EXPIRED, "the customer did not finish in the Join page in "
+		                                  "time: start again");
+	if (rc == 0)
+		rc = take_join_credentials(e, c);
+	enr_join_credentials_free(c);
+	if (rc < 0) {
+		fail(e, rc);
+		return;
+	}
+	e->fetching = false;
+	start_check(e);
+}
+
+/* Derapi's redirect (Join Flows) or the Join page's report (sessions) came back. */
+static int got_join_callback(struct enr_enroll *e, const char *text)
+{
+	struct enr_credentials *cred = &e->rec->cred;
+	struct enr_oauth_callback *cb = NULL;
+	const char *enrollment;
+	int rc;
+
+	rc = enr_oauth_callback_parse(&cb, e->vendor, text, e->flow->state);
+	if (rc < 0)
+		return fail(e, rc);
+	if (e->transfer) {
+		enr_http_multi_cancel(e->multi, e->transfer);
+		e->transfer = 0;
+	}
+	e->state = ENR_ENROLL_WAIT;
+	if (e->join_mode == ENR_JOIN_SESSION) {
+		enr_oauth_callback_free(cb);
+		e->fetching = true;
+		set_message(e, "The customer approved: getting the authorization from Derapi...");
+		return fetch_token(e);
+	}
+	enrollment = enr_oauth_callback_param(cb, "enrollmentID");
+	rc = enr_record_set(&cred->join.enrollment_id,
+	                    enrollment && enrollment[0] ? enrollment : NULL);
+	if (rc == 0)
+		rc = enr_record_set(&cred->join.flow_id,
+		                    enr_config_get(e->cfg, "derapi", "flow_id"));
+	if (rc == 0)
+		rc = enr_record_set(&cred->join.program_id, enr_join_program_id(e->vendor, e->cfg));
+	enr_oauth_callback_free(cb);
+	if (rc < 0)
+		return fail(e, rc);
+	/* Without a program Derapi names no enrollment: nothing to read back. */
+	if (!cred->join.enrollment_id) {
+		e->deadline = 0;
+		return save(e, NULL);
+	}
+	return start_check(e);
+}
+
+/* Puts `url` (a Join link) behind a relay short link; takes url and state. */
+static int join_link(struct enr_enroll *e, char *url, char *state)
+{
+	int rc;
+
+	e->flow = calloc(1, sizeof(*e->flow));
+	if (!e->flow) {
+		free(url);
+		free(state);
+		return fail(e, enr_error_set(ENR_E_NOMEM, NULL));
+	}
+	e->flow->vendor = e->vendor;
+	e->flow->url = url;
+	e->flow->state = state;
+	rc = enr_record_set(&e->rec->cred.join.state, state);
+	if (rc < 0)
+		return fail(e, rc);
+	set_message(e, "Making a short link for the customer's phone...");
+	return register_link(e);
+}
+
+static void on_join_flow(struct enr_http_response *resp, void *ctx)
+{
+	struct enr_enroll *e = ctx;
+	const char *flow_id = enr_config_get(e->cfg, "derapi", "flow_id");
+	char *url = NULL, *state = NULL;
+	int rc;
+
+	e->transfer = 0;
+	e->pending = PENDING_NONE;
+	rc = enr_join_flow_has_vendor(resp, flow_id, e->vendor);
+	if (rc < 0 && !resp->error && resp->status == 401)
+		enr_join_token_forget();
+	enr_http_response_free(resp);
+	if (rc == 0)
+		rc = enr_join_authorize_url(&url, &state, e->derapi, e->cfg, flow_id, e->vendor);
+	if (rc < 0) {
+		fail(e, rc);
+		return;
+	}
+	join_link(e, url, state);
+}
+
+static void on_join_session(struct enr_http_response *resp, void *ctx)
+{
+	struct enr_enroll *e = ctx;
+	const char *relay = enr_config_get(e->cfg, "relay", "url");
+	size_t len = strlen(relay);
+	char *state = NULL, *url = NULL, *session = NULL;
+	int rc;
+
+	e->transfer = 0;
+	e->pending = PENDING_NONE;
+	rc = enr_join_session_response(&e->session_id, resp);
+	if (rc < 0 && !resp->error && resp->status == 401)
+		enr_join_token_forget();
+	enr_http_response_free(resp);
+	if (rc < 0) {
+		fail(e, rc);
+		return;
+	}
+	/* The company's Join page on the relay; the app token stays here. */
+	while (len > 0 && relay[len - 1] == '/')
+		len--;
+	state = enr_util_random_token(16);
+	session = enr_util_urlencode(e->session_id);
+	if (state && session)
+		url = enr_util_printf("%.*s/join?session=%s&state=%s", (int)len, relay, session,
+		                      state);
+	free(session);
+	if (!url) {
+		free(state);
+		fail(e, enr_error_set(ENR_E_NOMEM, NULL));
+		return;
+	}
+	join_link(e, url, state);
+}
+
+/* With the app token: read the flow, or start a Join session. */
+static int join_begin(struct enr_enroll *e)
+{
+	struct enr_http_request *req = NULL;
+	enr_http_done_fn done = on_join_session;
+	char *flow = NULL, *path = NULL;
+	int rc;
+
+	if (e->join_mode == ENR_JOIN_FLOW) {
+		flow = enr_util_urlencode(enr_config_get(e->cfg, "derapi", "flow_id"));
+		path = flow ? enr_util_printf("/join/flows/%s", flow) : NULL;
+		rc = path ? enr_join_request(&req, e->derapi, e->cfg, "GET", path, e->derapi_token)
+		          : enr_error_set(ENR_E_NOMEM, NULL);
+		done = on_join_flow;
+		set_message(e, "Reading the Derapi Join flow...");
+	} else {
+		rc = enr_join_session_request(&req, e->derapi, e->cfg, e->derapi_token, e->vendor);
+		set_message(e, "Starting a Derapi Join session...");
+	}
+	free(path);
+	free(flow);
+	if (rc < 0)
+		return fail(e, rc);
+	rc = start_transfer(e, req, PENDING_JOIN, done);
+	return rc < 0 ? fail(e, rc) : 0;
+}
+
+static void on_derapi_token(struct enr_http_response *resp, void *ctx)
+{
+	struct enr_enroll *e = ctx;
+	int rc;
+
+	e->transfer = 0;
+	e->pending = PENDING_NONE;
+	rc = enr_join_token_response(&e->derapi_token, e->cfg, resp);
+	enr_http_response_free(resp);
+	if (rc < 0)
+		fail(e, rc);
+	else
+		join_begin(e);
+}
+
+static int start_join(struct enr_enroll *e, const struct enr_enroll_options *opts)
+{
+	struct enr_http_request *req = NULL;
+	const char *flow_id = enr_config_get(e->cfg, "derapi", "flow_id");
+	char *reason = NULL;
+	int rc;
+
+	e->derapi = enr_catalog_find(opts->catalog, "derapi");
+	if (!e->derapi)
+		return enr_error_set(ENR_E_CONFIG, "vendors.json has no derapi entry");
+	e->join_mode = opts->join_mode;
+	e->consent = ENR_CONSENT_RELAY;
+	if (!enr_join_available(e->cfg, &reason)) {
+		rc =
+		    enr_error_set(ENR_E_CONFIG, "%s", reason ? reason : "Derapi is not configured");
+		free(reason);
+		return rc;
+	}
+	if (e->join_mode == ENR_JOIN_FLOW && (!flow_id || !flow_id[0]))
+		return enr_error_set(
+		    ENR_E_CONFIG,
+		    "Derapi Join Flows need a flow: run derenroll join create-flow "
+		    "--redirect-uri <relay url>/callback --vendors %s --save (or "
+		    "use --join-mode session)",
+		    enr_join_vendor_name(e->vendor));
+	if (!enr_relay_client_configured(e->cfg))
+		return enr_error_set(ENR_E_CONFIG,
+		                     "Derapi Join brings the customer's answer back "
+		                     "through the relay: set [relay] url in config.ini");
+	e->deadline = (long long)time(NULL) + e->timeout_s;
+	e->state = ENR_ENROLL_WAIT;
+	rc = enr_join_token_cached(&e->derapi_token, e->cfg);
+	if (rc == 0)
+		return join_begin(e);
+	rc = enr_join_token_request(&req, e->derapi, e->cfg);
+	if (rc < 0)
+		return rc;
+	set_message(e, "Signing in to Derapi...");
+	rc = start_transfer(e, req, PENDING_JOIN, on_derapi_token);
+	return rc < 0 ? fail(e, rc) : 0;
 }
 
 /* ---- SMA's backchannel (e-mail) ---------------------------------------- */
@@ -942,12 +1241,6 @@ int enr_enroll_new(struct enr_enroll **out, const struct enr_enroll_options *opt
 		rc = ENR_E_USAGE;
 		goto out;
 	}
-	if (strcmp(e->method->id, "join") == 0) {
-		rc = enr_error_set(ENR_E_UNSUPPORTED,
-		                   "%s through Derapi Join is enrolled by the join module",
-		                   e->vendor->name);
-		goto out;
-	}
 	if (!opts->reauth_id && (!opts->customer || !opts->customer[0])) {
 		rc = enr_error_set(ENR_E_USAGE, "a customer reference is required (name, address "
 		                                "or job number)");
@@ -977,7 +1270,9 @@ int enr_enroll_new(struct enr_enroll **out, const struct enr_enroll_options *opt
 		e->own_multi = true;
 	}
 
-	if (e->method->n_fields) {
+	if (strcmp(e->method->id, "join") == 0) {
+		rc = start_join(e, opts);
+	} else if (e->method->n_fields) {
 		e->values = calloc(e->method->n_fields, sizeof(*e->values));
 		if (!e->values) {
 			rc = enr_error_set(ENR_E_NOMEM, NULL);
@@ -1160,7 +1455,9 @@ int enr_enroll_process(struct enr_enroll *e)
 	}
 	if (e->next_at_ms && now_ms() >= e->next_at_ms && e->state != ENR_ENROLL_FAILED) {
 		e->next_at_ms = 0;
-		if (e->consent == ENR_CONSENT_RELAY && e->flow)
+		if (e->fetching)
+			fetch_token(e);
+		else if (e->consent == ENR_CONSENT_RELAY && e->flow)
 			poll_relay(e);
 		else if (e->rec->cred.type == ENR_CRED_EMAIL)
 			bc_request(e, false);

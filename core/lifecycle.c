@@ -8,6 +8,7 @@
 #include "derenroll/config.h"
 #include "derenroll/error.h"
 #include "derenroll/http.h"
+#include "derenroll/join.h"
 #include "derenroll/lifecycle.h"
 #include "derenroll/log.h"
 #include "derenroll/oauth.h"
@@ -74,6 +75,7 @@ struct enr_job {
 	struct enr_store *store;
 	const struct enr_config *cfg;
 	const struct enr_vendor *vendor;
+	const struct enr_vendor *derapi; /* Join records are checked through Derapi */
 	struct enr_http_multi *multi;
 	enum enr_job_kind kind;
 	struct enr_record *rec;      /* our copy, updated after a refresh */
@@ -125,7 +127,9 @@ static void on_check_done(struct enr_http_response *resp, void *ctx)
 
 	job->transfer = 0;
 	job->result.retry_after = resp->retry_after;
-	rc = enr_check_response(&result, job->vendor, resp);
+	rc = enr_check_response(&result, job->derapi ? job->derapi : job->vendor, resp);
+	if (rc < 0 && job->derapi && !resp->error && resp->status == 401)
+		enr_join_token_forget();
 	job->result.checked_at = (long long)time(NULL);
 	if (rc == 0)
 		job->result.n_sites = result->n_sites;
@@ -146,6 +150,7 @@ static void on_check_done(struct enr_http_response *resp, void *ctx)
 }
 
 static void on_app_token(struct enr_http_response *resp, void *ctx);
+static void on_derapi_token(struct enr_http_response *resp, void *ctx);
 
 static int start_check(struct enr_job *job)
 {
@@ -167,8 +172,22 @@ static int start_check(struct enr_job *job)
 		}
 		cred.tokens.access_token = job->app_token;
 	}
-	rc = enr_check_request(&req, job->vendor, job->cfg, job->rec->method, &cred,
-	                       (long long)time(NULL));
+	if (job->derapi) {
+		/* Derapi's app token, cached per process across jobs. */
+		if (!job->app_token && enr_join_token_cached(&job->app_token, job->cfg) < 0) {
+			rc = enr_join_token_request(&req, job->derapi, job->cfg);
+			if (rc == 0)
+				rc = enr_http_multi_add(&job->transfer, job->multi, req,
+				                        on_derapi_token, job);
+			enr_http_request_free(req);
+			return rc;
+		}
+		rc = enr_join_check_request(&req, job->derapi, job->cfg, job->app_token,
+		                            job->vendor, &cred);
+	} else {
+		rc = enr_check_request(&req, job->vendor, job->cfg, job->rec->method, &cred,
+		                       (long long)time(NULL));
+	}
 	if (rc == 0)
 		rc = enr_http_multi_add(&job->transfer, job->multi, req, on_check_done, job);
 	enr_http_request_free(req);
@@ -190,6 +209,21 @@ static void on_app_token(struct enr_http_response *resp, void *ctx)
 		rc = job->app_token ? start_check(job) : ENR_E_NOMEM;
 	}
 	enr_oauth_tokens_free(tokens);
+	if (rc < 0)
+		finish(job, rc);
+}
+
+static void on_derapi_token(struct enr_http_response *resp, void *ctx)
+{
+	struct enr_job *job = ctx;
+	int rc;
+
+	job->transfer = 0;
+	job->result.retry_after = resp->retry_after;
+	rc = enr_join_token_response(&job->app_token, job->cfg, resp);
+	enr_http_response_free(resp);
+	if (rc == 0)
+		rc = start_check(job);
 	if (rc < 0)
 		finish(job, rc);
 }
@@ -309,11 +343,17 @@ int enr_job_start(struct enr_job **out, struct enr_store *store, const struct en
 		                                 "record %s names vendor '%s', which "
 		                                 "vendors.json does not know",
 		                                 id, job->rec->vendor));
-	if (strcmp(job->rec->method, "join") == 0)
-		return finish(job, enr_error_set(ENR_E_UNSUPPORTED,
-		                                 "record %s was enrolled through Derapi Join: "
-		                                 "check it through Derapi",
-		                                 id));
+	if (strcmp(job->rec->method, "join") == 0) {
+		job->derapi = enr_catalog_find(catalog, "derapi");
+		if (!job->derapi)
+			return finish(
+			    job, enr_error_set(ENR_E_CONFIG, "vendors.json has no derapi entry"));
+		if (kind == ENR_JOB_REFRESH)
+			return finish(job, enr_error_set(ENR_E_UNSUPPORTED,
+			                                 "record %s was enrolled through Derapi "
+			                                 "Join: Derapi keeps its tokens fresh",
+			                                 id));
+	}
 	if (kind == ENR_JOB_REFRESH && !enr_lifecycle_can_refresh(job->rec, catalog, now))
 		return finish(job, enr_error_set(has_refresh_token(job->rec) ? ENR_E_EXPIRED
 		                                                             : ENR_E_UNSUPPORTED,

@@ -145,6 +145,8 @@ struct enr_relay {
 	char *pages[PAGE_COUNT];
 	char *layout;
 	char *style;
+	char *join_page; /* the Join page, its script filled in; NULL when not installed */
+	char *join_csp;
 	long max_ttl;
 	size_t max_records;
 	unsigned max_connections;
@@ -1121,6 +1123,14 @@ static void make_room(struct enr_relay *relay, struct req **due)
 	}
 }
 
+/* A page of this relay (the Join page): always a valid target. */
+static bool own_page(const struct enr_relay *relay, const char *target)
+{
+	size_t len = relay->public_url ? strlen(relay->public_url) : 0;
+
+	return len && strncmp(target, relay->public_url, len) == 0 && target[len] == '/';
+}
+
 static int create_link(struct enr_relay *relay, struct MHD_Connection *c, struct req *r)
 {
 	struct link_request lr;
@@ -1141,7 +1151,8 @@ static int create_link(struct enr_relay *relay, struct MHD_Connection *c, struct
 	if (!problem && parse_url_host(lr.target, &https, host, sizeof(host)) < 0)
 		problem = "target must be an absolute http or https URL of at most 2048 "
 		          "characters, without user info";
-	if (!problem && https && !host_allowed(relay, host) && !is_loopback_host(host))
+	if (!problem && https && !host_allowed(relay, host) && !is_loopback_host(host) &&
+	    !own_page(relay, lr.target))
 		problem = "target host is not in allowed_target_hosts";
 	if (!problem && !https && !is_loopback_host(host))
 		problem = "target must use https (plain http only to a loopback address)";
@@ -1296,6 +1307,78 @@ static int short_link(struct enr_relay *relay, struct MHD_Connection *c, const c
 	ret = respond(c, 302, NULL, NULL, false, "Location", target);
 	enr_util_free_secret(target);
 	return ret;
+}
+
+/* ---- GET /join: the company's Join page ---- */
+
+static int join_page(struct enr_relay *relay, struct MHD_Connection *c, const char *method)
+{
+	struct MHD_Response *resp;
+	int ret = MHD_NO;
+
+	if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
+		return respond_page(relay, c, 405, PAGE_NOTFOUND, NULL, "Allow", "GET, HEAD");
+	if (!public_allowed(relay, c, &ret))
+		return ret;
+	if (!relay->join_page)
+		return respond_page(relay, c, 404, PAGE_NOTFOUND, NULL, NULL, NULL);
+	resp = MHD_create_response_from_buffer(strlen(relay->join_page), relay->join_page,
+	                                       MHD_RESPMEM_PERSISTENT);
+	if (!resp)
+		return MHD_NO;
+	/* The widget's script, its calls and its popups; the session and state
+	 * come in the query: nothing secret is in the page. */
+	if (add_common_headers(resp) &&
+	    MHD_add_response_header(resp, "Content-Type", "text/html; charset=utf-8") == MHD_YES &&
+	    MHD_add_response_header(resp, "Content-Security-Policy", relay->join_csp) == MHD_YES &&
+	    MHD_add_response_header(resp, "X-Frame-Options", "DENY") == MHD_YES)
+		ret = MHD_queue_response(c, 200, resp);
+	MHD_destroy_response(resp);
+	return ret;
+}
+
+/* Loads assets/join/index.html with its script; a missing page is no error. */
+static int load_join_page(struct enr_relay *relay, const struct enr_relay_options *opts)
+{
+	const char *script = opts->join_script_url;
+	char *dir = NULL, *path = NULL, *tpl = NULL;
+	struct slot slots[] = {{"script", NULL, true}};
+	int rc = 0;
+
+	if (!script && opts->catalog) {
+		const struct enr_vendor *derapi = enr_catalog_find(opts->catalog, "derapi");
+		script =
+		    derapi ? enr_vendor_endpoint(derapi, opts->config, "join_script_url") : NULL;
+	}
+	enr_error_clear();
+	if (!script || strchr(script, '"') || strchr(script, ';') || strchr(script, ' '))
+		return 0;
+	dir = enr_config_asset_path("join");
+	path = dir ? enr_util_printf("%s/index.html", dir) : NULL;
+	if (!path) {
+		rc = enr_error_set(ENR_E_NOMEM, NULL);
+		goto out;
+	}
+	if (enr_util_read_file(&tpl, NULL, path, 256 * 1024) < 0) {
+		enr_log_info("relay: no Join page at %s", path);
+		enr_error_clear();
+		goto out;
+	}
+	slots[0].value = script;
+	relay->join_page = render(tpl, slots, 1);
+	/* A path is of this origin ('self'); a URL is named in the policy. */
+	relay->join_csp = enr_util_printf(
+	    "default-src 'none'; script-src 'self' 'unsafe-inline'%s%s; connect-src 'self' "
+	    "https:; frame-src https:; img-src 'self' https: data:; style-src 'self' "
+	    "'unsafe-inline' https:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+	    script[0] == '/' ? "" : " ", script[0] == '/' ? "" : script);
+	if (!relay->join_page || !relay->join_csp)
+		rc = enr_error_set(ENR_E_NOMEM, NULL);
+out:
+	free(tpl);
+	free(path);
+	free(dir);
+	return rc;
 }
 
 /* ---- GET /callback ---- */
@@ -1628,6 +1711,8 @@ int enr_relay_handle(struct enr_relay *relay, struct MHD_Connection *connection,
 		return short_link(relay, connection, method, url + 3);
 	if (strcmp(url, "/callback") == 0)
 		return callback(relay, connection, method);
+	if (strcmp(url, "/join") == 0)
+		return join_page(relay, connection, method);
 	if (!public_allowed(relay, connection, &ret))
 		return ret;
 	return respond_page(relay, connection, 404, PAGE_NOTFOUND, NULL, NULL, NULL);
@@ -1856,6 +1941,8 @@ int enr_relay_new(struct enr_relay **out, const struct enr_relay_options *opts)
 		                  !opts->allowed_target_hosts || !opts->allowed_target_hosts[0]);
 	if (rc == 0)
 		rc = load_pages(relay, opts->pages_dir);
+	if (rc == 0)
+		rc = load_join_page(relay, opts);
 	if (rc < 0)
 		goto out;
 	if (pthread_create(&relay->timer, NULL, timer_main, relay) != 0) {
@@ -1931,6 +2018,8 @@ void enr_relay_free(struct enr_relay *relay)
 	for (int i = 0; i < PAGE_COUNT; i++)
 		free(relay->pages[i]);
 	free(relay->layout);
+	free(relay->join_page);
+	free(relay->join_csp);
 	free(relay->style);
 	free(relay->by_state);
 	free(relay->by_code);

@@ -1100,6 +1100,8 @@ int enr_sandbox_start(struct enr_sandbox **out, const struct enr_sandbox_options
 		goto out;
 	relay_options.secret = sb->relay_secret;
 	relay_options.catalog = sb->catalog;
+	/* The Join page loads the sandbox's stand-in widget (same origin). */
+	relay_options.join_script_url = "/derapi/join/derapi-join.js";
 	/* One client address (loopback) plays every phone: no rate limit to speak of. */
 	relay_options.rate_burst = 1000000;
 	relay_options.rate_per_second = 1000000;
@@ -1246,6 +1248,7 @@ int enr_sandbox_config(struct enr_config **out, const struct enr_sandbox *sb)
 	    {"derapi", "client_secret", strdup(sb->clients[SB_DERAPI].secret)},
 	    {"derapi", "flow_id", strdup(sb->flow_id)},
 	    {"derapi", "program_id", strdup(sb->program_id)},
+	    {"derapi", "join_script_url", enr_util_printf("%s/derapi/join/derapi-join.js", u)},
 	    {"relay", "url", enr_util_printf("%s/relay", u)},
 	    {"relay", "secret", strdup(sb->relay_secret)},
 	};

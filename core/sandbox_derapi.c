@@ -694,6 +694,32 @@ static void sites(struct sb_req *req, struct sb_resp *resp)
 	enr_sandbox__json(resp, 200, obj);
 }
 
+/* The sandbox's stand-in for Derapi's derapi-join.js (the Join page loads
+ * it): createJoin() lists the session's vendors and approves in the sandbox
+ * when one is chosen (no vendor page), then calls onSuccess. */
+static const char join_script[] =
+    "(function () {\n"
+    "  var src = document.currentScript ? document.currentScript.src : '';\n"
+    "  var api = src.replace(/\\/join\\/derapi-join\\.js.*$/, '');\n"
+    "  window.createJoin = function (session, onSuccess, onClose) {\n"
+    "    var root = document.getElementById('join') || document.body;\n"
+    "    var base = api + '/join/session/' + encodeURIComponent(session);\n"
+    "    fetch(base + '/vendors').then(function (r) { return r.json(); })\n"
+    "      .then(function (data) {\n"
+    "        data.vendors.forEach(function (v) {\n"
+    "          var b = document.createElement('button');\n"
+    "          b.textContent = 'Connect ' + v.name;\n"
+    "          b.onclick = function () {\n"
+    "            fetch(v.authorizeURL + '&sandbox_auto=approve')\n"
+    "              .then(function (r) { if (r.ok) onSuccess({vendor: v.vendor}); "
+    "else onClose(); });\n"
+    "          };\n"
+    "          root.appendChild(b);\n"
+    "        });\n"
+    "      }).catch(function () { onClose(); });\n"
+    "  };\n"
+    "})();\n";
+
 /* ---- routing ---- */
 
 /* Splits "/join/session/ID/tail" into the id (copied into `id`) and the tail. */
@@ -726,6 +752,8 @@ void enr_sandbox__derapi(struct sb_req *req, struct sb_resp *resp)
 
 	if (post && strcmp(req->rest, "/oauth2/token") == 0) {
 		token(req, resp);
+	} else if (get && strcmp(req->rest, "/join/derapi-join.js") == 0) {
+		enr_sandbox__text(resp, 200, "text/javascript; charset=utf-8", join_script);
 	} else if (post && strcmp(req->rest, "/join/session/start") == 0) {
 		if (authorized(req, resp))
 			session_start(req, resp);

@@ -377,8 +377,10 @@ int enr_store__record_check(const struct enr_record *rec)
 			missing = "owner_email";
 		break;
 	case ENR_CRED_JOIN:
-		if (!c->join.enrollment_id && !c->join.flow_id)
-			missing = "an enrollment or flow id";
+		/* A Join Flow gives ids; a Join session gives the vendor's credentials. */
+		if (!c->join.enrollment_id && !c->join.flow_id && !c->tokens.access_token &&
+		    !c->api_key && !c->key_secret)
+			missing = "an enrollment or flow id, or the credentials of a Join session";
 		break;
 	case ENR_CRED_ACCOUNT:
 		if (!c->account.secret_name)

@@ -35,6 +35,7 @@ struct enroll_args {
 	const char *refresh_token_file;
 	const char *owner_email;
 	const char *code; /* "-": read it from stdin */
+	enum enr_join_mode join_mode;
 	long timeout_s;
 	bool json;
 	bool allow_account_change;
@@ -58,6 +59,9 @@ static void usage(FILE *out, bool reauth)
 		    "  oauth:            prints the link on the first line, then waits for the\n"
 		    "                    customer (relay or loopback), or reads the code from\n"
 		    "                    stdin with --code -\n"
+		    "  join (Derapi):    the flow's link on the first line (--join-mode flow,\n"
+		    "                    the default), or the company's Join page with a\n"
+		    "                    Join session (--join-mode session)\n"
 		    "  --timeout SECONDS how long the customer has (default 900)\n"
 		    "Secrets come from files ('-' for standard input), never from arguments.\n");
 }
@@ -289,6 +293,7 @@ static int run(struct cli_globals *g, int argc, char **argv, bool reauth)
 	    {"owner-email", required_argument, NULL, 'e'},
 	    {"code", required_argument, NULL, 'C'},
 	    {"timeout", required_argument, NULL, 'T'},
+	    {"join-mode", required_argument, NULL, 'J'},
 	    {"json", no_argument, NULL, 'j'},
 	    {"allow-account-change", no_argument, NULL, 'A'},
 	    {"help", no_argument, NULL, 'h'},
@@ -349,6 +354,16 @@ static int run(struct cli_globals *g, int argc, char **argv, bool reauth)
 		case 'j':
 			a.json = true;
 			break;
+		case 'J':
+			if (strcmp(optarg, "flow") == 0) {
+				a.join_mode = ENR_JOIN_FLOW;
+			} else if (strcmp(optarg, "session") == 0) {
+				a.join_mode = ENR_JOIN_SESSION;
+			} else {
+				cli_error("--join-mode takes flow or session");
+				return EXIT_USAGE;
+			}
+			break;
 		case 'A':
 			a.allow_account_change = true;
 			break;
@@ -395,6 +410,7 @@ static int run(struct cli_globals *g, int argc, char **argv, bool reauth)
 	opts.allow_account_change = a.allow_account_change;
 	opts.consent = a.code ? ENR_CONSENT_PASTE : ENR_CONSENT_AUTO;
 	opts.timeout_s = a.timeout_s;
+	opts.join_mode = a.join_mode;
 	rc = enr_enroll_new(&e, &opts);
 	if (rc < 0) {
 		status = cli_fail(rc);

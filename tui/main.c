@@ -37,8 +37,8 @@ static const struct command commands[] = {
      "serve the offline world of every vendor on loopback", cmd_sandbox},
     {"relay", "--listen ADDR:PORT --public-url URL --secret-file FILE",
      "run the callback relay for phones", cmd_relay},
-    {"join", "create-flow --redirect-uri URL --vendors LIST [--save]", "manage Derapi Join flows",
-     NULL},
+    {"join", "create-flow --redirect-uri URL --vendors LIST [--program ID] [--save]",
+     "manage Derapi Join flows", cmd_join},
     {"reauth", "ID", "re-authorize an enrolled system with the customer", cmd_reauth},
 };
 

@@ -47,6 +47,13 @@ enum enr_consent {
 	ENR_CONSENT_PASTE,    /* the code, or the final URL, is typed in */
 };
 
+/* Which Derapi Join path the method `join` takes. */
+enum enr_join_mode {
+	ENR_JOIN_FLOW =
+	    0,            /* Join Flows: the flow's authorize link, Derapi redirects to the relay */
+	ENR_JOIN_SESSION, /* Join session: the company's Join page (widget), then fetch-token */
+};
+
 struct enr_enroll_options {
 	struct enr_store *store;
 	const struct enr_config *cfg;
@@ -58,6 +65,7 @@ struct enr_enroll_options {
 	const char *reauth_id;     /* re-authorize this record instead of adding one */
 	bool allow_account_change; /* re-authorization may switch accounts */
 	enum enr_consent consent;
+	enum enr_join_mode join_mode; /* method `join` only */
 	long timeout_s;               /* how long the customer has; 0: 15 minutes */
 	struct enr_http_multi *multi; /* shared with the caller's loop; NULL: its own */
 };
@@ -65,7 +73,8 @@ struct enr_enroll_options {
 /*
  * Starts a session. ENR_E_USAGE for an unknown vendor or a method the vendor
  * lacks (the message lists its methods), ENR_E_CONFIG for what the method
- * needs and the configuration lacks (client_id, keys, relay), ENR_E_NOTFOUND
+ * needs and the configuration lacks (client_id, keys, relay; for `join` the
+ * Derapi credentials and, for Join Flows, [derapi] flow_id), ENR_E_NOTFOUND
  * for an unknown record to re-authorize. The session may already be LINK,
  * FIELDS or WAIT when this returns.
  */

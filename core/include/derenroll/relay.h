@@ -73,6 +73,10 @@ struct enr_relay_options {
 	/* Wall clock in seconds since the epoch, for tests; NULL: time(). */
 	long long (*clock)(void *ctx);
 	void *clock_ctx;
+	/* The company's Join page (GET /join?session=&state=, from assets/join/)
+	 * loads Derapi's widget from here; NULL: [derapi] join_script_url, else
+	 * vendors.json's. An absolute path serves a script of the same origin. */
+	const char *join_script_url;
 };
 
 /* Counts for monitoring and tests (all under one lock, consistent). */

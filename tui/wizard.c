@@ -207,6 +207,7 @@ void wiz_session_start(void)
 	opts.vendor = W.vendor ? W.vendor->id : NULL;
 	opts.method = W.method ? W.method->id : NULL;
 	opts.customer = customer;
+	snprintf(W.customer_ref, sizeof(W.customer_ref), "%s", customer ? customer : "");
 	opts.reauth_id = W.reauth_id;
 	opts.consent = ENR_CONSENT_AUTO;
 	rc = enr_enroll_new(&W.e, &opts);
@@ -218,8 +219,13 @@ void wiz_session_start(void)
 		screen_redraw();
 		return;
 	}
-	if (W.reauth_id)
+	if (W.reauth_id) {
+		struct enr_record *rec = NULL;
 		W.vendor = enr_enroll_vendor(W.e);
+		if (enr_store_get(&rec, W.store, W.reauth_id) == 0 && rec->customer)
+			snprintf(W.customer_ref, sizeof(W.customer_ref), "%s", rec->customer);
+		enr_record_free(rec);
+	}
 	wiz_session_sync();
 }
 

@@ -38,6 +38,7 @@ struct wiz {
 	struct enr_enroll *e;
 	unsigned gen; /* changes with every session: late results are dropped */
 	enum enr_enroll_state shown;
+	char customer_ref[256]; /* of this session (a re-authorization: the record's) */
 	int watched[32];
 	size_t n_watched;
 	unsigned timer;

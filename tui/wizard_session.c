@@ -301,9 +301,19 @@ struct approval {
 	unsigned gen;
 	char *link;
 	char *authorize;
+	char *account; /* the sandbox account the customer approves as */
 	char *final_url;
 	char err[CURL_ERROR_SIZE];
 };
+
+static void approval_free(struct approval *a)
+{
+	free(a->link);
+	free(a->authorize);
+	free(a->account);
+	free(a->final_url);
+	free(a);
+}
 
 static size_t discard(char *p, size_t size, size_t n, void *ctx)
 {
@@ -333,7 +343,7 @@ static void *approve_thread(void *ctx)
 {
 	struct approval *a = ctx;
 	CURL *c = curl_easy_init();
-	char *target = NULL, *url = NULL, *where = NULL;
+	char *target = NULL, *url = NULL, *where = NULL, *account = NULL;
 
 	if (!c) {
 		snprintf(a->err, sizeof(a->err), "out of memory");
@@ -346,8 +356,11 @@ static void *approve_thread(void *ctx)
 		curl_easy_getinfo(c, CURLINFO_REDIRECT_URL, &where);
 	}
 	target = strdup(where ? where : a->authorize);
-	if (!target || asprintf(&url, "%s%csandbox_auto=approve", target,
-	                        strchr(target, '?') ? '&' : '?') < 0) {
+	/* The same customer is the same account (a re-authorization passes the guard). */
+	account = curl_easy_escape(c, a->account, 0);
+	if (!target || !account ||
+	    asprintf(&url, "%s%csandbox_auto=approve&sandbox_account=%s", target,
+	             strchr(target, '?') ? '&' : '?', account) < 0) {
 		url = NULL;
 		snprintf(a->err, sizeof(a->err), "out of memory");
 		goto out;
@@ -361,13 +374,10 @@ static void *approve_thread(void *ctx)
 out:
 	free(target);
 	free(url);
+	curl_free(account);
 	curl_easy_cleanup(c);
-	if (loop_post(approval_done, a) < 0) {
-		free(a->link);
-		free(a->authorize);
-		free(a->final_url);
-		free(a);
-	}
+	if (loop_post(approval_done, a) < 0)
+		approval_free(a);
 	return NULL;
 }
 
@@ -395,10 +405,7 @@ static void approval_done(void *ctx)
 		}
 		screen_redraw();
 	}
-	free(a->link);
-	free(a->authorize);
-	free(a->final_url);
-	free(a);
+	approval_free(a);
 }
 
 static int demo_approve(void)
@@ -413,13 +420,13 @@ static int demo_approve(void)
 	if (!a)
 		return SCREEN_HANDLED;
 	a->gen = w->gen;
+	a->account = strdup(w->customer_ref);
 	a->link = strdup(enr_enroll_link(w->e));
 	a->authorize = strdup(enr_enroll_authorize_url(w->e) ? enr_enroll_authorize_url(w->e)
 	                                                     : enr_enroll_link(w->e));
-	if (!a->link || !a->authorize || pthread_create(&t, NULL, approve_thread, a) != 0) {
-		free(a->link);
-		free(a->authorize);
-		free(a);
+	if (!a->link || !a->authorize || !a->account ||
+	    pthread_create(&t, NULL, approve_thread, a) != 0) {
+		approval_free(a);
 		snprintf(w->note, sizeof(w->note), "Cannot play the customer: out of resources");
 		return SCREEN_REDRAW;
 	}
@@ -642,7 +649,8 @@ static void session_draw(struct screen *s)
 
 	(void)s;
 	if (!w->e) {
-		snprintf(title, sizeof(title), "%s: cannot start", vendor_name());
+		snprintf(title, sizeof(title), "%s: cannot start",
+		         vendor_name()[0] ? vendor_name() : "Re-authorization");
 		failed_draw(screen_frame(title, k_failed), w->start_error);
 		return;
 	}

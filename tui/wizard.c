@@ -146,6 +146,8 @@ static void enter_state(enum enr_enroll_state st)
 		wiz_fields_setup();
 	} else if (st == ENR_ENROLL_SITES) {
 		wiz_sites_setup();
+	} else if (st == ENR_ENROLL_DONE) {
+		W.store_gen++;
 	}
 }
 
@@ -386,6 +388,8 @@ static int demo_start(void)
 	int rc;
 
 	so.catalog = W.g->catalog;
+	/* The same world every time: records kept with --store stay valid (key methods). */
+	so.seed = 0x64656d6f; /* "demo" */
 	rc = enr_sandbox_start(&W.sb, &so);
 	if (rc == 0)
 		rc = enr_sandbox_config(&scfg, W.sb);
@@ -438,6 +442,7 @@ static int navigate(void *ctx, struct screen *from, int flag)
 	(void)ctx;
 	if ((flag & SCREEN_BACK) && from == &wiz_session_screen) {
 		wiz_session_end();
+		W.reauth_id = NULL;
 		return 0;
 	}
 	return 0;

@@ -53,7 +53,7 @@ struct wiz {
 	struct listview *sites;
 	char note[512];
 	bool approving;
-	struct systems *systems;
+	unsigned store_gen; /* changes whenever the wizard writes the store */
 };
 
 struct wiz *wiz_state(void);

@@ -726,8 +726,8 @@ static int session_key(struct screen *s, const struct keypress *k)
 		if (keypress_is_enter(k) || keypress_is(k, 'n') || keypress_is_escape(k)) {
 			field_set_text(&w->customer, "");
 			w->start_focus = 0;
-			if (w->session_first)
-				return go_back();
+			if (w->session_first || w->reauth_id)
+				return go_back(); /* a re-authorization goes back to the systems */
 			wiz_session_end();
 			while (screen_top() != &wiz_start_screen)
 				screen_pop();

@@ -8,7 +8,7 @@
 set -u
 RECORDS=$3
 . "$(dirname "$0")/lib.sh"
-plan 168
+plan 187
 
 # The pane runs the wizard through this, which reports its first frame where
 # lib.sh's start() waits for it.
@@ -43,6 +43,19 @@ expect_record() {
 	esac
 }
 
+# settle: until two captures 0.2 s apart are the same (the frame is whole).
+settle() {
+	_tries=0
+	SCREEN=$(screen)
+	while [ $_tries -lt 50 ]; do
+		sleep 0.2
+		_next=$(screen)
+		[ "$_next" = "$SCREEN" ] && return 0
+		SCREEN=$_next
+		_tries=$((_tries + 1))
+	done
+}
+
 # begin CUSTOMER VENDOR-FILTER: types the customer and picks the vendor.
 begin() {
 	wait_screen "Customer reference" >/dev/null
@@ -57,8 +70,10 @@ finish_sites() {
 	wait_screen "sites found" >/dev/null
 	check $? "$2: sites found" "$SCREEN"
 	keys Enter
-	wait_screen "Saved record" >/dev/null
+	# The summary's last line: the whole screen is drawn.
+	wait_screen "Enter: enroll another" >/dev/null
 	check $? "$2: saved" "$SCREEN"
+	settle
 	expect_in "$2: the summary names the customer" "Customer:  $1" "$SCREEN"
 	expect_in "$2: the summary says when the authorization expires" "Authorization expires:" "$SCREEN"
 	keys q
@@ -82,6 +97,7 @@ wiz --
 begin "Cust Tesla" tesla
 wait_screen "Tesla: the customer approves" >/dev/null
 check $? "tesla: straight to the QR code (one usable method)" "$SCREEN"
+settle
 LINK=$(printf '%s\n' "$SCREEN" | sed -n 's/^ *Link: //p' | tr -d ' ')
 expect_in "tesla: the link is the relay's short link" "/relay/s/" "$LINK"
 expect_decodes "tesla: the QR code at 80x24 decodes to the link" "$LINK"
@@ -209,6 +225,7 @@ expect_exit "^C after --vendor" 130
 for envs in NO_COLOR=1 TERM=vt100; do
 	wiz "$envs" -- --customer "Cust Mono" --vendor tesla
 	wait_screen "Tesla: the customer approves" >/dev/null
+	settle
 	LINK=$(printf '%s\n' "$SCREEN" | sed -n 's/^ *Link: //p' | tr -d ' ')
 	expect_decodes "$envs: the QR code decodes" "$LINK"
 	keys C-c
@@ -233,6 +250,53 @@ start 80 24 -- --demo --store "$STORE" reauth "$ID"
 wait_screen "Tesla: the customer approves" >/dev/null
 keys C-c
 expect_exit "^C on the reauth QR code" 130
+
+# --- the enrolled systems screen ---
+wiz --
+wait_screen "F2 enrolled systems" >/dev/null
+keys F2
+wait_screen "Enrolled systems" >/dev/null
+check $? "systems: F2 opens the enrolled systems" "$SCREEN"
+expect_in "systems: every record is listed" "of 9" "$SCREEN"
+keys_text "Cust SE acct"
+wait_screen "1 of 9" >/dev/null
+check $? "systems: typing filters" "$SCREEN"
+expect_in "systems: status, vendor, customer" "ok       " "$SCREEN"
+keys F5
+wait_screen "checked ok" >/dev/null
+check $? "systems: F5 checks now" "$SCREEN"
+case "$(record "Cust SE acct")" in *'"last_check":{"at"'*'"result":"ok"'*) r=0 ;; *) r=1 ;; esac
+check $r "systems: the check's result is saved" "$(record "Cust SE acct")"
+keys Enter
+wait_screen '"customer":"Cust SE acct"' >/dev/null
+check $? "systems: Enter shows the record" "$SCREEN"
+expect_not_in "systems: secrets masked" "credentials" "$SCREEN"
+keys C-r
+for _i in 1 2 3 4 5; do keys PageDown; done
+wait_screen '"credentials"' >/dev/null
+check $? "systems: ^R shows the secrets" "$SCREEN"
+keys Escape
+wait_screen "Enrolled systems" >/dev/null
+keys F8
+wait_screen "Remove " >/dev/null
+check $? "systems: F8 asks to confirm" "$SCREEN"
+keys y
+wait_screen "Removed " >/dev/null
+check $? "systems: y removes" "$SCREEN"
+[ -z "$(record "Cust SE acct")" ]
+check $? "systems: the record is gone from the store"
+keys C-u
+keys_text "Cust Solis acct"
+wait_screen "1 of 8" >/dev/null
+keys F7
+wait_screen "Solis: waiting" >/dev/null || wait_screen "Updated record" >/dev/null
+wait_screen "Updated record" >/dev/null
+check $? "systems: F7 re-authorizes (the company account: no customer needed)" "$SCREEN"
+keys Enter
+wait_screen "Enrolled systems" >/dev/null
+check $? "systems: back to the list after the re-authorization" "$SCREEN"
+keys C-c
+expect_exit "^C on the systems screen" 130
 
 # --- ^C on every other screen ---
 wiz --

@@ -170,10 +170,14 @@ static int run_reauth(struct cli_globals *g, int argc, char **argv)
 int main(int argc, char **argv)
 {
 	static const struct option options[] = {
-	    {"config", required_argument, NULL, 'c'}, {"store", required_argument, NULL, 's'},
-	    {"demo", no_argument, NULL, 'D'},         {"help", no_argument, NULL, 'h'},
-	    {"version", no_argument, NULL, 'V'},      {"customer", required_argument, NULL, 'C'},
-	    {"vendor", required_argument, NULL, 'v'}, {"method", required_argument, NULL, 'm'},
+	    {"config", required_argument, NULL, 'c'},
+	    {"store", required_argument, NULL, 's'},
+	    {"demo", no_argument, NULL, 'D'},
+	    {"help", no_argument, NULL, 'h'},
+	    {"version", no_argument, NULL, 'V'},
+	    {"customer", required_argument, NULL, 'C'},
+	    {"vendor", required_argument, NULL, 'v'},
+	    {"method", required_argument, NULL, 'm'},
 	    {NULL, 0, NULL, 0},
 	};
 	struct wizard_options wo = {0};
@@ -228,9 +232,10 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	if (wo.customer || wo.vendor || wo.method) {
-		cli_error("--customer, --vendor and --method start the wizard: they take no command "
-		          "(for '%s', give its own options after it)",
-		          argv[optind]);
+		cli_error(
+		    "--customer, --vendor and --method start the wizard: they take no command "
+		    "(for '%s', give its own options after it)",
+		    argv[optind]);
 		return EXIT_USAGE;
 	}
 	cmd = find_command(argv[optind]);

@@ -41,7 +41,7 @@ static struct wiz W;
 
 /* Why a method cannot be used with this configuration, or NULL. */
 const char *wiz_method_unavailable(const struct enr_vendor *v, const struct enr_method *m,
-                                      char *buf, size_t size)
+                                   char *buf, size_t size)
 {
 	const struct enr_config *cfg = W.g->cfg;
 
@@ -170,7 +170,8 @@ void wiz_session_sync(void)
 	}
 	t = enr_enroll_timeout_ms(W.e);
 	if (t >= 0 || n > MAX_WATCH)
-		W.timer = loop_set_timer(t >= 0 && n <= MAX_WATCH ? t : 100, on_session_timer, NULL);
+		W.timer =
+		    loop_set_timer(t >= 0 && n <= MAX_WATCH ? t : 100, on_session_timer, NULL);
 	screen_redraw();
 }
 
@@ -190,7 +191,7 @@ void wiz_session_end(void)
 	W.code_active = false;
 	W.note[0] = '\0';
 	W.start_error[0] = '\0';
-	W.shown = (enum enr_enroll_state)-1;
+	W.shown = (enum enr_enroll_state) - 1;
 }
 
 /* Starts a session for W.vendor / W.method (or W.reauth_id). */
@@ -235,12 +236,13 @@ void wiz_session_start(void)
 
 static void start_draw(struct screen *s)
 {
-	static const struct key_help keys[] = {{"Tab", "next field"}, {"Enter", "choose"},
-	                                       {"F2", "enrolled systems"}, {"Esc", "quit"},
+	static const struct key_help keys[] = {{"Tab", "next field"},
+	                                       {"Enter", "choose"},
+	                                       {"F2", "enrolled systems"},
+	                                       {"Esc", "quit"},
 	                                       {NULL, NULL}};
-	struct area body = screen_frame(W.g->demo ? "derenroll: enroll a system (demo)"
-	                                          : "derenroll: enroll a system",
-	                                keys);
+	struct area body = screen_frame(
+	    W.g->demo ? "derenroll: enroll a system (demo)" : "derenroll: enroll a system", keys);
 	struct area list;
 	char line[512];
 	int y;
@@ -275,7 +277,8 @@ static int choose_vendor(void)
 	if (sel == LISTVIEW_NONE || listview_disabled_reason(W.vendors, sel))
 		return SCREEN_HANDLED;
 	if (field_is_blank(&W.customer)) {
-		field_set_error(&W.customer, "Type the customer's name, address or job number first");
+		field_set_error(&W.customer,
+		                "Type the customer's name, address or job number first");
 		W.start_focus = 0;
 		return SCREEN_REDRAW;
 	}
@@ -455,19 +458,19 @@ int wizard_run(struct cli_globals *g, const struct wizard_options *o)
 
 	memset(&W, 0, sizeof(W));
 	W.g = g;
-	W.shown = (enum enr_enroll_state)-1;
+	W.shown = (enum enr_enroll_state) - 1;
 	W.reauth_id = o->reauth_id;
 	field_init(&W.customer, "Customer reference",
 	           "The customer's name, address or job number: it names the record.", false);
 	field_init(&W.code, "Code", "Paste the address the vendor's page ended on, or its code.",
 	           false);
-	if (!isatty(STDIN_FILENO) || !isatty(STDOUT_FILENO)) {
+	rc = cli_load_config(g);
+	if (rc == 0 && (!isatty(STDIN_FILENO) || !isatty(STDOUT_FILENO))) {
 		cli_error("the wizard needs a terminal; without one use 'derenroll enroll' "
 		          "(see 'derenroll --help')");
 		status = 2;
 		goto out;
 	}
-	rc = cli_load_config(g);
 	if (rc == 0 && g->demo)
 		rc = demo_start();
 	if (rc == 0)
@@ -486,7 +489,8 @@ int wizard_run(struct cli_globals *g, const struct wizard_options *o)
 		field_set_text(&W.customer, o->customer);
 	if (o->vendor) {
 		W.vendor = enr_catalog_find(g->catalog, o->vendor);
-		if (!W.vendor || (o->method && !(W.method = enr_vendor_method(W.vendor, o->method)))) {
+		if (!W.vendor ||
+		    (o->method && !(W.method = enr_vendor_method(W.vendor, o->method)))) {
 			status = cli_fail(ENR_E_USAGE);
 			goto out;
 		}

@@ -21,8 +21,8 @@ struct systems;
 struct wiz {
 	struct cli_globals *g;
 	struct enr_store *store;
-	struct enr_sandbox *sb;      /* --demo */
-	struct json_object *creds;   /* --demo: the sandbox's credentials */
+	struct enr_sandbox *sb;    /* --demo */
+	struct json_object *creds; /* --demo: the sandbox's credentials */
 	bool join_ok;
 	char join_reason[256];
 	/* start and method */
@@ -58,8 +58,7 @@ struct wiz {
 
 struct wiz *wiz_state(void);
 
-extern struct screen wiz_start_screen, wiz_method_screen, wiz_session_screen,
-    wiz_systems_screen;
+extern struct screen wiz_start_screen, wiz_method_screen, wiz_session_screen, wiz_systems_screen;
 
 size_t wiz_methods(const struct enr_vendor *v, const struct enr_method **out, size_t cap);
 const char *wiz_demo_value(const char *field);

@@ -48,8 +48,7 @@ void wiz_methods_setup(void)
 
 static void method_draw(struct screen *s)
 {
-	static const struct key_help keys[] = {
-	    {"Enter", "choose"}, {"Esc", "back"}, {NULL, NULL}};
+	static const struct key_help keys[] = {{"Enter", "choose"}, {"Esc", "back"}, {NULL, NULL}};
 	struct wiz *w = wiz_state();
 	char title[160];
 	struct area body, list;
@@ -65,9 +64,9 @@ static void method_draw(struct screen *s)
 	if (sel == LISTVIEW_NONE)
 		return;
 	m = listview_data(w->methods, sel);
-	draw_wrapped((struct area){list.y + list.rows + 1, 2, body.rows - list.rows - 3,
-	                           body.cols - 4},
-	             A_NORMAL, m->help ? m->help : "");
+	draw_wrapped(
+	    (struct area){list.y + list.rows + 1, 2, body.rows - list.rows - 3, body.cols - 4},
+	    A_NORMAL, m->help ? m->help : "");
 }
 
 static int method_key(struct screen *s, const struct keypress *k)
@@ -132,8 +131,8 @@ static void form_draw(struct area body)
 	struct wiz *w = wiz_state();
 	int y = body.y;
 
-	y += draw_wrapped((struct area){y, 2, 2, body.cols - 4}, A_NORMAL,
-	                  enr_enroll_message(w->e));
+	y +=
+	    draw_wrapped((struct area){y, 2, 2, body.cols - 4}, A_NORMAL, enr_enroll_message(w->e));
 	if (w->creds)
 		draw_text(y++, 2, body.cols - 4, A_BOLD,
 		          "Demo: the sandbox's credentials are filled in; Enter submits them.");
@@ -389,7 +388,8 @@ static void approval_done(void *ctx)
 	if (a->gen == w->gen && w->e && enr_enroll_state(w->e) == ENR_ENROLL_LINK) {
 		w->approving = false;
 		if (a->err[0] || !a->final_url) {
-			snprintf(w->note, sizeof(w->note), "The demo customer could not approve: %s",
+			snprintf(w->note, sizeof(w->note),
+			         "The demo customer could not approve: %s",
 			         a->err[0] ? a->err : "no answer");
 		} else if (w->code_active) {
 			/* The code page: read the code and type it in. */
@@ -398,8 +398,9 @@ static void approval_done(void *ctx)
 			snprintf(text, sizeof(text), "%s", code ? code + 5 : a->final_url);
 			text[strcspn(text, "&")] = '\0';
 			field_set_text(&w->code, text);
-			snprintf(w->note, sizeof(w->note), "The customer approved; the code is "
-			                                   "typed in: press Enter.");
+			snprintf(w->note, sizeof(w->note),
+			         "The customer approved; the code is "
+			         "typed in: press Enter.");
 		} else {
 			snprintf(w->note, sizeof(w->note), "The customer approved on their phone.");
 		}
@@ -580,8 +581,8 @@ static void done_draw(struct area body)
 		gmtime_r(&t, &tm);
 		strftime(when, sizeof(when), "%Y-%m-%d %H:%M UTC", &tm);
 	}
-	snprintf(line, sizeof(line), "%s record %s.", enr_enroll_updated(w->e) ? "Updated" : "Saved",
-	         rec->id);
+	snprintf(line, sizeof(line), "%s record %s.",
+	         enr_enroll_updated(w->e) ? "Updated" : "Saved", rec->id);
 	draw_text(y, 2, body.cols - 4, A_BOLD, line);
 	y += 2;
 	snprintf(line, sizeof(line), "Vendor:    %s (%s)", vendor_name(),
@@ -631,14 +632,16 @@ static void wait_draw(struct area body)
 
 static void session_draw(struct screen *s)
 {
-	static const struct key_help k_form[] = {{"Enter", "submit"}, {"Tab", "next field"},
+	static const struct key_help k_form[] = {{"Enter", "submit"},
+	                                         {"Tab", "next field"},
 	                                         {FIELD_REVEAL_KEY_NAME, "show/hide"},
-	                                         {"Esc", "cancel"}, {NULL, NULL}};
+	                                         {"Esc", "cancel"},
+	                                         {NULL, NULL}};
 	static const struct key_help k_wait[] = {{"Esc", "cancel"}, {NULL, NULL}};
 	static const struct key_help k_sites[] = {
 	    {"Enter", "confirm site"}, {"type", "filter"}, {"Esc", "cancel"}, {NULL, NULL}};
-	static const struct key_help k_done[] = {{"Enter", "enroll another"}, {"q", "quit"},
-	                                         {NULL, NULL}};
+	static const struct key_help k_done[] = {
+	    {"Enter", "enroll another"}, {"q", "quit"}, {NULL, NULL}};
 	static const struct key_help k_failed[] = {{"r", "retry"}, {"Esc", "back"}, {NULL, NULL}};
 	struct wiz *w = wiz_state();
 	struct key_help k_link[6];
@@ -657,7 +660,8 @@ static void session_draw(struct screen *s)
 	st = enr_enroll_state(w->e);
 	switch (st) {
 	case ENR_ENROLL_FIELDS:
-		snprintf(title, sizeof(title), "%s: %s", vendor_name(), enr_enroll_method(w->e)->label);
+		snprintf(title, sizeof(title), "%s: %s", vendor_name(),
+		         enr_enroll_method(w->e)->label);
 		form_draw(screen_frame(title, k_form));
 		break;
 	case ENR_ENROLL_LINK:
@@ -762,7 +766,8 @@ static int session_event(struct screen *s, const struct screen_event *ev)
 	(void)s;
 	/* The countdown and the spinner. */
 	if (ev->type == SCREEN_EV_TICK && w->e &&
-	    (enr_enroll_state(w->e) == ENR_ENROLL_LINK || enr_enroll_state(w->e) == ENR_ENROLL_WAIT))
+	    (enr_enroll_state(w->e) == ENR_ENROLL_LINK ||
+	     enr_enroll_state(w->e) == ENR_ENROLL_WAIT))
 		return SCREEN_REDRAW;
 	return SCREEN_IGNORED;
 }
@@ -776,5 +781,5 @@ static void session_enter(struct screen *s)
 		wiz_session_start();
 }
 
-struct screen wiz_session_screen = {"session", session_draw, session_key, session_event,
-                                    session_enter, NULL, NULL};
+struct screen wiz_session_screen = {"session",     session_draw, session_key, session_event,
+                                    session_enter, NULL,         NULL};

@@ -280,11 +280,12 @@ static void clear_shown(void)
 static void systems_draw(struct screen *s)
 {
 	static const struct key_help k_list[] = {
-	    {"Enter", "show"},       {"F5", "check"},  {"F6", "refresh"}, {"F7", "re-authorize"},
-	    {"F8", "remove"},        {"Esc", "back"},  {NULL, NULL}};
-	static const struct key_help k_show[] = {
-	    {FIELD_REVEAL_KEY_NAME, "show/hide secrets"}, {"Up/Down", "scroll"}, {"Esc", "back"},
-	    {NULL, NULL}};
+	    {"Enter", "show"}, {"F5", "check"}, {"F6", "refresh"}, {"F7", "re-authorize"},
+	    {"F8", "remove"},  {"Esc", "back"}, {NULL, NULL}};
+	static const struct key_help k_show[] = {{FIELD_REVEAL_KEY_NAME, "show/hide secrets"},
+	                                         {"Up/Down", "scroll"},
+	                                         {"Esc", "back"},
+	                                         {NULL, NULL}};
 	static const struct key_help k_confirm[] = {{"y", "remove"}, {"n", "keep"}, {NULL, NULL}};
 	struct wiz *w = wiz_state();
 	struct area body;
@@ -319,7 +320,8 @@ static void systems_draw(struct screen *s)
 		         "Remove %s? Its credentials are deleted from the store; the customer's "
 		         "authorization at the vendor stays until they revoke it.",
 		         S->current);
-		draw_wrapped((struct area){body.y, 2, 2, body.cols - 4}, term_attr(TERM_ERROR), line);
+		draw_wrapped((struct area){body.y, 2, 2, body.cols - 4}, term_attr(TERM_ERROR),
+		             line);
 	} else if (S->note[0]) {
 		draw_text(body.y, 2, body.cols - 4, A_BOLD, S->note);
 	} else {

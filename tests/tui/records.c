@@ -29,7 +29,8 @@ int main(int argc, char **argv)
 		return 4;
 	}
 	for (size_t i = 0; i < enr_store_count(store); i++) {
-		enr_record_view_write(stdout, enr_store_at(store, i), (long long)time(NULL), 7, false);
+		enr_record_view_write(stdout, enr_store_at(store, i), (long long)time(NULL), 7,
+		                      false);
 		putchar('\n');
 	}
 	enr_store_free(store);

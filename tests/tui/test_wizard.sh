@@ -289,7 +289,7 @@ keys C-u
 keys_text "Cust Solis acct"
 wait_screen "1 of 8" >/dev/null
 keys F7
-wait_screen "Solis: waiting" >/dev/null || wait_screen "Updated record" >/dev/null
+
 wait_screen "Updated record" >/dev/null
 check $? "systems: F7 re-authorizes (the company account: no customer needed)" "$SCREEN"
 keys Enter

@@ -21,6 +21,7 @@
 #include "derenroll/store.h"
 #include "derenroll/vendor.h"
 #include "cli.h"
+#include "ready.h"
 #include "screen.h"
 #include "store_cli.h"
 #include "widgets/field.h"
@@ -425,21 +426,6 @@ const char *wiz_demo_value(const char *field)
 
 /* ---- run --------------------------------------------------------------- */
 
-static void after_first_frame(void *ctx)
-{
-	const char *path = getenv("DERENROLL_WIZARD_READY");
-	struct timespec now;
-	FILE *f;
-
-	(void)ctx;
-	screen_set_after_draw(NULL, NULL);
-	clock_gettime(CLOCK_REALTIME, &now);
-	if (!path || !(f = fopen(path, "w")))
-		return;
-	fprintf(f, "%ld %lld.%09ld\n", (long)getpid(), (long long)now.tv_sec, now.tv_nsec);
-	fclose(f);
-}
-
 static int navigate(void *ctx, struct screen *from, int flag)
 {
 	(void)ctx;
@@ -500,7 +486,7 @@ int wizard_run(struct cli_globals *g, const struct wizard_options *o)
 		W.start_focus = o->customer ? 1 : 0;
 	}
 	screen_set_navigator(navigate, NULL);
-	screen_set_after_draw(after_first_frame, NULL);
+	ready_report_first_frame("DERENROLL_WIZARD_READY");
 	rc = term_init();
 	if (rc < 0) {
 		status = cli_fail(rc);

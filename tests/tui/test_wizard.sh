@@ -8,7 +8,7 @@
 set -u
 RECORDS=$3
 . "$(dirname "$0")/lib.sh"
-plan 187
+plan 195
 
 # The pane runs the wizard through this, which reports its first frame where
 # lib.sh's start() waits for it.
@@ -231,6 +231,15 @@ for envs in NO_COLOR=1 TERM=vt100; do
 	keys C-c
 	expect_exit "$envs: ^C on the QR code" 130
 done
+
+# --- a non-UTF-8 locale at 80x24: the code does not fit, the link is text ---
+wiz LC_ALL=C LANG=C -- --customer "Cust C locale" --vendor tesla
+wait_screen "does not fit" >/dev/null
+check $? "LANG=C: says the code does not fit" "$SCREEN"
+expect_in "LANG=C: how many rows are missing" "more rows" "$SCREEN"
+expect_in "LANG=C: the link as text" "/relay/s/" "$SCREEN"
+keys C-c
+expect_exit "LANG=C: ^C" 130
 
 # --- reauth on a terminal: the wizard at the QR code, the same record ---
 ID=$(record "Cust Tesla" | sed -n 's/^{ *"id": *"\([^"]*\)".*/\1/p')

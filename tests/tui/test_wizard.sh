@@ -8,7 +8,7 @@
 set -u
 RECORDS=$3
 . "$(dirname "$0")/lib.sh"
-plan 195
+plan 204
 
 # The pane runs the wizard through this, which reports its first frame where
 # lib.sh's start() waits for it.
@@ -259,6 +259,27 @@ start 80 24 -- --demo --store "$STORE" reauth "$ID"
 wait_screen "Tesla: the customer approves" >/dev/null
 keys C-c
 expect_exit "^C on the reauth QR code" 130
+
+# --- no demo, an empty configuration: what is not configured says how to fix it ---
+: >"$TMP/empty.ini"
+printf 'test passphrase\n' >"$TMP/pass"
+chmod 600 "$TMP/pass"
+start 80 24 DERENROLL_PASSPHRASE_FILE="$TMP/pass" -- --config "$TMP/empty.ini" --store "$TMP/real"
+wait_screen "Enphase Grid Services" >/dev/null
+check $? "no demo: the start screen" "$SCREEN"
+keys_text "Cust Real"
+keys Enter
+settle
+expect_in "no demo: Tesla disabled with the config key that enables it" \
+	"set client_id in [vendor.tesla]" "$SCREEN"
+keys_text "solaredge"
+wait_screen "1 of 6" >/dev/null
+keys Enter
+wait_screen "SolarEdge: Customer's API key" >/dev/null
+check $? "no demo: one usable method (the company account is not set up): no method screen" "$SCREEN"
+expect_not_in "no demo: no demo credentials" "Demo:" "$SCREEN"
+keys C-c
+expect_exit "no demo: ^C on the form" 130
 
 # --- the enrolled systems screen ---
 wiz --

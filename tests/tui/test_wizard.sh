@@ -8,7 +8,7 @@
 set -u
 RECORDS=$3
 . "$(dirname "$0")/lib.sh"
-plan 204
+plan 210
 
 # The pane runs the wizard through this, which reports its first frame where
 # lib.sh's start() waits for it.
@@ -336,6 +336,23 @@ keys C-c
 expect_exit "^C on the method screen" 130
 
 wiz --
+begin "Cust C" sma
+wait_screen "SMA: how does the customer authorize?" >/dev/null
+keys Down Enter
+wait_screen "Demo: the sandbox's credentials" >/dev/null
+keys Enter
+wait_screen "SMA: waiting" >/dev/null
+keys Escape
+wait_screen "SMA: how does the customer authorize?" >/dev/null
+check $? "Esc while waiting for the owner: cancelled, back to the method screen" "$SCREEN"
+keys Enter
+wait_screen "Demo: the sandbox's credentials" >/dev/null
+keys Enter
+wait_screen "SMA: waiting" >/dev/null
+keys C-c
+expect_exit "^C while waiting" 130
+
+wiz --
 begin "Cust C" solaredge
 wait_screen "SolarEdge: how" >/dev/null
 keys Enter
@@ -359,7 +376,7 @@ wait_screen "SolarEdge: Customer's API key" >/dev/null
 keys Enter
 wait_screen "sites found" >/dev/null
 keys Enter
-wait_screen "Saved record" >/dev/null
+wait_screen "Enter: enroll another" >/dev/null
 keys C-c
 expect_exit "^C on the saved screen" 130
 

@@ -286,7 +286,10 @@ static void link_draw(struct area body)
 		struct area text = {body.y, 1, body.rows, body.cols - 2};
 		text.y += draw_wrapped(text, term_attr(TERM_ERROR), msg) + 1;
 		text.rows = body.y + body.rows - text.y;
-		text.y += draw_wrapped(text, A_NORMAL, "Open this link on the customer's phone:");
+		text.y += draw_wrapped(text, A_NORMAL,
+		                       enr_enroll_consent(w->e) == ENR_CONSENT_LOOPBACK
+		                           ? "Open this link in a browser on this computer (o):"
+		                           : "Open this link on the customer's phone:");
 		text.rows = body.y + body.rows - text.y;
 		text.y += draw_wrapped(text, A_BOLD, enr_enroll_link(w->e)) + 1;
 		text.rows = body.y + body.rows - text.y;

@@ -8,7 +8,7 @@
 set -u
 RECORDS=$3
 . "$(dirname "$0")/lib.sh"
-plan 210
+plan 219
 
 # The pane runs the wizard through this, which reports its first frame where
 # lib.sh's start() waits for it.
@@ -280,6 +280,32 @@ check $? "no demo: one usable method (the company account is not set up): no met
 expect_not_in "no demo: no demo credentials" "Demo:" "$SCREEN"
 keys C-c
 expect_exit "no demo: ^C on the form" 130
+
+# --- sign-in on this computer (loopback): o opens the browser ---
+# A sandbox of its own without the relay, Tesla's redirect URI on loopback; the
+# "browser" is a stand-in xdg-open that approves as the customer would.
+"$DERENROLL" sandbox --listen 127.0.0.1:0 --write-config "$TMP/sb.ini" >"$TMP/sb.out" 2>&1 &
+CLEANUP_PIDS="$CLEANUP_PIDS $!"
+wait_file "$TMP/sb.out"
+awk '/^\[relay\]/ { skip = 1; next } /^\[/ { skip = 0 } !skip' "$TMP/sb.ini" |
+	sed '0,/^redirect_uri = .*/s||redirect_uri = http://127.0.0.1:1/callback|' >"$TMP/loopback.ini"
+chmod 600 "$TMP/loopback.ini"
+mkdir -p "$TMP/bin"
+printf '#!/bin/sh\necho "$1" >"%s/opened"\nexec curl -s -o /dev/null -L "$1&sandbox_auto=approve"\n' \
+	"$TMP" >"$TMP/bin/xdg-open"
+chmod +x "$TMP/bin/xdg-open"
+start 80 24 DERENROLL_PASSPHRASE_FILE="$TMP/pass" PATH="$TMP/bin:$PATH" -- \
+	--config "$TMP/loopback.ini" --store "$TMP/real" --customer "Cust Loopback" --vendor tesla
+wait_screen "o open browser" >/dev/null
+check $? "loopback: the QR screen offers to open this computer's browser" "$SCREEN"
+expect_in "loopback: says where to sign in" "Sign in on this computer" "$SCREEN"
+keys o
+wait_screen "sites found" >/dev/null
+check $? "loopback: xdg-open got the authorize URL and the listener took the answer" "$SCREEN"
+expect_in "loopback: xdg-open was given the vendor's authorize URL" "/tesla/oauth2/v3/authorize?" \
+	"$(cat "$TMP/opened" 2>/dev/null)"
+keys C-c
+expect_exit "loopback: ^C on the sites screen" 130
 
 # --- the enrolled systems screen ---
 wiz --

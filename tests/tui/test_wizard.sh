@@ -8,7 +8,7 @@
 set -u
 RECORDS=$3
 . "$(dirname "$0")/lib.sh"
-plan 219
+plan 223
 
 # The pane runs the wizard through this, which reports its first frame where
 # lib.sh's start() waits for it.
@@ -143,6 +143,15 @@ wait_screen "SolarEdge: how does the customer authorize?" >/dev/null
 keys Enter
 wait_screen "SolarEdge: Customer's API key" >/dev/null
 expect_in "solaredge key: masked" "********" "$SCREEN"
+keys C-r
+settle
+expect_not_in "solaredge key: ^R shows it" "********" "$SCREEN"
+keys C-u
+keys_text "short"
+keys Enter
+settle
+expect_in "solaredge key: a key the pattern refuses gets an inline error" "API key does not look right" "$SCREEN"
+expect_in "solaredge key: still on the form" "SolarEdge: Customer's API key" "$SCREEN"
 keys C-u
 keys_text "invalid-key-123"
 keys Enter
@@ -403,7 +412,10 @@ keys Enter
 wait_screen "sites found" >/dev/null
 keys Enter
 wait_screen "Enter: enroll another" >/dev/null
+keys Enter
+wait_screen "Customer reference" >/dev/null
+check $? "saved: Enter enrolls another (the start screen)" "$SCREEN"
 keys C-c
-expect_exit "^C on the saved screen" 130
+expect_exit "^C on the start screen after an enrollment" 130
 
 finish

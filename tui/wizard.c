@@ -84,7 +84,8 @@ static void probe_join(void)
 	W.join_ok = rc == 0 || rc == ENR_E_USAGE;
 	if (!W.join_ok)
 		snprintf(W.join_reason, sizeof(W.join_reason), "%s",
-		         rc == ENR_E_UNSUPPORTED ? "not in this build yet" : enr_error_last());
+		         rc == ENR_E_UNSUPPORTED ? "Derapi Join is not in this build yet"
+		                                 : enr_error_last());
 }
 
 /* The methods of `v` in the order shown: Join first when usable. */
@@ -259,7 +260,8 @@ static void start_draw(struct screen *s)
 		snprintf(line, sizeof(line),
 		         "Derapi Join is available (recommended): one link for every vendor.");
 	else
-		snprintf(line, sizeof(line), "Derapi Join (recommended) is not available: %s",
+		snprintf(line, sizeof(line),
+		         "Derapi Join (recommended when available: one link for every vendor): %s",
 		         W.join_reason);
 	y += draw_wrapped((struct area){y, 2, 2, body.cols - 4}, A_NORMAL, line) + 1;
 	sel = listview_selected(W.vendors);

@@ -84,7 +84,7 @@ finish_sites() {
 wiz -- 
 wait_screen "Enphase Grid Services" >/dev/null
 check $? "start: every vendor is listed" "$SCREEN"
-expect_in "start: Join's line" "Derapi Join" "$SCREEN"
+expect_in "start: the line about Derapi Join" "Derapi Join (recommended" "$SCREEN"
 expect_in "start: keys on the bottom line" "F2 enrolled systems" "$(printf '%s\n' "$SCREEN" | tail -1)"
 keys Enter
 wait_screen "Type the customer's name" >/dev/null

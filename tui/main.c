@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "derenroll/config.h"
 #include "derenroll/error.h"
@@ -12,6 +13,7 @@
 #include "enr_build_config.h"
 #include "cli.h"
 #include "store_cli.h"
+#include "wizard.h"
 
 #define EXIT_USAGE 2
 
@@ -21,6 +23,8 @@ struct command {
 	const char *summary;
 	int (*run)(struct cli_globals *g, int argc, char **argv);
 };
+
+static int run_reauth(struct cli_globals *g, int argc, char **argv);
 
 /* Every sub-command the product has; run == NULL: not in this build yet. */
 static const struct command commands[] = {
@@ -39,7 +43,7 @@ static const struct command commands[] = {
      "run the callback relay for phones", cmd_relay},
     {"join", "create-flow --redirect-uri URL --vendors LIST [--program ID] [--save]",
      "manage Derapi Join flows", cmd_join},
-    {"reauth", "ID", "re-authorize an enrolled system with the customer", cmd_reauth},
+    {"reauth", "ID", "re-authorize an enrolled system with the customer", run_reauth},
 };
 
 void cli_error(const char *fmt, ...)
@@ -127,6 +131,9 @@ static void usage(FILE *out)
 	             "  --config FILE   read FILE instead of ~/.config/derenroll/config.ini\n"
 	             "  --store FILE    use the credential store FILE\n"
 	             "  --demo          run against the built-in sandbox with a throwaway store\n"
+	             "  --customer REF  the wizard: the customer reference to enroll\n"
+	             "  --vendor ID     the wizard: start at this vendor's authorization step\n"
+	             "  --method M      the wizard: with --vendor, this method of the vendor\n"
 	             "  -h, --help      show this help and exit\n"
 	             "  -V, --version   show the version and exit\n"
 	             "\n"
@@ -148,25 +155,32 @@ static const struct command *find_command(const char *name)
 	return NULL;
 }
 
-static int run_wizard(struct cli_globals *g)
+/* `derenroll reauth ID` on a terminal: the wizard at the record's authorization step. */
+static int run_reauth(struct cli_globals *g, int argc, char **argv)
 {
-	int rc = cli_load_config(g);
+	struct wizard_options o = {0};
 
-	if (rc < 0)
-		return cli_fail(rc);
-	cli_error("the enrollment wizard%s is not available in this build yet; "
-	          "'derenroll --help' lists the commands",
-	          g->demo ? " (--demo)" : "");
-	return EXIT_USAGE;
+	if (argc == 2 && argv[1][0] != '-' && isatty(STDIN_FILENO) && isatty(STDOUT_FILENO)) {
+		o.reauth_id = argv[1];
+		return wizard_run(g, &o);
+	}
+	return cmd_reauth(g, argc, argv);
 }
 
 int main(int argc, char **argv)
 {
 	static const struct option options[] = {
-	    {"config", required_argument, NULL, 'c'}, {"store", required_argument, NULL, 's'},
-	    {"demo", no_argument, NULL, 'D'},         {"help", no_argument, NULL, 'h'},
-	    {"version", no_argument, NULL, 'V'},      {NULL, 0, NULL, 0},
+	    {"config", required_argument, NULL, 'c'},
+	    {"store", required_argument, NULL, 's'},
+	    {"demo", no_argument, NULL, 'D'},
+	    {"help", no_argument, NULL, 'h'},
+	    {"version", no_argument, NULL, 'V'},
+	    {"customer", required_argument, NULL, 'C'},
+	    {"vendor", required_argument, NULL, 'v'},
+	    {"method", required_argument, NULL, 'm'},
+	    {NULL, 0, NULL, 0},
 	};
+	struct wizard_options wo = {0};
 	struct cli_globals g = {0};
 	const struct command *cmd;
 	int opt, status;
@@ -185,6 +199,15 @@ int main(int argc, char **argv)
 		case 'D':
 			g.demo = true;
 			break;
+		case 'C':
+			wo.customer = optarg;
+			break;
+		case 'v':
+			wo.vendor = optarg;
+			break;
+		case 'm':
+			wo.method = optarg;
+			break;
 		case 'h':
 			usage(stdout);
 			return 0;
@@ -200,9 +223,20 @@ int main(int argc, char **argv)
 			return EXIT_USAGE;
 		}
 	}
+	if ((wo.customer || wo.method) && !wo.vendor && optind >= argc) {
+		cli_error("--customer and --method go with --vendor ID (try 'derenroll --help')");
+		return EXIT_USAGE;
+	}
 	if (optind >= argc) {
-		status = run_wizard(&g);
+		status = wizard_run(&g, &wo);
 		goto out;
+	}
+	if (wo.customer || wo.vendor || wo.method) {
+		cli_error(
+		    "--customer, --vendor and --method start the wizard: they take no command "
+		    "(for '%s', give its own options after it)",
+		    argv[optind]);
+		return EXIT_USAGE;
 	}
 	cmd = find_command(argv[optind]);
 	if (!cmd) {

@@ -16,6 +16,7 @@
 
 #include "derenroll/error.h"
 #include "derenroll/qr.h"
+#include "ready.h"
 #include "screen.h"
 #include "widgets/field.h"
 #include "widgets/listview.h"
@@ -36,21 +37,6 @@ static int write_out(const char *text)
 		return -1;
 	fprintf(f, "%s\n", text);
 	return fclose(f);
-}
-
-static void after_first_frame(void *ctx)
-{
-	const char *path = getenv("FIXTURE_READY");
-	struct timespec now;
-	FILE *f;
-
-	(void)ctx;
-	screen_set_after_draw(NULL, NULL);
-	clock_gettime(CLOCK_REALTIME, &now);
-	if (!path || !(f = fopen(path, "w")))
-		return;
-	fprintf(f, "%ld %lld.%09ld\n", (long)getpid(), (long long)now.tv_sec, now.tv_nsec);
-	fclose(f);
 }
 
 /* --- qr --- */
@@ -245,7 +231,7 @@ int main(int argc, char **argv)
 	}
 	rc = term_init();
 	if (rc == 0) {
-		screen_set_after_draw(after_first_frame, NULL);
+		ready_report_first_frame("FIXTURE_READY");
 		rc = screen_run(&screen);
 		term_done();
 		loop_done();

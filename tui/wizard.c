@@ -1,0 +1,523 @@
+/*
+ * The enrollment wizard: start (customer + vendor), method, then one session
+ * screen that shows what the core's enrollment session asks for (key form,
+ * QR code, wait, sites, saved, failed). It holds no vendor logic: the session
+ * decides, the screens show and forward keys.
+ */
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+
+#include "derenroll/config.h"
+#include "derenroll/enroll.h"
+#include "derenroll/error.h"
+#include "derenroll/qr.h"
+#include "derenroll/sandbox.h"
+#include "derenroll/store.h"
+#include "derenroll/vendor.h"
+#include "cli.h"
+#include "ready.h"
+#include "screen.h"
+#include "store_cli.h"
+#include "widgets/field.h"
+#include "widgets/listview.h"
+#include "widgets/qrview.h"
+#include "wizard.h"
+#include "wizard_int.h"
+
+#define MAX_WATCH 32
+
+static const char *const vendor_order[] = {"tesla",     "solis",   "sma",
+                                           "solaredge", "enphase", "enphasevpp"};
+#define N_VENDORS (sizeof(vendor_order) / sizeof(vendor_order[0]))
+
+static struct wiz W;
+
+/* ---- availability ------------------------------------------------------ */
+
+/* Why a method cannot be used with this configuration, or NULL. */
+const char *wiz_method_unavailable(const struct enr_vendor *v, const struct enr_method *m,
+                                   char *buf, size_t size)
+{
+	const struct enr_config *cfg = W.g->cfg;
+
+	if (strcmp(m->id, "join") == 0)
+		return W.join_ok ? NULL : W.join_reason;
+	if (strcmp(m->id, "oauth") == 0 && !enr_vendor_setting(v, cfg, "client_id")) {
+		snprintf(buf, size, "not configured: set client_id in [%s] of the config",
+		         v->config_section);
+		return buf;
+	}
+	if (strcmp(m->id, "account") == 0) {
+		const char *key = strcmp(v->id, "solis") == 0 ? "key_secret" : "api_key";
+		char *secret = NULL;
+		if (enr_vendor_secret(&secret, v, cfg, key) < 0 || !secret) {
+			snprintf(buf, size, "not configured: derenroll secret set %s.%s",
+			         v->config_section, key);
+			return buf;
+		}
+		enr_config_free_secret(secret);
+	}
+	return NULL;
+}
+
+/* Whether Derapi Join can enroll: asks the core with a probe session. */
+static void probe_join(void)
+{
+	struct enr_enroll_options opts = {0};
+	struct enr_enroll *e = NULL;
+	int rc;
+
+	opts.store = W.store;
+	opts.cfg = W.g->cfg;
+	opts.catalog = W.g->catalog;
+	opts.vendor = "tesla";
+	opts.method = "join";
+	/* No customer: a session that exists refuses at once, without network. */
+	rc = enr_enroll_new(&e, &opts);
+	enr_enroll_free(e);
+	W.join_ok = rc == 0 || rc == ENR_E_USAGE;
+	if (!W.join_ok)
+		snprintf(W.join_reason, sizeof(W.join_reason), "%s",
+		         rc == ENR_E_UNSUPPORTED ? "Derapi Join is not in this build yet"
+		                                 : enr_error_last());
+}
+
+/* The methods of `v` in the order shown: Join first when usable. */
+size_t wiz_methods(const struct enr_vendor *v, const struct enr_method **out, size_t cap)
+{
+	size_t n = 0;
+	const struct enr_method *join = NULL;
+
+	for (size_t i = 0; i < v->n_methods; i++)
+		if (strcmp(v->methods[i].id, "join") == 0)
+			join = &v->methods[i];
+	if (join && W.join_ok && n < cap)
+		out[n++] = join;
+	for (size_t i = 0; i < v->n_methods && n < cap; i++)
+		if (&v->methods[i] != join)
+			out[n++] = &v->methods[i];
+	if (join && !W.join_ok && n < cap)
+		out[n++] = join;
+	return n;
+}
+
+/* ---- the session and the loop ------------------------------------------ */
+
+static void on_session_fd(void *ctx, int fd, short revents)
+{
+	(void)ctx;
+	(void)fd;
+	(void)revents;
+	if (W.e)
+		enr_enroll_process(W.e);
+	wiz_session_sync();
+}
+
+static void on_session_timer(void *ctx)
+{
+	(void)ctx;
+	W.timer = 0;
+	if (W.e)
+		enr_enroll_process(W.e);
+	wiz_session_sync();
+}
+
+static void unwatch_all(void)
+{
+	for (size_t i = 0; i < W.n_watched; i++)
+		loop_unwatch_fd(W.watched[i]);
+	W.n_watched = 0;
+	loop_cancel_timer(W.timer);
+	W.timer = 0;
+}
+
+/* What the screen needs when the session enters a state. */
+static void enter_state(enum enr_enroll_state st)
+{
+	W.shown = st;
+	if (st == ENR_ENROLL_LINK && !W.qr) {
+		enr_qr_encode(&W.qr, enr_enroll_link(W.e));
+		W.code_active = enr_enroll_consent(W.e) == ENR_CONSENT_PASTE;
+	} else if (st == ENR_ENROLL_FIELDS && !W.fields) {
+		wiz_fields_setup();
+	} else if (st == ENR_ENROLL_SITES) {
+		wiz_sites_setup();
+	} else if (st == ENR_ENROLL_DONE) {
+		W.store_gen++;
+	}
+}
+
+/* Watches what the session waits on, and shows state changes. */
+void wiz_session_sync(void)
+{
+	struct pollfd fds[MAX_WATCH];
+	size_t n;
+	long t;
+
+	unwatch_all();
+	if (!W.e)
+		return;
+	if (enr_enroll_state(W.e) != W.shown)
+		enter_state(enr_enroll_state(W.e));
+	n = enr_enroll_poll_fds(W.e, fds, MAX_WATCH);
+	for (size_t i = 0; i < n && i < MAX_WATCH; i++) {
+		if (loop_watch_fd(fds[i].fd, fds[i].events, on_session_fd, NULL) == 0)
+			W.watched[W.n_watched++] = fds[i].fd;
+	}
+	t = enr_enroll_timeout_ms(W.e);
+	if (t >= 0 || n > MAX_WATCH)
+		W.timer =
+		    loop_set_timer(t >= 0 && n <= MAX_WATCH ? t : 100, on_session_timer, NULL);
+	screen_redraw();
+}
+
+void wiz_session_end(void)
+{
+	unwatch_all();
+	enr_enroll_free(W.e);
+	W.e = NULL;
+	W.gen++;
+	enr_qr_free(W.qr);
+	W.qr = NULL;
+	wiz_fields_free();
+	listview_free(W.sites);
+	W.sites = NULL;
+	field_set_text(&W.code, "");
+	field_set_error(&W.code, NULL);
+	W.code_active = false;
+	W.note[0] = '\0';
+	W.start_error[0] = '\0';
+	W.shown = (enum enr_enroll_state) - 1;
+}
+
+/* Starts a session for W.vendor / W.method (or W.reauth_id). */
+void wiz_session_start(void)
+{
+	struct enr_enroll_options opts = {0};
+	char *customer = NULL;
+	int rc;
+
+	wiz_session_end();
+	if (!W.reauth_id && field_value(&customer, &W.customer) < 0)
+		customer = NULL;
+	opts.store = W.store;
+	opts.cfg = W.g->cfg;
+	opts.catalog = W.g->catalog;
+	opts.vendor = W.vendor ? W.vendor->id : NULL;
+	opts.method = W.method ? W.method->id : NULL;
+	opts.customer = customer;
+	snprintf(W.customer_ref, sizeof(W.customer_ref), "%s", customer ? customer : "");
+	opts.reauth_id = W.reauth_id;
+	opts.consent = ENR_CONSENT_AUTO;
+	rc = enr_enroll_new(&W.e, &opts);
+	if (customer)
+		field_free_value(customer);
+	if (rc < 0) {
+		W.start_rc = rc;
+		snprintf(W.start_error, sizeof(W.start_error), "%s", enr_error_last());
+		screen_redraw();
+		return;
+	}
+	if (W.reauth_id) {
+		struct enr_record *rec = NULL;
+		W.vendor = enr_enroll_vendor(W.e);
+		if (enr_store_get(&rec, W.store, W.reauth_id) == 0 && rec->customer)
+			snprintf(W.customer_ref, sizeof(W.customer_ref), "%s", rec->customer);
+		enr_record_free(rec);
+	}
+	wiz_session_sync();
+}
+
+/* ---- the start screen --------------------------------------------------- */
+
+static void start_draw(struct screen *s)
+{
+	static const struct key_help keys[] = {{"Tab", "next field"},
+	                                       {"Enter", "choose"},
+	                                       {"F2", "enrolled systems"},
+	                                       {"Esc", "quit"},
+	                                       {NULL, NULL}};
+	struct area body = screen_frame(
+	    W.g->demo ? "derenroll: enroll a system (demo)" : "derenroll: enroll a system", keys);
+	struct area list;
+	char line[512];
+	int y;
+	size_t sel;
+
+	(void)s;
+	y = body.y + field_draw(&W.customer, body.y, 2, body.cols - 4, W.start_focus == 0);
+	draw_text(y, 2, body.cols - 4, A_BOLD, "Vendor");
+	list = (struct area){y + 1, 2, (int)N_VENDORS + 1, body.cols - 4};
+	listview_draw(W.vendors, list);
+	y = list.y + list.rows + 1;
+	if (W.join_ok)
+		snprintf(line, sizeof(line),
+		         "Derapi Join is available (recommended): one link for every vendor.");
+	else
+		snprintf(line, sizeof(line),
+		         "Derapi Join (recommended when available: one link for every vendor): %s",
+		         W.join_reason);
+	y += draw_wrapped((struct area){y, 2, 2, body.cols - 4}, A_NORMAL, line) + 1;
+	sel = listview_selected(W.vendors);
+	if (sel != LISTVIEW_NONE && listview_disabled_reason(W.vendors, sel))
+		draw_wrapped((struct area){y, 2, body.y + body.rows - y, body.cols - 4},
+		             term_attr(TERM_DISABLED), listview_disabled_reason(W.vendors, sel));
+}
+
+static int choose_vendor(void)
+{
+	size_t sel = listview_selected(W.vendors);
+	const struct enr_method *ms[16];
+	size_t n, usable = 0;
+	char buf[256];
+
+	if (sel == LISTVIEW_NONE || listview_disabled_reason(W.vendors, sel))
+		return SCREEN_HANDLED;
+	if (field_is_blank(&W.customer)) {
+		field_set_error(&W.customer,
+		                "Type the customer's name, address or job number first");
+		W.start_focus = 0;
+		return SCREEN_REDRAW;
+	}
+	W.vendor = listview_data(W.vendors, sel);
+	W.method = NULL;
+	n = wiz_methods(W.vendor, ms, 16);
+	for (size_t i = 0; i < n; i++)
+		if (!wiz_method_unavailable(W.vendor, ms[i], buf, sizeof(buf))) {
+			usable++;
+			if (!W.method)
+				W.method = ms[i];
+		}
+	if (usable > 1) {
+		wiz_methods_setup();
+		screen_push(&wiz_method_screen);
+	} else {
+		screen_push(&wiz_session_screen); /* its on_enter starts the session */
+	}
+	return SCREEN_HANDLED;
+}
+
+static int start_key(struct screen *s, const struct keypress *k)
+{
+	int r;
+
+	(void)s;
+	if (k->kind == KP_FUNC && k->code == KEY_F(2)) {
+		wiz_systems_open();
+		return SCREEN_HANDLED;
+	}
+	if (keypress_is(k, '\t') || (k->kind == KP_FUNC && k->code == KEY_BTAB)) {
+		W.start_focus = !W.start_focus;
+		return SCREEN_REDRAW;
+	}
+	if (W.start_focus == 0) {
+		if (keypress_is_enter(k) || (k->kind == KP_FUNC && k->code == KEY_DOWN)) {
+			if (keypress_is_enter(k) && field_is_blank(&W.customer)) {
+				field_set_error(&W.customer, "Type the customer's name, address "
+				                             "or job number");
+				return SCREEN_REDRAW;
+			}
+			W.start_focus = 1;
+			return SCREEN_REDRAW;
+		}
+		if (keypress_is_escape(k))
+			return SCREEN_QUIT;
+		return field_handle_key(&W.customer, k);
+	}
+	if (keypress_is_enter(k))
+		return choose_vendor();
+	r = listview_handle_key(W.vendors, k);
+	if (r)
+		return r;
+	if (keypress_is_escape(k)) {
+		W.start_focus = 0;
+		return SCREEN_REDRAW;
+	}
+	if (k->kind == KP_FUNC && k->code == KEY_UP) {
+		W.start_focus = 0;
+		return SCREEN_REDRAW;
+	}
+	return SCREEN_IGNORED;
+}
+
+static void start_enter(struct screen *s)
+{
+	(void)s;
+	wiz_session_end();
+}
+
+struct screen wiz_start_screen = {"start", start_draw, start_key, NULL, start_enter, NULL, NULL};
+
+static int fill_vendors(void)
+{
+	int rc = listview_new(&W.vendors);
+
+	for (size_t i = 0; rc == 0 && i < N_VENDORS; i++) {
+		const struct enr_vendor *v = enr_catalog_find(W.g->catalog, vendor_order[i]);
+		const struct enr_method *ms[16];
+		char buf[256], reason[300] = "";
+		const char *why = NULL;
+		size_t n;
+		if (!v)
+			continue;
+		n = wiz_methods(v, ms, 16);
+		for (size_t j = 0; j < n; j++) {
+			const char *r = wiz_method_unavailable(v, ms[j], buf, sizeof(buf));
+			if (!r) {
+				why = NULL;
+				break;
+			}
+			if (!why) {
+				snprintf(reason, sizeof(reason), "%s", r);
+				why = reason;
+			}
+		}
+		rc = listview_add(W.vendors, v->name, why, (void *)v);
+	}
+	return rc;
+}
+
+/* ---- demo: the sandbox ------------------------------------------------- */
+
+static int demo_start(void)
+{
+	struct enr_sandbox_options so = {0};
+	struct enr_config *scfg = NULL;
+	const char *section, *key, *value;
+	char *creds = NULL;
+	int rc;
+
+	so.catalog = W.g->catalog;
+	/* The same world every time: records kept with --store stay valid (key methods). */
+	so.seed = 0x64656d6f; /* "demo" */
+	rc = enr_sandbox_start(&W.sb, &so);
+	if (rc == 0)
+		rc = enr_sandbox_config(&scfg, W.sb);
+	/* The demo's vendors, Derapi and relay win over the user's configuration. */
+	for (size_t i = 0; rc == 0 && enr_config_entry(scfg, i, &section, &key, &value) == 0; i++)
+		rc = enr_config_set(W.g->cfg, section, key, value);
+	if (rc == 0)
+		rc = enr_sandbox_credentials_json(&creds, W.sb);
+	if (rc == 0)
+		W.creds = json_tokener_parse(creds);
+	free(creds);
+	enr_config_free(scfg);
+	return rc;
+}
+
+/* The demo credential for a field of the current method, or NULL. */
+const char *wiz_demo_value(const char *field)
+{
+	struct json_object *vendor, *value;
+	const char *key;
+
+	if (!W.creds || !W.vendor || !W.method)
+		return NULL;
+	key = strcmp(W.method->id, "partner") == 0 ? "enphase_partner" : W.vendor->id;
+	if (!json_object_object_get_ex(W.creds, key, &vendor) ||
+	    !json_object_object_get_ex(vendor, field, &value))
+		return NULL;
+	return json_object_get_string(value);
+}
+
+/* ---- run --------------------------------------------------------------- */
+
+static int navigate(void *ctx, struct screen *from, int flag)
+{
+	(void)ctx;
+	if ((flag & SCREEN_BACK) && from == &wiz_session_screen) {
+		wiz_session_end();
+		W.reauth_id = NULL;
+		return 0;
+	}
+	return 0;
+}
+
+int wizard_run(struct cli_globals *g, const struct wizard_options *o)
+{
+	struct screen *first = &wiz_start_screen;
+	int rc, status = 0;
+
+	memset(&W, 0, sizeof(W));
+	W.g = g;
+	W.shown = (enum enr_enroll_state) - 1;
+	W.reauth_id = o->reauth_id;
+	field_init(&W.customer, "Customer reference",
+	           "The customer's name, address or job number: it names the record.", false);
+	field_init(&W.code, "Code", "Paste the address the vendor's page ended on, or its code.",
+	           false);
+	rc = cli_load_config(g);
+	if (rc == 0 && (!isatty(STDIN_FILENO) || !isatty(STDOUT_FILENO))) {
+		cli_error("the wizard needs a terminal; without one use 'derenroll enroll' "
+		          "(see 'derenroll --help')");
+		status = 2;
+		goto out;
+	}
+	if (rc == 0 && g->demo)
+		rc = demo_start();
+	if (rc == 0)
+		rc = cli_open_store(g, true, &W.store);
+	if (rc < 0) {
+		status = cli_fail(rc);
+		goto out;
+	}
+	probe_join();
+	rc = fill_vendors();
+	if (rc < 0) {
+		status = cli_fail(rc);
+		goto out;
+	}
+	if (o->customer)
+		field_set_text(&W.customer, o->customer);
+	if (o->vendor) {
+		W.vendor = enr_catalog_find(g->catalog, o->vendor);
+		if (!W.vendor ||
+		    (o->method && !(W.method = enr_vendor_method(W.vendor, o->method)))) {
+			status = cli_fail(ENR_E_USAGE);
+			goto out;
+		}
+		for (size_t i = 0; i < listview_count(W.vendors); i++)
+			if (listview_data(W.vendors, i) == W.vendor)
+				listview_select(W.vendors, i);
+		W.start_focus = o->customer ? 1 : 0;
+	}
+	screen_set_navigator(navigate, NULL);
+	ready_report_first_frame("DERENROLL_WIZARD_READY");
+	rc = term_init();
+	if (rc < 0) {
+		status = cli_fail(rc);
+		goto out;
+	}
+	if (o->reauth_id || (W.vendor && o->customer)) {
+		/* Straight to the authorization step (its on_enter starts the session). */
+		first = &wiz_session_screen;
+		W.session_first = true;
+	}
+	rc = screen_run(first);
+	term_done();
+	loop_done();
+	status = rc < 0 ? cli_fail(rc) : rc;
+out:
+	wiz_session_end();
+	wiz_systems_free();
+	listview_free(W.vendors);
+	listview_free(W.methods);
+	field_done(&W.customer);
+	field_done(&W.code);
+	cli_close_store(g, W.store);
+	if (W.creds)
+		json_object_put(W.creds);
+	enr_sandbox_stop(W.sb);
+	return status;
+}
+
+struct wiz *wiz_state(void)
+{
+	return &W;
+}

@@ -1,0 +1,788 @@
+/*
+ * The wizard's method screen and its session screen: whatever the enrollment
+ * session asks for (key form, QR code, wait, sites), then saved or failed.
+ */
+#include <curl/curl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <fcntl.h>
+
+#include "derenroll/enroll.h"
+#include "derenroll/error.h"
+#include "derenroll/lifecycle.h"
+#include "derenroll/qr.h"
+#include "derenroll/store.h"
+#include "derenroll/vendor.h"
+#include "cli.h"
+#include "widgets/qrview.h"
+#include "wizard_int.h"
+
+/* ---- method ------------------------------------------------------------ */
+
+void wiz_methods_setup(void)
+{
+	struct wiz *w = wiz_state();
+	const struct enr_method *ms[16];
+	size_t n = wiz_methods(w->vendor, ms, 16);
+	bool selected = false;
+
+	listview_free(w->methods);
+	w->methods = NULL;
+	if (listview_new(&w->methods) < 0)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		char buf[256];
+		const char *why = wiz_method_unavailable(w->vendor, ms[i], buf, sizeof(buf));
+		if (listview_add(w->methods, ms[i]->label, why, (void *)ms[i]) < 0)
+			return;
+		if (!why && !selected)
+			selected = listview_select(w->methods, i);
+	}
+}
+
+static void method_draw(struct screen *s)
+{
+	static const struct key_help keys[] = {{"Enter", "choose"}, {"Esc", "back"}, {NULL, NULL}};
+	struct wiz *w = wiz_state();
+	char title[160];
+	struct area body, list;
+	size_t sel;
+	const struct enr_method *m;
+
+	(void)s;
+	snprintf(title, sizeof(title), "%s: how does the customer authorize?", w->vendor->name);
+	body = screen_frame(title, keys);
+	list = (struct area){body.y + 1, 2, (int)listview_count(w->methods) + 1, body.cols - 4};
+	listview_draw(w->methods, list);
+	sel = listview_selected(w->methods);
+	if (sel == LISTVIEW_NONE)
+		return;
+	m = listview_data(w->methods, sel);
+	draw_wrapped(
+	    (struct area){list.y + list.rows + 1, 2, body.rows - list.rows - 3, body.cols - 4},
+	    A_NORMAL, m->help ? m->help : "");
+}
+
+static int method_key(struct screen *s, const struct keypress *k)
+{
+	struct wiz *w = wiz_state();
+	size_t sel = listview_selected(w->methods);
+	int r;
+
+	(void)s;
+	if (keypress_is_enter(k)) {
+		if (sel == LISTVIEW_NONE || listview_disabled_reason(w->methods, sel))
+			return SCREEN_HANDLED;
+		w->method = listview_data(w->methods, sel);
+		screen_push(&wiz_session_screen);
+		return SCREEN_HANDLED;
+	}
+	r = listview_handle_key(w->methods, k);
+	if (r)
+		return r;
+	return keypress_is_escape(k) ? SCREEN_BACK : SCREEN_IGNORED;
+}
+
+struct screen wiz_method_screen = {"method", method_draw, method_key, NULL, NULL, NULL, NULL};
+
+/* ---- the key form (FIELDS) ---------------------------------------------- */
+
+void wiz_fields_free(void)
+{
+	struct wiz *w = wiz_state();
+
+	for (size_t i = 0; i < w->n_fields; i++)
+		field_done(&w->fields[i]);
+	free(w->fields);
+	w->fields = NULL;
+	w->n_fields = 0;
+	w->focus = 0;
+	w->form_error[0] = '\0';
+}
+
+void wiz_fields_setup(void)
+{
+	struct wiz *w = wiz_state();
+	size_t n = enr_enroll_field_count(w->e);
+
+	wiz_fields_free();
+	w->fields = calloc(n ? n : 1, sizeof(*w->fields));
+	if (!w->fields)
+		return;
+	w->n_fields = n;
+	for (size_t i = 0; i < n; i++) {
+		const struct enr_field *f = enr_enroll_field(w->e, i);
+		const char *demo = wiz_demo_value(f->name);
+		field_init(&w->fields[i], f->label, f->help, f->secret);
+		/* The demo fills in the sandbox's credentials. */
+		if (demo)
+			field_set_text(&w->fields[i], demo);
+	}
+}
+
+static void form_draw(struct area body)
+{
+	struct wiz *w = wiz_state();
+	int y = body.y;
+
+	y +=
+	    draw_wrapped((struct area){y, 2, 2, body.cols - 4}, A_NORMAL, enr_enroll_message(w->e));
+	if (w->creds)
+		draw_text(y++, 2, body.cols - 4, A_BOLD,
+		          "Demo: the sandbox's credentials are filled in; Enter submits them.");
+	y++;
+	for (size_t i = 0; i < w->n_fields; i++)
+		y += field_draw(&w->fields[i], y, 2, body.cols - 4, i == w->focus);
+	if (w->form_error[0])
+		draw_wrapped((struct area){y, 2, body.y + body.rows - y, body.cols - 4},
+		             term_attr(TERM_ERROR), w->form_error);
+}
+
+static int form_submit(void)
+{
+	struct wiz *w = wiz_state();
+	bool bad = false;
+	int rc;
+
+	w->form_error[0] = '\0';
+	for (size_t i = 0; i < w->n_fields; i++) {
+		const struct enr_field *f = enr_enroll_field(w->e, i);
+		char *value = NULL;
+		if (field_is_blank(&w->fields[i])) {
+			if (!f->optional) {
+				field_set_error(&w->fields[i], "Required: %s", f->help);
+				if (!bad)
+					w->focus = i;
+				bad = true;
+			}
+			continue;
+		}
+		rc = field_value(&value, &w->fields[i]);
+		if (rc == 0)
+			rc = enr_enroll_set_field(w->e, f->name, value);
+		field_free_value(value);
+		if (rc < 0) {
+			field_set_error(&w->fields[i], "%s", enr_error_last());
+			if (!bad)
+				w->focus = i;
+			bad = true;
+		}
+	}
+	if (bad)
+		return SCREEN_REDRAW;
+	rc = enr_enroll_submit_fields(w->e);
+	if (rc < 0 && enr_enroll_state(w->e) != ENR_ENROLL_FAILED)
+		snprintf(w->form_error, sizeof(w->form_error), "%s", enr_error_last());
+	wiz_session_sync();
+	return SCREEN_REDRAW;
+}
+
+static int form_key(const struct keypress *k)
+{
+	struct wiz *w = wiz_state();
+
+	if (keypress_is(k, '\t') || (k->kind == KP_FUNC && k->code == KEY_DOWN)) {
+		w->focus = (w->focus + 1) % (w->n_fields ? w->n_fields : 1);
+		return SCREEN_REDRAW;
+	}
+	if (k->kind == KP_FUNC && (k->code == KEY_BTAB || k->code == KEY_UP)) {
+		w->focus = w->focus ? w->focus - 1 : (w->n_fields ? w->n_fields - 1 : 0);
+		return SCREEN_REDRAW;
+	}
+	if (keypress_is_enter(k)) {
+		/* Enter goes on to the next field while it is empty, else submits. */
+		if (w->focus + 1 < w->n_fields && field_is_blank(&w->fields[w->focus + 1])) {
+			w->focus++;
+			return SCREEN_REDRAW;
+		}
+		return form_submit();
+	}
+	if (w->n_fields)
+		return field_handle_key(&w->fields[w->focus], k);
+	return SCREEN_IGNORED;
+}
+
+/* ---- the QR code (LINK) ------------------------------------------------- */
+
+static const char *vendor_name(void)
+{
+	struct wiz *w = wiz_state();
+
+	if (w->e)
+		return enr_enroll_vendor(w->e)->name;
+	return w->vendor ? w->vendor->name : "";
+}
+
+/* "Time left: 14:59", or "" when nobody is waited on. */
+static void countdown(char *buf, size_t size)
+{
+	struct wiz *w = wiz_state();
+	long long deadline = w->e ? enr_enroll_deadline(w->e) : 0;
+	long long left = deadline - (long long)time(NULL);
+
+	buf[0] = '\0';
+	if (!deadline)
+		return;
+	if (left < 0)
+		left = 0;
+	snprintf(buf, size, "Time left: %lld:%02lld", left / 60, left % 60);
+}
+
+static void link_caption(struct area a)
+{
+	struct wiz *w = wiz_state();
+	enum enr_consent consent = enr_enroll_consent(w->e);
+	char line[512], left[64];
+	int y = a.y;
+
+	y += draw_wrapped((struct area){y, a.x, 2, a.cols}, A_BOLD, vendor_name()) + 1;
+	snprintf(line, sizeof(line),
+	         consent == ENR_CONSENT_LOOPBACK
+	             ? "Sign in on this computer: %s's page asks to approve access; then the "
+	               "browser comes back here."
+	         : consent == ENR_CONSENT_PASTE
+	             ? "The customer scans the code, signs in to %s and approves; the page "
+	               "then shows a code: type it below."
+	             : "The customer scans the code with their phone, signs in to %s and "
+	               "approves access. Nothing to type here.",
+	         vendor_name());
+	y += draw_wrapped((struct area){y, a.x, a.y + a.rows - y, a.cols}, A_NORMAL, line) + 1;
+	countdown(left, sizeof(left));
+	if (left[0])
+		draw_text(y++, a.x, a.cols, A_BOLD, left);
+	if (w->note[0])
+		y += draw_wrapped((struct area){y, a.x, 3, a.cols}, A_NORMAL, w->note);
+	y++;
+	if (w->code_active && y + FIELD_ROWS <= a.y + a.rows)
+		field_draw(&w->code, y, a.x, a.cols, true);
+}
+
+static void link_draw(struct area body)
+{
+	struct wiz *w = wiz_state();
+	char msg[160], line[1024];
+	int cols = 0, rows = 0;
+
+	if (w->qr)
+		qrview_size(w->qr, &cols, &rows);
+	if (w->qr && qrview_draw(w->qr, body, msg, sizeof(msg))) {
+		struct area beside = {body.y + 1, body.x + cols + 1, rows - 1,
+		                      body.cols - cols - 2};
+		link_caption(beside);
+		snprintf(line, sizeof(line), "Link: %s", enr_enroll_link(w->e));
+		draw_wrapped((struct area){body.y + rows, 1, body.rows - rows, body.cols - 2},
+		             A_NORMAL, line);
+		return;
+	}
+	if (!w->qr)
+		snprintf(msg, sizeof(msg), "The link cannot be shown as a QR code");
+	{
+		struct area text = {body.y, 1, body.rows, body.cols - 2};
+		text.y += draw_wrapped(text, term_attr(TERM_ERROR), msg) + 1;
+		text.rows = body.y + body.rows - text.y;
+		text.y += draw_wrapped(text, A_NORMAL,
+		                       enr_enroll_consent(w->e) == ENR_CONSENT_LOOPBACK
+		                           ? "Open this link in a browser on this computer (o):"
+		                           : "Open this link on the customer's phone:");
+		text.rows = body.y + body.rows - text.y;
+		text.y += draw_wrapped(text, A_BOLD, enr_enroll_link(w->e)) + 1;
+		text.rows = body.y + body.rows - text.y;
+		if (text.rows > 0)
+			link_caption(text);
+	}
+}
+
+/* The customer approving on their phone, played in the demo on a worker thread. */
+struct approval {
+	unsigned gen;
+	char *link;
+	char *authorize;
+	char *account; /* the sandbox account the customer approves as */
+	char *final_url;
+	char err[CURL_ERROR_SIZE];
+};
+
+static void approval_free(struct approval *a)
+{
+	free(a->link);
+	free(a->authorize);
+	free(a->account);
+	free(a->final_url);
+	free(a);
+}
+
+static size_t discard(char *p, size_t size, size_t n, void *ctx)
+{
+	(void)p;
+	(void)ctx;
+	return size * n;
+}
+
+static CURLcode get(CURL *c, const char *url, bool follow, char *errbuf)
+{
+	curl_easy_reset(c);
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http");
+	curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
+	curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, follow ? 1L : 0L);
+	curl_easy_setopt(c, CURLOPT_MAXREDIRS, 5L);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);
+	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+	return curl_easy_perform(c);
+}
+
+static void approval_done(void *ctx);
+
+static void *approve_thread(void *ctx)
+{
+	struct approval *a = ctx;
+	CURL *c = curl_easy_init();
+	char *target = NULL, *url = NULL, *where = NULL, *account = NULL;
+
+	if (!c) {
+		snprintf(a->err, sizeof(a->err), "out of memory");
+		goto out;
+	}
+	/* The short link redirects to the vendor's authorize URL. */
+	if (strcmp(a->link, a->authorize) != 0) {
+		if (get(c, a->link, false, a->err) != CURLE_OK)
+			goto out;
+		curl_easy_getinfo(c, CURLINFO_REDIRECT_URL, &where);
+	}
+	target = strdup(where ? where : a->authorize);
+	/* The same customer is the same account (a re-authorization passes the guard). */
+	account = curl_easy_escape(c, a->account, 0);
+	if (!target || !account ||
+	    asprintf(&url, "%s%csandbox_auto=approve&sandbox_account=%s", target,
+	             strchr(target, '?') ? '&' : '?', account) < 0) {
+		url = NULL;
+		snprintf(a->err, sizeof(a->err), "out of memory");
+		goto out;
+	}
+	/* Approved at once: the vendor redirects to the relay, the listener or its code page. */
+	if (get(c, url, true, a->err) != CURLE_OK)
+		goto out;
+	where = NULL;
+	curl_easy_getinfo(c, CURLINFO_EFFECTIVE_URL, &where);
+	a->final_url = where ? strdup(where) : NULL;
+out:
+	free(target);
+	free(url);
+	curl_free(account);
+	curl_easy_cleanup(c);
+	if (loop_post(approval_done, a) < 0)
+		approval_free(a);
+	return NULL;
+}
+
+static void approval_done(void *ctx)
+{
+	struct approval *a = ctx;
+	struct wiz *w = wiz_state();
+
+	if (a->gen == w->gen && w->e && enr_enroll_state(w->e) == ENR_ENROLL_LINK) {
+		w->approving = false;
+		if (a->err[0] || !a->final_url) {
+			snprintf(w->note, sizeof(w->note),
+			         "The demo customer could not approve: %s",
+			         a->err[0] ? a->err : "no answer");
+		} else if (w->code_active) {
+			/* The code page: read the code and type it in. */
+			const char *code = strstr(a->final_url, "code=");
+			char text[512];
+			snprintf(text, sizeof(text), "%s", code ? code + 5 : a->final_url);
+			text[strcspn(text, "&")] = '\0';
+			field_set_text(&w->code, text);
+			snprintf(w->note, sizeof(w->note),
+			         "The customer approved; the code is "
+			         "typed in: press Enter.");
+		} else {
+			snprintf(w->note, sizeof(w->note), "The customer approved on their phone.");
+		}
+		screen_redraw();
+	}
+	approval_free(a);
+}
+
+static int demo_approve(void)
+{
+	struct wiz *w = wiz_state();
+	struct approval *a;
+	pthread_t t;
+
+	if (!w->creds || w->approving)
+		return SCREEN_HANDLED;
+	a = calloc(1, sizeof(*a));
+	if (!a)
+		return SCREEN_HANDLED;
+	a->gen = w->gen;
+	a->account = strdup(w->customer_ref);
+	a->link = strdup(enr_enroll_link(w->e));
+	a->authorize = strdup(enr_enroll_authorize_url(w->e) ? enr_enroll_authorize_url(w->e)
+	                                                     : enr_enroll_link(w->e));
+	if (!a->link || !a->authorize || !a->account ||
+	    pthread_create(&t, NULL, approve_thread, a) != 0) {
+		approval_free(a);
+		snprintf(w->note, sizeof(w->note), "Cannot play the customer: out of resources");
+		return SCREEN_REDRAW;
+	}
+	pthread_detach(t);
+	w->approving = true;
+	snprintf(w->note, sizeof(w->note), "Demo: the customer opens the link and approves...");
+	return SCREEN_REDRAW;
+}
+
+/* Opens this computer's browser on the authorize URL (loopback sign-in). */
+static void open_browser(void)
+{
+	struct wiz *w = wiz_state();
+	const char *url = enr_enroll_authorize_url(w->e);
+	pid_t pid;
+
+	if (!url)
+		url = enr_enroll_link(w->e);
+	pid = fork();
+	if (pid == 0) {
+		/* A grandchild, so that nobody has to wait for the browser. */
+		if (fork() == 0) {
+			int null = open("/dev/null", O_RDWR);
+			if (null >= 0) {
+				dup2(null, 0);
+				dup2(null, 1);
+				dup2(null, 2);
+			}
+			setsid();
+			execlp("xdg-open", "xdg-open", url, (char *)NULL);
+			_exit(127);
+		}
+		_exit(0);
+	}
+	if (pid > 0)
+		waitpid(pid, NULL, 0);
+	snprintf(w->note, sizeof(w->note),
+	         pid > 0 ? "Opening this computer's browser (xdg-open)..."
+	                 : "Cannot start xdg-open: open the link yourself");
+}
+
+static int submit_code(void)
+{
+	struct wiz *w = wiz_state();
+	char *value = NULL;
+	int rc;
+
+	if (field_is_blank(&w->code)) {
+		field_set_error(&w->code, "Type the code the page shows, or paste its address");
+		return SCREEN_REDRAW;
+	}
+	rc = field_value(&value, &w->code);
+	if (rc == 0)
+		rc = enr_enroll_submit_code(w->e, value);
+	field_free_value(value);
+	if (rc < 0 && enr_enroll_state(w->e) != ENR_ENROLL_FAILED)
+		field_set_error(&w->code, "%s", enr_error_last());
+	wiz_session_sync();
+	return SCREEN_REDRAW;
+}
+
+static int link_key(const struct keypress *k)
+{
+	struct wiz *w = wiz_state();
+
+	if (w->creds && (keypress_is(k, KEY_CTRL('p')) || (!w->code_active && keypress_is(k, 'a'))))
+		return demo_approve();
+	if (enr_enroll_consent(w->e) == ENR_CONSENT_LOOPBACK && keypress_is(k, 'o')) {
+		open_browser();
+		return SCREEN_REDRAW;
+	}
+	if (w->code_active) {
+		if (keypress_is_enter(k))
+			return submit_code();
+		return field_handle_key(&w->code, k);
+	}
+	return SCREEN_IGNORED;
+}
+
+/* ---- sites ------------------------------------------------------------- */
+
+void wiz_sites_setup(void)
+{
+	struct wiz *w = wiz_state();
+
+	listview_free(w->sites);
+	w->sites = NULL;
+	if (listview_new(&w->sites) < 0)
+		return;
+	for (size_t i = 0; i < enr_enroll_site_count(w->e); i++) {
+		const struct enr_site *s = enr_enroll_site(w->e, i);
+		char label[512];
+		snprintf(label, sizeof(label), "%-14s %s", s->id, s->name ? s->name : "");
+		if (listview_add(w->sites, label, NULL, (void *)s) < 0)
+			return;
+	}
+}
+
+static void sites_draw(struct area body)
+{
+	struct wiz *w = wiz_state();
+	char line[256];
+	size_t n = enr_enroll_site_count(w->e);
+
+	snprintf(line, sizeof(line),
+	         n == 1 ? "%s lists one site. Is it the customer's? Enter confirms."
+	                : "%s lists %zu sites. Choose the customer's site (type to filter).",
+	         vendor_name(), n);
+	draw_wrapped((struct area){body.y, 2, 2, body.cols - 4}, A_NORMAL, line);
+	if (w->sites)
+		listview_draw(w->sites, (struct area){body.y + 2, 2, body.rows - 2, body.cols - 4});
+}
+
+static int sites_key(const struct keypress *k)
+{
+	struct wiz *w = wiz_state();
+	size_t sel;
+	int rc;
+
+	if (!w->sites)
+		return SCREEN_IGNORED;
+	if (keypress_is_enter(k)) {
+		const struct enr_site *s;
+		sel = listview_selected(w->sites);
+		if (sel == LISTVIEW_NONE)
+			return SCREEN_HANDLED;
+		s = listview_data(w->sites, sel);
+		rc = enr_enroll_choose_site(w->e, s->id);
+		if (rc < 0 && enr_enroll_state(w->e) != ENR_ENROLL_FAILED)
+			snprintf(w->note, sizeof(w->note), "%s", enr_error_last());
+		wiz_session_sync();
+		return SCREEN_REDRAW;
+	}
+	return listview_handle_key(w->sites, k);
+}
+
+/* ---- saved, failed, waiting -------------------------------------------- */
+
+static void done_draw(struct area body)
+{
+	struct wiz *w = wiz_state();
+	const struct enr_record *rec = enr_enroll_record(w->e);
+	char line[512], when[64] = "does not expire";
+	long long due = 0;
+	int y = body.y + 1;
+
+	enr_status_of(rec, (long long)time(NULL), 7, &due);
+	if (due) {
+		struct tm tm;
+		time_t t = (time_t)due;
+		gmtime_r(&t, &tm);
+		strftime(when, sizeof(when), "%Y-%m-%d %H:%M UTC", &tm);
+	}
+	snprintf(line, sizeof(line), "%s record %s.",
+	         enr_enroll_updated(w->e) ? "Updated" : "Saved", rec->id);
+	draw_text(y, 2, body.cols - 4, A_BOLD, line);
+	y += 2;
+	snprintf(line, sizeof(line), "Vendor:    %s (%s)", vendor_name(),
+	         enr_enroll_method(w->e)->label);
+	draw_text(y++, 2, body.cols - 4, A_NORMAL, line);
+	snprintf(line, sizeof(line), "Customer:  %s", rec->customer ? rec->customer : "");
+	draw_text(y++, 2, body.cols - 4, A_NORMAL, line);
+	snprintf(line, sizeof(line), "Site:      %s %s", rec->n_sites ? rec->sites[0].id : "",
+	         rec->n_sites && rec->sites[0].name ? rec->sites[0].name : "");
+	draw_text(y++, 2, body.cols - 4, A_NORMAL, line);
+	snprintf(line, sizeof(line), "Authorization expires: %s", when);
+	draw_text(y++, 2, body.cols - 4, A_NORMAL, line);
+	y++;
+	if (enr_enroll_warning(w->e))
+		y += draw_wrapped((struct area){y, 2, 4, body.cols - 4}, term_attr(TERM_ERROR),
+		                  enr_enroll_warning(w->e)) +
+		     1;
+	draw_text(y, 2, body.cols - 4, A_NORMAL, "Enter: enroll another system.");
+}
+
+static void failed_draw(struct area body, const char *message)
+{
+	struct area a = {body.y + 1, 2, body.rows - 3, body.cols - 4};
+
+	a.y += draw_wrapped(a, term_attr(TERM_ERROR), message) + 1;
+	a.rows = body.y + body.rows - a.y;
+	draw_wrapped(a, A_NORMAL, "r tries again; Esc goes back.");
+}
+
+static void wait_draw(struct area body)
+{
+	static const char spin[] = "|/-\\";
+	struct wiz *w = wiz_state();
+	char left[64];
+	struct area a = {body.y + 1, 2, body.rows - 1, body.cols - 4};
+
+	a.y += draw_wrapped(a, A_NORMAL, enr_enroll_message(w->e)) + 1;
+	countdown(left, sizeof(left));
+	draw_text(a.y++, 2, 3, A_BOLD, (char[]){spin[(time(NULL)) % 4], '\0'});
+	if (left[0])
+		draw_text(a.y++, 2, a.cols, A_BOLD, left);
+	if (w->note[0])
+		draw_wrapped((struct area){a.y + 1, 2, 3, a.cols}, A_NORMAL, w->note);
+}
+
+/* ---- the session screen ------------------------------------------------- */
+
+static void session_draw(struct screen *s)
+{
+	static const struct key_help k_form[] = {{"Enter", "submit"},
+	                                         {"Tab", "next field"},
+	                                         {FIELD_REVEAL_KEY_NAME, "show/hide"},
+	                                         {"Esc", "cancel"},
+	                                         {NULL, NULL}};
+	static const struct key_help k_wait[] = {{"Esc", "cancel"}, {NULL, NULL}};
+	static const struct key_help k_sites[] = {
+	    {"Enter", "confirm site"}, {"type", "filter"}, {"Esc", "cancel"}, {NULL, NULL}};
+	static const struct key_help k_done[] = {
+	    {"Enter", "enroll another"}, {"q", "quit"}, {NULL, NULL}};
+	static const struct key_help k_failed[] = {{"r", "retry"}, {"Esc", "back"}, {NULL, NULL}};
+	struct wiz *w = wiz_state();
+	struct key_help k_link[6];
+	char title[256];
+	size_t nk = 0;
+	enum enr_enroll_state st;
+	struct area body;
+
+	(void)s;
+	if (!w->e) {
+		snprintf(title, sizeof(title), "%s: cannot start",
+		         vendor_name()[0] ? vendor_name() : "Re-authorization");
+		failed_draw(screen_frame(title, k_failed), w->start_error);
+		return;
+	}
+	st = enr_enroll_state(w->e);
+	switch (st) {
+	case ENR_ENROLL_FIELDS:
+		snprintf(title, sizeof(title), "%s: %s", vendor_name(),
+		         enr_enroll_method(w->e)->label);
+		form_draw(screen_frame(title, k_form));
+		break;
+	case ENR_ENROLL_LINK:
+		if (w->code_active)
+			k_link[nk++] = (struct key_help){"Enter", "submit code"};
+		if (enr_enroll_consent(w->e) == ENR_CONSENT_LOOPBACK)
+			k_link[nk++] = (struct key_help){"o", "open browser"};
+		if (w->creds)
+			k_link[nk++] = (struct key_help){w->code_active ? "^P" : "a",
+			                                 "customer approves (demo)"};
+		k_link[nk++] = (struct key_help){"Esc", "cancel"};
+		k_link[nk] = (struct key_help){NULL, NULL};
+		snprintf(title, sizeof(title), "%s: the customer approves", vendor_name());
+		link_draw(screen_frame(title, k_link));
+		break;
+	case ENR_ENROLL_WAIT:
+		snprintf(title, sizeof(title), "%s: waiting", vendor_name());
+		wait_draw(screen_frame(title, k_wait));
+		break;
+	case ENR_ENROLL_SITES:
+		snprintf(title, sizeof(title), "%s: sites found", vendor_name());
+		sites_draw(screen_frame(title, k_sites));
+		break;
+	case ENR_ENROLL_DONE:
+		body = screen_frame("Saved", k_done);
+		done_draw(body);
+		break;
+	case ENR_ENROLL_FAILED:
+		snprintf(title, sizeof(title), "%s: not enrolled", vendor_name());
+		failed_draw(screen_frame(title, k_failed), enr_enroll_message(w->e));
+		break;
+	}
+}
+
+/* Back to where the installer came from (the start screen if nothing is below). */
+static int go_back(void)
+{
+	struct wiz *w = wiz_state();
+
+	if (w->session_first) {
+		w->session_first = false;
+		w->reauth_id = NULL;
+		screen_replace(&wiz_start_screen);
+		return SCREEN_HANDLED;
+	}
+	return SCREEN_BACK;
+}
+
+static int session_key(struct screen *s, const struct keypress *k)
+{
+	struct wiz *w = wiz_state();
+	enum enr_enroll_state st = w->e ? enr_enroll_state(w->e) : ENR_ENROLL_FAILED;
+	int r = SCREEN_IGNORED;
+
+	(void)s;
+	if (!w->e || st == ENR_ENROLL_FAILED) {
+		if (keypress_is(k, 'r') || keypress_is_enter(k)) {
+			wiz_session_start();
+			return SCREEN_REDRAW;
+		}
+		return keypress_is_escape(k) || keypress_is(k, 'q') ? go_back() : SCREEN_IGNORED;
+	}
+	if (st == ENR_ENROLL_DONE) {
+		if (keypress_is(k, 'q'))
+			return SCREEN_QUIT;
+		if (keypress_is_enter(k) || keypress_is(k, 'n') || keypress_is_escape(k)) {
+			field_set_text(&w->customer, "");
+			w->start_focus = 0;
+			if (w->session_first || w->reauth_id)
+				return go_back(); /* a re-authorization goes back to the systems */
+			wiz_session_end();
+			while (screen_top() != &wiz_start_screen)
+				screen_pop();
+			return SCREEN_REDRAW;
+		}
+		return SCREEN_IGNORED;
+	}
+	switch (st) {
+	case ENR_ENROLL_FIELDS:
+		r = form_key(k);
+		break;
+	case ENR_ENROLL_LINK:
+		r = link_key(k);
+		break;
+	case ENR_ENROLL_SITES:
+		r = sites_key(k);
+		break;
+	default:
+		break;
+	}
+	if (r == SCREEN_IGNORED && keypress_is_escape(k)) {
+		enr_enroll_cancel(w->e);
+		return go_back();
+	}
+	return r;
+}
+
+static int session_event(struct screen *s, const struct screen_event *ev)
+{
+	struct wiz *w = wiz_state();
+
+	(void)s;
+	/* The countdown and the spinner. */
+	if (ev->type == SCREEN_EV_TICK && w->e &&
+	    (enr_enroll_state(w->e) == ENR_ENROLL_LINK ||
+	     enr_enroll_state(w->e) == ENR_ENROLL_WAIT))
+		return SCREEN_REDRAW;
+	return SCREEN_IGNORED;
+}
+
+static void session_enter(struct screen *s)
+{
+	struct wiz *w = wiz_state();
+
+	(void)s;
+	if (!w->e && !w->start_error[0])
+		wiz_session_start();
+}
+
+struct screen wiz_session_screen = {"session",     session_draw, session_key, session_event,
+                                    session_enter, NULL,         NULL};

@@ -1,0 +1,448 @@
+/*
+ * The wizard's enrolled systems screen, for support staff: every record with
+ * its status, most urgent first, filtered by typing; check now, refresh,
+ * re-authorize, show (secrets masked until asked) and remove.
+ */
+#include <poll.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <json-c/json.h>
+
+#include "derenroll/config.h"
+#include "derenroll/error.h"
+#include "derenroll/http.h"
+#include "derenroll/lifecycle.h"
+#include "derenroll/store.h"
+#include "cli.h"
+#include "wizard_int.h"
+
+#define MAX_WATCH 32
+
+enum systems_mode { SYS_LIST, SYS_SHOW, SYS_CONFIRM };
+
+struct row {
+	char *id;
+	enum enr_status status;
+	long long due;
+};
+
+struct systems {
+	struct listview *lv;
+	struct row *rows;
+	size_t n_rows;
+	unsigned store_gen; /* the wizard's store_gen the list was built from */
+	enum systems_mode mode;
+	char *current; /* the record shown or to remove */
+	bool reveal;
+	char *shown; /* the record as pretty JSON */
+	int scroll;  /* its first line shown */
+	struct enr_http_multi *multi;
+	int watched[MAX_WATCH];
+	size_t n_watched;
+	unsigned timer;
+	struct enr_job *job; /* one at a time */
+	bool running, refreshing;
+	char note[512];
+};
+
+static struct systems *S;
+
+static long expiring_days(void)
+{
+	long days = 7;
+
+	enr_config_get_long(&days, wiz_state()->g->cfg, "ui", "expiring_days", 7, 0, 365);
+	return days;
+}
+
+static void free_rows(void)
+{
+	for (size_t i = 0; i < S->n_rows; i++)
+		free(S->rows[i].id);
+	free(S->rows);
+	S->rows = NULL;
+	S->n_rows = 0;
+	listview_free(S->lv);
+	S->lv = NULL;
+}
+
+static int by_urgency(const void *a, const void *b)
+{
+	const struct row *x = a, *y = b;
+
+	if (x->status != y->status)
+		return (int)x->status - (int)y->status;
+	if (x->due != y->due)
+		return x->due && (!y->due || x->due < y->due) ? -1 : 1;
+	return strcmp(x->id, y->id);
+}
+
+/* Builds the list from the store, keeping the selected record and the filter out. */
+static void build_list(void)
+{
+	struct wiz *w = wiz_state();
+	size_t n = enr_store_count(w->store);
+	long long now = (long long)time(NULL);
+	long days = expiring_days();
+	char *keep = NULL;
+	size_t sel;
+
+	if (S->lv && (sel = listview_selected(S->lv)) != LISTVIEW_NONE)
+		keep = strdup(S->rows[(size_t)(uintptr_t)listview_data(S->lv, sel)].id);
+	free_rows();
+	S->store_gen = w->store_gen;
+	S->rows = calloc(n ? n : 1, sizeof(*S->rows));
+	if (!S->rows || listview_new(&S->lv) < 0)
+		goto out;
+	for (size_t i = 0; i < n; i++) {
+		const struct enr_record *rec = enr_store_at(w->store, i);
+		S->rows[i].id = strdup(rec->id);
+		S->rows[i].status = enr_status_of(rec, now, days, &S->rows[i].due);
+		if (!S->rows[i].id)
+			goto out;
+		S->n_rows++;
+	}
+	qsort(S->rows, S->n_rows, sizeof(*S->rows), by_urgency);
+	for (size_t i = 0; i < S->n_rows; i++) {
+		struct enr_record *rec = NULL;
+		char label[512];
+		if (enr_store_get(&rec, w->store, S->rows[i].id) < 0)
+			continue;
+		snprintf(label, sizeof(label), "%-8s %-10s %-10s %-22.22s %s %s",
+		         enr_status_name(S->rows[i].status), rec->id, rec->vendor,
+		         rec->customer ? rec->customer : "", rec->n_sites ? rec->sites[0].id : "",
+		         rec->n_sites && rec->sites[0].name ? rec->sites[0].name : "");
+		enr_record_free(rec);
+		if (listview_add(S->lv, label, NULL, (void *)(uintptr_t)i) < 0)
+			break;
+		if (keep && strcmp(keep, S->rows[i].id) == 0)
+			listview_select(S->lv, listview_count(S->lv) - 1);
+	}
+out:
+	free(keep);
+}
+
+static const char *selected_id(void)
+{
+	size_t sel = S->lv ? listview_selected(S->lv) : LISTVIEW_NONE;
+
+	if (sel == LISTVIEW_NONE)
+		return NULL;
+	return S->rows[(size_t)(uintptr_t)listview_data(S->lv, sel)].id;
+}
+
+/* ---- jobs on the multi ------------------------------------------------- */
+
+static void multi_sync(void);
+
+static void on_multi(void *ctx, int fd, short revents)
+{
+	(void)ctx;
+	(void)fd;
+	(void)revents;
+	enr_http_multi_step(S->multi);
+	multi_sync();
+}
+
+static void on_multi_timer(void *ctx)
+{
+	(void)ctx;
+	S->timer = 0;
+	enr_http_multi_step(S->multi);
+	multi_sync();
+}
+
+static void multi_unwatch(void)
+{
+	for (size_t i = 0; i < S->n_watched; i++)
+		loop_unwatch_fd(S->watched[i]);
+	S->n_watched = 0;
+	loop_cancel_timer(S->timer);
+	S->timer = 0;
+}
+
+static void multi_sync(void)
+{
+	struct pollfd fds[MAX_WATCH];
+	size_t n;
+	long t;
+
+	multi_unwatch();
+	if (!S->multi || !S->running)
+		return;
+	n = enr_http_multi_poll_fds(S->multi, fds, MAX_WATCH);
+	for (size_t i = 0; i < n && i < MAX_WATCH; i++)
+		if (loop_watch_fd(fds[i].fd, fds[i].events, on_multi, NULL) == 0)
+			S->watched[S->n_watched++] = fds[i].fd;
+	t = enr_http_multi_timeout_ms(S->multi);
+	S->timer = loop_set_timer(t >= 0 && t < 1000 ? t : 1000, on_multi_timer, NULL);
+}
+
+static void job_done(const struct enr_job_result *r, void *ctx)
+{
+	struct wiz *w = wiz_state();
+	bool refresh = S->refreshing;
+
+	(void)ctx;
+	S->running = false;
+	S->job = NULL; /* it frees itself */
+	enr_lifecycle_save_results(w->store, r, 1);
+	if (r->error)
+		snprintf(S->note, sizeof(S->note), "%s %s: %s", r->id,
+		         refresh ? "not refreshed" : "check failed",
+		         r->message ? r->message : enr_error_default_message(r->error));
+	else
+		snprintf(S->note, sizeof(S->note), "%s: %s%s, %zu site%s", r->id,
+		         r->refreshed ? "refreshed, " : "", r->checked_at ? "checked ok" : "ok",
+		         r->n_sites, r->n_sites == 1 ? "" : "s");
+	w->store_gen++;
+	screen_redraw();
+}
+
+static void start_job(enum enr_job_kind kind)
+{
+	struct wiz *w = wiz_state();
+	const char *id = selected_id();
+	struct enr_job *job = NULL;
+	int rc;
+
+	if (!id)
+		return;
+	if (S->running) {
+		snprintf(S->note, sizeof(S->note), "Wait: the last check is still running");
+		return;
+	}
+	if (!S->multi && enr_http_multi_new(&S->multi, w->g->cfg) < 0) {
+		snprintf(S->note, sizeof(S->note), "%s", enr_error_last());
+		return;
+	}
+	snprintf(S->note, sizeof(S->note), "%s %s...",
+	         kind == ENR_JOB_REFRESH ? "Refreshing" : "Checking", id);
+	S->running = true;
+	S->refreshing = kind == ENR_JOB_REFRESH;
+	rc = enr_job_start(&job, w->store, w->g->cfg, w->g->catalog, S->multi, id, kind, job_done,
+	                   NULL);
+	/* A job that cannot start has called job_done already. */
+	if (rc == 0 && S->running)
+		S->job = job;
+	multi_sync();
+}
+
+/* ---- show and remove ----------------------------------------------------- */
+
+static void load_shown(void)
+{
+	struct wiz *w = wiz_state();
+	struct enr_record *rec = NULL;
+	struct json_object *obj = NULL;
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f;
+
+	free(S->shown);
+	S->shown = NULL;
+	if (enr_store_get(&rec, w->store, S->current) < 0) {
+		snprintf(S->note, sizeof(S->note), "%s", enr_error_last());
+		return;
+	}
+	f = open_memstream(&text, &len);
+	if (f) {
+		enr_record_view_write(f, rec, (long long)time(NULL), expiring_days(), S->reveal);
+		fclose(f);
+	}
+	enr_record_free(rec);
+	if (text && (obj = json_tokener_parse(text)))
+		S->shown = strdup(json_object_to_json_string_ext(
+		    obj, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
+	json_object_put(obj);
+	if (text) {
+		/* It may hold secrets. */
+		explicit_bzero(text, len);
+		free(text);
+	}
+}
+
+static void clear_shown(void)
+{
+	if (S->shown) {
+		explicit_bzero(S->shown, strlen(S->shown));
+		free(S->shown);
+		S->shown = NULL;
+	}
+}
+
+/* ---- the screen ---------------------------------------------------------- */
+
+static void systems_draw(struct screen *s)
+{
+	static const struct key_help k_list[] = {
+	    {"Enter", "show"}, {"F5", "check"}, {"F6", "refresh"}, {"F7", "re-authorize"},
+	    {"F8", "remove"},  {"Esc", "back"}, {NULL, NULL}};
+	static const struct key_help k_show[] = {{FIELD_REVEAL_KEY_NAME, "show/hide secrets"},
+	                                         {"Up/Down", "scroll"},
+	                                         {"Esc", "back"},
+	                                         {NULL, NULL}};
+	static const struct key_help k_confirm[] = {{"y", "remove"}, {"n", "keep"}, {NULL, NULL}};
+	struct wiz *w = wiz_state();
+	struct area body;
+	char line[512];
+
+	(void)s;
+	if (S->store_gen != w->store_gen)
+		build_list();
+	if (S->mode == SYS_SHOW) {
+		snprintf(line, sizeof(line), "Record %s%s", S->current,
+		         S->reveal ? " (secrets shown)" : "");
+		body = screen_frame(line, k_show);
+		if (S->shown) {
+			const char *from = S->shown;
+			int lines = 1;
+			for (const char *p = S->shown; (p = strchr(p, '\n')); p++)
+				lines++;
+			/* The last page stays in view. */
+			if (S->scroll > lines - body.rows)
+				S->scroll = lines - body.rows > 0 ? lines - body.rows : 0;
+			for (int i = 0; i < S->scroll && strchr(from, '\n'); i++)
+				from = strchr(from, '\n') + 1;
+			draw_wrapped((struct area){body.y, 2, body.rows, body.cols - 4}, A_NORMAL,
+			             from);
+		}
+		return;
+	}
+	body = screen_frame("Enrolled systems (most urgent first)",
+	                    S->mode == SYS_CONFIRM ? k_confirm : k_list);
+	if (S->mode == SYS_CONFIRM) {
+		snprintf(line, sizeof(line),
+		         "Remove %s? Its credentials are deleted from the store; the customer's "
+		         "authorization at the vendor stays until they revoke it.",
+		         S->current);
+		draw_wrapped((struct area){body.y, 2, 2, body.cols - 4}, term_attr(TERM_ERROR),
+		             line);
+	} else if (S->note[0]) {
+		draw_text(body.y, 2, body.cols - 4, A_BOLD, S->note);
+	} else {
+		snprintf(line, sizeof(line), "%zu records. Type to filter.", S->n_rows);
+		draw_text(body.y, 2, body.cols - 4, A_NORMAL, line);
+	}
+	if (S->lv)
+		listview_draw(S->lv, (struct area){body.y + 2, 1, body.rows - 2, body.cols - 2});
+}
+
+static int systems_key(struct screen *s, const struct keypress *k)
+{
+	struct wiz *w = wiz_state();
+	const char *id;
+	int r;
+
+	(void)s;
+	if (S->mode == SYS_SHOW) {
+		if (keypress_is(k, FIELD_REVEAL_KEY)) {
+			S->reveal = !S->reveal;
+			load_shown();
+			return SCREEN_REDRAW;
+		}
+		if (k->kind == KP_FUNC && (k->code == KEY_DOWN || k->code == KEY_NPAGE)) {
+			S->scroll += k->code == KEY_DOWN ? 1 : 10;
+			return SCREEN_REDRAW;
+		}
+		if (k->kind == KP_FUNC && (k->code == KEY_UP || k->code == KEY_PPAGE)) {
+			S->scroll -= k->code == KEY_UP ? 1 : 10;
+			if (S->scroll < 0)
+				S->scroll = 0;
+			return SCREEN_REDRAW;
+		}
+		if (keypress_is_escape(k) || keypress_is(k, 'q')) {
+			S->mode = SYS_LIST;
+			S->reveal = false;
+			clear_shown();
+			return SCREEN_REDRAW;
+		}
+		return SCREEN_HANDLED;
+	}
+	if (S->mode == SYS_CONFIRM) {
+		if (keypress_is(k, 'y')) {
+			if (enr_store_remove(w->store, S->current) < 0)
+				snprintf(S->note, sizeof(S->note), "%s", enr_error_last());
+			else
+				snprintf(S->note, sizeof(S->note), "Removed %s.", S->current);
+			w->store_gen++;
+		}
+		if (keypress_is(k, 'y') || keypress_is(k, 'n') || keypress_is_escape(k)) {
+			S->mode = SYS_LIST;
+			return SCREEN_REDRAW;
+		}
+		return SCREEN_HANDLED;
+	}
+	id = selected_id();
+	if (k->kind == KP_FUNC && id) {
+		switch (k->code) {
+		case KEY_F(5):
+			start_job(ENR_JOB_CHECK);
+			return SCREEN_REDRAW;
+		case KEY_F(6):
+			start_job(ENR_JOB_REFRESH);
+			return SCREEN_REDRAW;
+		case KEY_F(7):
+			free(S->current);
+			S->current = strdup(id);
+			w->reauth_id = S->current;
+			screen_push(&wiz_session_screen);
+			return SCREEN_HANDLED;
+		case KEY_F(8):
+		case KEY_DC:
+			free(S->current);
+			S->current = strdup(id);
+			S->mode = S->current ? SYS_CONFIRM : SYS_LIST;
+			return SCREEN_REDRAW;
+		default:
+			break;
+		}
+	}
+	if (keypress_is_enter(k) && id) {
+		free(S->current);
+		S->current = strdup(id);
+		S->reveal = false;
+		S->scroll = 0;
+		if (S->current) {
+			S->mode = SYS_SHOW;
+			load_shown();
+		}
+		return SCREEN_REDRAW;
+	}
+	r = S->lv ? listview_handle_key(S->lv, k) : SCREEN_IGNORED;
+	if (r)
+		return r;
+	return keypress_is_escape(k) ? SCREEN_BACK : SCREEN_IGNORED;
+}
+
+struct screen wiz_systems_screen = {"systems", systems_draw, systems_key, NULL, NULL, NULL, NULL};
+
+void wiz_systems_open(void)
+{
+	struct wiz *w = wiz_state();
+
+	if (!S && !(S = calloc(1, sizeof(*S))))
+		return;
+	S->mode = SYS_LIST;
+	S->note[0] = '\0';
+	w->store_gen++; /* build the list anew */
+	screen_push(&wiz_systems_screen);
+}
+
+void wiz_systems_free(void)
+{
+	if (!S)
+		return;
+	multi_unwatch();
+	enr_job_cancel(S->job);
+	enr_http_multi_free(S->multi);
+	free_rows();
+	clear_shown();
+	free(S->current);
+	free(S);
+	S = NULL;
+}

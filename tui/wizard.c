@@ -16,6 +16,7 @@
 #include "derenroll/config.h"
 #include "derenroll/enroll.h"
 #include "derenroll/error.h"
+#include "derenroll/join.h"
 #include "derenroll/qr.h"
 #include "derenroll/sandbox.h"
 #include "derenroll/store.h"
@@ -66,29 +67,22 @@ const char *wiz_method_unavailable(const struct enr_vendor *v, const struct enr_
 	return NULL;
 }
 
-/* Whether Derapi Join can enroll: asks the core with a probe session. */
+/* Whether Derapi Join can enroll ([derapi] client_id and client_secret). */
 static void probe_join(void)
 {
-	struct enr_enroll_options opts = {0};
-	struct enr_enroll *e = NULL;
-	int rc;
+	char *reason = NULL;
 
-	opts.store = W.store;
-	opts.cfg = W.g->cfg;
-	opts.catalog = W.g->catalog;
-	opts.vendor = "tesla";
-	opts.method = "join";
-	/* No customer: a session that exists refuses at once, without network. */
-	rc = enr_enroll_new(&e, &opts);
-	enr_enroll_free(e);
-	W.join_ok = rc == 0 || rc == ENR_E_USAGE;
+	W.join_ok = enr_join_available(W.g->cfg, &reason);
 	if (!W.join_ok)
 		snprintf(W.join_reason, sizeof(W.join_reason), "%s",
-		         rc == ENR_E_UNSUPPORTED ? "Derapi Join is not in this build yet"
-		                                 : enr_error_last());
+		         reason ? reason
+		                : "not configured: set client_id in [derapi] and run "
+		                  "derenroll secret set derapi.client_secret");
+	free(reason);
 }
 
-/* The methods of `v` in the order shown: Join first when usable. */
+/* The methods of `v` in the order shown: Join first when usable, then the
+ * vendor's direct methods (Join last, disabled, when not configured). */
 size_t wiz_methods(const struct enr_vendor *v, const struct enr_method **out, size_t cap)
 {
 	size_t n = 0;
@@ -261,9 +255,9 @@ static void start_draw(struct screen *s)
 		         "Derapi Join is available (recommended): one link for every vendor.");
 	else
 		snprintf(line, sizeof(line),
-		         "Derapi Join (recommended when available: one link for every vendor): %s",
+		         "Derapi Join (recommended: one link for every vendor) cannot be used. %s",
 		         W.join_reason);
-	y += draw_wrapped((struct area){y, 2, 2, body.cols - 4}, A_NORMAL, line) + 1;
+	y += draw_wrapped((struct area){y, 2, 3, body.cols - 4}, A_NORMAL, line) + 1;
 	sel = listview_selected(W.vendors);
 	if (sel != LISTVIEW_NONE && listview_disabled_reason(W.vendors, sel))
 		draw_wrapped((struct area){y, 2, body.y + body.rows - y, body.cols - 4},

@@ -264,12 +264,27 @@ static void start_draw(struct screen *s)
 		             term_attr(TERM_DISABLED), listview_disabled_reason(W.vendors, sel));
 }
 
+/* How many methods of W.vendor are usable; `out` gets the first in the order
+ * shown (Derapi Join when configured), or NULL. */
+static size_t first_usable(const struct enr_method **out)
+{
+	const struct enr_method *ms[16];
+	size_t n = wiz_methods(W.vendor, ms, 16), usable = 0;
+	char buf[256];
+
+	*out = NULL;
+	for (size_t i = 0; i < n; i++)
+		if (!wiz_method_unavailable(W.vendor, ms[i], buf, sizeof(buf))) {
+			usable++;
+			if (!*out)
+				*out = ms[i];
+		}
+	return usable;
+}
+
 static int choose_vendor(void)
 {
 	size_t sel = listview_selected(W.vendors);
-	const struct enr_method *ms[16];
-	size_t n, usable = 0;
-	char buf[256];
 
 	if (sel == LISTVIEW_NONE || listview_disabled_reason(W.vendors, sel))
 		return SCREEN_HANDLED;
@@ -280,15 +295,7 @@ static int choose_vendor(void)
 		return SCREEN_REDRAW;
 	}
 	W.vendor = listview_data(W.vendors, sel);
-	W.method = NULL;
-	n = wiz_methods(W.vendor, ms, 16);
-	for (size_t i = 0; i < n; i++)
-		if (!wiz_method_unavailable(W.vendor, ms[i], buf, sizeof(buf))) {
-			usable++;
-			if (!W.method)
-				W.method = ms[i];
-		}
-	if (usable > 1) {
+	if (first_usable(&W.method) > 1) {
 		wiz_methods_setup();
 		screen_push(&wiz_method_screen);
 	} else {
@@ -476,6 +483,9 @@ int wizard_run(struct cli_globals *g, const struct wizard_options *o)
 			status = cli_fail(ENR_E_USAGE);
 			goto out;
 		}
+		/* No --method: the first usable one, as the method screen lists them. */
+		if (!W.method)
+			first_usable(&W.method);
 		for (size_t i = 0; i < listview_count(W.vendors); i++)
 			if (listview_data(W.vendors, i) == W.vendor)
 				listview_select(W.vendors, i);

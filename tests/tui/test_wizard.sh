@@ -9,7 +9,7 @@
 set -u
 RECORDS=$3
 . "$(dirname "$0")/lib.sh"
-plan 260
+plan 270
 
 # The pane runs the wizard through this, which reports its first frame where
 # lib.sh's start() waits for it.
@@ -269,6 +269,12 @@ check $? "Esc on the QR code: back to the start screen" "$SCREEN"
 keys C-c
 expect_exit "^C after --vendor" 130
 
+wiz -- --customer "Cust Direct Join" --vendor tesla
+wait_screen "Tesla: the customer approves" >/dev/null
+keys a
+finish_sites "Cust Direct Join" "--vendor tesla"
+expect_record "--vendor tesla: Derapi Join (first when configured)" "Cust Direct Join" tesla join
+
 # --- NO_COLOR and a monochrome terminal: the code still decodes ---
 for envs in NO_COLOR=1 TERM=vt100; do
 	wiz "$envs" -- --customer "Cust Mono" --vendor tesla
@@ -361,7 +367,7 @@ printf '#!/bin/sh\necho "$1" >"%s/opened"\nexec curl -s -o /dev/null -L "$1&sand
 	"$TMP" >"$TMP/bin/xdg-open"
 chmod +x "$TMP/bin/xdg-open"
 start 80 24 DERENROLL_PASSPHRASE_FILE="$TMP/pass" PATH="$TMP/bin:$PATH" -- \
-	--config "$TMP/loopback.ini" --store "$TMP/real" --customer "Cust Loopback" --vendor tesla
+	--config "$TMP/loopback.ini" --store "$TMP/real" --customer "Cust Loopback" --vendor tesla --method oauth
 wait_screen "o open browser" >/dev/null
 check $? "loopback: the QR screen offers to open this computer's browser" "$SCREEN"
 expect_in "loopback: says where to sign in" "Sign in on this computer" "$SCREEN"
@@ -379,9 +385,9 @@ wait_screen "F2 enrolled systems" >/dev/null
 keys F2
 wait_screen "Enrolled systems" >/dev/null
 check $? "systems: F2 opens the enrolled systems" "$SCREEN"
-expect_in "systems: every record is listed" "of 11" "$SCREEN"
+expect_in "systems: every record is listed" "of 12" "$SCREEN"
 keys_text "Cust SE acct"
-wait_screen "1 of 11" >/dev/null
+wait_screen "1 of 12" >/dev/null
 check $? "systems: typing filters" "$SCREEN"
 expect_in "systems: status, vendor, customer" "ok       " "$SCREEN"
 keys F5
@@ -409,7 +415,7 @@ check $? "systems: y removes" "$SCREEN"
 check $? "systems: the record is gone from the store"
 keys C-u
 keys_text "Cust Solis acct"
-wait_screen "1 of 10" >/dev/null
+wait_screen "1 of 11" >/dev/null
 keys F7
 
 wait_screen "Updated record" >/dev/null

@@ -16,6 +16,7 @@
 #include "derenroll/config.h"
 #include "derenroll/enroll.h"
 #include "derenroll/error.h"
+#include "derenroll/join.h"
 #include "derenroll/qr.h"
 #include "derenroll/sandbox.h"
 #include "derenroll/store.h"
@@ -66,29 +67,22 @@ const char *wiz_method_unavailable(const struct enr_vendor *v, const struct enr_
 	return NULL;
 }
 
-/* Whether Derapi Join can enroll: asks the core with a probe session. */
+/* Whether Derapi Join can enroll ([derapi] client_id and client_secret). */
 static void probe_join(void)
 {
-	struct enr_enroll_options opts = {0};
-	struct enr_enroll *e = NULL;
-	int rc;
+	char *reason = NULL;
 
-	opts.store = W.store;
-	opts.cfg = W.g->cfg;
-	opts.catalog = W.g->catalog;
-	opts.vendor = "tesla";
-	opts.method = "join";
-	/* No customer: a session that exists refuses at once, without network. */
-	rc = enr_enroll_new(&e, &opts);
-	enr_enroll_free(e);
-	W.join_ok = rc == 0 || rc == ENR_E_USAGE;
+	W.join_ok = enr_join_available(W.g->cfg, &reason);
 	if (!W.join_ok)
 		snprintf(W.join_reason, sizeof(W.join_reason), "%s",
-		         rc == ENR_E_UNSUPPORTED ? "Derapi Join is not in this build yet"
-		                                 : enr_error_last());
+		         reason ? reason
+		                : "not configured: set client_id in [derapi] and run "
+		                  "derenroll secret set derapi.client_secret");
+	free(reason);
 }
 
-/* The methods of `v` in the order shown: Join first when usable. */
+/* The methods of `v` in the order shown: Join first when usable, then the
+ * vendor's direct methods (Join last, disabled, when not configured). */
 size_t wiz_methods(const struct enr_vendor *v, const struct enr_method **out, size_t cap)
 {
 	size_t n = 0;
@@ -261,21 +255,36 @@ static void start_draw(struct screen *s)
 		         "Derapi Join is available (recommended): one link for every vendor.");
 	else
 		snprintf(line, sizeof(line),
-		         "Derapi Join (recommended when available: one link for every vendor): %s",
+		         "Derapi Join (recommended: one link for every vendor) cannot be used. %s",
 		         W.join_reason);
-	y += draw_wrapped((struct area){y, 2, 2, body.cols - 4}, A_NORMAL, line) + 1;
+	y += draw_wrapped((struct area){y, 2, 3, body.cols - 4}, A_NORMAL, line) + 1;
 	sel = listview_selected(W.vendors);
 	if (sel != LISTVIEW_NONE && listview_disabled_reason(W.vendors, sel))
 		draw_wrapped((struct area){y, 2, body.y + body.rows - y, body.cols - 4},
 		             term_attr(TERM_DISABLED), listview_disabled_reason(W.vendors, sel));
 }
 
+/* How many methods of W.vendor are usable; `out` gets the first in the order
+ * shown (Derapi Join when configured), or NULL. */
+static size_t first_usable(const struct enr_method **out)
+{
+	const struct enr_method *ms[16];
+	size_t n = wiz_methods(W.vendor, ms, 16), usable = 0;
+	char buf[256];
+
+	*out = NULL;
+	for (size_t i = 0; i < n; i++)
+		if (!wiz_method_unavailable(W.vendor, ms[i], buf, sizeof(buf))) {
+			usable++;
+			if (!*out)
+				*out = ms[i];
+		}
+	return usable;
+}
+
 static int choose_vendor(void)
 {
 	size_t sel = listview_selected(W.vendors);
-	const struct enr_method *ms[16];
-	size_t n, usable = 0;
-	char buf[256];
 
 	if (sel == LISTVIEW_NONE || listview_disabled_reason(W.vendors, sel))
 		return SCREEN_HANDLED;
@@ -286,15 +295,7 @@ static int choose_vendor(void)
 		return SCREEN_REDRAW;
 	}
 	W.vendor = listview_data(W.vendors, sel);
-	W.method = NULL;
-	n = wiz_methods(W.vendor, ms, 16);
-	for (size_t i = 0; i < n; i++)
-		if (!wiz_method_unavailable(W.vendor, ms[i], buf, sizeof(buf))) {
-			usable++;
-			if (!W.method)
-				W.method = ms[i];
-		}
-	if (usable > 1) {
+	if (first_usable(&W.method) > 1) {
 		wiz_methods_setup();
 		screen_push(&wiz_method_screen);
 	} else {
@@ -482,6 +483,9 @@ int wizard_run(struct cli_globals *g, const struct wizard_options *o)
 			status = cli_fail(ENR_E_USAGE);
 			goto out;
 		}
+		/* No --method: the first usable one, as the method screen lists them. */
+		if (!W.method)
+			first_usable(&W.method);
 		for (size_t i = 0; i < listview_count(W.vendors); i++)
 			if (listview_data(W.vendors, i) == W.vendor)
 				listview_select(W.vendors, i);

@@ -351,7 +351,8 @@ static void *approve_thread(void *ctx)
 		snprintf(a->err, sizeof(a->err), "out of memory");
 		goto out;
 	}
-	/* The short link redirects to the vendor's authorize URL. */
+	/* The short link redirects to the vendor's authorize URL, or for Derapi Join
+	 * to the sandbox's flow authorize URL (vendor and state in its query). */
 	if (strcmp(a->link, a->authorize) != 0) {
 		if (get(c, a->link, false, a->err) != CURLE_OK)
 			goto out;
@@ -367,7 +368,8 @@ static void *approve_thread(void *ctx)
 		snprintf(a->err, sizeof(a->err), "out of memory");
 		goto out;
 	}
-	/* Approved at once: the vendor redirects to the relay, the listener or its code page. */
+	/* Approved at once: the vendor redirects to the relay, the listener or its code
+	 * page; Derapi to the relay's callback with state and enrollmentID. */
 	if (get(c, url, true, a->err) != CURLE_OK)
 		goto out;
 	where = NULL;

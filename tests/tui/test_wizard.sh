@@ -3,12 +3,13 @@
 # dir): every vendor and method enrolled end to end with keys, each record
 # checked in the store; the QR code at 80x24 decodes to the relay's short link
 # and survives resizes; --vendor starts at the QR code; reauth on a terminal;
-# ^C on every screen leaves the terminal sane.
+# ^C on every screen leaves the terminal sane. Derapi Join is listed first when
+# configured; Tesla and Enphase Grid Services are enrolled through it.
 # Usage: test_wizard.sh DERENROLL QRCAP RECORDS
 set -u
 RECORDS=$3
 . "$(dirname "$0")/lib.sh"
-plan 223
+plan 270
 
 # The pane runs the wizard through this, which reports its first frame where
 # lib.sh's start() waits for it.
@@ -41,6 +42,15 @@ expect_record() {
 	*"\"vendor\":\"$3\""*"\"method\":\"$4\""*) check 0 "$1: saved in the store" ;;
 	*) check 1 "$1: saved in the store" "record: '$_r'" ;;
 	esac
+}
+
+# expect_join_first NAME DIRECT-LABEL: on the method screen, Derapi Join is
+# listed before the vendor's direct method.
+expect_join_first() {
+	_j=$(printf '%s\n' "$SCREEN" | grep -n "Derapi Join (recommended)" | head -1 | cut -d: -f1)
+	_d=$(printf '%s\n' "$SCREEN" | grep -n "$2" | head -1 | cut -d: -f1)
+	[ -n "$_j" ] && [ -n "$_d" ] && [ "$_j" -lt "$_d" ]
+	check $? "$1: Derapi Join first on the method screen" "$SCREEN"
 }
 
 # settle: until two captures 0.2 s apart are the same (the frame is whole).
@@ -84,7 +94,7 @@ finish_sites() {
 wiz -- 
 wait_screen "Enphase Grid Services" >/dev/null
 check $? "start: every vendor is listed" "$SCREEN"
-expect_in "start: the line about Derapi Join" "Derapi Join (recommended" "$SCREEN"
+expect_in "start: the line about Derapi Join" "Derapi Join is available (recommended)" "$SCREEN"
 expect_in "start: keys on the bottom line" "F2 enrolled systems" "$(printf '%s\n' "$SCREEN" | tail -1)"
 keys Enter
 wait_screen "Type the customer's name" >/dev/null
@@ -95,8 +105,13 @@ expect_exit "^C on the start screen" 130
 # --- Tesla (OAuth through the relay): the QR code ---
 wiz --
 begin "Cust Tesla" tesla
+wait_screen "Tesla: how does the customer authorize?" >/dev/null
+check $? "tesla: the method screen (Join and OAuth)" "$SCREEN"
+settle
+expect_join_first tesla "Customer approves with their Tesla"
+keys Down Enter
 wait_screen "Tesla: the customer approves" >/dev/null
-check $? "tesla: straight to the QR code (one usable method)" "$SCREEN"
+check $? "tesla: the QR code" "$SCREEN"
 settle
 LINK=$(printf '%s\n' "$SCREEN" | sed -n 's/^ *Link: //p' | tr -d ' ')
 expect_in "tesla: the link is the relay's short link" "/relay/s/" "$LINK"
@@ -118,7 +133,9 @@ wiz --
 begin "Cust SMA" sma
 wait_screen "SMA: how does the customer authorize?" >/dev/null
 check $? "sma: the method screen" "$SCREEN"
-keys Enter
+settle
+expect_join_first sma "Customer approves with their SMA"
+keys Down Enter
 wait_screen "SMA: the customer approves" >/dev/null
 keys a
 finish_sites "Cust SMA" "sma oauth"
@@ -127,7 +144,7 @@ expect_record "sma oauth" "Cust SMA" sma oauth
 wiz --
 begin "Cust SMA mail" sma
 wait_screen "SMA: how does the customer authorize?" >/dev/null
-keys Down Enter
+keys Down Down Enter
 wait_screen "Demo: the sandbox's credentials" >/dev/null
 check $? "sma email: the form shows the demo credentials" "$SCREEN"
 keys Enter
@@ -140,7 +157,9 @@ expect_record "sma email" "Cust SMA mail" sma email
 wiz --
 begin "Cust SE" solaredge
 wait_screen "SolarEdge: how does the customer authorize?" >/dev/null
-keys Enter
+settle
+expect_join_first solaredge "Customer's API key"
+keys Down Enter
 wait_screen "SolarEdge: Customer's API key" >/dev/null
 expect_in "solaredge key: masked" "********" "$SCREEN"
 keys C-r
@@ -167,7 +186,7 @@ expect_record "solaredge key" "Cust SE" solaredge key
 wiz --
 begin "Cust SE acct" solaredge
 wait_screen "SolarEdge: how does the customer authorize?" >/dev/null
-keys Down Enter
+keys Down Down Enter
 wait_screen "sites found" >/dev/null
 expect_in "solaredge account: the company's sites are listed" "3 sites" "$SCREEN"
 finish_sites "Cust SE acct" "solaredge account"
@@ -177,7 +196,9 @@ expect_record "solaredge account" "Cust SE acct" solaredge account
 wiz --
 begin "Cust Solis" solis
 wait_screen "Solis: how does the customer authorize?" >/dev/null
-keys Enter
+settle
+expect_join_first solis "Customer's KeyID"
+keys Down Enter
 wait_screen "Solis: Customer's KeyID" >/dev/null
 keys Enter
 finish_sites "Cust Solis" "solis key"
@@ -186,7 +207,7 @@ expect_record "solis key" "Cust Solis" solis key
 wiz --
 begin "Cust Solis acct" solis
 wait_screen "Solis: how does the customer authorize?" >/dev/null
-keys Down Enter
+keys Down Down Enter
 finish_sites "Cust Solis acct" "solis account"
 expect_record "solis account" "Cust Solis acct" solis account
 
@@ -194,7 +215,9 @@ expect_record "solis account" "Cust Solis acct" solis account
 wiz --
 begin "Cust Enphase" enphase
 wait_screen "Enphase: how does the customer authorize?" >/dev/null
-keys Enter
+settle
+expect_join_first enphase "Customer approves with their Enphase"
+keys Down Enter
 wait_screen "Enphase: the customer approves" >/dev/null
 check $? "enphase oauth: the QR code" "$SCREEN"
 keys C-p
@@ -207,18 +230,34 @@ expect_record "enphase oauth" "Cust Enphase" enphase oauth
 wiz --
 begin "Cust Enphase partner" enphase
 wait_screen "Enphase: how does the customer authorize?" >/dev/null
-keys Down Enter
+keys Down Down Enter
 wait_screen "Enphase: Installer" >/dev/null
 keys Enter
 finish_sites "Cust Enphase partner" "enphase partner"
 expect_record "enphase partner" "Cust Enphase partner" enphase partner
 
-# --- Enphase Grid Services: Join only ---
+# --- Derapi Join: Tesla, and Enphase Grid Services (Join only) ---
 wiz --
-wait_screen "Enphase Grid Services" >/dev/null
-expect_in "enphasevpp: shown with why it cannot be chosen" "Enphase Grid Services  (" "$SCREEN"
-keys C-c
-wait_screen "FIXTURE EXITED" >/dev/null
+begin "Cust Tesla Join" tesla
+wait_screen "Tesla: how does the customer authorize?" >/dev/null
+keys Enter
+wait_screen "Tesla: the customer approves" >/dev/null
+check $? "tesla join: the QR code" "$SCREEN"
+settle
+LINK=$(printf '%s\n' "$SCREEN" | sed -n 's/^ *Link: //p' | tr -d ' ')
+expect_in "tesla join: the link is the relay's short link" "/relay/s/" "$LINK"
+expect_decodes "tesla join: the QR code decodes to the link" "$LINK"
+keys a
+finish_sites "Cust Tesla Join" "tesla join"
+expect_record "tesla join" "Cust Tesla Join" tesla join
+
+wiz --
+begin "Cust VPP" "enphase grid"
+wait_screen "Enphase Grid Services: the customer approves" >/dev/null
+check $? "enphasevpp: Join only, straight to the QR code" "$SCREEN"
+keys a
+finish_sites "Cust VPP" "enphasevpp join"
+expect_record "enphasevpp join" "Cust VPP" enphasevpp join
 
 # --- --vendor: straight to the QR code; Esc cancels to the start screen ---
 wiz -- --customer "Cust Direct" --vendor tesla
@@ -229,6 +268,12 @@ wait_screen "Customer reference" >/dev/null
 check $? "Esc on the QR code: back to the start screen" "$SCREEN"
 keys C-c
 expect_exit "^C after --vendor" 130
+
+wiz -- --customer "Cust Direct Join" --vendor tesla
+wait_screen "Tesla: the customer approves" >/dev/null
+keys a
+finish_sites "Cust Direct Join" "--vendor tesla"
+expect_record "--vendor tesla: Derapi Join (first when configured)" "Cust Direct Join" tesla join
 
 # --- NO_COLOR and a monochrome terminal: the code still decodes ---
 for envs in NO_COLOR=1 TERM=vt100; do
@@ -276,6 +321,13 @@ chmod 600 "$TMP/pass"
 start 80 24 DERENROLL_PASSPHRASE_FILE="$TMP/pass" -- --config "$TMP/empty.ini" --store "$TMP/real"
 wait_screen "Enphase Grid Services" >/dev/null
 check $? "no demo: the start screen" "$SCREEN"
+settle
+ONELINE=$(printf '%s\n' "$SCREEN" | tr -s ' \n' '  ')
+expect_in "no demo: Join cannot be used, with the key that enables it" \
+	"Derapi Join (recommended: one link for every vendor) cannot be used. Derapi Join is not configured: set [derapi] client_id" \
+	"$ONELINE"
+expect_in "no demo: Enphase Grid Services (Join only) disabled with the reason" \
+	"Enphase Grid Services (Derapi Join is not configured" "$ONELINE"
 keys_text "Cust Real"
 keys Enter
 settle
@@ -289,6 +341,17 @@ check $? "no demo: one usable method (the company account is not set up): no met
 expect_not_in "no demo: no demo credentials" "Demo:" "$SCREEN"
 keys C-c
 expect_exit "no demo: ^C on the form" 130
+
+# --- no demo, a Derapi client ID without its secret: the command that sets it ---
+printf '[derapi]\nclient_id = installer-app\n' >"$TMP/derapi.ini"
+chmod 600 "$TMP/derapi.ini"
+start 80 24 DERENROLL_PASSPHRASE_FILE="$TMP/pass" -- --config "$TMP/derapi.ini" --store "$TMP/real"
+wait_screen "Enphase Grid Services" >/dev/null
+settle
+expect_in "no secret: Join disabled with the command that enables it" \
+	"derenroll secret set derapi.client_secret" "$(printf '%s\n' "$SCREEN" | tr -s ' \n' '  ')"
+keys C-c
+expect_exit "no secret: ^C on the start screen" 130
 
 # --- sign-in on this computer (loopback): o opens the browser ---
 # A sandbox of its own without the relay, Tesla's redirect URI on loopback; the
@@ -304,7 +367,7 @@ printf '#!/bin/sh\necho "$1" >"%s/opened"\nexec curl -s -o /dev/null -L "$1&sand
 	"$TMP" >"$TMP/bin/xdg-open"
 chmod +x "$TMP/bin/xdg-open"
 start 80 24 DERENROLL_PASSPHRASE_FILE="$TMP/pass" PATH="$TMP/bin:$PATH" -- \
-	--config "$TMP/loopback.ini" --store "$TMP/real" --customer "Cust Loopback" --vendor tesla
+	--config "$TMP/loopback.ini" --store "$TMP/real" --customer "Cust Loopback" --vendor tesla --method oauth
 wait_screen "o open browser" >/dev/null
 check $? "loopback: the QR screen offers to open this computer's browser" "$SCREEN"
 expect_in "loopback: says where to sign in" "Sign in on this computer" "$SCREEN"
@@ -322,9 +385,9 @@ wait_screen "F2 enrolled systems" >/dev/null
 keys F2
 wait_screen "Enrolled systems" >/dev/null
 check $? "systems: F2 opens the enrolled systems" "$SCREEN"
-expect_in "systems: every record is listed" "of 9" "$SCREEN"
+expect_in "systems: every record is listed" "of 12" "$SCREEN"
 keys_text "Cust SE acct"
-wait_screen "1 of 9" >/dev/null
+wait_screen "1 of 12" >/dev/null
 check $? "systems: typing filters" "$SCREEN"
 expect_in "systems: status, vendor, customer" "ok       " "$SCREEN"
 keys F5
@@ -352,7 +415,7 @@ check $? "systems: y removes" "$SCREEN"
 check $? "systems: the record is gone from the store"
 keys C-u
 keys_text "Cust Solis acct"
-wait_screen "1 of 8" >/dev/null
+wait_screen "1 of 11" >/dev/null
 keys F7
 
 wait_screen "Updated record" >/dev/null
@@ -373,7 +436,7 @@ expect_exit "^C on the method screen" 130
 wiz --
 begin "Cust C" sma
 wait_screen "SMA: how does the customer authorize?" >/dev/null
-keys Down Enter
+keys Down Down Enter
 wait_screen "Demo: the sandbox's credentials" >/dev/null
 keys Enter
 wait_screen "SMA: waiting" >/dev/null
@@ -390,7 +453,7 @@ expect_exit "^C while waiting" 130
 wiz --
 begin "Cust C" solaredge
 wait_screen "SolarEdge: how" >/dev/null
-keys Enter
+keys Down Enter
 wait_screen "SolarEdge: Customer's API key" >/dev/null
 keys C-c
 expect_exit "^C on the key form" 130
@@ -398,7 +461,7 @@ expect_exit "^C on the key form" 130
 wiz --
 begin "Cust C" solaredge
 wait_screen "SolarEdge: how" >/dev/null
-keys Down Enter
+keys Down Down Enter
 wait_screen "sites found" >/dev/null
 keys C-c
 expect_exit "^C on the sites screen" 130
@@ -406,7 +469,7 @@ expect_exit "^C on the sites screen" 130
 wiz --
 begin "Cust C" solaredge
 wait_screen "SolarEdge: how" >/dev/null
-keys Enter
+keys Down Enter
 wait_screen "SolarEdge: Customer's API key" >/dev/null
 keys Enter
 wait_screen "sites found" >/dev/null

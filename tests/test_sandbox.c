@@ -1946,7 +1946,8 @@ static void config_matches_the_catalogue(void **state)
 			char *expected = NULL;
 			/* SolarEdge's retired v1 is used only where a config asks for it. */
 			if (strcmp(v->endpoints[e].name, "api_v1_url") == 0) {
-				assert_null(enr_config_get(f->cfg, v->config_section, "api_v1_url"));
+				assert_null(
+				    enr_config_get(f->cfg, v->config_section, "api_v1_url"));
 				continue;
 			}
 			slash = strchr(strstr(def, "://") + 3, '/');

@@ -147,17 +147,18 @@ static int ask_passphrase(char **out, bool new_store, const char *path, void *ct
 
 static char demo_dir[256];
 
-static void remove_demo_store(void)
-{
-	static const char *const suffixes[] = {"", ".bak", ".tmp", ".bak.tmp", ".lock", ".rlock"};
-	char path[300];
+/* The throwaway store's files, named when the directory is made, so that
+ * removing them needs no formatting: it may run in a signal handler. */
+static const char *const demo_suffixes[] = {"", ".bak", ".tmp", ".bak.tmp", ".lock", ".rlock"};
+static char demo_files[sizeof(demo_suffixes) / sizeof(demo_suffixes[0])][300];
 
+/* Async-signal-safe: unlink() and rmdir() only. */
+void cli_remove_demo_store(void)
+{
 	if (!demo_dir[0])
 		return;
-	for (size_t i = 0; i < sizeof(suffixes) / sizeof(suffixes[0]); i++) {
-		snprintf(path, sizeof(path), "%s/store%s", demo_dir, suffixes[i]);
-		unlink(path);
-	}
+	for (size_t i = 0; i < sizeof(demo_files) / sizeof(demo_files[0]); i++)
+		unlink(demo_files[i]);
 	rmdir(demo_dir);
 	demo_dir[0] = '\0';
 }
@@ -177,7 +178,10 @@ static char *demo_store_path(void)
 			demo_dir[0] = '\0';
 			return NULL;
 		}
-		atexit(remove_demo_store);
+		for (size_t i = 0; i < sizeof(demo_files) / sizeof(demo_files[0]); i++)
+			snprintf(demo_files[i], sizeof(demo_files[i]), "%s/store%s", demo_dir,
+			         demo_suffixes[i]);
+		atexit(cli_remove_demo_store);
 	}
 	if (asprintf(&path, "%s/store", demo_dir) < 0) {
 		enr_error_set(ENR_E_NOMEM, NULL);

@@ -24,6 +24,10 @@ int cli_open_store_listing(struct cli_globals *g, struct enr_store **out);
 /* Unhooks the config from the store and frees it; NULL is a no-op. */
 void cli_close_store(struct cli_globals *g, struct enr_store *store);
 
+/* Removes --demo's throwaway store, if one was made (atexit does it too).
+ * Async-signal-safe, for term_set_exit_cleanup(). */
+void cli_remove_demo_store(void);
+
 /* derenroll secret set NAME (value on stdin) | secret list | secret remove NAME */
 int cmd_secret(struct cli_globals *g, int argc, char **argv);
 

@@ -103,9 +103,28 @@ static void restore_from_signal(void)
 	errno = saved_errno;
 }
 
+static void (*volatile exit_cleanup)(void);
+
+void term_set_exit_cleanup(void (*fn)(void))
+{
+	exit_cleanup = fn;
+}
+
+/* The signals that end the program on purpose (not the faults). */
+static void run_exit_cleanup(int sig)
+{
+	void (*fn)(void) = exit_cleanup;
+
+	if (fn && (sig == SIGINT || sig == SIGTERM || sig == SIGHUP || sig == SIGQUIT)) {
+		exit_cleanup = NULL;
+		fn();
+	}
+}
+
 static void on_restoring_signal(int sig)
 {
 	restore_from_signal();
+	run_exit_cleanup(sig);
 	/* SA_RESETHAND put the default action back: the raised signal ends the
 	 * process once this handler returns (a fault re-faults into it). */
 	raise(sig);
@@ -330,6 +349,7 @@ attr_t term_attr(enum term_role role)
 _Noreturn void term_interrupt(void)
 {
 	restore_from_signal();
+	run_exit_cleanup(SIGINT);
 	signal(SIGINT, SIG_DFL);
 	raise(SIGINT);
 	_exit(130);

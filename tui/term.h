@@ -49,6 +49,14 @@ int term_init(void);
 /* Gives the terminal back (bracketed paste off, endwin). Idempotent. */
 void term_done(void);
 
+/*
+ * Runs `fn` when SIGINT, SIGTERM, SIGHUP or SIGQUIT (or ^C, term_interrupt())
+ * ends the program, after the terminal is restored: what atexit() would have
+ * done had the program exited. It runs in a signal handler, so it must be
+ * async-signal-safe (unlink, rmdir, write; no malloc, no stdio). NULL removes it.
+ */
+void term_set_exit_cleanup(void (*fn)(void));
+
 /* Whether SIGWINCH came since the last call (then curses has a KEY_RESIZE
  * to deliver, even though stdin may have nothing to read). */
 bool term_take_resize(void);

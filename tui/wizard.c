@@ -498,6 +498,8 @@ int wizard_run(struct cli_globals *g, const struct wizard_options *o)
 		status = cli_fail(rc);
 		goto out;
 	}
+	/* ^C and SIGTERM end the process without atexit: the demo's store goes too. */
+	term_set_exit_cleanup(cli_remove_demo_store);
 	if (o->reauth_id || (W.vendor && o->customer)) {
 		/* Straight to the authorization step (its on_enter starts the session). */
 		first = &wiz_session_screen;

@@ -9,7 +9,7 @@
 set -u
 RECORDS=$3
 . "$(dirname "$0")/lib.sh"
-plan 270
+plan 277
 
 # The pane runs the wizard through this, which reports its first frame where
 # lib.sh's start() waits for it.
@@ -294,6 +294,16 @@ expect_in "LANG=C: how many rows are missing" "more rows" "$SCREEN"
 expect_in "LANG=C: the link as text" "/relay/s/" "$SCREEN"
 keys C-c
 expect_exit "LANG=C: ^C" 130
+
+# --- --demo without --store: ^C removes the throwaway store too ---
+mkdir -p "$TMP/demotmp"
+start 80 24 TMPDIR="$TMP/demotmp" -- --demo
+wait_screen "Customer reference" >/dev/null
+check $? "--demo without --store: the start screen" "$SCREEN"
+keys C-c
+expect_exit "--demo without --store: ^C" 130
+[ -z "$(ls "$TMP/demotmp")" ]
+check $? "--demo without --store: ^C leaves no throwaway store behind" "$(ls -la "$TMP/demotmp")"
 
 # --- reauth on a terminal: the wizard at the QR code, the same record ---
 ID=$(record "Cust Tesla" | sed -n 's/^{ *"id": *"\([^"]*\)".*/\1/p')

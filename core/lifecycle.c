@@ -1,3 +1,4 @@
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -52,6 +53,22 @@ enum enr_status enr_status_of(const struct enr_record *rec, long long now, long 
 	if (rec->last_check.outcome != ENR_OUTCOME_OK)
 		return ENR_STATUS_UNKNOWN;
 	return ENR_STATUS_OK;
+}
+
+void enr_lifecycle_due_text(char *buf, size_t size, const struct enr_record *rec, const char *never)
+{
+	long long due = 0;
+	time_t t;
+	struct tm tm;
+
+	enr_status_of(rec, 0, 0, &due);
+	if (!due) {
+		snprintf(buf, size, "%s", never);
+		return;
+	}
+	t = (time_t)due;
+	gmtime_r(&t, &tm);
+	strftime(buf, size, "%Y-%m-%d %H:%M UTC", &tm);
 }
 
 bool enr_lifecycle_can_refresh(const struct enr_record *rec, const struct enr_catalog *catalog,
@@ -119,14 +136,32 @@ static int finish(struct enr_job *job, int error)
 	return error;
 }
 
-static void on_check_done(struct enr_http_response *resp, void *ctx)
+/* Sends a request built with `rc` (0 or the builder's error) and frees it. */
+static int send_request(struct enr_job *job, int rc, struct enr_http_request *req,
+                        enr_http_done_fn done)
+{
+	if (rc == 0)
+		rc = enr_http_multi_add(&job->transfer, job->multi, req, done, job);
+	enr_http_request_free(req);
+	return rc;
+}
+
+/* What every answer does first: the transfer is over; keep its Retry-After. */
+static struct enr_job *answered(const struct enr_http_response *resp, void *ctx)
 {
 	struct enr_job *job = ctx;
-	struct enr_check_result *result = NULL;
-	int rc;
 
 	job->transfer = 0;
 	job->result.retry_after = resp->retry_after;
+	return job;
+}
+
+static void on_check_done(struct enr_http_response *resp, void *ctx)
+{
+	struct enr_job *job = answered(resp, ctx);
+	struct enr_check_result *result = NULL;
+	int rc;
+
 	rc = enr_check_response(&result, job->derapi ? job->derapi : job->vendor, resp);
 	if (rc < 0 && job->derapi && !resp->error && resp->status == 401)
 		enr_join_token_forget();
@@ -164,11 +199,7 @@ static int start_check(struct enr_job *job)
 		if (!job->app_token) {
 			rc =
 			    enr_oauth_client_credentials_request(&req, job->vendor, job->cfg, NULL);
-			if (rc == 0)
-				rc = enr_http_multi_add(&job->transfer, job->multi, req,
-				                        on_app_token, job);
-			enr_http_request_free(req);
-			return rc;
+			return send_request(job, rc, req, on_app_token);
 		}
 		cred.tokens.access_token = job->app_token;
 	}
@@ -176,11 +207,7 @@ static int start_check(struct enr_job *job)
 		/* Derapi's app token, cached per process across jobs. */
 		if (!job->app_token && enr_join_token_cached(&job->app_token, job->cfg) < 0) {
 			rc = enr_join_token_request(&req, job->derapi, job->cfg);
-			if (rc == 0)
-				rc = enr_http_multi_add(&job->transfer, job->multi, req,
-				                        on_derapi_token, job);
-			enr_http_request_free(req);
-			return rc;
+			return send_request(job, rc, req, on_derapi_token);
 		}
 		rc = enr_join_check_request(&req, job->derapi, job->cfg, job->app_token,
 		                            job->vendor, &cred);
@@ -188,20 +215,15 @@ static int start_check(struct enr_job *job)
 		rc = enr_check_request(&req, job->vendor, job->cfg, job->rec->method, &cred,
 		                       (long long)time(NULL));
 	}
-	if (rc == 0)
-		rc = enr_http_multi_add(&job->transfer, job->multi, req, on_check_done, job);
-	enr_http_request_free(req);
-	return rc;
+	return send_request(job, rc, req, on_check_done);
 }
 
 static void on_app_token(struct enr_http_response *resp, void *ctx)
 {
-	struct enr_job *job = ctx;
+	struct enr_job *job = answered(resp, ctx);
 	struct enr_oauth_tokens *tokens = NULL;
 	int rc;
 
-	job->transfer = 0;
-	job->result.retry_after = resp->retry_after;
 	rc = enr_oauth_token_response(&tokens, resp);
 	enr_http_response_free(resp);
 	if (rc == 0) {
@@ -215,11 +237,9 @@ static void on_app_token(struct enr_http_response *resp, void *ctx)
 
 static void on_derapi_token(struct enr_http_response *resp, void *ctx)
 {
-	struct enr_job *job = ctx;
+	struct enr_job *job = answered(resp, ctx);
 	int rc;
 
-	job->transfer = 0;
-	job->result.retry_after = resp->retry_after;
 	rc = enr_join_token_response(&job->app_token, job->cfg, resp);
 	enr_http_response_free(resp);
 	if (rc == 0)
@@ -230,13 +250,11 @@ static void on_derapi_token(struct enr_http_response *resp, void *ctx)
 
 static void on_refresh_done(struct enr_http_response *resp, void *ctx)
 {
-	struct enr_job *job = ctx;
+	struct enr_job *job = answered(resp, ctx);
 	struct enr_oauth_tokens *tokens = NULL;
 	struct enr_record *locked = enr_store_lock_record_get(job->lock);
 	int rc;
 
-	job->transfer = 0;
-	job->result.retry_after = resp->retry_after;
 	rc = enr_oauth_token_response(&tokens, resp);
 	enr_http_response_free(resp);
 	if (rc == 0) {
@@ -304,10 +322,7 @@ static int start_refresh(struct enr_job *job)
 		                     job->vendor->name, locked->id);
 	rc = enr_oauth_refresh_request(&req, job->vendor, job->cfg,
 	                               locked->cred.tokens.refresh_token);
-	if (rc == 0)
-		rc = enr_http_multi_add(&job->transfer, job->multi, req, on_refresh_done, job);
-	enr_http_request_free(req);
-	return rc;
+	return send_request(job, rc, req, on_refresh_done);
 }
 
 int enr_job_start(struct enr_job **out, struct enr_store *store, const struct enr_config *cfg,

@@ -141,16 +141,8 @@ static void print_result(const struct enr_enroll *e, const struct enroll_args *a
 		enr_record_view_write(stdout, rec, (long long)time(NULL), days, false);
 		putchar('\n');
 	} else {
-		char when[32] = "never";
-		long long due = rec->refresh_expires_at
-		                    ? rec->refresh_expires_at
-		                    : (rec->cred.tokens.refresh_token ? 0 : rec->access_expires_at);
-		if (due) {
-			struct tm tm;
-			time_t t = (time_t)due;
-			gmtime_r(&t, &tm);
-			strftime(when, sizeof(when), "%Y-%m-%d %H:%M UTC", &tm);
-		}
+		char when[32];
+		enr_lifecycle_due_text(when, sizeof(when), rec, "never");
 		printf("%s %s: %s, %s (%s) site %s %s; authorization expires: %s\n",
 		       enr_enroll_updated(e) ? "Updated" : "Enrolled", rec->id,
 		       rec->customer ? rec->customer : "", enr_enroll_vendor(e)->name, rec->method,

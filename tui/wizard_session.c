@@ -575,17 +575,10 @@ static void done_draw(struct area body)
 {
 	struct wiz *w = wiz_state();
 	const struct enr_record *rec = enr_enroll_record(w->e);
-	char line[512], when[64] = "does not expire";
-	long long due = 0;
+	char line[512], when[64];
 	int y = body.y + 1;
 
-	enr_status_of(rec, (long long)time(NULL), 7, &due);
-	if (due) {
-		struct tm tm;
-		time_t t = (time_t)due;
-		gmtime_r(&t, &tm);
-		strftime(when, sizeof(when), "%Y-%m-%d %H:%M UTC", &tm);
-	}
+	enr_lifecycle_due_text(when, sizeof(when), rec, "does not expire");
 	snprintf(line, sizeof(line), "%s record %s.",
 	         enr_enroll_updated(w->e) ? "Updated" : "Saved", rec->id);
 	draw_text(y, 2, body.cols - 4, A_BOLD, line);

@@ -40,6 +40,13 @@ ENR_API const char *enr_status_name(enum enr_status status);
 ENR_API enum enr_status enr_status_of(const struct enr_record *rec, long long now,
                                       long expiring_days, long long *due);
 
+/*
+ * When the customer will be needed (enr_status_of()'s `due`), for people:
+ * "2027-02-26 02:25 UTC", or `never` when nothing expires.
+ */
+ENR_API void enr_lifecycle_due_text(char *buf, size_t size, const struct enr_record *rec,
+                                    const char *never);
+
 /* Whether the record holds a refresh token its vendor can use now. */
 ENR_API bool enr_lifecycle_can_refresh(const struct enr_record *rec,
                                        const struct enr_catalog *catalog, long long now);

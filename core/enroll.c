@@ -75,6 +75,7 @@ struct enr_enroll {
 	char *cc_token;            /* SMA backchannel: the app's client-credentials token */
 	struct enr_check_result *sites;
 	bool updated;
+	bool message_changed; /* set_message() changed it during enr_enroll_process() */
 
 	/* Derapi Join */
 	const struct enr_vendor *derapi; /* set for method `join` */
@@ -102,8 +103,11 @@ static void set_message(struct enr_enroll *e, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
+	if (e->message && strcmp(e->message, buf) == 0)
+		return;
 	free(e->message);
 	e->message = enr_util_strdup(buf);
+	e->message_changed = true;
 }
 
 /* Moves to FAILED with the last error's message. Returns `error`. */
@@ -325,13 +329,14 @@ static int apply_reauth(struct enr_record *rec, void *ctx)
 		copy->sites = old_sites;
 		copy->n_sites = n_old;
 	}
-	err = enr_record_set(&rec->account, fresh->account ? fresh->account : rec->account);
+	err = fresh->account ? enr_record_set(&rec->account, fresh->account) : 0;
 	rec->access_expires_at = fresh->access_expires_at;
 	rec->refresh_expires_at = fresh->refresh_expires_at;
-	rec->last_check = copy->last_check;
-	copy->last_check.message = NULL;
-	rec->last_check.message =
-	    fresh->last_check.message ? strdup(fresh->last_check.message) : NULL;
+	/* The new check replaces the old one, a rejection's message included. */
+	rec->last_check.at = fresh->last_check.at;
+	rec->last_check.outcome = fresh->last_check.outcome;
+	if (err == 0)
+		err = enr_record_set(&rec->last_check.message, fresh->last_check.message);
 	for (size_t i = 0; err == 0 && i < fresh->n_sites; i++)
 		err = enr_record_add_site(rec, fresh->sites[i].id, fresh->sites[i].name);
 	enr_record_free(copy);
@@ -1438,9 +1443,9 @@ long enr_enroll_timeout_ms(const struct enr_enroll *e)
 int enr_enroll_process(struct enr_enroll *e)
 {
 	enum enr_enroll_state before = e->state;
-	char *before_message = enr_util_strdup(e->message);
 	int changed;
 
+	e->message_changed = false;
 	if (e->own_multi)
 		enr_http_multi_step(e->multi);
 	if (e->state == ENR_ENROLL_LINK && e->receiver) {
@@ -1468,8 +1473,7 @@ int enr_enroll_process(struct enr_enroll *e)
 		              "the customer did not answer in time: the link expired; start again");
 		fail(e, ENR_E_EXPIRED);
 	}
-	changed = e->state != before ||
-	          (e->message && (!before_message || strcmp(e->message, before_message) != 0));
-	free(before_message);
+	changed = e->state != before || e->message_changed;
+	e->message_changed = false;
 	return changed;
 }

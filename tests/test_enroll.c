@@ -1102,6 +1102,13 @@ static struct enr_enroll *reauth_session(struct fixture *f, const char *id, bool
 	return e;
 }
 
+static int mark_rejected(struct enr_record *rec, void *ctx)
+{
+	(void)ctx;
+	rec->last_check.outcome = ENR_OUTCOME_REJECTED;
+	return enr_record_set(&rec->last_check.message, "Tesla refused the authorization");
+}
+
 static void reauthorize(void **state)
 {
 	struct fixture *f = *state;
@@ -1109,7 +1116,10 @@ static void reauthorize(void **state)
 	struct enr_record *before = stored(f, id), *after;
 	struct enr_enroll *e;
 
-	/* Same account: the record takes the new tokens. */
+	/* The customer is needed: the record was rejected, with a message. */
+	assert_int_equal(enr_store_update(f->store, id, mark_rejected, NULL), 0);
+
+	/* Same account: the record takes the new tokens, and the rejection goes. */
 	e = reauth_session(f, id, false);
 	relay_consent(e, "sandbox_auto=approve&sandbox_account=rita");
 	complete(e);
@@ -1121,6 +1131,8 @@ static void reauthorize(void **state)
 	assert_string_equal(after->account, before->account);
 	assert_string_not_equal(after->cred.tokens.refresh_token,
 	                        before->cred.tokens.refresh_token);
+	assert_int_equal(after->last_check.outcome, ENR_OUTCOME_OK);
+	assert_null(after->last_check.message);
 	enr_record_free(before);
 	before = after;
 

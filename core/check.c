@@ -157,26 +157,6 @@ out:
 	return 0;
 }
 
-/* Follows a dot path ("data.page.records") through objects. */
-static json_object *at_path(json_object *root, const char *path)
-{
-	char *copy = enr_util_strdup(path), *save = NULL;
-	json_object *node = root;
-
-	if (!copy)
-		return NULL;
-	for (char *part = strtok_r(copy, ".", &save); part && node;
-	     part = strtok_r(NULL, ".", &save)) {
-		json_object *next = NULL;
-		if (!json_object_is_type(node, json_type_object) ||
-		    !json_object_object_get_ex(node, part, &next))
-			next = NULL;
-		node = next;
-	}
-	free(copy);
-	return node;
-}
-
 /* A site id or name as text, whether the vendor sends a string or a number. */
 static char *scalar_text(json_object *obj, const char *field)
 {
@@ -247,7 +227,7 @@ int enr_check_response(struct enr_check_result **out, const struct enr_vendor *v
 		return rc;
 	if (spec->auth == ENR_CHECK_AUTH_SOLIS && (rc = solis_body_error(vendor, resp, root)) < 0)
 		goto out;
-	list = at_path(root, spec->sites);
+	list = enr_util_json_at(root, spec->sites);
 	if (!list || !json_object_is_type(list, json_type_array)) {
 		rc = enr_http_badresponse(resp, "no site list where vendors.json says it is");
 		goto out;

@@ -7,9 +7,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <time.h>
+
+#include <json-c/json.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
-#include <time.h>
 
 #include "derenroll/error.h"
 #include "util.h"
@@ -388,4 +390,27 @@ void enr_util_json_string(FILE *out, const char *s)
 		p++;
 	}
 	putc('"', out);
+}
+
+struct json_object *enr_util_json_at(struct json_object *root, const char *path)
+{
+	struct json_object *node = root;
+	const char *part = path;
+
+	while (node && part && *part) {
+		const char *dot = strchr(part, '.');
+		size_t len = dot ? (size_t)(dot - part) : strlen(part);
+		struct json_object *next = NULL;
+		char key[128];
+
+		if (len >= sizeof(key) || !json_object_is_type(node, json_type_object))
+			return NULL;
+		memcpy(key, part, len);
+		key[len] = '\0';
+		if (!json_object_object_get_ex(node, key, &next))
+			return NULL;
+		node = next;
+		part = dot ? dot + 1 : NULL;
+	}
+	return node;
 }

@@ -61,4 +61,9 @@ int enr_util_parse_rfc3339(long long *out, const char *s);
 /* Writes `s` as a JSON string (quoted, escaped); "null" for NULL. */
 void enr_util_json_string(FILE *out, const char *s);
 
+struct json_object;
+/* Follows a dot path ("data.page.records") through objects; "" or NULL is
+ * `root`. Borrowed; NULL when a part is missing. */
+struct json_object *enr_util_json_at(struct json_object *root, const char *path);
+
 #endif

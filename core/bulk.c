@@ -84,6 +84,17 @@ void enr_bulk__bucket_release(struct enr_bulk__bucket *b)
 		b->in_flight--;
 }
 
+void enr_bulk__bucket_report(struct enr_bulk__bucket *b, long long now_ms, long remaining)
+{
+	double tokens;
+
+	if (!b->capacity || remaining < 0)
+		return;
+	tokens = tokens_at(b, now_ms);
+	b->tokens = (double)remaining < tokens ? (double)remaining : tokens;
+	b->last_ms = now_ms;
+}
+
 void enr_bulk__bucket_block(struct enr_bulk__bucket *b, long long until_ms)
 {
 	if (until_ms > b->blocked_until_ms)
@@ -423,6 +434,11 @@ static void on_job_done(const struct enr_job_result *result, void *ctx)
 		/* Retry-After speaks for the whole bucket, not just this record. */
 		if (result->error && result->retry_after >= 0)
 			enr_bulk__bucket_block(b, now + (long long)result->retry_after * 1000);
+		/* So does what the vendor says is left of the limit (SolarEdge's
+		 * x-ratelimit-remaining-minute): other machines and earlier runs
+		 * spend the same window. */
+		if (result->rate_limit >= 0 && (size_t)result->rate_limit == i)
+			enr_bulk__bucket_report(b, now, result->rate_remaining);
 	}
 	bulk->in_flight--;
 	if (is_retryable(result->error) && it->tries < bulk->opts.max_tries) {

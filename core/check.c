@@ -16,16 +16,20 @@
 
 #define SOLIS_CONTENT_TYPE "application/json"
 
-/* The check spec in force: SolarEdge's v1 only where the config asks for it. */
-static const struct enr_check_spec *check_spec(const struct enr_vendor *vendor,
-                                               const struct enr_config *cfg, const char **endpoint)
+/* The account key sent beside the API key (SolarEdge's X-Account-Key for Fleet
+ * accounts): the record's own, else the company's from the config, else none. */
+static int account_key_for(char **out, const struct enr_vendor *vendor,
+                           const struct enr_config *cfg, const struct enr_credentials *cred)
 {
-	*endpoint = "api_url";
-	if (vendor->has_check_v1 && enr_vendor_setting(vendor, cfg, "api_v1_url")) {
-		*endpoint = "api_v1_url";
-		return &vendor->check_v1;
+	int rc;
+
+	*out = NULL;
+	if (cred->account_key && cred->account_key[0]) {
+		*out = enr_util_strdup(cred->account_key);
+		return *out ? 0 : ENR_E_NOMEM;
 	}
-	return vendor->has_check ? &vendor->check : NULL;
+	rc = enr_vendor_secret(out, vendor, cfg, "account_key");
+	return rc == ENR_E_NOTFOUND ? 0 : rc;
 }
 
 /* The API key a check sends, and whether it is the company's (account method). */
@@ -91,13 +95,12 @@ int enr_check_request(struct enr_http_request **out, const struct enr_vendor *ve
                       const struct enr_credentials *cred, long long now)
 {
 	struct enr_http_request *req = NULL;
-	const struct enr_check_spec *spec;
-	const char *endpoint;
-	char *url = NULL, *key = NULL;
+	const struct enr_check_spec *spec = vendor->has_check ? &vendor->check : NULL;
+	const char *endpoint = "api_url";
+	char *url = NULL, *key = NULL, *account_key = NULL;
 	int rc;
 
 	*out = NULL;
-	spec = check_spec(vendor, cfg, &endpoint);
 	if (!spec)
 		return enr_error_set(ENR_E_UNSUPPORTED, "%s has no check request", vendor->name);
 	url = enr_vendor_url(vendor, cfg, endpoint, spec->path);
@@ -130,9 +133,14 @@ int enr_check_request(struct enr_http_request **out, const struct enr_vendor *ve
 		rc = api_key_for(&key, vendor, cfg, method, cred);
 		if (rc < 0)
 			break;
-		if (spec->auth == ENR_CHECK_AUTH_HEADER_KEY)
+		if (spec->auth == ENR_CHECK_AUTH_HEADER_KEY) {
 			rc = enr_http_request_add_header(req, spec->header, key, ENR_HTTP_SECRET);
-		else
+			if (rc == 0 && spec->account_header)
+				rc = account_key_for(&account_key, vendor, cfg, cred);
+			if (rc == 0 && account_key)
+				rc = enr_http_request_add_header(req, spec->account_header,
+				                                 account_key, ENR_HTTP_SECRET);
+		} else
 			rc = enr_http_request_add_query(req, spec->query_key, key, ENR_HTTP_SECRET);
 		break;
 	case ENR_CHECK_AUTH_SOLIS:
@@ -148,6 +156,7 @@ int enr_check_request(struct enr_http_request **out, const struct enr_vendor *ve
 		                               strlen(spec->body));
 out:
 	enr_config_free_secret(key);
+	enr_config_free_secret(account_key);
 	free(url);
 	if (rc < 0) {
 		enr_http_request_free(req);
@@ -217,9 +226,6 @@ int enr_check_response(struct enr_check_result **out, const struct enr_vendor *v
 	rc = enr_http_classify(resp);
 	if (rc < 0)
 		return rc;
-	/* A v1 answer is read with the v1 spec. */
-	if (vendor->has_check_v1 && resp->endpoint && strcmp(resp->endpoint, "api_v1_url") == 0)
-		spec = &vendor->check_v1;
 	if (!spec)
 		return enr_error_set(ENR_E_UNSUPPORTED, "%s has no check request", vendor->name);
 	rc = enr_http_response_json(&root, resp);
@@ -228,6 +234,8 @@ int enr_check_response(struct enr_check_result **out, const struct enr_vendor *v
 	if (spec->auth == ENR_CHECK_AUTH_SOLIS && (rc = solis_body_error(vendor, resp, root)) < 0)
 		goto out;
 	list = enr_util_json_at(root, spec->sites);
+	if ((!list || !json_object_is_type(list, json_type_array)) && spec->sites_alt)
+		list = enr_util_json_at(root, spec->sites_alt);
 	if (!list || !json_object_is_type(list, json_type_array)) {
 		rc = enr_http_badresponse(resp, "no site list where vendors.json says it is");
 		goto out;

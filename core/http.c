@@ -581,6 +581,35 @@ long enr_http__parse_retry_after(const char *value, long long now)
 	return when > now ? (long)(when - now) : 0;
 }
 
+/* A header in which the vendor reports what is left of one of its rate limits. */
+static bool rate_header(struct enr_http_response *resp, const char *data, size_t len)
+{
+	const struct enr_vendor *v = resp->vendor;
+
+	for (size_t i = 0; v && i < v->n_rate_limits; i++) {
+		const char *name = v->rate_limits[i].remaining_header;
+		size_t nlen = name ? strlen(name) : 0;
+		char value[32];
+		size_t vlen;
+		char *end;
+		long n;
+
+		if (!nlen || len <= nlen || strncasecmp(data, name, nlen) != 0 || data[nlen] != ':')
+			continue;
+		vlen = len - nlen - 1 < sizeof(value) - 1 ? len - nlen - 1 : sizeof(value) - 1;
+		memcpy(value, data + nlen + 1, vlen);
+		value[vlen] = '\0';
+		enr_util_trim(value);
+		n = strtol(value, &end, 10);
+		if (end != value && !*end && n >= 0) {
+			resp->rate_remaining = n;
+			resp->rate_limit = (int)i;
+		}
+		return true;
+	}
+	return false;
+}
+
 static size_t on_header(char *data, size_t size, size_t n, void *userp)
 {
 	struct transfer *t = userp;
@@ -588,6 +617,9 @@ static size_t on_header(char *data, size_t size, size_t n, void *userp)
 
 	if (len >= 5 && strncmp(data, "HTTP/", 5) == 0) {
 		t->resp->retry_after = -1; /* a new answer (after a 100 Continue, a proxy's) */
+		t->resp->rate_limit = -1;
+	} else if (rate_header(t->resp, data, len)) {
+		/* kept in resp->rate_remaining */
 	} else if (len > 12 && strncasecmp(data, "Retry-After:", 12) == 0) {
 		char value[128];
 		size_t vlen = len - 12 < sizeof(value) - 1 ? len - 12 : sizeof(value) - 1;
@@ -701,6 +733,7 @@ static int transfer_new(struct transfer **out, const struct settings *s,
 		goto out;
 	}
 	t->resp->retry_after = -1;
+	t->resp->rate_limit = -1;
 	t->resp->vendor = req->vendor;
 	t->resp->token_call = req->token_call;
 	t->max_body = req->max_body ? req->max_body : s->max_body;

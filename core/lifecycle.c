@@ -153,6 +153,10 @@ static struct enr_job *answered(const struct enr_http_response *resp, void *ctx)
 
 	job->transfer = 0;
 	job->result.retry_after = resp->retry_after;
+	if (resp->rate_limit >= 0) {
+		job->result.rate_limit = resp->rate_limit;
+		job->result.rate_remaining = resp->rate_remaining;
+	}
 	return job;
 }
 
@@ -337,8 +341,11 @@ int enr_job_start(struct enr_job **out, struct enr_store *store, const struct en
 		*out = NULL;
 	if (!job) {
 		rc = enr_error_set(ENR_E_NOMEM, NULL);
-		struct enr_job_result r = {
-		    .id = id, .error = rc, .retry_after = -1, .message = enr_error_last()};
+		struct enr_job_result r = {.id = id,
+		                           .error = rc,
+		                           .retry_after = -1,
+		                           .rate_limit = -1,
+		                           .message = enr_error_last()};
 		done(&r, ctx);
 		return rc;
 	}
@@ -349,6 +356,7 @@ int enr_job_start(struct enr_job **out, struct enr_store *store, const struct en
 	job->done = done;
 	job->ctx = ctx;
 	job->result.retry_after = -1;
+	job->result.rate_limit = -1;
 	rc = enr_store_get(&job->rec, store, id);
 	if (rc < 0)
 		return finish(job, rc);

@@ -18,6 +18,7 @@
 #include "derenroll/log.h"
 #include "derenroll/relay.h"
 #include "derenroll/vendor.h"
+#include "answers.h"
 #include "sandbox_internal.h"
 #include "util.h"
 
@@ -248,6 +249,60 @@ void enr_sandbox__json(struct sb_resp *resp, int status, json_object *obj)
 	                                               JSON_C_TO_STRING_NOSLASHESCAPE);
 	set_body(resp, status, "application/json", text ? strdup(text) : NULL);
 	json_object_put(obj);
+}
+
+void enr_sandbox__set_header(struct sb_resp *resp, const char *name, const char *value)
+{
+	size_t i;
+
+	for (i = 0; i < resp->n_headers; i++)
+		if (strcasecmp(resp->headers[i].name, name) == 0)
+			break;
+	if (i == SB_MAX_HEADERS)
+		return;
+	if (i == resp->n_headers)
+		resp->n_headers++;
+	resp->headers[i].name = name;
+	snprintf(resp->headers[i].value, sizeof(resp->headers[i].value), "%s", value);
+}
+
+void enr_sandbox__answer_json(struct sb_resp *resp, int vendor, const char *name, json_object *body)
+{
+	const char *id = enr_sandbox__vendor_id(vendor);
+	json_object *rec = NULL, *headers;
+	const char *type = "application/json";
+
+	if (!body || enr_answers__get(&rec, id, name) < 0) {
+		json_object_put(body);
+		enr_sandbox__oauth_error(resp, 500, "sandbox_error", enr_error_last());
+		return;
+	}
+	headers = enr_util_json_at(rec, "headers");
+	if (headers && json_object_is_type(headers, json_type_object)) {
+		json_object_object_foreach(headers, key, val)
+		{
+			if (strcasecmp(key, "Content-Type") == 0)
+				type = json_object_get_string(val);
+			else
+				enr_sandbox__set_header(resp, key, json_object_get_string(val));
+		}
+	}
+	if (json_object_is_type(body, json_type_string)) {
+		set_body(resp, enr_answers__status(id, name), type,
+		         strdup(json_object_get_string(body)));
+		json_object_put(body);
+	} else {
+		enr_sandbox__json(resp, enr_answers__status(id, name), body);
+	}
+	resp->content_type = type;
+}
+
+void enr_sandbox__answer(struct sb_resp *resp, int vendor, const char *name)
+{
+	json_object *body = NULL;
+
+	enr_answers__body(&body, enr_sandbox__vendor_id(vendor), name);
+	enr_sandbox__answer_json(resp, vendor, name, body);
 }
 
 void enr_sandbox__text(struct sb_resp *resp, int status, const char *content_type, const char *text)
@@ -491,10 +546,13 @@ int enr_sandbox_set(struct enr_sandbox *sb, const char *setting, long value)
 		target = &sb->latency_ms;
 	else if (strcmp(setting, "access_ttl") == 0)
 		target = &sb->access_ttl;
+	else if (strcmp(setting, "solaredge_minute_limit") == 0)
+		target = &sb->solaredge_minute_limit;
 	if (!target)
 		return enr_error_set(ENR_E_USAGE,
 		                     "unknown sandbox setting '%s' (code_ttl_ms, refresh_grace, "
-		                     "sma_accept_ms, stall_ms, latency_ms, access_ttl)",
+		                     "sma_accept_ms, stall_ms, latency_ms, access_ttl, "
+		                     "solaredge_minute_limit)",
 		                     setting);
 	if (value < 0 && target != &sb->sma_accept_ms)
 		return enr_error_set(ENR_E_USAGE, "%s must not be negative", setting);
@@ -799,6 +857,8 @@ static enum MHD_Result queue(struct enr_sandbox *sb, struct MHD_Connection *conn
 		snprintf(num, sizeof(num), "%ld", resp->retry_after);
 		MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, num);
 	}
+	for (size_t i = 0; i < resp->n_headers; i++)
+		MHD_add_response_header(r, resp->headers[i].name, resp->headers[i].value);
 	ret = MHD_queue_response(conn, (unsigned)resp->status, r);
 	MHD_destroy_response(r);
 	return ret;
@@ -956,6 +1016,7 @@ static int make_keys(struct enr_sandbox *sb)
 	sb->enphase_api_key = derived(sb, "", "enphase.api_key", 16, false);
 	sb->solaredge_key = derived(sb, "", "solaredge.api_key", 16, true);
 	sb->solaredge_company_key = derived(sb, "", "solaredge.company_key", 16, true);
+	sb->solaredge_account_key = derived(sb, "", "solaredge.account_key", 16, true);
 	sb->solis_key_id = derived_digits(sb, "demo-", "solis.key_id");
 	sb->solis_company_key_id = derived_digits(sb, "demo-", "solis.company_key_id");
 	sb->solis_secret = derived(sb, "", "solis.key_secret", 16, false);
@@ -973,8 +1034,9 @@ static int make_keys(struct enr_sandbox *sb)
 		    (!sb->clients[v].id || !sb->clients[v].secret))
 			return ENR_E_NOMEM;
 	if (!sb->enphase_api_key || !sb->solaredge_key || !sb->solaredge_company_key ||
-	    !sb->solis_key_id || !sb->solis_company_key_id || !sb->solis_secret ||
-	    !sb->sma_owner_email || !sb->relay_secret || !sb->flow_id || !sb->program_id)
+	    !sb->solaredge_account_key || !sb->solis_key_id || !sb->solis_company_key_id ||
+	    !sb->solis_secret || !sb->sma_owner_email || !sb->relay_secret || !sb->flow_id ||
+	    !sb->program_id)
 		return ENR_E_NOMEM;
 	return 0;
 }
@@ -1180,6 +1242,7 @@ void enr_sandbox_stop(struct enr_sandbox *sb)
 	free(sb->enphase_api_key);
 	free(sb->solaredge_key);
 	free(sb->solaredge_company_key);
+	free(sb->solaredge_account_key);
 	free(sb->solis_key_id);
 	free(sb->solis_company_key_id);
 	free(sb->solis_secret);
@@ -1239,6 +1302,7 @@ int enr_sandbox_config(struct enr_config **out, const struct enr_sandbox *sb)
 	    {"vendor.enphase", "api_key", strdup(sb->enphase_api_key)},
 	    {"vendor.solaredge", "api_url", enr_util_printf("%s/solaredge", u)},
 	    {"vendor.solaredge", "api_key", strdup(sb->solaredge_company_key)},
+	    {"vendor.solaredge", "account_key", strdup(sb->solaredge_account_key)},
 	    {"vendor.solis", "api_url", enr_util_printf("%s/solis", u)},
 	    {"vendor.solis", "key_id", strdup(sb->solis_company_key_id)},
 	    {"vendor.solis", "key_secret", strdup(sb->solis_secret)},
@@ -1342,6 +1406,7 @@ static json_object *credentials(const struct enr_sandbox *sb)
 	json_object_object_add(c, "sma", o);
 	o = json_object_new_object();
 	json_object_object_add(o, "api_key", json_object_new_string(sb->solaredge_company_key));
+	json_object_object_add(o, "account_key", json_object_new_string(sb->solaredge_account_key));
 	ids = json_object_new_array();
 	n = enr_sandbox__sites(sb, SB_SOLAREDGE, sb->solaredge_company_key, sites);
 	for (size_t i = 0; i < n; i++)

@@ -90,12 +90,18 @@ struct enr_sandbox {
 
 	long latency_ms, vendor_latency_ms[SB_N_PREFIXES]; /* -1: the default */
 	long refresh_grace, code_ttl_ms, sma_accept_ms, stall_ms, access_ttl;
+	long solaredge_minute_limit; /* calls per key and minute; 0: the recording's */
+	struct sb_window {
+		uint64_t key; /* hash of the API key */
+		long long start_ms;
+		long used;
+	} solaredge_windows[64];
 	struct sb_fault faults[SB_MAX_FAULTS];
 	size_t n_faults;
 
 	struct sb_client clients[SB_N_VENDORS]; /* tesla, sma, enphase, derapi */
 	char *enphase_api_key;
-	char *solaredge_key, *solaredge_company_key;
+	char *solaredge_key, *solaredge_company_key, *solaredge_account_key;
 	char *solis_key_id, *solis_company_key_id, *solis_secret;
 	char *sma_owner_email;
 	char *enphase_partner_access, *enphase_partner_refresh;
@@ -133,6 +139,8 @@ enum sb_special {
 	SB_SPECIAL_STALL,
 };
 
+#define SB_MAX_HEADERS 4
+
 struct sb_resp {
 	int status;
 	const char *content_type;
@@ -142,6 +150,11 @@ struct sb_resp {
 	const char *www_authenticate;
 	long retry_after; /* < 0: none */
 	enum sb_special special;
+	struct {
+		const char *name; /* borrowed: a recording's, or a literal */
+		char value[64];
+	} headers[SB_MAX_HEADERS]; /* further headers to send */
+	size_t n_headers;
 };
 
 long long enr_sandbox__now_ms(void);
@@ -172,6 +185,17 @@ void enr_sandbox__oauth_error(struct sb_resp *resp, int status, const char *erro
                               const char *description);
 void enr_sandbox__not_found(struct sb_resp *resp);
 void enr_sandbox__nomem(struct sb_resp *resp);
+/*
+ * The recorded answer assets/answers/<vendor id>/<name>.json as the answer:
+ * its status, content type, headers and body. enr_sandbox__answer_json() does
+ * the same with `body` (taken) in place of the recorded body: a copy of it
+ * that the caller filled (enr_answers__body/__sites/__set).
+ */
+void enr_sandbox__answer(struct sb_resp *resp, int vendor, const char *name);
+void enr_sandbox__answer_json(struct sb_resp *resp, int vendor, const char *name,
+                              json_object *body);
+/* Sets header `name` (borrowed) of the answer, replacing one of that name. */
+void enr_sandbox__set_header(struct sb_resp *resp, const char *name, const char *value);
 /* A small HTML page with a title and paragraphs of escaped text (NULL-terminated list). */
 char *enr_sandbox__page(const char *title, ...);
 /* HTML-escaped copy (malloc'd). */

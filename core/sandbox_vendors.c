@@ -7,6 +7,7 @@
 
 #include "derenroll/error.h"
 #include "derenroll/solis.h"
+#include "answers.h"
 #include "sandbox_internal.h"
 #include "util.h"
 
@@ -725,58 +726,91 @@ bool enr_sandbox__solaredge_key_ok(const struct enr_sandbox *sb, const char *key
 	return !enr_sandbox__account_revoked(sb, SB_SOLAREDGE, key, 0);
 }
 
-static void problem(struct sb_resp *resp, int status, const char *title, const char *detail)
+/* The per-key, per-minute limit of v2: counts this key's calls in its window
+ * and reports what is left in the headers SolarEdge sends. False when spent. */
+static bool solaredge_take(struct enr_sandbox *sb, struct sb_resp *resp, const char *key)
 {
-	json_object *obj = json_object_new_object();
+	uint64_t h = enr_sandbox__hash(key);
+	long long now = enr_sandbox__now_ms();
+	struct sb_window *w = NULL, *oldest = &sb->solaredge_windows[0];
+	json_object *rec = NULL;
+	const char *recorded;
+	long limit = sb->solaredge_minute_limit;
+	char num[24];
 
-	add_str(obj, "type", "about:blank");
-	add_str(obj, "title", title);
-	add_int(obj, "status", status);
-	add_str(obj, "detail", detail);
-	enr_sandbox__json(resp, status, obj);
-	resp->content_type = "application/problem+json";
+	if (!limit && enr_answers__get(&rec, "solaredge", "sites") == 0 &&
+	    (recorded =
+	         json_object_get_string(enr_util_json_at(rec, "headers.x-ratelimit-limit-minute"))))
+		limit = atol(recorded);
+	if (limit <= 0)
+		limit = 100;
+	for (size_t i = 0; i < ENR_ARRAY_SIZE(sb->solaredge_windows); i++) {
+		struct sb_window *c = &sb->solaredge_windows[i];
+		if (c->key == h && c->used) {
+			w = c;
+			break;
+		}
+		if (c->start_ms < oldest->start_ms)
+			oldest = c;
+	}
+	if (!w || now - w->start_ms >= 60000) {
+		w = w ? w : oldest;
+		w->key = h;
+		w->start_ms = now;
+		w->used = 0;
+	}
+	snprintf(num, sizeof(num), "%ld", limit);
+	enr_sandbox__set_header(resp, "x-ratelimit-limit-minute", num);
+	if (w->used >= limit) {
+		snprintf(num, sizeof(num), "0");
+		enr_sandbox__set_header(resp, "x-ratelimit-remaining-minute", num);
+		resp->retry_after = (60000 - (now - w->start_ms)) / 1000 + 1;
+		return false;
+	}
+	w->used++;
+	snprintf(num, sizeof(num), "%ld", limit - w->used);
+	enr_sandbox__set_header(resp, "x-ratelimit-remaining-minute", num);
+	return true;
 }
 
+/* GET /v2/sites, in the shape of the live capture (answers/solaredge/sites.json). */
 void enr_sandbox__solaredge(struct sb_req *req, struct sb_resp *resp)
 {
 	struct enr_sandbox *sb = req->sb;
 	const char *key = enr_sandbox__header(req, "X-API-Key");
+	const char *account_key = enr_sandbox__header(req, "X-Account-Key");
 	struct sb_site sites[SB_MAX_SITES];
-	json_object *obj, *list;
+	struct enr_answers_site list[SB_MAX_SITES];
+	json_object *body = NULL;
 	size_t n;
 
 	if (strncmp(req->rest, "/v2/", 4) != 0) {
-		problem(resp, 410, "Gone",
-		        "The SolarEdge Monitoring API v1 was retired: use /v2 with X-API-Key.");
+		enr_sandbox__answer(resp, SB_SOLAREDGE, "v1-retired");
 		return;
 	}
 	if (!is(req, "GET", "/v2/sites")) {
-		problem(resp, 404, "Not Found", "No such endpoint in the sandbox.");
+		enr_sandbox__not_found(resp);
 		return;
 	}
-	if (!key) {
-		problem(resp, 401, "Unauthorized", "Missing API key");
+	/* The company's Fleet key works only with its account key. */
+	if (!key || !enr_sandbox__solaredge_key_ok(sb, key) ||
+	    (strcmp(key, sb->solaredge_company_key) == 0 &&
+	     (!account_key || strcmp(account_key, sb->solaredge_account_key) != 0))) {
+		enr_sandbox__answer(resp, SB_SOLAREDGE, "invalid-key");
 		return;
 	}
-	if (!enr_sandbox__solaredge_key_ok(sb, key)) {
-		problem(resp, 401, "Unauthorized", "Invalid API key");
+	if (!solaredge_take(sb, resp, key)) {
+		enr_sandbox__answer(resp, SB_SOLAREDGE, "rate-limited");
 		return;
 	}
 	n = enr_sandbox__sites(sb, SB_SOLAREDGE, key, sites);
-	obj = json_object_new_object();
-	list = json_object_new_array();
-	for (size_t i = 0; i < n; i++) {
-		json_object *s = json_object_new_object();
-		add_int(s, "siteId", sites[i].num);
-		add_str(s, "name", sites[i].name);
-		add_str(s, "status", "Active");
-		json_object_object_add(s, "peakPower", json_object_new_double_s(9.6, "9.6"));
-		add_str(s, "installationDate", "2024-05-01");
-		json_object_array_add(list, s);
+	for (size_t i = 0; i < n; i++)
+		list[i] = (struct enr_answers_site){sites[i].id, sites[i].name};
+	if (enr_answers__sites(&body, "solaredge", "sites", list, n) < 0) {
+		enr_sandbox__oauth_error(resp, 500, "sandbox_error", enr_error_last());
+		return;
 	}
-	json_object_object_add(obj, "sites", list);
-	add_int(obj, "count", (long long)n);
-	enr_sandbox__json(resp, 200, obj);
+	enr_sandbox__answer_json(resp, SB_SOLAREDGE, "sites", body);
 }
 
 /* ---- Solis ---- */

@@ -321,6 +321,8 @@ static int parse_check(struct enr_check_spec *chk, bool *has, const struct ctx *
 	    (rc = get_str(&chk->header, c, o, p, "header", false)) < 0 ||
 	    (rc = get_str(&chk->query_key, c, o, p, "query_key", false)) < 0 ||
 	    (rc = get_str(&chk->sites, c, o, p, "sites", true)) < 0 ||
+	    (rc = get_str(&chk->sites_alt, c, o, p, "sites_alt", false)) < 0 ||
+	    (rc = get_str(&chk->account_header, c, o, p, "account_header", false)) < 0 ||
 	    (rc = get_str(&chk->site_id, c, o, p, "site_id", true)) < 0 ||
 	    (rc = get_str(&chk->site_name, c, o, p, "site_name", true)) < 0 ||
 	    (rc = get_str(&chk->require_field, c, o, p, "require_field", false)) < 0)
@@ -386,7 +388,9 @@ static int parse_rate_limits(struct enr_vendor *v, const struct ctx *c, json_obj
 		if ((rc = get_num(&limits[i].requests, c, l, p, "requests", true)) < 0 ||
 		    (rc = get_num(&limits[i].per_seconds, c, l, p, "per_seconds", true)) < 0 ||
 		    (rc = get_num(&concurrency, c, l, p, "concurrency", true)) < 0 ||
-		    (rc = get_str(&per, c, l, p, "per", true)) < 0)
+		    (rc = get_str(&per, c, l, p, "per", true)) < 0 ||
+		    (rc = get_str(&limits[i].remaining_header, c, l, p, "remaining_header",
+		                  false)) < 0)
 			return rc;
 		limits[i].concurrency = (int)concurrency;
 		if (limits[i].requests > 0 && limits[i].per_seconds <= 0)
@@ -511,7 +515,7 @@ static int validate(const struct enr_vendor *v, const struct ctx *c)
 		if (strcmp(m->id, "join") != 0 && !v->has_check)
 			return bad(c, "check", "is missing (every method but join needs it)");
 	}
-	if ((v->has_check || v->has_check_v1) && !enr_vendor_default_endpoint(v, "api_url"))
+	if (v->has_check && !enr_vendor_default_endpoint(v, "api_url"))
 		return bad(c, "endpoints.api_url", "is missing (the check request needs it)");
 	return 0;
 }
@@ -535,7 +539,6 @@ static int parse_vendor(struct enr_vendor *v, const char *origin, json_object *o
 	    (rc = parse_methods(v, &c, obj)) < 0 || (rc = parse_endpoints(v, &c, obj)) < 0 ||
 	    (rc = parse_oauth(v, &c, obj)) < 0 || (rc = parse_tokens(v, &c, obj)) < 0 ||
 	    (rc = parse_check(&v->check, &v->has_check, &c, obj, "check")) < 0 ||
-	    (rc = parse_check(&v->check_v1, &v->has_check_v1, &c, obj, "check_v1")) < 0 ||
 	    (rc = parse_rate_limits(v, &c, obj)) < 0 || (rc = parse_guidance(v, &c, obj)) < 0 ||
 	    (rc = parse_unconfirmed(v, &c, obj)) < 0)
 		return rc;

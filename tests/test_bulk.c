@@ -30,6 +30,33 @@ static void test_token_bucket_spacing(void **state)
 	assert_true(enr_bulk__bucket_wait(&b, 100000, 1) >= 500);
 }
 
+/* What the vendor reports left in its window (x-ratelimit-remaining-minute)
+ * caps the bucket: another machine may have spent the rest. */
+static void test_vendor_reported_remaining(void **state)
+{
+	struct enr_bulk__bucket b = {0};
+
+	(void)state;
+	enr_bulk__bucket_init(&b, 100, 60, 0, 0);
+	assert_int_equal(enr_bulk__bucket_wait(&b, 0, 1), 0);
+	enr_bulk__bucket_report(&b, 0, 2);
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(enr_bulk__bucket_wait(&b, 0, 1), 0);
+		enr_bulk__bucket_take(&b, 0, 1);
+	}
+	/* Spent: the next call waits for the refill (100 a minute: 600 ms). */
+	assert_true(enr_bulk__bucket_wait(&b, 0, 1) >= 599);
+	/* Nothing left at all: the same wait, never a negative count. */
+	enr_bulk__bucket_report(&b, 0, 0);
+	assert_true(enr_bulk__bucket_wait(&b, 0, 1) >= 599);
+	/* A report never adds calls the bucket has not earned. */
+	enr_bulk__bucket_report(&b, 0, 50);
+	assert_true(enr_bulk__bucket_wait(&b, 0, 1) >= 599);
+	/* No report (-1) changes nothing. */
+	enr_bulk__bucket_report(&b, 60000, -1);
+	assert_int_equal(enr_bulk__bucket_wait(&b, 60000, 1), 0);
+}
+
 static void test_jobs_of_two_calls(void **state)
 {
 	struct enr_bulk__bucket b = {0};
@@ -166,9 +193,13 @@ static void test_simulated_runs(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_token_bucket_spacing), cmocka_unit_test(test_concurrency),
-	    cmocka_unit_test(test_retry_after_blocks),   cmocka_unit_test(test_backoff),
-	    cmocka_unit_test(test_simulated_runs),       cmocka_unit_test(test_jobs_of_two_calls),
+	    cmocka_unit_test(test_token_bucket_spacing),
+	    cmocka_unit_test(test_concurrency),
+	    cmocka_unit_test(test_retry_after_blocks),
+	    cmocka_unit_test(test_backoff),
+	    cmocka_unit_test(test_simulated_runs),
+	    cmocka_unit_test(test_vendor_reported_remaining),
+	    cmocka_unit_test(test_jobs_of_two_calls),
 	};
 	int failed;
 

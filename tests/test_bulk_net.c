@@ -171,8 +171,14 @@ static void test_concurrency_within_limit(void **state)
 		put_key_record(f, "solaredge", key, ids[i]);
 	}
 	bulk = run(f, ids, 24, 0, 0);
-	/* SolarEdge: at most 3 calls at once per address, and it did use all 3. */
-	assert_int_equal(enr_bulk_max_in_flight(bulk, "solaredge", ENR_LIMIT_PER_ADDRESS), 3);
+	/* SolarEdge v2 has no per-address cap (v1's 3 at once is gone) ... */
+	assert_int_equal(enr_bulk_max_in_flight(bulk, "solaredge", ENR_LIMIT_PER_ADDRESS), 0);
+	/* ... and every answer said what was left of its key's minute. */
+	for (int i = 0; i < 24; i++) {
+		const struct enr_job_result *r = result_of(bulk, ids[i]);
+		assert_int_equal(r->rate_limit, 0);
+		assert_true(r->rate_remaining >= 0);
+	}
 	/* Each key was used once: its own bucket never had two. */
 	assert_int_equal(enr_bulk_max_in_flight(bulk, "solaredge", ENR_LIMIT_PER_KEY), 1);
 	enr_bulk_get_progress(bulk, &p);

@@ -725,7 +725,7 @@ static void key_failures(void **state)
 	e = session(f, NULL, "solaredge", "key", "Kim");
 	fill(e, solaredge);
 	drive(e, false);
-	expect_failed(e, ENR_E_REJECTED, "Admin -> Site Access -> API Access");
+	expect_failed(e, ENR_E_REJECTED, "developer.solaredge.com");
 	enr_enroll_free(e);
 	assert_int_equal(stored_count(f), 0);
 }

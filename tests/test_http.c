@@ -159,7 +159,7 @@ static void test_classify_api_answers(void **state)
 	/* Vendor guidance first. */
 	r = test_response(401, "{\"detail\": \"Invalid API key\"}", "solaredge", false);
 	assert_int_equal(enr_http_classify(&r), ENR_E_REJECTED);
-	assert_non_null(strstr(enr_error_last(), "Site Access"));
+	assert_non_null(strstr(enr_error_last(), "developer.solaredge.com"));
 	r = test_response(401, "{}", "derapi", false);
 	assert_int_equal(enr_http_classify(&r), ENR_E_MISCONFIGURED);
 	r = test_response(200, "", "solis", false);

@@ -377,10 +377,15 @@ static int group_setup(void **state)
 	    .address = "127.0.0.1", .port = 0, .sma_accept_ms = -1};
 	struct fixture *f = calloc(1, sizeof(*f));
 	static const char *const secret_settings[][2] = {
-	    {"vendor.tesla", "client_secret"},   {"vendor.sma", "client_secret"},
-	    {"vendor.enphase", "client_secret"}, {"vendor.enphase", "api_key"},
-	    {"vendor.solaredge", "api_key"},     {"vendor.solis", "key_secret"},
-	    {"derapi", "client_secret"},         {"relay", "secret"},
+	    {"vendor.tesla", "client_secret"},
+	    {"vendor.sma", "client_secret"},
+	    {"vendor.enphase", "client_secret"},
+	    {"vendor.enphase", "api_key"},
+	    {"vendor.solaredge", "api_key"},
+	    {"vendor.solaredge", "account_key"},
+	    {"vendor.solis", "key_secret"},
+	    {"derapi", "client_secret"},
+	    {"relay", "secret"},
 	};
 	static const char *const printed[] = {
 	    "solaredge.api_key",
@@ -389,6 +394,7 @@ static int group_setup(void **state)
 	    "enphase_partner.refresh_token",
 	    "enphase_partner.api_key",
 	    "solaredge_account.api_key",
+	    "solaredge_account.account_key",
 	};
 	char *text = NULL;
 
@@ -902,50 +908,60 @@ static void solaredge_keys(void **state)
 {
 	struct fixture *f = *state;
 	const struct enr_vendor *v = vendor(f, "solaredge");
+	struct enr_http_request *req;
+	struct enr_http_response *resp = NULL;
 	size_t sites = 0;
 
 	assert_int_equal(check(&sites, f, v, credential(f, "solaredge.api_key")), 0);
 	assert_int_equal(sites, 1);
-	assert_int_equal(check(&sites, f, v, credential(f, "solaredge_account.api_key")), 0);
-	assert_int_equal(sites, 3);
 	/* Any well-formed key is an account of its own. */
 	remember(f, "SandboxKey0000000001");
 	assert_int_equal(check(&sites, f, v, "SandboxKey0000000001"), 0);
 	assert_int_equal(sites, 1);
-	/* A bad key: the guidance says where keys are made. */
+	/* A bad key: the guidance says where v2 keys are made, and what a homeowner does. */
 	remember(f, "invalidKey000000");
 	expect_error(f, check(&sites, f, v, "invalidKey000000"), ENR_E_REJECTED, v->name,
-	             "Admin -> Site Access -> API Access");
+	             "developer.solaredge.com");
 	assert_string_equal(enr_error_last(), guidance(v, 401, ""));
+	assert_non_null(strstr(enr_error_last(), "Derapi Join"));
+
+	/* The company's Fleet key needs its account key in X-Account-Key. */
+	expect_error(f, check(&sites, f, v, credential(f, "solaredge_account.api_key")),
+	             ENR_E_REJECTED, v->name, "developer.solaredge.com");
+	req = check_request(f, v, credential(f, "solaredge_account.api_key"));
+	assert_string_equal(v->check.account_header, "X-Account-Key");
+	assert_int_equal(enr_http_request_add_header(req, v->check.account_header,
+	                                             credential(f, "solaredge_account.account_key"),
+	                                             ENR_HTTP_SECRET),
+	                 0);
+	assert_int_equal(send_classify(&resp, f, req), 0);
+	assert_int_equal(count_sites(v, resp), 3);
+	/* Every answer reports what is left of the key's minute, in the header
+	 * vendors.json names: the http module keeps it for the scheduler. */
+	assert_int_equal(resp->rate_limit, 0);
+	assert_string_equal(v->rate_limits[0].remaining_header, "x-ratelimit-remaining-minute");
+	assert_true(resp->rate_remaining >= 0 && resp->rate_remaining < 100);
+	enr_http_response_free(resp);
 }
 
-/* The retired v1 API, for a configuration that still asks for it: the
- * configuration is out of date, not the key. */
+/* The retired v1 API answers 410: the message says so, and that v1 keys are dead. */
 static void solaredge_v1_is_gone(void **state)
 {
 	struct fixture *f = *state;
 	const struct enr_vendor *v = vendor(f, "solaredge");
 	struct enr_http_request *req = NULL;
-	struct enr_config *old = NULL;
-	char *base = enr_util_printf("%s/solaredge", enr_sandbox_url(f->sb)), *url;
+	char *url = enr_util_printf("%s/solaredge/sites/list?size=100", enr_sandbox_url(f->sb));
 
-	assert_int_equal(enr_sandbox_config(&old, f->sb), 0);
-	assert_int_equal(enr_config_set(old, "vendor.solaredge", "api_v1_url", base), 0);
-	assert_true(v->has_check_v1);
-	assert_int_equal(v->check_v1.auth, ENR_CHECK_AUTH_QUERY_KEY);
-	url = enr_vendor_url(v, old, "api_v1_url", v->check_v1.path);
-	assert_int_equal(strncmp(url, base, strlen(base)), 0);
-	assert_int_equal(enr_http_request_new(&req, v->check_v1.method, url), 0);
-	assert_int_equal(enr_http_request_set_vendor(req, v, "api_v1_url"), 0);
-	assert_int_equal(enr_http_request_add_query(req, v->check_v1.query_key,
-	                                            credential(f, "solaredge.api_key"),
-	                                            ENR_HTTP_SECRET),
+	assert_int_equal(enr_http_request_new(&req, "GET", url), 0);
+	assert_int_equal(enr_http_request_set_vendor(req, v, "api_url"), 0);
+	assert_int_equal(enr_http_request_add_query(
+	                     req, "api_key", credential(f, "solaredge.api_key"), ENR_HTTP_SECRET),
 	                 0);
 	expect_error(f, send_classify(NULL, f, req), ENR_E_MISCONFIGURED, v->name,
-	             guidance(v, 410, ""));
-	enr_config_free(old);
+	             "retired its v1 Monitoring API");
+	assert_string_equal(enr_error_last(), guidance(v, 410, ""));
+	assert_non_null(strstr(enr_error_last(), "v1 keys do not work on v2"));
 	free(url);
-	free(base);
 }
 
 /* The Enphase partner plan: the company's own tokens and API key. */
@@ -1235,7 +1251,7 @@ static void check_module(void **state)
 	remember(f, "invalidKey000000");
 	cred.api_key = (char *)"invalidKey000000";
 	expect_error(f, check_run(&sites, f, "solaredge", "key", &cred), ENR_E_REJECTED,
-	             "SolarEdge", "Admin -> Site Access -> API Access");
+	             "SolarEdge", "developer.solaredge.com");
 
 	memset(&cred, 0, sizeof(cred));
 	cred.type = ENR_CRED_KEY_PAIR;

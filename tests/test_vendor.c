@@ -83,8 +83,13 @@ static void catalogue_holds_the_vendor_facts(void **state)
 	v = enr_catalog_find(cat, "solaredge");
 	assert_int_equal(v->check.auth, ENR_CHECK_AUTH_HEADER_KEY);
 	assert_string_equal(v->check.header, "X-API-Key");
-	assert_int_equal(v->rate_limits[1].concurrency, 3);
-	assert_int_equal(v->rate_limits[1].scope, ENR_LIMIT_PER_ADDRESS);
+	assert_string_equal(v->check.account_header, "X-Account-Key");
+	/* v2's shape first, the documented bare array as the alternative. */
+	assert_string_equal(v->check.sites, "sites.site");
+	assert_string_equal(v->check.sites_alt, "");
+	assert_null(enr_vendor_default_endpoint(v, "api_v1_url"));
+	assert_int_equal(v->rate_limits[0].per_seconds, 60);
+	assert_string_equal(v->rate_limits[0].remaining_header, "x-ratelimit-remaining-minute");
 
 	v = enr_catalog_find(cat, "sma");
 	assert_int_equal(v->tokens.refresh_ttl, 0);

@@ -135,7 +135,7 @@ secret bad_key "invalidKEY0001"
 run D enroll solaredge --customer Lee --api-key-file "$TMP/bad_key"
 keep
 expect_rc "a refused SolarEdge key" 1
-expect_in "says where keys are made" "API Access" "$ERR"
+expect_in "says where v2 keys are made" "developer.solaredge.com" "$ERR"
 
 run D enroll solis --customer Lee --key-id demo-noapi-1 --key-secret-file "$TMP/solis_secret"
 keep

@@ -42,8 +42,8 @@ check $? "the config points Derapi at the sandbox"
 KEY=$(printf '%s' "$LINE" | jq -r .credentials.solaredge.api_key)
 run curl -sS -H "X-API-Key: $KEY" "$URL/solaredge/v2/sites"
 expect_rc "curl the SolarEdge sites" 0
-printf '%s' "$OUT" | jq -e '.sites | length == 1 and (.[0].siteId | type == "number")' >/dev/null
-check $? "one site with a siteId" "$OUT"
+printf '%s' "$OUT" | jq -e '.sites.count == 1 and (.sites.site | length == 1) and (.sites.site[0].siteId | type == "number")' >/dev/null
+check $? "one site with a siteId, in v2's {sites: {count, site}} shape" "$OUT"
 
 # A customer approving a Tesla link, as a script would.
 CLIENT=$(sed -n '/^\[vendor.tesla\]/,/^\[/s/^client_id = //p' "$CONF")

@@ -158,9 +158,9 @@ wiz --
 begin "Cust SE" solaredge
 wait_screen "SolarEdge: how does the customer authorize?" >/dev/null
 settle
-expect_join_first solaredge "Customer's API key"
+expect_join_first solaredge "Customer's v2 API key"
 keys Down Enter
-wait_screen "SolarEdge: Customer's API key" >/dev/null
+wait_screen "SolarEdge: Customer's v2 API key" >/dev/null
 expect_in "solaredge key: masked" "********" "$SCREEN"
 keys C-r
 settle
@@ -170,14 +170,14 @@ keys_text "short"
 keys Enter
 settle
 expect_in "solaredge key: a key the pattern refuses gets an inline error" "API key does not look right" "$SCREEN"
-expect_in "solaredge key: still on the form" "SolarEdge: Customer's API key" "$SCREEN"
+expect_in "solaredge key: still on the form" "SolarEdge: Customer's v2 API key" "$SCREEN"
 keys C-u
 keys_text "invalid-key-123"
 keys Enter
 wait_screen "SolarEdge: not enrolled" >/dev/null
 check $? "solaredge key: a rejected key fails with the vendor's message" "$SCREEN"
 keys r
-wait_screen "SolarEdge: Customer's API key" >/dev/null
+wait_screen "SolarEdge: Customer's v2 API key" >/dev/null
 check $? "solaredge key: r tries again" "$SCREEN"
 keys Enter
 finish_sites "Cust SE" "solaredge key"
@@ -346,7 +346,7 @@ expect_in "no demo: Tesla disabled with the config key that enables it" \
 keys_text "solaredge"
 wait_screen "1 of 6" >/dev/null
 keys Enter
-wait_screen "SolarEdge: Customer's API key" >/dev/null
+wait_screen "SolarEdge: Customer's v2 API key" >/dev/null
 check $? "no demo: one usable method (the company account is not set up): no method screen" "$SCREEN"
 expect_not_in "no demo: no demo credentials" "Demo:" "$SCREEN"
 keys C-c
@@ -464,7 +464,7 @@ wiz --
 begin "Cust C" solaredge
 wait_screen "SolarEdge: how" >/dev/null
 keys Down Enter
-wait_screen "SolarEdge: Customer's API key" >/dev/null
+wait_screen "SolarEdge: Customer's v2 API key" >/dev/null
 keys C-c
 expect_exit "^C on the key form" 130
 
@@ -480,7 +480,7 @@ wiz --
 begin "Cust C" solaredge
 wait_screen "SolarEdge: how" >/dev/null
 keys Down Enter
-wait_screen "SolarEdge: Customer's API key" >/dev/null
+wait_screen "SolarEdge: Customer's v2 API key" >/dev/null
 keys Enter
 wait_screen "sites found" >/dev/null
 keys Enter

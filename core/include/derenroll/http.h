@@ -67,8 +67,13 @@ struct enr_http_response {
 	size_t body_len;    /* bytes in body, without the NUL */
 	char *content_type; /* as sent, or NULL */
 	long retry_after;   /* seconds from Retry-After (429, 503), -1 when absent */
-	int error;          /* 0, or the transport failure (see above) */
-	char *message;      /* the transport failure's message, or NULL */
+	/* Calls left in the window of the vendor's rate limit `rate_limit` (an
+	 * index into vendor->rate_limits), from the header that limit names in
+	 * vendors.json; rate_limit is -1 when the answer reported none. */
+	long rate_remaining;
+	int rate_limit;
+	int error;     /* 0, or the transport failure (see above) */
+	char *message; /* the transport failure's message, or NULL */
 	/* What classification needs to know about the request. */
 	const struct enr_vendor *vendor; /* as set on the request, or NULL */
 	char *endpoint;                  /* endpoint name set on the request, or NULL */

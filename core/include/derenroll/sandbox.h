@@ -17,7 +17,9 @@
  *   /sma/oauth2/v2/bc-authorize (POST) and /sma/oauth2/v2/bc-authorize/{loginHint} (GET)
  *   /enphase/oauth/authorize, /enphase/oauth/token, /enphase/oauth/redirect_uri,
  *   /enphase/api/v4/systems?key=
- *   /solaredge/v2/sites (X-API-Key); every v1 path answers 410
+ *   /solaredge/v2/sites (X-API-Key; X-Account-Key with the company Fleet key),
+ *   built from assets/answers/solaredge/, with x-ratelimit-*-minute headers
+ *   (solaredge_minute_limit setting); every v1 path answers 410
  *   /solis/v1/api/userStationList (signed over the path /v1/api/userStationList)
  *   /derapi/oauth2/token, /derapi/join/session/start, /derapi/join/session/{id}/vendors,
  *   /derapi/join/session/{id}/authorize?vendor= (stands in for the Join widget),
@@ -101,7 +103,8 @@ ENR_API int enr_sandbox_write_config(const struct enr_sandbox *sb, const char *p
  * The credentials object, malloc'd JSON on one line:
  * {"solaredge": {"api_key": ...}, "solis": {"key_id": ..., "key_secret": ...},
  *  "enphase_partner": {"access_token": ..., "refresh_token": ..., "api_key": ...},
- *  "sma": {"owner_email": ...}, "solaredge_account": {"api_key": ..., "site_ids": [...]}}
+ *  "sma": {"owner_email": ...}, "solaredge_account": {"api_key": ..., "account_key": ...,
+ * "site_ids": [...]}}
  */
 ENR_API int enr_sandbox_credentials_json(char **out, const struct enr_sandbox *sb);
 
@@ -143,7 +146,8 @@ ENR_API void enr_sandbox_clear_faults(struct enr_sandbox *sb);
 /*
  * Changes a setting while running: "code_ttl_ms", "refresh_grace" (s),
  * "sma_accept_ms", "stall_ms", "latency_ms" (the default latency),
- * "access_ttl" (s, for tokens issued from now on; 0: the catalogue's).
+ * "access_ttl" (s, for tokens issued from now on; 0: the catalogue's),
+ * "solaredge_minute_limit" (calls per SolarEdge key and minute; 0: the recording's).
  * ENR_E_USAGE for an unknown name or a negative value.
  */
 ENR_API int enr_sandbox_set(struct enr_sandbox *sb, const char *setting, long value);

@@ -85,12 +85,15 @@ struct enr_check_spec {
 	const char *path;   /* below api_url */
 	const char *body;   /* request body or NULL */
 	enum enr_check_auth auth;
-	const char *header;        /* for HEADER_KEY */
-	const char *query_key;     /* query parameter carrying the API key, or NULL */
-	const char *sites;         /* dot path to the site array ("data.page.records") */
-	const char *site_id;       /* field of a site holding its id */
-	const char *site_name;     /* field of a site holding its name */
-	const char *require_field; /* entries without it are not sites, or NULL */
+	const char *header;         /* for HEADER_KEY */
+	const char *query_key;      /* query parameter carrying the API key, or NULL */
+	const char *sites;          /* dot path to the site array ("data.page.records") */
+	const char *sites_alt;      /* another path the vendor also answers with ("": the body
+	                             * itself is the array), or NULL */
+	const char *account_header; /* for HEADER_KEY: header carrying the account key, or NULL */
+	const char *site_id;        /* field of a site holding its id */
+	const char *site_name;      /* field of a site holding its name */
+	const char *require_field;  /* entries without it are not sites, or NULL */
 };
 
 struct enr_rate_limit {
@@ -98,6 +101,9 @@ struct enr_rate_limit {
 	double per_seconds;
 	int concurrency; /* calls at once; 0 = no cap */
 	enum enr_limit_scope scope;
+	/* Response header in which the vendor reports the calls left in this
+	 * limit's window ("x-ratelimit-remaining-minute"), or NULL. */
+	const char *remaining_header;
 };
 
 struct enr_guidance {
@@ -122,8 +128,6 @@ struct enr_vendor {
 	struct enr_token_spec tokens;
 	bool has_check;
 	struct enr_check_spec check;
-	bool has_check_v1;
-	struct enr_check_spec check_v1;
 	const struct enr_rate_limit *rate_limits;
 	size_t n_rate_limits;
 	const struct enr_guidance *guidance;

@@ -1,4 +1,5 @@
 #include <regex.h>
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,7 @@
 #include "derenroll/relay.h"
 #include "derenroll/store.h"
 #include "derenroll/vendor.h"
+#include "enroll_internal.h"
 #include "util.h"
 
 #define DEFAULT_TIMEOUT_S (15 * 60)
@@ -74,6 +76,7 @@ struct enr_enroll {
 	struct enr_record *reauth; /* the record being re-authorized */
 	char *cc_token;            /* SMA backchannel: the app's client-credentials token */
 	struct enr_check_result *sites;
+	char **holders; /* per site: the customer of the record holding it, or NULL */
 	bool updated;
 	bool message_changed; /* set_message() changed it during enr_enroll_process() */
 
@@ -111,6 +114,8 @@ static void set_message(struct enr_enroll *e, const char *fmt, ...)
 }
 
 /* Moves to FAILED with the last error's message. Returns `error`. */
+static void free_holders(struct enr_enroll *e);
+
 static int fail(struct enr_enroll *e, int error)
 {
 	if (e->transfer) {
@@ -153,6 +158,7 @@ void enr_enroll_free(struct enr_enroll *e)
 	enr_util_free_secret(e->cc_token);
 	enr_util_free_secret(e->derapi_token);
 	free(e->session_id);
+	free_holders(e);
 	enr_check_result_free(e->sites);
 	free(e->link);
 	free(e->redirect_uri);
@@ -215,6 +221,68 @@ static bool same_sites(const struct enr_record *old, const struct enr_check_resu
 
 static int save(struct enr_enroll *e, const struct enr_site *site);
 
+static void free_holders(struct enr_enroll *e)
+{
+	for (size_t i = 0; e->holders && e->sites && i < e->sites->n_sites; i++)
+		free(e->holders[i]);
+	free(e->holders);
+	e->holders = NULL;
+}
+
+/*
+ * Puts the sites that no stored record holds first (keeping the vendor's
+ * order otherwise) and notes whose the others are: an app's token (SMA's
+ * client credentials, a company portal account) sees the sites of every
+ * customer who ever consented, and the installer must not take another
+ * customer's by mistake.
+ */
+static int order_sites(struct enr_enroll *e, struct enr_check_result *result)
+{
+	size_t n = result->n_sites, next = 0;
+	struct enr_site *sorted = calloc(n ? n : 1, sizeof(*sorted));
+	char **by_site = calloc(n ? n : 1, sizeof(*by_site)), **holders = NULL;
+	bool *held = calloc(n ? n : 1, sizeof(*held));
+	int rc = 0;
+
+	if (!sorted || !by_site || !held) {
+		rc = enr_error_set(ENR_E_NOMEM, NULL);
+		goto out;
+	}
+	for (size_t i = 0; e->store && i < n; i++) {
+		struct enr_record *rec = NULL;
+		if (enr_store_find_site(&rec, e->store, e->vendor->id, result->sites[i].id) == 0) {
+			held[i] = true;
+			by_site[i] = enr_util_strdup(
+			    rec->customer && rec->customer[0] ? rec->customer : rec->id);
+			enr_record_free(rec);
+		}
+	}
+	holders = calloc(n ? n : 1, sizeof(*holders));
+	if (!holders) {
+		rc = enr_error_set(ENR_E_NOMEM, NULL);
+		goto out;
+	}
+	for (int pass = 0; pass < 2; pass++)
+		for (size_t i = 0; i < n; i++)
+			if (held[i] == (pass == 1)) {
+				sorted[next] = result->sites[i];
+				holders[next++] = by_site[i];
+				by_site[i] = NULL;
+			}
+	memcpy(result->sites, sorted, n * sizeof(*sorted));
+	free_holders(e);
+	e->holders = holders;
+	holders = NULL;
+out:
+	for (size_t i = 0; by_site && i < n; i++)
+		free(by_site[i]);
+	free(by_site);
+	free(holders);
+	free(sorted);
+	free(held);
+	return rc;
+}
+
 static void on_check(struct enr_http_response *resp, void *ctx)
 {
 	struct enr_enroll *e = ctx;
@@ -252,8 +320,13 @@ static void on_check(struct enr_http_response *resp, void *ctx)
 		fail(e, ENR_E_EXISTS);
 		return;
 	}
+	free_holders(e);
 	enr_check_result_free(e->sites);
 	e->sites = result;
+	if ((rc = order_sites(e, result)) < 0) {
+		fail(e, rc);
+		return;
+	}
 	e->state = ENR_ENROLL_SITES;
 	set_message(e, "%s found %zu site%s", e->vendor->name, result->n_sites,
 	            result->n_sites == 1 ? "" : "s");
@@ -969,15 +1042,74 @@ out:
 	return rc < 0 ? fail(e, rc) : 0;
 }
 
+/*
+ * SMA's state of a consent request, as SMA spells it ("Pending", "Accepted",
+ * "Rejected", ...: capitalised) whatever the case of the answer: 1 accepted,
+ * 0 pending, else the failure, with the vendors.json guidance for the state
+ * (the refusal names are unconfirmed: they live there, not here).
+ */
+static int bc_state(const struct enr_vendor *vendor, const char *state)
+{
+	char name[32];
+	size_t len = strlen(state);
+
+	if (len == 0 || len >= sizeof(name))
+		return enr_error_set(ENR_E_BADRESPONSE,
+		                     "%s sent a consent state it does not explain", vendor->name);
+	for (size_t i = 0; i < len; i++)
+		name[i] =
+		    (char)(i ? tolower((unsigned char)state[i]) : toupper((unsigned char)state[i]));
+	name[len] = '\0';
+	if (strcmp(name, "Accepted") == 0)
+		return 1;
+	if (strcmp(name, "Pending") == 0)
+		return 0;
+	if (enr_vendor_guidance(vendor, 200, name))
+		return enr_http_vendor_error(vendor, 200, name, ENR_E_DECLINED, "%s", name);
+	return enr_error_set(ENR_E_BADRESPONSE,
+	                     "%s answered consent state \"%.31s\", which derenroll does not know: "
+	                     "ask the owner to check the e-mail, then try again",
+	                     vendor->name, name);
+}
+
+/* A POST for an owner who consented before: SMA answers 400 or 409, and
+ * that owner's plants are readable already. */
+static bool bc_already_consented(const struct enr_http_response *resp, bool start)
+{
+	return start && !resp->error && (resp->status == 409 || resp->status == 400);
+}
+
+int enr_enroll__bc_answer(const struct enr_http_response *resp)
+{
+	json_object *root = NULL, *state = NULL;
+	int rc = enr_http_classify(resp);
+
+	if (rc == 0)
+		rc = enr_http_response_json(&root, resp);
+	if (rc == 0 && (!json_object_object_get_ex(root, "state", &state) ||
+	                !json_object_is_type(state, json_type_string)))
+		rc = enr_http_badresponse(resp, "no state in the consent answer");
+	if (rc == 0)
+		rc = bc_state(resp->vendor, json_object_get_string(state));
+	json_object_put(root);
+	return rc;
+}
+
 static void on_bc(struct enr_http_response *resp, void *ctx)
 {
 	struct enr_enroll *e = ctx;
-	json_object *root = NULL, *status = NULL;
-	const char *s;
+	bool start = e->pending == PENDING_BC_START;
 	int rc;
 
 	e->transfer = 0;
 	e->pending = PENDING_NONE;
+	if (bc_already_consented(resp, start)) {
+		enr_http_response_free(resp);
+		set_message(e, "SMA says %s consented before: reading the plants",
+		            e->rec->cred.owner_email);
+		start_check(e);
+		return;
+	}
 	rc = enr_http_classify(resp);
 	if (rc == ENR_E_TRANSIENT && e->deadline > (long long)time(NULL)) {
 		e->next_at_ms =
@@ -986,29 +1118,16 @@ static void on_bc(struct enr_http_response *resp, void *ctx)
 		return;
 	}
 	if (rc == 0)
-		rc = enr_http_response_json(&root, resp);
-	if (rc == 0 && (!json_object_object_get_ex(root, "status", &status) ||
-	                !json_object_is_type(status, json_type_string)))
-		rc = enr_http_badresponse(resp, "no status in the backchannel answer");
+		rc = enr_enroll__bc_answer(resp);
 	enr_http_response_free(resp);
 	if (rc < 0) {
-		json_object_put(root);
 		fail(e, rc);
 		return;
 	}
-	s = json_object_get_string(status);
-	if (strcmp(s, "accepted") == 0) {
-		json_object_put(root);
+	if (rc == 1) {
 		start_check(e);
 		return;
 	}
-	if (strcmp(s, "declined") == 0 || strcmp(s, "denied") == 0) {
-		json_object_put(root);
-		enr_error_set(ENR_E_DECLINED, "the owner declined the request in SMA's e-mail");
-		fail(e, ENR_E_DECLINED);
-		return;
-	}
-	json_object_put(root);
 	e->state = ENR_ENROLL_WAIT;
 	set_message(e, "SMA e-mailed %s: waiting for the owner to approve",
 	            e->rec->cred.owner_email);
@@ -1366,6 +1485,11 @@ size_t enr_enroll_site_count(const struct enr_enroll *e)
 const struct enr_site *enr_enroll_site(const struct enr_enroll *e, size_t i)
 {
 	return i < enr_enroll_site_count(e) ? &e->sites->sites[i] : NULL;
+}
+
+const char *enr_enroll_site_holder(const struct enr_enroll *e, size_t i)
+{
+	return i < enr_enroll_site_count(e) && e->holders ? e->holders[i] : NULL;
 }
 
 int enr_enroll_choose_site(struct enr_enroll *e, const char *site_id)

@@ -289,7 +289,7 @@ void enr_sandbox__tesla(struct sb_req *req, struct sb_resp *resp)
 
 /* ---- SMA ---- */
 
-enum bc_status { BC_PENDING, BC_ACCEPTED, BC_DECLINED };
+enum bc_status { BC_PENDING, BC_ACCEPTED, BC_DECLINED, BC_EXPIRED };
 
 struct bc {
 	enum bc_status status;
@@ -303,7 +303,8 @@ void enr_sandbox__sma_bc_free(void *p)
 	free(p);
 }
 
-static const char *const bc_names[] = {"pending", "accepted", "declined"};
+/* The recording of each state's poll answer (assets/answers/sma/). */
+static const char *const bc_answers[] = {"bc-pending", "bc-accepted", "bc-rejected", "bc-expired"};
 
 static void sma_token(struct sb_req *req, struct sb_resp *resp)
 {
@@ -313,7 +314,8 @@ static void sma_token(struct sb_req *req, struct sb_resp *resp)
 	const char *secret = enr_sandbox__form(req, "client_secret");
 	char *basic_id = NULL, *basic_secret = NULL;
 	struct sb_tokens t = {0};
-	json_object *obj;
+	json_object *obj = NULL;
+	const char *answer;
 	bool ok = false;
 
 	if (!enr_sandbox__is_form(req)) {
@@ -350,44 +352,55 @@ static void sma_token(struct sb_req *req, struct sb_resp *resp)
 	}
 	if (!ok)
 		goto out;
-	obj = json_object_new_object();
-	add_str(obj, "access_token", t.access);
-	add_int(obj, "expires_in", t.expires_in);
+	answer = t.refresh ? "token" : "token-client-credentials";
+	if (enr_answers__body(&obj, "sma", answer) < 0) {
+		enr_sandbox__oauth_error(resp, 500, "sandbox_error", enr_error_last());
+		goto out;
+	}
+	enr_answers__set(obj, "access_token", json_object_new_string(t.access));
+	enr_answers__set(obj, "expires_in", json_object_new_int64(t.expires_in));
 	/* Keycloak: an offline token never expires (0); else the SSO session's 30 minutes. */
-	add_int(obj, "refresh_expires_in",
-	        !t.refresh || has_scope(t.scope, "offline_access") ? 0 : 1800);
+	enr_answers__set(
+	    obj, "refresh_expires_in",
+	    json_object_new_int(!t.refresh || has_scope(t.scope, "offline_access") ? 0 : 1800));
 	if (t.refresh)
-		add_str(obj, "refresh_token", t.refresh);
-	add_str(obj, "token_type", "Bearer");
-	add_int(obj, "not-before-policy", 0);
-	add_str(obj, "scope", t.scope);
-	enr_sandbox__json(resp, 200, obj);
+		enr_answers__set(obj, "refresh_token", json_object_new_string(t.refresh));
+	enr_answers__set(obj, "scope", json_object_new_string(t.scope));
+	enr_sandbox__answer_json(resp, SB_SMA, answer, obj);
 out:
 	enr_sandbox__tokens_done(&t);
 	free(basic_id);
 	free(basic_secret);
 }
 
+/* The plants of an account, in the recorded shape (answers/sma/plants.json). */
 static void add_plants(json_object *plants, const struct enr_sandbox *sb, const char *account)
 {
 	struct sb_site sites[SB_MAX_SITES];
+	struct enr_answers_site list[SB_MAX_SITES];
 	size_t n = enr_sandbox__sites(sb, SB_SMA, account, sites);
+	json_object *body = NULL, *recorded;
 
-	for (size_t i = 0; i < n; i++) {
-		json_object *p = json_object_new_object();
-		add_str(p, "plantId", sites[i].id);
-		add_str(p, "name", sites[i].name);
-		add_str(p, "description", "");
-		add_str(p, "timezone", "Europe/Berlin");
-		json_object_array_add(plants, p);
-	}
+	for (size_t i = 0; i < n; i++)
+		list[i] = (struct enr_answers_site){sites[i].id, sites[i].name};
+	if (enr_answers__sites(&body, "sma", "plants", list, n) < 0)
+		return;
+	recorded = enr_util_json_at(body, "plants");
+	for (size_t i = 0; recorded && i < json_object_array_length(recorded); i++)
+		json_object_array_add(plants,
+		                      json_object_get(json_object_array_get_idx(recorded, i)));
+	json_object_put(body);
 }
 
+/* Owners accept after sma_accept_ms; one whose address starts with "decline"
+ * declines, one with "expire" lets the request lapse. */
 static enum bc_status bc_status(const struct enr_sandbox *sb, struct bc *bc)
 {
 	if (bc->status == BC_PENDING && sb->sma_accept_ms >= 0 &&
 	    enr_sandbox__now_ms() - bc->created_ms >= sb->sma_accept_ms)
-		bc->status = strncmp(bc->hint, "decline", 7) == 0 ? BC_DECLINED : BC_ACCEPTED;
+		bc->status = strncmp(bc->hint, "decline", 7) == 0  ? BC_DECLINED
+		             : strncmp(bc->hint, "expire", 6) == 0 ? BC_EXPIRED
+		                                                   : BC_ACCEPTED;
 	return bc->status;
 }
 
@@ -440,13 +453,14 @@ static struct bc *find_bc(const struct enr_sandbox *sb, const char *client_id, c
 	return NULL;
 }
 
-static void bc_answer(struct sb_resp *resp, int status, const char *hint, enum bc_status s)
+/* The recorded answer `name` with this request's loginHint. */
+static void bc_answer(struct sb_resp *resp, const char *name, const char *hint)
 {
-	json_object *obj = json_object_new_object();
+	json_object *obj = NULL;
 
-	add_str(obj, "loginHint", hint);
-	add_str(obj, "status", bc_names[s]);
-	enr_sandbox__json(resp, status, obj);
+	if (enr_answers__body(&obj, "sma", name) == 0)
+		enr_answers__set(obj, "loginHint", json_object_new_string(hint));
+	enr_sandbox__answer_json(resp, SB_SMA, name, obj);
 }
 
 static bool email_ok(const char *s)
@@ -483,7 +497,7 @@ static void sma_bc(struct sb_req *req, struct sb_resp *resp)
 			enr_sandbox__oauth_error(resp, 404, "not_found",
 			                         "no backchannel request for this loginHint");
 		else
-			bc_answer(resp, 200, hint, bc_status(sb, bc));
+			bc_answer(resp, bc_answers[bc_status(sb, bc)], hint);
 		return;
 	}
 	body = enr_sandbox__body_json(req);
@@ -497,6 +511,13 @@ static void sma_bc(struct sb_req *req, struct sb_resp *resp)
 		return;
 	}
 	bc = find_bc(sb, a.client_id, hint);
+	/* An owner who consented already: SMA refuses a second request. */
+	if (bc && bc_status(sb, bc) == BC_ACCEPTED &&
+	    !enr_sandbox__account_revoked(sb, SB_SMA, bc->hint, 0)) {
+		enr_sandbox__answer(resp, SB_SMA, "bc-already-consented");
+		json_object_put(body);
+		return;
+	}
 	if (!bc) {
 		bc = calloc(1, sizeof(*bc) + strlen(hint) + 1);
 		if (!bc) {
@@ -511,7 +532,7 @@ static void sma_bc(struct sb_req *req, struct sb_resp *resp)
 	/* Asking again sends the owner a new e-mail. */
 	bc->status = BC_PENDING;
 	bc->created_ms = enr_sandbox__now_ms();
-	bc_answer(resp, 201, hint, BC_PENDING);
+	bc_answer(resp, "bc-start", hint);
 	json_object_put(body);
 }
 

@@ -10,6 +10,8 @@
 
 #include "helpers.h"
 #include "answers.h"
+#include "enroll_internal.h"
+#include "derenroll/oauth.h"
 #include "derenroll/check.h"
 #include "derenroll/config.h"
 #include "derenroll/error.h"
@@ -65,25 +67,31 @@ static int error_class(const char *name)
 	return 0;
 }
 
+/* A failure the recording expects: its class, and a one-line message with the text. */
+static void expect_failure(const char *file, json_object *rec, int rc)
+{
+	const char *want_error = str_at(rec, "expect.error");
+	const char *want_message = str_at(rec, "expect.message");
+
+	if (rc != error_class(want_error))
+		fail_msg("%s: expected a %s failure, got %d (%s)", file, want_error, rc,
+		         rc < 0 ? enr_error_last() : "success");
+	if (want_message && !strcasestr(enr_error_last(), want_message))
+		fail_msg("%s: message '%s' lacks '%s'", file, enr_error_last(), want_message);
+	if (strchr(enr_error_last(), '\n'))
+		fail_msg("%s: the message is more than one line", file);
+}
+
 /* `parser: check`: enr_check_response() finds exactly the expected sites, or fails as expected. */
 static void check_parser(const char *file, json_object *rec, const struct enr_vendor *vendor)
 {
 	struct enr_http_response *resp = response_of(rec, vendor);
 	struct enr_check_result *result = NULL;
 	json_object *want_sites = enr_util_json_at(rec, "expect.sites");
-	const char *want_error = str_at(rec, "expect.error");
-	const char *want_message = str_at(rec, "expect.message");
 	int rc = enr_check_response(&result, vendor, resp);
 
-	if (want_error) {
-		if (rc != error_class(want_error))
-			fail_msg("%s: expected a %s failure, got %d (%s)", file, want_error, rc,
-			         rc < 0 ? enr_error_last() : "success");
-		if (want_message && !strstr(enr_error_last(), want_message))
-			fail_msg("%s: message '%s' lacks '%s'", file, enr_error_last(),
-			         want_message);
-		if (strstr(enr_error_last(), "\n"))
-			fail_msg("%s: the message is more than one line", file);
+	if (str_at(rec, "expect.error")) {
+		expect_failure(file, rec, rc);
 	} else {
 		size_t n;
 		if (rc != 0)
@@ -102,6 +110,48 @@ static void check_parser(const char *file, json_object *rec, const struct enr_ve
 	enr_http_response_free(resp);
 }
 
+/* `parser: bc`: SMA's consent poll, read by the enrollment's parser. */
+static void bc_parser(const char *file, json_object *rec, const struct enr_vendor *vendor)
+{
+	struct enr_http_response *resp = response_of(rec, vendor);
+	const char *want = str_at(rec, "expect.state");
+	int rc = enr_enroll__bc_answer(resp);
+
+	if (str_at(rec, "expect.error"))
+		expect_failure(file, rec, rc);
+	else if (rc != (strcmp(want, "accepted") == 0 ? 1 : 0))
+		fail_msg("%s: read as %d (%s), expected %s", file, rc,
+		         rc < 0 ? enr_error_last() : "", want);
+	enr_http_response_free(resp);
+}
+
+/* `parser: token`: the OAuth token answer parser finds what the recording holds. */
+static void token_parser(const char *file, json_object *rec, const struct enr_vendor *vendor)
+{
+	struct enr_http_response *resp = response_of(rec, vendor);
+	struct enr_oauth_tokens *t = NULL;
+	const char *refresh = str_at(rec, "expect.refresh_token");
+	json_object *expires = enr_util_json_at(rec, "expect.expires_in");
+	int rc = enr_oauth_token_response(&t, resp);
+
+	if (str_at(rec, "expect.error")) {
+		expect_failure(file, rec, rc);
+	} else {
+		if (rc != 0)
+			fail_msg("%s: the token answer was refused: %s", file, enr_error_last());
+		assert_string_equal(t->access_token, str_at(rec, "expect.access_token"));
+		if (refresh)
+			assert_string_equal(t->refresh_token, refresh);
+		else
+			assert_null(t->refresh_token);
+		if (expires)
+			assert_int_equal(t->access_expires_at - t->obtained_at,
+			                 json_object_get_int64(expires));
+	}
+	enr_oauth_tokens_free(t);
+	enr_http_response_free(resp);
+}
+
 static void every_recording_is_valid_and_read_as_expected(void **state)
 {
 	struct enr_catalog *cat = NULL;
@@ -109,6 +159,10 @@ static void every_recording_is_valid_and_read_as_expected(void **state)
 	DIR *top = opendir(dir_path);
 	struct dirent *v;
 	size_t files = 0, parsed = 0;
+	static const struct {
+		const char *name;
+		void (*run)(const char *file, json_object *rec, const struct enr_vendor *vendor);
+	} parsers[] = {{"check", check_parser}, {"bc", bc_parser}, {"token", token_parser}};
 
 	(void)state;
 	assert_int_equal(enr_catalog_load(&cat, NULL), 0);
@@ -145,15 +199,16 @@ static void every_recording_is_valid_and_read_as_expected(void **state)
 				         file);
 			files++;
 			parser = str_at(rec, "parser");
-			if (parser && strcmp(parser, "check") == 0) {
-				check_parser(file, rec, enr_catalog_find(cat, v->d_name));
-				parsed++;
-			}
+			for (size_t i = 0; parser && i < ENR_ARRAY_SIZE(parsers); i++)
+				if (strcmp(parser, parsers[i].name) == 0) {
+					parsers[i].run(file, rec, enr_catalog_find(cat, v->d_name));
+					parsed++;
+				}
 		}
 		closedir(d);
 	}
 	closedir(top);
-	print_message("# %zu recordings, %zu read by the check parser\n", files, parsed);
+	print_message("# %zu recordings, %zu read by the client's parsers\n", files, parsed);
 	assert_true(files >= 2);
 	assert_true(parsed >= 1);
 	free(dir_path);

@@ -604,6 +604,58 @@ static void sma_email(void **state)
 	assert_int_equal(stored_count(f), 1);
 }
 
+static struct enr_enroll *sma_email_session(struct fixture *f, const char *customer,
+                                            const char *owner)
+{
+	struct enr_enroll *e = session(f, NULL, "sma", "email", customer);
+
+	assert_int_equal(drive(e, false), ENR_ENROLL_FIELDS);
+	assert_int_equal(enr_enroll_set_field(e, "owner_email", owner), 0);
+	assert_int_equal(enr_enroll_submit_fields(e), 0);
+	drive(e, false);
+	return e;
+}
+
+/* The app's token sees every consenting owner's plants: the plants no record
+ * holds come first, the others say whose they are; an owner who consented
+ * before (SMA answers 409) goes straight to the plants; a lapsed request is
+ * a clear failure. */
+static void sma_email_plants_of_other_owners(void **state)
+{
+	struct fixture *f = *state;
+	struct enr_enroll *e = sma_email_session(f, "Erin", "owner-erin@example.com");
+	char erin_plant[64];
+
+	complete(e);
+	snprintf(erin_plant, sizeof(erin_plant), "%s", enr_enroll_record(e)->sites[0].id);
+	enr_enroll_free(e);
+
+	e = sma_email_session(f, "Gail", "owner-gail@example.com");
+	assert_int_equal(enr_enroll_state(e), ENR_ENROLL_SITES);
+	assert_int_equal(enr_enroll_site_count(e), 2);
+	assert_string_not_equal(enr_enroll_site(e, 0)->id, erin_plant);
+	assert_null(enr_enroll_site_holder(e, 0));
+	assert_string_equal(enr_enroll_site(e, 1)->id, erin_plant);
+	assert_string_equal(enr_enroll_site_holder(e, 1), "Erin");
+	assert_int_equal(enr_enroll_choose_site(e, enr_enroll_site(e, 0)->id), 0);
+	expect_done(e);
+	enr_enroll_free(e);
+
+	/* Erin again: SMA refuses a second request (409); her plants are readable. */
+	e = sma_email_session(f, "Erin", "owner-erin@example.com");
+	assert_int_equal(enr_enroll_state(e), ENR_ENROLL_SITES);
+	assert_non_null(strstr(enr_enroll_message(e), "found 2 sites"));
+	assert_string_equal(enr_enroll_site_holder(e, 0), "Erin");
+	assert_string_equal(enr_enroll_site_holder(e, 1), "Gail");
+	enr_enroll_free(e);
+
+	e = sma_email_session(f, "Hank", "expire-hank@example.com");
+	expect_failed(e, ENR_E_REJECTED, "expired");
+	assert_null(strchr(enr_enroll_message(e), '\n'));
+	enr_enroll_free(e);
+	assert_int_equal(stored_count(f), 2);
+}
+
 static void fill(struct enr_enroll *e, const char *const *pairs)
 {
 	assert_int_equal(drive(e, false), ENR_ENROLL_FIELDS);
@@ -1355,6 +1407,7 @@ int main(void)
 	    T(enphase_oauth),
 	    T(enphase_paste_state),
 	    T(sma_email),
+	    T(sma_email_plants_of_other_owners),
 	    T(enphase_partner),
 	    T(solaredge_key),
 	    T(solis_key),

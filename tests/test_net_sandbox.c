@@ -1015,7 +1015,9 @@ static char *bc_status(const struct fixture *f, const char *token, const char *o
 
 	assert_int_equal(send_classify(&resp, f, bc_request(f, "GET", path, token, NULL)), 0);
 	assert_int_equal(enr_http_response_json(&root, resp), 0);
-	assert_true(json_object_object_get_ex(root, "status", &status));
+	/* SMA's field is `state` (edwh/sma-octopus), never `status`. */
+	assert_false(json_object_object_get_ex(root, "status", NULL));
+	assert_true(json_object_object_get_ex(root, "state", &status));
 	text = strdup(json_object_get_string(status));
 	json_object_put(root);
 	enr_http_response_free(resp);
@@ -1049,14 +1051,19 @@ static void sma_backchannel(void **state)
 	assert_int_equal(resp->status, 201);
 	enr_http_response_free(resp);
 	status = bc_status(f, app->access_token, owner);
-	assert_string_equal(status, "pending");
+	assert_string_equal(status, "Pending");
 	free(status);
 	assert_int_equal(enr_sandbox_sma_decide(f->sb, owner, true), 0);
 	status = bc_status(f, app->access_token, owner);
-	assert_string_equal(status, "accepted");
+	assert_string_equal(status, "Accepted");
 	free(status);
 	assert_int_equal(check(&sites, f, v, app->access_token), 0);
 	assert_int_equal(sites, 1);
+	/* Asking again for an owner who consented: 409, as SMA answers. */
+	assert_true(
+	    send_classify(&resp, f, bc_request(f, "POST", m->path, app->access_token, body)) < 0);
+	assert_int_equal(resp->status, 409);
+	enr_http_response_free(resp);
 	/* A wrong client secret is the company's problem. */
 	assert_int_equal(enr_sandbox_config(&wrong, f->sb), 0);
 	remember(f, "wrong-sma-secret-0000");

@@ -944,7 +944,7 @@ static void sma_backchannel(void **state)
 		assert_true(asprintf(&body, "{\"loginHint\": \"%s\"}", owner) > 0);
 		post(&h, bc, headers, body);
 		assert_int_equal(h.status, 201);
-		assert_non_null(strstr(h.body, "\"pending\""));
+		assert_non_null(strstr(h.body, "\"state\":\"Pending\""));
 		http_done(&h);
 		post(&h, bc, headers, "{\"loginHint\": \"not an e-mail\"}");
 		assert_int_equal(h.status, 400);
@@ -952,7 +952,7 @@ static void sma_backchannel(void **state)
 		assert_true(asprintf(&poll, "%s/%s", bc, owner) > 0);
 		get(&h, poll, headers);
 		assert_int_equal(h.status, 200);
-		assert_non_null(strstr(h.body, "\"pending\""));
+		assert_non_null(strstr(h.body, "\"state\":\"Pending\""));
 		http_done(&h);
 	}
 	/* Before the owner accepts, the app sees no plant. */
@@ -968,7 +968,7 @@ static void sma_backchannel(void **state)
 	assert_int_equal(h.status, 200);
 	http_done(&h);
 	bearer_get(&h, poll, str(cc, "access_token"));
-	assert_non_null(strstr(h.body, "\"accepted\""));
+	assert_non_null(strstr(h.body, "\"state\":\"Accepted\""));
 	http_done(&h);
 	bearer_get(&h, plants, str(cc, "access_token"));
 	check_sites(f, "sma", &h, &sites);
@@ -986,7 +986,17 @@ static void sma_backchannel(void **state)
 		usleep(20 * 1000);
 		assert_true(asprintf(&declined, "%s/decline-me@example.com", bc) > 0);
 		get(&h, declined, headers);
-		assert_non_null(strstr(h.body, "\"declined\""));
+		assert_non_null(strstr(h.body, "\"state\":\"Rejected\""));
+		http_done(&h);
+		free(declined);
+		/* "expire..." owners let the request lapse. */
+		post(&h, bc, headers, "{\"loginHint\": \"expire-me@example.com\"}");
+		assert_int_equal(h.status, 201);
+		http_done(&h);
+		usleep(20 * 1000);
+		assert_true(asprintf(&declined, "%s/expire-me@example.com", bc) > 0);
+		get(&h, declined, headers);
+		assert_non_null(strstr(h.body, "\"state\":\"Expired\""));
 		http_done(&h);
 		free(declined);
 	}

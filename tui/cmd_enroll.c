@@ -123,14 +123,33 @@ static int fill_fields(struct enr_enroll *e, const struct enroll_args *a)
 	return rc < 0 ? rc : enr_enroll_submit_fields(e);
 }
 
+/* The sites to choose from: those no record holds first, the others marked
+ * with their customer (an app's token sees every customer who consented). */
 static void print_sites(const struct enr_enroll *e)
 {
-	cli_error("%s lists %zu sites; choose one with --site ID:", enr_enroll_vendor(e)->name,
-	          enr_enroll_site_count(e));
-	for (size_t i = 0; i < enr_enroll_site_count(e); i++) {
+	size_t n = enr_enroll_site_count(e), fresh = 0;
+
+	while (fresh < n && !enr_enroll_site_holder(e, fresh))
+		fresh++;
+	cli_error(
+	    "%s lists %zu site%s (%zu not enrolled yet); choose the customer's with --site ID:",
+	    enr_enroll_vendor(e)->name, n, n == 1 ? "" : "s", fresh);
+	for (size_t i = 0; i < n; i++) {
 		const struct enr_site *s = enr_enroll_site(e, i);
-		fprintf(stderr, "  %-14s %s\n", s->id, s->name ? s->name : "");
+		const char *holder = enr_enroll_site_holder(e, i);
+		fprintf(stderr, "  %-14s %s%s%s%s\n", s->id, s->name ? s->name : "",
+		        holder ? "  (enrolled already: " : "", holder ? holder : "",
+		        holder ? ")" : "");
 	}
+}
+
+/* One site, and not another customer's: nothing to choose. */
+static bool only_site(const struct enr_enroll *e, const char *customer)
+{
+	const char *holder = enr_enroll_site_holder(e, 0);
+
+	return enr_enroll_site_count(e) == 1 &&
+	       (!holder || (customer && strcmp(holder, customer) == 0));
 }
 
 static void print_result(const struct enr_enroll *e, const struct enroll_args *a, long days)
@@ -225,7 +244,7 @@ static int drive(struct enr_enroll *e, const struct enroll_args *a, long days)
 				stdin_slot = 0;
 			break;
 		case ENR_ENROLL_SITES:
-			if (enr_enroll_site_count(e) == 1) {
+			if (only_site(e, a->customer)) {
 				rc = enr_enroll_choose_site(e, enr_enroll_site(e, 0)->id);
 			} else {
 				print_sites(e);

@@ -524,8 +524,11 @@ void wiz_sites_setup(void)
 		return;
 	for (size_t i = 0; i < enr_enroll_site_count(w->e); i++) {
 		const struct enr_site *s = enr_enroll_site(w->e, i);
+		const char *holder = enr_enroll_site_holder(w->e, i);
 		char label[512];
-		snprintf(label, sizeof(label), "%-14s %s", s->id, s->name ? s->name : "");
+		/* Sites no record holds come first; the others say whose they are. */
+		snprintf(label, sizeof(label), "%-14s %s%s%s%s", s->id, s->name ? s->name : "",
+		         holder ? "  (enrolled: " : "", holder ? holder : "", holder ? ")" : "");
 		if (listview_add(w->sites, label, NULL, (void *)s) < 0)
 			return;
 	}
@@ -535,12 +538,18 @@ static void sites_draw(struct area body)
 {
 	struct wiz *w = wiz_state();
 	char line[256];
-	size_t n = enr_enroll_site_count(w->e);
+	size_t n = enr_enroll_site_count(w->e), fresh = 0;
 
-	snprintf(line, sizeof(line),
-	         n == 1 ? "%s lists one site. Is it the customer's? Enter confirms."
-	                : "%s lists %zu sites. Choose the customer's site (type to filter).",
-	         vendor_name(), n);
+	while (fresh < n && !enr_enroll_site_holder(w->e, fresh))
+		fresh++;
+	if (n == 1)
+		snprintf(line, sizeof(line),
+		         "%s lists one site. Is it the customer's? Enter confirms.", vendor_name());
+	else
+		snprintf(line, sizeof(line),
+		         "%s lists %zu sites, %zu not enrolled yet (first). Choose the customer's "
+		         "site (type to filter).",
+		         vendor_name(), n, fresh);
 	draw_wrapped((struct area){body.y, 2, 2, body.cols - 4}, A_NORMAL, line);
 	if (w->sites)
 		listview_draw(w->sites, (struct area){body.y + 2, 2, body.rows - 2, body.cols - 4});

@@ -6,7 +6,7 @@
 set -u
 BIN=$1
 . "$(dirname "$0")/lib.sh"
-plan 57
+plan 68
 
 for tool in jq curl; do
 	command -v "$tool" >/dev/null && continue
@@ -77,9 +77,15 @@ check $? "--json: id, vendor, method, customer, sites, status, last_check" "$OUT
 expect_not_in "--json holds no credentials" "credentials" "$OUT"
 
 HAL_ID=$(printf '%s' "$OUT" | jq -r .id)
+HAL_SITE=$(printf '%s' "$OUT" | jq -r '.sites[0].id')
 run D enroll solaredge --customer "Hal again" --api-key-file "$TMP/se_key" --json
 keep
-expect_rc "the same site again" 0
+expect_rc "another customer's site is not taken silently" 2
+expect_in "it says whose the site is" "(enrolled already: Hal, job 1)" "$ERR"
+run D enroll solaredge --customer "Hal again" --api-key-file "$TMP/se_key" --site "$HAL_SITE" \
+	--json
+keep
+expect_rc "the same site again, confirmed with --site" 0
 printf '%s' "$OUT" | jq -e --arg id "$HAL_ID" '.id == $id and .customer == "Hal again"' >/dev/null
 check $? "the same record is updated" "$OUT"
 
@@ -279,6 +285,29 @@ run sh -c 'printf "%s\n" "$1" | "$2" --config "$3" --store "$4" enroll solaredge
 	--customer Rob --api-key-file - --json' sh "STDINKEY$RANDOM$RANDOM" "$BIN" "$CONF" "$STORE"
 keep
 expect_rc "an API key from stdin" 0
+
+# ---- SMA e-mail: the app's token sees the plants of every owner who consented ----
+run D enroll sma --method email --customer Olga --owner-email owner-olga@example.com
+keep
+expect_rc "SMA e-mail: the first owner's one plant is enrolled" 0
+run D enroll sma --method email --customer Pia --owner-email owner-pia@example.com
+keep
+expect_rc "SMA e-mail: two plants seen, so the installer chooses (nothing picked silently)" 2
+expect_in "the listing counts the plants no record holds" "2 sites (1 not enrolled yet)" "$ERR"
+FIRST=$(printf '%s\n' "$ERR" | sed -n 2p)
+SECOND=$(printf '%s\n' "$ERR" | sed -n 3p)
+expect_not_in "the plant no record holds comes first" "enrolled already" "$FIRST"
+expect_in "Olga's plant comes second, named as hers" "(enrolled already: Olga)" "$SECOND"
+PIA_PLANT=$(printf '%s' "$FIRST" | awk '{print $1}')
+run D enroll sma --method email --customer Pia --owner-email owner-pia@example.com \
+	--site "$PIA_PLANT" --json
+keep
+expect_rc "SMA e-mail: Pia's plant, confirmed with --site (SMA answers 409: consented before)" 0
+expect_in "the record is Pia's" '"customer":"Pia"' "$OUT"
+run D enroll sma --method email --customer Quinn --owner-email expire-quinn@example.com
+keep
+expect_rc "SMA e-mail: a request that lapsed" 1
+expect_in "says it expired and what to do" "expired: send it again" "$ERR"
 
 # ---- no secret anywhere in what was printed, nor in argv ----
 LEAK=0

@@ -9,7 +9,7 @@
 set -u
 RECORDS=$3
 . "$(dirname "$0")/lib.sh"
-plan 277
+plan 284
 
 # The pane runs the wizard through this, which reports its first frame where
 # lib.sh's start() waits for it.
@@ -152,6 +152,46 @@ wait_screen "SMA: waiting" >/dev/null
 check $? "sma email: waiting for the owner" "$SCREEN"
 finish_sites "Cust SMA mail" "sma email"
 expect_record "sma email" "Cust SMA mail" sma email
+
+# --- SMA e-mail, a second owner in the same run: the app's token sees both
+# owners' plants; the one no record holds comes first, the other says whose ---
+wiz --
+begin "Mail One" sma
+wait_screen "SMA: how does the customer authorize?" >/dev/null
+keys Down Down Enter
+wait_screen "Owner's e-mail" >/dev/null
+settle
+keys C-u
+keys_text "owner-one@example.com"
+keys Enter
+wait_screen "sites found" >/dev/null
+keys Enter
+wait_screen "Enter: enroll another" >/dev/null
+keys Enter
+wait_screen "Customer reference" >/dev/null
+settle
+keys_text "Mail Two"
+keys Tab Enter
+wait_screen "SMA: how does the customer authorize?" >/dev/null
+settle
+keys Down Down Enter
+wait_screen "Owner's e-mail" >/dev/null
+settle
+keys C-u
+keys_text "owner-two@example.com"
+keys Enter
+wait_screen "sites found" >/dev/null
+settle
+expect_in "sma email, second owner: both plants, one not enrolled yet" "2 sites, 1 not enrolled yet" "$SCREEN"
+FIRST=$(printf '%s\n' "$SCREEN" | grep -n "> " | head -1)
+expect_not_in "sma email, second owner: the plant no record holds is first and selected" "(enrolled:" "$FIRST"
+expect_in "sma email, second owner: the first owner's plant is marked as theirs" "(enrolled: Mail One)" "$SCREEN"
+keys Enter
+wait_screen "Enter: enroll another" >/dev/null
+check $? "sma email, second owner: Enter confirms the selected plant" "$SCREEN"
+keys q
+expect_exit "sma email, second owner: q quits" 0
+expect_record "sma email, second owner" "Mail Two" sma email
 
 # --- SolarEdge: the customer's key (masked, revealed), the company account ---
 wiz --
@@ -395,9 +435,9 @@ wait_screen "F2 enrolled systems" >/dev/null
 keys F2
 wait_screen "Enrolled systems" >/dev/null
 check $? "systems: F2 opens the enrolled systems" "$SCREEN"
-expect_in "systems: every record is listed" "of 12" "$SCREEN"
+expect_in "systems: every record is listed" "of 14" "$SCREEN"
 keys_text "Cust SE acct"
-wait_screen "1 of 12" >/dev/null
+wait_screen "1 of 14" >/dev/null
 check $? "systems: typing filters" "$SCREEN"
 expect_in "systems: status, vendor, customer" "ok       " "$SCREEN"
 keys F5

@@ -111,9 +111,12 @@ ENR_API int enr_enroll_submit_fields(struct enr_enroll *e);
 /* LINK: a code, a redirect URL or its query string, typed or pasted. */
 ENR_API int enr_enroll_submit_code(struct enr_enroll *e, const char *text);
 
-/* SITES: the sites found. */
+/* SITES: the sites found, those that no stored record holds first. */
 ENR_API size_t enr_enroll_site_count(const struct enr_enroll *e);
 ENR_API const struct enr_site *enr_enroll_site(const struct enr_enroll *e, size_t i);
+/* SITES: the customer reference (else the id) of the record that holds site
+ * `i` already, or NULL when none does. Lives as long as the session's SITES. */
+ENR_API const char *enr_enroll_site_holder(const struct enr_enroll *e, size_t i);
 /* SITES: saves the record for that site; ENR_E_USAGE for an unknown id. */
 ENR_API int enr_enroll_choose_site(struct enr_enroll *e, const char *site_id);
 

@@ -42,7 +42,9 @@
  * `sandbox_account=NAME` (approve as that account: the same name gives the same
  * account and sites; default a new account each time). SMA backchannel: every
  * owner e-mail is an account; the owner accepts `sma_accept_ms` after the
- * request, or declines when the address starts with "decline".
+ * request, declines ("Rejected") when the address starts with "decline", and lets
+ * it lapse ("Expired") when it starts with "expire"; a second request for an owner
+ * who accepted answers 409.
  *
  * Control endpoints (loopback only, JSON in and out; also the C API below):
  *   GET    /_sandbox/health          {"ok": true}

@@ -71,6 +71,8 @@ struct enr_oauth_spec {
 	bool audience;              /* send audience = api_url (Tesla) */
 	const char *required_scope; /* warn when the granted scopes lack it, or NULL */
 	const char *identity_claim; /* JWT claim naming the account, or NULL */
+	bool refresh_without_secret; /* the refresh grant sends no client_secret (Tesla) */
+	const char *partner_scopes;  /* scopes of the app's partner token (Tesla), or NULL */
 };
 
 struct enr_token_spec {

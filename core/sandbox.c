@@ -947,6 +947,9 @@ static int make_keys(struct enr_sandbox *sb)
 {
 	sb->clients[SB_TESLA].id = derived_uuid(sb, "tesla.client_id");
 	sb->clients[SB_TESLA].secret = derived(sb, "ta-secret.", "tesla.client_secret", 16, false);
+	/* The app is registered in NA and EU; CN waits for `derenroll tesla register`. */
+	snprintf(sb->tesla_domains[0], sizeof(sb->tesla_domains[0]), "derenroll-sandbox.example");
+	snprintf(sb->tesla_domains[1], sizeof(sb->tesla_domains[1]), "derenroll-sandbox.example");
 	sb->clients[SB_SMA].id = derived(sb, "sandbox-sma-", "sma.client_id", 4, false);
 	sb->clients[SB_SMA].secret = derived(sb, "", "sma.client_secret", 20, false);
 	sb->clients[SB_ENPHASE].id = derived(sb, "", "enphase.client_id", 16, false);
@@ -1219,7 +1222,12 @@ int enr_sandbox_config(struct enr_config **out, const struct enr_sandbox *sb)
 	    {"vendor.tesla", "authorize_url", enr_util_printf("%s/tesla/oauth2/v3/authorize", u)},
 	    {"vendor.tesla", "token_url", enr_util_printf("%s/tesla/oauth2/v3/token", u)},
 	    {"vendor.tesla", "api_url", enr_util_printf("%s/tesla", u)},
-	    {"vendor.tesla", "audience", enr_util_printf("%s/tesla", u)},
+	    {"vendor.tesla", "api_url_eu", enr_util_printf("%s/tesla/eu", u)},
+	    {"vendor.tesla", "api_url_cn", enr_util_printf("%s/tesla/cn", u)},
+	    {"vendor.tesla", "public_key_url",
+	     enr_util_printf("%s/tesla/_domains/{domain}/.well-known/appspecific/"
+	                     "com.tesla.3p.public-key.pem",
+	                     u)},
 	    {"vendor.tesla", "client_id", strdup(sb->clients[SB_TESLA].id)},
 	    {"vendor.tesla", "client_secret", strdup(sb->clients[SB_TESLA].secret)},
 	    {"vendor.tesla", "redirect_uri", enr_util_printf("%s/relay/callback", u)},

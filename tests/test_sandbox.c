@@ -319,7 +319,7 @@ static void tesla_exchange(struct http *h, const struct fixture *f, const char *
                            const char *redirect, const char *extra)
 {
 	char *body = NULL, *e_redirect = enc(redirect),
-	     *e_aud = enc(cfg(f, "vendor.tesla", "audience"));
+	     *e_aud = enc(cfg(f, "vendor.tesla", "api_url")); /* NA: the accounts' region */
 
 	assert_true(asprintf(&body,
 	                     "grant_type=authorization_code&client_id=%s&client_secret=%s"
@@ -1951,6 +1951,14 @@ static void config_matches_the_catalogue(void **state)
 				continue;
 			}
 			slash = strchr(strstr(def, "://") + 3, '/');
+			/* Tesla's regions below /tesla; the company's key below its domain. */
+			if (strcmp(v->endpoints[e].name, "api_url_eu") == 0)
+				slash = "/eu";
+			else if (strcmp(v->endpoints[e].name, "api_url_cn") == 0)
+				slash = "/cn";
+			else if (strcmp(v->endpoints[e].name, "public_key_url") == 0)
+				slash = "/_domains/{domain}/.well-known/appspecific/"
+				        "com.tesla.3p.public-key.pem";
 			assert_true(
 			    asprintf(&expected, "%s/%s%s", f->url, v->id, slash ? slash : "") > 0);
 			assert_string_equal(cfg(f, v->config_section, v->endpoints[e].name),

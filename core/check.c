@@ -94,8 +94,8 @@ int enr_check_request(struct enr_http_request **out, const struct enr_vendor *ve
 }
 
 int enr_check_request_at(struct enr_http_request **out, const struct enr_vendor *vendor,
-                         const struct enr_config *cfg, const char *api_endpoint,
-                         const char *method, const struct enr_credentials *cred, long long now)
+                         const struct enr_config *cfg, const char *api_endpoint, const char *method,
+                         const struct enr_credentials *cred, long long now)
 {
 	struct enr_http_request *req = NULL;
 	const struct enr_check_spec *spec;

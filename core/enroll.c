@@ -195,8 +195,9 @@ static int start_check(struct enr_enroll *e)
 		rc = enr_join_check_request(&req, e->derapi, e->cfg, e->derapi_token, e->vendor,
 		                            &cred);
 	else
-		rc = enr_check_request_at(&req, e->vendor, e->cfg, enr_tesla_record_endpoint(e->rec),
-		                          e->rec->method, &cred, (long long)time(NULL));
+		rc =
+		    enr_check_request_at(&req, e->vendor, e->cfg, enr_tesla_record_endpoint(e->rec),
+		                         e->rec->method, &cred, (long long)time(NULL));
 	if (rc < 0)
 		return fail(e, rc);
 	e->state = ENR_ENROLL_WAIT;

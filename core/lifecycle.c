@@ -103,7 +103,7 @@ struct enr_job {
 	void *ctx;
 	struct enr_job_result result;
 	char *message;
-	char *app_token; /* SMA backchannel records: the app's client-credentials token */
+	char *app_token;   /* SMA backchannel records: the app's client-credentials token */
 	bool region_asked; /* Tesla answered 421 once: its users/region was asked */
 };
 
@@ -195,10 +195,11 @@ static void on_users_region(struct enr_http_response *resp, void *ctx)
 	enr_http_response_free(resp);
 	name = enr_tesla_region_name(region);
 	if (rc == 0 && region == enr_tesla_region_of(job->rec->region))
-		rc = enr_error_set(ENR_E_MISCONFIGURED,
-		                   "Tesla answered HTTP 421 (wrong region) from the region it names "
-		                   "for this account (%s): check [vendor.tesla] %s",
-		                   name, enr_tesla_endpoint(region));
+		rc =
+		    enr_error_set(ENR_E_MISCONFIGURED,
+		                  "Tesla answered HTTP 421 (wrong region) from the region it names "
+		                  "for this account (%s): check [vendor.tesla] %s",
+		                  name, enr_tesla_endpoint(region));
 	/* The record remembers where its account lives, then the check goes there. */
 	if (rc == 0 && (rc = enr_record_set(&job->rec->region, name)) == 0 &&
 	    (rc = enr_store_update(job->store, job->rec->id, set_region, (void *)name)) == 0)

@@ -270,7 +270,8 @@ static json_object *access_claims(struct enr_sandbox *sb, const struct sb_grant 
 		int region = g->account ? enr_sandbox__tesla_region(g->account) : 0;
 		char host[128];
 		enr_sandbox__tesla_host(sb, region, host, sizeof(host));
-		json_object_array_add(aud, json_object_new_string(g->audience ? g->audience : host));
+		json_object_array_add(aud,
+		                      json_object_new_string(g->audience ? g->audience : host));
 		json_object_object_add(c, "aud", aud);
 		json_object_object_add(c, "scp", scp);
 		add_str(c, "azp", g->client_id);
@@ -339,7 +340,8 @@ int enr_sandbox__issue(struct enr_sandbox *sb, struct sb_tokens *out, const stru
 		/* Tesla's refresh tokens name the account's region: "EU_..." */
 		if (value && g->vendor == SB_TESLA && g->account) {
 			char *prefixed = enr_util_printf(
-			    "%s_%s", enr_sandbox__tesla_region_code(enr_sandbox__tesla_region(g->account)),
+			    "%s_%s",
+			    enr_sandbox__tesla_region_code(enr_sandbox__tesla_region(g->account)),
 			    value);
 			free(value);
 			value = prefixed;

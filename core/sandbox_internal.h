@@ -210,11 +210,11 @@ struct sb_grant {
 	const char *client_id;
 	const char *account; /* NULL for a client-credentials token */
 	const char *scope;
-	uint64_t grant;   /* 0: a new grant */
-	bool refresh;     /* issue a refresh token too */
-	bool id_token;    /* issue an OpenID id_token too (Tesla) */
+	uint64_t grant;       /* 0: a new grant */
+	bool refresh;         /* issue a refresh token too */
+	bool id_token;        /* issue an OpenID id_token too (Tesla) */
 	const char *audience; /* Tesla: the token's aud; NULL: the account's region's host */
-	long refresh_ttl; /* seconds; 0: never expires */
+	long refresh_ttl;     /* seconds; 0: never expires */
 };
 
 struct sb_tokens {
@@ -239,7 +239,7 @@ enum sb_token_state {
 };
 
 struct sb_access {
-	char account[128]; /* "" for a client-credentials token */
+	char account[128];  /* "" for a client-credentials token */
 	char audience[128]; /* the first "aud" of a Tesla token, or "" */
 	char client_id[128];
 	char scope[256];

@@ -174,7 +174,8 @@ const char *enr_sandbox__tesla_region_code(int region)
 
 void enr_sandbox__tesla_host(const struct enr_sandbox *sb, int region, char *out, size_t size)
 {
-	snprintf(out, size, "%s/tesla%s", sb->url, tesla_paths[region >= 0 && region < 3 ? region : 0]);
+	snprintf(out, size, "%s/tesla%s", sb->url,
+	         tesla_paths[region >= 0 && region < 3 ? region : 0]);
 }
 
 /* The region of a host's audience URL, or -1. */
@@ -222,8 +223,8 @@ static void tesla_tokens(struct sb_resp *resp, const char *name, struct sb_token
 		return;
 	}
 	enr_answers__set(body, "access_token", json_object_new_string(t->access));
-	if (!t->refresh || !enr_answers__set(body, "refresh_token",
-	                                     json_object_new_string(t->refresh)))
+	if (!t->refresh ||
+	    !enr_answers__set(body, "refresh_token", json_object_new_string(t->refresh)))
 		json_object_object_del(body, "refresh_token");
 	if (!t->id_token ||
 	    !enr_answers__set(body, "id_token", json_object_new_string(t->id_token)))
@@ -475,8 +476,8 @@ static void tesla_register(struct sb_req *req, struct sb_resp *resp, int region)
 	} else if (enr_answers__body(&body, "tesla", "partner-accounts") < 0) {
 		enr_sandbox__oauth_error(resp, 500, "server_error", enr_error_last());
 	} else {
-		snprintf(req->sb->tesla_domains[region], sizeof(req->sb->tesla_domains[region]), "%s",
-		         domain);
+		snprintf(req->sb->tesla_domains[region], sizeof(req->sb->tesla_domains[region]),
+		         "%s", domain);
 		enr_answers__set(body, "response.domain", json_object_new_string(domain));
 		enr_answers__set(body, "response.client_id",
 		                 json_object_new_string(req->sb->clients[SB_TESLA].id));

@@ -279,17 +279,16 @@ int enr_tesla_public_key_check(const struct enr_vendor *vendor, const struct enr
 		rc = enr_error_set(rc, "the app's public key is not served at %s: %s", url,
 		                   enr_error_last());
 	else if (!strstr(resp->body, "-----BEGIN PUBLIC KEY-----"))
-		rc = enr_error_set(ENR_E_MISCONFIGURED,
-		                   "%s does not serve a PEM public key (-----BEGIN PUBLIC KEY-----)",
-		                   url);
+		rc = enr_error_set(
+		    ENR_E_MISCONFIGURED,
+		    "%s does not serve a PEM public key (-----BEGIN PUBLIC KEY-----)", url);
 	enr_http_response_free(resp);
 	free(url);
 	return rc;
 }
 
 int enr_tesla_register(const struct enr_vendor *vendor, const struct enr_config *cfg,
-                       enum enr_tesla_region region, const char *partner_token,
-                       const char *domain)
+                       enum enr_tesla_region region, const char *partner_token, const char *domain)
 {
 	struct enr_http_request *req = NULL;
 	json_object *body = json_object_new_object();

@@ -1375,8 +1375,8 @@ static void tesla_eu_customer(void **state)
 	enr_record_free(disk);
 
 	/* NA's host unreachable: the refresh and the check still work, so they went to the EU. */
-	assert_int_equal(enr_config_set(eu_only, "vendor.tesla", "api_url", "http://127.0.0.1:9/na"),
-	                 0);
+	assert_int_equal(
+	    enr_config_set(eu_only, "vendor.tesla", "api_url", "http://127.0.0.1:9/na"), 0);
 	assert_int_equal(
 	    enr_lifecycle_run(f->store, eu_only, f->catalog, id, ENR_JOB_REFRESH, &refreshed), 0);
 	assert_true(refreshed);

@@ -15,18 +15,19 @@
 
 static void usage(FILE *out)
 {
-	fprintf(out,
-	        "Usage: derenroll tesla register --domain DOMAIN [--region REGION] [--key-url URL]\n"
-	        "  --domain DOMAIN   the app's domain, as registered at developer.tesla.com; it\n"
-	        "                    serves the public key at https://DOMAIN/.well-known/\n"
-	        "                    appspecific/com.tesla.3p.public-key.pem\n"
-	        "  --region REGION   na (North America, Asia-Pacific; the default), eu (Europe,\n"
-	        "                    Middle East, Africa) or cn (China)\n"
-	        "  --key-url URL     where to check the public key instead ({domain} is replaced;\n"
-	        "                    default: [vendor.tesla] public_key_url)\n"
-	        "Checks that the public key is served, gets the app's partner token for the region\n"
-	        "and registers the domain there (POST /api/1/partner_accounts). Run it once for\n"
-	        "every region the company's customers live in: until then Tesla answers 412.\n");
+	fprintf(
+	    out,
+	    "Usage: derenroll tesla register --domain DOMAIN [--region REGION] [--key-url URL]\n"
+	    "  --domain DOMAIN   the app's domain, as registered at developer.tesla.com; it\n"
+	    "                    serves the public key at https://DOMAIN/.well-known/\n"
+	    "                    appspecific/com.tesla.3p.public-key.pem\n"
+	    "  --region REGION   na (North America, Asia-Pacific; the default), eu (Europe,\n"
+	    "                    Middle East, Africa) or cn (China)\n"
+	    "  --key-url URL     where to check the public key instead ({domain} is replaced;\n"
+	    "                    default: [vendor.tesla] public_key_url)\n"
+	    "Checks that the public key is served, gets the app's partner token for the region\n"
+	    "and registers the domain there (POST /api/1/partner_accounts). Run it once for\n"
+	    "every region the company's customers live in: until then Tesla answers 412.\n");
 }
 
 static void ok(const char *fmt, const char *a, const char *b)
@@ -103,8 +104,10 @@ out:
 static int register_cmd(struct cli_globals *g, int argc, char **argv)
 {
 	static const struct option options[] = {
-	    {"domain", required_argument, NULL, 'd'}, {"region", required_argument, NULL, 'r'},
-	    {"key-url", required_argument, NULL, 'k'}, {"help", no_argument, NULL, 'h'},
+	    {"domain", required_argument, NULL, 'd'},
+	    {"region", required_argument, NULL, 'r'},
+	    {"key-url", required_argument, NULL, 'k'},
+	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
 	const char *domain = NULL, *key_url = NULL;
@@ -141,7 +144,8 @@ static int register_cmd(struct cli_globals *g, int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	if ((rc = cli_load_config(g)) < 0 ||
-	    (key_url && (rc = enr_config_set(g->cfg, "vendor.tesla", "public_key_url", key_url)) < 0))
+	    (key_url &&
+	     (rc = enr_config_set(g->cfg, "vendor.tesla", "public_key_url", key_url)) < 0))
 		return cli_fail(rc);
 	return do_register(g, domain, region);
 }

@@ -69,8 +69,7 @@ ENR_API int enr_tesla_note_region(struct enr_record *rec, const char *refresh_to
                                   const char *access_token, const char *code);
 
 /* The region's Fleet API base URL as configured (or vendors.json's), or NULL (ENR_E_CONFIG). */
-ENR_API const char *enr_tesla_api_url(const struct enr_vendor *vendor,
-                                      const struct enr_config *cfg,
+ENR_API const char *enr_tesla_api_url(const struct enr_vendor *vendor, const struct enr_config *cfg,
                                       enum enr_tesla_region region);
 
 /* The region's base URL without trailing slashes, as `audience` carries it; malloc'd. */
@@ -88,8 +87,7 @@ ENR_API char *enr_tesla_trim_url(const char *url);
 ENR_API int enr_tesla_users_region_request(struct enr_http_request **out,
                                            const struct enr_vendor *vendor,
                                            const struct enr_config *cfg,
-                                           enum enr_tesla_region region,
-                                           const char *access_token);
+                                           enum enr_tesla_region region, const char *access_token);
 ENR_API int enr_tesla_users_region_response(enum enr_tesla_region *out,
                                             const struct enr_vendor *vendor,
                                             const struct enr_config *cfg,

@@ -475,10 +475,31 @@ void enr_sandbox_clear_faults(struct enr_sandbox *sb)
 	pthread_mutex_unlock(&sb->lock);
 }
 
+/* "tesla_registered_eu" 0/1: whether the sandbox's Tesla app is registered in a region. */
+static bool set_tesla_registered(struct enr_sandbox *sb, const char *setting, long value)
+{
+	static const char *const regions[] = {"na", "eu", "cn"};
+	const char *prefix = "tesla_registered_";
+
+	if (strncmp(setting, prefix, strlen(prefix)) != 0)
+		return false;
+	for (size_t i = 0; i < ENR_ARRAY_SIZE(regions); i++)
+		if (strcmp(setting + strlen(prefix), regions[i]) == 0) {
+			pthread_mutex_lock(&sb->lock);
+			snprintf(sb->tesla_domains[i], sizeof(sb->tesla_domains[i]), "%s",
+			         value ? "derenroll-sandbox.example" : "");
+			pthread_mutex_unlock(&sb->lock);
+			return true;
+		}
+	return false;
+}
+
 int enr_sandbox_set(struct enr_sandbox *sb, const char *setting, long value)
 {
 	long *target = NULL;
 
+	if (set_tesla_registered(sb, setting, value))
+		return 0;
 	if (strcmp(setting, "code_ttl_ms") == 0)
 		target = &sb->code_ttl_ms;
 	else if (strcmp(setting, "refresh_grace") == 0)
@@ -494,7 +515,8 @@ int enr_sandbox_set(struct enr_sandbox *sb, const char *setting, long value)
 	if (!target)
 		return enr_error_set(ENR_E_USAGE,
 		                     "unknown sandbox setting '%s' (code_ttl_ms, refresh_grace, "
-		                     "sma_accept_ms, stall_ms, latency_ms, access_ttl)",
+		                     "sma_accept_ms, stall_ms, latency_ms, access_ttl, "
+		                     "tesla_registered_na|eu|cn)",
 		                     setting);
 	if (value < 0 && target != &sb->sma_accept_ms)
 		return enr_error_set(ENR_E_USAGE, "%s must not be negative", setting);

@@ -1424,6 +1424,26 @@ static void tesla_wrong_region_asks(void **state)
 	free(id);
 }
 
+/* A check in a region where the app is no longer registered: 412, how to
+ * register, and the record's region. */
+static void tesla_check_unregistered(void **state)
+{
+	struct fixture *f = *state;
+	struct enr_enroll *e = session(f, NULL, "tesla", NULL, "Ebba");
+	char *id;
+
+	relay_consent(e, "sandbox_auto=approve&sandbox_region=eu");
+	complete(e);
+	id = strdup(enr_enroll_record(e)->id);
+	enr_enroll_free(e);
+	assert_int_equal(enr_sandbox_set(f->sb, "tesla_registered_eu", 0), 0);
+	assert_int_equal(enr_lifecycle_run(f->store, f->cfg, f->catalog, id, ENR_JOB_CHECK, NULL),
+	                 ENR_E_MISCONFIGURED);
+	assert_non_null(strstr(enr_error_last(), "derenroll tesla register --domain"));
+	assert_non_null(strstr(enr_error_last(), "This record's region: eu."));
+	free(id);
+}
+
 /* The app is not registered in China (the sandbox's default): 412 says how. */
 static void tesla_unregistered_region(void **state)
 {
@@ -1470,6 +1490,7 @@ int main(void)
 	    T(tesla_eu_customer),
 	    T(tesla_wrong_region_asks),
 	    T(tesla_unregistered_region),
+	    T(tesla_check_unregistered),
 	};
 	int failed;
 

@@ -157,7 +157,8 @@ ENR_API void enr_sandbox_clear_faults(struct enr_sandbox *sb);
 /*
  * Changes a setting while running: "code_ttl_ms", "refresh_grace" (s),
  * "sma_accept_ms", "stall_ms", "latency_ms" (the default latency),
- * "access_ttl" (s, for tokens issued from now on; 0: the catalogue's).
+ * "access_ttl" (s, for tokens issued from now on; 0: the catalogue's),
+ * "tesla_registered_na", "_eu", "_cn" (1: the Tesla app is registered there, 0: not).
  * ENR_E_USAGE for an unknown name or a negative value.
  */
 ENR_API int enr_sandbox_set(struct enr_sandbox *sb, const char *setting, long value);

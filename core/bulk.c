@@ -10,6 +10,7 @@
 #include "derenroll/http.h"
 #include "derenroll/log.h"
 #include "derenroll/store.h"
+#include "derenroll/tesla.h"
 #include "derenroll/vendor.h"
 #include "bulk_internal.h"
 #include "util.h"
@@ -243,11 +244,12 @@ static const char *credential_of(const struct enr_record *rec)
 	}
 }
 
-/* "host[:port]" of the vendor's API, into buf. */
+/* "host[:port]" of the vendor's API the record talks to (its Tesla region's), into buf. */
 static void api_host(char *buf, size_t size, const struct enr_vendor *v,
-                     const struct enr_config *cfg)
+                     const struct enr_config *cfg, const struct enr_record *rec)
 {
-	const char *url = enr_vendor_endpoint(v, cfg, "api_url");
+	const char *endpoint = enr_tesla_record_endpoint(rec);
+	const char *url = enr_vendor_endpoint(v, cfg, endpoint ? endpoint : "api_url");
 	const char *start = url ? strstr(url, "://") : NULL;
 	size_t len;
 
@@ -268,7 +270,7 @@ static int bucket_for(size_t *out, struct enr_bulk *bulk, const struct enr_vendo
 		         (unsigned long long)hash64(credential_of(rec)));
 		break;
 	case ENR_LIMIT_PER_ADDRESS:
-		api_host(host, sizeof(host), v, bulk->cfg);
+		api_host(host, sizeof(host), v, bulk->cfg, rec);
 		snprintf(key, sizeof(key), "%s/address/%s", v->id, host);
 		break;
 	default:

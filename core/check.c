@@ -94,6 +94,13 @@ int enr_check_request(struct enr_http_request **out, const struct enr_vendor *ve
                       const struct enr_config *cfg, const char *method,
                       const struct enr_credentials *cred, long long now)
 {
+	return enr_check_request_at(out, vendor, cfg, NULL, method, cred, now);
+}
+
+int enr_check_request_at(struct enr_http_request **out, const struct enr_vendor *vendor,
+                         const struct enr_config *cfg, const char *api_endpoint, const char *method,
+                         const struct enr_credentials *cred, long long now)
+{
 	struct enr_http_request *req = NULL;
 	const struct enr_check_spec *spec = vendor->has_check ? &vendor->check : NULL;
 	const char *endpoint = "api_url";
@@ -103,6 +110,8 @@ int enr_check_request(struct enr_http_request **out, const struct enr_vendor *ve
 	*out = NULL;
 	if (!spec)
 		return enr_error_set(ENR_E_UNSUPPORTED, "%s has no check request", vendor->name);
+	if (api_endpoint && strcmp(endpoint, "api_url") == 0)
+		endpoint = api_endpoint;
 	url = enr_vendor_url(vendor, cfg, endpoint, spec->path);
 	if (!url)
 		return enr_error_last_code();

@@ -41,10 +41,25 @@ static const char *const secret_keys[] = {
 };
 
 static const char *const vendor_keys[] = {
-    "authorize_url",  "token_url",     "api_url",           "bc_url",
-    "client_id",      "client_secret", "redirect_uri",      "api_key",
-    "account_key",    "key_id",        "key_secret",        "audience",
-    "scopes",         "program_id",    "partner_client_id", "partner_client_secret",
+    "authorize_url",
+    "token_url",
+    "api_url",
+    "api_url_eu",
+    "api_url_cn",
+    "public_key_url",
+    "bc_url",
+    "client_id",
+    "client_secret",
+    "redirect_uri",
+    "api_key",
+    "account_key",
+    "key_id",
+    "key_secret",
+    "audience",
+    "scopes",
+    "program_id",
+    "partner_client_id",
+    "partner_client_secret",
     "credentials_id",
 };
 static const char *const derapi_keys[] = {

@@ -17,6 +17,7 @@
 #include "derenroll/oauth.h"
 #include "derenroll/relay.h"
 #include "derenroll/store.h"
+#include "derenroll/tesla.h"
 #include "derenroll/vendor.h"
 #include "enroll_internal.h"
 #include "util.h"
@@ -200,8 +201,9 @@ static int start_check(struct enr_enroll *e)
 		rc = enr_join_check_request(&req, e->derapi, e->cfg, e->derapi_token, e->vendor,
 		                            &cred);
 	else
-		rc = enr_check_request(&req, e->vendor, e->cfg, e->rec->method, &cred,
-		                       (long long)time(NULL));
+		rc =
+		    enr_check_request_at(&req, e->vendor, e->cfg, enr_tesla_record_endpoint(e->rec),
+		                         e->rec->method, &cred, (long long)time(NULL));
 	if (rc < 0)
 		return fail(e, rc);
 	e->state = ENR_ENROLL_WAIT;
@@ -403,6 +405,8 @@ static int apply_reauth(struct enr_record *rec, void *ctx)
 		copy->n_sites = n_old;
 	}
 	err = fresh->account ? enr_record_set(&rec->account, fresh->account) : 0;
+	if (err == 0 && fresh->region)
+		err = enr_record_set(&rec->region, fresh->region);
 	rec->access_expires_at = fresh->access_expires_at;
 	rec->refresh_expires_at = fresh->refresh_expires_at;
 	/* The new check replaces the old one, a rejection's message included. */
@@ -471,6 +475,9 @@ static void on_token(struct enr_http_response *resp, void *ctx)
 		return;
 	}
 	rc = enr_record_set_tokens(e->rec, tokens);
+	if (rc == 0)
+		rc = enr_tesla_note_region(e->rec, tokens->refresh_token, tokens->access_token,
+		                           NULL);
 	if (!tokens->refresh_token)
 		e->rec->refresh_expires_at = 0;
 	if (rc == 0)
@@ -527,8 +534,11 @@ static int got_callback(struct enr_enroll *e, const char *text)
 	}
 	if (e->receiver)
 		enr_oauth_receiver_cancel(e->receiver);
-	rc = enr_oauth_code_request(&req, e->vendor, e->cfg, cb->code, e->flow->redirect_uri,
-	                            e->flow->code_verifier);
+	/* Tesla's code names the customer's region (the tokens may confirm it). */
+	rc = enr_tesla_note_region(e->rec, NULL, NULL, cb->code);
+	if (rc == 0)
+		rc = enr_oauth_code_request(&req, e->vendor, e->cfg, cb->code,
+		                            e->flow->redirect_uri, e->flow->code_verifier);
 	enr_oauth_callback_free(cb);
 	if (rc < 0)
 		return fail(e, rc);

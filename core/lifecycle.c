@@ -14,6 +14,7 @@
 #include "derenroll/log.h"
 #include "derenroll/oauth.h"
 #include "derenroll/store.h"
+#include "derenroll/tesla.h"
 #include "derenroll/vendor.h"
 #include "util.h"
 
@@ -102,7 +103,8 @@ struct enr_job {
 	void *ctx;
 	struct enr_job_result result;
 	char *message;
-	char *app_token; /* SMA backchannel records: the app's client-credentials token */
+	char *app_token;   /* SMA backchannel records: the app's client-credentials token */
+	bool region_asked; /* Tesla answered 421 once: its users/region was asked */
 };
 
 static void job_free(struct enr_job *job)
@@ -160,13 +162,73 @@ static struct enr_job *answered(const struct enr_http_response *resp, void *ctx)
 	return job;
 }
 
+static int start_check(struct enr_job *job);
+static void on_users_region(struct enr_http_response *resp, void *ctx);
+
+/* Tesla's 421: the account lives in another region. Asks which (once). */
+static bool ask_region(struct enr_job *job, const struct enr_http_response *resp)
+{
+	struct enr_http_request *req = NULL;
+	int rc;
+
+	if (job->derapi || job->region_asked || resp->error || resp->status != 421 ||
+	    !enr_tesla_record_endpoint(job->rec))
+		return false;
+	job->region_asked = true;
+	rc = enr_tesla_users_region_request(&req, job->vendor, job->cfg,
+	                                    enr_tesla_region_of(job->rec->region),
+	                                    job->rec->cred.tokens.access_token);
+	if (send_request(job, rc, req, on_users_region) < 0)
+		finish(job, enr_error_last_code());
+	return true;
+}
+
+static int set_region(struct enr_record *rec, void *ctx)
+{
+	return enr_record_set(&rec->region, ctx);
+}
+
+static void on_users_region(struct enr_http_response *resp, void *ctx)
+{
+	struct enr_job *job = answered(resp, ctx);
+	enum enr_tesla_region region = ENR_TESLA_NA;
+	const char *name;
+	int rc;
+
+	rc = enr_tesla_users_region_response(&region, job->vendor, job->cfg, resp);
+	enr_http_response_free(resp);
+	name = enr_tesla_region_name(region);
+	if (rc == 0 && region == enr_tesla_region_of(job->rec->region))
+		rc =
+		    enr_error_set(ENR_E_MISCONFIGURED,
+		                  "Tesla answered HTTP 421 (wrong region) from the region it names "
+		                  "for this account (%s): check [vendor.tesla] %s",
+		                  name, enr_tesla_endpoint(region));
+	/* The record remembers where its account lives, then the check goes there. */
+	if (rc == 0 && (rc = enr_record_set(&job->rec->region, name)) == 0 &&
+	    (rc = enr_store_update(job->store, job->rec->id, set_region, (void *)name)) == 0)
+		rc = start_check(job);
+	if (rc < 0)
+		finish(job, rc);
+}
+
 static void on_check_done(struct enr_http_response *resp, void *ctx)
 {
 	struct enr_job *job = answered(resp, ctx);
 	struct enr_check_result *result = NULL;
 	int rc;
 
+	if (ask_region(job, resp)) {
+		enr_http_response_free(resp);
+		return;
+	}
 	rc = enr_check_response(&result, job->derapi ? job->derapi : job->vendor, resp);
+	if (rc < 0 && !resp->error && resp->status == 412 && enr_tesla_record_endpoint(job->rec)) {
+		char *advice = enr_util_strdup(enr_error_last());
+		enr_error_set(rc, "%s This record's region: %s.", advice ? advice : "",
+		              enr_tesla_region_name(enr_tesla_region_of(job->rec->region)));
+		free(advice);
+	}
 	if (rc < 0 && job->derapi && !resp->error && resp->status == 401)
 		enr_join_token_forget();
 	job->result.checked_at = (long long)time(NULL);
@@ -216,8 +278,9 @@ static int start_check(struct enr_job *job)
 		rc = enr_join_check_request(&req, job->derapi, job->cfg, job->app_token,
 		                            job->vendor, &cred);
 	} else {
-		rc = enr_check_request(&req, job->vendor, job->cfg, job->rec->method, &cred,
-		                       (long long)time(NULL));
+		rc = enr_check_request_at(&req, job->vendor, job->cfg,
+		                          enr_tesla_record_endpoint(job->rec), job->rec->method,
+		                          &cred, (long long)time(NULL));
 	}
 	return send_request(job, rc, req, on_check_done);
 }
@@ -265,6 +328,9 @@ static void on_refresh_done(struct enr_http_response *resp, void *ctx)
 		/* Saved before the new access token is used: a rotated refresh
 		 * token exists nowhere else. */
 		rc = enr_record_set_tokens(locked, tokens);
+		if (rc == 0 && !locked->region)
+			rc = enr_tesla_note_region(locked, tokens->refresh_token,
+			                           tokens->access_token, NULL);
 		if (rc == 0)
 			rc = enr_store_lock_save(job->store, job->lock);
 		enr_oauth_tokens_free(tokens);
@@ -532,6 +598,11 @@ int enr_record_view_write(FILE *out, const struct enr_record *rec, long long now
 	enr_util_json_string(out, rec->method);
 	fputs(",\"account\":", out);
 	enr_util_json_string(out, rec->account);
+	/* Only Tesla has regions; its records without one are NA. */
+	fputs(",\"region\":", out);
+	enr_util_json_string(out, strcmp(rec->vendor, "tesla") == 0
+	                              ? enr_tesla_region_name(enr_tesla_region_of(rec->region))
+	                              : NULL);
 	fputs(",\"sites\":[", out);
 	for (size_t i = 0; i < rec->n_sites; i++) {
 		fputs(i ? ",{\"id\":" : "{\"id\":", out);

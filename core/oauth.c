@@ -20,6 +20,7 @@
 #include "derenroll/http.h"
 #include "derenroll/log.h"
 #include "derenroll/oauth.h"
+#include "derenroll/tesla.h"
 #include "derenroll/vendor.h"
 #include "util.h"
 
@@ -393,7 +394,7 @@ struct param {
  */
 static int token_request(struct enr_http_request **out, const struct enr_vendor *vendor,
                          const struct enr_config *cfg, const char *endpoint,
-                         const struct param *params, size_t n_params)
+                         const struct param *params, size_t n_params, bool with_secret)
 {
 	enum enr_client_auth auth =
 	    vendor->has_oauth ? vendor->oauth.client_auth : ENR_CLIENT_AUTH_BASIC;
@@ -408,7 +409,7 @@ static int token_request(struct enr_http_request **out, const struct enr_vendor 
 	if (!(url = enr_vendor_endpoint(vendor, cfg, endpoint)) ||
 	    !(client_id = client_id_of(vendor, cfg)))
 		return enr_error_last_code();
-	if ((rc = enr_vendor_secret(&secret, vendor, cfg, "client_secret")) < 0)
+	if (with_secret && (rc = enr_vendor_secret(&secret, vendor, cfg, "client_secret")) < 0)
 		return enr_error_set(ENR_E_CONFIG, "%s", enr_error_last());
 	if ((rc = enr_http_request_new(&req, "POST", url)) < 0 ||
 	    (rc = enr_http_request_set_vendor(req, vendor, endpoint)) < 0)
@@ -426,7 +427,7 @@ static int token_request(struct enr_http_request **out, const struct enr_vendor 
 		goto out;
 	if (auth == ENR_CLIENT_AUTH_BASIC)
 		rc = enr_http_request_set_basic(req, client_id, secret);
-	else if ((rc = enr_http_request_add_form(req, "client_id", client_id, 0)) == 0)
+	else if ((rc = enr_http_request_add_form(req, "client_id", client_id, 0)) == 0 && secret)
 		rc = enr_http_request_add_form(req, "client_secret", secret, ENR_HTTP_SECRET);
 	if (rc < 0)
 		goto out;
@@ -456,19 +457,20 @@ int enr_oauth_code_request(struct enr_http_request **out, const struct enr_vendo
 	if (code_verifier)
 		params[n++] = (struct param){"code_verifier", code_verifier, ENR_HTTP_SECRET};
 	if (vendor->has_oauth && vendor->oauth.audience) {
+		/* The customer's region, as the code's prefix tells it (NA when it
+		 * has none: a 421 later says where the account lives). */
+		enum enr_tesla_region region = ENR_TESLA_NA;
 		const char *a = enr_vendor_setting(vendor, cfg, "audience");
-		size_t len;
-		if (!a && !(a = enr_vendor_endpoint(vendor, cfg, "api_url")))
-			return enr_error_last_code();
-		/* The API's base URL, as Tesla lists them: no trailing slash. */
-		len = strlen(a);
-		while (len > 0 && a[len - 1] == '/')
-			len--;
-		if (!(audience = enr_util_printf("%.*s", (int)len, a)))
+		if (!a) {
+			enr_tesla_region_from_token(&region, code);
+			if ((rc = enr_tesla_audience(&audience, vendor, cfg, region)) < 0)
+				return rc;
+		} else if (!(audience = enr_tesla_trim_url(a))) {
 			return ENR_E_NOMEM;
+		}
 		params[n++] = (struct param){"audience", audience, 0};
 	}
-	rc = token_request(out, vendor, cfg, "token_url", params, n);
+	rc = token_request(out, vendor, cfg, "token_url", params, n, true);
 	free(audience);
 	return rc;
 }
@@ -481,7 +483,9 @@ int enr_oauth_refresh_request(struct enr_http_request **out, const struct enr_ve
 	    {"refresh_token", refresh_token, ENR_HTTP_SECRET},
 	};
 
-	return token_request(out, vendor, cfg, "token_url", params, ENR_ARRAY_SIZE(params));
+	/* Tesla's refresh is the client id and the token alone [official]. */
+	return token_request(out, vendor, cfg, "token_url", params, ENR_ARRAY_SIZE(params),
+	                     !(vendor->has_oauth && vendor->oauth.refresh_without_secret));
 }
 
 int enr_oauth_client_credentials_request(struct enr_http_request **out,
@@ -495,7 +499,7 @@ int enr_oauth_client_credentials_request(struct enr_http_request **out,
 	const char *endpoint =
 	    enr_vendor_default_endpoint(vendor, "token_url") ? "token_url" : "auth_url";
 
-	return token_request(out, vendor, cfg, endpoint, params, scope && scope[0] ? 2 : 1);
+	return token_request(out, vendor, cfg, endpoint, params, scope && scope[0] ? 2 : 1, true);
 }
 
 /* ---- token answers ----------------------------------------------------- */

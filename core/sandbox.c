@@ -530,10 +530,31 @@ void enr_sandbox_clear_faults(struct enr_sandbox *sb)
 	pthread_mutex_unlock(&sb->lock);
 }
 
+/* "tesla_registered_eu" 0/1: whether the sandbox's Tesla app is registered in a region. */
+static bool set_tesla_registered(struct enr_sandbox *sb, const char *setting, long value)
+{
+	static const char *const regions[] = {"na", "eu", "cn"};
+	const char *prefix = "tesla_registered_";
+
+	if (strncmp(setting, prefix, strlen(prefix)) != 0)
+		return false;
+	for (size_t i = 0; i < ENR_ARRAY_SIZE(regions); i++)
+		if (strcmp(setting + strlen(prefix), regions[i]) == 0) {
+			pthread_mutex_lock(&sb->lock);
+			snprintf(sb->tesla_domains[i], sizeof(sb->tesla_domains[i]), "%s",
+			         value ? "derenroll-sandbox.example" : "");
+			pthread_mutex_unlock(&sb->lock);
+			return true;
+		}
+	return false;
+}
+
 int enr_sandbox_set(struct enr_sandbox *sb, const char *setting, long value)
 {
 	long *target = NULL;
 
+	if (set_tesla_registered(sb, setting, value))
+		return 0;
 	if (strcmp(setting, "code_ttl_ms") == 0)
 		target = &sb->code_ttl_ms;
 	else if (strcmp(setting, "refresh_grace") == 0)
@@ -552,7 +573,7 @@ int enr_sandbox_set(struct enr_sandbox *sb, const char *setting, long value)
 		return enr_error_set(ENR_E_USAGE,
 		                     "unknown sandbox setting '%s' (code_ttl_ms, refresh_grace, "
 		                     "sma_accept_ms, stall_ms, latency_ms, access_ttl, "
-		                     "solaredge_minute_limit)",
+		                     "solaredge_minute_limit, tesla_registered_na|eu|cn)",
 		                     setting);
 	if (value < 0 && target != &sb->sma_accept_ms)
 		return enr_error_set(ENR_E_USAGE, "%s must not be negative", setting);
@@ -1007,6 +1028,9 @@ static int make_keys(struct enr_sandbox *sb)
 {
 	sb->clients[SB_TESLA].id = derived_uuid(sb, "tesla.client_id");
 	sb->clients[SB_TESLA].secret = derived(sb, "ta-secret.", "tesla.client_secret", 16, false);
+	/* The app is registered in NA and EU; CN waits for `derenroll tesla register`. */
+	snprintf(sb->tesla_domains[0], sizeof(sb->tesla_domains[0]), "derenroll-sandbox.example");
+	snprintf(sb->tesla_domains[1], sizeof(sb->tesla_domains[1]), "derenroll-sandbox.example");
 	sb->clients[SB_SMA].id = derived(sb, "sandbox-sma-", "sma.client_id", 4, false);
 	sb->clients[SB_SMA].secret = derived(sb, "", "sma.client_secret", 20, false);
 	sb->clients[SB_ENPHASE].id = derived(sb, "", "enphase.client_id", 16, false);
@@ -1282,7 +1306,12 @@ int enr_sandbox_config(struct enr_config **out, const struct enr_sandbox *sb)
 	    {"vendor.tesla", "authorize_url", enr_util_printf("%s/tesla/oauth2/v3/authorize", u)},
 	    {"vendor.tesla", "token_url", enr_util_printf("%s/tesla/oauth2/v3/token", u)},
 	    {"vendor.tesla", "api_url", enr_util_printf("%s/tesla", u)},
-	    {"vendor.tesla", "audience", enr_util_printf("%s/tesla", u)},
+	    {"vendor.tesla", "api_url_eu", enr_util_printf("%s/tesla/eu", u)},
+	    {"vendor.tesla", "api_url_cn", enr_util_printf("%s/tesla/cn", u)},
+	    {"vendor.tesla", "public_key_url",
+	     enr_util_printf("%s/tesla/_domains/{domain}/.well-known/appspecific/"
+	                     "com.tesla.3p.public-key.pem",
+	                     u)},
 	    {"vendor.tesla", "client_id", strdup(sb->clients[SB_TESLA].id)},
 	    {"vendor.tesla", "client_secret", strdup(sb->clients[SB_TESLA].secret)},
 	    {"vendor.tesla", "redirect_uri", enr_util_printf("%s/relay/callback", u)},

@@ -267,11 +267,15 @@ static json_object *access_claims(struct enr_sandbox *sb, const struct sb_grant 
 		     s = strtok_r(NULL, " ", &save))
 			json_object_array_add(scp, json_object_new_string(s));
 		free(scope);
-		json_object_array_add(aud, json_object_new_string(iss));
+		int region = g->account ? enr_sandbox__tesla_region(g->account) : 0;
+		char host[128];
+		enr_sandbox__tesla_host(sb, region, host, sizeof(host));
+		json_object_array_add(aud,
+		                      json_object_new_string(g->audience ? g->audience : host));
 		json_object_object_add(c, "aud", aud);
 		json_object_object_add(c, "scp", scp);
 		add_str(c, "azp", g->client_id);
-		add_str(c, "ou_code", "NA");
+		add_str(c, "ou_code", enr_sandbox__tesla_region_code(region));
 	} else if (g->vendor == SB_ENPHASE) {
 		add_str(c, "enl_uid", uid);
 		add_str(c, "enl_cid", g->client_id);
@@ -333,6 +337,15 @@ int enr_sandbox__issue(struct enr_sandbox *sb, struct sb_tokens *out, const stru
 	if (out->access && g->refresh) {
 		struct refresh *r = calloc(1, sizeof(*r));
 		char *value = enr_util_random_token(32);
+		/* Tesla's refresh tokens name the account's region: "EU_..." */
+		if (value && g->vendor == SB_TESLA && g->account) {
+			char *prefixed = enr_util_printf(
+			    "%s_%s",
+			    enr_sandbox__tesla_region_code(enr_sandbox__tesla_region(g->account)),
+			    value);
+			free(value);
+			value = prefixed;
+		}
 		if (r && value) {
 			snprintf(r->value, sizeof(r->value), "%s", value);
 			r->hash = enr_sandbox__hash(r->value);
@@ -401,6 +414,13 @@ enum sb_token_state enr_sandbox__check_access(struct enr_sandbox *sb, const char
 	         claim(sbx, "c") ? claim(sbx, "c") : "");
 	snprintf(out->scope, sizeof(out->scope), "%s", claim(sbx, "sc") ? claim(sbx, "sc") : "");
 	out->grant = (uint64_t)claim_int(sbx, "g");
+	{
+		json_object *aud = NULL;
+		if (json_object_object_get_ex(claims, "aud", &aud) &&
+		    json_object_is_type(aud, json_type_array) && json_object_array_length(aud))
+			snprintf(out->audience, sizeof(out->audience), "%s",
+			         json_object_get_string(json_object_array_get_idx(aud, 0)));
+	}
 	if (find_revoked(sb, REVOKED_GRANT, vendor, out->grant, NULL) ||
 	    (out->account[0] && enr_sandbox__account_revoked(sb, vendor, out->account, seq))) {
 		state = SB_TOKEN_REVOKED;
@@ -553,6 +573,15 @@ char *enr_sandbox__new_code(struct enr_sandbox *sb, int vendor, const char *clie
 {
 	struct code *c = calloc(1, sizeof(*c) + strlen(redirect_uri) + 1);
 	char *value = enr_util_random_token(24);
+
+	/* Tesla's codes name the account's region: "EU_..." */
+	if (value && vendor == SB_TESLA) {
+		char *prefixed = enr_util_printf(
+		    "%s_%s", enr_sandbox__tesla_region_code(enr_sandbox__tesla_region(account)),
+		    value);
+		free(value);
+		value = prefixed;
+	}
 
 	if (!c || !value) {
 		free(c);
@@ -832,11 +861,66 @@ static char *consent_html(const struct enr_sandbox *sb, const struct sb_pending 
 	return buf;
 }
 
+static void consent_as(struct sb_req *req, struct sb_resp *resp, struct sb_pending *p,
+                       const char *autoanswer, const char *account);
+
+/* sandbox_region=eu|cn on a Tesla link: the customer's account lives there
+ * (its name starts "eu-"/"cn-"). NULL when none is asked for; sets *bad when
+ * the value is not a region. */
+static char *regional_account(struct enr_sandbox *sb, const struct sb_pending *p,
+                              const char *region, const char *account, bool *bad)
+{
+	size_t len;
+
+	*bad = false;
+	if (!region || p->kind != SB_AUTH_VENDOR || p->vendor != SB_TESLA ||
+	    strcmp(region, "na") == 0)
+		return NULL;
+	if (strcmp(region, "eu") != 0 && strcmp(region, "cn") != 0) {
+		*bad = true;
+		return NULL;
+	}
+	len = strlen(region);
+	if (account && strncmp(account, region, len) == 0 && account[len] == '-')
+		return strdup(account);
+	if (account)
+		return enr_util_printf("%s-%s", region, account);
+	account = enr_sandbox__new_account(sb);
+	{
+		char *named = account ? enr_util_printf("%s-%s", region, account) : NULL;
+		free((char *)account);
+		return named;
+	}
+}
+
 void enr_sandbox__consent(struct sb_req *req, struct sb_resp *resp, struct sb_pending *p)
 {
 	struct enr_sandbox *sb = req->sb;
 	const char *autoanswer = enr_sandbox__query(req, "sandbox_auto");
 	const char *account = enr_sandbox__query(req, "sandbox_account");
+	char *named = NULL;
+	bool bad_region;
+
+	if (account_ok(account))
+		named = regional_account(sb, p, enr_sandbox__query(req, "sandbox_region"), account,
+		                         &bad_region);
+	if (account_ok(account) && bad_region) {
+		error_page(resp, 400, "Bad sandbox_region", "sandbox_region is na, eu or cn.");
+		enr_sandbox__pending_free(p);
+		return;
+	}
+	if (named) {
+		consent_as(req, resp, p, autoanswer, named);
+		free(named);
+		return;
+	}
+	consent_as(req, resp, p, autoanswer, account);
+}
+
+static void consent_as(struct sb_req *req, struct sb_resp *resp, struct sb_pending *p,
+                       const char *autoanswer, const char *account)
+{
+	struct enr_sandbox *sb = req->sb;
 
 	if (!account_ok(account)) {
 		error_page(resp, 400, "Bad sandbox_account",

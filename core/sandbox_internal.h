@@ -111,6 +111,7 @@ struct enr_sandbox {
 	uint64_t expired_before[SB_N_VENDORS];
 	unsigned long long account_counter;
 	struct sb_ring codes, refresh, pending, bc, revoked, flows, sessions, enrollments;
+	char tesla_domains[3][128]; /* the domain registered per Tesla region, "" when none */
 };
 
 /* ---- requests and answers ---- */
@@ -233,10 +234,11 @@ struct sb_grant {
 	const char *client_id;
 	const char *account; /* NULL for a client-credentials token */
 	const char *scope;
-	uint64_t grant;   /* 0: a new grant */
-	bool refresh;     /* issue a refresh token too */
-	bool id_token;    /* issue an OpenID id_token too (Tesla) */
-	long refresh_ttl; /* seconds; 0: never expires */
+	uint64_t grant;       /* 0: a new grant */
+	bool refresh;         /* issue a refresh token too */
+	bool id_token;        /* issue an OpenID id_token too (Tesla) */
+	const char *audience; /* Tesla: the token's aud; NULL: the account's region's host */
+	long refresh_ttl;     /* seconds; 0: never expires */
 };
 
 struct sb_tokens {
@@ -261,7 +263,8 @@ enum sb_token_state {
 };
 
 struct sb_access {
-	char account[128]; /* "" for a client-credentials token */
+	char account[128];  /* "" for a client-credentials token */
+	char audience[128]; /* the first "aud" of a Tesla token, or "" */
 	char client_id[128];
 	char scope[256];
 	uint64_t grant;
@@ -319,6 +322,13 @@ void enr_sandbox__consent_post(struct sb_req *req, struct sb_resp *resp);
 /* ---- routes ---- */
 
 void enr_sandbox__tesla(struct sb_req *req, struct sb_resp *resp);
+/* Tesla regions: an account named "eu-..." lives in the EU, "cn-..." in China,
+ * any other in NA (0 NA, 1 EU, 2 CN, as enum enr_tesla_region). */
+int enr_sandbox__tesla_region(const char *account);
+/* "NA", "EU", "CN": the prefix of codes and refresh tokens, the ou_code claim. */
+const char *enr_sandbox__tesla_region_code(int region);
+/* The region's Fleet API host: {url}/tesla, {url}/tesla/eu, {url}/tesla/cn. */
+void enr_sandbox__tesla_host(const struct enr_sandbox *sb, int region, char *out, size_t size);
 void enr_sandbox__sma(struct sb_req *req, struct sb_resp *resp);
 void enr_sandbox__enphase(struct sb_req *req, struct sb_resp *resp);
 void enr_sandbox__solaredge(struct sb_req *req, struct sb_resp *resp);

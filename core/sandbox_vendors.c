@@ -144,6 +144,127 @@ static void bearer_error(struct sb_resp *resp, enum sb_token_state state)
 
 /* ---- Tesla ---- */
 
+/*
+ * Three regions below /tesla: NA at /tesla, EU at /tesla/eu, CN at
+ * /tesla/cn, one token URL for all (/tesla/oauth2/v3/token). An account lives
+ * in one region (enr_sandbox__tesla_region): elsewhere its calls answer 421.
+ * The sandbox's app is registered in NA and EU, not in CN (412 there until
+ * POST /api/1/partner_accounts). Answers are built from assets/answers/tesla.
+ */
+
+static const char *const tesla_codes[] = {"NA", "EU", "CN"};
+static const char *const tesla_paths[] = {"", "/eu", "/cn"};
+static const char *const tesla_names[] = {"na", "eu", "cn"};
+
+#define TESLA_KEY_PATH "/.well-known/appspecific/com.tesla.3p.public-key.pem"
+
+int enr_sandbox__tesla_region(const char *account)
+{
+	if (account && strncmp(account, "eu-", 3) == 0)
+		return 1;
+	if (account && strncmp(account, "cn-", 3) == 0)
+		return 2;
+	return 0;
+}
+
+const char *enr_sandbox__tesla_region_code(int region)
+{
+	return tesla_codes[region >= 0 && region < 3 ? region : 0];
+}
+
+void enr_sandbox__tesla_host(const struct enr_sandbox *sb, int region, char *out, size_t size)
+{
+	snprintf(out, size, "%s/tesla%s", sb->url,
+	         tesla_paths[region >= 0 && region < 3 ? region : 0]);
+}
+
+/* The region of a host's audience URL, or -1. */
+static int tesla_audience_region(const struct enr_sandbox *sb, const char *audience)
+{
+	char host[128];
+
+	for (int i = 0; audience && i < 3; i++) {
+		enr_sandbox__tesla_host(sb, i, host, sizeof(host));
+		if (strcmp(audience, host) == 0)
+			return i;
+	}
+	return -1;
+}
+
+/* The region a code's prefix names (codes without one: NA). */
+static int tesla_code_region(const char *code)
+{
+	for (int i = 1; code && i < 3; i++)
+		if (strncmp(code, tesla_codes[i], 2) == 0 && code[2] == '_')
+			return i;
+	return 0;
+}
+
+/* A recorded Tesla answer as it is. */
+static void tesla_recorded(struct sb_resp *resp, const char *name)
+{
+	json_object *body = NULL;
+
+	if (enr_answers__body(&body, "tesla", name) < 0) {
+		enr_sandbox__oauth_error(resp, 500, "server_error", enr_error_last());
+		return;
+	}
+	enr_sandbox__json(resp, enr_answers__status("tesla", name), body);
+}
+
+/* A recorded token answer carrying `t`'s tokens (members the recording lacks are not sent). */
+static void tesla_tokens(struct sb_resp *resp, const char *name, struct sb_tokens *t)
+{
+	json_object *body = NULL;
+
+	if (enr_answers__body(&body, "tesla", name) < 0) {
+		enr_sandbox__tokens_done(t);
+		enr_sandbox__oauth_error(resp, 500, "server_error", enr_error_last());
+		return;
+	}
+	enr_answers__set(body, "access_token", json_object_new_string(t->access));
+	if (!t->refresh ||
+	    !enr_answers__set(body, "refresh_token", json_object_new_string(t->refresh)))
+		json_object_object_del(body, "refresh_token");
+	if (!t->id_token ||
+	    !enr_answers__set(body, "id_token", json_object_new_string(t->id_token)))
+		json_object_object_del(body, "id_token");
+	enr_answers__set(body, "expires_in", json_object_new_int64(t->expires_in));
+	json_object_object_del(body, "state");
+	enr_sandbox__tokens_done(t);
+	enr_sandbox__json(resp, 200, body);
+}
+
+/* The partner token: client credentials, an audience that is a region's host. */
+static void tesla_partner_token(struct sb_req *req, struct sb_resp *resp, const char *client_id,
+                                const char *secret)
+{
+	struct enr_sandbox *sb = req->sb;
+	const char *audience = enr_sandbox__form(req, "audience");
+	const char *scope = enr_sandbox__form(req, "scope");
+	struct sb_grant g = {0};
+	struct sb_tokens t;
+
+	if (!secret || !enr_sandbox__client_ok(sb, SB_TESLA, client_id, secret)) {
+		invalid_client(resp);
+		return;
+	}
+	if (tesla_audience_region(sb, audience) < 0) {
+		enr_sandbox__oauth_error(resp, 400, "invalid_request",
+		                         "audience must be a Fleet API region's base URL");
+		return;
+	}
+	g.vendor = SB_TESLA;
+	g.client_id = client_id;
+	g.scope = scope ? scope : "";
+	g.audience = audience;
+	if (enr_sandbox__issue(sb, &t, &g) < 0) {
+		enr_sandbox__nomem(resp);
+		return;
+	}
+	tesla_tokens(resp, "partner-token", &t);
+}
+
 static void tesla_token(struct sb_req *req, struct sb_resp *resp)
 {
 	struct enr_sandbox *sb = req->sb;
@@ -151,7 +272,6 @@ static void tesla_token(struct sb_req *req, struct sb_resp *resp)
 	const char *client_id = enr_sandbox__form(req, "client_id");
 	const char *secret = enr_sandbox__form(req, "client_secret");
 	struct sb_tokens t;
-	json_object *obj;
 	bool ok;
 
 	if (!enr_sandbox__is_form(req)) {
@@ -161,51 +281,55 @@ static void tesla_token(struct sb_req *req, struct sb_resp *resp)
 	}
 	if (grant && strcmp(grant, "authorization_code") == 0) {
 		const char *audience = enr_sandbox__form(req, "audience");
+		const char *code = enr_sandbox__form(req, "code");
 		char expected[128];
 		if (!secret || !enr_sandbox__client_ok(sb, SB_TESLA, client_id, secret)) {
 			invalid_client(resp);
 			return;
 		}
-		snprintf(expected, sizeof(expected), "%s/tesla", sb->url);
 		if (!audience) {
 			enr_sandbox__oauth_error(resp, 400, "invalid_request",
 			                         "audience is required (the Fleet API base URL)");
 			return;
 		}
+		/* The code's prefix names the account's region: the audience must be its host. */
+		enr_sandbox__tesla_host(sb, tesla_code_region(code), expected, sizeof(expected));
 		if (strcmp(audience, expected) != 0) {
 			enr_sandbox__oauth_error(resp, 400, "invalid_request",
-			                         "audience is not a Fleet API region");
+			                         tesla_audience_region(sb, audience) < 0
+			                             ? "audience is not a Fleet API region"
+			                             : "audience is not the region of the user's "
+			                               "account");
 			return;
 		}
-		ok = enr_sandbox__exchange(sb, resp, &t, SB_TESLA, client_id,
-		                           enr_sandbox__form(req, "code"),
+		ok = enr_sandbox__exchange(sb, resp, &t, SB_TESLA, client_id, code,
 		                           enr_sandbox__form(req, "redirect_uri"),
 		                           enr_sandbox__form(req, "code_verifier"));
+		if (ok)
+			tesla_tokens(resp, "token", &t);
 	} else if (grant && strcmp(grant, "refresh_token") == 0) {
-		/* Tesla's refresh needs only the client id (a secret, if sent, must be right). */
-		if (!enr_sandbox__client_ok(sb, SB_TESLA, client_id, secret)) {
+		/* Tesla's refresh is grant_type, client_id and refresh_token only. */
+		if (secret) {
+			enr_sandbox__oauth_error(resp, 400, "invalid_request",
+			                         "client_secret is not sent with a refresh: "
+			                         "grant_type, client_id and refresh_token only");
+			return;
+		}
+		if (!client_id || !enr_sandbox__client_ok(sb, SB_TESLA, client_id, NULL)) {
 			invalid_client(resp);
 			return;
 		}
 		ok = enr_sandbox__refresh(sb, resp, &t, SB_TESLA, client_id,
 		                          enr_sandbox__form(req, "refresh_token"));
+		if (ok)
+			tesla_tokens(resp, "refresh", &t);
+	} else if (grant && strcmp(grant, "client_credentials") == 0) {
+		tesla_partner_token(req, resp, client_id, secret);
 	} else {
 		enr_sandbox__oauth_error(resp, 400, "unsupported_grant_type",
-		                         "grant_type must be authorization_code or refresh_token");
-		return;
+		                         "grant_type must be authorization_code, refresh_token or "
+		                         "client_credentials");
 	}
-	if (!ok)
-		return;
-	obj = json_object_new_object();
-	add_str(obj, "access_token", t.access);
-	if (t.refresh)
-		add_str(obj, "refresh_token", t.refresh);
-	if (t.id_token)
-		add_str(obj, "id_token", t.id_token);
-	add_int(obj, "expires_in", t.expires_in);
-	add_str(obj, "token_type", "Bearer");
-	enr_sandbox__tokens_done(&t);
-	enr_sandbox__json(resp, 200, obj);
 }
 
 static void tesla_error(struct sb_resp *resp, int status, const char *error)
@@ -218,73 +342,224 @@ static void tesla_error(struct sb_resp *resp, int status, const char *error)
 	enr_sandbox__json(resp, status, obj);
 }
 
-static void tesla_products(struct sb_req *req, struct sb_resp *resp)
+/* A customer's token, valid for this region; false when `resp` got the refusal. */
+static bool tesla_customer(struct sb_req *req, struct sb_resp *resp, int region,
+                           struct sb_access *a, bool any_region)
 {
-	struct sb_site sites[SB_MAX_SITES];
-	struct sb_access a;
 	enum sb_token_state state;
-	json_object *obj, *list, *e;
-	unsigned long long h;
-	size_t n;
-	char vin[18];
+	char host[128];
 
-	state = enr_sandbox__check_access(req->sb, enr_sandbox__bearer(req), SB_TESLA, &a);
+	state = enr_sandbox__check_access(req->sb, enr_sandbox__bearer(req), SB_TESLA, a);
 	if (state == SB_TOKEN_EXPIRED) {
 		tesla_error(resp, 401, "token expired (401)");
-		return;
+		return false;
 	}
-	if (state != SB_TOKEN_OK) {
+	if (state != SB_TOKEN_OK || !a->account[0]) {
 		tesla_error(resp, 401, "login_required");
-		return;
+		return false;
 	}
+	if (any_region)
+		return true;
+	if (enr_sandbox__tesla_region(a->account) != region) {
+		tesla_recorded(resp, "wrong-region");
+		return false;
+	}
+	enr_sandbox__tesla_host(req->sb, region, host, sizeof(host));
+	if (strcmp(a->audience, host) != 0) {
+		tesla_error(resp, 401, "invalid audience");
+		return false;
+	}
+	if (!req->sb->tesla_domains[region][0]) {
+		tesla_recorded(resp, "not-registered");
+		return false;
+	}
+	return true;
+}
+
+static void tesla_products(struct sb_req *req, struct sb_resp *resp, int region)
+{
+	struct sb_site sites[SB_MAX_SITES];
+	struct enr_answers_site filled[SB_MAX_SITES];
+	struct sb_access a;
+	json_object *obj = NULL, *recorded = NULL, *list, *vehicle;
+	size_t n;
+
+	if (!tesla_customer(req, resp, region, &a, false))
+		return;
 	if (!has_scope(a.scope, "energy_device_data")) {
 		tesla_error(resp, 403, "Unauthorized missing scopes");
 		return;
 	}
 	n = enr_sandbox__sites(req->sb, SB_TESLA, a.account, sites);
-	obj = json_object_new_object();
-	list = json_object_new_array();
-	for (size_t i = 0; i < n; i++) {
-		e = json_object_new_object();
-		add_int(e, "energy_site_id", sites[i].num);
-		add_str(e, "resource_type", "battery");
-		add_str(e, "site_name", sites[i].name);
-		add_str(e, "id", sites[i].id);
-		add_int(e, "gateway_id", sites[i].num % 1000000);
-		add_int(e, "energy_left", 9000 + sites[i].num % 4000);
-		add_int(e, "total_pack_energy", 13500);
-		add_int(e, "percentage_charged", 40 + sites[i].num % 60);
-		add_int(e, "battery_power", 0);
-		json_object_array_add(list, e);
+	for (size_t i = 0; i < n; i++)
+		filled[i] = (struct enr_answers_site){sites[i].id, sites[i].name};
+	if (enr_answers__sites(&obj, "tesla", "products", filled, n) < 0 ||
+	    enr_answers__body(&recorded, "tesla", "products") < 0) {
+		json_object_put(obj);
+		enr_sandbox__oauth_error(resp, 500, "server_error", enr_error_last());
+		return;
 	}
-	/* A vehicle: not an energy site, so the client must filter it out. */
-	h = (unsigned long long)enr_sandbox__hash(a.account);
-	snprintf(vin, sizeof(vin), "5YJ3E1EA%09llu", h % 1000000000ULL);
-	e = json_object_new_object();
-	add_int(e, "id", 1492931337156000LL + (long long)(h % 1000));
-	add_int(e, "vehicle_id", 1492931337LL + (long long)(h % 1000));
-	add_str(e, "vin", vin);
-	add_str(e, "display_name", "Sandbox Model 3");
-	add_str(e, "state", "online");
-	json_object_array_add(list, e);
-	json_object_object_add(obj, "response", list);
-	add_int(obj, "count", (long long)n + 1);
+	/* The recording's vehicle too: not an energy site, so the client must skip it. */
+	list = enr_util_json_at(obj, "response");
+	vehicle = json_object_array_get_idx(enr_util_json_at(recorded, "response"), 1);
+	if (list && vehicle) {
+		json_object_array_add(list, json_object_get(vehicle));
+		enr_answers__set(obj, "count", json_object_new_int64((long long)n + 1));
+	}
+	json_object_put(recorded);
 	enr_sandbox__json(resp, 200, obj);
+}
+
+static void tesla_users_region(struct sb_req *req, struct sb_resp *resp)
+{
+	struct sb_access a;
+	json_object *body = NULL;
+	char host[128];
+	int region;
+
+	if (!tesla_customer(req, resp, 0, &a, true))
+		return;
+	if (enr_answers__body(&body, "tesla", "users-region") < 0) {
+		enr_sandbox__oauth_error(resp, 500, "server_error", enr_error_last());
+		return;
+	}
+	region = enr_sandbox__tesla_region(a.account);
+	enr_sandbox__tesla_host(req->sb, region, host, sizeof(host));
+	enr_answers__set(body, "response.region", json_object_new_string(tesla_names[region]));
+	enr_answers__set(body, "response.fleet_api_base_url", json_object_new_string(host));
+	enr_sandbox__json(resp, 200, body);
+}
+
+/* The app's partner token for this region; false when `resp` got the refusal. */
+static bool tesla_partner(struct sb_req *req, struct sb_resp *resp, int region)
+{
+	struct sb_access a;
+	char host[128];
+
+	if (enr_sandbox__check_access(req->sb, enr_sandbox__bearer(req), SB_TESLA, &a) !=
+	        SB_TOKEN_OK ||
+	    a.account[0]) {
+		tesla_error(resp, 401, "a partner token is required (client_credentials)");
+		return false;
+	}
+	enr_sandbox__tesla_host(req->sb, region, host, sizeof(host));
+	if (strcmp(a.audience, host) != 0) {
+		tesla_error(resp, 401, "the partner token's audience is not this region");
+		return false;
+	}
+	return true;
+}
+
+/* Whether the company "serves" its public key: every domain but "nokey...". */
+static bool tesla_key_served(const char *domain)
+{
+	return strncmp(domain, "nokey", 5) != 0;
+}
+
+static void tesla_register(struct sb_req *req, struct sb_resp *resp, int region)
+{
+	json_object *in = NULL, *d = NULL, *body = NULL;
+	const char *domain;
+
+	if (!tesla_partner(req, resp, region))
+		return;
+	in = enr_sandbox__body_json(req);
+	domain = in && json_object_object_get_ex(in, "domain", &d) &&
+	                 json_object_is_type(d, json_type_string)
+	             ? json_object_get_string(d)
+	             : NULL;
+	if (!domain || !domain[0] || strlen(domain) >= sizeof(req->sb->tesla_domains[0])) {
+		tesla_error(resp, 400, "domain is required");
+	} else if (!tesla_key_served(domain)) {
+		/* Tesla fetches the key before it registers the domain. */
+		tesla_error(resp, 424, "public key not found at https://<domain>" TESLA_KEY_PATH);
+	} else if (enr_answers__body(&body, "tesla", "partner-accounts") < 0) {
+		enr_sandbox__oauth_error(resp, 500, "server_error", enr_error_last());
+	} else {
+		snprintf(req->sb->tesla_domains[region], sizeof(req->sb->tesla_domains[region]),
+		         "%s", domain);
+		enr_answers__set(body, "response.domain", json_object_new_string(domain));
+		enr_answers__set(body, "response.client_id",
+		                 json_object_new_string(req->sb->clients[SB_TESLA].id));
+		enr_sandbox__json(resp, 200, body);
+	}
+	json_object_put(in);
+}
+
+static void tesla_public_key(struct sb_req *req, struct sb_resp *resp, int region)
+{
+	const char *domain = enr_sandbox__query(req, "domain");
+
+	if (!tesla_partner(req, resp, region))
+		return;
+	if (!req->sb->tesla_domains[region][0])
+		tesla_recorded(resp, "not-registered");
+	else if (!domain || strcmp(domain, req->sb->tesla_domains[region]) != 0)
+		tesla_error(resp, 404, "domain not found");
+	else
+		tesla_recorded(resp, "partner-public-key");
+}
+
+/* The company's web server: /tesla/_domains/{domain}/.well-known/... */
+static void tesla_domain_key(struct sb_req *req, struct sb_resp *resp)
+{
+	const char *domain = req->rest + strlen("/_domains/");
+	const char *slash = strchr(domain, '/');
+	char name[128], hex[65], *pem;
+
+	if (!slash || strcmp(slash, TESLA_KEY_PATH) != 0 ||
+	    (size_t)(slash - domain) >= sizeof(name)) {
+		enr_sandbox__not_found(resp);
+		return;
+	}
+	snprintf(name, sizeof(name), "%.*s", (int)(slash - domain), domain);
+	if (!tesla_key_served(name)) {
+		enr_sandbox__text(resp, 404, "text/plain", "Not Found\n");
+		return;
+	}
+	enr_sandbox__derive_hex(req->sb, hex, name, 32);
+	pem = enr_util_printf("-----BEGIN PUBLIC KEY-----\n%s\n-----END PUBLIC KEY-----\n", hex);
+	if (pem)
+		enr_sandbox__text(resp, 200, "application/x-pem-file", pem);
+	else
+		enr_sandbox__nomem(resp);
+	free(pem);
 }
 
 void enr_sandbox__tesla(struct sb_req *req, struct sb_resp *resp)
 {
-	if (is(req, "GET", "/oauth2/v3/authorize"))
+	int region = 0;
+	const char *saved = req->rest;
+
+	if (strncmp(req->rest, "/_domains/", 10) == 0 && strcmp(req->method, "GET") == 0) {
+		tesla_domain_key(req, resp);
+		return;
+	}
+	for (int i = 1; i < 3; i++) {
+		size_t len = strlen(tesla_paths[i]);
+		if (strncmp(req->rest, tesla_paths[i], len) == 0 && req->rest[len] == '/') {
+			region = i;
+			req->rest += len;
+		}
+	}
+	if (region == 0 && is(req, "GET", "/oauth2/v3/authorize"))
 		authorize(req, resp, true, true);
-	else if (is(req, "POST", "/oauth2/v3/token"))
+	else if (region == 0 && is(req, "POST", "/oauth2/v3/token"))
 		tesla_token(req, resp);
 	else if (is(req, "GET", "/api/1/products"))
-		tesla_products(req, resp);
+		tesla_products(req, resp, region);
+	else if (is(req, "GET", "/api/1/users/region"))
+		tesla_users_region(req, resp);
+	else if (is(req, "POST", "/api/1/partner_accounts"))
+		tesla_register(req, resp, region);
+	else if (is(req, "GET", "/api/1/partner_accounts/public_key"))
+		tesla_public_key(req, resp, region);
 	else if (strcmp(req->rest, "/oauth2/v3/token") == 0 ||
 	         strcmp(req->rest, "/api/1/products") == 0)
 		method_not_allowed(resp);
 	else
 		enr_sandbox__not_found(resp);
+	req->rest = saved;
 }
 
 /* ---- SMA ---- */

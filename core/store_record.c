@@ -57,7 +57,7 @@ struct rec_field {
 	}
 static const struct rec_field rec_strings[] = {
     REC("id", id),         REC("customer", customer), REC("vendor", vendor),
-    REC("method", method), REC("account", account),
+    REC("method", method), REC("account", account),   REC("region", region),
 };
 static const struct rec_field rec_times[] = {
     REC("created_at", created_at),

@@ -262,7 +262,10 @@ static int parse_oauth(struct enr_vendor *v, const struct ctx *c, json_object *o
 	    (rc = get_bool(&v->oauth.pkce, c, o, "oauth.", "pkce")) < 0 ||
 	    (rc = get_bool(&v->oauth.audience, c, o, "oauth.", "audience")) < 0 ||
 	    (rc = get_str(&v->oauth.required_scope, c, o, "oauth.", "required_scope", false)) < 0 ||
-	    (rc = get_str(&v->oauth.identity_claim, c, o, "oauth.", "identity_claim", false)) < 0)
+	    (rc = get_str(&v->oauth.identity_claim, c, o, "oauth.", "identity_claim", false)) < 0 ||
+	    (rc = get_bool(&v->oauth.refresh_without_secret, c, o, "oauth.",
+	                   "refresh_without_secret")) < 0 ||
+	    (rc = get_str(&v->oauth.partner_scopes, c, o, "oauth.", "partner_scopes", false)) < 0)
 		return rc;
 	if (!v->oauth.scopes)
 		v->oauth.scopes = "";

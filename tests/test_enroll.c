@@ -1395,6 +1395,119 @@ static void crash_after_token_response(void **state)
 	free(id);
 }
 
+/* ---- Tesla's regions ------------------------------------------------------ */
+
+static int forget_region(struct enr_record *rec, void *ctx)
+{
+	(void)ctx;
+	return enr_record_set(&rec->region, NULL);
+}
+
+/* An EU customer: the code and tokens name the EU, the record keeps it, and
+ * its refresh and checks go to the EU host with the EU audience. */
+static void tesla_eu_customer(void **state)
+{
+	struct fixture *f = *state;
+	struct enr_enroll *e = session(f, NULL, "tesla", NULL, "Eva, Uppsala");
+	static const char *const drop[] = {"vendor.tesla", "api_url", NULL};
+	struct enr_config *eu_only = config_without(f->cfg, drop);
+	struct json_object *claims = NULL, *aud = NULL;
+	struct enr_record *disk;
+	bool refreshed = false;
+	char *id;
+
+	relay_consent(e, "sandbox_auto=approve&sandbox_region=eu");
+	complete(e);
+	assert_string_equal(enr_enroll_record(e)->region, "eu");
+	id = strdup(enr_enroll_record(e)->id);
+	enr_enroll_free(e);
+	disk = stored(f, id);
+	assert_string_equal(disk->region, "eu");
+	assert_int_equal(strncmp(disk->cred.tokens.refresh_token, "EU_", 3), 0);
+	enr_record_free(disk);
+
+	/* NA's host unreachable: the refresh and the check still work, so they went to the EU. */
+	assert_int_equal(
+	    enr_config_set(eu_only, "vendor.tesla", "api_url", "http://127.0.0.1:9/na"), 0);
+	assert_int_equal(
+	    enr_lifecycle_run(f->store, eu_only, f->catalog, id, ENR_JOB_REFRESH, &refreshed), 0);
+	assert_true(refreshed);
+	assert_int_equal(
+	    enr_lifecycle_run(f->store, eu_only, f->catalog, id, ENR_JOB_CHECK, &refreshed), 0);
+	disk = stored(f, id);
+	assert_string_equal(disk->region, "eu");
+	assert_int_equal(disk->last_check.outcome, ENR_OUTCOME_OK);
+	/* The refreshed token is still for the EU host (the audience of the exchange). */
+	assert_int_equal(enr_oauth_jwt_claims(&claims, disk->cred.tokens.access_token), 0);
+	assert_true(json_object_object_get_ex(claims, "aud", &aud));
+	assert_string_equal(json_object_get_string(json_object_array_get_idx(aud, 0)),
+	                    enr_config_get(f->cfg, "vendor.tesla", "api_url_eu"));
+	json_object_put(claims);
+	enr_record_free(disk);
+	enr_config_free(eu_only);
+	free(id);
+}
+
+/* A record that does not know its region (older than regions: NA) of an EU
+ * customer: NA answers 421, users/region names the EU, one retry there. */
+static void tesla_wrong_region_asks(void **state)
+{
+	struct fixture *f = *state;
+	struct enr_record *disk;
+	struct enr_enroll *e = session(f, NULL, "tesla", NULL, "Emil");
+	bool refreshed = true;
+	char *id;
+
+	relay_consent(e, "sandbox_auto=approve&sandbox_region=eu");
+	complete(e);
+	id = strdup(enr_enroll_record(e)->id);
+	enr_enroll_free(e);
+	assert_int_equal(enr_store_update(f->store, id, forget_region, NULL), 0);
+	disk = stored(f, id);
+	assert_null(disk->region);
+	enr_record_free(disk);
+
+	assert_int_equal(
+	    enr_lifecycle_run(f->store, f->cfg, f->catalog, id, ENR_JOB_CHECK, &refreshed), 0);
+	assert_false(refreshed);
+	disk = stored(f, id);
+	assert_string_equal(disk->region, "eu");
+	enr_record_free(disk);
+	free(id);
+}
+
+/* A check in a region where the app is no longer registered: 412, how to
+ * register, and the record's region. */
+static void tesla_check_unregistered(void **state)
+{
+	struct fixture *f = *state;
+	struct enr_enroll *e = session(f, NULL, "tesla", NULL, "Ebba");
+	char *id;
+
+	relay_consent(e, "sandbox_auto=approve&sandbox_region=eu");
+	complete(e);
+	id = strdup(enr_enroll_record(e)->id);
+	enr_enroll_free(e);
+	assert_int_equal(enr_sandbox_set(f->sb, "tesla_registered_eu", 0), 0);
+	assert_int_equal(enr_lifecycle_run(f->store, f->cfg, f->catalog, id, ENR_JOB_CHECK, NULL),
+	                 ENR_E_MISCONFIGURED);
+	assert_non_null(strstr(enr_error_last(), "derenroll tesla register --domain"));
+	assert_non_null(strstr(enr_error_last(), "This record's region: eu."));
+	free(id);
+}
+
+/* The app is not registered in China (the sandbox's default): 412 says how. */
+static void tesla_unregistered_region(void **state)
+{
+	struct fixture *f = *state;
+	struct enr_enroll *e = session(f, NULL, "tesla", NULL, "Wei");
+
+	relay_consent(e, "sandbox_auto=approve&sandbox_region=cn");
+	drive(e, false);
+	expect_failed(e, ENR_E_MISCONFIGURED, "derenroll tesla register --domain D --region R");
+	enr_enroll_free(e);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -1427,6 +1540,10 @@ int main(void)
 	    T(crash_after_token_response),
 	    T(reauthorize_key),
 	    T(refresh_every_vendor),
+	    T(tesla_eu_customer),
+	    T(tesla_wrong_region_asks),
+	    T(tesla_unregistered_region),
+	    T(tesla_check_unregistered),
 	};
 	int failed;
 

@@ -100,6 +100,7 @@ static int setup(void **state)
 	assert_int_equal(enr_config_new(&f->cfg), 0);
 	set_url(f, "vendor.tesla", "token_url", "/tesla/oauth2/v3/token");
 	set_url(f, "vendor.tesla", "api_url", "/tesla-api/");
+	set_url(f, "vendor.tesla", "api_url_eu", "/tesla-eu/");
 	enr_config_set(f->cfg, "vendor.tesla", "client_id", "tesla-id");
 	enr_config_set(f->cfg, "vendor.tesla", "client_secret", "tesla-Secret-1");
 	enr_config_set(f->cfg, "vendor.tesla", "redirect_uri", "https://relay.example/callback");
@@ -179,6 +180,13 @@ static void test_tesla_code_exchange_form(void **state)
 	assert_int_equal(t->access_expires_at - t->obtained_at, 28800);
 	enr_oauth_tokens_free(t);
 
+	/* An EU code ("EU_..."): the EU host is the audience. */
+	assert_int_equal(
+	    enr_oauth_exchange_code(&t, test_vendor("tesla"), f->cfg, "EU_code-3", NULL, NULL), 0);
+	snprintf(audience, sizeof(audience), "%s/tesla-eu", f->base);
+	assert_form(f, "audience", audience);
+	enr_oauth_tokens_free(t);
+
 	/* [vendor.tesla] audience wins (another region). */
 	enr_config_set(f->cfg, "vendor.tesla", "audience",
 	               "https://fleet-api.prd.eu.vn.cloud.tesla.com");
@@ -250,6 +258,8 @@ static void test_refresh_form(void **state)
 	assert_form(f, "refresh_token", "tesla-rt-1");
 	assert_form(f, "client_id", "tesla-id");
 	assert_form(f, "audience", NULL);
+	/* Tesla's refresh: grant_type, client_id and refresh_token only. */
+	assert_form(f, "client_secret", NULL);
 	assert_string_equal(t->refresh_token, "tesla-rt-2");
 	assert_int_equal(t->access_expires_at - t->obtained_at, 28800);
 	enr_oauth_tokens_free(t);
@@ -313,9 +323,10 @@ static void test_missing_client_secret(void **state)
 	unsigned before = f->ts.requests;
 
 	assert_int_equal(enr_config_new(&c), 0);
-	enr_config_set(c, "vendor.tesla", "token_url", "http://127.0.0.1:9/none");
-	enr_config_set(c, "vendor.tesla", "client_id", "id");
-	assert_int_equal(enr_oauth_refresh(&t, test_vendor("tesla"), c, "rt"), ENR_E_CONFIG);
+	/* SMA's refresh sends the secret (Tesla's does not). */
+	enr_config_set(c, "vendor.sma", "token_url", "http://127.0.0.1:9/none");
+	enr_config_set(c, "vendor.sma", "client_id", "id");
+	assert_int_equal(enr_oauth_refresh(&t, test_vendor("sma"), c, "rt"), ENR_E_CONFIG);
 	assert_non_null(strstr(enr_error_last(), "client_secret"));
 	assert_int_equal(f->ts.requests, before);
 	enr_config_free(c);

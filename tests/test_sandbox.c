@@ -321,7 +321,7 @@ static void tesla_exchange(struct http *h, const struct fixture *f, const char *
                            const char *redirect, const char *extra)
 {
 	char *body = NULL, *e_redirect = enc(redirect),
-	     *e_aud = enc(cfg(f, "vendor.tesla", "audience"));
+	     *e_aud = enc(cfg(f, "vendor.tesla", "api_url")); /* NA: the accounts' region */
 
 	assert_true(asprintf(&body,
 	                     "grant_type=authorization_code&client_id=%s&client_secret=%s"
@@ -490,6 +490,77 @@ static void tesla_round_trip(void **state)
 	json_object_put(again);
 	json_object_put(tokens);
 	free(products);
+}
+
+/* Three regions: an EU account's code and refresh token say EU_, its exchange
+ * wants the EU audience, NA answers 421, users/region names the EU host, and
+ * a refresh that sends a client secret is refused. */
+static void tesla_regions(void **state)
+{
+	struct fixture *f = *state;
+	char *code, *na = api(f, "vendor.tesla", "/api/1/products"), *eu = NULL, *region = NULL,
+	            *body = NULL;
+	json_object *tokens, *answer;
+	struct http h;
+
+	assert_true(asprintf(&eu, "%s/api/1/products", cfg(f, "vendor.tesla", "api_url_eu")) > 0);
+	assert_true(asprintf(&region, "%s/api/1/users/region", cfg(f, "vendor.tesla", "api_url")) >
+	            0);
+	code = tesla_code(f, "&sandbox_auto=approve&sandbox_region=eu");
+	assert_int_equal(strncmp(code, "EU_", 3), 0);
+	/* The NA audience (tesla_exchange's) is not this account's region. */
+	tesla_exchange(&h, f, code, LOOPBACK_CALLBACK, "");
+	assert_int_equal(h.status, 400);
+	assert_non_null(strstr(h.body, "region"));
+	http_done(&h);
+	free(code);
+
+	code = tesla_code(f, "&sandbox_auto=approve&sandbox_account=eu-erik");
+	assert_true(asprintf(&body,
+	                     "grant_type=authorization_code&client_id=%s&client_secret=%s"
+	                     "&code=%s&redirect_uri=%s&audience=%s",
+	                     cfg(f, "vendor.tesla", "client_id"),
+	                     cfg(f, "vendor.tesla", "client_secret"), code, LOOPBACK_CALLBACK,
+	                     cfg(f, "vendor.tesla", "api_url_eu")) > 0);
+	post_form(&h, cfg(f, "vendor.tesla", "token_url"), body);
+	assert_int_equal(h.status, 200);
+	tokens = body_json(&h);
+	http_done(&h);
+	assert_int_equal(strncmp(str(tokens, "refresh_token"), "EU_", 3), 0);
+
+	assert_int_equal(bearer_status(eu, str(tokens, "access_token")), 200);
+	assert_int_equal(bearer_status(na, str(tokens, "access_token")), 421);
+	bearer_get(&h, region, str(tokens, "access_token"));
+	assert_int_equal(h.status, 200);
+	answer = body_json(&h);
+	http_done(&h);
+	assert_string_equal(json_object_get_string(enr_util_json_at(answer, "response.region")),
+	                    "eu");
+	assert_string_equal(
+	    json_object_get_string(enr_util_json_at(answer, "response.fleet_api_base_url")),
+	    cfg(f, "vendor.tesla", "api_url_eu"));
+	json_object_put(answer);
+
+	/* Tesla's refresh is grant_type, client_id and refresh_token: no secret. */
+	free(body);
+	assert_true(asprintf(&body,
+	                     "grant_type=refresh_token&client_id=%s&client_secret=%s"
+	                     "&refresh_token=%s",
+	                     cfg(f, "vendor.tesla", "client_id"),
+	                     cfg(f, "vendor.tesla", "client_secret"),
+	                     str(tokens, "refresh_token")) > 0);
+	post_form(&h, cfg(f, "vendor.tesla", "token_url"), body);
+	assert_int_equal(h.status, 400);
+	assert_non_null(strstr(h.body, "client_secret"));
+	http_done(&h);
+	assert_int_equal(refresh_status(f, str(tokens, "refresh_token")), 200);
+
+	json_object_put(tokens);
+	free(code);
+	free(body);
+	free(na);
+	free(eu);
+	free(region);
 }
 
 static void tesla_same_account_again(void **state)
@@ -1976,6 +2047,14 @@ static void config_matches_the_catalogue(void **state)
 				continue;
 			}
 			slash = strchr(strstr(def, "://") + 3, '/');
+			/* Tesla's regions below /tesla; the company's key below its domain. */
+			if (strcmp(v->endpoints[e].name, "api_url_eu") == 0)
+				slash = "/eu";
+			else if (strcmp(v->endpoints[e].name, "api_url_cn") == 0)
+				slash = "/cn";
+			else if (strcmp(v->endpoints[e].name, "public_key_url") == 0)
+				slash = "/_domains/{domain}/.well-known/appspecific/"
+				        "com.tesla.3p.public-key.pem";
 			assert_true(
 			    asprintf(&expected, "%s/%s%s", f->url, v->id, slash ? slash : "") > 0);
 			assert_string_equal(cfg(f, v->config_section, v->endpoints[e].name),
@@ -2115,6 +2194,7 @@ static const struct CMUnitTest tests[] = {
     T(refresh_grace_window),
     T(revoked_and_expired_tokens),
     T(tesla_scope_is_checked),
+    T(tesla_regions),
     T(consent_page_approve_and_deny),
     T(sma_round_trip),
     T(sma_backchannel),

@@ -65,8 +65,19 @@ static void catalogue_holds_the_vendor_facts(void **state)
 	assert_true(enr_vendor_unconfirmed(v, "tokens.access_ttl"));
 	assert_false(enr_vendor_unconfirmed(v, "tokens.refresh_ttl"));
 	assert_string_equal(v->check.require_field, "energy_site_id");
+	/* Regions, the secretless refresh and the partner token are data. */
+	assert_string_equal(enr_vendor_default_endpoint(v, "api_url_eu"),
+	                    "https://fleet-api.prd.eu.vn.cloud.tesla.com");
+	assert_string_equal(enr_vendor_default_endpoint(v, "api_url_cn"),
+	                    "https://fleet-api.prd.cn.vn.cloud.tesla.cn");
+	assert_true(v->oauth.refresh_without_secret);
+	assert_string_equal(v->oauth.partner_scopes, "openid energy_device_data");
+	assert_non_null(enr_vendor_guidance(v, 412, "{}"));
+	assert_non_null(strstr(enr_vendor_guidance(v, 412, "{}")->message,
+	                       "derenroll tesla register --domain"));
 
 	v = enr_catalog_find(cat, "enphase");
+	assert_false(v->oauth.refresh_without_secret);
 	assert_int_equal(v->oauth.client_auth, ENR_CLIENT_AUTH_BASIC);
 	assert_int_equal(v->oauth.token_params, ENR_TOKEN_PARAMS_QUERY);
 	assert_int_equal(v->tokens.access_ttl, 86400);

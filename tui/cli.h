@@ -27,6 +27,7 @@ int cli_load_config(struct cli_globals *g);
 /* Sub-commands: run functions of the command table in main.c. */
 int cmd_enroll(struct cli_globals *g, int argc, char **argv);
 int cmd_join(struct cli_globals *g, int argc, char **argv);
+int cmd_tesla(struct cli_globals *g, int argc, char **argv);
 int cmd_reauth(struct cli_globals *g, int argc, char **argv);
 int cmd_relay(struct cli_globals *g, int argc, char **argv);
 int cmd_sandbox(struct cli_globals *g, int argc, char **argv);

@@ -14,6 +14,7 @@
 #include "derenroll/error.h"
 #include "derenroll/lifecycle.h"
 #include "derenroll/store.h"
+#include "derenroll/tesla.h"
 #include "derenroll/vendor.h"
 #include "cli.h"
 #include "store_cli.h"
@@ -300,6 +301,9 @@ static int show_text(const struct enr_record *r, long long now, long days, bool 
 	printf("%-24s %s\n", "vendor", r->vendor);
 	printf("%-24s %s\n", "method", r->method);
 	printf("%-24s %s\n", "account", r->account ? r->account : "-");
+	if (enr_tesla_record_endpoint(r))
+		printf("%-24s %s\n", "region",
+		       enr_tesla_region_name(enr_tesla_region_of(r->region)));
 	printf("%-24s %s\n", "status", enr_status_name(status));
 	print_time("customer needed by", due, "never");
 	print_time("access expires", r->access_expires_at, "-");

@@ -43,6 +43,8 @@ static const struct command commands[] = {
      "run the callback relay for phones", cmd_relay},
     {"join", "create-flow --redirect-uri URL --vendors LIST [--program ID] [--save]",
      "manage Derapi Join flows", cmd_join},
+    {"tesla", "register --domain DOMAIN [--region na|eu|cn] [--key-url URL]",
+     "register the company's Tesla app in a region", cmd_tesla},
     {"reauth", "ID", "re-authorize an enrolled system with the customer", run_reauth},
 };
 

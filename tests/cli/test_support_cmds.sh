@@ -80,7 +80,7 @@ check $? "list fits 80 columns" "$OUT"
 check $? "list has one line per record" "$OUT"
 run D list --json
 expect_rc "list --json" 0
-jq -e 'length == 4 and all(.[]; (keys_unsorted == ["id","customer","vendor","method","account","sites","status","access_expires_at","refresh_expires_at","created_at","updated_at","last_check"]))' <<<"$OUT" >/dev/null
+jq -e 'length == 4 and all(.[]; (keys_unsorted == ["id","customer","vendor","method","account","region","sites","status","access_expires_at","refresh_expires_at","created_at","updated_at","last_check"]))' <<<"$OUT" >/dev/null
 check $? "list --json has exactly the documented fields" "$OUT"
 jq -e 'all(.[]; .created_at | test("^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$"))' <<<"$OUT" >/dev/null
 check $? "times are RFC 3339 UTC" "$OUT"

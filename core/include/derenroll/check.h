@@ -37,6 +37,16 @@ ENR_API int enr_check_request(struct enr_http_request **out, const struct enr_ve
                               const struct enr_credentials *cred, long long now);
 
 /*
+ * The same against another host of the vendor: the endpoint `api_endpoint`
+ * ("api_url_eu": a Tesla region, see tesla.h) in place of "api_url"; NULL is
+ * enr_check_request().
+ */
+ENR_API int enr_check_request_at(struct enr_http_request **out, const struct enr_vendor *vendor,
+                                 const struct enr_config *cfg, const char *api_endpoint,
+                                 const char *method, const struct enr_credentials *cred,
+                                 long long now);
+
+/*
  * Reads the answer: 0 and the sites, or the failure class with one line naming
  * the vendor and what to do (vendors.json guidance: Solis R0000, SolarEdge 401,
  * an SMA account with no plants, ...). An empty list is ENR_E_REJECTED when

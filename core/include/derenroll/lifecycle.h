@@ -107,7 +107,8 @@ ENR_API int enr_lifecycle_save_results(struct enr_store *store,
  * Writes the public JSON view of a record, one object, as `derenroll list
  * --json`, `show --json` and `enroll --json` print it (documented in the
  * JSON OUTPUT section of derenroll(1), kept stable): id, customer, vendor,
- * method, account, sites [{id, name}], status, access_expires_at,
+ * method, account, region (Tesla's "na", "eu" or "cn"; null for other
+ * vendors), sites [{id, name}], status, access_expires_at,
  * refresh_expires_at (RFC 3339 UTC, null when none), created_at, updated_at,
  * last_check ({at, result, message} or null). No secret unless `reveal`,
  * which adds "credentials" with them.

@@ -12,7 +12,12 @@
  *
  * Each vendor lives under its own prefix followed by the vendor's real paths
  * (base URL = enr_sandbox_url(), no trailing slash):
- *   /tesla/oauth2/v3/authorize, /tesla/oauth2/v3/token, /tesla/api/1/products
+ *   /tesla/oauth2/v3/authorize, /tesla/oauth2/v3/token (one for every region);
+ *   Tesla's three Fleet API regions at /tesla (NA), /tesla/eu and /tesla/cn, each
+ *   with /api/1/products, /api/1/users/region, /api/1/partner_accounts (POST) and
+ *   /api/1/partner_accounts/public_key?domain=; the company's web server at
+ *   /tesla/_domains/{domain}/.well-known/appspecific/com.tesla.3p.public-key.pem
+ *   (every domain serves a key except those that start with "nokey")
  *   /sma/oauth2/auth, /sma/oauth2/token, /sma/v1/plants,
  *   /sma/oauth2/v2/bc-authorize (POST) and /sma/oauth2/v2/bc-authorize/{loginHint} (GET)
  *   /enphase/oauth/authorize, /enphase/oauth/token, /enphase/oauth/redirect_uri,
@@ -40,7 +45,16 @@
  * account with one site: the authorize link may carry `sandbox_auto=approve`
  * or `sandbox_auto=deny` (no page, redirect at once) and
  * `sandbox_account=NAME` (approve as that account: the same name gives the same
- * account and sites; default a new account each time). SMA backchannel: every
+ * account and sites; default a new account each time). Tesla accounts live in one
+ * region: names that start with "eu-" in the EU, "cn-" in China, others in NA;
+ * `sandbox_region=eu` (or cn) on the authorize link makes the customer's account
+ * one of that region. Tesla codes and refresh tokens carry the region's prefix
+ * ("EU_..."), the access token its `ou_code`; a call to another region answers
+ * 421, the code exchange refuses an `audience` other than the account's region's
+ * host, and a refresh that sends a client_secret is refused (Tesla's refresh is
+ * grant_type, client_id and refresh_token). The sandbox's Tesla app is
+ * registered in NA and EU; in CN its calls answer 412 until
+ * POST /api/1/partner_accounts (with a partner token for CN) registers it. SMA backchannel: every
  * owner e-mail is an account; the owner accepts `sma_accept_ms` after the
  * request, declines ("Rejected") when the address starts with "decline", and lets
  * it lapse ("Expired") when it starts with "expire"; a second request for an owner
@@ -149,7 +163,8 @@ ENR_API void enr_sandbox_clear_faults(struct enr_sandbox *sb);
  * Changes a setting while running: "code_ttl_ms", "refresh_grace" (s),
  * "sma_accept_ms", "stall_ms", "latency_ms" (the default latency),
  * "access_ttl" (s, for tokens issued from now on; 0: the catalogue's),
- * "solaredge_minute_limit" (calls per SolarEdge key and minute; 0: the recording's).
+ * "solaredge_minute_limit" (calls per SolarEdge key and minute; 0: the recording's),
+ * "tesla_registered_na", "_eu", "_cn" (1: the Tesla app is registered there, 0: not).
  * ENR_E_USAGE for an unknown name or a negative value.
  */
 ENR_API int enr_sandbox_set(struct enr_sandbox *sb, const char *setting, long value);

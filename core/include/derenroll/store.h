@@ -128,6 +128,9 @@ struct enr_record {
 	} last_check;
 	struct enr_pair *extra;
 	size_t n_extra;
+	/* Tesla: the Fleet API region the account lives in, "na", "eu" or "cn"
+	 * (see tesla.h); NULL in records older than regions, which are "na". */
+	char *region;
 };
 
 /* scrypt parameters: N = 2^log2_n, r, p. */

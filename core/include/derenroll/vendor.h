@@ -68,9 +68,11 @@ struct enr_oauth_spec {
 	enum enr_client_auth client_auth;
 	enum enr_token_params token_params;
 	bool pkce;
-	bool audience;              /* send audience = api_url (Tesla) */
-	const char *required_scope; /* warn when the granted scopes lack it, or NULL */
-	const char *identity_claim; /* JWT claim naming the account, or NULL */
+	bool audience;               /* send audience = api_url (Tesla) */
+	const char *required_scope;  /* warn when the granted scopes lack it, or NULL */
+	const char *identity_claim;  /* JWT claim naming the account, or NULL */
+	bool refresh_without_secret; /* the refresh grant sends no client_secret (Tesla) */
+	const char *partner_scopes;  /* scopes of the app's partner token (Tesla), or NULL */
 };
 
 struct enr_token_spec {

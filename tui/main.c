@@ -44,6 +44,7 @@ static const struct command commands[] = {
     {"join", "create-flow --redirect-uri URL --vendors LIST [--program ID] [--save]",
      "manage Derapi Join flows", cmd_join},
     {"reauth", "ID", "re-authorize an enrolled system with the customer", run_reauth},
+    {"doctor", "[--json]", "check the company's setup before the first customer", cmd_doctor},
 };
 
 void cli_error(const char *fmt, ...)

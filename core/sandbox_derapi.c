@@ -144,20 +144,6 @@ static const struct enrollment *find_enrollment(const struct enr_sandbox *sb, co
 	return NULL;
 }
 
-static json_object *vendor_list(unsigned vendors)
-{
-	json_object *list = json_object_new_array();
-
-	for (size_t i = 0; i < ENR_ARRAY_SIZE(join_vendors); i++) {
-		if (vendors & 1u << join_vendors[i]) {
-			json_object *v = json_object_new_object();
-			add_str(v, "vendor", enr_sandbox__vendor_id(join_vendors[i]));
-			json_object_array_add(list, v);
-		}
-	}
-	return list;
-}
-
 /* ---- the app's authentication ---- */
 
 static bool authorized(struct sb_req *req, struct sb_resp *resp)
@@ -528,21 +514,56 @@ void enr_sandbox__derapi_complete(struct enr_sandbox *sb, struct sb_resp *resp,
 
 /* ---- Join flows ---- */
 
+/* A flow as Derapi answers it: the recording (join-flow), refilled. NULL when
+ * the recording cannot be read. */
 static json_object *flow_json(const struct enr_sandbox *sb, const struct flow *f)
 {
-	json_object *obj = json_object_new_object();
-	char *url = enr_util_printf("%s/derapi/join/flows/%s/authorize", sb->url, f->id);
+	json_object *body = NULL, *list, *template = NULL;
 
-	add_str(obj, "id", f->id);
-	add_str(obj, "flowID", f->id);
-	add_str(obj, "redirectURI", f->redirect_uri);
+	if (enr_answers__body(&body, "derapi", "join-flow") < 0)
+		return NULL;
+	list = enr_util_json_at(body, "vendors");
+	if (!json_object_is_type(list, json_type_array) || !json_object_array_length(list) ||
+	    json_object_deep_copy(json_object_array_get_idx(list, 0), &template, NULL) < 0) {
+		json_object_put(body);
+		return NULL;
+	}
+	enr_answers__set(body, "id", json_object_new_string(f->id));
+	enr_answers__set(body, "redirectURI", json_object_new_string(f->redirect_uri));
 	if (f->program_id[0])
-		add_str(obj, "programID", f->program_id);
-	json_object_object_add(obj, "vendors", vendor_list(f->vendors));
-	if (url)
-		add_str(obj, "authorizeURL", url);
-	free(url);
-	return obj;
+		enr_answers__set(body, "programID", json_object_new_string(f->program_id));
+	else
+		json_object_object_del(body, "programID");
+	json_object_array_del_idx(list, 0, json_object_array_length(list));
+	for (size_t i = 0; i < ENR_ARRAY_SIZE(join_vendors); i++) {
+		int v = join_vendors[i];
+		json_object *entry = NULL;
+		char creds[40];
+		if (!(f->vendors & 1u << v) || json_object_deep_copy(template, &entry, NULL) < 0)
+			continue;
+		enr_answers__set(entry, "vendor",
+		                 json_object_new_string(enr_sandbox__vendor_id(v)));
+		enr_sandbox__credentials_id(sb, v, creds, sizeof(creds));
+		if (!needs_stored_credentials(v) ||
+		    !enr_answers__set(entry, "credentialsID", json_object_new_string(creds)))
+			json_object_object_del(entry, "credentialsID");
+		json_object_array_add(list, entry);
+	}
+	json_object_put(template);
+	return body;
+}
+
+/* 200/201 with the flow, or 500 when the recording is missing. */
+static void send_flow(struct sb_resp *resp, int status, const struct enr_sandbox *sb,
+                      const struct flow *f)
+{
+	json_object *obj = flow_json(sb, f);
+
+	if (obj)
+		enr_sandbox__json(resp, status, obj);
+	else
+		enr_sandbox__oauth_error(resp, 500, "server_error",
+		                         "recorded answer derapi/join-flow");
 }
 
 static void flow_create(struct sb_req *req, struct sb_resp *resp)
@@ -603,7 +624,7 @@ static void flow_create(struct sb_req *req, struct sb_resp *resp)
 	f->vendors = mask ? mask : ALL_JOIN_VENDORS;
 	strcpy(f->redirect_uri, uri);
 	enr_sandbox__ring_put(&sb->flows, f);
-	enr_sandbox__json(resp, 201, flow_json(sb, f));
+	send_flow(resp, 201, sb, f);
 out:
 	free(id);
 	json_object_put(body);
@@ -845,7 +866,7 @@ void enr_sandbox__derapi(struct sb_req *req, struct sb_resp *resp)
 			join_authorize(req, resp, SB_AUTH_FLOW, f->id, f->vendors, f->redirect_uri);
 		else if (tail[0] == '\0') {
 			if (authorized(req, resp))
-				enr_sandbox__json(resp, 200, flow_json(sb, f));
+				send_flow(resp, 200, sb, f);
 		} else
 			enr_sandbox__not_found(resp);
 		free(preset);

@@ -14,6 +14,7 @@
 #include "derenroll/config.h"
 #include "derenroll/error.h"
 #include "derenroll/http.h"
+#include "derenroll/join.h"
 #include "derenroll/store.h"
 #include "derenroll/vendor.h"
 #include "util.h"
@@ -102,6 +103,26 @@ static void check_parser(const char *file, json_object *rec, const struct enr_ve
 	enr_http_response_free(resp);
 }
 
+/* `parser: join_flow`: the flow id is read, and each expected vendor is found in it. */
+static void join_flow_parser(const char *file, json_object *rec, const struct enr_catalog *cat)
+{
+	const struct enr_vendor *derapi = enr_catalog_find(cat, "derapi");
+	struct enr_http_response *resp = response_of(rec, derapi);
+	json_object *vendors = enr_util_json_at(rec, "expect.vendors");
+	char *id = NULL;
+
+	if (enr_join_flow_response(&id, resp) != 0)
+		fail_msg("%s: the client failed to read it: %s", file, enr_error_last());
+	assert_string_equal(id, str_at(rec, "expect.flow_id"));
+	for (size_t i = 0; vendors && i < json_object_array_length(vendors); i++) {
+		const char *v = json_object_get_string(json_object_array_get_idx(vendors, i));
+		if (enr_join_flow_has_vendor(resp, id, enr_catalog_find(cat, v)) != 0)
+			fail_msg("%s: %s not found in the flow: %s", file, v, enr_error_last());
+	}
+	free(id);
+	enr_http_response_free(resp);
+}
+
 static void every_recording_is_valid_and_read_as_expected(void **state)
 {
 	struct enr_catalog *cat = NULL;
@@ -148,6 +169,11 @@ static void every_recording_is_valid_and_read_as_expected(void **state)
 			if (parser && strcmp(parser, "check") == 0) {
 				check_parser(file, rec, enr_catalog_find(cat, v->d_name));
 				parsed++;
+			} else if (parser && strcmp(parser, "join_flow") == 0) {
+				join_flow_parser(file, rec, cat);
+				parsed++;
+			} else if (parser) {
+				fail_msg("%s: unknown parser '%s'", file, parser);
 			}
 		}
 		closedir(d);

@@ -739,6 +739,41 @@ static void flow_names_stored_credentials(void **state)
 	assert_non_null(strstr(enr_error_last(), "credentialsID"));
 }
 
+/* POST /join/session/start for `vendor` as the client builds it: the sandbox's verdict. */
+static int start_session(struct fixture *f, const char *vendor)
+{
+	const struct enr_vendor *derapi = enr_catalog_find(f->catalog, "derapi");
+	struct enr_http_request *req = NULL;
+	struct enr_http_response *resp = NULL;
+	char *token = NULL, *id = NULL;
+	int rc;
+
+	assert_int_equal(enr_join_app_token(&token, derapi, f->cfg), 0);
+	assert_int_equal(enr_join_session_request(&req, derapi, f->cfg, token,
+	                                          enr_catalog_find(f->catalog, vendor)),
+	                 0);
+	assert_int_equal(enr_http_perform(&resp, f->cfg, req), 0);
+	rc = enr_join_session_response(&id, resp);
+	free(id);
+	enr_http_response_free(resp);
+	enr_http_request_free(req);
+	enr_config_free_secret(token);
+	return rc;
+}
+
+/* The sandbox's config names stored credentials; without them a session
+ * carries the app's credentials inline, and the sandbox checks them. */
+static void session_credentials_inline_without_credentials_id(void **state)
+{
+	struct fixture *f = *state;
+
+	assert_int_equal(start_session(f, "enphase"), 0);
+	assert_int_equal(enr_config_set(f->cfg, "vendor.enphase", "credentials_id", ""), 0);
+	assert_int_equal(start_session(f, "enphase"), 0);
+	assert_int_equal(enr_config_set(f->cfg, "vendor.enphase", "client_secret", "wrong"), 0);
+	assert_true(start_session(f, "enphase") < 0);
+}
+
 static void errors_entry_is_a_failure(void **state)
 {
 	struct fixture *f = *state;
@@ -778,6 +813,8 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(header_formats_come_from_vendors_json),
     cmocka_unit_test_setup_teardown(flow_names_stored_credentials, setup, teardown),
     cmocka_unit_test_setup_teardown(errors_entry_is_a_failure, setup, teardown),
+    cmocka_unit_test_setup_teardown(session_credentials_inline_without_credentials_id, setup,
+                                    teardown),
 };
 
 TEST_MAIN(tests)

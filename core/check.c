@@ -222,6 +222,74 @@ static int solis_body_error(const struct enr_vendor *vendor, const struct enr_ht
 	                             msg ? json_object_get_string(msg) : "no message", code_text);
 }
 
+/* The text of one Derapi `errors` entry: a string, or an object's message. */
+static const char *derapi_error_text(json_object *entry)
+{
+	static const char *const fields[] = {"message", "detail", "error", "title"};
+	json_object *v = NULL;
+
+	if (json_object_is_type(entry, json_type_string))
+		return json_object_get_string(entry);
+	for (size_t i = 0; i < ENR_ARRAY_SIZE(fields); i++)
+		if (json_object_object_get_ex(entry, fields[i], &v) &&
+		    json_object_is_type(v, json_type_string))
+			return json_object_get_string(v);
+	return "no message";
+}
+
+/*
+ * Derapi's list answers are 200 with per-vendor backend failures in `errors`
+ * beside the results ({"solis": "Unauthorized: ..."}; an array of
+ * {vendor, message} is accepted too): an entry is a failure, not "no sites".
+ */
+static int derapi_body_error(const struct enr_vendor *derapi, json_object *root)
+{
+	json_object *errors = NULL, *entry = NULL;
+	const struct enr_guidance *g;
+	const char *who = NULL, *text;
+	char clean[240];
+	size_t n = 0;
+
+	if (!json_object_object_get_ex(root, "errors", &errors))
+		return 0;
+	if (json_object_is_type(errors, json_type_object)) {
+		json_object_object_foreach(errors, key, value)
+		{
+			if (!who) {
+				who = key;
+				entry = value;
+			}
+		}
+	} else if (json_object_is_type(errors, json_type_array) &&
+	           json_object_array_length(errors) > 0) {
+		json_object *v = NULL;
+		entry = json_object_array_get_idx(errors, 0);
+		if (json_object_object_get_ex(entry, "vendor", &v) &&
+		    json_object_is_type(v, json_type_string))
+			who = json_object_get_string(v);
+		if (!who)
+			who = "a vendor";
+	}
+	if (!who)
+		return 0;
+	/* One line, and never a URL's query (it may carry a key). */
+	text = derapi_error_text(entry);
+	for (const char *p = text; *p && n < sizeof(clean) - 1; p++) {
+		if (*p == '?' && n > 0) {
+			p += strcspn(p, " \t\r\n") - 1;
+			continue;
+		}
+		clean[n++] = (unsigned char)*p < 0x20 ? ' ' : *p;
+	}
+	clean[n] = '\0';
+	g = enr_vendor_guidance(derapi, 200, clean);
+	if (g && g->match)
+		return enr_error_set(g->error, "Derapi reports a failure from %s: %s (%s)", who,
+		                     g->message, clean);
+	return enr_error_set(ENR_E_TRANSIENT,
+	                     "Derapi reports a failure from %s: %s: try again later", who, clean);
+}
+
 int enr_check_response(struct enr_check_result **out, const struct enr_vendor *vendor,
                        const struct enr_http_response *resp)
 {
@@ -241,6 +309,8 @@ int enr_check_response(struct enr_check_result **out, const struct enr_vendor *v
 	if (rc < 0)
 		return rc;
 	if (spec->auth == ENR_CHECK_AUTH_SOLIS && (rc = solis_body_error(vendor, resp, root)) < 0)
+		goto out;
+	if (spec->auth == ENR_CHECK_AUTH_DERAPI && (rc = derapi_body_error(vendor, root)) < 0)
 		goto out;
 	list = enr_util_json_at(root, spec->sites);
 	if ((!list || !json_object_is_type(list, json_type_array)) && spec->sites_alt)

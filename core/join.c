@@ -273,7 +273,10 @@ int enr_join_flow_request(struct enr_http_request **out, const struct enr_vendor
 		json_object_object_add(body, "programID", json_object_new_string(opts->program_id));
 	for (size_t i = 0; i < opts->n_vendors; i++) {
 		json_object *v = json_object_new_object();
+		const char *creds = opts->credentials_ids ? opts->credentials_ids[i] : NULL;
 		json_object_object_add(v, "vendor", json_object_new_string(opts->vendors[i]));
+		if (creds && creds[0])
+			json_object_object_add(v, "credentialsID", json_object_new_string(creds));
 		json_object_array_add(list, v);
 	}
 	json_object_object_add(body, "vendors", list);
@@ -306,21 +309,67 @@ int enr_join_flow_response(char **out, const struct enr_http_response *resp)
 	return answer_id(out, resp, "id", "flowID", "no flow id in the answer");
 }
 
+/* The vendor whose Derapi name is `name`, or NULL. */
+static const struct enr_vendor *by_derapi_name(const struct enr_catalog *catalog, const char *name)
+{
+	for (size_t i = 0; i < enr_catalog_count(catalog); i++) {
+		const struct enr_vendor *v = enr_catalog_at(catalog, i);
+		if (strcmp(v->id, "derapi") != 0 && strcmp(enr_join_vendor_name(v), name) == 0)
+			return v;
+	}
+	return NULL;
+}
+
+/* Each vendor's `[section] credentials_id`; ENR_E_CONFIG naming the key for a
+ * vendor whose flows need the company's stored app credentials. */
+static int flow_credentials(const char **ids, const struct enr_catalog *catalog,
+                            const struct enr_config *cfg, const struct enr_join_flow_options *opts)
+{
+	for (size_t i = 0; i < opts->n_vendors; i++) {
+		const struct enr_vendor *v = by_derapi_name(catalog, opts->vendors[i]);
+		ids[i] = v ? enr_vendor_setting(v, cfg, "credentials_id") : NULL;
+		if (ids[i] && !ids[i][0])
+			ids[i] = NULL;
+		if (!ids[i] && v && v->derapi_access && v->derapi_access->stored_credentials)
+			return enr_error_set(
+			    ENR_E_CONFIG,
+			    "a Join flow for %s names the company's %s app credentials stored at "
+			    "Derapi: set [%s] credentials_id to their ID",
+			    v->name, v->name, v->config_section);
+	}
+	return 0;
+}
+
 int enr_join_create_flow(char **out, const struct enr_catalog *catalog,
                          const struct enr_config *cfg, const struct enr_join_flow_options *opts)
 {
 	const struct enr_vendor *derapi = enr_catalog_find(catalog, "derapi");
+	struct enr_join_flow_options with_ids = *opts;
 	struct enr_http_request *req = NULL;
 	struct enr_http_response *resp = NULL;
+	const char **ids = NULL;
 	char *token = NULL;
 	int rc;
 
 	*out = NULL;
 	if (!derapi)
 		return enr_error_set(ENR_E_CONFIG, "vendors.json has no derapi entry");
+	if ((rc = need_credentials(cfg)) < 0)
+		return rc;
+	if (!opts->credentials_ids) {
+		ids = calloc(opts->n_vendors ? opts->n_vendors : 1, sizeof(*ids));
+		if (!ids)
+			return enr_error_set(ENR_E_NOMEM, NULL);
+		rc = flow_credentials(ids, catalog, cfg, opts);
+		if (rc < 0) {
+			free(ids);
+			return rc;
+		}
+		with_ids.credentials_ids = ids;
+	}
 	rc = enr_join_app_token(&token, derapi, cfg);
 	if (rc == 0)
-		rc = enr_join_flow_request(&req, derapi, cfg, token, opts);
+		rc = enr_join_flow_request(&req, derapi, cfg, token, &with_ids);
 	if (rc == 0)
 		rc = enr_http_perform(&resp, cfg, req);
 	if (rc == 0)
@@ -328,6 +377,7 @@ int enr_join_create_flow(char **out, const struct enr_catalog *catalog,
 	enr_http_response_free(resp);
 	enr_http_request_free(req);
 	enr_config_free_secret(token);
+	free(ids);
 	return rc;
 }
 
@@ -591,39 +641,147 @@ out:
 
 /* ---- checks through Derapi --------------------------------------------- */
 
-static int add_vendor_header(struct enr_http_request *req, const struct enr_vendor *vendor,
-                             const struct enr_config *cfg, const struct enr_credentials *cred)
+/* A credential a header template names: the record's, or NULL. */
+static const char *record_field(const struct enr_vendor *vendor, const struct enr_credentials *cred,
+                                const char *name, size_t len)
 {
-	char name[96], *value = NULL, *pair = NULL, *key = NULL;
+	if (len == 6 && strncmp(name, "vendor", len) == 0)
+		return enr_join_vendor_name(vendor);
+	if (len == 12 && strncmp(name, "access_token", len) == 0)
+		return cred->tokens.access_token;
+	if (len == 7 && strncmp(name, "api_key", len) == 0)
+		return cred->api_key;
+	if (len == 6 && strncmp(name, "key_id", len) == 0)
+		return cred->key_id;
+	if (len == 10 && strncmp(name, "key_secret", len) == 0)
+		return cred->key_secret;
+	return NULL;
+}
+
+struct expansion {
+	const struct enr_vendor *vendor;
+	const struct enr_config *cfg;
+	const struct enr_credentials *cred;
+	bool config_fallback;
+	bool missing; /* a field was absent (nothing else is set then) */
+};
+
+/* Expands `t` (up to its matching '}' when `nested`) into `out`; returns where
+ * it stopped. vendors.json checked the template's shape when it was loaded. */
+static const char *expand(FILE *out, const char *t, bool nested, struct expansion *x)
+{
+	while (*t && !(nested && *t == '}')) {
+		size_t len;
+		if (*t != '{') {
+			fputc(*t++, out);
+			continue;
+		}
+		t++;
+		if (strncmp(t, "base64:", 7) == 0) {
+			char *inner = NULL, *encoded = NULL;
+			size_t inner_len = 0;
+			FILE *mem = open_memstream(&inner, &inner_len);
+			if (!mem) {
+				x->missing = true;
+				return t + strlen(t);
+			}
+			t = expand(mem, t + 7, true, x);
+			fclose(mem);
+			encoded = inner ? enr_util_base64_encode(inner, inner_len, false) : NULL;
+			if (encoded)
+				fputs(encoded, out);
+			else
+				x->missing = true;
+			enr_util_free_secret(inner);
+			enr_util_free_secret(encoded);
+		} else {
+			const char *v;
+			char name[16], *from_config = NULL;
+			len = strcspn(t, "}");
+			v = record_field(x->vendor, x->cred, t, len);
+			if ((!v || !v[0]) && x->config_fallback && len < sizeof(name)) {
+				snprintf(name, sizeof(name), "%.*s", (int)len, t);
+				v = enr_config_is_secret_key(name)
+				        ? (enr_vendor_secret(&from_config, x->vendor, x->cfg,
+				                             name) == 0
+				               ? from_config
+				               : NULL)
+				        : enr_vendor_setting(x->vendor, x->cfg, name);
+			}
+			if (v && v[0])
+				fputs(v, out);
+			else
+				x->missing = true;
+			enr_config_free_secret(from_config);
+			t += len;
+		}
+		if (*t == '}')
+			t++;
+	}
+	return t;
+}
+
+/* The header template `t` filled from the record (and the config, with
+ * fallback): malloc'd, or NULL with `missing` set. */
+static char *fill(const char *t, struct expansion *x)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *mem = open_memstream(&text, &len);
+
+	if (!mem)
+		return NULL;
+	expand(mem, t, false, x);
+	fclose(mem);
+	if (x->missing) {
+		enr_util_free_secret(text);
+		return NULL;
+	}
+	return text;
+}
+
+/* Whether the record holds what every header without a config fallback needs. */
+static bool has_vendor_credentials(const struct enr_vendor *vendor,
+                                   const struct enr_credentials *cred)
+{
+	const struct enr_derapi_access *a = vendor->derapi_access;
+
+	if (!a)
+		return false;
+	for (size_t i = 0; i < a->n_headers; i++) {
+		struct expansion x = {.vendor = vendor, .cred = cred};
+		char *value;
+		if (a->headers[i].config_fallback)
+			continue;
+		value = fill(a->headers[i].value, &x);
+		enr_util_free_secret(value);
+		if (!value)
+			return false;
+	}
+	return true;
+}
+
+/* The vendor's headers of vendors.json (derapi.vendor_access), filled in. */
+static int add_vendor_headers(struct enr_http_request *req, const struct enr_vendor *vendor,
+                              const struct enr_config *cfg, const struct enr_credentials *cred)
+{
+	const struct enr_derapi_access *a = vendor->derapi_access;
 	int rc = 0;
 
-	snprintf(name, sizeof(name), "X-Authorization-%s", enr_join_vendor_name(vendor));
-	if (strcmp(vendor->id, "solaredge") == 0) {
-		return enr_http_request_add_header(req, name, cred->api_key, ENR_HTTP_SECRET);
-	} else if (strcmp(vendor->id, "solis") == 0) {
-		pair = enr_util_printf("%s:%s", cred->key_id, cred->key_secret);
-		key = pair ? enr_util_base64_encode(pair, strlen(pair), false) : NULL;
-		value = key ? enr_util_printf("Basic %s", key) : NULL;
-	} else {
-		value = enr_util_printf("Bearer %s", cred->tokens.access_token);
-	}
-	if (!value)
-		rc = enr_error_set(ENR_E_NOMEM, NULL);
-	if (rc == 0)
-		rc = enr_http_request_add_header(req, name, value, ENR_HTTP_SECRET);
-	enr_util_free_secret(pair);
-	enr_util_free_secret(key);
-	enr_util_free_secret(value);
-	key = NULL;
-	if (rc == 0 && strcmp(vendor->id, "enphase") == 0) {
-		if (cred->api_key)
-			key = enr_util_strdup(cred->api_key);
+	for (size_t i = 0; rc == 0 && i < a->n_headers; i++) {
+		struct expansion x = {vendor, cfg, cred, a->headers[i].config_fallback, false};
+		char *name = fill(a->headers[i].name, &x);
+		char *value = name ? fill(a->headers[i].value, &x) : NULL;
+		if (!value)
+			rc = enr_error_set(
+			    ENR_E_CONFIG,
+			    "%s through Derapi: the %s header needs a credential that "
+			    "neither the record nor [%s] holds",
+			    vendor->name, a->headers[i].name, vendor->config_section);
 		else
-			rc = enr_vendor_secret(&key, vendor, cfg, "api_key");
-		if (rc == 0)
-			rc = enr_http_request_add_header(req, "X-enphase-api-key", key,
-			                                 ENR_HTTP_SECRET);
-		enr_config_free_secret(key);
+			rc = enr_http_request_add_header(req, name, value, ENR_HTTP_SECRET);
+		free(name);
+		enr_util_free_secret(value);
 	}
 	return rc;
 }
@@ -632,20 +790,15 @@ int enr_join_check_request(struct enr_http_request **out, const struct enr_vendo
                            const struct enr_config *cfg, const char *token,
                            const struct enr_vendor *vendor, const struct enr_credentials *cred)
 {
-	bool solis = strcmp(vendor->id, "solis") == 0;
-	bool solaredge = strcmp(vendor->id, "solaredge") == 0;
-	bool has_vendor_creds = solis       ? cred->key_id && cred->key_secret
-	                        : solaredge ? cred->api_key != NULL
-	                                    : cred->tokens.access_token != NULL;
 	char *id = NULL, *path = NULL;
 	int rc;
 
 	*out = NULL;
-	if (has_vendor_creds) {
+	if (has_vendor_credentials(vendor, cred)) {
 		const char *sites = derapi->has_check ? derapi->check.path : "/sites";
 		rc = enr_join_request(out, derapi, cfg, "GET", sites, token);
 		if (rc == 0)
-			rc = add_vendor_header(*out, vendor, cfg, cred);
+			rc = add_vendor_headers(*out, vendor, cfg, cred);
 	} else if (cred->join.enrollment_id) {
 		id = enr_util_urlencode(cred->join.enrollment_id);
 		path = id ? enr_util_printf("/join/enrollments/%s", id) : NULL;

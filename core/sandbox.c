@@ -1345,10 +1345,18 @@ int enr_sandbox_config(struct enr_config **out, const struct enr_sandbox *sb)
 	    {"relay", "url", enr_util_printf("%s/relay", u)},
 	    {"relay", "secret", strdup(sb->relay_secret)},
 	};
+	static const int stored[] = {SB_TESLA, SB_SMA, SB_ENPHASE};
 	struct enr_config *cfg = NULL;
 	int rc = enr_config_new(&cfg);
 
 	*out = NULL;
+	/* The company's app credentials stored at Derapi, for Join Flows. */
+	for (size_t i = 0; rc == 0 && i < ENR_ARRAY_SIZE(stored); i++) {
+		char id[40], section[32];
+		enr_sandbox__credentials_id(sb, stored[i], id, sizeof(id));
+		snprintf(section, sizeof(section), "vendor.%s", enr_sandbox__vendor_id(stored[i]));
+		rc = enr_config_set(cfg, section, "credentials_id", id);
+	}
 	for (size_t i = 0; i < ENR_ARRAY_SIZE(values); i++) {
 		if (rc == 0 && !values[i].value)
 			rc = enr_error_set(ENR_E_NOMEM, NULL);

@@ -7,6 +7,7 @@
 
 #include <openssl/crypto.h>
 
+#include "answers.h"
 #include "derenroll/error.h"
 #include "derenroll/vendor.h"
 #include "sandbox_internal.h"
@@ -79,6 +80,21 @@ static bool join_vendor(int v)
 	return v >= 0 && (ALL_JOIN_VENDORS & 1u << v);
 }
 
+/* The vendors whose Join Flows name the company's stored app credentials. */
+static bool needs_stored_credentials(int v)
+{
+	return v == SB_TESLA || v == SB_SMA || v == SB_ENPHASE;
+}
+
+void enr_sandbox__credentials_id(const struct enr_sandbox *sb, int vendor, char *out, size_t size)
+{
+	char label[64], hex[17];
+
+	snprintf(label, sizeof(label), "derapi.credentials_id.%s", enr_sandbox__vendor_id(vendor));
+	enr_sandbox__derive_hex(sb, hex, label, 8);
+	snprintf(out, size, "cred_%s", hex);
+}
+
 /* ---- lookups ---- */
 
 /* The flow with that id; the configured flow is always there. `preset` is
@@ -126,20 +142,6 @@ static const struct enrollment *find_enrollment(const struct enr_sandbox *sb, co
 			return e;
 	}
 	return NULL;
-}
-
-static json_object *vendor_list(unsigned vendors)
-{
-	json_object *list = json_object_new_array();
-
-	for (size_t i = 0; i < ENR_ARRAY_SIZE(join_vendors); i++) {
-		if (vendors & 1u << join_vendors[i]) {
-			json_object *v = json_object_new_object();
-			add_str(v, "vendor", enr_sandbox__vendor_id(join_vendors[i]));
-			json_object_array_add(list, v);
-		}
-	}
-	return list;
 }
 
 /* ---- the app's authentication ---- */
@@ -512,21 +514,56 @@ void enr_sandbox__derapi_complete(struct enr_sandbox *sb, struct sb_resp *resp,
 
 /* ---- Join flows ---- */
 
+/* A flow as Derapi answers it: the recording (join-flow), refilled. NULL when
+ * the recording cannot be read. */
 static json_object *flow_json(const struct enr_sandbox *sb, const struct flow *f)
 {
-	json_object *obj = json_object_new_object();
-	char *url = enr_util_printf("%s/derapi/join/flows/%s/authorize", sb->url, f->id);
+	json_object *body = NULL, *list, *template = NULL;
 
-	add_str(obj, "id", f->id);
-	add_str(obj, "flowID", f->id);
-	add_str(obj, "redirectURI", f->redirect_uri);
+	if (enr_answers__body(&body, "derapi", "join-flow") < 0)
+		return NULL;
+	list = enr_util_json_at(body, "vendors");
+	if (!json_object_is_type(list, json_type_array) || !json_object_array_length(list) ||
+	    json_object_deep_copy(json_object_array_get_idx(list, 0), &template, NULL) < 0) {
+		json_object_put(body);
+		return NULL;
+	}
+	enr_answers__set(body, "id", json_object_new_string(f->id));
+	enr_answers__set(body, "redirectURI", json_object_new_string(f->redirect_uri));
 	if (f->program_id[0])
-		add_str(obj, "programID", f->program_id);
-	json_object_object_add(obj, "vendors", vendor_list(f->vendors));
-	if (url)
-		add_str(obj, "authorizeURL", url);
-	free(url);
-	return obj;
+		enr_answers__set(body, "programID", json_object_new_string(f->program_id));
+	else
+		json_object_object_del(body, "programID");
+	json_object_array_del_idx(list, 0, json_object_array_length(list));
+	for (size_t i = 0; i < ENR_ARRAY_SIZE(join_vendors); i++) {
+		int v = join_vendors[i];
+		json_object *entry = NULL;
+		char creds[40];
+		if (!(f->vendors & 1u << v) || json_object_deep_copy(template, &entry, NULL) < 0)
+			continue;
+		enr_answers__set(entry, "vendor",
+		                 json_object_new_string(enr_sandbox__vendor_id(v)));
+		enr_sandbox__credentials_id(sb, v, creds, sizeof(creds));
+		if (!needs_stored_credentials(v) ||
+		    !enr_answers__set(entry, "credentialsID", json_object_new_string(creds)))
+			json_object_object_del(entry, "credentialsID");
+		json_object_array_add(list, entry);
+	}
+	json_object_put(template);
+	return body;
+}
+
+/* 200/201 with the flow, or 500 when the recording is missing. */
+static void send_flow(struct sb_resp *resp, int status, const struct enr_sandbox *sb,
+                      const struct flow *f)
+{
+	json_object *obj = flow_json(sb, f);
+
+	if (obj)
+		enr_sandbox__json(resp, status, obj);
+	else
+		enr_sandbox__oauth_error(resp, 500, "server_error",
+		                         "recorded answer derapi/join-flow");
 }
 
 static void flow_create(struct sb_req *req, struct sb_resp *resp)
@@ -549,12 +586,27 @@ static void flow_create(struct sb_req *req, struct sb_resp *resp)
 	if (json_object_object_get_ex(body, "vendors", &vendors) &&
 	    json_object_is_type(vendors, json_type_array)) {
 		for (size_t i = 0; i < json_object_array_length(vendors); i++) {
-			int v = enr_sandbox__vendor_from_id(
-			    json_str(json_object_array_get_idx(vendors, i), "vendor"));
+			json_object *entry = json_object_array_get_idx(vendors, i);
+			int v = enr_sandbox__vendor_from_id(json_str(entry, "vendor"));
+			const char *creds = json_str(entry, "credentialsID");
+			char stored[40], text[200];
 			if (!join_vendor(v)) {
 				enr_sandbox__oauth_error(resp, 400, "invalid_request",
 				                         "each vendor must be one of tesla, sma, "
 				                         "enphase, solaredge, solis, enphasevpp");
+				goto out;
+			}
+			/* docs.derapi.com createjoinflow: vendors that need the
+			 * company's app name its stored credentials. */
+			enr_sandbox__credentials_id(sb, v, stored, sizeof(stored));
+			if (needs_stored_credentials(v) && (!creds || strcmp(creds, stored) != 0)) {
+				snprintf(
+				    text, sizeof(text),
+				    "vendors[%zu]: %s needs the credentialsID of the company's "
+				    "stored %s app credentials%s",
+				    i, enr_sandbox__vendor_id(v), enr_sandbox__vendor_name(v),
+				    creds ? " (no such credentials)" : "");
+				enr_sandbox__oauth_error(resp, 400, "invalid_request", text);
 				goto out;
 			}
 			mask |= 1u << v;
@@ -572,7 +624,7 @@ static void flow_create(struct sb_req *req, struct sb_resp *resp)
 	f->vendors = mask ? mask : ALL_JOIN_VENDORS;
 	strcpy(f->redirect_uri, uri);
 	enr_sandbox__ring_put(&sb->flows, f);
-	enr_sandbox__json(resp, 201, flow_json(sb, f));
+	send_flow(resp, 201, sb, f);
 out:
 	free(id);
 	json_object_put(body);
@@ -648,50 +700,81 @@ static bool vendor_account(struct sb_req *req, int vendor, const char *value, ch
 	return true;
 }
 
+/* What Derapi says of a backend that refused the credentials: the recorded
+ * text, naming the vendor's real check URL. */
+static char *refusal(const struct enr_sandbox *sb, int v)
+{
+	const struct enr_vendor *vendor = enr_catalog_find(sb->catalog, enr_sandbox__vendor_id(v));
+	const char *api = vendor ? enr_vendor_default_endpoint(vendor, "api_url") : NULL;
+
+	return enr_util_printf("Unauthorized: %s%s", api ? api : "",
+	                       api && vendor->has_check ? vendor->check.path : "");
+}
+
+/* GET /sites: the recorded list answer, refilled with the sites of every
+ * vendor whose credentials work, and an `errors` entry (as recorded) for each
+ * vendor whose credentials were refused. */
 static void sites(struct sb_req *req, struct sb_resp *resp)
 {
-	json_object *obj = json_object_new_object(), *list = json_object_new_array();
-	struct sb_site found[SB_MAX_SITES];
-	char header[64], account[160], text[128];
+	struct enr_answers_site list[ENR_ARRAY_SIZE(join_vendors) * SB_MAX_SITES];
+	struct sb_site found[ENR_ARRAY_SIZE(join_vendors)][SB_MAX_SITES];
+	int owner[ENR_ARRAY_SIZE(list)];
+	json_object *body = NULL, *recorded = NULL, *errors, *entries;
+	char header[64], account[160];
+	size_t n = 0;
 	bool any = false;
 
+	/* The recording's errors: an object of texts by vendor. */
+	if (enr_answers__body(&recorded, "derapi", "sites-errors") < 0 ||
+	    !json_object_is_type(enr_util_json_at(recorded, "errors"), json_type_object)) {
+		json_object_put(recorded);
+		enr_sandbox__oauth_error(resp, 500, "server_error", enr_error_last());
+		return;
+	}
+	json_object_put(recorded);
+	errors = json_object_new_object();
 	for (size_t i = 0; i < ENR_ARRAY_SIZE(join_vendors); i++) {
 		int v = join_vendors[i];
 		const char *value;
-		size_t n;
+		size_t k;
 		snprintf(header, sizeof(header), "X-Authorization-%s", enr_sandbox__vendor_id(v));
 		value = enr_sandbox__header(req, header);
 		if (!value)
 			continue;
 		any = true;
 		if (!vendor_account(req, v, value, account, sizeof(account))) {
-			snprintf(text, sizeof(text), "missing or invalid credentials for %s",
-			         enr_sandbox__vendor_id(v));
-			json_object_put(obj);
-			json_object_put(list);
-			enr_sandbox__oauth_error(resp, 403, "forbidden", text);
-			return;
+			char *text = refusal(req->sb, v);
+			json_object_object_add(
+			    errors, enr_sandbox__vendor_id(v),
+			    json_object_new_string(text ? text : "Unauthorized"));
+			free(text);
+			continue;
 		}
-		n = enr_sandbox__sites(req->sb, v, account, found);
-		for (size_t k = 0; k < n; k++) {
-			json_object *s = json_object_new_object();
-			add_str(s, "id", found[k].id);
-			add_str(s, "name", found[k].name);
-			add_str(s, "vendor", enr_sandbox__vendor_id(v));
-			json_object_array_add(list, s);
+		k = enr_sandbox__sites(req->sb, v, account, found[i]);
+		for (size_t j = 0; j < k; j++) {
+			owner[n] = v;
+			list[n++] = (struct enr_answers_site){found[i][j].id, found[i][j].name};
 		}
 	}
 	if (!any) {
-		json_object_put(obj);
-		json_object_put(list);
+		json_object_put(errors);
 		enr_sandbox__oauth_error(
 		    resp, 403, "forbidden",
 		    "no X-Authorization-<vendor> header: vendor credentials are "
 		    "missing");
 		return;
 	}
-	json_object_object_add(obj, "sites", list);
-	enr_sandbox__json(resp, 200, obj);
+	if (enr_answers__sites(&body, "derapi", "sites", list, n) < 0) {
+		json_object_put(errors);
+		enr_sandbox__oauth_error(resp, 500, "server_error", enr_error_last());
+		return;
+	}
+	entries = enr_util_json_at(body, "sites");
+	for (size_t i = 0; i < n; i++)
+		enr_answers__set(json_object_array_get_idx(entries, i), "vendor",
+		                 json_object_new_string(enr_sandbox__vendor_id(owner[i])));
+	enr_answers__set(body, "errors", errors);
+	enr_sandbox__json(resp, 200, body);
 }
 
 /* The sandbox's stand-in for Derapi's derapi-join.js (the Join page loads
@@ -783,7 +866,7 @@ void enr_sandbox__derapi(struct sb_req *req, struct sb_resp *resp)
 			join_authorize(req, resp, SB_AUTH_FLOW, f->id, f->vendors, f->redirect_uri);
 		else if (tail[0] == '\0') {
 			if (authorized(req, resp))
-				enr_sandbox__json(resp, 200, flow_json(sb, f));
+				send_flow(resp, 200, sb, f);
 		} else
 			enr_sandbox__not_found(resp);
 		free(preset);

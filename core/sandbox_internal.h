@@ -348,6 +348,8 @@ size_t enr_sandbox__sma_client_sites(struct enr_sandbox *sb, const char *client_
 void enr_sandbox__derapi_complete(struct enr_sandbox *sb, struct sb_resp *resp,
                                   const struct sb_pending *p, bool approve, const char *account);
 void enr_sandbox__flow_free(void *p);
+/* The ID of the company's stored app credentials for `vendor` at Derapi. */
+void enr_sandbox__credentials_id(const struct enr_sandbox *sb, int vendor, char *out, size_t size);
 void enr_sandbox__session_free(void *p);
 void enr_sandbox__enrollment_free(void *p);
 

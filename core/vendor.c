@@ -17,6 +17,8 @@ struct enr_catalog {
 	json_object *root; /* owns every string the vendors point at */
 	struct enr_vendor *vendors;
 	size_t n_vendors;
+	struct enr_derapi_access *access; /* one per entry of derapi.vendor_access */
+	size_t n_access;
 };
 
 static const char *const method_ids[] = {"oauth", "email", "key", "account", "partner", "join"};
@@ -548,10 +550,124 @@ static int parse_vendor(struct enr_vendor *v, const char *origin, json_object *o
 	return validate(v, &c);
 }
 
+/* The placeholders a header template may use; {base64:...} encodes what it holds. */
+static const char *const template_fields[] = {"vendor", "access_token", "api_key", "key_id",
+                                              "key_secret"};
+
+/* Whether `t` is a valid template: balanced braces around known names. */
+static bool valid_template(const char *t)
+{
+	int depth = 0;
+
+	for (const char *p = t; *p; p++) {
+		if (*p == '}') {
+			if (--depth < 0)
+				return false;
+		} else if (*p == '{') {
+			size_t len = strcspn(p + 1, "{}:");
+			bool known = false;
+			depth++;
+			if (p[1 + len] == ':' && len == 6 && strncmp(p + 1, "base64", 6) == 0) {
+				p += 7;
+				continue;
+			}
+			for (size_t i = 0; i < ENR_ARRAY_SIZE(template_fields); i++)
+				known |= strlen(template_fields[i]) == len &&
+				         strncmp(p + 1, template_fields[i], len) == 0;
+			if (!known || p[1 + len] != '}')
+				return false;
+		}
+	}
+	return depth == 0;
+}
+
+static int parse_access(struct enr_derapi_access *a, const struct ctx *c, json_object *obj,
+                        const char *prefix)
+{
+	json_object *arr = member(obj, "headers", json_type_array);
+	struct enr_derapi_header *h;
+	char p[128];
+	size_t n;
+	int rc;
+
+	if ((rc = get_bool(&a->stored_credentials, c, obj, prefix, "stored_credentials")) < 0)
+		return rc;
+	snprintf(p, sizeof(p), "%sheaders", prefix);
+	if (!arr || !(n = json_object_array_length(arr)))
+		return bad(c, p, "must be a non-empty array");
+	if (!(h = calloc(n, sizeof(*h))))
+		return enr_error_set(ENR_E_NOMEM, NULL);
+	a->headers = h;
+	a->n_headers = n;
+	for (size_t i = 0; i < n; i++) {
+		json_object *e = json_object_array_get_idx(arr, i);
+		snprintf(p, sizeof(p), "%sheaders[%zu].", prefix, i);
+		if (!json_object_is_type(e, json_type_object))
+			return bad(c, p, "must be an object");
+		if ((rc = get_str(&h[i].name, c, e, p, "name", true)) < 0 ||
+		    (rc = get_str(&h[i].value, c, e, p, "value", true)) < 0 ||
+		    (rc = get_bool(&h[i].config_fallback, c, e, p, "config_fallback")) < 0)
+			return rc;
+		if (!valid_template(h[i].name) || !valid_template(h[i].value))
+			return bad(c, p,
+			           "has a template with an unknown {field} or unbalanced braces "
+			           "(known: vendor, access_token, api_key, key_id, key_secret, "
+			           "base64:...)");
+	}
+	return 0;
+}
+
+/* derapi.vendor_access: attached to the vendors it names. */
+static int parse_vendor_access(struct enr_catalog *cat, const char *origin)
+{
+	struct enr_vendor *derapi = NULL;
+	struct ctx c = {origin, "derapi"};
+	json_object *vendors = member(cat->root, "vendors", json_type_array), *map = NULL;
+	size_t n = 0, i = 0;
+
+	for (size_t k = 0; k < cat->n_vendors; k++)
+		if (strcmp(cat->vendors[k].id, "derapi") == 0) {
+			derapi = &cat->vendors[k];
+			map = json_object_array_get_idx(vendors, k);
+		}
+	if (!derapi || !present(map, "vendor_access"))
+		return 0;
+	map = member(map, "vendor_access", json_type_object);
+	if (!map)
+		return bad(&c, "vendor_access", "must be an object of vendor ids");
+	n = (size_t)json_object_object_length(map);
+	cat->access = calloc(n ? n : 1, sizeof(*cat->access));
+	if (!cat->access)
+		return enr_error_set(ENR_E_NOMEM, NULL);
+	json_object_object_foreach(map, id, entry)
+	{
+		struct enr_vendor *v = NULL;
+		char prefix[96];
+		int rc;
+		for (size_t k = 0; k < cat->n_vendors; k++)
+			if (strcmp(cat->vendors[k].id, id) == 0)
+				v = &cat->vendors[k];
+		snprintf(prefix, sizeof(prefix), "vendor_access.%s.", id);
+		if (!v)
+			return bad(&c, prefix, "names no vendor of the catalogue");
+		if (!json_object_is_type(entry, json_type_object))
+			return bad(&c, prefix, "must be an object");
+		cat->n_access = i + 1;
+		rc = parse_access(&cat->access[i], &c, entry, prefix);
+		if (rc < 0)
+			return rc;
+		v->derapi_access = &cat->access[i++];
+	}
+	return 0;
+}
+
 void enr_catalog_free(struct enr_catalog *catalog)
 {
 	if (!catalog)
 		return;
+	for (size_t i = 0; i < catalog->n_access; i++)
+		free((void *)catalog->access[i].headers);
+	free(catalog->access);
 	for (size_t i = 0; i < catalog->n_vendors; i++) {
 		struct enr_vendor *v = &catalog->vendors[i];
 		for (size_t m = 0; m < v->n_methods; m++)
@@ -631,6 +747,9 @@ int enr_catalog_load_string(struct enr_catalog **out, const char *json, const ch
 			}
 		}
 	}
+	rc = parse_vendor_access(cat, origin);
+	if (rc < 0)
+		goto out;
 	*out = cat;
 	cat = NULL;
 out:

@@ -16,6 +16,7 @@
 #include "derenroll/config.h"
 #include "derenroll/error.h"
 #include "derenroll/http.h"
+#include "derenroll/join.h"
 #include "derenroll/store.h"
 #include "derenroll/vendor.h"
 #include "util.h"
@@ -83,8 +84,10 @@ static void expect_failure(const char *file, json_object *rec, int rc)
 }
 
 /* `parser: check`: enr_check_response() finds exactly the expected sites, or fails as expected. */
-static void check_parser(const char *file, json_object *rec, const struct enr_vendor *vendor)
+static void check_parser(const char *file, json_object *rec, const struct enr_catalog *cat,
+                         const struct enr_vendor *vendor)
 {
+	(void)cat;
 	struct enr_http_response *resp = response_of(rec, vendor);
 	struct enr_check_result *result = NULL;
 	json_object *want_sites = enr_util_json_at(rec, "expect.sites");
@@ -111,8 +114,10 @@ static void check_parser(const char *file, json_object *rec, const struct enr_ve
 }
 
 /* `parser: bc`: SMA's consent poll, read by the enrollment's parser. */
-static void bc_parser(const char *file, json_object *rec, const struct enr_vendor *vendor)
+static void bc_parser(const char *file, json_object *rec, const struct enr_catalog *cat,
+                      const struct enr_vendor *vendor)
 {
+	(void)cat;
 	struct enr_http_response *resp = response_of(rec, vendor);
 	const char *want = str_at(rec, "expect.state");
 	int rc = enr_enroll__bc_answer(resp);
@@ -126,8 +131,10 @@ static void bc_parser(const char *file, json_object *rec, const struct enr_vendo
 }
 
 /* `parser: token`: the OAuth token answer parser finds what the recording holds. */
-static void token_parser(const char *file, json_object *rec, const struct enr_vendor *vendor)
+static void token_parser(const char *file, json_object *rec, const struct enr_catalog *cat,
+                         const struct enr_vendor *vendor)
 {
+	(void)cat;
 	struct enr_http_response *resp = response_of(rec, vendor);
 	struct enr_oauth_tokens *t = NULL;
 	const char *refresh = str_at(rec, "expect.refresh_token");
@@ -152,6 +159,28 @@ static void token_parser(const char *file, json_object *rec, const struct enr_ve
 	enr_http_response_free(resp);
 }
 
+/* `parser: join_flow`: the flow id is read, and each expected vendor is found in it. */
+static void join_flow_parser(const char *file, json_object *rec, const struct enr_catalog *cat,
+                             const struct enr_vendor *vendor)
+{
+	(void)vendor;
+	const struct enr_vendor *derapi = enr_catalog_find(cat, "derapi");
+	struct enr_http_response *resp = response_of(rec, derapi);
+	json_object *vendors = enr_util_json_at(rec, "expect.vendors");
+	char *id = NULL;
+
+	if (enr_join_flow_response(&id, resp) != 0)
+		fail_msg("%s: the client failed to read it: %s", file, enr_error_last());
+	assert_string_equal(id, str_at(rec, "expect.flow_id"));
+	for (size_t i = 0; vendors && i < json_object_array_length(vendors); i++) {
+		const char *v = json_object_get_string(json_object_array_get_idx(vendors, i));
+		if (enr_join_flow_has_vendor(resp, id, enr_catalog_find(cat, v)) != 0)
+			fail_msg("%s: %s not found in the flow: %s", file, v, enr_error_last());
+	}
+	free(id);
+	enr_http_response_free(resp);
+}
+
 static void every_recording_is_valid_and_read_as_expected(void **state)
 {
 	struct enr_catalog *cat = NULL;
@@ -161,8 +190,13 @@ static void every_recording_is_valid_and_read_as_expected(void **state)
 	size_t files = 0, parsed = 0;
 	static const struct {
 		const char *name;
-		void (*run)(const char *file, json_object *rec, const struct enr_vendor *vendor);
-	} parsers[] = {{"check", check_parser}, {"bc", bc_parser}, {"token", token_parser}};
+		void (*run)(const char *file, json_object *rec, const struct enr_catalog *cat,
+		            const struct enr_vendor *vendor);
+	} parsers[] = {{"check", check_parser},
+	               {"bc", bc_parser},
+	               {"token", token_parser},
+	               {"join_flow", join_flow_parser}};
+	size_t i;
 
 	(void)state;
 	assert_int_equal(enr_catalog_load(&cat, NULL), 0);
@@ -199,11 +233,15 @@ static void every_recording_is_valid_and_read_as_expected(void **state)
 				         file);
 			files++;
 			parser = str_at(rec, "parser");
-			for (size_t i = 0; parser && i < ENR_ARRAY_SIZE(parsers); i++)
+			for (i = 0; parser && i < ENR_ARRAY_SIZE(parsers); i++)
 				if (strcmp(parser, parsers[i].name) == 0) {
-					parsers[i].run(file, rec, enr_catalog_find(cat, v->d_name));
+					parsers[i].run(file, rec, cat,
+					               enr_catalog_find(cat, v->d_name));
 					parsed++;
+					break;
 				}
+			if (parser && i == ENR_ARRAY_SIZE(parsers))
+				fail_msg("%s: unknown parser '%s'", file, parser);
 		}
 		closedir(d);
 	}

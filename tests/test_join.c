@@ -6,10 +6,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 
 #include "helpers.h"
+#include "httpd.h"
 #include "derenroll/config.h"
 #include "derenroll/enroll.h"
 #include "derenroll/error.h"
@@ -20,6 +23,7 @@
 #include "derenroll/sandbox.h"
 #include "derenroll/store.h"
 #include "derenroll/vendor.h"
+#include "util.h"
 
 struct fixture {
 	struct enr_catalog *catalog;
@@ -455,7 +459,7 @@ static void revoked_is_rejected(void **state)
 	id = strdup(enr_enroll_record(e)->id);
 	assert_int_equal(enr_sandbox_revoke(f->sb, enr_enroll_record(e)->cred.tokens.access_token),
 	                 0);
-	/* Derapi answers 403 for the vendor credentials: the customer is needed. */
+	/* Derapi names Tesla in the errors of its answer: the customer is needed. */
 	assert_int_equal(enr_lifecycle_run(f->store, f->cfg, f->catalog, id, ENR_JOB_CHECK, NULL),
 	                 ENR_E_REJECTED);
 	free(id);
@@ -582,6 +586,217 @@ static void both_spellings(void **state)
 	assert_int_equal(enr_join_fetch_response(&c, &r), ENR_E_BADRESPONSE);
 }
 
+/* ---- header formats and stored credentials, from vendors.json ---- */
+
+struct seen {
+	char solis[256], solaredge[256], tesla[256];
+};
+
+static void record_headers(const struct test_request *req, struct test_reply *reply, void *ctx)
+{
+	struct seen *seen = ctx;
+	const char *v;
+
+	if ((v = test_request_header(req, "X-Authorization-solis")))
+		snprintf(seen->solis, sizeof(seen->solis), "%s", v);
+	if ((v = test_request_header(req, "X-Authorization-solaredge")))
+		snprintf(seen->solaredge, sizeof(seen->solaredge), "%s", v);
+	if ((v = test_request_header(req, "X-Authorization-tesla")))
+		snprintf(seen->tesla, sizeof(seen->tesla), "%s", v);
+	reply->status = 200;
+	test_reply_printf(reply, "{\"sites\": [{\"id\": \"1\", \"name\": \"x\"}], \"errors\": {}}");
+}
+
+/* `from` replaced by `to` once in `text` (which must hold it); malloc'd. */
+static char *replace(const char *text, const char *from, const char *to)
+{
+	const char *at = strstr(text, from);
+	char *out = NULL;
+
+	assert_non_null(at);
+	assert_true(asprintf(&out, "%.*s%s%s", (int)(at - text), text, to, at + strlen(from)) > 0);
+	return out;
+}
+
+/* The check of `vendor` through Derapi at `cfg`'s api_url, as sent. */
+static void send_check(const struct enr_catalog *cat, const struct enr_config *cfg,
+                       const char *vendor, const struct enr_credentials *cred)
+{
+	struct enr_http_request *req = NULL;
+	struct enr_http_response *resp = NULL;
+
+	assert_int_equal(enr_join_check_request(&req, enr_catalog_find(cat, "derapi"), cfg,
+	                                        "derapi-token", enr_catalog_find(cat, vendor),
+	                                        cred),
+	                 0);
+	assert_int_equal(enr_http_perform(&resp, cfg, req), 0);
+	assert_int_equal(resp->status, 200);
+	enr_http_response_free(resp);
+	enr_http_request_free(req);
+}
+
+static void header_formats_come_from_vendors_json(void **state)
+{
+	struct seen seen = {0};
+	struct test_httpd *server = test_httpd_start(record_headers, &seen, NULL, NULL);
+	char *source = enr_config_asset_path("vendors.json"), *text = test_read_file(source);
+	char *dir = NULL, *path, *step, *changed, *old_datadir = NULL;
+	struct enr_catalog *cat = NULL;
+	struct enr_config *cfg = NULL;
+	char key_id[] = "K1", key_secret[] = "S1", api_key[] = "SEKEY123", token[] = "tok-1";
+	struct enr_credentials solis = {.key_id = key_id, .key_secret = key_secret};
+	struct enr_credentials solaredge = {.api_key = api_key};
+	struct enr_credentials tesla = {.tokens = {.access_token = token}};
+
+	(void)state;
+	assert_non_null(text);
+	assert_int_equal(enr_config_new(&cfg), 0);
+	assert_int_equal(enr_config_set(cfg, "derapi", "api_url", test_httpd_url(server)), 0);
+
+	/* As shipped: Solis Basic base64(keyId:keySecret), SolarEdge the raw key. */
+	assert_int_equal(enr_catalog_load(&cat, NULL), 0);
+	send_check(cat, cfg, "solis", &solis);
+	assert_string_equal(seen.solis, "Basic SzE6UzE=");
+	send_check(cat, cfg, "solaredge", &solaredge);
+	assert_string_equal(seen.solaredge, "SEKEY123");
+	send_check(cat, cfg, "tesla", &tesla);
+	assert_string_equal(seen.tesla, "Bearer tok-1");
+	enr_catalog_free(cat);
+
+	/* Corrected in a copy of the data directory: sent as it now says. */
+	step = replace(text, "\"value\": \"Basic {base64:{key_id}:{key_secret}}\"",
+	               "\"value\": \"Bearer {key_id}.{key_secret}\"");
+	changed = replace(step, "\"value\": \"{api_key}\"}]}", "\"value\": \"Key {api_key}\"}]}");
+	assert_true(asprintf(&dir, "%s/datadir-copy", getenv("HOME")) > 0);
+	mkdir(dir, 0700);
+	path = test_write_file(dir, "vendors.json", changed, 0600);
+	if (getenv("DERENROLL_DATADIR"))
+		old_datadir = strdup(getenv("DERENROLL_DATADIR"));
+	setenv("DERENROLL_DATADIR", dir, 1);
+	assert_int_equal(enr_catalog_load(&cat, NULL), 0);
+	if (old_datadir)
+		setenv("DERENROLL_DATADIR", old_datadir, 1);
+	else
+		unsetenv("DERENROLL_DATADIR");
+	send_check(cat, cfg, "solis", &solis);
+	assert_string_equal(seen.solis, "Bearer K1.S1");
+	send_check(cat, cfg, "solaredge", &solaredge);
+	assert_string_equal(seen.solaredge, "Key SEKEY123");
+	/* Both are marked unconfirmed there. */
+	assert_true(
+	    enr_vendor_unconfirmed(enr_catalog_find(cat, "derapi"), "vendor_access.solis.headers"));
+	assert_true(enr_vendor_unconfirmed(enr_catalog_find(cat, "derapi"),
+	                                   "vendor_access.solaredge.headers"));
+	enr_catalog_free(cat);
+
+	/* A template naming an unknown field is refused when vendors.json loads. */
+	free(changed);
+	changed = replace(text, "{access_token}", "{acces_token}");
+	assert_int_equal(enr_catalog_load_string(&cat, changed, "vendors.json"), ENR_E_PARSE);
+	assert_non_null(strstr(enr_error_last(), "vendor_access"));
+
+	remove(path);
+	rmdir(dir);
+	free(path);
+	free(dir);
+	free(step);
+	free(changed);
+	free(old_datadir);
+	free(text);
+	free(source);
+	enr_config_free(cfg);
+	test_httpd_stop(server);
+}
+
+static void flow_names_stored_credentials(void **state)
+{
+	struct fixture *f = *state;
+	const char *vendors[] = {"tesla", "solis"};
+	struct enr_join_flow_options o = {
+	    .redirect_uri = "https://relay.example.com/callback",
+	    .vendors = vendors,
+	    .n_vendors = 2,
+	};
+	char *id = NULL;
+
+	/* The sandbox requires Tesla's credentialsID: configured, it is sent. */
+	assert_int_equal(enr_join_create_flow(&id, f->catalog, f->cfg, &o), 0);
+	free(id);
+	/* Without it: a configuration error naming the key, before any request. */
+	assert_int_equal(enr_config_set(f->cfg, "vendor.tesla", "credentials_id", ""), 0);
+	assert_int_equal(enr_join_create_flow(&id, f->catalog, f->cfg, &o), ENR_E_CONFIG);
+	assert_non_null(strstr(enr_error_last(), "[vendor.tesla] credentials_id"));
+	assert_null(id);
+	/* Solis needs none. */
+	o.vendors = vendors + 1;
+	o.n_vendors = 1;
+	assert_int_equal(enr_join_create_flow(&id, f->catalog, f->cfg, &o), 0);
+	free(id);
+	/* Sent anyway when the caller names none: the sandbox refuses it. */
+	o.vendors = vendors;
+	o.credentials_ids = (const char *const[]){NULL};
+	assert_int_equal(enr_join_create_flow(&id, f->catalog, f->cfg, &o), ENR_E_MISCONFIGURED);
+	assert_non_null(strstr(enr_error_last(), "credentialsID"));
+}
+
+/* POST /join/session/start for `vendor` as the client builds it: the sandbox's verdict. */
+static int start_session(struct fixture *f, const char *vendor)
+{
+	const struct enr_vendor *derapi = enr_catalog_find(f->catalog, "derapi");
+	struct enr_http_request *req = NULL;
+	struct enr_http_response *resp = NULL;
+	char *token = NULL, *id = NULL;
+	int rc;
+
+	assert_int_equal(enr_join_app_token(&token, derapi, f->cfg), 0);
+	assert_int_equal(enr_join_session_request(&req, derapi, f->cfg, token,
+	                                          enr_catalog_find(f->catalog, vendor)),
+	                 0);
+	assert_int_equal(enr_http_perform(&resp, f->cfg, req), 0);
+	rc = enr_join_session_response(&id, resp);
+	free(id);
+	enr_http_response_free(resp);
+	enr_http_request_free(req);
+	enr_config_free_secret(token);
+	return rc;
+}
+
+/* The sandbox's config names stored credentials; without them a session
+ * carries the app's credentials inline, and the sandbox checks them. */
+static void session_credentials_inline_without_credentials_id(void **state)
+{
+	struct fixture *f = *state;
+
+	assert_int_equal(start_session(f, "enphase"), 0);
+	assert_int_equal(enr_config_set(f->cfg, "vendor.enphase", "credentials_id", ""), 0);
+	assert_int_equal(start_session(f, "enphase"), 0);
+	assert_int_equal(enr_config_set(f->cfg, "vendor.enphase", "client_secret", "wrong"), 0);
+	assert_true(start_session(f, "enphase") < 0);
+}
+
+static void errors_entry_is_a_failure(void **state)
+{
+	struct fixture *f = *state;
+	struct enr_enroll *e = start(f, "solaredge", ENR_JOIN_SESSION, 0);
+	char *st = NULL, *session = session_customer_page(e, &st), *id;
+
+	approve_session(f, session, "solaredge");
+	page_reports(f, st, "");
+	assert_int_equal(drive(e, ENR_ENROLL_DONE, 10000), ENR_ENROLL_DONE);
+	id = strdup(enr_enroll_record(e)->id);
+	assert_int_equal(
+	    enr_sandbox_revoke_account(f->sb, "solaredge", enr_enroll_record(e)->cred.api_key), 0);
+	/* Derapi answers 200 with an errors entry for SolarEdge: not "no sites". */
+	assert_int_equal(enr_lifecycle_run(f->store, f->cfg, f->catalog, id, ENR_JOB_CHECK, NULL),
+	                 ENR_E_REJECTED);
+	assert_non_null(strstr(enr_error_last(), "Derapi reports a failure from solaredge"));
+	assert_null(strchr(enr_error_last(), '\n'));
+	free(id);
+	free(session);
+	free(st);
+	enr_enroll_free(e);
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test_setup_teardown(create_flow, setup, teardown),
     cmocka_unit_test_setup_teardown(flow_enrollment, setup, teardown),
@@ -595,6 +810,11 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test_setup_teardown(customer_declines, setup, teardown),
     cmocka_unit_test_setup_teardown(fetch_token_until_deadline, setup, teardown),
     cmocka_unit_test(both_spellings),
+    cmocka_unit_test(header_formats_come_from_vendors_json),
+    cmocka_unit_test_setup_teardown(flow_names_stored_credentials, setup, teardown),
+    cmocka_unit_test_setup_teardown(errors_entry_is_a_failure, setup, teardown),
+    cmocka_unit_test_setup_teardown(session_credentials_inline_without_credentials_id, setup,
+                                    teardown),
 };
 
 TEST_MAIN(tests)

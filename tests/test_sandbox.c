@@ -1581,14 +1581,32 @@ static void derapi_flows(void **state)
 {
 	struct fixture *f = *state;
 	char *token = derapi_token(f, cfg(f, "derapi", "client_secret")), *url = NULL, *path = NULL;
-	char *value, *e_flow = NULL;
+	char *value, *e_flow = NULL, *body = NULL;
 	json_object *flow;
 	struct http h;
 
+	/* Tesla's entry must name the company's stored app credentials. */
 	derapi_call(&h, f, "POST", "/join/flows", token,
 	            "{\"redirectURI\": \"https://installer.example/done\", \"programID\": \"p1\", "
 	            "\"vendors\": [{\"vendor\": \"tesla\"}, {\"vendor\": \"solis\"}]}",
 	            NULL);
+	assert_int_equal(h.status, 400);
+	assert_non_null(strstr(h.body, "credentialsID"));
+	http_done(&h);
+	derapi_call(&h, f, "POST", "/join/flows", token,
+	            "{\"redirectURI\": \"https://installer.example/done\", "
+	            "\"vendors\": [{\"vendor\": \"sma\", \"credentialsID\": \"cred_nosuch\"}]}",
+	            NULL);
+	assert_int_equal(h.status, 400);
+	assert_non_null(strstr(h.body, "no such credentials"));
+	http_done(&h);
+	assert_true(asprintf(&body,
+	                     "{\"redirectURI\": \"https://installer.example/done\", \"programID\": "
+	                     "\"p1\", \"vendors\": [{\"vendor\": \"tesla\", \"credentialsID\": "
+	                     "\"%s\"}, {\"vendor\": \"solis\"}]}",
+	                     cfg(f, "vendor.tesla", "credentials_id")) > 0);
+	derapi_call(&h, f, "POST", "/join/flows", token, body, NULL);
+	free(body);
 	assert_int_equal(h.status, 201);
 	flow = body_json(&h);
 	http_done(&h);
@@ -1677,12 +1695,16 @@ static void derapi_sites_headers(void **state)
 	assert_int_equal(h.status, 200);
 	http_done(&h);
 	free(header);
+	/* Refused vendor credentials: 200 with an errors entry for the vendor. */
 	assert_true(asprintf(&header, "X-Authorization-solaredge: invalid-%s", se) > 0);
 	derapi_call(&h, f, "GET", "/sites", token, NULL, header);
-	assert_int_equal(h.status, 403);
+	assert_int_equal(h.status, 200);
+	assert_non_null(strstr(h.body, "\"errors\":{\"solaredge\":\"Unauthorized: "));
+	assert_non_null(strstr(h.body, "\"sites\":[]"));
 	http_done(&h);
 	derapi_call(&h, f, "GET", "/sites", token, NULL, "X-Authorization-tesla: Bearer nope");
-	assert_int_equal(h.status, 403);
+	assert_int_equal(h.status, 200);
+	assert_non_null(strstr(h.body, "\"errors\":{\"tesla\":"));
 	http_done(&h);
 	derapi_call(&h, f, "GET", "/sites", token, NULL, NULL);
 	assert_int_equal(h.status, 403);

@@ -5,6 +5,7 @@
 
 struct enr_config;
 struct enr_catalog;
+struct enr_sandbox;
 
 /* What every sub-command gets: the global options, already parsed. */
 struct cli_globals {
@@ -24,6 +25,11 @@ int cli_fail(int rc);
 /* Loads the config and the vendor catalogue once; prints config warnings. */
 int cli_load_config(struct cli_globals *g);
 
+/* --demo: starts the in-process sandbox (the same world every time) and points
+ * every vendor, Derapi and the relay of g->cfg at it (loading it first). Stop
+ * it with enr_sandbox_stop(). */
+int cli_demo_sandbox(struct cli_globals *g, struct enr_sandbox **out);
+
 /* Sub-commands: run functions of the command table in main.c. */
 int cmd_enroll(struct cli_globals *g, int argc, char **argv);
 int cmd_join(struct cli_globals *g, int argc, char **argv);
@@ -37,5 +43,6 @@ int cmd_status(struct cli_globals *g, int argc, char **argv);
 int cmd_refresh(struct cli_globals *g, int argc, char **argv);
 int cmd_remove(struct cli_globals *g, int argc, char **argv);
 int cmd_export(struct cli_globals *g, int argc, char **argv);
+int cmd_doctor(struct cli_globals *g, int argc, char **argv);
 
 #endif

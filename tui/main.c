@@ -46,6 +46,7 @@ static const struct command commands[] = {
     {"tesla", "register --domain DOMAIN [--region na|eu|cn] [--key-url URL]",
      "register the company's Tesla app in a region", cmd_tesla},
     {"reauth", "ID", "re-authorize an enrolled system with the customer", run_reauth},
+    {"doctor", "[--json]", "check the company's setup before the first customer", cmd_doctor},
 };
 
 void cli_error(const char *fmt, ...)

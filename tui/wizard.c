@@ -388,27 +388,14 @@ static int fill_vendors(void)
 
 static int demo_start(void)
 {
-	struct enr_sandbox_options so = {0};
-	struct enr_config *scfg = NULL;
-	const char *section, *key, *value;
 	char *creds = NULL;
-	int rc;
+	int rc = cli_demo_sandbox(W.g, &W.sb);
 
-	so.catalog = W.g->catalog;
-	/* The same world every time: records kept with --store stay valid (key methods). */
-	so.seed = 0x64656d6f; /* "demo" */
-	rc = enr_sandbox_start(&W.sb, &so);
-	if (rc == 0)
-		rc = enr_sandbox_config(&scfg, W.sb);
-	/* The demo's vendors, Derapi and relay win over the user's configuration. */
-	for (size_t i = 0; rc == 0 && enr_config_entry(scfg, i, &section, &key, &value) == 0; i++)
-		rc = enr_config_set(W.g->cfg, section, key, value);
 	if (rc == 0)
 		rc = enr_sandbox_credentials_json(&creds, W.sb);
 	if (rc == 0)
 		W.creds = json_tokener_parse(creds);
 	free(creds);
-	enr_config_free(scfg);
 	return rc;
 }
 

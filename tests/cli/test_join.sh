@@ -5,7 +5,7 @@
 set -u
 BIN=$1
 . "$(dirname "$0")/lib.sh"
-plan 20
+plan 24
 
 if ! command -v jq >/dev/null || ! command -v curl >/dev/null; then
 	echo "Bail out! jq and curl are needed (packaging/setup.sh installs them)"
@@ -44,6 +44,15 @@ check $? "the line is the flow ID" "$OUT"
 FLOW=$OUT
 grep -qxF "flow_id = $FLOW" "$CONF"
 check $? "--save wrote [derapi] flow_id" "$(grep flow_id "$CONF")"
+# ---- Tesla's flows name the company's stored credentials: [vendor.tesla] credentials_id
+grep -v '^credentials_id' "$CONF" >"$TMP/nocreds.ini"
+chmod 600 "$TMP/nocreds.ini"
+run "$BIN" --config "$TMP/nocreds.ini" join create-flow --vendors tesla
+expect_rc "create-flow for tesla without credentials_id" 2
+expect_in "it names the key to set" "[vendor.tesla] credentials_id" "$ERR"
+expect_one_line "in one line" "$ERR"
+run "$BIN" --config "$TMP/nocreds.ini" join create-flow --vendors solis
+expect_rc "solis needs no stored credentials" 0
 run "$BIN" --config "$CONF" join create-flow --vendors tesla,nosuch
 expect_rc "an unknown vendor" 2
 run "$BIN" --config "$CONF" join frobnicate

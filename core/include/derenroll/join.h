@@ -72,15 +72,21 @@ struct enr_join_flow_options {
 	const char *program_id;     /* or NULL */
 	const char *const *vendors; /* Derapi vendor names */
 	size_t n_vendors;
+	/* Parallel to `vendors`: each one's stored credentials at Derapi (entries
+	 * may be NULL), or NULL: enr_join_create_flow() reads [section] credentials_id. */
+	const char *const *credentials_ids;
 };
 
-/* POST /join/flows {redirectURI, programID?, vendors: [{vendor}]}. */
+/* POST /join/flows {redirectURI, programID?, vendors: [{vendor, credentialsID?}]}. */
 ENR_API int enr_join_flow_request(struct enr_http_request **out, const struct enr_vendor *derapi,
                                   const struct enr_config *cfg, const char *token,
                                   const struct enr_join_flow_options *opts);
 /* The flow id (`id` or `flowID`) of its answer. */
 ENR_API int enr_join_flow_response(char **out, const struct enr_http_response *resp);
-/* Blocking: token, request, answer. ENR_E_USAGE for a missing redirect URI or vendor. */
+/* Blocking: token, request, answer. ENR_E_USAGE for a missing redirect URI or
+ * vendor; ENR_E_CONFIG naming `[vendor.X] credentials_id` for a vendor whose
+ * flows need the company's stored app credentials (vendors.json,
+ * derapi.vendor_access) when it is not set. */
 ENR_API int enr_join_create_flow(char **out, const struct enr_catalog *catalog,
                                  const struct enr_config *cfg,
                                  const struct enr_join_flow_options *opts);
@@ -139,10 +145,11 @@ ENR_API int enr_join_fetch_response(struct enr_join_credentials **out,
 
 /*
  * The check of a Join record: GET /sites with the record's vendor credentials
- * in X-Authorization-<vendor> (Bearer token; Solis Basic base64(keyId:keySecret);
- * SolarEdge the raw key; Enphase also X-enphase-api-key) when it holds them,
- * else GET /join/enrollments/{id}. Read the answer with enr_check_response()
- * and the Derapi vendor. ENR_E_USAGE when the record holds neither.
+ * in the headers vendors.json gives the vendor (derapi.vendor_access: e.g.
+ * X-Authorization-<vendor>: Bearer <token>, Enphase also X-enphase-api-key)
+ * when it holds them, else GET /join/enrollments/{id}. Read the answer with
+ * enr_check_response() and the Derapi vendor (an `errors` entry beside the
+ * sites is a failure). ENR_E_USAGE when the record holds neither.
  */
 ENR_API int enr_join_check_request(struct enr_http_request **out, const struct enr_vendor *derapi,
                                    const struct enr_config *cfg, const char *token,

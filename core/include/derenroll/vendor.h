@@ -115,6 +115,22 @@ struct enr_guidance {
 	const char *message;
 };
 
+/* One header a Derapi API call carries for a vendor: `name` and `value` are
+ * templates ({vendor}, {access_token}, {api_key}, {key_id}, {key_secret},
+ * {base64:...}); see assets/vendors.json, derapi.vendor_access. */
+struct enr_derapi_header {
+	const char *name;
+	const char *value;
+	bool config_fallback; /* fields the record lacks come from the vendor's config */
+};
+
+/* How Derapi is given a vendor's credentials (the derapi entry's vendor_access). */
+struct enr_derapi_access {
+	const struct enr_derapi_header *headers;
+	size_t n_headers;
+	bool stored_credentials; /* Join Flows need the company's stored app credentials */
+};
+
 struct enr_vendor {
 	const char *id;
 	const char *name;
@@ -136,6 +152,8 @@ struct enr_vendor {
 	size_t n_guidance;
 	const char *const *unconfirmed;
 	size_t n_unconfirmed;
+	/* From the derapi entry's vendor_access, or NULL when it has none. */
+	const struct enr_derapi_access *derapi_access;
 };
 
 /*

@@ -47,6 +47,8 @@ static const char *const vendor_keys[] = {
     "api_url_eu",
     "api_url_cn",
     "public_key_url",
+    "domain",
+    "regions",
     "bc_url",
     "client_id",
     "client_secret",

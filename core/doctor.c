@@ -12,6 +12,7 @@
 #include "derenroll/oauth.h"
 #include "derenroll/relay.h"
 #include "derenroll/store.h"
+#include "derenroll/tesla.h"
 #include "derenroll/vendor.h"
 #include "util.h"
 
@@ -248,11 +249,109 @@ static int relay(char **note, const struct enr_vendor *vendor, const struct enr_
 	return rc;
 }
 
+/* Whether the company serves Tesla customers in `region` ([vendor.tesla] regions, default na). */
+static bool tesla_serves(const struct enr_vendor *vendor, const struct enr_config *cfg,
+                         enum enr_tesla_region region)
+{
+	const char *list = enr_vendor_setting(vendor, cfg, "regions");
+	const char *name = enr_tesla_region_name(region);
+	size_t len = strlen(name);
+
+	if (!list)
+		return region == ENR_TESLA_NA;
+	for (const char *p = list; (p = strstr(p, name)); p += len)
+		if ((p == list || p[-1] == ' ' || p[-1] == ',') &&
+		    (p[len] == '\0' || p[len] == ' ' || p[len] == ','))
+			return true;
+	return false;
+}
+
+/* The app's partner token in a region, and its registration there (for the
+ * domain of [vendor.tesla] domain): without it every call answers 412. */
+static int tesla_region(char **note, const struct enr_vendor *vendor, const struct enr_config *cfg,
+                        enum enr_tesla_region region)
+{
+	const char *name = enr_tesla_region_name(region);
+	const char *domain = enr_vendor_setting(vendor, cfg, "domain");
+	char *token = NULL;
+	bool registered = false;
+	int rc;
+
+	if (!tesla_serves(vendor, cfg, region)) {
+		*note = enr_util_printf("region %s not served (add it to [%s] regions to check it)",
+		                        name, vendor->config_section);
+		return ENR_DOCTOR_SKIP;
+	}
+	rc = enr_tesla_partner_token(&token, vendor, cfg, region);
+	if (rc < 0)
+		return naming(rc, vendor->config_section, "client_id and client_secret");
+	if (!domain) {
+		*note =
+		    enr_util_printf("Tesla gave the app a partner token for region %s; set [%s] "
+		                    "domain to check its registration",
+		                    name, vendor->config_section);
+		goto out;
+	}
+	rc = enr_tesla_registered(&registered, vendor, cfg, region, token, domain);
+	if (rc == 0 && !registered)
+		rc = enr_error_set(
+		    ENR_E_MISCONFIGURED,
+		    "the app is not registered in region %s, so every call there "
+		    "answers 412: run derenroll tesla register --domain %s --region %s",
+		    name, domain, name);
+	if (rc == 0)
+		*note =
+		    enr_util_printf("partner token, and %s registered in region %s", domain, name);
+out:
+	enr_config_free_secret(token);
+	return rc;
+}
+
+static int tesla_na(char **note, const struct enr_vendor *vendor, const struct enr_catalog *catalog,
+                    const struct enr_config *cfg)
+{
+	(void)catalog;
+	return tesla_region(note, vendor, cfg, ENR_TESLA_NA);
+}
+
+static int tesla_eu(char **note, const struct enr_vendor *vendor, const struct enr_catalog *catalog,
+                    const struct enr_config *cfg)
+{
+	(void)catalog;
+	return tesla_region(note, vendor, cfg, ENR_TESLA_EU);
+}
+
+static int tesla_cn(char **note, const struct enr_vendor *vendor, const struct enr_catalog *catalog,
+                    const struct enr_config *cfg)
+{
+	(void)catalog;
+	return tesla_region(note, vendor, cfg, ENR_TESLA_CN);
+}
+
+/* The app's public key where Tesla fetches it (https://DOMAIN/.well-known/...). */
+static int tesla_public_key(char **note, const struct enr_vendor *vendor,
+                            const struct enr_catalog *catalog, const struct enr_config *cfg)
+{
+	const char *domain = enr_vendor_setting(vendor, cfg, "domain");
+	char *url = NULL;
+	int rc;
+
+	(void)catalog;
+	if (!domain) {
+		*note = enr_util_printf("no [%s] domain: the app's domain is not known",
+		                        vendor->config_section);
+		return ENR_DOCTOR_SKIP;
+	}
+	rc = enr_tesla_public_key_check(vendor, cfg, domain);
+	if (rc == 0 && (rc = enr_tesla_public_key_url(&url, vendor, cfg, domain)) == 0)
+		*note = enr_util_printf("served at %s", url);
+	free(url);
+	return rc;
+}
+
 /*
  * What is checked, in order. A row names a vendor id, or (vendor NULL) the
- * method a vendor must offer for the row to apply to it. Add a vendor's
- * check here: e.g. Tesla's partner token per region, {"tesla", NULL,
- * "partner token", partner_token}.
+ * method a vendor must offer for the row to apply to it.
  */
 static const struct {
 	const char *vendor;
@@ -261,6 +360,10 @@ static const struct {
 	enr_doctor_fn run;
 } checks[] = {
     {"tesla", NULL, "app credentials", app_configured},
+    {"tesla", NULL, "partner registration NA", tesla_na},
+    {"tesla", NULL, "partner registration EU", tesla_eu},
+    {"tesla", NULL, "partner registration CN", tesla_cn},
+    {"tesla", NULL, "public key", tesla_public_key},
     {"enphase", NULL, "app credentials", app_configured},
     {"sma", NULL, "client credentials", client_credentials},
     {"derapi", NULL, "client credentials", derapi_token},

@@ -1313,6 +1313,8 @@ int enr_sandbox_config(struct enr_config **out, const struct enr_sandbox *sb)
 	                     "com.tesla.3p.public-key.pem",
 	                     u)},
 	    {"vendor.tesla", "client_id", strdup(sb->clients[SB_TESLA].id)},
+	    {"vendor.tesla", "domain", strdup("derenroll-sandbox.example")},
+	    {"vendor.tesla", "regions", strdup("na eu")},
 	    {"vendor.tesla", "client_secret", strdup(sb->clients[SB_TESLA].secret)},
 	    {"vendor.tesla", "redirect_uri", enr_util_printf("%s/relay/callback", u)},
 	    {"vendor.sma", "authorize_url", enr_util_printf("%s/sma/oauth2/auth", u)},

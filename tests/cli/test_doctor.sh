@@ -6,7 +6,7 @@ set -u
 BIN=$1
 . "$(dirname "$0")/lib.sh"
 need_tools jq
-plan 27
+plan 37
 
 CONF="$TMP/config.ini"
 start_sandbox "$BIN" "$CONF"
@@ -75,6 +75,28 @@ run "$BIN" --config "$TMP/badrelay.ini" doctor
 ALL_OUT="$ALL_OUT$OUT$ERR"
 expect_rc "a wrong relay secret" 1
 expect_in "the relay's ✗ line names [relay] secret" "✗ relay: relay: the relay refused our secret: check [relay] secret" "$OUT"
+
+# ---- Tesla: the partner token and the registration per region, the public key
+run "$BIN" --config "$CONF" doctor
+expect_in "Tesla NA: partner token and registration" "✓ tesla: partner registration NA: partner token, and derenroll-sandbox.example registered in region na" "$OUT"
+ini_set "$TMP/cn.ini" vendor.tesla regions "na eu cn"
+run "$BIN" --config "$TMP/cn.ini" doctor
+ALL_OUT="$ALL_OUT$OUT$ERR"
+expect_rc "Tesla serving China, where the app is not registered" 1
+expect_in "the CN ✗ line says how to register" "✗ tesla: partner registration CN: the app is not registered in region cn, so every call there answers 412: run derenroll tesla register --domain derenroll-sandbox.example --region cn" "$OUT"
+expect_in "EU still passes" "✓ tesla: partner registration EU" "$OUT"
+ini_set "$TMP/nokey.ini" vendor.tesla domain nokey.example
+run "$BIN" --config "$TMP/nokey.ini" doctor
+ALL_OUT="$ALL_OUT$OUT$ERR"
+expect_rc "Tesla's public key not served" 1
+expect_in "the public key ✗ line names the URL" "✗ tesla: public key:" "$OUT"
+ini_set "$TMP/badtesla.ini" vendor.tesla client_secret not-the-tesla-secret-99
+run "$BIN" --config "$TMP/badtesla.ini" doctor
+ALL_OUT="$ALL_OUT$OUT$ERR"
+expect_rc "a wrong Tesla client secret" 1
+expect_in "the partner token fails naming [vendor.tesla]" "✗ tesla: partner registration NA" "$OUT"
+expect_in "... and the settings to check" "[vendor.tesla]" "$(grep '^✗ tesla: partner registration NA' <<<"$OUT")"
+expect_not_in "the wrong Tesla secret is not printed" "not-the-tesla-secret-99" "$OUT$ERR"
 
 # ---- a SolarEdge v1 key or URL: SolarEdge answers 410
 URL=$(jq -r .url <"$TMP/line")

@@ -22,10 +22,12 @@ id_of() { jq -r --arg c "$1" '.[] | select(.customer == $c) | .id' <<<"$(D list 
 # enroll_tesla CUSTOMER REGION: `derenroll enroll tesla`, the customer approving
 # with an account of REGION on "their phone"; the exit code in $RC, stderr in $ERR.
 enroll_tesla() {
-	D enroll tesla --customer "$1" >"$TMP/enroll.out" 2>"$TMP/enroll.err" &
+	# A bounded wait: on a loaded machine the link may come late, and an
+	# enrollment nobody answers must not hang the suite.
+	D enroll tesla --customer "$1" --timeout 60 >"$TMP/enroll.out" 2>"$TMP/enroll.err" &
 	local pid=$! auth callback
 	CLEANUP_PIDS="$CLEANUP_PIDS $pid"
-	for _ in $(seq 100); do
+	for _ in $(seq 600); do
 		[ -s "$TMP/enroll.out" ] && break
 		sleep 0.1
 	done

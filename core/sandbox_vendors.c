@@ -26,11 +26,6 @@ static void add_str(json_object *obj, const char *key, const char *value)
 	json_object_object_add(obj, key, json_object_new_string(value));
 }
 
-static void add_int(json_object *obj, const char *key, long long value)
-{
-	json_object_object_add(obj, key, json_object_new_int64(value));
-}
-
 /* ---- the OAuth side shared by Tesla, SMA and Enphase ---- */
 
 static void bad_authorize(struct sb_resp *resp, const char *text)
@@ -853,7 +848,7 @@ static void enphase_token(struct sb_req *req, struct sb_resp *resp)
 	char *client_id = NULL, *secret = NULL, uid[64];
 	struct sb_tokens t = {0};
 	struct sb_access a;
-	json_object *obj;
+	json_object *obj = NULL;
 	bool ok = false;
 
 	if (!enr_sandbox__basic(req, &client_id, &secret) ||
@@ -883,18 +878,20 @@ static void enphase_token(struct sb_req *req, struct sb_resp *resp)
 		goto out;
 	enr_sandbox__check_access(sb, t.access, SB_ENPHASE, &a);
 	enr_sandbox__account_uid(uid, sizeof(uid), SB_ENPHASE, a.account);
-	obj = json_object_new_object();
-	add_str(obj, "access_token", t.access);
-	add_str(obj, "token_type", "bearer");
+	/* The recorded answer (answers/enphase/token.json) with this grant's values. */
+	if (enr_answers__body(&obj, "enphase", "token") < 0) {
+		enr_sandbox__oauth_error(resp, 500, "sandbox_error", enr_error_last());
+		goto out;
+	}
+	enr_answers__set(obj, "access_token", json_object_new_string(t.access));
 	if (t.refresh)
-		add_str(obj, "refresh_token", t.refresh);
-	add_int(obj, "expires_in", t.expires_in);
-	add_str(obj, "scope", "read write");
-	add_str(obj, "enl_uid", uid);
-	add_str(obj, "enl_cid", client_id);
-	json_object_object_add(obj, "is_internal_app", json_object_new_boolean(false));
-	add_str(obj, "app_type", "partner");
-	enr_sandbox__json(resp, 200, obj);
+		enr_answers__set(obj, "refresh_token", json_object_new_string(t.refresh));
+	else
+		json_object_object_del(obj, "refresh_token");
+	enr_answers__set(obj, "expires_in", json_object_new_int64(t.expires_in));
+	enr_answers__set(obj, "enl_uid", json_object_new_string(uid));
+	enr_answers__set(obj, "enl_cid", json_object_new_string(client_id));
+	enr_sandbox__answer_json(resp, SB_ENPHASE, "token", obj);
 out:
 	enr_sandbox__tokens_done(&t);
 	free(client_id);
@@ -931,14 +928,14 @@ static void enphase_code_page(struct sb_req *req, struct sb_resp *resp)
 	enr_sandbox__html(resp, 200, html);
 }
 
-static void enphase_error(struct sb_resp *resp, const char *details)
+/* A recorded 401 of the systems list (answers/enphase/), its details replaced when given. */
+static void enphase_error(struct sb_resp *resp, const char *recording, const char *details)
 {
-	json_object *obj = json_object_new_object();
+	json_object *obj = NULL;
 
-	add_str(obj, "message", "Not Authorized");
-	add_str(obj, "details", details);
-	add_int(obj, "code", 401);
-	enr_sandbox__json(resp, 401, obj);
+	if (enr_answers__body(&obj, "enphase", recording) == 0 && details)
+		enr_answers__set(obj, "details", json_object_new_string(details));
+	enr_sandbox__answer_json(resp, SB_ENPHASE, recording, obj);
 }
 
 static void enphase_systems(struct sb_req *req, struct sb_resp *resp)
@@ -946,52 +943,39 @@ static void enphase_systems(struct sb_req *req, struct sb_resp *resp)
 	struct enr_sandbox *sb = req->sb;
 	const char *key = enr_sandbox__query(req, "key");
 	struct sb_site sites[SB_MAX_SITES];
+	struct enr_answers_site list[SB_MAX_SITES];
 	enum sb_token_state state;
 	struct sb_access a;
-	json_object *obj, *list;
+	json_object *obj = NULL;
 	size_t n;
 
 	state = enr_sandbox__check_access(sb, enr_sandbox__bearer(req), SB_ENPHASE, &a);
 	if (state == SB_TOKEN_EXPIRED) {
-		enphase_error(resp, "Access token has expired");
+		enphase_error(resp, "token-expired", NULL);
 		return;
 	}
 	if (state != SB_TOKEN_OK) {
-		enphase_error(resp, "Not authorized to access requested resource");
+		enphase_error(resp, "not-authorized", NULL);
 		return;
 	}
 	if (!key) {
-		enphase_error(resp, "API key is missing");
+		enphase_error(resp, "not-authorized", "API key is missing");
 		return;
 	}
 	if (strcmp(key, sb->enphase_api_key) != 0 ||
 	    strcmp(a.client_id, sb->clients[SB_ENPHASE].id)) {
-		enphase_error(resp, "API Key -Client mismatch");
+		enphase_error(resp, "key-client-mismatch", NULL);
 		return;
 	}
 	n = enr_sandbox__sites(sb, SB_ENPHASE, a.account, sites);
-	obj = json_object_new_object();
-	list = json_object_new_array();
-	for (size_t i = 0; i < n; i++) {
-		json_object *s = json_object_new_object(), *addr = json_object_new_object();
-		add_int(s, "system_id", sites[i].num);
-		add_str(s, "name", sites[i].name);
-		add_str(s, "public_name", "Residential System");
-		add_str(s, "timezone", "America/Los_Angeles");
-		add_str(addr, "city", "Sandbox");
-		add_str(addr, "country", "US");
-		json_object_object_add(s, "address", addr);
-		add_str(s, "status", "normal");
-		add_int(s, "last_report_at", (long long)time(NULL) - 900);
-		json_object_array_add(list, s);
+	for (size_t i = 0; i < n; i++)
+		list[i] = (struct enr_answers_site){sites[i].id, sites[i].name};
+	if (enr_answers__sites(&obj, "enphase", "systems", list, n) < 0) {
+		enr_sandbox__oauth_error(resp, 500, "sandbox_error", enr_error_last());
+		return;
 	}
-	add_int(obj, "total", (long long)n);
-	add_int(obj, "current_page", 1);
-	add_int(obj, "size", 10);
-	add_int(obj, "count", (long long)n);
-	add_str(obj, "items", "systems");
-	json_object_object_add(obj, "systems", list);
-	enr_sandbox__json(resp, 200, obj);
+	enr_answers__set(obj, "total", json_object_new_int64((long long)n));
+	enr_sandbox__answer_json(resp, SB_ENPHASE, "systems", obj);
 }
 
 void enr_sandbox__enphase(struct sb_req *req, struct sb_resp *resp)
@@ -1117,18 +1101,6 @@ bool enr_sandbox__solis_key_ok(const struct enr_sandbox *sb, const char *key_id)
 	       strlen(key_id) <= 100 && !enr_sandbox__account_revoked(sb, SB_SOLIS, key_id, 0);
 }
 
-static void solis_answer(struct sb_resp *resp, int status, const char *code, const char *msg,
-                         json_object *data)
-{
-	json_object *obj = json_object_new_object();
-
-	json_object_object_add(obj, "success", json_object_new_boolean(strcmp(code, "0") == 0));
-	add_str(obj, "code", code);
-	add_str(obj, "msg", msg);
-	json_object_object_add(obj, "data", data);
-	enr_sandbox__json(resp, status, obj);
-}
-
 void enr_sandbox__solis(struct sb_req *req, struct sb_resp *resp)
 {
 	struct enr_sandbox *sb = req->sb;
@@ -1142,55 +1114,43 @@ void enr_sandbox__solis(struct sb_req *req, struct sb_resp *resp)
 	    .body_len = req->body_len,
 	};
 	struct sb_site sites[SB_MAX_SITES];
-	char *key_id = NULL, status_text[8];
-	json_object *data, *page, *records;
+	struct enr_answers_site list[SB_MAX_SITES];
+	char *key_id = NULL;
+	json_object *body = NULL;
 	int status = 403;
 	size_t n;
 
 	if (strcmp(req->rest, "/v1/api/userStationList") != 0) {
-		solis_answer(resp, 404, "404", "no such endpoint in the sandbox", NULL);
+		enr_sandbox__not_found(resp);
 		return;
 	}
 	if (strcmp(req->method, "POST") != 0) {
-		solis_answer(resp, 405, "405", "SolisCloud takes POST only", NULL);
+		method_not_allowed(resp);
 		return;
 	}
 	if (enr_solis_key_id(&key_id, sreq.authorization) < 0 ||
 	    !enr_sandbox__solis_key_ok(sb, key_id) ||
 	    enr_solis_verify(&status, &sreq, sb->solis_secret, (long long)time(NULL)) < 0) {
-		snprintf(status_text, sizeof(status_text), "%d", status);
-		solis_answer(resp, status, status_text,
-		             status == 408   ? "Request Time-out: the Date is too far off"
-		             : status == 400 ? "Content-MD5 does not match the body"
-		                             : "Forbidden: wrong KeyID or signature",
-		             NULL);
+		/* The recorded refusals (answers/solis/). */
+		enr_sandbox__answer(resp, SB_SOLIS,
+		                    status == 408   ? "clock-off"
+		                    : status == 400 ? "bad-md5"
+		                                    : "wrong-key");
 		free(key_id);
 		return;
 	}
 	if (strncmp(key_id, "demo-noapi-", 11) == 0) {
-		solis_answer(resp, 200, "R0000", "no authority: API access is not enabled", NULL);
+		enr_sandbox__answer(resp, SB_SOLIS, "no-authority");
 		free(key_id);
 		return;
 	}
 	n = enr_sandbox__sites(sb, SB_SOLIS, key_id, sites);
 	free(key_id);
-	records = json_object_new_array();
-	for (size_t i = 0; i < n; i++) {
-		json_object *r = json_object_new_object();
-		add_str(r, "id", sites[i].id);
-		add_str(r, "stationName", sites[i].name);
-		add_str(r, "sno", sites[i].id + 10);
-		json_object_object_add(r, "capacity", json_object_new_double_s(8.8, "8.8"));
-		add_int(r, "state", 1);
-		json_object_array_add(records, r);
+	for (size_t i = 0; i < n; i++)
+		list[i] = (struct enr_answers_site){sites[i].id, sites[i].name};
+	if (enr_answers__sites(&body, "solis", "userStationList", list, n) < 0) {
+		enr_sandbox__oauth_error(resp, 500, "sandbox_error", enr_error_last());
+		return;
 	}
-	page = json_object_new_object();
-	add_int(page, "current", 1);
-	add_int(page, "size", 100);
-	add_int(page, "total", (long long)n);
-	add_int(page, "pages", 1);
-	json_object_object_add(page, "records", records);
-	data = json_object_new_object();
-	json_object_object_add(data, "page", page);
-	solis_answer(resp, 200, "0", "success", data);
+	enr_sandbox__answer_json(resp, SB_SOLIS, "userStationList", body);
 }

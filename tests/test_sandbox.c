@@ -12,6 +12,7 @@
 #include <json-c/json.h>
 
 #include "helpers.h"
+#include "answers.h"
 #include "derenroll/config.h"
 #include "derenroll/error.h"
 #include "derenroll/sandbox.h"
@@ -1179,6 +1180,93 @@ static void enphase_round_trip(void **state)
 	free(e_uri);
 }
 
+static void solaredge_sites(struct http *h, const struct fixture *f, const char *key);
+
+/*
+ * Whether `got` has exactly the recorded shape: the same keys at every level
+ * of objects, the same JSON types, arrays' entries shaped like the recorded
+ * first entry. `where` names the place for the failure message.
+ */
+static void same_shape(json_object *want, json_object *got, const char *where)
+{
+	enum json_type wt = json_object_get_type(want), gt = json_object_get_type(got);
+
+	/* A number is a number, whole or not (capacities, sizes). */
+	if (wt == json_type_double && gt == json_type_int)
+		gt = json_type_double;
+	if (wt != gt)
+		fail_msg("%s: a %s where the recording has a %s", where, json_type_to_name(gt),
+		         json_type_to_name(wt));
+	if (wt == json_type_object) {
+		char path[256];
+		json_object_object_foreach(want, key, val)
+		{
+			json_object *other = NULL;
+			snprintf(path, sizeof(path), "%s.%s", where, key);
+			if (!json_object_object_get_ex(got, key, &other))
+				fail_msg("%s: missing (the recording has it)", path);
+			same_shape(val, other, path);
+		}
+		json_object_object_foreach(got, gkey, gval)
+		{
+			(void)gval;
+			if (!json_object_object_get_ex(want, gkey, NULL))
+				fail_msg("%s.%s: sent, but the vendor does not send it", where,
+				         gkey);
+		}
+	} else if (wt == json_type_array && json_object_array_length(want) > 0) {
+		char path[256];
+		for (size_t i = 0; i < json_object_array_length(got); i++) {
+			snprintf(path, sizeof(path), "%s[%zu]", where, i);
+			same_shape(json_object_array_get_idx(want, 0),
+			           json_object_array_get_idx(got, i), path);
+		}
+	}
+}
+
+static void expect_recorded_shape(const struct http *h, const char *vendor, const char *name)
+{
+	json_object *rec = NULL, *got = body_json(h);
+
+	assert_int_equal(enr_answers__get(&rec, vendor, name), 0);
+	same_shape(enr_util_json_at(rec, "body"), got, name);
+	json_object_put(got);
+}
+
+/* The sandbox's answers have the recorded shapes, key for key: it cannot
+ * send a field, or a type, that the vendor does not. */
+static void answers_have_the_recorded_shapes(void **state)
+{
+	struct fixture *f = *state;
+	char *access = cred(f, "enphase_partner.access_token");
+	char *key = cred(f, "enphase_partner.api_key"), *systems = NULL;
+	char *se_key = cred(f, "solaredge.api_key");
+	struct http h;
+
+	assert_true(asprintf(&systems, "%s/api/v4/systems?key=%s",
+	                     cfg(f, "vendor.enphase", "api_url"), key) > 0);
+	bearer_get(&h, systems, access);
+	assert_int_equal(h.status, 200);
+	expect_recorded_shape(&h, "enphase", "systems");
+	http_done(&h);
+	bearer_get(&h, systems, "not-a-token");
+	assert_int_equal(h.status, 401);
+	expect_recorded_shape(&h, "enphase", "not-authorized");
+	http_done(&h);
+	solaredge_sites(&h, f, se_key);
+	assert_int_equal(h.status, 200);
+	expect_recorded_shape(&h, "solaredge", "sites");
+	http_done(&h);
+	solaredge_sites(&h, f, "invalid-key-2");
+	assert_int_equal(h.status, 401);
+	expect_recorded_shape(&h, "solaredge", "invalid-key");
+	http_done(&h);
+	free(systems);
+	free(access);
+	free(key);
+	free(se_key);
+}
+
 static void enphase_partner_account(void **state)
 {
 	struct fixture *f = *state;
@@ -2222,6 +2310,7 @@ static const struct CMUnitTest tests[] = {
     T(sma_backchannel),
     T(enphase_round_trip),
     T(enphase_partner_account),
+    T(answers_have_the_recorded_shapes),
     T(solaredge_keys),
     T(solis_signatures),
     T(derapi_session),

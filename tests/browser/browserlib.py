@@ -24,7 +24,9 @@ def check(cond, what):
 
 
 
-def start_browser(profile):
+def start_browser(profile, network_log=False):
+    """Chromium at the phone's size; with network_log, what it sends and receives can be
+    read back with network_events() (the DevTools performance log)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -39,10 +41,24 @@ def start_browser(profile):
         "deviceMetrics": {"width": WIDTH, "height": HEIGHT, "pixelRatio": 2},
         "userAgent": "Mozilla/5.0 (Linux; Android 14; Pixel 7) AppleWebKit/537.36 "
                      "(KHTML, like Gecko) Chrome/120.0 Mobile Safari/537.36"})
+    if network_log:
+        opts.set_capability("goog:loggingPrefs", {"performance": "ALL"})
     service = Service(CHROMEDRIVER, popen_kw={"start_new_session": True})
     driver = webdriver.Chrome(service=service, options=opts)
     driver.set_page_load_timeout(30)
     return driver, service
+
+
+def network_events(driver):
+    """The DevTools Network events logged since the last call, as dicts."""
+    import json
+
+    events = []
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message.get("method", "").startswith("Network."):
+            events.append(message)
+    return events
 
 
 def kill_leftovers(profile, service):

@@ -818,9 +818,11 @@ void enr_sandbox__derapi(struct sb_req *req, struct sb_resp *resp)
 		s = find_session(sb, id);
 		if (!s)
 			enr_sandbox__oauth_error(resp, 404, "not_found", "no such Join session");
-		else if (strcmp(tail, "/vendors") == 0)
-			session_vendors(req, resp, s);
-		else if (strcmp(tail, "/authorize") == 0)
+		else if (strcmp(tail, "/vendors") == 0) {
+			/* The widget sends the company's token on both of its calls. */
+			if (authorized(req, resp))
+				session_vendors(req, resp, s);
+		} else if (strcmp(tail, "/authorize") == 0)
 			join_authorize(req, resp, SB_AUTH_SESSION, s->id, s->vendors, NULL);
 		else if (strcmp(tail, "/fetch-token") == 0) {
 			if (authorized(req, resp))

@@ -621,6 +621,23 @@ int enr_join_fetch_parse(struct enr_join_credentials **out, const char *json)
 	return rc;
 }
 
+/* A field present and not empty, in either spelling. */
+static bool has(json_object *root, const char *a, const char *b)
+{
+	const char *v = json_str(root, a, b);
+	return v && v[0];
+}
+
+bool enr_join_fetch_holds_credentials(const char *json)
+{
+	json_object *root = json ? json_tokener_parse(json) : NULL;
+	bool holds = has(root, "accessToken", "access_token") || has(root, "apiKey", "api_key") ||
+	             (has(root, "keyID", "key_id") && has(root, "keySecret", "key_secret"));
+
+	json_object_put(root);
+	return holds;
+}
+
 bool enr_join_auth_granted(long status, const char *body)
 {
 	return status >= 200 && status < 300 && !(body && strstr(body, "failed"));

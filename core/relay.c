@@ -1796,7 +1796,6 @@ static bool fetch_and_keep(struct enr_relay *relay, struct req *r, const char *t
 {
 	struct enr_http_request *req = NULL;
 	struct enr_http_response *resp = NULL;
-	struct enr_join_credentials *creds = NULL;
 	int rc = enr_join_fetch_request(&req, relay->derapi, relay->join_cfg, token, r->session);
 	bool kept = false;
 
@@ -1805,11 +1804,13 @@ static bool fetch_and_keep(struct enr_relay *relay, struct req *r, const char *t
 	*status = rc < 0 || resp->error ? 502 : (unsigned)resp->status;
 	if (rc == 0 && !resp->error && resp->status == 401)
 		enr_join_token_forget();
-	if (rc == 0 && enr_join_fetch_response(&creds, resp) == 0) {
+	/* Not parsed into credentials: this process keeps no customer secret
+	 * beyond the result it holds for the laptop. */
+	if (rc == 0 && !resp->error && resp->status >= 200 && resp->status < 300 &&
+	    enr_join_fetch_holds_credentials(resp->body)) {
 		keep_answer(relay, r->state, r->session, resp->body);
 		kept = true;
 	}
-	enr_join_credentials_free(creds);
 	enr_http_response_free(resp);
 	enr_http_request_free(req);
 	enr_error_clear();

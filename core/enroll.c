@@ -28,6 +28,8 @@
 #define BC_POLL_MS        3000
 #define RETRY_MS          2000
 #define FETCH_POLL_MS     1000
+/* A Join session also asks Derapi itself between these shorter relay polls. */
+#define JOIN_RELAY_WAIT_S 5
 #define MAX_TEXT          4096
 
 /* What the session is waiting for, within WAIT or LINK. */
@@ -87,6 +89,8 @@ struct enr_enroll {
 	char *derapi_token; /* the app's token */
 	char *session_id;   /* Join session */
 	bool fetching;      /* polling fetch-token */
+	bool own_poll;      /* a fetch-token of our own between relay polls */
+	char *join_problem; /* what Derapi last said when asked that way */
 };
 
 static long long now_ms(void)
@@ -160,6 +164,7 @@ void enr_enroll_free(struct enr_enroll *e)
 	enr_util_free_secret(e->derapi_token);
 	free(e->session_id);
 	free_holders(e);
+	free(e->join_problem);
 	enr_check_result_free(e->sites);
 	free(e->link);
 	free(e->redirect_uri);
@@ -554,7 +559,9 @@ static void on_relay_result(struct enr_http_response *resp, void *ctx);
 static int poll_relay(struct enr_enroll *e)
 {
 	struct enr_http_request *req = NULL;
-	int rc = enr_relay_result_request(&req, e->cfg, e->flow->state, RELAY_WAIT_S);
+	bool session = e->derapi && e->join_mode == ENR_JOIN_SESSION;
+	int rc = enr_relay_result_request(&req, e->cfg, e->flow->state,
+	                                  session ? JOIN_RELAY_WAIT_S : RELAY_WAIT_S);
 
 	if (rc < 0)
 		return fail(e, rc);
@@ -574,8 +581,8 @@ static int register_link(struct enr_enroll *e)
 		ttl = (long)(e->deadline - (long long)time(NULL));
 	if (ttl < 60)
 		ttl = 60;
-	rc = enr_relay_link_request(&req, e->cfg, e->flow->url, e->flow->state, ttl,
-	                            e->vendor->name);
+	rc = enr_relay_join_link_request(&req, e->cfg, e->flow->url, e->flow->state, ttl,
+	                                 e->vendor->name, e->session_id);
 	if (rc < 0)
 		return fail(e, rc);
 	rc = start_transfer(e, req, PENDING_RELAY_LINK, on_relay_link);
@@ -605,6 +612,16 @@ static void on_relay_link(struct enr_http_response *resp, void *ctx)
 	poll_relay(e);
 }
 
+static int fetch_token(struct enr_enroll *e);
+
+/* A Join session asks Derapi itself too: a failed widget or a closed tab
+ * never tells the relay, and the page may not report what Derapi has. */
+static void own_fetch(struct enr_enroll *e)
+{
+	e->own_poll = true;
+	fetch_token(e);
+}
+
 static void on_relay_result(struct enr_http_response *resp, void *ctx)
 {
 	struct enr_enroll *e = ctx;
@@ -624,6 +641,8 @@ static void on_relay_result(struct enr_http_response *resp, void *ctx)
 		/* Nothing yet: a new short link when this one has run out. */
 		if (e->link_expires_at && e->link_expires_at <= (long long)time(NULL) + 5)
 			register_link(e);
+		else if (e->derapi && e->join_mode == ENR_JOIN_SESSION && e->session_id)
+			own_fetch(e);
 		else
 			poll_relay(e);
 		return;
@@ -779,6 +798,20 @@ static void on_join_fetch(struct enr_http_response *resp, void *ctx)
 	if (rc < 0 && !resp->error && resp->status == 401)
 		enr_join_token_forget();
 	enr_http_response_free(resp);
+	if (e->own_poll) {
+		e->own_poll = false;
+		if (rc < 0) {
+			/* Not (yet) done: the customer may still retry in the widget. */
+			if (rc != ENR_E_AGAIN) {
+				free(e->join_problem);
+				e->join_problem = enr_util_strdup(enr_error_last());
+			}
+			enr_error_clear();
+			poll_relay(e);
+			return;
+		}
+		e->state = ENR_ENROLL_WAIT;
+	}
 	/* The customer may not have finished in the Join page yet: keep asking
 	 * until the deadline. */
 	if ((rc == ENR_E_AGAIN || rc == ENR_E_TRANSIENT) && e->deadline > (long long)time(NULL)) {
@@ -818,6 +851,21 @@ static int got_join_callback(struct enr_enroll *e, const char *text)
 	}
 	e->state = ENR_ENROLL_WAIT;
 	if (e->join_mode == ENR_JOIN_SESSION) {
+		const char *kept = enr_oauth_callback_param(cb, "join_fetch_token");
+		struct enr_join_credentials *c = NULL;
+		if (kept) {
+			/* The relay's proxy kept fetch-token's answer for us. */
+			rc = enr_join_fetch_parse(&c, kept);
+			if (rc == 0)
+				rc = take_join_credentials(e, c);
+			enr_join_credentials_free(c);
+			enr_oauth_callback_free(cb);
+			if (rc < 0)
+				return fail(e, rc);
+			set_message(e, "The customer approved: checking the %s authorization...",
+			            e->vendor->name);
+			return start_check(e);
+		}
 		enr_oauth_callback_free(cb);
 		e->fetching = true;
 		set_message(e, "The customer approved: getting the authorization from Derapi...");
@@ -1603,8 +1651,16 @@ int enr_enroll_process(struct enr_enroll *e)
 	}
 	if ((e->state == ENR_ENROLL_LINK || e->state == ENR_ENROLL_WAIT) && e->deadline &&
 	    (long long)time(NULL) >= e->deadline) {
-		enr_error_set(ENR_E_EXPIRED,
-		              "the customer did not answer in time: the link expired; start again");
+		if (e->derapi && e->join_mode == ENR_JOIN_SESSION)
+			enr_error_set(
+			    ENR_E_EXPIRED,
+			    "the customer did not finish in the Join page in time (the tab "
+			    "was closed, or the Join widget failed%s%s): start again",
+			    e->join_problem ? "; Derapi said: " : "",
+			    e->join_problem ? e->join_problem : "");
+		else
+			enr_error_set(ENR_E_EXPIRED, "the customer did not answer in time: the "
+			                             "link expired; start again");
 		fail(e, ENR_E_EXPIRED);
 	}
 	changed = e->state != before || e->message_changed;

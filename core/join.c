@@ -586,20 +586,15 @@ static int take(char **out, json_object *root, const char *a, const char *b, boo
 	return 0;
 }
 
-int enr_join_fetch_response(struct enr_join_credentials **out, const struct enr_http_response *resp)
+/* The credentials in a fetch-token answer's JSON (taken: put here). */
+static int fetch_credentials(struct enr_join_credentials **out, json_object *root)
 {
 	struct enr_join_credentials *c = NULL;
 	struct enr_oauth_tokens *t = NULL;
-	json_object *root = NULL;
 	const char *expires;
 	int rc;
 
 	*out = NULL;
-	if (!resp->error && resp->status == 204)
-		return ENR_E_AGAIN;
-	rc = answer_json(&root, resp);
-	if (rc < 0)
-		return rc;
 	c = calloc(1, sizeof(*c));
 	t = calloc(1, sizeof(*t));
 	if (!c || !t) {
@@ -628,7 +623,7 @@ int enr_join_fetch_response(struct enr_join_credentials **out, const struct enr_
 		goto out;
 	}
 	if (!c->tokens && !c->api_key && !(c->key_id && c->key_secret)) {
-		rc = enr_http_badresponse(resp, "fetch-token gave no token and no key");
+		rc = ENR_E_BADRESPONSE;
 		goto out;
 	}
 	*out = c;
@@ -637,6 +632,65 @@ out:
 	enr_join_credentials_free(c);
 	json_object_put(root);
 	return rc;
+}
+
+int enr_join_fetch_response(struct enr_join_credentials **out, const struct enr_http_response *resp)
+{
+	json_object *root = NULL;
+	int rc;
+
+	*out = NULL;
+	if (!resp->error && resp->status == 204)
+		return ENR_E_AGAIN;
+	rc = answer_json(&root, resp);
+	if (rc < 0)
+		return rc;
+	rc = fetch_credentials(out, root);
+	if (rc == ENR_E_BADRESPONSE)
+		rc = enr_http_badresponse(resp, "fetch-token gave no token and no key");
+	return rc;
+}
+
+int enr_join_fetch_parse(struct enr_join_credentials **out, const char *json)
+{
+	json_object *root = json ? json_tokener_parse(json) : NULL;
+	int rc;
+
+	*out = NULL;
+	if (!json_object_is_type(root, json_type_object)) {
+		json_object_put(root);
+		return enr_error_set(
+		    ENR_E_BADRESPONSE,
+		    "Derapi: the relay's copy of fetch-token is not a JSON object");
+	}
+	rc = fetch_credentials(out, root);
+	if (rc == ENR_E_BADRESPONSE)
+		rc = enr_error_set(
+		    ENR_E_BADRESPONSE,
+		    "Derapi: fetch-token (kept by the relay) gave no token and no key");
+	return rc;
+}
+
+/* A field present and not empty, in either spelling. */
+static bool has(json_object *root, const char *a, const char *b)
+{
+	const char *v = json_str(root, a, b);
+	return v && v[0];
+}
+
+bool enr_join_fetch_holds_credentials(const char *json)
+{
+	json_object *root = json ? json_tokener_parse(json) : NULL;
+	bool holds = has(root, "accessToken", "access_token") || has(root, "apiKey", "api_key") ||
+	             (has(root, "keyID", "key_id") && has(root, "keySecret", "key_secret"));
+
+	json_object_put(root);
+	return holds;
+}
+
+bool enr_join_auth_granted(long status, const char *body)
+{
+	return status >= 200 && status < 300 && !(body && strstr(body, "failed"));
 }
 
 /* ---- checks through Derapi --------------------------------------------- */

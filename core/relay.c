@@ -19,6 +19,8 @@
 
 #include "derenroll/config.h"
 #include "derenroll/error.h"
+#include "derenroll/http.h"
+#include "derenroll/join.h"
 #include "derenroll/log.h"
 #include "derenroll/relay.h"
 #include "derenroll/vendor.h"
@@ -48,6 +50,12 @@
 #define RATE_SLOTS          4096
 #define WAITERS_MAX         100000
 #define QUIESCE_WAIT_MS     1000
+#define SESSION_MAX         128
+#define PROXY_MAX           32 /* Join proxy calls in flight at once */
+#define PROXY_ANSWER_MAX    (256 * 1024)
+/* What the Join page's browser gets in place of the real fetch-token answer:
+ * the widget only checks that access_token is there. */
+#define KEPT_TOKEN_ANSWER "{\"access_token\":\"kept-by-the-relay\"}"
 
 /* Upper case, without 0 O 1 I L: read aloud or typed from a screen. */
 static const char code_alphabet[] = "23456789ABCDEFGHJKMNPQRSTUVWXYZ";
@@ -86,7 +94,9 @@ struct record {
 	char state[STATE_MAX + 1];
 	char code[CODE_MAX + 1];
 	char *target;
-	char *vendor; /* display name, or NULL */
+	char *vendor;       /* display name, or NULL */
+	char *join_session; /* the Derapi Join session its page may use, or NULL */
+	bool join_kept;     /* the result is fetch-token's answer, kept by the proxy */
 	long long expires_at;
 	long long finished_at;
 	struct param *params;
@@ -98,7 +108,11 @@ enum req_phase {
 	REQ_WAITING, /* a suspended result poll */
 	REQ_RESUMED, /* taken off the waiters, connection resumed, not answered yet */
 	REQ_ANSWERED,
+	REQ_PROXY,      /* a Join proxy call upstream, connection suspended */
+	REQ_PROXY_DONE, /* its answer is ready, connection resumed */
 };
+
+enum proxy_call { PROXY_VENDORS, PROXY_FETCH, PROXY_AUTH_GRANTED };
 
 struct req {
 	struct req *prev, *next;   /* every live request */
@@ -111,6 +125,15 @@ struct req {
 	char *body;
 	size_t body_len;
 	bool body_too_large;
+	/* The Join proxy. */
+	struct enr_relay *relay;
+	enum proxy_call call;
+	char session[SESSION_MAX + 1];
+	char vendor[VENDOR_MAX + 1];
+	char *code; /* auth-granted: the customer's keys */
+	unsigned status;
+	const char *type;
+	char *answer;
 };
 
 struct rate_slot {
@@ -147,6 +170,10 @@ struct enr_relay {
 	char *style;
 	char *join_page; /* the Join page, its script filled in; NULL when not installed */
 	char *join_csp;
+	/* The Join page's proxy to Derapi: on when [derapi] client_id is set. */
+	const struct enr_config *join_cfg;
+	const struct enr_vendor *derapi;
+	size_t proxying; /* proxy calls in flight (their threads) */
 	long max_ttl;
 	size_t max_records;
 	unsigned max_connections;
@@ -452,6 +479,7 @@ static void remove_record(struct enr_relay *relay, struct record *rec)
 	set_status(relay, rec, REC_DONE);
 	relay->n_records--;
 	free(rec->vendor);
+	free(rec->join_session);
 	OPENSSL_cleanse(rec, sizeof(*rec));
 	free(rec);
 }
@@ -958,6 +986,8 @@ static void req_free(struct enr_relay *relay, struct req *r)
 		r->next->prev = r->prev;
 	relay->n_reqs--;
 	free(r->body);
+	enr_util_free_secret(r->code);
+	enr_util_free_secret(r->answer);
 	free(r);
 }
 
@@ -1047,10 +1077,22 @@ static bool valid_vendor(const char *s)
 	return true;
 }
 
+/* A Derapi Join session id as it may appear in a path. */
+static bool valid_session(const char *s)
+{
+	size_t len = strlen(s);
+
+	return len > 0 && len <= SESSION_MAX &&
+	       strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-.") ==
+	           len &&
+	       strcmp(s, ".") != 0 && strcmp(s, "..") != 0;
+}
+
 struct link_request {
 	const char *target;
 	const char *state;
 	const char *vendor;
+	const char *join_session;
 	long long ttl;
 };
 
@@ -1101,6 +1143,12 @@ static const char *parse_link_request(struct link_request *out, json_object **ro
 		    !valid_vendor(json_object_get_string(v)))
 			return "vendor must be a vendor id or a name of at most 64 characters";
 		out->vendor = json_object_get_string(v);
+	}
+	if (json_object_object_get_ex(*root, "join_session", &v)) {
+		if (!json_object_is_type(v, json_type_string) ||
+		    !valid_session(json_object_get_string(v)))
+			return "join_session must be 1 to 128 characters of A-Z a-z 0-9 _ - .";
+		out->join_session = json_object_get_string(v);
 	}
 	return NULL;
 }
@@ -1174,7 +1222,10 @@ static int create_link(struct enr_relay *relay, struct MHD_Connection *c, struct
 	rec = calloc(1, sizeof(*rec));
 	if (rec)
 		rec->target = enr_util_strdup(lr.target);
-	if (!rec || !rec->target || !new_code(relay, code)) {
+	if (rec && lr.join_session)
+		rec->join_session = enr_util_strdup(lr.join_session);
+	if (!rec || !rec->target || (lr.join_session && !rec->join_session) ||
+	    !new_code(relay, code)) {
 		pthread_mutex_unlock(&relay->lock);
 		ret = respond_error(c, 500, "internal", "out of memory or randomness", NULL, NULL);
 		goto out;
@@ -1224,6 +1275,7 @@ static int create_link(struct enr_relay *relay, struct MHD_Connection *c, struct
 out:
 	if (rec) {
 		enr_util_free_secret(rec->target);
+		free(rec->join_session);
 		free(rec);
 	}
 	enr_util_free_secret(url);
@@ -1342,7 +1394,9 @@ static int load_join_page(struct enr_relay *relay, const struct enr_relay_option
 {
 	const char *script = opts->join_script_url;
 	char *dir = NULL, *path = NULL, *tpl = NULL;
-	struct slot slots[] = {{"script", NULL, true}};
+	/* The URL goes into a JavaScript string (an import): nothing that could
+	 * end it or be read as markup. */
+	struct slot slots[] = {{"script", NULL, false}};
 	int rc = 0;
 
 	if (!script && opts->catalog) {
@@ -1351,7 +1405,7 @@ static int load_join_page(struct enr_relay *relay, const struct enr_relay_option
 		    derapi ? enr_vendor_endpoint(derapi, opts->config, "join_script_url") : NULL;
 	}
 	enr_error_clear();
-	if (!script || strchr(script, '"') || strchr(script, ';') || strchr(script, ' '))
+	if (!script || !script[0] || strpbrk(script, "\"'`<>\\; \t\r\n"))
 		return 0;
 	dir = enr_config_asset_path("join");
 	path = dir ? enr_util_printf("%s/index.html", dir) : NULL;
@@ -1446,6 +1500,21 @@ static bool loggable_error(const char *e)
 	return true;
 }
 
+/* The record's result is in: wake its polls. Under the lock. */
+static void arrive(struct enr_relay *relay, struct record *rec, enum page page, struct req **due)
+{
+	rec->outcome = page;
+	rec->finished_at = wall_now(relay);
+	set_status(relay, rec, REC_ARRIVED);
+	for (struct req *w = relay->waiters, *next; w; w = next) {
+		next = w->wnext;
+		if (strcmp(w->state, rec->state) == 0)
+			make_due(relay, w, due);
+	}
+	if (*due)
+		relay->resuming++;
+}
+
 static int callback(struct enr_relay *relay, struct MHD_Connection *c, const char *method)
 {
 	struct collect col = {0};
@@ -1505,16 +1574,7 @@ static int callback(struct enr_relay *relay, struct MHD_Connection *c, const cha
 		rec->n_params = col.n;
 		col.params = NULL;
 		col.n = 0;
-		rec->outcome = page;
-		rec->finished_at = wall_now(relay);
-		set_status(relay, rec, REC_ARRIVED);
-		for (struct req *w = relay->waiters, *next; w; w = next) {
-			next = w->wnext;
-			if (strcmp(w->state, rec->state) == 0)
-				make_due(relay, w, &due);
-		}
-		if (due)
-			relay->resuming++;
+		arrive(relay, rec, page, &due);
 		enr_log_info("relay: callback for state %s: %s%s%s", s,
 		             page == PAGE_SUCCESS    ? "success"
 		             : page == PAGE_DECLINED ? "declined"
@@ -1526,6 +1586,11 @@ static int callback(struct enr_relay *relay, struct MHD_Connection *c, const cha
 		vendor = enr_util_strdup(rec->vendor);
 	if (page == PAGE_USED && rec && rec->outcome != PAGE_SUCCESS)
 		page = rec->outcome; /* a reload of a declined or error page shows it again */
+	if (page == PAGE_USED && rec && rec->join_kept) {
+		/* The Join page reports what its proxy already handed on. */
+		page = rec->outcome;
+		status = 200;
+	}
 	pthread_mutex_unlock(&relay->lock);
 	if (due)
 		resume_batch(relay, due);
@@ -1651,6 +1716,364 @@ static int results_endpoint(struct enr_relay *relay, struct MHD_Connection *c, c
 	return MHD_YES;
 }
 
+/* ---- GET /join/api/...: the Join page's proxy to Derapi ---- */
+
+/*
+ * Derapi's widget makes its calls to the `apiUrl` the page gives it: here.
+ * Only a registered session's three widget calls pass; the company's Derapi
+ * token is added here and never reaches the phone, and fetch-token's answer
+ * is kept for the laptop: the browser gets a stand-in with access_token (all
+ * the widget checks). Each call runs upstream on a thread of its own while
+ * the connection is suspended.
+ */
+
+/* The pending record whose page may use `session`. Under the lock. */
+static struct record *find_session(struct enr_relay *relay, const char *session)
+{
+	long long now = wall_now(relay);
+
+	for (struct record *r = relay->newest; r; r = r->older)
+		if (r->join_session && strcmp(r->join_session, session) == 0)
+			return r->status == REC_PENDING && !link_expired(r, now) ? r : NULL;
+	return NULL;
+}
+
+/* Hands fetch-token's answer to the laptop polling for `state`. */
+static void keep_answer(struct enr_relay *relay, const char *state, const char *session,
+                        const char *answer)
+{
+	struct param *params = calloc(2, sizeof(*params));
+	struct req *due = NULL;
+	struct record *rec;
+	char s[16];
+
+	if (params) {
+		params[0].key = enr_util_strdup("state");
+		params[0].value = enr_util_strdup(state);
+		params[1].key = enr_util_strdup("join_fetch_token");
+		params[1].value = enr_util_strdup(answer);
+	}
+	pthread_mutex_lock(&relay->lock);
+	rec = find_state(relay, state);
+	if (params && params[0].value && params[1].value && rec && rec->status == REC_PENDING &&
+	    rec->join_session && strcmp(rec->join_session, session) == 0) {
+		retire_link(relay, rec);
+		rec->params = params;
+		rec->n_params = 2;
+		params = NULL;
+		rec->join_kept = true;
+		arrive(relay, rec, PAGE_SUCCESS, &due);
+		enr_log_info("relay: Join session of state %s finished: its answer is kept",
+		             short_state(s, sizeof(s), state));
+	}
+	pthread_mutex_unlock(&relay->lock);
+	if (due)
+		resume_batch(relay, due);
+	if (params) {
+		struct record tmp = {.params = params, .n_params = 2};
+		free_params(&tmp);
+	}
+}
+
+static void proxy_set(struct req *r, unsigned status, const char *type, char *answer)
+{
+	enr_util_free_secret(r->answer);
+	r->status = status;
+	r->type = type;
+	r->answer = answer;
+}
+
+static void proxy_error(struct req *r, unsigned status, const char *error, const char *message)
+{
+	const char *kv[] = {"error", error, "message", message};
+
+	proxy_set(r, status, "application/json", json_object_of(kv, 2));
+}
+
+/* Derapi's fetch-token for the session: kept for the laptop when it holds credentials. */
+static bool fetch_and_keep(struct enr_relay *relay, struct req *r, const char *token,
+                           unsigned *status)
+{
+	struct enr_http_request *req = NULL;
+	struct enr_http_response *resp = NULL;
+	int rc = enr_join_fetch_request(&req, relay->derapi, relay->join_cfg, token, r->session);
+	bool kept = false;
+
+	if (rc == 0)
+		rc = enr_http_perform(&resp, relay->join_cfg, req);
+	*status = rc < 0 || resp->error ? 502 : (unsigned)resp->status;
+	if (rc == 0 && !resp->error && resp->status == 401)
+		enr_join_token_forget();
+	/* Not parsed into credentials: this process keeps no customer secret
+	 * beyond the result it holds for the laptop. */
+	if (rc == 0 && !resp->error && resp->status >= 200 && resp->status < 300 &&
+	    enr_join_fetch_holds_credentials(resp->body)) {
+		keep_answer(relay, r->state, r->session, resp->body);
+		kept = true;
+	}
+	enr_http_response_free(resp);
+	enr_http_request_free(req);
+	enr_error_clear();
+	return kept;
+}
+
+/* The customer's keys to Derapi (no headers, as the widget sends them). */
+static bool auth_granted(struct enr_relay *relay, struct req *r, unsigned *status)
+{
+	struct enr_http_request *req = NULL;
+	struct enr_http_response *resp = NULL;
+	char *vendor = enr_util_urlencode(r->vendor), *session = enr_util_urlencode(r->session);
+	char *code = enr_util_urlencode(r->code), *path = NULL, *base = NULL, *url = NULL;
+	bool granted = false;
+	int rc = ENR_E_NOMEM;
+
+	path = vendor ? enr_util_printf("/join/%s/auth-granted", vendor) : NULL;
+	base = path ? enr_vendor_url(relay->derapi, relay->join_cfg, "api_url", path) : NULL;
+	url = base && session && code ? enr_util_printf("%s?state=%s&code=%s", base, session, code)
+	                              : NULL;
+	if (url)
+		rc = enr_http_request_new(&req, "GET", url);
+	if (rc == 0)
+		rc = enr_http_perform(&resp, relay->join_cfg, req);
+	*status = rc < 0 || resp->error ? 502 : (unsigned)resp->status;
+	if (rc == 0 && !resp->error)
+		granted = enr_join_auth_granted(resp->status, resp->body);
+	enr_http_response_free(resp);
+	enr_http_request_free(req);
+	enr_util_free_secret(url);
+	enr_util_free_secret(code);
+	free(base);
+	free(path);
+	free(session);
+	free(vendor);
+	enr_error_clear();
+	return granted;
+}
+
+static void proxy_call(struct enr_relay *relay, struct req *r)
+{
+	struct enr_http_request *req = NULL;
+	struct enr_http_response *resp = NULL;
+	char *token = NULL, *path = NULL, s[16];
+	unsigned status = 502;
+	int rc = enr_join_app_token(&token, relay->derapi, relay->join_cfg);
+
+	short_state(s, sizeof(s), r->state);
+	if (rc < 0) {
+		enr_log_warn("relay: Join proxy: no Derapi token: %s", enr_error_last());
+		enr_error_clear();
+		proxy_error(r, 502, "derapi_unavailable", "the relay could not sign in to Derapi");
+		return;
+	}
+	switch (r->call) {
+	case PROXY_VENDORS:
+		path = enr_util_printf("/join/session/%s/vendors", r->session);
+		rc = path ? enr_join_request(&req, relay->derapi, relay->join_cfg, "GET", path,
+		                             token)
+		          : ENR_E_NOMEM;
+		if (rc == 0)
+			rc = enr_http_perform(&resp, relay->join_cfg, req);
+		if (rc < 0 || resp->error || resp->body_len > PROXY_ANSWER_MAX) {
+			proxy_error(r, 502, "derapi_unavailable", "Derapi did not answer");
+		} else {
+			status = (unsigned)resp->status;
+			proxy_set(r, status < 200 ? 502 : status, "application/json",
+			          enr_util_strdup(resp->body));
+			if (status == 401)
+				enr_join_token_forget();
+		}
+		break;
+	case PROXY_FETCH:
+		if (fetch_and_keep(relay, r, token, &status))
+			proxy_set(r, 200, "application/json", enr_util_strdup(KEPT_TOKEN_ANSWER));
+		else
+			proxy_error(r, status >= 300 ? status : 409, "not_finished",
+			            "Derapi holds no authorization for this session");
+		break;
+	case PROXY_AUTH_GRANTED:
+		if (auth_granted(relay, r, &status)) {
+			/* What Derapi now holds goes to the laptop; none of it to the phone. */
+			fetch_and_keep(relay, r, token, &status);
+			proxy_set(r, 200, "text/plain; charset=utf-8", enr_util_strdup("granted"));
+		} else {
+			proxy_set(r, status >= 200 && status < 300 ? 200 : status,
+			          "text/plain; charset=utf-8", enr_util_strdup("failed"));
+		}
+		break;
+	}
+	enr_log_info("relay: Join proxy %s for state %s: %u",
+	             r->call == PROXY_VENDORS ? "vendors"
+	             : r->call == PROXY_FETCH ? "fetch-token"
+	                                      : "auth-granted",
+	             s, r->status);
+	if (!r->answer)
+		proxy_error(r, 500, "internal", "out of memory");
+	enr_http_response_free(resp);
+	enr_http_request_free(req);
+	free(path);
+	enr_config_free_secret(token);
+}
+
+static void *proxy_main(void *arg)
+{
+	struct req *r = arg;
+	struct enr_relay *relay = r->relay;
+	struct MHD_Connection *c = r->connection;
+
+	proxy_call(relay, r);
+	pthread_mutex_lock(&relay->lock);
+	r->phase = REQ_PROXY_DONE;
+	pthread_mutex_unlock(&relay->lock);
+	/* From here on `r` may be gone. */
+	MHD_resume_connection(c);
+	pthread_mutex_lock(&relay->lock);
+	relay->proxying--;
+	pthread_cond_broadcast(&relay->idle);
+	pthread_mutex_unlock(&relay->lock);
+	return NULL;
+}
+
+/* Copies the path segment at `p` (up to '/' or the end) into `out`; the rest, or NULL. */
+static const char *segment(const char *p, char *out, size_t size)
+{
+	size_t n = strcspn(p, "/");
+
+	if (n == 0 || n >= size)
+		return NULL;
+	memcpy(out, p, n);
+	out[n] = '\0';
+	return p + n;
+}
+
+static bool valid_vendor_id(const char *s)
+{
+	return s[0] && strspn(s, "abcdefghijklmnopqrstuvwxyz0123456789") == strlen(s);
+}
+
+static int refuse_proxy(struct MHD_Connection *c, const char *why)
+{
+	return respond_error(c, 404, "not_found", why, NULL, NULL);
+}
+
+static int join_proxy(struct enr_relay *relay, struct MHD_Connection *c, const char *method,
+                      const char *path, void **reqp)
+{
+	const char *tail = NULL, *code = NULL, *state = NULL;
+	char session[SESSION_MAX + 1] = "", vendor[VENDOR_MAX + 1] = "";
+	enum proxy_call call;
+	struct record *rec;
+	struct req *r;
+	pthread_attr_t attr;
+	pthread_t thread;
+	int ret;
+
+	if (strcmp(method, "GET") != 0)
+		return respond_error(c, 405, "method_not_allowed", "use GET", "Allow", "GET");
+	if (!public_allowed(relay, c, &ret))
+		return ret;
+	if (!relay->join_cfg)
+		return refuse_proxy(c, "this relay has no Derapi credentials ([derapi] client_id)");
+	if (strncmp(path, "/join/session/", 14) == 0 &&
+	    (tail = segment(path + 14, session, sizeof(session))) &&
+	    (strcmp(tail, "/vendors") == 0 || strcmp(tail, "/fetch-token") == 0)) {
+		call = strcmp(tail, "/vendors") == 0 ? PROXY_VENDORS : PROXY_FETCH;
+	} else if (strncmp(path, "/join/", 6) == 0 &&
+	           (tail = segment(path + 6, vendor, sizeof(vendor))) &&
+	           strcmp(tail, "/auth-granted") == 0 && valid_vendor_id(vendor)) {
+		call = PROXY_AUTH_GRANTED;
+		state = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "state");
+		code = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "code");
+		if (!state || !code || !code[0] || strlen(code) > 1024 ||
+		    strlen(state) >= sizeof(session))
+			return refuse_proxy(c, "auth-granted needs state and code");
+		snprintf(session, sizeof(session), "%s", state);
+	} else {
+		return refuse_proxy(c, "only a Join session's vendors, fetch-token and "
+		                       "auth-granted calls pass here");
+	}
+	if (!valid_session(session))
+		return refuse_proxy(c, "no such Join session");
+	if (!can_suspend(c))
+		return respond_error(c, 503, "unavailable", "the Join proxy cannot run here", NULL,
+		                     NULL);
+	pthread_mutex_lock(&relay->lock);
+	rec = find_session(relay, session);
+	if (!rec || relay->proxying >= PROXY_MAX) {
+		pthread_mutex_unlock(&relay->lock);
+		if (!rec)
+			return refuse_proxy(c,
+			                    "this Join session is not registered with the relay, "
+			                    "or its link has expired");
+		return respond_error(c, 503, "busy", "too many Join calls at once", "Retry-After",
+		                     "1");
+	}
+	r = req_new(relay, REQ_PROXY);
+	if (r && code && !(r->code = enr_util_strdup(code))) {
+		req_free(relay, r);
+		r = NULL;
+	}
+	if (!r) {
+		pthread_mutex_unlock(&relay->lock);
+		return MHD_NO;
+	}
+	r->relay = relay;
+	r->connection = c;
+	r->call = call;
+	snprintf(r->state, sizeof(r->state), "%s", rec->state);
+	snprintf(r->session, sizeof(r->session), "%s", session);
+	snprintf(r->vendor, sizeof(r->vendor), "%s", vendor);
+	relay->proxying++;
+	*reqp = r;
+	MHD_suspend_connection(c);
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	if (pthread_create(&thread, &attr, proxy_main, r) != 0) {
+		proxy_error(r, 503, "busy", "the relay cannot start a Join call now");
+		r->phase = REQ_PROXY_DONE;
+		relay->proxying--;
+		pthread_mutex_unlock(&relay->lock);
+		MHD_resume_connection(c);
+	} else {
+		pthread_mutex_unlock(&relay->lock);
+	}
+	pthread_attr_destroy(&attr);
+	return MHD_YES;
+}
+
+/* The answer of a proxy call, once its thread resumed the connection. */
+static int proxy_respond(struct enr_relay *relay, struct MHD_Connection *c, struct req *r)
+{
+	char *answer;
+
+	pthread_mutex_lock(&relay->lock);
+	if (r->phase != REQ_PROXY_DONE) {
+		pthread_mutex_unlock(&relay->lock);
+		return MHD_YES;
+	}
+	r->phase = REQ_ANSWERED;
+	answer = r->answer;
+	r->answer = NULL;
+	pthread_mutex_unlock(&relay->lock);
+	return respond(c, r->status, r->type, answer, true, NULL, NULL);
+}
+
+int enr_relay_set_derapi(struct enr_relay *relay, const struct enr_catalog *catalog,
+                         const struct enr_config *cfg)
+{
+	const char *id = cfg ? enr_config_get(cfg, "derapi", "client_id") : NULL;
+	const struct enr_vendor *derapi = catalog ? enr_catalog_find(catalog, "derapi") : NULL;
+
+	relay->join_cfg = NULL;
+	relay->derapi = NULL;
+	if (!id || !id[0])
+		return 0;
+	if (!derapi)
+		return enr_error_set(ENR_E_CONFIG, "vendors.json has no derapi entry");
+	relay->derapi = derapi;
+	relay->join_cfg = cfg;
+	return 0;
+}
+
 /* ---- routing ---- */
 
 int enr_relay_handle(struct enr_relay *relay, struct MHD_Connection *connection, const char *url,
@@ -1675,6 +2098,8 @@ int enr_relay_handle(struct enr_relay *relay, struct MHD_Connection *connection,
 		if (r->phase == REQ_BODY)
 			return links_endpoint(relay, connection, method, upload_data,
 			                      upload_data_size, req);
+		if (r->phase == REQ_PROXY || r->phase == REQ_PROXY_DONE)
+			return proxy_respond(relay, connection, r);
 		pthread_mutex_lock(&relay->lock);
 		if (r->phase != REQ_RESUMED) {
 			/* Not expected: a suspended request is called only once resumed. */
@@ -1713,6 +2138,8 @@ int enr_relay_handle(struct enr_relay *relay, struct MHD_Connection *connection,
 		return callback(relay, connection, method);
 	if (strcmp(url, "/join") == 0)
 		return join_page(relay, connection, method);
+	if (strncmp(url, "/join/api/", 10) == 0)
+		return join_proxy(relay, connection, method, url + 9, req);
 	if (!public_allowed(relay, connection, &ret))
 		return ret;
 	return respond_page(relay, connection, 404, PAGE_NOTFOUND, NULL, NULL, NULL);
@@ -1943,6 +2370,8 @@ int enr_relay_new(struct enr_relay **out, const struct enr_relay_options *opts)
 		rc = load_pages(relay, opts->pages_dir);
 	if (rc == 0)
 		rc = load_join_page(relay, opts);
+	if (rc == 0)
+		rc = enr_relay_set_derapi(relay, opts->catalog, opts->config);
 	if (rc < 0)
 		goto out;
 	if (pthread_create(&relay->timer, NULL, timer_main, relay) != 0) {
@@ -1975,9 +2404,10 @@ void enr_relay_quiesce(struct enr_relay *relay)
 		pthread_mutex_lock(&relay->lock);
 	}
 	/* Resumes in flight elsewhere must finish before the daemon may stop. */
-	while (relay->resuming > 0 || (relay->unanswered > 0 && mono_ms() < deadline)) {
-		struct timespec ts =
-		    abs_monotonic(relay->resuming > 0 ? mono_ms() + 100 : deadline);
+	while (relay->resuming > 0 || relay->proxying > 0 ||
+	       (relay->unanswered > 0 && mono_ms() < deadline)) {
+		struct timespec ts = abs_monotonic(
+		    relay->resuming > 0 || relay->proxying > 0 ? mono_ms() + 100 : deadline);
 		pthread_cond_timedwait(&relay->idle, &relay->lock, &ts);
 	}
 	pthread_mutex_unlock(&relay->lock);

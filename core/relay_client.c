@@ -62,6 +62,13 @@ int enr_relay_link_request(struct enr_http_request **out, const struct enr_confi
                            const char *target, const char *state, long ttl_s,
                            const char *vendor_name)
 {
+	return enr_relay_join_link_request(out, cfg, target, state, ttl_s, vendor_name, NULL);
+}
+
+int enr_relay_join_link_request(struct enr_http_request **out, const struct enr_config *cfg,
+                                const char *target, const char *state, long ttl_s,
+                                const char *vendor_name, const char *join_session)
+{
 	json_object *body = json_object_new_object();
 	const char *text;
 	int rc;
@@ -73,6 +80,8 @@ int enr_relay_link_request(struct enr_http_request **out, const struct enr_confi
 	json_object_object_add(body, "ttl", json_object_new_int64(ttl_s));
 	if (vendor_name)
 		json_object_object_add(body, "vendor", json_object_new_string(vendor_name));
+	if (join_session)
+		json_object_object_add(body, "join_session", json_object_new_string(join_session));
 	rc = relay_request(out, cfg, "POST", "/v1/links");
 	if (rc == 0) {
 		text = json_object_to_json_string_ext(body, JSON_C_TO_STRING_PLAIN);

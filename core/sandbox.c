@@ -1221,6 +1221,10 @@ int enr_sandbox_start(struct enr_sandbox **out, const struct enr_sandbox_options
 	snprintf(relay_url, sizeof(relay_url), "%s/relay", sb->url);
 	if ((rc = enr_relay_set_public_url(sb->relay, relay_url)) < 0)
 		goto out;
+	/* The relay's Join proxy signs in to this Derapi, as a company's would. */
+	if ((rc = enr_sandbox_config(&sb->relay_config, sb)) < 0 ||
+	    (rc = enr_relay_set_derapi(sb->relay, sb->catalog, sb->relay_config)) < 0)
+		goto out;
 	pthread_mutex_lock(&sb->lock);
 	rc = make_partner(sb);
 	pthread_mutex_unlock(&sb->lock);
@@ -1251,6 +1255,7 @@ void enr_sandbox_stop(struct enr_sandbox *sb)
 	if (sb->daemon)
 		MHD_stop_daemon(sb->daemon);
 	enr_relay_free(sb->relay);
+	enr_config_free(sb->relay_config);
 	enr_sandbox__ring_done(&sb->codes);
 	enr_sandbox__ring_done(&sb->refresh);
 	enr_sandbox__ring_done(&sb->pending);

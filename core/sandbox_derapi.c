@@ -8,6 +8,7 @@
 #include <openssl/crypto.h>
 
 #include "answers.h"
+#include "derenroll/config.h"
 #include "derenroll/error.h"
 #include "derenroll/vendor.h"
 #include "sandbox_internal.h"
@@ -284,41 +285,65 @@ static void session_start(struct sb_req *req, struct sb_resp *resp)
 	s->vendors = mask;
 	s->vendor = -1;
 	enr_sandbox__ring_put(&sb->sessions, s);
-	obj = json_object_new_object();
-	add_str(obj, "sessionID", s->id);
-	enr_sandbox__json(resp, 200, obj);
+	if (enr_answers__body(&obj, "derapi", "session-start") == 0)
+		enr_answers__set(obj, "sessionID", json_object_new_string(s->id));
+	enr_sandbox__answer_json(resp, SB_DERAPI, "session-start", obj);
 out:
 	free(id);
 	json_object_put(body);
 }
 
+/* The widget's bare array of {id, name, base64Logo, oAuthEndpoint}: key
+ * vendors (SolarEdge, Solis) come without oAuthEndpoint. */
 static void session_vendors(struct sb_req *req, struct sb_resp *resp, const struct session *s)
 {
-	json_object *obj = json_object_new_object(), *list = json_object_new_array();
+	struct enr_answers_site list[ENR_ARRAY_SIZE(join_vendors)];
+	int vendors[ENR_ARRAY_SIZE(join_vendors)];
+	json_object *body = NULL;
+	size_t n = 0;
 
 	for (size_t i = 0; i < ENR_ARRAY_SIZE(join_vendors); i++) {
-		int v = join_vendors[i];
-		json_object *e;
-		char *url;
-		if (!(s->vendors & 1u << v))
+		if (!(s->vendors & 1u << join_vendors[i]))
 			continue;
-		e = json_object_new_object();
-		add_str(e, "vendor", enr_sandbox__vendor_id(v));
-		add_str(e, "name", enr_sandbox__vendor_name(v));
-		url = enr_util_printf("%s/derapi/join/session/%s/authorize?vendor=%s", req->sb->url,
-		                      s->id, enr_sandbox__vendor_id(v));
-		if (url)
-			add_str(e, "authorizeURL", url);
-		free(url);
-		json_object_array_add(list, e);
+		vendors[n] = join_vendors[i];
+		list[n].id = enr_sandbox__vendor_id(join_vendors[i]);
+		list[n++].name = enr_sandbox__vendor_name(join_vendors[i]);
 	}
-	json_object_object_add(obj, "vendors", list);
-	enr_sandbox__json(resp, 200, obj);
+	if (enr_answers__sites(&body, "derapi", "vendors", list, n) < 0) {
+		enr_sandbox__oauth_error(resp, 500, "sandbox_error", enr_error_last());
+		return;
+	}
+	for (size_t i = 0; i < n; i++) {
+		json_object *e = json_object_array_get_idx(body, i);
+		char *url = NULL;
+		if (vendors[i] == SB_SOLAREDGE || vendors[i] == SB_SOLIS) {
+			json_object_object_del(e, "oAuthEndpoint");
+			continue;
+		}
+		url = enr_util_printf("%s/derapi/join/session/%s/authorize?vendor=%s", req->sb->url,
+		                      s->id, list[i].id);
+		if (url)
+			enr_answers__set(e, "oAuthEndpoint", json_object_new_string(url));
+		free(url);
+	}
+	enr_sandbox__answer_json(resp, SB_DERAPI, "vendors", body);
+}
+
+/* Sets `key` of a copied recording to `value`, or drops it when `value` is NULL. */
+static void set_or_drop(json_object *obj, const char *key, const char *value)
+{
+	if (value)
+		enr_answers__set(obj, key, json_object_new_string(value));
+	else
+		json_object_object_del(obj, key);
 }
 
 static void fetch_token(struct sb_resp *resp, const struct session *s)
 {
-	json_object *obj;
+	const char *name = s->vendor == SB_ENPHASEVPP ? "fetch-token-enphasevpp"
+	                   : s->access                ? "fetch-token"
+	                                              : "fetch-token-keys";
+	json_object *obj = NULL;
 	char expires[32];
 
 	if (s->state == SESSION_PENDING) {
@@ -330,21 +355,60 @@ static void fetch_token(struct sb_resp *resp, const struct session *s)
 		                         "The resource owner denied the request");
 		return;
 	}
-	obj = json_object_new_object();
-	add_str(obj, "vendor", enr_sandbox__vendor_id(s->vendor));
-	if (s->access) {
-		add_str(obj, "accessToken", s->access);
-		add_str(obj, "refreshToken", s->refresh ? s->refresh : "");
+	if (enr_answers__body(&obj, "derapi", name) == 0) {
 		snprintf(expires, sizeof(expires), "%ld", s->expires_in);
-		add_str(obj, "expiresIn", expires);
+		enr_answers__set(obj, "vendor",
+		                 json_object_new_string(enr_sandbox__vendor_id(s->vendor)));
+		if (s->access) {
+			enr_answers__set(obj, "access_token", json_object_new_string(s->access));
+			enr_answers__set(obj, "accessToken", json_object_new_string(s->access));
+			enr_answers__set(obj, "refreshToken",
+			                 json_object_new_string(s->refresh ? s->refresh : ""));
+			enr_answers__set(obj, "expiresIn", json_object_new_string(expires));
+			enr_answers__set(obj, "siteID", json_object_new_string(s->site_id));
+		} else {
+			bool solis = s->vendor == SB_SOLIS;
+			set_or_drop(obj, "keyID", solis ? s->key_id : NULL);
+			set_or_drop(obj, "keySecret", solis ? s->api_key : NULL);
+			set_or_drop(obj, "apiKey", solis ? NULL : s->api_key);
+		}
 	}
-	if (s->api_key)
-		add_str(obj, s->vendor == SB_SOLIS ? "keySecret" : "apiKey", s->api_key);
-	if (s->key_id)
-		add_str(obj, "keyID", s->key_id);
-	if (s->vendor == SB_ENPHASEVPP)
-		add_str(obj, "siteID", s->site_id);
-	enr_sandbox__json(resp, 200, obj);
+	enr_sandbox__answer_json(resp, SB_DERAPI, name, obj);
+}
+
+/* GET /join/{vendor}/auth-granted?state={session}&code={keyId}:{secret}: the
+ * customer's keys for a key vendor, without any auth header (as the widget). */
+static void auth_granted(struct sb_req *req, struct sb_resp *resp, const char *vendor_id)
+{
+	struct enr_sandbox *sb = req->sb;
+	const char *state = enr_sandbox__query(req, "state");
+	const char *code = enr_sandbox__query(req, "code");
+	int vendor = enr_sandbox__vendor_from_id(vendor_id);
+	struct session *s = state ? find_session(sb, state) : NULL;
+	const char *colon = code ? strchr(code, ':') : NULL;
+	char *key_id = colon ? strndup(code, (size_t)(colon - code)) : NULL;
+	bool ok = false;
+
+	if (s && s->state == SESSION_PENDING && key_id && (s->vendors & 1u << vendor)) {
+		if (vendor == SB_SOLIS)
+			ok = enr_sandbox__solis_key_ok(sb, key_id) &&
+			     same(colon + 1, sb->solis_secret);
+		else if (vendor == SB_SOLAREDGE)
+			ok = !colon[1] && enr_sandbox__solaredge_key_ok(sb, key_id);
+	}
+	if (ok) {
+		s->vendor = vendor;
+		s->state = SESSION_DONE;
+		if (vendor == SB_SOLIS) {
+			s->key_id = key_id;
+			s->api_key = strdup(colon + 1);
+		} else {
+			s->api_key = key_id;
+		}
+		key_id = NULL;
+	}
+	enr_sandbox__answer(resp, SB_DERAPI, ok ? "auth-granted-ok" : "auth-granted-failed");
+	enr_util_free_secret(key_id);
 }
 
 /* The credentials Derapi obtains when a customer approves `vendor` as `account`. */
@@ -777,31 +841,23 @@ static void sites(struct sb_req *req, struct sb_resp *resp)
 	enr_sandbox__json(resp, 200, body);
 }
 
-/* The sandbox's stand-in for Derapi's derapi-join.js (the Join page loads
- * it): createJoin() lists the session's vendors and approves in the sandbox
- * when one is chosen (no vendor page), then calls onSuccess. */
-static const char join_script[] =
-    "(function () {\n"
-    "  var src = document.currentScript ? document.currentScript.src : '';\n"
-    "  var api = src.replace(/\\/join\\/derapi-join\\.js.*$/, '');\n"
-    "  window.createJoin = function (session, onSuccess, onClose) {\n"
-    "    var root = document.getElementById('join') || document.body;\n"
-    "    var base = api + '/join/session/' + encodeURIComponent(session);\n"
-    "    fetch(base + '/vendors').then(function (r) { return r.json(); })\n"
-    "      .then(function (data) {\n"
-    "        data.vendors.forEach(function (v) {\n"
-    "          var b = document.createElement('button');\n"
-    "          b.textContent = 'Connect ' + v.name;\n"
-    "          b.onclick = function () {\n"
-    "            fetch(v.authorizeURL + '&sandbox_auto=approve')\n"
-    "              .then(function (r) { if (r.ok) onSuccess({vendor: v.vendor}); "
-    "else onClose(); });\n"
-    "          };\n"
-    "          root.appendChild(b);\n"
-    "        });\n"
-    "      }).catch(function () { onClose(); });\n"
-    "  };\n"
-    "})();\n";
+/* The stand-in for Derapi's widget, assets/join/derapi-join-standin.js: an
+ * ES module with the real one's API and calls (see the file). */
+static void join_script(struct sb_resp *resp)
+{
+	char *dir = enr_config_asset_path("join");
+	char *path = dir ? enr_util_printf("%s/derapi-join-standin.js", dir) : NULL;
+	char *text = NULL;
+
+	if (path && enr_util_read_file(&text, NULL, path, 256 * 1024) == 0)
+		enr_sandbox__text(resp, 200, "text/javascript; charset=utf-8", text);
+	else
+		enr_sandbox__oauth_error(resp, 404, "not_found", "no stand-in widget installed");
+	enr_error_clear();
+	free(text);
+	free(path);
+	free(dir);
+}
 
 /* ---- routing ---- */
 
@@ -836,7 +892,7 @@ void enr_sandbox__derapi(struct sb_req *req, struct sb_resp *resp)
 	if (post && strcmp(req->rest, "/oauth2/token") == 0) {
 		token(req, resp);
 	} else if (get && strcmp(req->rest, "/join/derapi-join.js") == 0) {
-		enr_sandbox__text(resp, 200, "text/javascript; charset=utf-8", join_script);
+		join_script(resp);
 	} else if (post && strcmp(req->rest, "/join/session/start") == 0) {
 		if (authorized(req, resp))
 			session_start(req, resp);
@@ -844,15 +900,20 @@ void enr_sandbox__derapi(struct sb_req *req, struct sb_resp *resp)
 		s = find_session(sb, id);
 		if (!s)
 			enr_sandbox__oauth_error(resp, 404, "not_found", "no such Join session");
-		else if (strcmp(tail, "/vendors") == 0)
-			session_vendors(req, resp, s);
-		else if (strcmp(tail, "/authorize") == 0)
+		else if (strcmp(tail, "/vendors") == 0) {
+			/* The widget sends the company's token on both of its calls. */
+			if (authorized(req, resp))
+				session_vendors(req, resp, s);
+		} else if (strcmp(tail, "/authorize") == 0)
 			join_authorize(req, resp, SB_AUTH_SESSION, s->id, s->vendors, NULL);
 		else if (strcmp(tail, "/fetch-token") == 0) {
 			if (authorized(req, resp))
 				fetch_token(resp, s);
 		} else
 			enr_sandbox__not_found(resp);
+	} else if (get && (tail = split_id(req->rest, "/join/", id, sizeof(id))) &&
+	           strcmp(tail, "/auth-granted") == 0) {
+		auth_granted(req, resp, id);
 	} else if (post && strcmp(req->rest, "/join/flows") == 0) {
 		if (authorized(req, resp))
 			flow_create(req, resp);

@@ -81,6 +81,7 @@ struct enr_sandbox {
 	bool timer_started;
 	struct sb_wait *waits;
 	struct enr_relay *relay; /* mounted at /relay */
+	struct enr_config *relay_config; /* its Derapi credentials (the Join proxy) */
 	char url[96];
 	unsigned port;
 	struct enr_catalog *own_catalog;

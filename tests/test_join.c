@@ -95,6 +95,26 @@ static long get(const char *url, char **location)
 	return status;
 }
 
+/* GET url; the status, and the body (malloc'd) in `body`. */
+static long get_body(const char *url, char **body)
+{
+	CURL *curl = curl_easy_init();
+	size_t len = 0;
+	FILE *sink = open_memstream(body, &len);
+	long status = 0;
+
+	assert_non_null(curl);
+	assert_non_null(sink);
+	curl_easy_setopt(curl, CURLOPT_URL, url);
+	curl_easy_setopt(curl, CURLOPT_WRITEDATA, sink);
+	curl_easy_setopt(curl, CURLOPT_NOPROXY, "*");
+	assert_int_equal(curl_easy_perform(curl), CURLE_OK);
+	curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+	curl_easy_cleanup(curl);
+	fclose(sink);
+	return status;
+}
+
 /* The value of a query parameter of `url` (malloc'd), or NULL. */
 static char *param(const char *url, const char *name)
 {
@@ -536,6 +556,80 @@ static void fetch_token_until_deadline(void **state)
 	enr_enroll_free(e);
 }
 
+/* The customer approves at Derapi but closes the tab before the page can
+ * report: the laptop's own fetch-token poll finds it. */
+static void session_own_poll(void **state)
+{
+	struct fixture *f = *state;
+	struct enr_enroll *e = start(f, "tesla", ENR_JOIN_SESSION, 0);
+	char *st = NULL, *session = session_customer_page(e, &st);
+
+	approve_session(f, session, "tesla");
+	assert_int_equal(drive(e, ENR_ENROLL_DONE, 30000), ENR_ENROLL_DONE);
+	assert_non_null(enr_enroll_record(e)->cred.tokens.access_token);
+	free(session);
+	free(st);
+	enr_enroll_free(e);
+}
+
+/* The widget's fetch-token through the relay's proxy: the laptop takes the
+ * answer the relay kept, and the page got only a placeholder. */
+static void session_kept_answer(void **state)
+{
+	struct fixture *f = *state;
+	struct enr_enroll *e = start(f, "sma", ENR_JOIN_SESSION, 0);
+	char *st = NULL, *session = session_customer_page(e, &st), *url = NULL, *body = NULL;
+
+	approve_session(f, session, "sma");
+	assert_true(asprintf(&url, "%s/relay/join/api/join/session/%s/fetch-token",
+	                     enr_sandbox_url(f->sb), session) > 0);
+	assert_int_equal(get_body(url, &body), 200);
+	assert_string_equal(body, "{\"access_token\":\"kept-by-the-relay\"}");
+	assert_int_equal(drive(e, ENR_ENROLL_DONE, 10000), ENR_ENROLL_DONE);
+	assert_string_not_equal(enr_enroll_record(e)->cred.tokens.access_token,
+	                        "kept-by-the-relay");
+	free(body);
+	free(url);
+	free(session);
+	free(st);
+	enr_enroll_free(e);
+}
+
+/* The widget's close button: the page tells the relay, the laptop fails at once. */
+static void session_closed(void **state)
+{
+	struct fixture *f = *state;
+	struct enr_enroll *e = start(f, "tesla", ENR_JOIN_SESSION, 0);
+	char *st = NULL, *session = session_customer_page(e, &st);
+
+	page_reports(f, st,
+	             "&error=access_denied&error_description=The%20customer%20closed%20the%20Join"
+	             "%20window");
+	assert_int_equal(drive(e, ENR_ENROLL_DONE, 10000), ENR_ENROLL_FAILED);
+	assert_int_equal(enr_enroll_error(e), ENR_E_DECLINED);
+	assert_non_null(strstr(enr_enroll_message(e), "closed the Join window"));
+	free(session);
+	free(st);
+	enr_enroll_free(e);
+}
+
+/* A failed widget (no close button) and a closed tab: nobody reports; the
+ * laptop's deadline ends it with a message that says what happened. */
+static void session_vanished(void **state)
+{
+	struct fixture *f = *state;
+	struct enr_enroll *e = start(f, "tesla", ENR_JOIN_SESSION, 3);
+	char *st = NULL, *session = session_customer_page(e, &st);
+
+	assert_int_equal(drive(e, ENR_ENROLL_DONE, 20000), ENR_ENROLL_FAILED);
+	assert_int_equal(enr_enroll_error(e), ENR_E_EXPIRED);
+	assert_non_null(strstr(enr_enroll_message(e), "did not finish in the Join page"));
+	assert_non_null(strstr(enr_enroll_message(e), "Join widget failed"));
+	free(session);
+	free(st);
+	enr_enroll_free(e);
+}
+
 /* A response as the http module gives it, for the parsers. */
 static struct enr_http_response answer(long status, const char *body)
 {
@@ -809,6 +903,10 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test_setup_teardown(flow_lacks_vendor, setup, teardown),
     cmocka_unit_test_setup_teardown(customer_declines, setup, teardown),
     cmocka_unit_test_setup_teardown(fetch_token_until_deadline, setup, teardown),
+    cmocka_unit_test_setup_teardown(session_own_poll, setup, teardown),
+    cmocka_unit_test_setup_teardown(session_kept_answer, setup, teardown),
+    cmocka_unit_test_setup_teardown(session_closed, setup, teardown),
+    cmocka_unit_test_setup_teardown(session_vanished, setup, teardown),
     cmocka_unit_test(both_spellings),
     cmocka_unit_test(header_formats_come_from_vendors_json),
     cmocka_unit_test_setup_teardown(flow_names_stored_credentials, setup, teardown),

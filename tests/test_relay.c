@@ -26,8 +26,12 @@
 
 #include "derenroll/config.h"
 #include "derenroll/error.h"
+#include "derenroll/http.h"
+#include "derenroll/join.h"
+#include "derenroll/oauth.h"
 #include "derenroll/log.h"
 #include "derenroll/relay.h"
+#include "derenroll/sandbox.h"
 #include "derenroll/vendor.h"
 #include "helpers.h"
 
@@ -940,6 +944,233 @@ static enum MHD_Result host_handler(void *cls, struct MHD_Connection *c, const c
 	return ret;
 }
 
+/* ---- the Join page's proxy to Derapi ---- */
+
+/* A GET without the relay's header checks (the sandbox's pages). */
+static long plain_get(const char *url)
+{
+	CURL *c = curl_easy_init();
+	long status = 0;
+
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, append);
+	{
+		struct buffer b = {0};
+		curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+		assert_int_equal(curl_easy_perform(c), CURLE_OK);
+		free(b.data);
+	}
+	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+	curl_easy_cleanup(c);
+	return status;
+}
+
+struct join_world {
+	struct enr_sandbox *sb;
+	struct enr_config *cfg;
+	const struct enr_vendor *derapi;
+	char *token; /* the company's Derapi token, as the relay got it too */
+};
+
+/* The sandbox as Derapi, and a relay whose config has its [derapi] credentials. */
+static void join_world_start(struct join_world *w)
+{
+	struct enr_relay_options opts = {0};
+
+	memset(w, 0, sizeof(*w));
+	assert_int_equal(enr_sandbox_start(&w->sb, NULL), 0);
+	assert_int_equal(enr_sandbox_config(&w->cfg, w->sb), 0);
+	enr_relay_free(fx.relay);
+	opts.config = w->cfg;
+	start_relay(&opts);
+	w->derapi = enr_catalog_find(fx.catalog, "derapi");
+	assert_int_equal(enr_join_app_token(&w->token, w->derapi, w->cfg), 0);
+}
+
+static void join_world_stop(struct join_world *w)
+{
+	enr_relay_free(fx.relay);
+	fx.relay = NULL;
+	enr_config_free_secret(w->token);
+	enr_config_free(w->cfg);
+	enr_sandbox_stop(w->sb);
+}
+
+/* A Join session for `vendor` at the sandbox's Derapi; its id. */
+static char *join_session(struct join_world *w, const char *vendor)
+{
+	struct enr_http_request *req = NULL;
+	struct enr_http_response *resp = NULL;
+	char *id = NULL;
+
+	assert_int_equal(enr_join_session_request(&req, w->derapi, w->cfg, w->token,
+	                                          enr_catalog_find(fx.catalog, vendor)),
+	                 0);
+	assert_int_equal(enr_http_perform(&resp, w->cfg, req), 0);
+	assert_int_equal(enr_join_session_response(&id, resp), 0);
+	enr_http_response_free(resp);
+	enr_http_request_free(req);
+	return id;
+}
+
+/* A proxied call: its status; its body must hold neither the company's token nor `secret`. */
+static long proxied(struct join_world *w, struct reply *r, const char *path, const char *secret)
+{
+	request(r, "GET", url_of("/join/api%s", path), "widget-placeholder", NULL, NULL);
+	assert_null(strstr(r->body, w->token));
+	if (secret)
+		assert_null(strstr(r->body, secret));
+	return r->status;
+}
+
+/* The kept fetch-token answer the laptop collects for STATE. */
+static struct enr_join_credentials *collect_kept(const char *state)
+{
+	struct enr_join_credentials *c = NULL;
+	json_object *root, *kept;
+	struct reply r;
+
+	request(&r, "GET", url_of("/v1/results/%s", state), SECRET, NULL, NULL);
+	assert_int_equal(r.status, 200);
+	root = json_tokener_parse(r.body);
+	assert_true(json_object_object_get_ex(root, "join_fetch_token", &kept));
+	assert_int_equal(enr_join_fetch_parse(&c, json_object_get_string(kept)), 0);
+	json_object_put(root);
+	reply_free(&r);
+	return c;
+}
+
+static void test_join_proxy(void **state)
+{
+	struct join_world w;
+	struct enr_join_credentials *c = NULL;
+	char code[16], *session, *path = NULL, *target = NULL, *extra = NULL, *url = NULL;
+	json_object *list;
+	struct reply r;
+
+	(void)state;
+	join_world_start(&w);
+	session = join_session(&w, "tesla");
+	assert_true(asprintf(&target, "%s/join?session=%s&state=%s", fx.base, session, STATE) > 0);
+	/* Before the session is registered, nothing passes. */
+	assert_true(asprintf(&path, "/join/session/%s/vendors", session) > 0);
+	assert_int_equal(proxied(&w, &r, path, NULL), 404);
+	assert_non_null(strstr(r.body, "not registered"));
+	reply_free(&r);
+	assert_true(asprintf(&extra, ",\"vendor\":\"tesla\",\"join_session\":\"%s\"", session) > 0);
+	assert_int_equal(create_link(code, STATE, target, extra), 201);
+
+	/* The vendor list: Derapi's bare array, the token added here (Derapi
+	 * refuses the call without it). */
+	assert_int_equal(proxied(&w, &r, path, NULL), 200);
+	list = json_tokener_parse(r.body);
+	assert_true(json_object_is_type(list, json_type_array));
+	assert_int_equal(json_object_array_length(list), 1);
+	json_object_put(list);
+	reply_free(&r);
+	assert_true(asprintf(&url, "%s/derapi%s", enr_sandbox_url(w.sb), path) > 0);
+	assert_int_equal(plain_get(url), 401);
+	free(url);
+
+	/* Only that session's three calls pass. */
+	expect(404, "GET", url_of("/join/api/join/session/%s/authorize", session), NULL, NULL,
+	       NULL);
+	expect(404, "GET", url_of("/join/api/join/session/sess_other/vendors"), NULL, NULL, NULL);
+	expect(404, "GET", url_of("/join/api/join/flows/x"), NULL, NULL, NULL);
+	expect(404, "GET", url_of("/join/api/sites"), NULL, NULL, NULL);
+	expect(404, "GET", url_of("/join/api/join/session/../oauth2/token"), NULL, NULL, NULL);
+	expect(405, "POST", url_of("/join/api/join/session/start"), NULL, "{}", NULL);
+
+	/* fetch-token before the customer approved: no access_token for the widget. */
+	free(path);
+	assert_true(asprintf(&path, "/join/session/%s/fetch-token", session) > 0);
+	assert_int_equal(proxied(&w, &r, path, NULL), 409);
+	assert_null(strstr(r.body, "access_token"));
+	reply_free(&r);
+	expect(204, "GET", url_of("/v1/results/%s", STATE), SECRET, NULL, NULL);
+
+	/* Approved: the browser gets a placeholder, the laptop Derapi's answer. */
+	assert_true(asprintf(&url,
+	                     "%s/derapi/join/session/%s/authorize?vendor=tesla"
+	                     "&sandbox_auto=approve",
+	                     enr_sandbox_url(w.sb), session) > 0);
+	assert_int_equal(plain_get(url), 200);
+	assert_int_equal(proxied(&w, &r, path, NULL), 200);
+	assert_string_equal(r.body, "{\"access_token\":\"kept-by-the-relay\"}");
+	reply_free(&r);
+	c = collect_kept(STATE);
+	assert_non_null(c->tokens);
+	assert_string_not_equal(c->tokens->access_token, "kept-by-the-relay");
+	assert_non_null(c->tokens->refresh_token);
+	/* The page's report afterwards shows the success page; the session is closed. */
+	expect_text(200, "GET", url_of("/callback?state=%s", STATE), NULL, "");
+	assert_int_equal(proxied(&w, &r, path, c->tokens->access_token), 404);
+	reply_free(&r);
+
+	enr_join_credentials_free(c);
+	free(url);
+	free(extra);
+	free(target);
+	free(path);
+	free(session);
+	join_world_stop(&w);
+}
+
+static void test_join_proxy_keys(void **state)
+{
+	struct join_world w;
+	struct enr_join_credentials *c = NULL;
+	const char *secret;
+	char code[16], *session, *path = NULL, *target = NULL, *extra = NULL;
+	struct reply r;
+
+	(void)state;
+	join_world_start(&w);
+	secret = enr_config_get(w.cfg, "vendor.solis", "key_secret");
+	session = join_session(&w, "solis");
+	assert_true(asprintf(&target, "%s/join?session=%s&state=%s", fx.base, session, STATE) > 0);
+	assert_true(asprintf(&extra, ",\"join_session\":\"%s\"", session) > 0);
+	assert_int_equal(create_link(code, STATE, target, extra), 201);
+	/* auth-granted needs the session as its state. */
+	expect(404, "GET", url_of("/join/api/join/solis/auth-granted?state=sess_x&code=a:b"), NULL,
+	       NULL, NULL);
+	expect(404, "GET", url_of("/join/api/join/solis/auth-granted?state=%s", session), NULL,
+	       NULL, NULL);
+	/* A wrong key: the widget's failure ("failed"); nothing for the laptop. */
+	assert_true(
+	    asprintf(&path, "/join/solis/auth-granted?state=%s&code=demo-777:wrong", session) > 0);
+	assert_int_equal(proxied(&w, &r, path, NULL), 200);
+	assert_false(enr_join_auth_granted(r.status, r.body));
+	reply_free(&r);
+	expect(204, "GET", url_of("/v1/results/%s", STATE), SECRET, NULL, NULL);
+	/* The right keys: granted, and what Derapi holds goes to the laptop only. */
+	free(path);
+	assert_true(asprintf(&path, "/join/solis/auth-granted?state=%s&code=demo-777:%s", session,
+	                     secret) > 0);
+	assert_int_equal(proxied(&w, &r, path, NULL), 200);
+	assert_true(enr_join_auth_granted(r.status, r.body));
+	reply_free(&r);
+	c = collect_kept(STATE);
+	assert_string_equal(c->key_id, "demo-777");
+	assert_string_equal(c->key_secret, secret);
+	enr_join_credentials_free(c);
+	free(extra);
+	free(target);
+	free(path);
+	free(session);
+	join_world_stop(&w);
+}
+
+/* Without [derapi] credentials the relay has no proxy. */
+static void test_join_proxy_off(void **state)
+{
+	(void)state;
+	expect_text(404, "GET", url_of("/join/api/join/session/sess_1/vendors"), NULL,
+	            "no Derapi credentials");
+}
+
 static void host_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                            enum MHD_RequestTerminationCode toe)
 {
@@ -1137,6 +1368,9 @@ int main(int argc, char **argv)
 	    cmocka_unit_test_setup_teardown(test_quiesce_answers_polls, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_options, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_mounted, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_join_proxy, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_join_proxy_keys, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_join_proxy_off, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_program_sigterm, setup, teardown_child),
 	};
 	int failed;

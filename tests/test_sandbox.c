@@ -15,6 +15,7 @@
 #include "answers.h"
 #include "derenroll/config.h"
 #include "derenroll/error.h"
+#include "derenroll/join.h"
 #include "derenroll/sandbox.h"
 #include "derenroll/solis.h"
 #include "derenroll/vendor.h"
@@ -1617,7 +1618,21 @@ static void derapi_session(void **state)
 	derapi_call(&h, f, "GET", path, token, NULL, NULL);
 	assert_int_equal(h.status, 200);
 	vendors = body_json(&h);
-	assert_int_equal(json_object_array_length(json_object_object_get(vendors, "vendors")), 3);
+	/* The widget's contract: a bare array of {id, name, base64Logo,
+	 * oAuthEndpoint}, no oAuthEndpoint for key vendors (Solis). */
+	assert_true(json_object_is_type(vendors, json_type_array));
+	assert_int_equal(json_object_array_length(vendors), 3);
+	for (size_t i = 0; i < 3; i++) {
+		json_object *e = json_object_array_get_idx(vendors, i);
+		const char *id = str(e, "id");
+		assert_non_null(id);
+		assert_non_null(str(e, "name"));
+		assert_true(strncmp(str(e, "base64Logo"), "data:image/", 11) == 0);
+		if (strcmp(id, "solis") == 0)
+			assert_false(json_object_object_get_ex(e, "oAuthEndpoint", NULL));
+		else
+			assert_non_null(strstr(str(e, "oAuthEndpoint"), "/authorize?vendor="));
+	}
 	json_object_put(vendors);
 	http_done(&h);
 	fetch_token(&h, f, token, session);
@@ -1634,11 +1649,13 @@ static void derapi_session(void **state)
 	assert_true(json_object_object_get_ex(t, "expiresIn", &v));
 	assert_true(json_object_is_type(v, json_type_string));
 	assert_non_null(str(t, "refreshToken"));
+	/* The widget reads access_token (snake case). */
+	assert_non_null(str(t, "access_token"));
 	/* The vendor token works at the vendor and through Derapi's site list. */
-	bearer_get(&p, products, str(t, "accessToken"));
+	bearer_get(&p, products, str(t, "access_token"));
 	assert_int_equal(p.status, 200);
 	http_done(&p);
-	assert_true(asprintf(&x, "X-Authorization-tesla: Bearer %s", str(t, "accessToken")) > 0);
+	assert_true(asprintf(&x, "X-Authorization-tesla: Bearer %s", str(t, "access_token")) > 0);
 	derapi_call(&p, f, "GET", "/sites", token, NULL, x);
 	assert_int_equal(p.status, 200);
 	assert_non_null(strstr(p.body, "\"vendor\":\"tesla\""));
@@ -1655,6 +1672,31 @@ static void derapi_session(void **state)
 	assert_int_equal(h.status, 400);
 	assert_non_null(strstr(h.body, "access_denied"));
 	http_done(&h);
+
+	/* Key vendors: the customer's keys to auth-granted, without any auth
+	 * header; a bad key is a body with "failed" (the widget's rule). */
+	session = session_start(f, token, "{\"vendors\": [{\"vendor\": \"solis\"}]}");
+	free(path);
+	assert_true(asprintf(&path, "/join/solis/auth-granted?state=%s&code=demo-1234567:wrong",
+	                     session) > 0);
+	derapi_call(&h, f, "GET", path, "not-needed", NULL, NULL);
+	assert_false(enr_join_auth_granted(h.status, h.body));
+	http_done(&h);
+	fetch_token(&h, f, token, session);
+	assert_int_equal(h.status, 204);
+	http_done(&h);
+	free(path);
+	assert_true(asprintf(&path, "/join/solis/auth-granted?state=%s&code=demo-1234567:%s",
+	                     session, cfg(f, "vendor.solis", "key_secret")) > 0);
+	derapi_call(&h, f, "GET", path, "not-needed", NULL, NULL);
+	assert_true(enr_join_auth_granted(h.status, h.body));
+	http_done(&h);
+	fetch_token(&h, f, token, session);
+	assert_int_equal(h.status, 200);
+	assert_non_null(strstr(h.body, "\"keyID\":\"demo-1234567\""));
+	assert_null(strstr(h.body, "apiKey"));
+	http_done(&h);
+	free(session);
 
 	free(x);
 	free(url);

@@ -24,7 +24,9 @@ def check(cond, what):
 
 
 
-def start_browser(profile):
+def start_browser(profile, network_log=False):
+    """Chromium at the phone's size; with network_log, what it sends and receives can be
+    read back with network_events() (the DevTools performance log)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -39,10 +41,24 @@ def start_browser(profile):
         "deviceMetrics": {"width": WIDTH, "height": HEIGHT, "pixelRatio": 2},
         "userAgent": "Mozilla/5.0 (Linux; Android 14; Pixel 7) AppleWebKit/537.36 "
                      "(KHTML, like Gecko) Chrome/120.0 Mobile Safari/537.36"})
+    if network_log:
+        opts.set_capability("goog:loggingPrefs", {"performance": "ALL"})
     service = Service(CHROMEDRIVER, popen_kw={"start_new_session": True})
     driver = webdriver.Chrome(service=service, options=opts)
     driver.set_page_load_timeout(30)
     return driver, service
+
+
+def network_events(driver):
+    """The DevTools Network events logged since the last call, as dicts."""
+    import json
+
+    events = []
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message.get("method", "").startswith("Network."):
+            events.append(message)
+    return events
 
 
 def kill_leftovers(profile, service):
@@ -67,6 +83,77 @@ def kill_leftovers(profile, service):
                 os.kill(int(pid), signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def run_enroll(exe, config, store, env, *args):
+    """`derenroll --config CONFIG --store STORE enroll ARGS...`, its output piped."""
+    import subprocess
+
+    return subprocess.Popen([exe, "--config", config, "--store", store, "enroll", *args],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env, text=True, start_new_session=True)
+
+
+def save_screenshot(driver, artifacts, name):
+    """artifacts/NAME.png, named in the TAP output."""
+    path = os.path.join(artifacts, f"{name}.png")
+    driver.save_screenshot(path)
+    print(f"# screenshot: {path}", flush=True)
+
+
+def clean_env(tmp):
+    """The environment of a test's programs: no DERENROLL_* of the caller, a home in tmp."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DERENROLL_")}
+    env.update(HOME=tmp, XDG_CONFIG_HOME=f"{tmp}/config", XDG_DATA_HOME=f"{tmp}/data",
+               XDG_STATE_HOME=f"{tmp}/state")
+    return env
+
+
+def store_env(tmp):
+    """clean_env() with a passphrase for a store in tmp: the environment and the store's path."""
+    env = clean_env(tmp)
+    with open(os.path.join(tmp, "passphrase"), "w") as f:
+        f.write("browser test passphrase\n")
+    env["DERENROLL_PASSPHRASE_FILE"] = os.path.join(tmp, "passphrase")
+    return env, os.path.join(tmp, "store")
+
+
+def start_sandbox(exe, tmp, env):
+    """`derenroll sandbox` on loopback: the process, its summary line and its config's path."""
+    import json
+    import subprocess
+
+    config = os.path.join(tmp, "config.ini")
+    proc = subprocess.Popen([exe, "sandbox", "--listen", "127.0.0.1:0", "--write-config", config],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True,
+                            start_new_session=True)
+    line = proc.stdout.readline()
+    check(line, "the sandbox prints its line")
+    return proc, json.loads(line), config
+
+
+def quit_browser(driver, profile, service):
+    """Ends the browser and whatever of it is left."""
+    if driver is not None:
+        try:
+            driver.quit()
+        except Exception:
+            pass
+    kill_leftovers(profile, service)
+
+
+def stop_processes(procs):
+    """Terminates the programs a test started that still run, killing the stubborn."""
+    import subprocess
+
+    for proc in procs:
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def wait_for_url(driver, prefix):

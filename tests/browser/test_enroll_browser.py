@@ -12,53 +12,26 @@ Screenshots go to argv[2]. Exit 0 passed, 1 failed, 77 skipped.
 Run with /usr/bin/python3: Debian's python3-selenium is not in a pyenv python.
 """
 
-import json
 import os
-import subprocess
 import sys
 
 import browserlib
-from browserlib import WIDTH, check, kill_leftovers, start_browser, wait_for_url
-
-
-def clean_env(tmp):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DERENROLL_")}
-    env.update(HOME=tmp, XDG_CONFIG_HOME=f"{tmp}/config", XDG_DATA_HOME=f"{tmp}/data",
-               XDG_STATE_HOME=f"{tmp}/state")
-    return env
-
-
-def start_sandbox(exe, tmp, env):
-    config = os.path.join(tmp, "config.ini")
-    proc = subprocess.Popen([exe, "sandbox", "--listen", "127.0.0.1:0", "--write-config", config],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True,
-                            start_new_session=True)
-    line = proc.stdout.readline()
-    check(line, "the sandbox prints its line")
-    return proc, json.loads(line), config
+from browserlib import (WIDTH, check, quit_browser, start_browser, start_sandbox, store_env,
+                        stop_processes, wait_for_url)
 
 
 def start_enroll(exe, config, store, env, customer):
-    return subprocess.Popen([exe, "--config", config, "--store", store, "enroll", "tesla",
-                             "--customer", customer],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=env, text=True, start_new_session=True)
+    return browserlib.run_enroll(exe, config, store, env, "tesla", "--customer", customer)
 
 
 def screenshot(driver, artifacts, name):
-    path = os.path.join(artifacts, f"enroll-{name}.png")
-    driver.save_screenshot(path)
-    print(f"# screenshot: {path}", flush=True)
+    browserlib.save_screenshot(driver, artifacts, f"enroll-{name}")
 
 
 def run(exe, artifacts, tmp):
     from selenium.webdriver.common.by import By
 
-    env = clean_env(tmp)
-    with open(os.path.join(tmp, "passphrase"), "w") as f:
-        f.write("browser test passphrase\n")
-    env["DERENROLL_PASSPHRASE_FILE"] = os.path.join(tmp, "passphrase")
-    store = os.path.join(tmp, "store")
+    env, store = store_env(tmp)
     profile = os.path.join(tmp, "chromium-profile")
     sandbox = driver = service = None
     enrolls = []
@@ -104,20 +77,8 @@ def run(exe, artifacts, tmp):
         check(enroll.returncode == 1, f"a declined enrollment exits 1 ({enroll.returncode})")
         check("declined" in err, "and says the customer declined")
     finally:
-        if driver is not None:
-            try:
-                driver.quit()
-            except Exception:
-                pass
-        kill_leftovers(profile, service)
-        for proc in enrolls + ([sandbox] if sandbox else []):
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+        quit_browser(driver, profile, service)
+        stop_processes(enrolls + [sandbox])
 
 
 if __name__ == "__main__":

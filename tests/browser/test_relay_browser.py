@@ -30,7 +30,7 @@ import urllib.parse
 import urllib.request
 
 import browserlib
-from browserlib import WIDTH, Failure, check, kill_leftovers, start_browser, wait_for_url
+from browserlib import WIDTH, Failure, check, quit_browser, start_browser, wait_for_url
 
 CONSENT_PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -251,12 +251,7 @@ def run(exe, artifacts, tmp):
 
         check(relay.stop() == 0, "the relay stops cleanly on SIGTERM")
     finally:
-        if driver is not None:
-            try:
-                driver.quit()
-            except Exception:
-                pass
-        kill_leftovers(profile, service)
+        quit_browser(driver, profile, service)
         if server is not None:
             server.shutdown()
             server.server_close()

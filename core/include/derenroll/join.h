@@ -141,6 +141,18 @@ ENR_API int enr_join_fetch_request(struct enr_http_request **out, const struct e
 ENR_API int enr_join_fetch_response(struct enr_join_credentials **out,
                                     const struct enr_http_response *resp);
 
+/* The same from the text of a fetch-token answer the relay kept for us (the
+ * Join page's proxy): 0 and the credentials, or ENR_E_BADRESPONSE. */
+ENR_API int enr_join_fetch_parse(struct enr_join_credentials **out, const char *json);
+
+/* Whether a fetch-token answer's JSON holds credentials (a token, or keys),
+ * without copying or registering them: for the relay, which passes them on. */
+ENR_API bool enr_join_fetch_holds_credentials(const char *json);
+
+/* Whether an answer of GET /join/{vendor}/auth-granted (key vendors) grants
+ * access, by the widget's rule: a 2xx status and a body without "failed". */
+ENR_API bool enr_join_auth_granted(long status, const char *body);
+
 /* ---- checks through Derapi --------------------------------------------- */
 
 /*

@@ -57,7 +57,9 @@ struct enr_relay_options {
 	 * loopback addresses only, whatever this says. */
 	const char *allowed_target_hosts;
 	/* Both optional: the default hosts above and vendor display names
-	 * ("vendor": "tesla" shows "Tesla"); read during enr_relay_new() only. */
+	 * ("vendor": "tesla" shows "Tesla"). With [derapi] client_id in `config`
+	 * they also serve the Join page's proxy: then both must outlive the relay
+	 * (see enr_relay_set_derapi()). */
 	const struct enr_catalog *catalog;
 	const struct enr_config *config;
 	/* The address of the reverse proxy whose X-Forwarded-For is believed
@@ -78,6 +80,17 @@ struct enr_relay_options {
 	 * vendors.json's. An absolute path serves a script of the same origin. */
 	const char *join_script_url;
 };
+
+/*
+ * The Join page's proxy to Derapi (GET /join/api/join/...): on when `cfg` has
+ * [derapi] client_id (and the client secret); the relay then gets the
+ * company's Derapi token itself and adds it to the widget's calls of a
+ * registered session. `catalog` and `cfg` are borrowed and must outlive the
+ * relay; enr_relay_new() calls it with its options' catalog and config. Call
+ * it before requests arrive. ENR_E_CONFIG when the catalogue has no derapi.
+ */
+ENR_API int enr_relay_set_derapi(struct enr_relay *relay, const struct enr_catalog *catalog,
+                                 const struct enr_config *cfg);
 
 /* Counts for monitoring and tests (all under one lock, consistent). */
 struct enr_relay_stats {
@@ -170,6 +183,12 @@ ENR_API bool enr_relay_client_configured(const struct enr_config *cfg);
 ENR_API int enr_relay_link_request(struct enr_http_request **out, const struct enr_config *cfg,
                                    const char *target, const char *state, long ttl_s,
                                    const char *vendor_name);
+
+/* The same for the Join page of a Derapi Join session: "join_session" lets
+ * the page's widget use the relay's proxy for that session only. */
+ENR_API int enr_relay_join_link_request(struct enr_http_request **out, const struct enr_config *cfg,
+                                        const char *target, const char *state, long ttl_s,
+                                        const char *vendor_name, const char *join_session);
 
 /* 0 and the short link (malloc'd) and its expiry, or the failure class. */
 ENR_API int enr_relay_link_response(char **url, long long *expires_at,

@@ -964,6 +964,51 @@ static void solaredge_v1_is_gone(void **state)
 	free(url);
 }
 
+/* enr_check_key_kind(): a v2 key works, a bad one is rejected, and a 410 (the
+ * retired v1 API, here an api_url that is not v2's) says the key is retired;
+ * an answer that says nothing about the key (a 500) is an error. */
+static void solaredge_key_kind(void **state)
+{
+	struct fixture *f = *state;
+	const struct enr_vendor *v = vendor(f, "solaredge");
+	struct enr_credentials cred = {.type = ENR_CRED_API_KEY};
+	struct enr_config *v1 = NULL;
+	enum enr_check_key_kind kind;
+	size_t sites = 0;
+	char *old_url = enr_util_printf("%s/solaredge/retired", enr_sandbox_url(f->sb));
+
+	cred.api_key = (char *)credential(f, "solaredge.api_key");
+	assert_int_equal(enr_check_key_kind(&kind, &sites, v, f->cfg, "key", &cred), 0);
+	assert_int_equal(kind, ENR_CHECK_KEY_WORKS);
+	assert_int_equal(sites, 1);
+
+	remember(f, "invalidKey000000");
+	cred.api_key = (char *)"invalidKey000000";
+	assert_int_equal(enr_check_key_kind(&kind, &sites, v, f->cfg, "key", &cred), 0);
+	assert_int_equal(kind, ENR_CHECK_KEY_REJECTED);
+	assert_string_equal(enr_error_last(), guidance(v, 401, ""));
+
+	/* The company's Fleet key with its X-Account-Key ([vendor.solaredge] account_key). */
+	memset(&cred, 0, sizeof(cred));
+	cred.type = ENR_CRED_ACCOUNT;
+	assert_int_equal(enr_check_key_kind(&kind, NULL, v, f->cfg, "account", &cred), 0);
+	assert_int_equal(kind, ENR_CHECK_KEY_WORKS);
+
+	assert_int_equal(enr_sandbox_config(&v1, f->sb), 0);
+	assert_int_equal(enr_config_set(v1, "vendor.solaredge", "api_url", old_url), 0);
+	assert_int_equal(enr_check_key_kind(&kind, &sites, v, v1, "account", &cred), 0);
+	assert_int_equal(kind, ENR_CHECK_KEY_RETIRED);
+	assert_int_equal(sites, 0);
+	assert_string_equal(enr_error_last(), guidance(v, 410, ""));
+	assert_non_null(strstr(enr_error_last(), "v1 keys do not work on v2"));
+
+	assert_int_equal(enr_sandbox_add_fault(f->sb, "solaredge", ENR_SANDBOX_FAULT_500, 1, 0), 0);
+	expect_error(f, enr_check_key_kind(&kind, &sites, v, f->cfg, "account", &cred),
+	             ENR_E_TRANSIENT, v->name, "");
+	enr_config_free(v1);
+	free(old_url);
+}
+
 /* The Enphase partner plan: the company's own tokens and API key. */
 static void enphase_partner(void **state)
 {
@@ -1587,6 +1632,7 @@ static const struct CMUnitTest tests[] = {
     T(tesla_missing_scope),
     T(solaredge_keys),
     T(solaredge_v1_is_gone),
+    T(solaredge_key_kind),
     T(enphase_partner),
     T(sma_backchannel),
     T(solis_signatures),

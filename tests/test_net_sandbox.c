@@ -941,6 +941,9 @@ static void solaredge_keys(void **state)
 	assert_int_equal(resp->rate_limit, 0);
 	assert_string_equal(v->rate_limits[0].remaining_header, "x-ratelimit-remaining-minute");
 	assert_true(resp->rate_remaining >= 0 && resp->rate_remaining < 100);
+	/* ... and the size of the minute, in the header vendors.json names beside it. */
+	assert_string_equal(v->rate_limits[0].limit_header, "x-ratelimit-limit-minute");
+	assert_int_equal(resp->rate_window, 100);
 	enr_http_response_free(resp);
 }
 

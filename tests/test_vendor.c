@@ -101,6 +101,7 @@ static void catalogue_holds_the_vendor_facts(void **state)
 	assert_null(enr_vendor_default_endpoint(v, "api_v1_url"));
 	assert_int_equal(v->rate_limits[0].per_seconds, 60);
 	assert_string_equal(v->rate_limits[0].remaining_header, "x-ratelimit-remaining-minute");
+	assert_string_equal(v->rate_limits[0].limit_header, "x-ratelimit-limit-minute");
 
 	v = enr_catalog_find(cat, "sma");
 	assert_int_equal(v->tokens.refresh_ttl, 0);

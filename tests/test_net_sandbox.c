@@ -911,6 +911,7 @@ static void solaredge_keys(void **state)
 	struct enr_http_request *req;
 	struct enr_http_response *resp = NULL;
 	size_t sites = 0;
+	long remaining;
 
 	assert_int_equal(check(&sites, f, v, credential(f, "solaredge.api_key")), 0);
 	assert_int_equal(sites, 1);
@@ -944,6 +945,16 @@ static void solaredge_keys(void **state)
 	/* ... and the size of the minute, in the header vendors.json names beside it. */
 	assert_string_equal(v->rate_limits[0].limit_header, "x-ratelimit-limit-minute");
 	assert_int_equal(resp->rate_window, 100);
+	/* The count is the sandbox's own, not the recording's example: one call less. */
+	remaining = resp->rate_remaining;
+	enr_http_response_free(resp);
+	req = check_request(f, v, credential(f, "solaredge_account.api_key"));
+	assert_int_equal(enr_http_request_add_header(req, v->check.account_header,
+	                                             credential(f, "solaredge_account.account_key"),
+	                                             ENR_HTTP_SECRET),
+	                 0);
+	assert_int_equal(send_classify(&resp, f, req), 0);
+	assert_int_equal(resp->rate_remaining, remaining - 1);
 	enr_http_response_free(resp);
 }
 

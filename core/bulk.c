@@ -96,6 +96,19 @@ void enr_bulk__bucket_report(struct enr_bulk__bucket *b, long long now_ms, long 
 	b->last_ms = now_ms;
 }
 
+void enr_bulk__bucket_window(struct enr_bulk__bucket *b, long long now_ms, long window)
+{
+	double tokens;
+
+	if (!b->capacity || window < 1 || (double)window >= b->capacity)
+		return;
+	tokens = tokens_at(b, now_ms);
+	b->rate_per_ms *= (double)window / b->capacity;
+	b->capacity = (double)window;
+	b->tokens = tokens < b->capacity ? tokens : b->capacity;
+	b->last_ms = now_ms;
+}
+
 void enr_bulk__bucket_block(struct enr_bulk__bucket *b, long long until_ms)
 {
 	if (until_ms > b->blocked_until_ms)
@@ -436,11 +449,14 @@ static void on_job_done(const struct enr_job_result *result, void *ctx)
 		/* Retry-After speaks for the whole bucket, not just this record. */
 		if (result->error && result->retry_after >= 0)
 			enr_bulk__bucket_block(b, now + (long long)result->retry_after * 1000);
-		/* So does what the vendor says is left of the limit (SolarEdge's
-		 * x-ratelimit-remaining-minute): other machines and earlier runs
-		 * spend the same window. */
-		if (result->rate_limit >= 0 && (size_t)result->rate_limit == i)
+		/* So does what the vendor says of the limit (SolarEdge's
+		 * x-ratelimit-limit-minute and x-ratelimit-remaining-minute): its
+		 * window may be smaller than vendors.json says, and other machines
+		 * and earlier runs spend the same window. */
+		if (result->rate_limit >= 0 && (size_t)result->rate_limit == i) {
+			enr_bulk__bucket_window(b, now, result->rate_window);
 			enr_bulk__bucket_report(b, now, result->rate_remaining);
+		}
 	}
 	bulk->in_flight--;
 	if (is_retryable(result->error) && it->tries < bulk->opts.max_tries) {

@@ -40,6 +40,9 @@ void enr_bulk__bucket_release(struct enr_bulk__bucket *b);
 void enr_bulk__bucket_block(struct enr_bulk__bucket *b, long long until_ms);
 /* The vendor reported `remaining` calls left in the window: the bucket holds no more. */
 void enr_bulk__bucket_report(struct enr_bulk__bucket *b, long long now_ms, long remaining);
+/* The vendor reported a window of `window` calls: a bucket that holds more
+ * shrinks to it and refills at that pace. */
+void enr_bulk__bucket_window(struct enr_bulk__bucket *b, long long now_ms, long window);
 
 /* The delay before try number `tries + 1` (tries >= 1 made so far): the
  * vendor's Retry-After when it said one (>= 0), else base * 2^(tries-1),

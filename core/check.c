@@ -354,22 +354,60 @@ out:
 	return rc;
 }
 
+/* enr_check_run(), keeping the answer (NULL when none arrived) for the caller. */
+static int run(struct enr_check_result **out, struct enr_http_response **resp,
+               const struct enr_vendor *vendor, const struct enr_config *cfg, const char *method,
+               const struct enr_credentials *cred)
+{
+	struct enr_http_request *req = NULL;
+	int rc;
+
+	*out = NULL;
+	*resp = NULL;
+	rc = enr_check_request(&req, vendor, cfg, method, cred, (long long)time(NULL));
+	if (rc == 0)
+		rc = enr_http_perform(resp, cfg, req);
+	if (rc == 0)
+		rc = enr_check_response(out, vendor, *resp);
+	enr_http_request_free(req);
+	return rc;
+}
+
 int enr_check_run(struct enr_check_result **out, const struct enr_vendor *vendor,
                   const struct enr_config *cfg, const char *method,
                   const struct enr_credentials *cred)
 {
-	struct enr_http_request *req = NULL;
 	struct enr_http_response *resp = NULL;
-	int rc;
+	int rc = run(out, &resp, vendor, cfg, method, cred);
 
-	*out = NULL;
-	rc = enr_check_request(&req, vendor, cfg, method, cred, (long long)time(NULL));
-	if (rc == 0)
-		rc = enr_http_perform(&resp, cfg, req);
-	if (rc == 0)
-		rc = enr_check_response(out, vendor, resp);
 	enr_http_response_free(resp);
-	enr_http_request_free(req);
+	return rc;
+}
+
+int enr_check_key_kind(enum enr_check_key_kind *out, size_t *sites, const struct enr_vendor *vendor,
+                       const struct enr_config *cfg, const char *method,
+                       const struct enr_credentials *cred)
+{
+	struct enr_http_response *resp = NULL;
+	struct enr_check_result *result = NULL;
+	int rc = run(&result, &resp, vendor, cfg, method, cred);
+
+	*out = ENR_CHECK_KEY_REJECTED;
+	if (sites)
+		*sites = 0;
+	if (rc == 0) {
+		*out = ENR_CHECK_KEY_WORKS;
+		if (sites)
+			*sites = result->n_sites;
+	} else if (resp && resp->status == 410) {
+		/* Gone: the message is the vendor's guidance for 410, set by the check. */
+		*out = ENR_CHECK_KEY_RETIRED;
+		rc = 0;
+	} else if (rc == ENR_E_REJECTED) {
+		rc = 0;
+	}
+	enr_check_result_free(result);
+	enr_http_response_free(resp);
 	return rc;
 }
 

@@ -581,28 +581,44 @@ long enr_http__parse_retry_after(const char *value, long long now)
 	return when > now ? (long)(when - now) : 0;
 }
 
-/* A header in which the vendor reports what is left of one of its rate limits. */
+/* The value of header `name` in the header line `data` as a count: 1 and `*n`,
+ * 0 when the line is that header but not a count, -1 when it is another header. */
+static int header_count(const char *data, size_t len, const char *name, long *n)
+{
+	size_t nlen = name ? strlen(name) : 0;
+	char value[32];
+	size_t vlen;
+	char *end;
+
+	if (!nlen || len <= nlen || strncasecmp(data, name, nlen) != 0 || data[nlen] != ':')
+		return -1;
+	vlen = len - nlen - 1 < sizeof(value) - 1 ? len - nlen - 1 : sizeof(value) - 1;
+	memcpy(value, data + nlen + 1, vlen);
+	value[vlen] = '\0';
+	enr_util_trim(value);
+	*n = strtol(value, &end, 10);
+	return end != value && !*end && *n >= 0;
+}
+
+/* A header in which the vendor reports what is left of one of its rate limits,
+ * or the size of its window. */
 static bool rate_header(struct enr_http_response *resp, const char *data, size_t len)
 {
 	const struct enr_vendor *v = resp->vendor;
 
 	for (size_t i = 0; v && i < v->n_rate_limits; i++) {
-		const char *name = v->rate_limits[i].remaining_header;
-		size_t nlen = name ? strlen(name) : 0;
-		char value[32];
-		size_t vlen;
-		char *end;
-		long n;
+		const struct enr_rate_limit *lim = &v->rate_limits[i];
+		long *field = &resp->rate_remaining, n = 0;
+		int found = header_count(data, len, lim->remaining_header, &n);
 
-		if (!nlen || len <= nlen || strncasecmp(data, name, nlen) != 0 || data[nlen] != ':')
+		if (found < 0) {
+			field = &resp->rate_window;
+			found = header_count(data, len, lim->limit_header, &n);
+		}
+		if (found < 0)
 			continue;
-		vlen = len - nlen - 1 < sizeof(value) - 1 ? len - nlen - 1 : sizeof(value) - 1;
-		memcpy(value, data + nlen + 1, vlen);
-		value[vlen] = '\0';
-		enr_util_trim(value);
-		n = strtol(value, &end, 10);
-		if (end != value && !*end && n >= 0) {
-			resp->rate_remaining = n;
+		if (found > 0) {
+			*field = n;
 			resp->rate_limit = (int)i;
 		}
 		return true;
@@ -618,6 +634,8 @@ static size_t on_header(char *data, size_t size, size_t n, void *userp)
 	if (len >= 5 && strncmp(data, "HTTP/", 5) == 0) {
 		t->resp->retry_after = -1; /* a new answer (after a 100 Continue, a proxy's) */
 		t->resp->rate_limit = -1;
+		t->resp->rate_remaining = -1;
+		t->resp->rate_window = -1;
 	} else if (rate_header(t->resp, data, len)) {
 		/* kept in resp->rate_remaining */
 	} else if (len > 12 && strncasecmp(data, "Retry-After:", 12) == 0) {
@@ -734,6 +752,8 @@ static int transfer_new(struct transfer **out, const struct settings *s,
 	}
 	t->resp->retry_after = -1;
 	t->resp->rate_limit = -1;
+	t->resp->rate_remaining = -1;
+	t->resp->rate_window = -1;
 	t->resp->vendor = req->vendor;
 	t->resp->token_call = req->token_call;
 	t->max_body = req->max_body ? req->max_body : s->max_body;

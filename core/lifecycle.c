@@ -158,6 +158,7 @@ static struct enr_job *answered(const struct enr_http_response *resp, void *ctx)
 	if (resp->rate_limit >= 0) {
 		job->result.rate_limit = resp->rate_limit;
 		job->result.rate_remaining = resp->rate_remaining;
+		job->result.rate_window = resp->rate_window;
 	}
 	return job;
 }
@@ -411,6 +412,8 @@ int enr_job_start(struct enr_job **out, struct enr_store *store, const struct en
 		                           .error = rc,
 		                           .retry_after = -1,
 		                           .rate_limit = -1,
+		                           .rate_remaining = -1,
+		                           .rate_window = -1,
 		                           .message = enr_error_last()};
 		done(&r, ctx);
 		return rc;
@@ -423,6 +426,8 @@ int enr_job_start(struct enr_job **out, struct enr_store *store, const struct en
 	job->ctx = ctx;
 	job->result.retry_after = -1;
 	job->result.rate_limit = -1;
+	job->result.rate_remaining = -1;
+	job->result.rate_window = -1;
 	rc = enr_store_get(&job->rec, store, id);
 	if (rc < 0)
 		return finish(job, rc);

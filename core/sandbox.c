@@ -251,6 +251,14 @@ void enr_sandbox__json(struct sb_resp *resp, int status, json_object *obj)
 	json_object_put(obj);
 }
 
+static bool has_header(const struct sb_resp *resp, const char *name)
+{
+	for (size_t i = 0; i < resp->n_headers; i++)
+		if (strcasecmp(resp->headers[i].name, name) == 0)
+			return true;
+	return false;
+}
+
 void enr_sandbox__set_header(struct sb_resp *resp, const char *name, const char *value)
 {
 	size_t i;
@@ -281,9 +289,11 @@ void enr_sandbox__answer_json(struct sb_resp *resp, int vendor, const char *name
 	if (headers && json_object_is_type(headers, json_type_object)) {
 		json_object_object_foreach(headers, key, val)
 		{
+			/* The recording's headers are examples: what the handler
+			 * computed (SolarEdge's rate-limit counts) wins. */
 			if (strcasecmp(key, "Content-Type") == 0)
 				type = json_object_get_string(val);
-			else
+			else if (!has_header(resp, key))
 				enr_sandbox__set_header(resp, key, json_object_get_string(val));
 		}
 	}

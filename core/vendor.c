@@ -395,7 +395,8 @@ static int parse_rate_limits(struct enr_vendor *v, const struct ctx *c, json_obj
 		    (rc = get_num(&concurrency, c, l, p, "concurrency", true)) < 0 ||
 		    (rc = get_str(&per, c, l, p, "per", true)) < 0 ||
 		    (rc = get_str(&limits[i].remaining_header, c, l, p, "remaining_header",
-		                  false)) < 0)
+		                  false)) < 0 ||
+		    (rc = get_str(&limits[i].limit_header, c, l, p, "limit_header", false)) < 0)
 			return rc;
 		limits[i].concurrency = (int)concurrency;
 		if (limits[i].requests > 0 && limits[i].per_seconds <= 0)

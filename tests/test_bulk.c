@@ -57,6 +57,34 @@ static void test_vendor_reported_remaining(void **state)
 	assert_int_equal(enr_bulk__bucket_wait(&b, 60000, 1), 0);
 }
 
+/* The window the vendor reports (x-ratelimit-limit-minute) shrinks a bucket
+ * that vendors.json made larger, and its refill slows to the same pace; a
+ * larger window or none changes nothing. */
+static void test_vendor_reported_window(void **state)
+{
+	struct enr_bulk__bucket b = {0};
+
+	(void)state;
+	enr_bulk__bucket_init(&b, 100, 60, 0, 0);
+	enr_bulk__bucket_window(&b, 0, 500);
+	enr_bulk__bucket_window(&b, 0, -1);
+	assert_true(b.capacity == 100);
+	enr_bulk__bucket_window(&b, 0, 10);
+	assert_true(b.capacity == 10);
+	for (int i = 0; i < 10; i++) {
+		assert_int_equal(enr_bulk__bucket_wait(&b, 0, 1), 0);
+		enr_bulk__bucket_take(&b, 0, 1);
+	}
+	/* Spent: 10 a minute refill one call in 6 s, not vendors.json's 600 ms. */
+	assert_true(enr_bulk__bucket_wait(&b, 0, 1) >= 5999);
+	assert_int_equal(enr_bulk__bucket_wait(&b, 6001, 1), 0);
+	/* A long pause refills to the reported window, not to vendors.json's 100. */
+	enr_bulk__bucket_report(&b, 600000, 50);
+	for (int i = 0; i < 10; i++)
+		enr_bulk__bucket_take(&b, 600000, 1);
+	assert_true(enr_bulk__bucket_wait(&b, 600000, 1) >= 5999);
+}
+
 static void test_jobs_of_two_calls(void **state)
 {
 	struct enr_bulk__bucket b = {0};
@@ -199,6 +227,7 @@ int main(void)
 	    cmocka_unit_test(test_backoff),
 	    cmocka_unit_test(test_simulated_runs),
 	    cmocka_unit_test(test_vendor_reported_remaining),
+	    cmocka_unit_test(test_vendor_reported_window),
 	    cmocka_unit_test(test_jobs_of_two_calls),
 	};
 	int failed;

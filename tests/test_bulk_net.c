@@ -165,6 +165,8 @@ static void test_concurrency_within_limit(void **state)
 	struct enr_bulk_progress p;
 
 	enr_sandbox_set_latency(f->sb, NULL, 60);
+	/* The sandbox's minute is larger than vendors.json's, so it never refuses here. */
+	assert_int_equal(enr_sandbox_set(f->sb, "solaredge_minute_limit", 1000), 0);
 	for (int i = 0; i < 24; i++) {
 		char key[32];
 		snprintf(key, sizeof(key), "bulkkey%03d", i);
@@ -178,6 +180,8 @@ static void test_concurrency_within_limit(void **state)
 		const struct enr_job_result *r = result_of(bulk, ids[i]);
 		assert_int_equal(r->rate_limit, 0);
 		assert_true(r->rate_remaining >= 0);
+		/* ... and the size of that minute (x-ratelimit-limit-minute). */
+		assert_int_equal(r->rate_window, 1000);
 	}
 	/* Each key was used once: its own bucket never had two. */
 	assert_int_equal(enr_bulk_max_in_flight(bulk, "solaredge", ENR_LIMIT_PER_KEY), 1);

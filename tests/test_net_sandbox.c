@@ -911,6 +911,7 @@ static void solaredge_keys(void **state)
 	struct enr_http_request *req;
 	struct enr_http_response *resp = NULL;
 	size_t sites = 0;
+	long remaining;
 
 	assert_int_equal(check(&sites, f, v, credential(f, "solaredge.api_key")), 0);
 	assert_int_equal(sites, 1);
@@ -941,6 +942,19 @@ static void solaredge_keys(void **state)
 	assert_int_equal(resp->rate_limit, 0);
 	assert_string_equal(v->rate_limits[0].remaining_header, "x-ratelimit-remaining-minute");
 	assert_true(resp->rate_remaining >= 0 && resp->rate_remaining < 100);
+	/* ... and the size of the minute, in the header vendors.json names beside it. */
+	assert_string_equal(v->rate_limits[0].limit_header, "x-ratelimit-limit-minute");
+	assert_int_equal(resp->rate_window, 100);
+	/* The count is the sandbox's own, not the recording's example: one call less. */
+	remaining = resp->rate_remaining;
+	enr_http_response_free(resp);
+	req = check_request(f, v, credential(f, "solaredge_account.api_key"));
+	assert_int_equal(enr_http_request_add_header(req, v->check.account_header,
+	                                             credential(f, "solaredge_account.account_key"),
+	                                             ENR_HTTP_SECRET),
+	                 0);
+	assert_int_equal(send_classify(&resp, f, req), 0);
+	assert_int_equal(resp->rate_remaining, remaining - 1);
 	enr_http_response_free(resp);
 }
 
@@ -962,6 +976,51 @@ static void solaredge_v1_is_gone(void **state)
 	assert_string_equal(enr_error_last(), guidance(v, 410, ""));
 	assert_non_null(strstr(enr_error_last(), "v1 keys do not work on v2"));
 	free(url);
+}
+
+/* enr_check_key_kind(): a v2 key works, a bad one is rejected, and a 410 (the
+ * retired v1 API, here an api_url that is not v2's) says the key is retired;
+ * an answer that says nothing about the key (a 500) is an error. */
+static void solaredge_key_kind(void **state)
+{
+	struct fixture *f = *state;
+	const struct enr_vendor *v = vendor(f, "solaredge");
+	struct enr_credentials cred = {.type = ENR_CRED_API_KEY};
+	struct enr_config *v1 = NULL;
+	enum enr_check_key_kind kind;
+	size_t sites = 0;
+	char *old_url = enr_util_printf("%s/solaredge/retired", enr_sandbox_url(f->sb));
+
+	cred.api_key = (char *)credential(f, "solaredge.api_key");
+	assert_int_equal(enr_check_key_kind(&kind, &sites, v, f->cfg, "key", &cred), 0);
+	assert_int_equal(kind, ENR_CHECK_KEY_WORKS);
+	assert_int_equal(sites, 1);
+
+	remember(f, "invalidKey000000");
+	cred.api_key = (char *)"invalidKey000000";
+	assert_int_equal(enr_check_key_kind(&kind, &sites, v, f->cfg, "key", &cred), 0);
+	assert_int_equal(kind, ENR_CHECK_KEY_REJECTED);
+	assert_string_equal(enr_error_last(), guidance(v, 401, ""));
+
+	/* The company's Fleet key with its X-Account-Key ([vendor.solaredge] account_key). */
+	memset(&cred, 0, sizeof(cred));
+	cred.type = ENR_CRED_ACCOUNT;
+	assert_int_equal(enr_check_key_kind(&kind, NULL, v, f->cfg, "account", &cred), 0);
+	assert_int_equal(kind, ENR_CHECK_KEY_WORKS);
+
+	assert_int_equal(enr_sandbox_config(&v1, f->sb), 0);
+	assert_int_equal(enr_config_set(v1, "vendor.solaredge", "api_url", old_url), 0);
+	assert_int_equal(enr_check_key_kind(&kind, &sites, v, v1, "account", &cred), 0);
+	assert_int_equal(kind, ENR_CHECK_KEY_RETIRED);
+	assert_int_equal(sites, 0);
+	assert_string_equal(enr_error_last(), guidance(v, 410, ""));
+	assert_non_null(strstr(enr_error_last(), "v1 keys do not work on v2"));
+
+	assert_int_equal(enr_sandbox_add_fault(f->sb, "solaredge", ENR_SANDBOX_FAULT_500, 1, 0), 0);
+	expect_error(f, enr_check_key_kind(&kind, &sites, v, f->cfg, "account", &cred),
+	             ENR_E_TRANSIENT, v->name, "");
+	enr_config_free(v1);
+	free(old_url);
 }
 
 /* The Enphase partner plan: the company's own tokens and API key. */
@@ -1587,6 +1646,7 @@ static const struct CMUnitTest tests[] = {
     T(tesla_missing_scope),
     T(solaredge_keys),
     T(solaredge_v1_is_gone),
+    T(solaredge_key_kind),
     T(enphase_partner),
     T(sma_backchannel),
     T(solis_signatures),

@@ -101,6 +101,12 @@ static void catalogue_holds_the_vendor_facts(void **state)
 	assert_null(enr_vendor_default_endpoint(v, "api_v1_url"));
 	assert_int_equal(v->rate_limits[0].per_seconds, 60);
 	assert_string_equal(v->rate_limits[0].remaining_header, "x-ratelimit-remaining-minute");
+	assert_string_equal(v->rate_limits[0].limit_header, "x-ratelimit-limit-minute");
+	/* OAuth "Site Access" has no public endpoints: no method, and it says so. */
+	assert_null(enr_vendor_method(v, "oauth"));
+	assert_true(enr_vendor_unconfirmed(v, "site_access"));
+	assert_true(enr_vendor_unconfirmed(v, "credits"));
+	assert_non_null(enr_vendor_method(v, "join"));
 
 	v = enr_catalog_find(cat, "sma");
 	assert_int_equal(v->tokens.refresh_ttl, 0);

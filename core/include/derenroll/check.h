@@ -60,6 +60,26 @@ ENR_API int enr_check_run(struct enr_check_result **out, const struct enr_vendor
                           const struct enr_config *cfg, const char *method,
                           const struct enr_credentials *cred);
 
+/* What a vendor makes of a key (see enr_check_key_kind()). */
+enum enr_check_key_kind {
+	ENR_CHECK_KEY_WORKS,    /* the check answered 2xx with the sites */
+	ENR_CHECK_KEY_REJECTED, /* the vendor refused it (401/403, a refusing body code) */
+	ENR_CHECK_KEY_RETIRED,  /* HTTP 410: a key or URL of an API the vendor retired
+	                         * (SolarEdge's v1 keys since 3 November 2026) */
+};
+
+/*
+ * Runs the check for `cred` by `method` (enr_check_run()) and tells what kind
+ * of key it holds, for callers that report rather than enroll (derenroll
+ * doctor): 0 and `out` set for each kind above, with the vendor's one-line
+ * guidance as the error message for REJECTED and RETIRED; a negative error
+ * (ENR_E_TRANSIENT, ENR_E_CONFIG, ...) when the answer says nothing about the
+ * key. `sites` may be NULL; otherwise it receives the site count of a working key.
+ */
+ENR_API int enr_check_key_kind(enum enr_check_key_kind *out, size_t *sites,
+                               const struct enr_vendor *vendor, const struct enr_config *cfg,
+                               const char *method, const struct enr_credentials *cred);
+
 /* The site with that id, or NULL. */
 ENR_API const struct enr_site *enr_check_find_site(const struct enr_check_result *result,
                                                    const char *id);

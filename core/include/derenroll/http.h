@@ -69,8 +69,11 @@ struct enr_http_response {
 	long retry_after;   /* seconds from Retry-After (429, 503), -1 when absent */
 	/* Calls left in the window of the vendor's rate limit `rate_limit` (an
 	 * index into vendor->rate_limits), from the header that limit names in
-	 * vendors.json; rate_limit is -1 when the answer reported none. */
+	 * vendors.json; rate_limit is -1 when the answer reported none.
+	 * rate_window is the window's size from the limit's limit_header; either
+	 * is -1 when the answer did not say it. */
 	long rate_remaining;
+	long rate_window;
 	int rate_limit;
 	int error;     /* 0, or the transport failure (see above) */
 	char *message; /* the transport failure's message, or NULL */

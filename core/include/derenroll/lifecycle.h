@@ -65,7 +65,8 @@ struct enr_job_result {
 	const char *message;  /* one line, or NULL when ok */
 	long retry_after;     /* seconds (429, 503), -1 when not said */
 	int rate_limit;       /* the vendor's rate limit the answer reported on, or -1 */
-	long rate_remaining;  /* calls left in that limit's window */
+	long rate_remaining;  /* calls left in that limit's window, -1 when not said */
+	long rate_window;     /* that window's size as the vendor reported it, -1 when not */
 	bool refreshed;       /* new tokens were saved (at once, under the record's lock) */
 	long long checked_at; /* when the check answered, 0 when no check was made */
 	size_t n_sites;       /* sites the check found */

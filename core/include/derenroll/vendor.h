@@ -106,6 +106,10 @@ struct enr_rate_limit {
 	/* Response header in which the vendor reports the calls left in this
 	 * limit's window ("x-ratelimit-remaining-minute"), or NULL. */
 	const char *remaining_header;
+	/* Response header in which the vendor reports the size of that window
+	 * ("x-ratelimit-limit-minute"), or NULL: a smaller size than `requests`
+	 * slows the bulk scheduler down to it. */
+	const char *limit_header;
 };
 
 struct enr_guidance {

@@ -80,7 +80,7 @@ struct enr_sandbox {
 	pthread_t timer; /* resumes suspended connections when their time comes */
 	bool timer_started;
 	struct sb_wait *waits;
-	struct enr_relay *relay; /* mounted at /relay */
+	struct enr_relay *relay;         /* mounted at /relay */
 	struct enr_config *relay_config; /* its Derapi credentials (the Join proxy) */
 	char url[96];
 	unsigned port;

@@ -2,7 +2,7 @@
 # CI: builds the Debian packages from a clean copy of the tree, runs lintian
 # (errors fail), unpacks every .deb into a scratch root with dpkg -x and runs
 # the unpacked program from there: `derenroll --version`, then `derenroll
-# sandbox`, which must print its JSON line using the unpacked assets (the
+# sandbox`, which must print its JSON line and answer from the recordings using the unpacked assets (the
 # source copy is deleted first, DERENROLL_DATADIR is unset, and strace shows
 # which vendors.json was opened) and exit 0 on SIGTERM.
 #
@@ -147,6 +147,15 @@ done
 echo "  $line"
 [ "$(wc -l <"$scratch/sandbox.out")" -le 1 ] || fail "the sandbox printed more than one line"
 [[ $line =~ \"url\":\ *\"http://127\.0\.0\.1:[0-9]+\" ]] || fail "no \"url\" in the sandbox's line"
+# A real answer: SolarEdge's site list is built from the installed recordings
+# (share/derenroll/answers), so a package without them answers 500.
+url=$(printf '%s' "$line" | jq -r .url)
+key=$(printf '%s' "$line" | jq -r .credentials.solaredge.api_key)
+sites=$(curl -sS -H "X-API-Key: $key" "$url/solaredge/v2/sites") ||
+	fail "the unpacked sandbox did not answer GET /solaredge/v2/sites"
+printf '%s' "$sites" | jq -e '.sites.count == 1 and (.sites.site | length) == 1' >/dev/null ||
+	fail "the unpacked sandbox's SolarEdge answer is not the recorded shape: $sites"
+echo "  GET /solaredge/v2/sites answered from the installed recordings"
 
 kill -TERM "$sandbox_pid"
 rc=0
@@ -166,5 +175,11 @@ while IFS= read -r f; do
 	*) fail "the sandbox read $f, not the unpacked data dir" ;;
 	esac
 done <<<"$opened"
+answers=$(grep -E 'open(at)?\(.*answers/solaredge/sites\.json", [^)]*\) = [0-9]+$' "$scratch/trace" |
+	sed 's/^[^"]*"\([^"]*\)".*/\1/' | sort -u)
+case $(realpath -m "$answers") in
+"$root"/usr/share/derenroll/answers/solaredge/sites.json) echo "  recordings from: $answers" ;;
+*) fail "the sandbox read its recordings from '$answers', not the unpacked data dir" ;;
+esac
 
 step "ok: packages build, lintian has no error, the unpacked program runs"

@@ -139,8 +139,10 @@ static double bucket_bound(const struct enr_rate_limit *lim, int n, double lat)
 	return rate_part > conc_part ? rate_part : conc_part;
 }
 
-static double compute_bound(const struct enr_catalog *catalog, int n_records, double lat,
-                            bool print)
+/* The least time the vendors' limits allow; *with_cap the same with
+ * derenroll's own cap on transfers at once counted too. */
+static double compute_bound(double *with_cap, const struct enr_catalog *catalog, int n_records,
+                            double lat, bool print)
 {
 	struct bucket_count *b = calloc((size_t)n_records * 2 + 8, sizeof(*b));
 	size_t nb = 0;
@@ -184,8 +186,10 @@ static double compute_bound(const struct enr_catalog *catalog, int n_records, do
 		if (t > bound)
 			bound = t;
 	}
-	/* Our own cap on transfers at once (not a vendor's): shown, not counted. */
+	/* Our own cap on transfers at once (not a vendor's): the bound that also
+	 * counts it is reported beside the vendors' own. */
 	global = ((n_records + GLOBAL_CAP - 1) / GLOBAL_CAP) * lat;
+	*with_cap = global > bound ? global : bound;
 	if (print)
 		printf("| (derenroll's own cap: %d transfers at once) | %d calls | - | %.2f s |\n",
 		       GLOBAL_CAP, n_records, global);
@@ -425,7 +429,7 @@ int main(int argc, char **argv)
 	const char *bin = NULL;
 	int n = 1000, sample = 50, smoke = 0, max_address = 0;
 	struct world w = {0};
-	double bound, wall, one;
+	double bound, capped, wall, one;
 	char *list_report = NULL;
 	size_t list_len = 0;
 	FILE *list_out;
@@ -478,18 +482,22 @@ int main(int argc, char **argv)
 	       n, LATENCY_MS);
 	printf(
 	    "| bucket | calls | limit (vendors.json) | least time |\n| --- | --- | --- | --- |\n");
-	bound = compute_bound(w.catalog, n, LATENCY_MS / 1000.0, true);
+	bound = compute_bound(&capped, w.catalog, n, LATENCY_MS / 1000.0, true);
 	wall = run_status(&w, &max_address);
 	if (wall < 0)
 		die("a record was not ok");
 	one = run_one_by_one(&w, sample);
 	printf("\n| measure | value |\n| --- | --- |\n");
-	printf("| bound the limits allow | %.2f s |\n", bound);
-	printf("| `status` (one bulk run) | %.2f s (%.2fx the bound; goal 1.25x) |\n", wall,
-	       wall / bound);
+	printf("| bound the vendors' limits allow | %.2f s |\n", bound);
+	printf("| the same with derenroll's cap of %d at once | %.2f s |\n", GLOBAL_CAP, capped);
+	printf("| `status` (one bulk run) | %.2f s (%.2fx the capped bound, %.2fx the vendors'; "
+	       "goal 1.10x) |\n",
+	       wall, wall / capped, wall / bound);
 	printf("| one by one (%d timed, times %d) | %.1f s (%.0f ms each) |\n", sample, n, one * n,
 	       one * 1000);
-	printf("| SolarEdge calls at once, most | %d (limit 3) |\n", max_address);
+	printf("| SolarEdge calls at once per address, most | %d (v2 has no such limit; v1 had 3) "
+	       "|\n",
+	       max_address);
 	stop_world(&w);
 	curl_global_cleanup();
 	if (list_report)

@@ -698,30 +698,30 @@ static void enrollment(struct sb_req *req, struct sb_resp *resp, const char *id)
 {
 	const struct enrollment *e = find_enrollment(req->sb, id);
 	struct sb_site sites[SB_MAX_SITES];
-	json_object *obj, *list;
+	struct enr_answers_site list[SB_MAX_SITES];
+	json_object *obj = NULL;
 	size_t n;
 
 	if (!e) {
 		enr_sandbox__oauth_error(resp, 404, "not_found", "no such enrollment");
 		return;
 	}
-	obj = json_object_new_object();
-	add_str(obj, "id", e->id);
-	add_str(obj, "vendor", enr_sandbox__vendor_id(e->vendor));
-	add_str(obj, "flowID", e->flow_id);
-	if (e->program_id[0])
-		add_str(obj, "programID", e->program_id);
-	add_str(obj, "status", "active");
-	list = json_object_new_array();
+	/* The project's guess of the shape, in answers/derapi/enrollment.json. */
 	n = enr_sandbox__sites(req->sb, e->vendor, e->account, sites);
-	for (size_t i = 0; i < n; i++) {
-		json_object *s = json_object_new_object();
-		add_str(s, "id", sites[i].id);
-		add_str(s, "name", sites[i].name);
-		json_object_array_add(list, s);
+	for (size_t i = 0; i < n; i++)
+		list[i] = (struct enr_answers_site){sites[i].id, sites[i].name};
+	if (enr_answers__sites(&obj, "derapi", "enrollment", list, n) < 0) {
+		enr_sandbox__oauth_error(resp, 500, "server_error", enr_error_last());
+		return;
 	}
-	json_object_object_add(obj, "sites", list);
-	enr_sandbox__json(resp, 200, obj);
+	enr_answers__set(obj, "id", json_object_new_string(e->id));
+	enr_answers__set(obj, "vendor", json_object_new_string(enr_sandbox__vendor_id(e->vendor)));
+	enr_answers__set(obj, "flowID", json_object_new_string(e->flow_id));
+	if (e->program_id[0])
+		enr_answers__set(obj, "programID", json_object_new_string(e->program_id));
+	else
+		json_object_object_del(obj, "programID");
+	enr_sandbox__answer_json(resp, SB_DERAPI, "enrollment", obj);
 }
 
 /* ---- sites through Derapi ---- */

@@ -10,6 +10,7 @@
 #include "derenroll/error.h"
 #include "derenroll/vendor.h"
 #include "util.h"
+#include "vendor_internal.h"
 
 #define MAX_CATALOG_SIZE (1024 * 1024)
 
@@ -413,7 +414,7 @@ static int parse_rate_limits(struct enr_vendor *v, const struct ctx *c, json_obj
 	return 0;
 }
 
-static int parse_class(int *out, const char *s)
+int enr_vendor__error_class(int *out, const char *s)
 {
 	static const struct {
 		const char *name;
@@ -421,7 +422,7 @@ static int parse_class(int *out, const char *s)
 	} classes[] = {
 	    {"rejected", ENR_E_REJECTED},           {"transient", ENR_E_TRANSIENT},
 	    {"misconfigured", ENR_E_MISCONFIGURED}, {"badresponse", ENR_E_BADRESPONSE},
-	    {"declined", ENR_E_DECLINED},
+	    {"declined", ENR_E_DECLINED},           {"expired", ENR_E_EXPIRED},
 	};
 	for (size_t i = 0; i < ENR_ARRAY_SIZE(classes); i++) {
 		if (strcmp(s, classes[i].name) == 0) {
@@ -465,10 +466,10 @@ static int parse_guidance(struct enr_vendor *v, const struct ctx *c, json_object
 		guidance[i].status = (int)status;
 		if (!guidance[i].status && !guidance[i].match)
 			return bad(c, p, "needs 'status' or 'match'");
-		if (parse_class(&guidance[i].error, cls) < 0)
+		if (enr_vendor__error_class(&guidance[i].error, cls) < 0)
 			return bad(c, p,
 			           "has 'class' that is not rejected, transient, misconfigured, "
-			           "badresponse or declined");
+			           "badresponse, declined or expired");
 	}
 	return 0;
 }

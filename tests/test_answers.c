@@ -20,6 +20,7 @@
 #include "derenroll/store.h"
 #include "derenroll/vendor.h"
 #include "util.h"
+#include "vendor_internal.h"
 
 static const char *str_at(json_object *obj, const char *path)
 {
@@ -53,19 +54,11 @@ static struct enr_http_response *response_of(json_object *rec, const struct enr_
 
 static int error_class(const char *name)
 {
-	static const struct {
-		const char *name;
-		int code;
-	} classes[] = {
-	    {"rejected", ENR_E_REJECTED},           {"transient", ENR_E_TRANSIENT},
-	    {"misconfigured", ENR_E_MISCONFIGURED}, {"badresponse", ENR_E_BADRESPONSE},
-	    {"declined", ENR_E_DECLINED},           {"expired", ENR_E_EXPIRED},
-	};
-	for (size_t i = 0; i < ENR_ARRAY_SIZE(classes); i++)
-		if (strcmp(classes[i].name, name) == 0)
-			return classes[i].code;
-	fail_msg("unknown error class '%s' in a recording's expect", name);
-	return 0;
+	int code = 0;
+
+	if (enr_vendor__error_class(&code, name) < 0)
+		fail_msg("unknown error class '%s' in a recording's expect", name);
+	return code;
 }
 
 /* A failure the recording expects: its class, and a one-line message with the text. */

@@ -2,8 +2,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "derenroll/config.h"
 #include "derenroll/error.h"
 #include "derenroll/log.h"
+#include "derenroll/sandbox.h"
 #include "derenroll/vendor.h"
 #include "fixtures.h"
 
@@ -53,4 +55,25 @@ void test_expect_string(char *got, const char *expected)
 	assert_non_null(got);
 	assert_string_equal(got, expected);
 	free(got);
+}
+
+void test_world_start(struct test_world *w, const struct enr_sandbox_options *options)
+{
+	struct enr_sandbox_options o = {0};
+
+	if (options)
+		o = *options;
+	memset(w, 0, sizeof(*w));
+	assert_int_equal(enr_catalog_load(&w->catalog, NULL), 0);
+	o.catalog = w->catalog;
+	assert_int_equal(enr_sandbox_start(&w->sb, &o), 0);
+	assert_int_equal(enr_sandbox_config(&w->cfg, w->sb), 0);
+}
+
+void test_world_stop(struct test_world *w)
+{
+	enr_sandbox_stop(w->sb);
+	enr_config_free(w->cfg);
+	enr_catalog_free(w->catalog);
+	memset(w, 0, sizeof(*w));
 }

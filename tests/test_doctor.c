@@ -7,6 +7,7 @@
 
 #include <curl/curl.h>
 
+#include "fixtures.h"
 #include "helpers.h"
 #include "derenroll/config.h"
 #include "derenroll/doctor.h"
@@ -14,34 +15,20 @@
 #include "derenroll/sandbox.h"
 #include "derenroll/vendor.h"
 
-struct fixture {
-	struct enr_catalog *catalog;
-	struct enr_sandbox *sb;
-	struct enr_config *cfg;
-};
-
 static int setup(void **state)
 {
-	struct fixture *f = calloc(1, sizeof(*f));
-	struct enr_sandbox_options o = {0};
+	struct test_world *w = calloc(1, sizeof(*w));
 
-	assert_non_null(f);
-	assert_int_equal(enr_catalog_load(&f->catalog, NULL), 0);
-	o.catalog = f->catalog;
-	assert_int_equal(enr_sandbox_start(&f->sb, &o), 0);
-	assert_int_equal(enr_sandbox_config(&f->cfg, f->sb), 0);
-	*state = f;
+	assert_non_null(w);
+	test_world_start(w, NULL);
+	*state = w;
 	return 0;
 }
 
 static int teardown(void **state)
 {
-	struct fixture *f = *state;
-
-	enr_sandbox_stop(f->sb);
-	enr_config_free(f->cfg);
-	enr_catalog_free(f->catalog);
-	free(f);
+	test_world_stop(*state);
+	free(*state);
 	return 0;
 }
 
@@ -58,7 +45,7 @@ static const struct enr_doctor_result *find(const struct enr_doctor_report *r, c
 	return NULL;
 }
 
-static struct enr_doctor_report *run(struct fixture *f)
+static struct enr_doctor_report *run(struct test_world *f)
 {
 	struct enr_doctor_report *r = NULL;
 
@@ -70,7 +57,7 @@ static struct enr_doctor_report *run(struct fixture *f)
 
 static void sandbox_config_passes(void **state)
 {
-	struct fixture *f = *state;
+	struct test_world *f = *state;
 	struct enr_doctor_report *r = run(f);
 
 	assert_true(enr_doctor_passed(r));
@@ -84,7 +71,7 @@ static void sandbox_config_passes(void **state)
 
 static void each_failure_names_the_setting(void **state)
 {
-	struct fixture *f = *state;
+	struct test_world *f = *state;
 	struct enr_doctor_report *r;
 	const struct enr_doctor_result *x;
 
@@ -118,7 +105,7 @@ static void each_failure_names_the_setting(void **state)
 
 static void without_relay_or_settings(void **state)
 {
-	struct fixture *f = *state;
+	struct test_world *f = *state;
 	struct enr_config *cfg = NULL;
 	struct enr_doctor_report *r = NULL;
 	const struct enr_doctor_result *x;
@@ -148,19 +135,10 @@ static void without_relay_or_settings(void **state)
 	enr_config_free(cfg);
 }
 
-int main(void)
-{
-	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test_setup_teardown(sandbox_config_passes, setup, teardown),
-	    cmocka_unit_test_setup_teardown(each_failure_names_the_setting, setup, teardown),
-	    cmocka_unit_test_setup_teardown(without_relay_or_settings, setup, teardown),
-	};
-	int failed;
+static const struct CMUnitTest tests[] = {
+    cmocka_unit_test_setup_teardown(sandbox_config_passes, setup, teardown),
+    cmocka_unit_test_setup_teardown(each_failure_names_the_setting, setup, teardown),
+    cmocka_unit_test_setup_teardown(without_relay_or_settings, setup, teardown),
+};
 
-	test_env_setup();
-	curl_global_init(CURL_GLOBAL_DEFAULT);
-	failed = cmocka_run_group_tests(tests, NULL, NULL);
-	curl_global_cleanup();
-	test_env_cleanup();
-	return failed;
-}
+CURL_TEST_MAIN(tests)

@@ -14,6 +14,7 @@
 #include <curl/curl.h>
 #include <json-c/json.h>
 
+#include "fixtures.h"
 #include "helpers.h"
 #include "derenroll/check.h"
 #include "derenroll/config.h"
@@ -1510,47 +1511,38 @@ static void tesla_unregistered_region(void **state)
 
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
-int main(void)
-{
-	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(status_rules),
-	    T(tesla_oauth),
-	    T(tesla_loopback),
-	    T(sma_oauth),
-	    T(enphase_oauth),
-	    T(enphase_paste_state),
-	    T(sma_email),
-	    T(sma_email_plants_of_other_owners),
-	    T(enphase_partner),
-	    T(solaredge_key),
-	    T(solis_key),
-	    T(solaredge_solis_account),
-	    T(key_failures),
-	    T(enphase_app_key_mismatch),
-	    T(sma_no_plants),
-	    T(declined_and_expired),
-	    T(misconfigured_and_cancelled),
-	    T(usage_errors),
-	    T(refresh_rotates),
-	    T(check_refreshes_stale_token),
-	    T(refresh_revoked_and_transient),
-	    T(check_every_kind),
-	    T(reauthorize),
-	    T(two_processes_refresh),
-	    T(crash_after_token_response),
-	    T(reauthorize_key),
-	    T(refresh_every_vendor),
-	    T(tesla_eu_customer),
-	    T(tesla_wrong_region_asks),
-	    T(tesla_unregistered_region),
-	    T(tesla_check_unregistered),
-	};
-	int failed;
+static const struct CMUnitTest tests[] = {
+    cmocka_unit_test(status_rules),
+    T(tesla_oauth),
+    T(tesla_loopback),
+    T(sma_oauth),
+    T(enphase_oauth),
+    T(enphase_paste_state),
+    T(sma_email),
+    T(sma_email_plants_of_other_owners),
+    T(enphase_partner),
+    T(solaredge_key),
+    T(solis_key),
+    T(solaredge_solis_account),
+    T(key_failures),
+    T(enphase_app_key_mismatch),
+    T(sma_no_plants),
+    T(declined_and_expired),
+    T(misconfigured_and_cancelled),
+    T(usage_errors),
+    T(refresh_rotates),
+    T(check_refreshes_stale_token),
+    T(refresh_revoked_and_transient),
+    T(check_every_kind),
+    T(reauthorize),
+    T(two_processes_refresh),
+    T(crash_after_token_response),
+    T(reauthorize_key),
+    T(refresh_every_vendor),
+    T(tesla_eu_customer),
+    T(tesla_wrong_region_asks),
+    T(tesla_unregistered_region),
+    T(tesla_check_unregistered),
+};
 
-	test_env_setup();
-	curl_global_init(CURL_GLOBAL_DEFAULT);
-	failed = cmocka_run_group_tests(tests, NULL, NULL);
-	curl_global_cleanup();
-	test_env_cleanup();
-	return failed;
-}
+CURL_TEST_MAIN(tests)

@@ -11,6 +11,7 @@
 #include <curl/curl.h>
 #include <json-c/json.h>
 
+#include "fixtures.h"
 #include "helpers.h"
 #include "answers.h"
 #include "derenroll/config.h"
@@ -24,7 +25,8 @@
 #define LOOPBACK_CALLBACK "http://127.0.0.1:8765/callback"
 
 struct fixture {
-	struct enr_sandbox *sb;
+	struct test_world world;
+	struct enr_sandbox *sb; /* the world's, for short */
 	struct enr_config *cfg;
 	struct enr_catalog *catalog;
 	const char *url;
@@ -219,13 +221,13 @@ static void check_sites(const struct fixture *f, const char *vendor_id, const st
 static int start_with(void **state, const struct enr_sandbox_options *options)
 {
 	struct fixture *f = calloc(1, sizeof(*f));
-	struct enr_sandbox_options o = *options;
 
+	assert_non_null(f);
 	curl_global_init(CURL_GLOBAL_DEFAULT);
-	assert_int_equal(enr_catalog_load(&f->catalog, NULL), 0);
-	o.catalog = f->catalog;
-	assert_int_equal(enr_sandbox_start(&f->sb, &o), 0);
-	assert_int_equal(enr_sandbox_config(&f->cfg, f->sb), 0);
+	test_world_start(&f->world, options);
+	f->sb = f->world.sb;
+	f->cfg = f->world.cfg;
+	f->catalog = f->world.catalog;
 	f->url = enr_sandbox_url(f->sb);
 	*state = f;
 	return 0;
@@ -241,9 +243,8 @@ static int teardown(void **state)
 {
 	struct fixture *f = *state;
 
-	enr_sandbox_stop(f->sb);
-	enr_config_free(f->cfg);
-	enr_catalog_free(f->catalog);
+	f->world.sb = f->sb; /* a test may have stopped it (NULL) */
+	test_world_stop(&f->world);
 	free(f);
 	curl_global_cleanup();
 	return 0;

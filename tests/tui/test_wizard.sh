@@ -153,17 +153,22 @@ check $? "sma email: waiting for the owner" "$SCREEN"
 finish_sites "Cust SMA mail" "sma email"
 expect_record "sma email" "Cust SMA mail" sma email
 
+# owner_email ADDRESS: on SMA's method screen, the e-mail method with that owner.
+owner_email() {
+	keys Down Down Enter
+	wait_screen "Owner's e-mail" >/dev/null
+	settle
+	keys C-u
+	keys_text "$1"
+	keys Enter
+}
+
 # --- SMA e-mail, a second owner in the same run: the app's token sees both
 # owners' plants; the one no record holds comes first, the other says whose ---
 wiz --
 begin "Mail One" sma
 wait_screen "SMA: how does the customer authorize?" >/dev/null
-keys Down Down Enter
-wait_screen "Owner's e-mail" >/dev/null
-settle
-keys C-u
-keys_text "owner-one@example.com"
-keys Enter
+owner_email owner-one@example.com
 wait_screen "sites found" >/dev/null
 keys Enter
 wait_screen "Enter: enroll another" >/dev/null
@@ -174,12 +179,7 @@ keys_text "Mail Two"
 keys Tab Enter
 wait_screen "SMA: how does the customer authorize?" >/dev/null
 settle
-keys Down Down Enter
-wait_screen "Owner's e-mail" >/dev/null
-settle
-keys C-u
-keys_text "owner-two@example.com"
-keys Enter
+owner_email owner-two@example.com
 wait_screen "sites found" >/dev/null
 settle
 expect_in "sma email, second owner: both plants, one not enrolled yet" "2 sites, 1 not enrolled yet" "$SCREEN"

@@ -178,10 +178,9 @@ static int redirect_uri(char **note, const struct enr_vendor *vendor,
 static int company_account(char **note, const struct enr_vendor *vendor,
                            const struct enr_catalog *catalog, const struct enr_config *cfg)
 {
-	struct enr_http_request *req = NULL;
-	struct enr_http_response *resp = NULL;
-	struct enr_check_result *result = NULL;
+	enum enr_check_key_kind kind = ENR_CHECK_KEY_WORKS;
 	struct enr_credentials cred = {0};
+	size_t sites = 0;
 	char *key = NULL;
 	bool has_key = enr_vendor_setting(vendor, cfg, "key_id") ||
 	               enr_vendor_secret(&key, vendor, cfg, "api_key") == 0;
@@ -196,20 +195,18 @@ static int company_account(char **note, const struct enr_vendor *vendor,
 		                        vendor->config_section);
 		return ENR_DOCTOR_SKIP;
 	}
-	rc = enr_check_request(&req, vendor, cfg, "account", &cred, (long long)time(NULL));
+	/* A refused key and a retired API (SolarEdge's v1 answers 410) come with
+	 * vendors.json's one-line guidance as the message. */
+	rc = enr_check_key_kind(&kind, &sites, vendor, cfg, "account", &cred);
+	if (rc == 0 && kind == ENR_CHECK_KEY_REJECTED)
+		rc = ENR_E_REJECTED;
+	else if (rc == 0 && kind == ENR_CHECK_KEY_RETIRED)
+		rc = ENR_E_MISCONFIGURED;
 	if (rc == 0)
-		rc = enr_http_perform(&resp, cfg, req);
-	/* A retired API (SolarEdge's v1 answers 410) is explained by vendors.json's guidance. */
-	if (rc == 0)
-		rc = enr_check_response(&result, vendor, resp);
-	if (rc == 0)
-		*note = enr_util_printf("the company account sees %zu site%s", result->n_sites,
-		                        result->n_sites == 1 ? "" : "s");
+		*note = enr_util_printf("the company account sees %zu site%s", sites,
+		                        sites == 1 ? "" : "s");
 	else
 		rc = naming(rc, vendor->config_section, "api_url");
-	enr_check_result_free(result);
-	enr_http_response_free(resp);
-	enr_http_request_free(req);
 	return rc;
 }
 

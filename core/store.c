@@ -41,6 +41,7 @@ struct enr_store {
 	struct store_key key;
 	struct store_data data;
 	struct store_file_info info;
+	struct store_journal journal;
 	int lock_fd;
 	double kdf_seconds;
 };
@@ -177,24 +178,70 @@ static int new_key(struct enr_store *store)
 
 /* ---- reading ---- */
 
+/* The key of the journal's entries: the store file's own (none for a plain file). */
+static const struct store_key *journal_key(const struct enr_store *store)
+{
+	return store->info.encrypted ? &store->key : NULL;
+}
+
 static int load(struct enr_store *store)
 {
 	struct store_data d;
 	struct store_file_info info;
-	int rc = enr_store__file_read(&d, &info, store->path, store->metadata_only, &store->key,
-	                              key_for_file, store);
+	struct store_journal journal;
+	int rc;
 
-	if (rc < 0)
+	for (int attempt = 0;; attempt++) {
+		rc = enr_store__file_read(&d, &info, store->path, store->metadata_only, &store->key,
+		                          key_for_file, store);
+		if (rc < 0)
+			return rc;
+		memset(&journal, 0, sizeof(journal));
+		rc = info.exists ? enr_store__journal_read(&journal, &d, store->path,
+		                                           info.encrypted ? &store->key : NULL,
+		                                           store->metadata_only, false)
+		                 : 0;
+		/* A writer folded the journal in (and wiped it) between the two reads: again. */
+		if (rc == 0 && info.encrypted && attempt < 3 &&
+		    !enr_store__file_unchanged(&info, store->path)) {
+			enr_store__data_free(&d);
+			continue;
+		}
+		break;
+	}
+	if (rc < 0) {
+		enr_store__data_free(&d);
 		return rc;
+	}
 	enr_store__data_free(&store->data);
 	store->data = d;
 	store->info = info;
+	/* Entries this handle wrote and has not synced yet stay to be synced. */
+	journal.unsynced = store->journal.unsynced;
+	store->journal = journal;
 	return 0;
+}
+
+/*
+ * Brings the data up to date with the file and its journal. Under the store
+ * lock (`locked`) the journal is read whatever its time stamps say: two
+ * appends within one tick of the clock look alike.
+ */
+static int sync_data(struct enr_store *store, bool locked)
+{
+	if (!enr_store__file_unchanged(&store->info, store->path))
+		return load(store);
+	if (!store->info.exists ||
+	    (!locked && enr_store__journal_unchanged(&store->journal, store->path)))
+		return 0;
+	/* Entries are only ever appended while the store file stays the same. */
+	return enr_store__journal_read(&store->journal, &store->data, store->path,
+	                               journal_key(store), store->metadata_only, true);
 }
 
 int enr_store_reload(struct enr_store *store)
 {
-	return enr_store__file_unchanged(&store->info, store->path) ? 0 : load(store);
+	return sync_data(store, false);
 }
 
 int enr_store_open(struct enr_store **out, const struct enr_store_options *opts)
@@ -287,8 +334,13 @@ double enr_store__kdf_seconds(const struct enr_store *store)
 
 static int open_lock_file(const char *path)
 {
-	int fd;
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 
+	/* Its directory is made once, not at every lock (the journal's saves are many). */
+	if (fd >= 0)
+		return fd;
+	if (errno != ENOENT)
+		return enr_error_set_errno(ENR_E_IO, errno, "cannot open the lock file %s", path);
 	if (enr_util_mkdir_parents(path, 0700) < 0)
 		return enr_error_last_code();
 	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
@@ -458,8 +510,12 @@ static int transact(struct enr_store *store, apply_fn apply, void *arg)
 		return rc;
 	if ((rc = enr_store__lock(store)) < 0)
 		return rc;
-	if ((rc = enr_store_reload(store)) < 0 || (rc = copy_data(&ch.next, &store->data)) < 0)
+	if ((rc = sync_data(store, true)) < 0 || (rc = copy_data(&ch.next, &store->data)) < 0)
 		goto out;
+	/* The journal's entries are folded into this generation. */
+	ch.next.journal_seq = store->journal.last > store->data.journal_seq
+	                          ? store->journal.last
+	                          : store->data.journal_seq;
 	if (!store->plaintext && !store->key.have && (rc = new_key(store)) < 0)
 		goto fail;
 	if ((rc = apply(store, &ch, arg)) != 0)
@@ -468,6 +524,7 @@ static int transact(struct enr_store *store, apply_fn apply, void *arg)
 	                           store->plaintext ? NULL : &store->key);
 	if (rc < 0)
 		goto fail;
+	enr_store__journal_folded(&store->journal, store->path);
 	free(store->data.records);
 	free(store->data.secrets);
 	store->data = ch.next;
@@ -853,6 +910,80 @@ int enr_store_lock_save(struct enr_store *store, struct enr_store_lock *lock)
 	if (rc == PUT_RETRY)
 		rc = enr_error_set(ENR_E_NOTFOUND, "record %s is no longer in the store", lock->id);
 	return rc == 0 ? report_put(&a) : rc;
+}
+
+/* Under the store lock: the store as it is now, and the locked record still in it. */
+static int lock_and_sync(struct enr_store *store, const char *id)
+{
+	int rc = enr_store__lock(store);
+
+	if (rc < 0)
+		return rc;
+	if ((rc = sync_data(store, true)) == 0 && find_id(&store->data, id) < 0)
+		rc = enr_error_set(ENR_E_NOTFOUND, "record %s is no longer in the store", id);
+	if (rc < 0)
+		enr_store__unlock(store);
+	return rc;
+}
+
+int enr_store_lock_journal(struct enr_store *store, struct enr_store_lock *lock, bool sync)
+{
+	int rc;
+
+	if ((rc = writable(store)) < 0 || (rc = enr_record_set(&lock->rec->id, lock->id)) < 0 ||
+	    (rc = prepare(lock->rec)) < 0)
+		return rc;
+	/* The journal needs the key of the file it goes with: a new store is written whole. */
+	if (!store->info.exists)
+		return enr_store_lock_save(store, lock);
+	if ((rc = lock_and_sync(store, lock->id)) < 0)
+		return rc;
+	lock->rec->updated_at = (long long)time(NULL);
+	rc = enr_store__journal_append(&store->journal, &store->data, store->path,
+	                               journal_key(store), lock->rec, sync);
+	enr_store__unlock(store);
+	if (rc == ENR_E_UNSUPPORTED) /* too big for an entry */
+		return enr_store_lock_save(store, lock);
+	return rc;
+}
+
+int enr_store_sync(struct enr_store *store)
+{
+	return enr_store__journal_sync(&store->journal, store->path);
+}
+
+int enr_store_reserve(struct enr_store *store, const char *const *ids, size_t n)
+{
+	struct store_buf b = {0};
+	size_t bytes = 0;
+	ssize_t idx;
+	int rc;
+
+	if ((rc = writable(store)) < 0 || n == 0)
+		return rc;
+	if ((rc = sync_data(store, false)) < 0 || !store->info.exists)
+		return rc;
+	for (size_t i = 0; i < n; i++) {
+		char *id = normal_id(ids[i]);
+		if (!id)
+			return enr_error_last_code();
+		idx = find_id(&store->data, id);
+		free(id);
+		if (idx < 0)
+			continue;
+		b.len = 0;
+		enr_store__record_write(&b, store->data.records[idx], PART_FULL);
+		/* The entry, with room for new tokens longer than the old ones. */
+		bytes += b.len + 4096;
+	}
+	rc = b.failed ? enr_error_set(ENR_E_NOMEM, NULL) : 0;
+	enr_store__buf_free(&b);
+	if (rc < 0 || bytes == 0 || (rc = enr_store__lock(store)) < 0)
+		return rc;
+	if ((rc = sync_data(store, true)) == 0)
+		rc = enr_store__journal_reserve(&store->journal, store->path, bytes);
+	enr_store__unlock(store);
+	return rc;
 }
 
 void enr_store_unlock(struct enr_store_lock *lock)

@@ -166,8 +166,9 @@ static bool same_key(const struct store_key *a, const struct store_key *b)
 	       CRYPTO_memcmp(a->check, b->check, sizeof(a->check)) == 0;
 }
 
-static EVP_CIPHER_CTX *cipher_new(bool encrypt, const struct store_key *key,
-                                  const unsigned char *nonce, const unsigned char *header)
+EVP_CIPHER_CTX *enr_store__cipher(bool encrypt, const struct store_key *key,
+                                  const unsigned char *nonce, const unsigned char *aad,
+                                  size_t aad_len)
 {
 	EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
 	int outl, ok;
@@ -177,12 +178,18 @@ static EVP_CIPHER_CTX *cipher_new(bool encrypt, const struct store_key *key,
 	ok = EVP_CipherInit_ex(ctx, EVP_aes_256_gcm(), NULL, NULL, NULL, encrypt) == 1 &&
 	     EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, STORE_NONCE_SIZE, NULL) == 1 &&
 	     EVP_CipherInit_ex(ctx, NULL, NULL, key->key, nonce, encrypt) == 1 &&
-	     EVP_CipherUpdate(ctx, NULL, &outl, header, STORE_HEADER_SIZE) == 1;
+	     EVP_CipherUpdate(ctx, NULL, &outl, aad, (int)aad_len) == 1;
 	if (!ok) {
 		EVP_CIPHER_CTX_free(ctx);
 		return NULL;
 	}
 	return ctx;
+}
+
+static EVP_CIPHER_CTX *cipher_new(bool encrypt, const struct store_key *key,
+                                  const unsigned char *nonce, const unsigned char *header)
+{
+	return enr_store__cipher(encrypt, key, nonce, header, STORE_HEADER_SIZE);
 }
 
 /* ---- reading ---- */
@@ -198,12 +205,14 @@ struct reader {
 	bool finished; /* the tag was read */
 };
 
-static ssize_t read_full(int fd, void *buf, size_t n)
+ssize_t enr_store__read_full(int fd, void *buf, size_t n, long long at)
 {
 	size_t done = 0;
 
 	while (done < n) {
-		ssize_t r = read(fd, (char *)buf + done, n - done);
+		ssize_t r = at < 0
+		                ? read(fd, (char *)buf + done, n - done)
+		                : pread(fd, (char *)buf + done, n - done, (off_t)at + (off_t)done);
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r < 0)
@@ -239,7 +248,7 @@ static int reader_fill(struct reader *r)
 		want = CHUNK;
 	if (r->cipher && want > r->left)
 		want = (size_t)r->left;
-	n = read_full(r->fd, r->buf + r->end, want);
+	n = enr_store__read_full(r->fd, r->buf + r->end, want, -1);
 	if (n < 0)
 		return enr_error_set_errno(ENR_E_IO, errno, "cannot read %s", r->path);
 	if (r->cipher) {
@@ -297,8 +306,8 @@ static int reader_finish(struct reader *r)
 	if (!r->cipher)
 		return 0;
 	r->finished = true;
-	if (read_full(r->fd, tag, sizeof(tag)) != (ssize_t)sizeof(tag) ||
-	    read_full(r->fd, &extra, 1) != 0)
+	if (enr_store__read_full(r->fd, tag, sizeof(tag), -1) != (ssize_t)sizeof(tag) ||
+	    enr_store__read_full(r->fd, &extra, 1, -1) != 0)
 		return damaged(r->path, "its length changed while it was read");
 	if (EVP_CIPHER_CTX_ctrl(r->cipher, EVP_CTRL_GCM_SET_TAG, sizeof(tag), tag) != 1 ||
 	    EVP_DecryptFinal_ex(r->cipher, none, &outl) != 1)
@@ -391,10 +400,11 @@ static int migrate(struct json_object *record, struct json_object *secrets, int 
 	return 0;
 }
 
-static int read_header_line(long long *n_records, int *schema, struct json_object *obj,
+static int read_header_line(long long *n_records, struct store_data *d, struct json_object *obj,
                             const char *path)
 {
-	struct json_object *format, *version, *count;
+	struct json_object *format, *version, *count, *journal;
+	int *schema = &d->schema;
 
 	if (!json_object_object_get_ex(obj, "format", &format) ||
 	    strcmp(json_object_get_string(format), "derenroll-store") != 0 ||
@@ -405,6 +415,13 @@ static int read_header_line(long long *n_records, int *schema, struct json_objec
 		return damaged(path, "its first line is not a store header");
 	*schema = json_object_get_int(version);
 	*n_records = json_object_get_int64(count);
+	/* The last entry of FILE.journal folded into this generation (older files: none). */
+	if (json_object_object_get_ex(obj, "journal", &journal)) {
+		if (!json_object_is_type(journal, json_type_int) ||
+		    json_object_get_int64(journal) < 0)
+			return damaged(path, "its journal position is invalid");
+		d->journal_seq = (unsigned long long)json_object_get_int64(journal);
+	}
 	if (*schema < 1)
 		return damaged(path, "its schema version is invalid");
 	if (*schema > STORE_SCHEMA)
@@ -642,7 +659,7 @@ static int read_lines(struct store_data *d, const struct lines *l, bool metadata
 	line = line_at(l, 0, &len);
 	rc = parse_line(&obj, tok, path, line, len, false);
 	if (rc == 0)
-		rc = read_header_line(&n_records, &d->schema, obj, path);
+		rc = read_header_line(&n_records, d, obj, path);
 	json_object_put(obj);
 	obj = NULL;
 	/* Two lines per record after the header and the app secrets. */
@@ -734,7 +751,7 @@ int enr_store__file_read(struct store_data *out, struct store_file_info *info, c
 	}
 	info->exists = true;
 	info->size = (size_t)st.st_size;
-	n = read_full(r.fd, header, sizeof(header));
+	n = enr_store__read_full(r.fd, header, sizeof(header), -1);
 	if (n < 0) {
 		rc = enr_error_set_errno(ENR_E_IO, errno, "cannot read %s", path);
 		goto out;
@@ -787,7 +804,7 @@ bool enr_store__file_unchanged(const struct store_file_info *info, const char *p
 	if (fd < 0)
 		return false;
 	same = fstat(fd, &st) == 0 && (size_t)st.st_size == info->size &&
-	       read_full(fd, header, sizeof(header)) == (ssize_t)sizeof(header) &&
+	       enr_store__read_full(fd, header, sizeof(header), -1) == (ssize_t)sizeof(header) &&
 	       memcmp(header, info->header, sizeof(header)) == 0;
 	close(fd);
 	return same;
@@ -797,13 +814,13 @@ bool enr_store__file_unchanged(const struct store_file_info *info, const char *p
 
 static void serialize(struct store_buf *b, const struct store_data *d)
 {
-	char line[96];
+	char line[128];
 
 	enr_store__buf_add(b, line,
 	                   (size_t)snprintf(line, sizeof(line),
 	                                    "{\"format\":\"derenroll-store\",\"schema\":%d,"
-	                                    "\"records\":%zu}\n{\"secrets\":{",
-	                                    STORE_SCHEMA, d->n_records));
+	                                    "\"records\":%zu,\"journal\":%llu}\n{\"secrets\":{",
+	                                    STORE_SCHEMA, d->n_records, d->journal_seq));
 	for (size_t i = 0; i < d->n_secrets; i++) {
 		if (i)
 			enr_store__buf_add(b, ",", 1);
@@ -848,14 +865,18 @@ static int encrypt(struct store_buf *b, const struct store_key *key)
 	return 0;
 }
 
-static int write_error(int err, const char *path)
+int enr_store__write_error(int err, const char *doing, const char *file)
 {
 	if (err == ENOSPC || err == EDQUOT)
 		return enr_error_set(ENR_E_NOSPACE,
-		                     "no space left to write the credential store %s; it was not "
-		                     "changed",
-		                     path);
-	return enr_error_set_errno(ENR_E_IO, err, "cannot write the credential store %s", path);
+		                     "no space left to %s %s; the credential store was not changed",
+		                     doing, file);
+	return enr_error_set_errno(ENR_E_IO, err, "cannot %s %s", doing, file);
+}
+
+static int write_error(int err, const char *path)
+{
+	return enr_store__write_error(err, "write the credential store", path);
 }
 
 static int write_all(int fd, const char *data, size_t len, const char *path)

@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 #include "derenroll/store.h"
 
@@ -75,7 +76,8 @@ struct store_data {
 	size_t cap_records;
 	struct store_secret *secrets; /* sorted by name */
 	size_t n_secrets;
-	int schema; /* as read; STORE_SCHEMA once written */
+	int schema;                     /* as read; STORE_SCHEMA once written */
+	unsigned long long journal_seq; /* the last journal entry folded in (header "journal") */
 };
 
 void enr_store__data_free(struct store_data *d);
@@ -130,6 +132,69 @@ bool enr_store__file_unchanged(const struct store_file_info *info, const char *p
  */
 int enr_store__file_write(struct store_file_info *info, const char *path,
                           const struct store_data *d, const struct store_key *key);
+
+/* Reads up to `n` bytes (fewer only at the end of the file) at `at`, or from
+ * the file position when `at` < 0; -1 with errno on failure. */
+ssize_t enr_store__read_full(int fd, void *buf, size_t n, long long at);
+
+/* ENR_E_NOSPACE ("no space left to DOING FILE; ...") for ENOSPC and EDQUOT, else ENR_E_IO. */
+int enr_store__write_error(int err, const char *doing, const char *file);
+
+/* AES-256-GCM with `aad` as associated data (the store's key, a 12-byte nonce). */
+struct evp_cipher_ctx_st *enr_store__cipher(bool encrypt, const struct store_key *key,
+                                            const unsigned char *nonce, const unsigned char *aad,
+                                            size_t aad_len);
+
+/*
+ * The journal (FILE.journal, store_journal.c): the credentials of a record
+ * saved the moment new tokens arrive, a few hundred bytes appended and synced
+ * instead of a rewrite of the whole store. Every read of the store applies the
+ * entries newer than its header's "journal" position; the next write folds
+ * them in (and moves that position), after which they are wiped.
+ */
+struct store_journal {
+	bool exists;
+	unsigned long long dev, ino;
+	long long size, mtime_ns;
+	unsigned long long last;    /* the highest entry seen, 0: none */
+	unsigned long long applied; /* the highest entry applied to the data */
+	long long end;              /* where the next entry goes */
+	bool unsynced;              /* an entry was written since the last sync */
+};
+
+/*
+ * Reads FILE.journal and applies to `d` its entries newer than d->journal_seq
+ * and j->applied (everything after a fresh read of the store file: j zeroed).
+ * With `more`, only what follows j->end when the file is the one read before.
+ * `key` is the store's (NULL for a plain store). A torn or foreign entry ends
+ * the journal. ENR_E_IO, ENR_E_NOMEM.
+ */
+int enr_store__journal_read(struct store_journal *j, struct store_data *d, const char *path,
+                            const struct store_key *key, bool metadata_only, bool more);
+
+/* Whether FILE.journal still looks as it did at the last read (stat only). */
+bool enr_store__journal_unchanged(const struct store_journal *j, const char *path);
+
+/*
+ * Appends the credentials, expiry times, region, account and (when newer)
+ * last check of `rec` as entry
+ * max(d->journal_seq, j->last) + 1, on disk (fdatasync) before it returns
+ * with `sync` (else at the next enr_store__journal_sync()), and applies it to `d`. Under the store
+ * lock, right after a read. ENR_E_NOSPACE, ENR_E_IO; ENR_E_UNSUPPORTED for a record too big for an
+ * entry.
+ */
+int enr_store__journal_append(struct store_journal *j, struct store_data *d, const char *path,
+                              const struct store_key *key, const struct enr_record *rec, bool sync);
+
+/* fdatasync of what enr_store__journal_append() wrote without `sync`. */
+int enr_store__journal_sync(struct store_journal *j, const char *path);
+
+/* Allocates `bytes` on disk after j->end, so that appends there cannot run out
+ * of space. Under the store lock. ENR_E_NOSPACE, ENR_E_IO. */
+int enr_store__journal_reserve(struct store_journal *j, const char *path, size_t bytes);
+
+/* After a write of the store that folded every entry in: wipes them (best effort). */
+void enr_store__journal_folded(struct store_journal *j, const char *path);
 
 /* For tests and the benchmark. */
 int enr_store__lock(struct enr_store *store);

@@ -926,6 +926,145 @@ static void locked_record_saves_in_steps(void **state)
 	enr_record_free(rec2);
 }
 
+/* ---- the journal of new tokens ---- */
+
+static int rename_update(struct enr_record *rec, void *ctx)
+{
+	return enr_record_set(&rec->customer, ctx);
+}
+
+static char *journal_file(void)
+{
+	static char jp[700];
+
+	snprintf(jp, sizeof(jp), "%s.journal", path);
+	return jp;
+}
+
+/* Saves `refresh` as the locked record's rotated token through the journal. */
+static void save_tokens(struct enr_store *store, const char *id, const char *refresh,
+                        long long expires)
+{
+	struct enr_store_lock *lock = NULL;
+	struct enr_record *mine;
+
+	assert_int_equal(enr_store_lock_record(&lock, store, id), 0);
+	mine = enr_store_lock_record_get(lock);
+	assert_int_equal(enr_record_set(&mine->cred.tokens.refresh_token, refresh), 0);
+	mine->refresh_expires_at = expires;
+	if (enr_store_lock_journal(store, lock, true) != 0)
+		fail_msg("save tokens: %s", enr_error_last());
+	enr_store_unlock(lock);
+}
+
+/* The refresh token of record `id` as a fresh open of the store sees it is (or is not) `want`. */
+static void expect_token(const char *id, const char *want, bool equal)
+{
+	struct enr_store *fresh = open_ok(PASS);
+	struct enr_record *got = NULL;
+
+	assert_int_equal(enr_store_get(&got, fresh, id), 0);
+	assert_non_null(got->cred.tokens.refresh_token);
+	if (equal)
+		assert_string_equal(got->cred.tokens.refresh_token, want);
+	else
+		assert_string_not_equal(got->cred.tokens.refresh_token, want);
+	enr_record_free(got);
+	enr_store_free(fresh);
+}
+
+static void new_tokens_go_to_the_journal_and_are_folded_in(void **state)
+{
+	struct enr_store *store = open_ok(PASS), *other, *list;
+	struct enr_record *a = sample(ENR_CRED_OAUTH, 1), *b = sample(ENR_CRED_OAUTH, 2), *got;
+	struct enr_store_options lo = options(PASS);
+	unsigned char *before, *after;
+	size_t before_len, after_len, jlen;
+
+	(void)state;
+	put_ok(store, a, false);
+	put_ok(store, b, false);
+	before = read_bytes(path, &before_len);
+	save_tokens(store, a->id, "ROTATED-A-1", 1900000001);
+	save_tokens(store, b->id, "ROTATED-B-1", 1900000002);
+	save_tokens(store, a->id, "ROTATED-A-2", 1900000003);
+	/* No rewrite of the store: its file is as it was. */
+	after = read_bytes(path, &after_len);
+	assert_int_equal(after_len, before_len);
+	assert_memory_equal(after, before, before_len);
+	free(after);
+	/* Encrypted like the store: no token in the clear. */
+	after = read_bytes(journal_file(), &jlen);
+	assert_non_null(after);
+	assert_null(memmem(after, jlen, "ROTATED", 7));
+	free(after);
+
+	/* A fresh open sees the newest tokens, a listing their expiry. */
+	expect_token(a->id, "ROTATED-A-2", true);
+	expect_token(b->id, "ROTATED-B-1", true);
+	lo.metadata_only = true;
+	assert_int_equal(enr_store_open(&list, &lo), 0);
+	assert_int_equal(enr_store_get(&got, list, a->id), 0);
+	assert_null(got->cred.tokens.refresh_token);
+	assert_true(got->cred.refreshable);
+	assert_int_equal(got->refresh_expires_at, 1900000003);
+	enr_record_free(got);
+	enr_store_free(list);
+
+	/* The next write folds them in; the journal's entries are wiped. */
+	other = open_ok(PASS);
+	assert_int_equal(enr_store_update(other, b->id, rename_update, (void *)"Renamed"), 0);
+	after = read_bytes(journal_file(), &jlen);
+	for (size_t i = 0; i < jlen; i++)
+		if (after[i])
+			fail_msg("byte %zu of the journal was not wiped", i);
+	free(after);
+	expect_token(a->id, "ROTATED-A-2", true);
+	/* And the journal goes on after the fold. */
+	save_tokens(other, b->id, "ROTATED-B-2", 1900000004);
+	expect_token(b->id, "ROTATED-B-2", true);
+	expect_token(a->id, "ROTATED-A-2", true);
+
+	enr_store_free(other);
+	enr_store_free(store);
+	free(before);
+	enr_record_free(a);
+	enr_record_free(b);
+}
+
+static void torn_journal_entry_is_ignored(void **state)
+{
+	struct enr_store *store = open_ok(PASS);
+	struct enr_record *a = sample(ENR_CRED_OAUTH, 1);
+	unsigned char *j;
+	size_t first, len;
+
+	(void)state;
+	put_ok(store, a, false);
+	save_tokens(store, a->id, "ROTATED-1", 1900000001);
+	free(read_bytes(journal_file(), &first));
+	save_tokens(store, a->id, "ROTATED-2", 1900000002);
+	j = read_bytes(journal_file(), &len);
+	assert_true(len > first);
+	/* Killed in the middle of writing the second entry. */
+	write_bytes(journal_file(), j, first + (len - first) / 2);
+	free(j);
+	expect_token(a->id, "ROTATED-1", true);
+	/* The next entry goes where the torn one was, and is read. */
+	enr_store_free(store);
+	store = open_ok(PASS);
+	save_tokens(store, a->id, "ROTATED-3", 1900000003);
+	expect_token(a->id, "ROTATED-3", true);
+	/* A damaged byte ends the journal there too. */
+	j = read_bytes(journal_file(), &len);
+	j[40] ^= 1;
+	write_bytes(journal_file(), j, len);
+	free(j);
+	expect_token(a->id, "ROTATED-3", false);
+	enr_store_free(store);
+	enr_record_free(a);
+}
+
 /* ---- permissions, duplicates, removal ---- */
 
 static void files_are_private_and_open_ones_refused(void **state)
@@ -1378,6 +1517,8 @@ static const struct CMUnitTest tests[] = {
     T(two_processes_add_500_each),
     T(record_lock_serialises_refreshes),
     T(locked_record_saves_in_steps),
+    T(new_tokens_go_to_the_journal_and_are_folded_in),
+    T(torn_journal_entry_is_ignored),
     T(files_are_private_and_open_ones_refused),
     T(same_site_updates_the_record),
     T(remove_keeps_previous_generation),

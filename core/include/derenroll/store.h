@@ -25,6 +25,11 @@
  * directory. A crash at any instant leaves the old or the new store. A file
  * that cannot be decrypted or parsed is never overwritten.
  *
+ * New tokens do not wait for a whole write: enr_store_lock_journal()
+ * appends them to FILE.journal (encrypted with the store's key, fdatasync'ed),
+ * which every read applies and the next write folds in; the header line's
+ * "journal" member says up to which entry the file holds them.
+ *
  * A store handle is not thread-safe: use one per thread, or serialise calls.
  */
 struct enr_store;
@@ -266,6 +271,29 @@ ENR_API int enr_store_lock_record(struct enr_store_lock **out, struct enr_store 
                                   const char *id);
 ENR_API struct enr_record *enr_store_lock_record_get(struct enr_store_lock *lock);
 ENR_API int enr_store_lock_save(struct enr_store *store, struct enr_store_lock *lock);
+/*
+ * Saves the credentials, expiry times, region, account and last check of the
+ * locked record at once without rewriting the store: an entry of a few
+ * hundred bytes appended to FILE.journal (a new store is written whole).
+ * Every open and reload reads the journal, so the change is seen at once; the
+ * next write of the store folds it in. For a rotated refresh token, which
+ * exists nowhere else the moment it arrives. With `sync` it is on disk
+ * (fdatasync) when this returns; without, it is safe from a crash of this
+ * process at once and on disk after enr_store_sync(): write each of many
+ * answers as it comes, sync once for all, and use none of the new tokens
+ * before. ENR_E_NOSPACE or ENR_E_IO when it could not be written.
+ */
+ENR_API int enr_store_lock_journal(struct enr_store *store, struct enr_store_lock *lock, bool sync);
+/* Syncs what was written since (fdatasync); 0 when nothing was. ENR_E_IO, ENR_E_NOSPACE. */
+ENR_API int enr_store_sync(struct enr_store *store);
+
+/*
+ * Allocates room in the journal for one save of each record of `ids` (with a
+ * margin for longer tokens), before any is spent: a refresh on a full disk
+ * stops before its first request. ENR_E_NOSPACE saying so, ENR_E_IO.
+ */
+ENR_API int enr_store_reserve(struct enr_store *store, const char *const *ids, size_t n);
+
 /* Releases the lock and frees the record it holds; NULL is a no-op. */
 ENR_API void enr_store_unlock(struct enr_store_lock *lock);
 

@@ -82,6 +82,14 @@ struct transfer {
 	bool cancelled;
 };
 
+/* A call made at the end of a step, after the answers' callbacks. */
+struct deferred {
+	struct deferred *next;
+	uint64_t id;
+	enr_http_deferred_fn fn;
+	void *ctx;
+};
+
 struct sock {
 	curl_socket_t fd;
 	int what; /* CURL_POLL_IN, _OUT, _INOUT */
@@ -92,6 +100,7 @@ struct enr_http_multi {
 	struct settings settings;
 	struct transfer *running;  /* in curl */
 	struct transfer *finished; /* out of curl, callback not called yet */
+	struct deferred *deferred; /* in order */
 	size_t n_running;
 	uint64_t next_id;
 	struct sock *socks;
@@ -1279,6 +1288,11 @@ void enr_http_multi_free(struct enr_http_multi *multi)
 		next = t->next;
 		transfer_free(t);
 	}
+	while (multi->deferred) {
+		struct deferred *d = multi->deferred;
+		multi->deferred = d->next;
+		free(d);
+	}
 	if (multi->cm)
 		curl_multi_cleanup(multi->cm);
 	free(multi->socks);
@@ -1326,9 +1340,36 @@ static struct transfer *unlink_id(struct transfer **list, uint64_t id)
 	return NULL;
 }
 
+int enr_http_multi_defer(uint64_t *out, struct enr_http_multi *multi, enr_http_deferred_fn fn,
+                         void *ctx)
+{
+	struct deferred *d = calloc(1, sizeof(*d)), **tail = &multi->deferred;
+
+	*out = 0;
+	if (!d)
+		return enr_error_set(ENR_E_NOMEM, NULL);
+	d->id = ++multi->next_id;
+	d->fn = fn;
+	d->ctx = ctx;
+	while (*tail)
+		tail = &(*tail)->next;
+	*tail = d;
+	*out = d->id;
+	return 0;
+}
+
 int enr_http_multi_cancel(struct enr_http_multi *multi, uint64_t id)
 {
 	struct transfer *t = unlink_id(&multi->running, id);
+
+	for (struct deferred **p = &multi->deferred; *p; p = &(*p)->next) {
+		if ((*p)->id == id) {
+			struct deferred *d = *p;
+			*p = d->next;
+			free(d);
+			return 0;
+		}
+	}
 
 	if (t) {
 		curl_multi_remove_handle(multi->cm, t->easy);
@@ -1349,6 +1390,8 @@ size_t enr_http_multi_running(const struct enr_http_multi *multi)
 	size_t n = multi->n_running;
 
 	for (const struct transfer *t = multi->finished; t; t = t->next)
+		n++;
+	for (const struct deferred *d = multi->deferred; d; d = d->next)
 		n++;
 	return n;
 }
@@ -1388,7 +1431,7 @@ long enr_http_multi_timeout_ms(const struct enr_http_multi *multi)
 {
 	long long left;
 
-	if (multi->finished)
+	if (multi->finished || multi->deferred)
 		return 0;
 	if (!multi->timer_set)
 		return -1;
@@ -1467,6 +1510,14 @@ int enr_http_multi_step(struct enr_http_multi *multi)
 		t->resp = NULL;
 		t->done(resp, t->ctx);
 		transfer_free(t);
+		called++;
+	}
+	/* Then what the callbacks asked to do once all of them ran. */
+	while (multi->deferred) {
+		struct deferred *d = multi->deferred;
+		multi->deferred = d->next;
+		d->fn(d->ctx);
+		free(d);
 		called++;
 	}
 	return called;

@@ -224,6 +224,17 @@ ENR_API int enr_http_multi_add(uint64_t *out, struct enr_http_multi *multi,
  * already finished or never existed. */
 ENR_API int enr_http_multi_cancel(struct enr_http_multi *multi, uint64_t id);
 
+/*
+ * Calls fn(ctx) at the end of the current (or next) enr_http_multi_step(),
+ * after the callbacks of every answer that step collected: so that work done
+ * for many answers at once (one sync of the store's journal for all the new
+ * tokens) waits for all of them. Counts as running until called; the id
+ * cancels it like a transfer.
+ */
+typedef void (*enr_http_deferred_fn)(void *ctx);
+ENR_API int enr_http_multi_defer(uint64_t *out, struct enr_http_multi *multi,
+                                 enr_http_deferred_fn fn, void *ctx);
+
 /* Transfers started and not yet finished or cancelled. */
 ENR_API size_t enr_http_multi_running(const struct enr_http_multi *multi);
 

@@ -20,6 +20,7 @@
 #define DEFAULT_MAX_BACKOFF_MS 60000
 #define DEFAULT_MAX_IN_FLIGHT  64
 #define DEFAULT_BATCH          200
+#define DEFAULT_MAX_REFRESHING 2
 #define MAX_LIMITS             4 /* buckets per record */
 
 /* ---- pacing (pure) ---- */
@@ -157,7 +158,11 @@ struct enr_bulk {
 	struct enr_job_result *results;
 	size_t n_results, n_saved;
 	size_t in_flight, retries, failed;
-	int store_error;
+	size_t refreshing;   /* running jobs that spend a refresh token */
+	bool fold_due;       /* a batch waits for the refreshes in flight to end */
+	bool reserved;       /* room for the new tokens was made in the store's journal */
+	int store_error;     /* the first failure to write the store: no token is spent after it */
+	char *store_message; /* what it said */
 };
 
 static long long now_ms(void)
@@ -192,6 +197,8 @@ int enr_bulk_new(struct enr_bulk **out, struct enr_store *store, const struct en
 		bulk->opts.max_in_flight = DEFAULT_MAX_IN_FLIGHT;
 	if (bulk->opts.batch == 0)
 		bulk->opts.batch = DEFAULT_BATCH;
+	if (bulk->opts.max_refreshing <= 0)
+		bulk->opts.max_refreshing = DEFAULT_MAX_REFRESHING;
 	rc = enr_http_multi_new(&bulk->multi, cfg);
 	if (rc < 0) {
 		free(bulk);
@@ -223,6 +230,7 @@ void enr_bulk_free(struct enr_bulk *bulk)
 	for (size_t i = 0; i < bulk->n_results; i++)
 		free_result(&bulk->results[i]);
 	free(bulk->results);
+	free(bulk->store_message);
 	free(bulk->buckets);
 	free(bulk->items);
 	free(bulk);
@@ -435,14 +443,79 @@ static void report_progress(const struct enr_bulk *bulk)
 	bulk->opts.progress(&p, bulk->opts.progress_ctx);
 }
 
+/* The first failure to write the store, kept with its message. */
+static void note_store_error(struct enr_bulk *bulk, int rc, const char *message)
+{
+	if (bulk->store_error)
+		return;
+	bulk->store_error = rc;
+	bulk->store_message = enr_util_strdup(message);
+}
+
+/* The final outcome of an item, copied into the results. */
+static void add_result(struct enr_bulk *bulk, struct item *it, const struct enr_job_result *result)
+{
+	struct enr_job_result *r;
+
+	it->state = ITEM_DONE;
+	/* One final result per item: room was made by enr_bulk_add(). */
+	r = &bulk->results[bulk->n_results++];
+	*r = *result;
+	r->id = enr_util_strdup(result->id ? result->id : it->id);
+	r->vendor =
+	    enr_util_strdup(result->vendor ? result->vendor : (it->vendor ? it->vendor->id : NULL));
+	r->message = enr_util_strdup(result->message);
+	if (result->error)
+		bulk->failed++;
+	report_progress(bulk);
+}
+
+/* Ends every item not started yet with `error` and `message`: nothing more is sent. */
+static void stop_waiting(struct enr_bulk *bulk, int error, const char *message)
+{
+	struct enr_job_result r = {.error = error,
+	                           .message = message,
+	                           .retry_after = -1,
+	                           .rate_limit = -1,
+	                           .rate_remaining = -1,
+	                           .rate_window = -1};
+
+	for (size_t i = bulk->next_waiting; i < bulk->n_items; i++)
+		if (bulk->items[i].state == ITEM_WAITING)
+			add_result(bulk, &bulk->items[i], &r);
+	bulk->next_waiting = bulk->n_items;
+}
+
+/*
+ * Room in the store's journal for the tokens the run may receive before its
+ * results are next folded in (a batch, and what is in flight around it), so
+ * that a full disk stops it before the first token is spent.
+ */
+static int reserve(struct enr_bulk *bulk)
+{
+	size_t cap = bulk->opts.batch + 2 * (size_t)bulk->opts.max_in_flight, n = 0;
+	const char **ids = calloc(cap, sizeof(*ids));
+	int rc;
+
+	if (!ids)
+		return enr_error_set(ENR_E_NOMEM, NULL);
+	for (size_t i = 0; i < bulk->n_items && n < cap; i++)
+		if (bulk->items[i].calls > 1)
+			ids[n++] = bulk->items[i].id;
+	rc = enr_store_reserve(bulk->store, ids, n);
+	free(ids);
+	return rc;
+}
+
 static void on_job_done(const struct enr_job_result *result, void *ctx)
 {
 	struct item *it = ctx;
 	struct enr_bulk *bulk = it->bulk;
 	long long now = now_ms();
-	struct enr_job_result *r;
 
 	it->job = NULL;
+	if (result->store_error)
+		note_store_error(bulk, result->store_error, result->message);
 	for (size_t i = 0; i < it->n_buckets; i++) {
 		struct enr_bulk__bucket *b = &bulk->buckets[it->buckets[i]];
 		enr_bulk__bucket_release(b);
@@ -459,7 +532,9 @@ static void on_job_done(const struct enr_job_result *result, void *ctx)
 		}
 	}
 	bulk->in_flight--;
-	if (is_retryable(result->error) && it->tries < bulk->opts.max_tries) {
+	if (it->calls > 1)
+		bulk->refreshing--;
+	if (is_retryable(result->error) && it->tries < bulk->opts.max_tries && !bulk->store_error) {
 		long long delay =
 		    enr_bulk__backoff_ms(it->tries, result->retry_after, bulk->opts.backoff_ms,
 		                         bulk->opts.max_backoff_ms);
@@ -472,22 +547,29 @@ static void on_job_done(const struct enr_job_result *result, void *ctx)
 		bulk->retries++;
 		return;
 	}
-	it->state = ITEM_DONE;
-	/* One final result per item: room was made by enr_bulk_add(). */
-	r = &bulk->results[bulk->n_results++];
-	*r = *result;
-	r->id = enr_util_strdup(result->id ? result->id : it->id);
-	r->vendor =
-	    enr_util_strdup(result->vendor ? result->vendor : (it->vendor ? it->vendor->id : NULL));
-	r->message = enr_util_strdup(result->message);
-	if (result->error)
-		bulk->failed++;
-	report_progress(bulk);
+	add_result(bulk, it, result);
 }
 
 static void start_ready(struct enr_bulk *bulk)
 {
 	long long now = now_ms();
+	char *why;
+
+	if (!bulk->reserved) {
+		int rc;
+		bulk->reserved = true;
+		if ((rc = reserve(bulk)) < 0)
+			note_store_error(bulk, rc, enr_error_last());
+	}
+	/* After a failure to write the store, no token is spent: it could be lost. */
+	if (bulk->store_error) {
+		why = enr_util_printf("not done: %s", bulk->store_message
+		                                          ? bulk->store_message
+		                                          : "the store cannot be written");
+		stop_waiting(bulk, bulk->store_error, why);
+		free(why);
+		return;
+	}
 
 	while (bulk->next_waiting < bulk->n_items &&
 	       bulk->items[bulk->next_waiting].state != ITEM_WAITING)
@@ -495,13 +577,17 @@ static void start_ready(struct enr_bulk *bulk)
 	for (size_t i = bulk->next_waiting;
 	     i < bulk->n_items && bulk->in_flight < (size_t)bulk->opts.max_in_flight; i++) {
 		struct item *it = &bulk->items[i];
-		if (it->state != ITEM_WAITING || item_wait(bulk, it, now) != 0)
+		if (it->state != ITEM_WAITING || item_wait(bulk, it, now) != 0 ||
+		    (it->calls > 1 &&
+		     (bulk->refreshing >= (size_t)bulk->opts.max_refreshing || bulk->fold_due)))
 			continue;
 		for (size_t j = 0; j < it->n_buckets; j++)
 			enr_bulk__bucket_take(&bulk->buckets[it->buckets[j]], now, it->calls);
 		it->state = ITEM_RUNNING;
 		it->tries++;
 		bulk->in_flight++;
+		if (it->calls > 1)
+			bulk->refreshing++;
 		/* On a failure to start, on_job_done() has already run. */
 		enr_job_start(&it->job, bulk->store, bulk->cfg, bulk->catalog, bulk->multi, it->id,
 		              bulk->opts.kind, on_job_done, it);
@@ -515,11 +601,21 @@ static void save_results(struct enr_bulk *bulk, bool all)
 
 	if (n == 0 || (!all && n < bulk->opts.batch))
 		return;
+	/* A whole write of the store takes a while: not while the answers of
+	 * refreshes (rotated tokens) may be waiting to be read. */
+	bulk->fold_due = !all && bulk->refreshing > 0;
+	if (bulk->fold_due)
+		return;
 	rc = enr_lifecycle_save_results(bulk->store, bulk->results + bulk->n_saved, n);
-	if (rc < 0 && !bulk->store_error) {
-		enr_log_error("the outcome of %zu checks could not be saved: %s", n,
-		              enr_error_last());
-		bulk->store_error = rc;
+	if (rc < 0) {
+		char *why =
+		    enr_util_printf("the outcome of %zu checks could not be saved (%s); new "
+		                    "tokens are safe in %s.journal, which the next write "
+		                    "folds in",
+		                    n, enr_error_last(), enr_store_path(bulk->store));
+		enr_log_error("%s", why ? why : enr_error_last());
+		note_store_error(bulk, rc, why ? why : enr_error_last());
+		free(why);
 	}
 	bulk->n_saved = bulk->n_results;
 }
@@ -562,7 +658,9 @@ int enr_bulk_run(struct enr_bulk *bulk)
 	}
 	free(fds);
 	if (bulk->store_error)
-		enr_error_set(bulk->store_error, "the outcome of the checks could not be saved");
+		enr_error_set(bulk->store_error, "%s",
+		              bulk->store_message ? bulk->store_message
+		                                  : "the outcome of the checks could not be saved");
 	return bulk->store_error;
 }
 

@@ -103,8 +103,9 @@ struct enr_job {
 	void *ctx;
 	struct enr_job_result result;
 	char *message;
-	char *app_token;   /* SMA backchannel records: the app's client-credentials token */
-	bool region_asked; /* Tesla answered 421 once: its users/region was asked */
+	char *app_token;      /* SMA backchannel records: the app's client-credentials token */
+	bool region_asked;    /* Tesla answered 421 once: its users/region was asked */
+	bool refresh_retried; /* a lost refresh answer was asked for again */
 };
 
 static void job_free(struct enr_job *job)
@@ -316,6 +317,39 @@ static void on_derapi_token(struct enr_http_response *resp, void *ctx)
 		finish(job, rc);
 }
 
+/* New tokens that could not be saved: no more are spent (the bulk stops). */
+static void tokens_unsaved(struct enr_job *job, int rc)
+{
+	enr_log_error("record %s: new tokens could not be saved: %s", job->rec->id,
+	              enr_error_last());
+	job->result.store_error = rc;
+	finish(job, rc);
+}
+
+/* After every answer of the step: the journal synced once for all their tokens. */
+static void on_tokens_written(void *ctx)
+{
+	struct enr_job *job = ctx;
+	struct enr_record *locked = enr_store_lock_record_get(job->lock);
+	int rc;
+
+	job->transfer = 0;
+	if ((rc = enr_store_sync(job->store)) < 0) {
+		tokens_unsaved(job, rc);
+		return;
+	}
+	job->result.refreshed = true;
+	enr_record_free(job->rec);
+	job->rec = NULL;
+	rc = enr_record_dup(&job->rec, locked);
+	enr_store_unlock(job->lock);
+	job->lock = NULL;
+	if (rc == 0)
+		rc = start_check(job);
+	if (rc < 0)
+		finish(job, rc);
+}
+
 static void on_refresh_done(struct enr_http_response *resp, void *ctx)
 {
 	struct enr_job *job = answered(resp, ctx);
@@ -323,34 +357,40 @@ static void on_refresh_done(struct enr_http_response *resp, void *ctx)
 	struct enr_record *locked = enr_store_lock_record_get(job->lock);
 	int rc;
 
+	/* The answer was lost on the way (the vendor may have rotated the token):
+	 * where the vendor keeps the previous one valid a while, ask again once. */
+	if (resp->error && !job->refresh_retried && job->vendor->tokens.refresh_grace > 0) {
+		struct enr_http_request *req = NULL;
+		job->refresh_retried = true;
+		enr_log_info("record %s: the refresh answer was lost (%s); %s keeps the previous "
+		             "refresh token valid for %ld s: asking again",
+		             locked->id, resp->message ? resp->message : "no answer",
+		             job->vendor->name, job->vendor->tokens.refresh_grace);
+		enr_http_response_free(resp);
+		rc = enr_oauth_refresh_request(&req, job->vendor, job->cfg,
+		                               locked->cred.tokens.refresh_token);
+		if (send_request(job, rc, req, on_refresh_done) < 0)
+			finish(job, enr_error_last_code());
+		return;
+	}
 	rc = enr_oauth_token_response(&tokens, resp);
 	enr_http_response_free(resp);
 	if (rc == 0) {
-		/* Saved before the new access token is used: a rotated refresh
-		 * token exists nowhere else. */
+		/* On disk (the store's journal) before the new access token is
+		 * used: a rotated refresh token exists nowhere else. */
 		rc = enr_record_set_tokens(locked, tokens);
 		if (rc == 0 && !locked->region)
 			rc = enr_tesla_note_region(locked, tokens->refresh_token,
 			                           tokens->access_token, NULL);
+		/* Written at once; synced with the other answers of this step. */
 		if (rc == 0)
-			rc = enr_store_lock_save(job->store, job->lock);
+			rc = enr_store_lock_journal(job->store, job->lock, false);
 		enr_oauth_tokens_free(tokens);
-		if (rc < 0) {
-			enr_log_error("record %s: new tokens could not be saved: %s", locked->id,
-			              enr_error_last());
-			finish(job, rc);
-			return;
-		}
-		job->result.refreshed = true;
-		enr_record_free(job->rec);
-		job->rec = NULL;
-		rc = enr_record_dup(&job->rec, locked);
-		enr_store_unlock(job->lock);
-		job->lock = NULL;
 		if (rc == 0)
-			rc = start_check(job);
+			rc = enr_http_multi_defer(&job->transfer, job->multi, on_tokens_written,
+			                          job);
 		if (rc < 0)
-			finish(job, rc);
+			tokens_unsaved(job, rc);
 		return;
 	}
 	if (rc == ENR_E_REJECTED) {
@@ -358,7 +398,9 @@ static void on_refresh_done(struct enr_http_response *resp, void *ctx)
 		locked->last_check.at = (long long)time(NULL);
 		locked->last_check.outcome = ENR_OUTCOME_REJECTED;
 		enr_record_set(&locked->last_check.message, message);
-		if (enr_store_lock_save(job->store, job->lock) < 0)
+		/* Through the journal: a whole write now would hold up the answers
+		 * of the other refreshes in flight. */
+		if (enr_store_lock_journal(job->store, job->lock, false) < 0)
 			enr_log_error("record %s: could not note the rejection: %s", locked->id,
 			              enr_error_last());
 		enr_error_set(ENR_E_REJECTED, "%s", message ? message : "rejected");
@@ -557,6 +599,9 @@ int enr_lifecycle_run(struct enr_store *store, const struct enr_config *cfg,
 
 	if (refreshed)
 		*refreshed = false;
+	/* Room for the new tokens before any is spent. */
+	if (kind == ENR_JOB_REFRESH && (rc = enr_store_reserve(store, &id, 1)) < 0)
+		return rc;
 	rc = enr_http_multi_new(&multi, cfg);
 	if (rc < 0)
 		return rc;

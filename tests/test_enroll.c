@@ -42,17 +42,17 @@ struct fixture {
 
 /* ---- the crash test's wrap ---------------------------------------------- */
 
-int __real_enr_store_lock_save(struct enr_store *store, struct enr_store_lock *lock);
-int __wrap_enr_store_lock_save(struct enr_store *store, struct enr_store_lock *lock);
+int __real_enr_store_lock_journal(struct enr_store *store, struct enr_store_lock *lock, bool sync);
+int __wrap_enr_store_lock_journal(struct enr_store *store, struct enr_store_lock *lock, bool sync);
 
-static int crash_after_lock_save;
+static int crash_after_token_save;
 
 /* The real save, then (in the crash test's child) the process dies at once. */
-int __wrap_enr_store_lock_save(struct enr_store *store, struct enr_store_lock *lock)
+int __wrap_enr_store_lock_journal(struct enr_store *store, struct enr_store_lock *lock, bool sync)
 {
-	int rc = __real_enr_store_lock_save(store, lock);
+	int rc = __real_enr_store_lock_journal(store, lock, sync);
 
-	if (crash_after_lock_save)
+	if (crash_after_token_save)
 		_exit(rc == 0 ? 0 : 7);
 	return rc;
 }
@@ -1322,7 +1322,7 @@ static pid_t refresh_child(const struct fixture *f, const char *id, bool crash)
 		bool refreshed = false;
 		int rc = open_store(&s, f->store_path);
 
-		crash_after_lock_save = crash;
+		crash_after_token_save = crash;
 		if (rc == 0)
 			rc = enr_lifecycle_run(s, f->cfg, f->catalog, id, ENR_JOB_REFRESH,
 			                       &refreshed);

@@ -403,8 +403,9 @@ static int run_bulk(struct cli_globals *g, struct enr_store *store, enum enr_job
 {
 	struct enr_bulk_options bo = {.kind = kind};
 	struct enr_bulk *bulk = NULL;
+	char *store_message;
 	long long now;
-	int rc, person = 0, setup = 0, transient = 0;
+	int rc, store_error, person = 0, setup = 0, transient = 0;
 
 	if (isatty(STDERR_FILENO))
 		bo.progress = show_progress;
@@ -413,10 +414,13 @@ static int run_bulk(struct cli_globals *g, struct enr_store *store, enum enr_job
 		rc = enr_bulk_add(bulk, ids[i]);
 	if (rc == 0)
 		rc = enr_bulk_run(bulk);
-	if (rc < 0) {
+	/* A store that could not be written: what was done is still told, then why it stopped. */
+	if (rc < 0 && (!bulk || enr_bulk_result_count(bulk) == 0)) {
 		enr_bulk_free(bulk);
 		return cli_fail(rc);
 	}
+	store_error = rc;
+	store_message = rc < 0 ? strdup(enr_error_last()) : NULL;
 	now = (long long)time(NULL);
 	if (json)
 		putchar('[');
@@ -448,6 +452,11 @@ static int run_bulk(struct cli_globals *g, struct enr_store *store, enum enr_job
 	if (json)
 		fputs(enr_bulk_result_count(bulk) ? "\n]\n" : "]\n", stdout);
 	enr_bulk_free(bulk);
+	if (store_error < 0) {
+		enr_error_set(store_error, "%s", store_message ? store_message : "");
+		free(store_message);
+		return cli_fail(store_error);
+	}
 	return bulk_exit(person, setup, transient);
 }
 

@@ -48,11 +48,15 @@ typedef void (*enr_bulk_progress_fn)(const struct enr_bulk_progress *progress, v
 
 struct enr_bulk_options {
 	enum enr_job_kind kind;
-	int max_tries;                 /* tries per record, transient failures only; 0: 4 */
-	long backoff_ms;               /* first backoff, doubled each try; 0: 1000 */
-	long max_backoff_ms;           /* 0: 60000 */
-	int max_in_flight;             /* jobs at once over all vendors; 0: 64 */
-	size_t batch;                  /* results per store transaction; 0: 200 */
+	int max_tries;       /* tries per record, transient failures only; 0: 4 */
+	long backoff_ms;     /* first backoff, doubled each try; 0: 1000 */
+	long max_backoff_ms; /* 0: 60000 */
+	int max_in_flight;   /* jobs at once over all vendors; 0: 64 */
+	size_t batch;        /* results per store transaction; 0: 200 */
+	/* Jobs that refresh at once; 0: 2. From the moment the vendor rotates a
+	 * refresh token until its answer is in the store's journal, a crash loses
+	 * that customer: few at a time keeps what a crash can take small. */
+	int max_refreshing;
 	enr_bulk_progress_fn progress; /* called after each final outcome (may be NULL) */
 	void *progress_ctx;
 };

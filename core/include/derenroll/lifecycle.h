@@ -9,9 +9,10 @@
 /*
  * Keeping enrolled systems alive: a record's status (what needs a person and
  * when), checking it against its vendor now, and refreshing its tokens. A
- * rotated refresh token is written to the store the moment it arrives, before
- * the new access token is used, under the record's lock, so two processes
- * never both spend one refresh token.
+ * rotated refresh token is written to the store's journal the moment it
+ * arrives (enr_store_lock_journal()), before the new access token is used,
+ * under the record's lock, so two processes never both spend one refresh
+ * token and a kill at any instant after the answer loses nothing.
  */
 
 struct enr_config;
@@ -61,13 +62,14 @@ enum enr_job_kind {
 struct enr_job_result {
 	const char *id;
 	const char *vendor;
-	int error;            /* 0 or the failure class */
-	const char *message;  /* one line, or NULL when ok */
-	long retry_after;     /* seconds (429, 503), -1 when not said */
-	int rate_limit;       /* the vendor's rate limit the answer reported on, or -1 */
-	long rate_remaining;  /* calls left in that limit's window, -1 when not said */
-	long rate_window;     /* that window's size as the vendor reported it, -1 when not */
-	bool refreshed;       /* new tokens were saved (at once, under the record's lock) */
+	int error;           /* 0 or the failure class */
+	const char *message; /* one line, or NULL when ok */
+	long retry_after;    /* seconds (429, 503), -1 when not said */
+	int rate_limit;      /* the vendor's rate limit the answer reported on, or -1 */
+	long rate_remaining; /* calls left in that limit's window, -1 when not said */
+	long rate_window;    /* that window's size as the vendor reported it, -1 when not */
+	bool refreshed;      /* new tokens were saved (at once, under the record's lock) */
+	int store_error; /* new tokens arrived but could not be saved (the error): spend no more */
 	long long checked_at; /* when the check answered, 0 when no check was made */
 	size_t n_sites;       /* sites the check found */
 };

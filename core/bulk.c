@@ -21,6 +21,7 @@
 #define DEFAULT_MAX_IN_FLIGHT  64
 #define DEFAULT_BATCH          200
 #define DEFAULT_MAX_REFRESHING 2
+#define REFRESH_GAP_MS         10
 #define MAX_LIMITS             4 /* buckets per record */
 
 /* ---- pacing (pure) ---- */
@@ -158,9 +159,10 @@ struct enr_bulk {
 	struct enr_job_result *results;
 	size_t n_results, n_saved;
 	size_t in_flight, retries, failed;
-	size_t refreshing;   /* running jobs that spend a refresh token */
-	bool fold_due;       /* a batch waits for the refreshes in flight to end */
-	bool reserved;       /* room for the new tokens was made in the store's journal */
+	size_t refreshing;         /* running jobs that spend a refresh token */
+	bool fold_due;             /* a batch waits for the refreshes in flight to end */
+	long long last_refresh_ms; /* when the last refresh started */
+	bool reserved;             /* room for the new tokens was made in the store's journal */
 	int store_error;     /* the first failure to write the store: no token is spent after it */
 	char *store_message; /* what it said */
 };
@@ -396,6 +398,11 @@ static long long item_wait(const struct enr_bulk *bulk, const struct item *it, l
 {
 	long long wait = it->not_before_ms > now ? it->not_before_ms - now : 0;
 
+	/* Refreshes start a little apart, so that their answers do not arrive
+	 * together and wait on each other to be saved. */
+	if (it->calls > 1 && bulk->last_refresh_ms &&
+	    bulk->last_refresh_ms + REFRESH_GAP_MS - now > wait)
+		wait = bulk->last_refresh_ms + REFRESH_GAP_MS - now;
 	for (size_t i = 0; i < it->n_buckets; i++) {
 		long long w = enr_bulk__bucket_wait(&bulk->buckets[it->buckets[i]], now, it->calls);
 		if (w < 0)
@@ -586,8 +593,10 @@ static void start_ready(struct enr_bulk *bulk)
 		it->state = ITEM_RUNNING;
 		it->tries++;
 		bulk->in_flight++;
-		if (it->calls > 1)
+		if (it->calls > 1) {
 			bulk->refreshing++;
+			bulk->last_refresh_ms = now;
+		}
 		/* On a failure to start, on_job_done() has already run. */
 		enr_job_start(&it->job, bulk->store, bulk->cfg, bulk->catalog, bulk->multi, it->id,
 		              bulk->opts.kind, on_job_done, it);

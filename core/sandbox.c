@@ -784,6 +784,7 @@ struct conn_ctx {
 	void *relay_request;
 	bool delayed; /* the latency was applied */
 	struct sb_wait wait;
+	long long arrived_ms;
 };
 
 /* The vendor whose prefix starts `path`, and the path below it; -1. */
@@ -820,6 +821,7 @@ static void route(struct sb_req *req, struct sb_resp *resp)
 	if (req->vendor >= 0) {
 		pthread_mutex_lock(&sb->lock);
 		faulty = next_fault(sb, req->vendor, &fault);
+		sb->request_arrived_ms = req->arrived_ms;
 		if (!faulty)
 			handlers[req->vendor](req, resp);
 		pthread_mutex_unlock(&sb->lock);
@@ -911,6 +913,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		*con_cls = ctx;
 		if (!ctx)
 			return MHD_NO;
+		ctx->arrived_ms = enr_sandbox__now_ms();
 		ctx->relay = relay_path(url);
 		if (!ctx->relay)
 			return MHD_YES;
@@ -957,6 +960,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	}
 	req.body = ctx->body ? ctx->body : "";
 	req.body_len = ctx->len;
+	req.arrived_ms = ctx->arrived_ms;
 	if (ctx->too_large)
 		enr_sandbox__oauth_error(&resp, 413, "too_large", "the request body is too large");
 	else

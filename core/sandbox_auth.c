@@ -155,8 +155,9 @@ struct refresh {
 	uint64_t hash;
 	int vendor;
 	uint64_t grant, seq;
-	long long expires; /* wall clock seconds; 0: never */
-	long long used_ms; /* monotonic ms of the first use; 0: unused */
+	long long expires;  /* wall clock seconds; 0: never */
+	long long used_ms;  /* monotonic ms of the first use; 0: unused */
+	long long asked_ms; /* when the request of that use arrived */
 	bool revoked;
 	char value[48];
 	char client_id[96];
@@ -449,6 +450,21 @@ static struct refresh *find_refresh(const struct enr_sandbox *sb, const char *to
 	return NULL;
 }
 
+long long enr_sandbox__refresh_used_ms(struct enr_sandbox *sb, const char *token,
+                                       long long *asked_ms)
+{
+	struct refresh *r;
+	long long used;
+
+	pthread_mutex_lock(&sb->lock);
+	r = token ? find_refresh(sb, token) : NULL;
+	used = r ? r->used_ms : -1;
+	if (asked_ms)
+		*asked_ms = r ? r->asked_ms : 0;
+	pthread_mutex_unlock(&sb->lock);
+	return used;
+}
+
 bool enr_sandbox__refresh(struct enr_sandbox *sb, struct sb_resp *resp, struct sb_tokens *out,
                           int vendor, const char *client_id, const char *token)
 {
@@ -501,8 +517,11 @@ bool enr_sandbox__refresh(struct enr_sandbox *sb, struct sb_resp *resp, struct s
 	}
 	/* `r` may have been pushed out of the ring by the new token: look again. */
 	r = find_refresh(sb, token);
-	if (r && rotates && !r->used_ms)
-		r->used_ms = now_ms ? now_ms : 1;
+	/* Spent now that its successor exists (signing it took a while). */
+	if (r && rotates && !r->used_ms) {
+		r->used_ms = enr_sandbox__now_ms();
+		r->asked_ms = sb->request_arrived_ms;
+	}
 	return true;
 }
 

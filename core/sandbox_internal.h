@@ -77,7 +77,8 @@ struct enr_sandbox {
 	pthread_mutex_t lock; /* guards everything below */
 	pthread_cond_t wake;  /* wakes the timer thread: a new wait, or stopping */
 	bool stopping;
-	pthread_t timer; /* resumes suspended connections when their time comes */
+	pthread_t timer;              /* resumes suspended connections when their time comes */
+	long long request_arrived_ms; /* of the vendor request being handled */
 	bool timer_started;
 	struct sb_wait *waits;
 	struct enr_relay *relay;         /* mounted at /relay */
@@ -133,6 +134,7 @@ struct sb_req {
 	struct sb_param *form; /* the x-www-form-urlencoded body, parsed on demand */
 	size_t n_form;
 	bool form_parsed;
+	long long arrived_ms; /* when the request arrived, before any latency */
 };
 
 enum sb_special {
@@ -252,6 +254,12 @@ struct sb_tokens {
 };
 
 int enr_sandbox__issue(struct enr_sandbox *sb, struct sb_tokens *out, const struct sb_grant *g);
+
+/* When refresh token `token` was first used (enr_sandbox__now_ms()), 0 when
+ * it was not, -1 when the sandbox does not know it; `asked_ms` (may be NULL)
+ * gets when the request that used it arrived. For the kill-storm test. */
+long long enr_sandbox__refresh_used_ms(struct enr_sandbox *sb, const char *token,
+                                       long long *asked_ms);
 void enr_sandbox__tokens_done(struct sb_tokens *t);
 long enr_sandbox__access_ttl(const struct enr_sandbox *sb, int vendor);
 long enr_sandbox__refresh_ttl(const struct enr_sandbox *sb, int vendor);

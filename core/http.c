@@ -1031,6 +1031,10 @@ static int classify_token_error(const struct enr_http_response *resp, const stru
 	const char *code = d->oauth_error;
 	const char *name = who(resp);
 
+	/* A 403 there is the company's app too, unless the answer, JSON or not,
+	 * speaks of the grant. */
+	if (!code[0] && resp->status == 403 && resp->body && strstr(resp->body, "invalid_grant"))
+		code = "invalid_grant";
 	if (strcmp(code, "invalid_grant") == 0)
 		return enr_error_set(
 		    ENR_E_REJECTED,
@@ -1038,7 +1042,7 @@ static int classify_token_error(const struct enr_http_response *resp, const stru
 		    "revoked or was already used; the customer must authorize again",
 		    name, resp->status, d->text);
 	if (strcmp(code, "invalid_client") == 0 || strcmp(code, "unauthorized_client") == 0 ||
-	    (!code[0] && resp->status == 401))
+	    (!code[0] && (resp->status == 401 || resp->status == 403)))
 		return enr_error_set(ENR_E_MISCONFIGURED,
 		                     "%s refused the company's client ID or secret (HTTP %ld%s): "
 		                     "check client_id and client_secret in [%s]",
@@ -1112,13 +1116,15 @@ int enr_http_classify(const struct enr_http_response *resp)
 		                     "%s gave up waiting for the request (HTTP 408): try again",
 		                     name);
 	if (status >= 300 && status < 400)
+		/* Where it points is the vendor's (or a proxy's) word, not an address
+		 * to configure: only the vendor's documentation says that. */
 		return enr_error_set(ENR_E_MISCONFIGURED,
-		                     "%s redirected %s to %s (HTTP %ld), and redirects are not "
-		                     "followed: set %s to the new address",
-		                     name, resp->where,
-		                     resp->location ? resp->location : "elsewhere", status,
-		                     setting);
-	if (resp->token_call && (status == 400 || status == 401 || d.oauth_error[0]) &&
+		                     "%s answered %s with a redirect (HTTP %ld), which is not "
+		                     "followed: check %s against the address in the vendor's "
+		                     "documentation, or a proxy in between",
+		                     name, resp->where, status, setting);
+	if (resp->token_call &&
+	    (status == 400 || status == 401 || status == 403 || d.oauth_error[0]) &&
 	    (rc = classify_token_error(resp, &d, setting)) <= 0)
 		return rc;
 	if (status == 401)

@@ -217,8 +217,15 @@ static void test_classify_api_answers(void **state)
 	r.endpoint = (char *)"api_url";
 	r.location = (char *)"https://fleet-api.prd.eu.vn.cloud.tesla.com/api/1/products";
 	assert_int_equal(enr_http_classify(&r), ENR_E_MISCONFIGURED);
-	assert_non_null(strstr(enr_error_last(), "prd.eu"));
 	assert_non_null(strstr(enr_error_last(), "not followed"));
+	assert_non_null(strstr(enr_error_last(), "[vendor.tesla] api_url"));
+	/* Where a redirect points is the vendor's word: never advice to follow. */
+	assert_null(strstr(enr_error_last(), "prd.eu"));
+	assert_null(strstr(enr_error_last(), "new address"));
+	r.location = (char *)"https://evil.example/steal";
+	r.status = 301;
+	assert_int_equal(enr_http_classify(&r), ENR_E_MISCONFIGURED);
+	assert_null(strstr(enr_error_last(), "evil.example"));
 
 	r = test_response(101, "", NULL, false);
 	assert_int_equal(enr_http_classify(&r), ENR_E_BADRESPONSE);

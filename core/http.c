@@ -1,4 +1,5 @@
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
@@ -490,6 +491,18 @@ static char *encode_fields(const char *prefix, char first_sep, const struct fiel
 
 /* ---- settings ---------------------------------------------------------- */
 
+#define MAX_WAIT_LIMIT 86400L /* [http] max_wait: a day at most */
+
+long enr_http__max_wait_s(const struct enr_config *cfg)
+{
+	long max_wait = ENR_HTTP_DEFAULT_MAX_WAIT;
+
+	if (enr_config_get_long(&max_wait, cfg, "http", "max_wait", ENR_HTTP_DEFAULT_MAX_WAIT, 1,
+	                        MAX_WAIT_LIMIT) < 0)
+		max_wait = ENR_HTTP_DEFAULT_MAX_WAIT;
+	return max_wait;
+}
+
 static void settings_done(struct settings *s)
 {
 	free(s->ca_file);
@@ -501,7 +514,7 @@ static int settings_load(struct settings *s, const struct enr_config *cfg)
 	const char *ca = cfg ? enr_config_get(cfg, "http", "ca_file") : NULL;
 	const char *cfg_path = cfg ? enr_config_path(cfg) : NULL;
 	const char *slash = cfg_path ? strrchr(cfg_path, '/') : NULL;
-	long connect_s, total_s, max_body;
+	long connect_s, total_s, max_body, max_wait;
 	int rc;
 
 	memset(s, 0, sizeof(*s));
@@ -510,7 +523,9 @@ static int settings_load(struct settings *s, const struct enr_config *cfg)
 	    (rc = enr_config_get_long(&total_s, cfg, "http", "timeout", ENR_HTTP_DEFAULT_TIMEOUT, 1,
 	                              3600)) < 0 ||
 	    (rc = enr_config_get_long(&max_body, cfg, "http", "max_body", ENR_HTTP_DEFAULT_MAX_BODY,
-	                              1024, 1024L * 1024 * 1024)) < 0)
+	                              1024, 1024L * 1024 * 1024)) < 0 ||
+	    (rc = enr_config_get_long(&max_wait, cfg, "http", "max_wait", ENR_HTTP_DEFAULT_MAX_WAIT,
+	                              1, MAX_WAIT_LIMIT)) < 0)
 		return rc;
 	s->connect_ms = connect_s * 1000;
 	s->total_ms = total_s * 1000;
@@ -571,14 +586,19 @@ long enr_http__parse_retry_after(const char *value, long long now)
 		n = strtol(value, &end, 10);
 		while (*end == ' ' || *end == '\t' || *end == '\r' || *end == '\n')
 			end++;
-		if (errno || *end)
+		if (*end)
 			return -1;
-		return n;
+		if (errno) /* more digits than a long holds */
+			n = ENR_HTTP_MAX_RETRY_AFTER;
+		return n < ENR_HTTP_MAX_RETRY_AFTER ? n : ENR_HTTP_MAX_RETRY_AFTER;
 	}
 	when = (long long)curl_getdate(value, NULL);
 	if (when < 0)
 		return -1;
-	return when > now ? (long)(when - now) : 0;
+	if (when <= now)
+		return 0;
+	return when - now < ENR_HTTP_MAX_RETRY_AFTER ? (long)(when - now)
+	                                             : ENR_HTTP_MAX_RETRY_AFTER;
 }
 
 /* The value of header `name` in the header line `data` as a count: 1 and `*n`,
@@ -1016,12 +1036,34 @@ static void read_detail(struct detail *d, const struct enr_http_response *resp)
 	json_object_put(root);
 }
 
-static void retry_text(char *buf, size_t size, long retry_after)
+void enr_http__retry_text(char *buf, size_t size, long wait_s, long long now)
 {
-	if (retry_after >= 0)
-		snprintf(buf, size, "try again in %ld s", retry_after);
-	else
+	time_t when, today = (time_t)now;
+	struct tm tm_when, tm_today;
+	char clock[32];
+
+	if (wait_s < 0) {
 		snprintf(buf, size, "try again in a few minutes");
+		return;
+	}
+	if (wait_s < 60) {
+		snprintf(buf, size, "try again in %ld s", wait_s);
+		return;
+	}
+	/* A wait of days is no time to name: the vendor is wrong, or down. */
+	if (wait_s > 86400) {
+		snprintf(buf, size, "try again tomorrow (the vendor asked to wait %ld days)",
+		         wait_s / 86400);
+		return;
+	}
+	when = (time_t)(now + wait_s + 59) / 60 * 60; /* the next whole minute */
+	localtime_r(&when, &tm_when);
+	localtime_r(&today, &tm_today);
+	if (tm_when.tm_yday == tm_today.tm_yday && tm_when.tm_year == tm_today.tm_year)
+		strftime(clock, sizeof(clock), "%H:%M", &tm_when);
+	else
+		strftime(clock, sizeof(clock), "%Y-%m-%d %H:%M", &tm_when);
+	snprintf(buf, size, "try again after %s", clock);
 }
 
 /* OAuth token endpoint errors (RFC 6749 5.2 and the polling flows). */
@@ -1076,7 +1118,7 @@ int enr_http_classify(const struct enr_http_response *resp)
 {
 	const struct enr_guidance *g = NULL;
 	const char *name = who(resp);
-	char setting[96], retry[48];
+	char setting[96], retry[80];
 	struct detail d;
 	long status = resp->status;
 	int rc;
@@ -1086,7 +1128,7 @@ int enr_http_classify(const struct enr_http_response *resp)
 	if (status >= 200 && status < 300)
 		return 0;
 	setting_name(setting, sizeof(setting), resp);
-	retry_text(retry, sizeof(retry), resp->retry_after);
+	enr_http__retry_text(retry, sizeof(retry), resp->retry_after, (long long)time(NULL));
 	read_detail(&d, resp);
 	/* The vendor's own words first. A token call's 401 or 403 is about the
 	 * company's app, not the customer: only text matches apply there. */
@@ -1098,9 +1140,9 @@ int enr_http_classify(const struct enr_http_response *resp)
 	 * Retry-After is worth adding. */
 	if (g && g->error == ENR_E_TRANSIENT && resp->retry_after >= 0) {
 		size_t len = strlen(g->message);
-		return enr_error_set(g->error, "%s%s Try again in %ld s.", g->message,
-		                     len && g->message[len - 1] == '.' ? "" : ".",
-		                     resp->retry_after);
+		retry[0] = (char)toupper((unsigned char)retry[0]);
+		return enr_error_set(g->error, "%s%s %s.", g->message,
+		                     len && g->message[len - 1] == '.' ? "" : ".", retry);
 	}
 	if (g)
 		return enr_error_set(g->error, "%s", g->message);

@@ -13,6 +13,7 @@
 #include "derenroll/tesla.h"
 #include "derenroll/vendor.h"
 #include "bulk_internal.h"
+#include "http_internal.h"
 #include "util.h"
 
 #define DEFAULT_MAX_TRIES      4
@@ -117,15 +118,20 @@ void enr_bulk__bucket_block(struct enr_bulk__bucket *b, long long until_ms)
 		b->blocked_until_ms = until_ms;
 }
 
-long long enr_bulk__backoff_ms(int tries, long retry_after_s, long base_ms, long max_ms)
+long long enr_bulk__backoff_ms(int tries, long retry_after_s, long base_ms, long max_ms,
+                               long long max_wait_ms)
 {
 	long long delay = base_ms;
 
 	if (retry_after_s >= 0)
-		return (long long)retry_after_s * 1000;
+		return (long long)retry_after_s * 1000 <= max_wait_ms
+		           ? (long long)retry_after_s * 1000
+		           : -1;
 	for (int i = 1; i < tries && delay < max_ms; i++)
 		delay *= 2;
-	return delay < max_ms ? delay : max_ms;
+	if (delay > max_ms)
+		delay = max_ms;
+	return delay < max_wait_ms ? delay : max_wait_ms;
 }
 
 /* ---- the run ---- */
@@ -165,6 +171,7 @@ struct enr_bulk {
 	bool reserved;             /* room for the new tokens was made in the store's journal */
 	int store_error;     /* the first failure to write the store: no token is spent after it */
 	char *store_message; /* what it said */
+	long long started_ms, last_report_ms;
 };
 
 static long long now_ms(void)
@@ -201,6 +208,9 @@ int enr_bulk_new(struct enr_bulk **out, struct enr_store *store, const struct en
 		bulk->opts.batch = DEFAULT_BATCH;
 	if (bulk->opts.max_refreshing <= 0)
 		bulk->opts.max_refreshing = DEFAULT_MAX_REFRESHING;
+	if (bulk->opts.max_wait_ms <= 0)
+		bulk->opts.max_wait_ms = (long long)enr_http__max_wait_s(cfg) * 1000;
+	bulk->started_ms = now_ms();
 	rc = enr_http_multi_new(&bulk->multi, cfg);
 	if (rc < 0) {
 		free(bulk);
@@ -432,6 +442,13 @@ long enr_bulk_timeout_ms(const struct enr_bulk *bulk)
 		}
 	if (multi >= 0 && (best < 0 || multi < best))
 		best = multi;
+	if (bulk->opts.deadline_ms > 0 && bulk->next_waiting < bulk->n_items) {
+		long long left = bulk->started_ms + bulk->opts.deadline_ms - now;
+		if (left < 0)
+			left = 0;
+		if (best < 0 || left < best)
+			best = left;
+	}
 	return (long)best;
 }
 
@@ -440,28 +457,26 @@ static bool is_retryable(int error)
 	return error == ENR_E_TRANSIENT || error == ENR_E_TIMEOUT;
 }
 
-static void report_progress(const struct enr_bulk *bulk)
+static bool past_deadline(const struct enr_bulk *bulk, long long now)
+{
+	return bulk->opts.deadline_ms > 0 && now >= bulk->started_ms + bulk->opts.deadline_ms;
+}
+
+static void report_progress(struct enr_bulk *bulk)
 {
 	struct enr_bulk_progress p;
 
+	bulk->last_report_ms = now_ms();
 	if (!bulk->opts.progress)
 		return;
 	enr_bulk_get_progress(bulk, &p);
 	bulk->opts.progress(&p, bulk->opts.progress_ctx);
 }
 
-/* The first failure to write the store, kept with its message. */
-static void note_store_error(struct enr_bulk *bulk, int rc, const char *message)
+/* Notes the final outcome of `it` (a copy of `result`). */
+static void finish_item(struct item *it, const struct enr_job_result *result)
 {
-	if (bulk->store_error)
-		return;
-	bulk->store_error = rc;
-	bulk->store_message = enr_util_strdup(message);
-}
-
-/* The final outcome of an item, copied into the results. */
-static void add_result(struct enr_bulk *bulk, struct item *it, const struct enr_job_result *result)
-{
+	struct enr_bulk *bulk = it->bulk;
 	struct enr_job_result *r;
 
 	it->state = ITEM_DONE;
@@ -477,6 +492,66 @@ static void add_result(struct enr_bulk *bulk, struct item *it, const struct enr_
 	report_progress(bulk);
 }
 
+/* The longest a Retry-After still holds `it` back, in ms (0: none). */
+static long long blocked_ms(const struct enr_bulk *bulk, const struct item *it, long long now)
+{
+	long long wait = 0;
+
+	for (size_t i = 0; i < it->n_buckets; i++) {
+		long long until = bulk->buckets[it->buckets[i]].blocked_until_ms;
+		if (until - now > wait)
+			wait = until - now;
+	}
+	return wait;
+}
+
+/* Ends, untried, the waiting records that the deadline or a Retry-After
+ * beyond max_wait_ms keeps from starting. */
+static void give_up_waiting(struct enr_bulk *bulk, long long now)
+{
+	bool deadline = past_deadline(bulk, now);
+
+	for (size_t i = bulk->next_waiting; i < bulk->n_items; i++) {
+		struct item *it = &bulk->items[i];
+		struct enr_job_result r = {.error = ENR_E_TRANSIENT,
+		                           .retry_after = -1,
+		                           .rate_limit = -1,
+		                           .rate_remaining = -1,
+		                           .rate_window = -1,
+		                           .skipped = true};
+		char msg[160], when[80];
+		long long wait;
+
+		if (it->state != ITEM_WAITING)
+			continue;
+		wait = blocked_ms(bulk, it, now);
+		if (!deadline && wait <= bulk->opts.max_wait_ms)
+			continue;
+		if (deadline) {
+			snprintf(msg, sizeof(msg),
+			         "not done: the run reached its deadline; try again");
+		} else {
+			r.retry_after = (long)((wait + 999) / 1000);
+			enr_http__retry_text(when, sizeof(when), r.retry_after,
+			                     (long long)time(NULL));
+			snprintf(msg, sizeof(msg),
+			         "not tried: %s is limiting the rate of requests; %s",
+			         it->vendor ? it->vendor->name : "the vendor", when);
+		}
+		r.message = msg;
+		finish_item(it, &r);
+	}
+}
+
+/* The first failure to write the store, kept with its message. */
+static void note_store_error(struct enr_bulk *bulk, int rc, const char *message)
+{
+	if (bulk->store_error)
+		return;
+	bulk->store_error = rc;
+	bulk->store_message = enr_util_strdup(message);
+}
+
 /* Ends every item not started yet with `error` and `message`: nothing more is sent. */
 static void stop_waiting(struct enr_bulk *bulk, int error, const char *message)
 {
@@ -485,11 +560,12 @@ static void stop_waiting(struct enr_bulk *bulk, int error, const char *message)
 	                           .retry_after = -1,
 	                           .rate_limit = -1,
 	                           .rate_remaining = -1,
-	                           .rate_window = -1};
+	                           .rate_window = -1,
+	                           .skipped = true};
 
 	for (size_t i = bulk->next_waiting; i < bulk->n_items; i++)
 		if (bulk->items[i].state == ITEM_WAITING)
-			add_result(bulk, &bulk->items[i], &r);
+			finish_item(&bulk->items[i], &r);
 	bulk->next_waiting = bulk->n_items;
 }
 
@@ -518,7 +594,7 @@ static void on_job_done(const struct enr_job_result *result, void *ctx)
 {
 	struct item *it = ctx;
 	struct enr_bulk *bulk = it->bulk;
-	long long now = now_ms();
+	long long now = now_ms(), delay;
 
 	it->job = NULL;
 	if (result->store_error)
@@ -541,10 +617,11 @@ static void on_job_done(const struct enr_job_result *result, void *ctx)
 	bulk->in_flight--;
 	if (it->calls > 1)
 		bulk->refreshing--;
-	if (is_retryable(result->error) && it->tries < bulk->opts.max_tries && !bulk->store_error) {
-		long long delay =
-		    enr_bulk__backoff_ms(it->tries, result->retry_after, bulk->opts.backoff_ms,
-		                         bulk->opts.max_backoff_ms);
+	delay = enr_bulk__backoff_ms(it->tries, result->retry_after, bulk->opts.backoff_ms,
+	                             bulk->opts.max_backoff_ms, bulk->opts.max_wait_ms);
+	/* A try that would not start before the deadline is not made. */
+	if (is_retryable(result->error) && it->tries < bulk->opts.max_tries && delay >= 0 &&
+	    !past_deadline(bulk, now + delay) && !bulk->store_error) {
 		enr_log_info("record %s: %s; trying again in %lld ms", it->id,
 		             result->message ? result->message : "temporary failure", delay);
 		it->not_before_ms = now + delay;
@@ -554,7 +631,7 @@ static void on_job_done(const struct enr_job_result *result, void *ctx)
 		bulk->retries++;
 		return;
 	}
-	add_result(bulk, it, result);
+	finish_item(it, result);
 }
 
 static void start_ready(struct enr_bulk *bulk)
@@ -577,7 +654,7 @@ static void start_ready(struct enr_bulk *bulk)
 		free(why);
 		return;
 	}
-
+	give_up_waiting(bulk, now);
 	while (bulk->next_waiting < bulk->n_items &&
 	       bulk->items[bulk->next_waiting].state != ITEM_WAITING)
 		bulk->next_waiting++;
@@ -664,6 +741,8 @@ int enr_bulk_run(struct enr_bulk *bulk)
 		}
 		long timeout = enr_bulk_timeout_ms(bulk);
 		poll(fds, n, timeout < 0 || timeout > 1000 ? 1000 : (int)timeout);
+		if (now_ms() - bulk->last_report_ms >= 1000)
+			report_progress(bulk);
 	}
 	free(fds);
 	if (bulk->store_error)
@@ -673,6 +752,28 @@ int enr_bulk_run(struct enr_bulk *bulk)
 	return bulk->store_error;
 }
 
+/* Which vendor's limit holds back the next record to start, into `out`. */
+static void waiting_on(const struct enr_bulk *bulk, struct enr_bulk_progress *out)
+{
+	long long now = now_ms();
+
+	for (size_t i = bulk->next_waiting; i < bulk->n_items; i++) {
+		const struct item *it = &bulk->items[i];
+		if (it->state != ITEM_WAITING)
+			continue;
+		/* Only the limits count: its own backoff holds back no other record. */
+		for (size_t j = 0; j < it->n_buckets && out->waiting_ms >= 0; j++) {
+			long long w =
+			    enr_bulk__bucket_wait(&bulk->buckets[it->buckets[j]], now, it->calls);
+			if (w < 0 || w > out->waiting_ms) {
+				out->waiting_vendor = it->vendor ? it->vendor->name : NULL;
+				out->waiting_ms = w;
+			}
+		}
+		return;
+	}
+}
+
 void enr_bulk_get_progress(const struct enr_bulk *bulk, struct enr_bulk_progress *out)
 {
 	out->total = bulk->n_items;
@@ -680,6 +781,9 @@ void enr_bulk_get_progress(const struct enr_bulk *bulk, struct enr_bulk_progress
 	out->failed = bulk->failed;
 	out->in_flight = bulk->in_flight;
 	out->retries = bulk->retries;
+	out->waiting_vendor = NULL;
+	out->waiting_ms = 0;
+	waiting_on(bulk, out);
 }
 
 size_t enr_bulk_result_count(const struct enr_bulk *bulk)

@@ -45,8 +45,10 @@ void enr_bulk__bucket_report(struct enr_bulk__bucket *b, long long now_ms, long 
 void enr_bulk__bucket_window(struct enr_bulk__bucket *b, long long now_ms, long window);
 
 /* The delay before try number `tries + 1` (tries >= 1 made so far): the
- * vendor's Retry-After when it said one (>= 0), else base * 2^(tries-1),
- * capped at max_ms. */
-long long enr_bulk__backoff_ms(int tries, long retry_after_s, long base_ms, long max_ms);
+ * vendor's Retry-After when it said one (>= 0), else base * 2^(tries-1)
+ * capped at max_ms; never more than max_wait_ms: -1 when the vendor asks to
+ * wait longer (no try then). */
+long long enr_bulk__backoff_ms(int tries, long retry_after_s, long base_ms, long max_ms,
+                               long long max_wait_ms);
 
 #endif

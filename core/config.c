@@ -60,7 +60,8 @@ static const char *const relay_keys[] = {
 };
 static const char *const store_keys[] = {"path", "encryption"};
 static const char *const ui_keys[] = {"expiring_days"};
-static const char *const http_keys[] = {"ca_file", "connect_timeout", "timeout", "max_body"};
+static const char *const http_keys[] = {"ca_file", "connect_timeout", "timeout", "max_body",
+                                        "max_wait"};
 static const char *const log_keys[] = {"level", "file"};
 
 struct section_keys {

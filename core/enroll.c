@@ -20,6 +20,7 @@
 #include "derenroll/tesla.h"
 #include "derenroll/vendor.h"
 #include "enroll_internal.h"
+#include "http_internal.h"
 #include "util.h"
 
 #define DEFAULT_TIMEOUT_S (15 * 60)
@@ -1169,7 +1170,10 @@ static void on_bc(struct enr_http_response *resp, void *ctx)
 		return;
 	}
 	rc = enr_http_classify(resp);
-	if (rc == ENR_E_TRANSIENT && e->deadline > (long long)time(NULL)) {
+	/* A Retry-After beyond [http] max_wait is not waited for: the message
+	 * says when to try again. */
+	if (rc == ENR_E_TRANSIENT && e->deadline > (long long)time(NULL) &&
+	    resp->retry_after <= enr_http__max_wait_s(e->cfg)) {
 		e->next_at_ms =
 		    now_ms() + (resp->retry_after > 0 ? resp->retry_after * 1000 : RETRY_MS);
 		enr_http_response_free(resp);

@@ -1,4 +1,5 @@
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
@@ -499,6 +500,18 @@ static char *encode_fields(const char *prefix, char first_sep, const struct fiel
 
 /* ---- settings ---------------------------------------------------------- */
 
+#define MAX_WAIT_LIMIT 86400L /* [http] max_wait: a day at most */
+
+long enr_http__max_wait_s(const struct enr_config *cfg)
+{
+	long max_wait = ENR_HTTP_DEFAULT_MAX_WAIT;
+
+	if (enr_config_get_long(&max_wait, cfg, "http", "max_wait", ENR_HTTP_DEFAULT_MAX_WAIT, 1,
+	                        MAX_WAIT_LIMIT) < 0)
+		max_wait = ENR_HTTP_DEFAULT_MAX_WAIT;
+	return max_wait;
+}
+
 static void settings_done(struct settings *s)
 {
 	free(s->ca_file);
@@ -510,7 +523,7 @@ static int settings_load(struct settings *s, const struct enr_config *cfg)
 	const char *ca = cfg ? enr_config_get(cfg, "http", "ca_file") : NULL;
 	const char *cfg_path = cfg ? enr_config_path(cfg) : NULL;
 	const char *slash = cfg_path ? strrchr(cfg_path, '/') : NULL;
-	long connect_s, total_s, max_body;
+	long connect_s, total_s, max_body, max_wait;
 	int rc;
 
 	memset(s, 0, sizeof(*s));
@@ -519,7 +532,9 @@ static int settings_load(struct settings *s, const struct enr_config *cfg)
 	    (rc = enr_config_get_long(&total_s, cfg, "http", "timeout", ENR_HTTP_DEFAULT_TIMEOUT, 1,
 	                              3600)) < 0 ||
 	    (rc = enr_config_get_long(&max_body, cfg, "http", "max_body", ENR_HTTP_DEFAULT_MAX_BODY,
-	                              1024, 1024L * 1024 * 1024)) < 0)
+	                              1024, 1024L * 1024 * 1024)) < 0 ||
+	    (rc = enr_config_get_long(&max_wait, cfg, "http", "max_wait", ENR_HTTP_DEFAULT_MAX_WAIT,
+	                              1, MAX_WAIT_LIMIT)) < 0)
 		return rc;
 	s->connect_ms = connect_s * 1000;
 	s->total_ms = total_s * 1000;
@@ -580,14 +595,19 @@ long enr_http__parse_retry_after(const char *value, long long now)
 		n = strtol(value, &end, 10);
 		while (*end == ' ' || *end == '\t' || *end == '\r' || *end == '\n')
 			end++;
-		if (errno || *end)
+		if (*end)
 			return -1;
-		return n;
+		if (errno) /* more digits than a long holds */
+			n = ENR_HTTP_MAX_RETRY_AFTER;
+		return n < ENR_HTTP_MAX_RETRY_AFTER ? n : ENR_HTTP_MAX_RETRY_AFTER;
 	}
 	when = (long long)curl_getdate(value, NULL);
 	if (when < 0)
 		return -1;
-	return when > now ? (long)(when - now) : 0;
+	if (when <= now)
+		return 0;
+	return when - now < ENR_HTTP_MAX_RETRY_AFTER ? (long)(when - now)
+	                                             : ENR_HTTP_MAX_RETRY_AFTER;
 }
 
 /* The value of header `name` in the header line `data` as a count: 1 and `*n`,
@@ -1025,12 +1045,34 @@ static void read_detail(struct detail *d, const struct enr_http_response *resp)
 	json_object_put(root);
 }
 
-static void retry_text(char *buf, size_t size, long retry_after)
+void enr_http__retry_text(char *buf, size_t size, long wait_s, long long now)
 {
-	if (retry_after >= 0)
-		snprintf(buf, size, "try again in %ld s", retry_after);
-	else
+	time_t when, today = (time_t)now;
+	struct tm tm_when, tm_today;
+	char clock[32];
+
+	if (wait_s < 0) {
 		snprintf(buf, size, "try again in a few minutes");
+		return;
+	}
+	if (wait_s < 60) {
+		snprintf(buf, size, "try again in %ld s", wait_s);
+		return;
+	}
+	/* A wait of days is no time to name: the vendor is wrong, or down. */
+	if (wait_s > 86400) {
+		snprintf(buf, size, "try again tomorrow (the vendor asked to wait %ld days)",
+		         wait_s / 86400);
+		return;
+	}
+	when = (time_t)(now + wait_s + 59) / 60 * 60; /* the next whole minute */
+	localtime_r(&when, &tm_when);
+	localtime_r(&today, &tm_today);
+	if (tm_when.tm_yday == tm_today.tm_yday && tm_when.tm_year == tm_today.tm_year)
+		strftime(clock, sizeof(clock), "%H:%M", &tm_when);
+	else
+		strftime(clock, sizeof(clock), "%Y-%m-%d %H:%M", &tm_when);
+	snprintf(buf, size, "try again after %s", clock);
 }
 
 /* OAuth token endpoint errors (RFC 6749 5.2 and the polling flows). */
@@ -1040,6 +1082,10 @@ static int classify_token_error(const struct enr_http_response *resp, const stru
 	const char *code = d->oauth_error;
 	const char *name = who(resp);
 
+	/* A 403 there is the company's app too, unless the answer, JSON or not,
+	 * speaks of the grant. */
+	if (!code[0] && resp->status == 403 && resp->body && strstr(resp->body, "invalid_grant"))
+		code = "invalid_grant";
 	if (strcmp(code, "invalid_grant") == 0)
 		return enr_error_set(
 		    ENR_E_REJECTED,
@@ -1047,7 +1093,7 @@ static int classify_token_error(const struct enr_http_response *resp, const stru
 		    "revoked or was already used; the customer must authorize again",
 		    name, resp->status, d->text);
 	if (strcmp(code, "invalid_client") == 0 || strcmp(code, "unauthorized_client") == 0 ||
-	    (!code[0] && resp->status == 401))
+	    (!code[0] && (resp->status == 401 || resp->status == 403)))
 		return enr_error_set(ENR_E_MISCONFIGURED,
 		                     "%s refused the company's client ID or secret (HTTP %ld%s): "
 		                     "check client_id and client_secret in [%s]",
@@ -1081,7 +1127,7 @@ int enr_http_classify(const struct enr_http_response *resp)
 {
 	const struct enr_guidance *g = NULL;
 	const char *name = who(resp);
-	char setting[96], retry[48];
+	char setting[96], retry[80];
 	struct detail d;
 	long status = resp->status;
 	int rc;
@@ -1091,7 +1137,7 @@ int enr_http_classify(const struct enr_http_response *resp)
 	if (status >= 200 && status < 300)
 		return 0;
 	setting_name(setting, sizeof(setting), resp);
-	retry_text(retry, sizeof(retry), resp->retry_after);
+	enr_http__retry_text(retry, sizeof(retry), resp->retry_after, (long long)time(NULL));
 	read_detail(&d, resp);
 	/* The vendor's own words first. A token call's 401 or 403 is about the
 	 * company's app, not the customer: only text matches apply there. */
@@ -1103,9 +1149,9 @@ int enr_http_classify(const struct enr_http_response *resp)
 	 * Retry-After is worth adding. */
 	if (g && g->error == ENR_E_TRANSIENT && resp->retry_after >= 0) {
 		size_t len = strlen(g->message);
-		return enr_error_set(g->error, "%s%s Try again in %ld s.", g->message,
-		                     len && g->message[len - 1] == '.' ? "" : ".",
-		                     resp->retry_after);
+		retry[0] = (char)toupper((unsigned char)retry[0]);
+		return enr_error_set(g->error, "%s%s %s.", g->message,
+		                     len && g->message[len - 1] == '.' ? "" : ".", retry);
 	}
 	if (g)
 		return enr_error_set(g->error, "%s", g->message);
@@ -1121,13 +1167,15 @@ int enr_http_classify(const struct enr_http_response *resp)
 		                     "%s gave up waiting for the request (HTTP 408): try again",
 		                     name);
 	if (status >= 300 && status < 400)
+		/* Where it points is the vendor's (or a proxy's) word, not an address
+		 * to configure: only the vendor's documentation says that. */
 		return enr_error_set(ENR_E_MISCONFIGURED,
-		                     "%s redirected %s to %s (HTTP %ld), and redirects are not "
-		                     "followed: set %s to the new address",
-		                     name, resp->where,
-		                     resp->location ? resp->location : "elsewhere", status,
-		                     setting);
-	if (resp->token_call && (status == 400 || status == 401 || d.oauth_error[0]) &&
+		                     "%s answered %s with a redirect (HTTP %ld), which is not "
+		                     "followed: check %s against the address in the vendor's "
+		                     "documentation, or a proxy in between",
+		                     name, resp->where, status, setting);
+	if (resp->token_call &&
+	    (status == 400 || status == 401 || status == 403 || d.oauth_error[0]) &&
 	    (rc = classify_token_error(resp, &d, setting)) <= 0)
 		return rc;
 	if (status == 401)

@@ -538,7 +538,7 @@ static int note_result(struct enr_record *rec, void *ctx)
 
 	/* ENR_E_UNSUPPORTED: nothing to do for this record (a key record has no
 	 * token to refresh): no check was made, none failed. */
-	if (!r || (!r->checked_at && (!r->error || r->error == ENR_E_UNSUPPORTED)))
+	if (!r || r->skipped || (!r->checked_at && (!r->error || r->error == ENR_E_UNSUPPORTED)))
 		return ENR_STORE_UNCHANGED;
 	outcome = enr_record_outcome_from_error(r->error);
 	/* A passing failure does not hide that the customer is needed. */

@@ -148,14 +148,27 @@ static void test_retry_after_blocks(void **state)
 static void test_backoff(void **state)
 {
 	(void)state;
-	assert_int_equal(enr_bulk__backoff_ms(1, -1, 1000, 60000), 1000);
-	assert_int_equal(enr_bulk__backoff_ms(2, -1, 1000, 60000), 2000);
-	assert_int_equal(enr_bulk__backoff_ms(3, -1, 1000, 60000), 4000);
-	assert_int_equal(enr_bulk__backoff_ms(30, -1, 1000, 60000), 60000);
+	assert_int_equal(enr_bulk__backoff_ms(1, -1, 1000, 60000, 300000), 1000);
+	assert_int_equal(enr_bulk__backoff_ms(2, -1, 1000, 60000, 300000), 2000);
+	assert_int_equal(enr_bulk__backoff_ms(3, -1, 1000, 60000, 300000), 4000);
+	assert_int_equal(enr_bulk__backoff_ms(30, -1, 1000, 60000, 300000), 60000);
 	/* The vendor's Retry-After wins, also when shorter. */
-	assert_int_equal(enr_bulk__backoff_ms(3, 1, 1000, 60000), 1000);
-	assert_int_equal(enr_bulk__backoff_ms(1, 7, 1000, 60000), 7000);
-	assert_int_equal(enr_bulk__backoff_ms(1, 0, 1000, 60000), 0);
+	assert_int_equal(enr_bulk__backoff_ms(3, 1, 1000, 60000, 300000), 1000);
+	assert_int_equal(enr_bulk__backoff_ms(1, 7, 1000, 60000, 300000), 7000);
+	assert_int_equal(enr_bulk__backoff_ms(1, 0, 1000, 60000, 300000), 0);
+	assert_int_equal(enr_bulk__backoff_ms(1, 300, 1000, 60000, 300000), 300000);
+}
+
+/* No wait is longer than max_wait: a vendor asking for more gets no try. */
+static void test_backoff_capped(void **state)
+{
+	(void)state;
+	assert_int_equal(enr_bulk__backoff_ms(1, 99999999, 1000, 60000, 300000), -1);
+	assert_int_equal(enr_bulk__backoff_ms(1, 301, 1000, 60000, 300000), -1);
+	assert_int_equal(enr_bulk__backoff_ms(1, 366L * 86400, 1000, 60000, 300000), -1);
+	/* The exponential backoff stops at max_wait too. */
+	assert_int_equal(enr_bulk__backoff_ms(30, -1, 1000, 600000, 5000), 5000);
+	assert_int_equal(enr_bulk__backoff_ms(3, -1, 1000, 60000, 5000), 4000);
 }
 
 /*
@@ -225,6 +238,7 @@ int main(void)
 	    cmocka_unit_test(test_concurrency),
 	    cmocka_unit_test(test_retry_after_blocks),
 	    cmocka_unit_test(test_backoff),
+	    cmocka_unit_test(test_backoff_capped),
 	    cmocka_unit_test(test_simulated_runs),
 	    cmocka_unit_test(test_vendor_reported_remaining),
 	    cmocka_unit_test(test_vendor_reported_window),

@@ -219,6 +219,79 @@ static void test_429_retry_after(void **state)
 	enr_bulk_free(bulk);
 }
 
+/* A vendor asking to wait for years: no sleep; every record it holds back
+ * ends transient with when to try again, and only the tried one is noted. */
+static void test_429_retry_after_beyond_max_wait(void **state)
+{
+	struct fixture *f = *state;
+	char ids[3][16];
+	struct enr_bulk *bulk;
+	const struct enr_job_result *r;
+
+	/* One Solis key: one bucket, which the Retry-After pauses as a whole. */
+	put_key_record(f, "solis", "demo-bulk-long", ids[0]);
+	put_key_record(f, "solis", "demo-bulk-long", ids[1]);
+	put_key_record(f, "solis", "demo-bulk-long", ids[2]);
+	assert_int_equal(enr_sandbox_add_fault(f->sb, "solis", ENR_SANDBOX_FAULT_429, 0, 99999999),
+	                 0);
+	bulk = run(f, ids, 3, 3, 10);
+	for (size_t i = 0; i < 3; i++) {
+		r = result_of(bulk, ids[i]);
+		assert_int_equal(r->error, ENR_E_TRANSIENT);
+		assert_non_null(strstr(r->message, "try again tomorrow"));
+		assert_null(strstr(r->message, "99999999"));
+		/* A record tried has the 429 as its outcome; one held back is untouched. */
+		if (r->skipped) {
+			assert_non_null(strstr(r->message, "not tried"));
+			assert_int_equal(stored_outcome(f, ids[i]), ENR_OUTCOME_NONE);
+		} else {
+			assert_non_null(strstr(r->message, "HTTP 429"));
+			assert_int_equal(stored_outcome(f, ids[i]), ENR_OUTCOME_TRANSIENT);
+		}
+	}
+	enr_bulk_free(bulk);
+}
+
+/* At the deadline no job starts any more; the one in flight finishes. */
+static void test_deadline(void **state)
+{
+	struct fixture *f = *state;
+	struct enr_bulk_options o = {
+	    .kind = ENR_JOB_CHECK, .max_in_flight = 1, .batch = 4, .deadline_ms = 100};
+	char ids[4][16];
+	struct enr_bulk *bulk = NULL;
+	size_t done = 0, skipped = 0;
+
+	for (size_t i = 0; i < 4; i++) {
+		char key[32];
+		snprintf(key, sizeof(key), "demo-deadline-%zu", i);
+		put_key_record(f, "solis", key, ids[i]);
+	}
+	/* Each check takes longer than the whole deadline: one at a time, the
+	 * second cannot start before it. */
+	assert_int_equal(enr_sandbox_set_latency(f->sb, "solis", 300), 0);
+	assert_int_equal(enr_bulk_new(&bulk, f->store, f->cfg, f->catalog, &o), 0);
+	for (size_t i = 0; i < 4; i++)
+		assert_int_equal(enr_bulk_add(bulk, ids[i]), 0);
+	assert_int_equal(enr_bulk_run(bulk), 0);
+	assert_int_equal(enr_bulk_result_count(bulk), 4);
+	for (size_t i = 0; i < 4; i++) {
+		const struct enr_job_result *r = result_of(bulk, ids[i]);
+		if (r->error == 0) {
+			done++;
+			assert_int_equal(stored_outcome(f, ids[i]), ENR_OUTCOME_OK);
+			continue;
+		}
+		skipped++;
+		assert_int_equal(r->error, ENR_E_TRANSIENT);
+		assert_non_null(strstr(r->message, "deadline"));
+		assert_int_equal(stored_outcome(f, ids[i]), ENR_OUTCOME_NONE);
+	}
+	assert_true(done <= 1);
+	assert_true(skipped >= 3);
+	enr_bulk_free(bulk);
+}
+
 static void test_500_retried_then_transient(void **state)
 {
 	struct fixture *f = *state;
@@ -290,6 +363,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_concurrency_within_limit, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_429_retry_after, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_429_retry_after_beyond_max_wait, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_deadline, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_500_retried_then_transient, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_revoked_rejected, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_unknown_id, setup, teardown),

@@ -261,25 +261,30 @@ static void customer_join(struct customer *c)
 /* ---- driving a session -------------------------------------------------- */
 
 /* Runs the session's loop until it needs the caller (or LINK, if asked). */
+/* One turn of the session's loop (a quarter of a second at most). */
+static void step(struct enr_enroll *e)
+{
+	struct pollfd fds[32];
+	size_t n = enr_enroll_poll_fds(e, fds, 32);
+	long t = enr_enroll_timeout_ms(e);
+
+	poll(fds, n > 32 ? 32 : n, t < 0 || t > 250 ? 250 : (int)t);
+	enr_enroll_process(e);
+}
+
 static enum enr_enroll_state drive(struct enr_enroll *e, bool stop_at_link)
 {
 	time_t give_up = time(NULL) + 120;
 
 	for (;;) {
 		enum enr_enroll_state st = enr_enroll_state(e);
-		struct pollfd fds[32];
-		size_t n;
-		long t;
 
 		if (st == ENR_ENROLL_DONE || st == ENR_ENROLL_FAILED || st == ENR_ENROLL_SITES ||
 		    st == ENR_ENROLL_FIELDS || (st == ENR_ENROLL_LINK && stop_at_link))
 			return st;
 		if (time(NULL) > give_up)
 			fail_msg("the session is stuck: %s", enr_enroll_message(e));
-		n = enr_enroll_poll_fds(e, fds, 32);
-		t = enr_enroll_timeout_ms(e);
-		poll(fds, n > 32 ? 32 : n, t < 0 || t > 250 ? 250 : (int)t);
-		enr_enroll_process(e);
+		step(e);
 	}
 }
 
@@ -603,6 +608,31 @@ static void sma_email(void **state)
 	expect_failed(e, ENR_E_DECLINED, "declined");
 	enr_enroll_free(e);
 	assert_int_equal(stored_count(f), 1);
+}
+
+/* SMA asking, while the owner is awaited, to wait for years: the session does
+ * not sleep on it but fails at once, saying when to try again. */
+static void sma_email_retry_after_beyond_max_wait(void **state)
+{
+	struct fixture *f = *state;
+	struct enr_enroll *e = session(f, NULL, "sma", "email", "Ida");
+	time_t give_up = time(NULL) + 60;
+
+	assert_int_equal(drive(e, false), ENR_ENROLL_FIELDS);
+	assert_int_equal(enr_enroll_set_field(e, "owner_email", "owner-ida@example.com"), 0);
+	assert_int_equal(enr_enroll_submit_fields(e), 0);
+	/* SMA has e-mailed the owner: what comes next is a poll of the answer. */
+	while (!strstr(enr_enroll_message(e), "e-mailed") && time(NULL) < give_up)
+		step(e);
+	assert_int_equal(enr_enroll_state(e), ENR_ENROLL_WAIT);
+	assert_int_equal(enr_sandbox_add_fault(f->sb, "sma", ENR_SANDBOX_FAULT_429, 0, 99999999),
+	                 0);
+	while (enr_enroll_state(e) == ENR_ENROLL_WAIT && time(NULL) < give_up)
+		step(e);
+	expect_failed(e, ENR_E_TRANSIENT, "try again tomorrow");
+	assert_null(strstr(enr_enroll_message(e), "99999999"));
+	enr_enroll_free(e);
+	enr_sandbox_clear_faults(f->sb);
 }
 
 static struct enr_enroll *sma_email_session(struct fixture *f, const char *customer,
@@ -1519,6 +1549,7 @@ static const struct CMUnitTest tests[] = {
     T(enphase_oauth),
     T(enphase_paste_state),
     T(sma_email),
+    T(sma_email_retry_after_beyond_max_wait),
     T(sma_email_plants_of_other_owners),
     T(enphase_partner),
     T(solaredge_key),

@@ -2,10 +2,12 @@
  * of answers (no network: responses are built by hand). */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <curl/curl.h>
 #include <json-c/json.h>
 
+#include "derenroll/config.h"
 #include "derenroll/error.h"
 #include "derenroll/http.h"
 #include "derenroll/log.h"
@@ -87,6 +89,56 @@ static void test_retry_after(void **state)
 	                 0);
 	assert_int_equal(enr_http__parse_retry_after("soon", 0), -1);
 	assert_int_equal(enr_http__parse_retry_after("12abc", 0), -1);
+	/* Absurd waits are read as the longest one that means anything. */
+	assert_int_equal(enr_http__parse_retry_after("99999999", 0), ENR_HTTP_MAX_RETRY_AFTER);
+	assert_int_equal(enr_http__parse_retry_after("99999999999999999999999", 0),
+	                 ENR_HTTP_MAX_RETRY_AFTER);
+	assert_int_equal(enr_http__parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", 0),
+	                 ENR_HTTP_MAX_RETRY_AFTER);
+}
+
+/* When to try again reads as a time of day, never as a count of seconds. */
+static void test_retry_text(void **state)
+{
+	/* Wed, 21 Oct 2026 07:28:10 UTC */
+	long long now = (long long)curl_getdate("Wed, 21 Oct 2026 07:28:10 GMT", NULL);
+	char buf[96];
+
+	(void)state;
+	setenv("TZ", "UTC", 1);
+	tzset();
+	enr_http__retry_text(buf, sizeof(buf), -1, now);
+	assert_string_equal(buf, "try again in a few minutes");
+	enr_http__retry_text(buf, sizeof(buf), 20, now);
+	assert_string_equal(buf, "try again in 20 s");
+	enr_http__retry_text(buf, sizeof(buf), 600, now);
+	assert_string_equal(buf, "try again after 07:39");
+	enr_http__retry_text(buf, sizeof(buf), 20 * 3600, now);
+	assert_string_equal(buf, "try again after 2026-10-22 03:29");
+	enr_http__retry_text(buf, sizeof(buf), 99999999, now);
+	assert_string_equal(buf, "try again tomorrow (the vendor asked to wait 1157 days)");
+	enr_http__retry_text(buf, sizeof(buf), ENR_HTTP_MAX_RETRY_AFTER, now);
+	assert_null(strstr(buf, "99999999"));
+	assert_non_null(strstr(buf, "tomorrow"));
+}
+
+/* [http] max_wait: its default, a setting, and a refusal of nonsense. */
+static void test_max_wait(void **state)
+{
+	struct enr_config *cfg = NULL;
+	struct enr_http_multi *m = NULL;
+
+	(void)state;
+	assert_int_equal(enr_config_new(&cfg), 0);
+	assert_int_equal(enr_http__max_wait_s(cfg), ENR_HTTP_DEFAULT_MAX_WAIT);
+	assert_int_equal(enr_http__max_wait_s(NULL), ENR_HTTP_DEFAULT_MAX_WAIT);
+	enr_config_set(cfg, "http", "max_wait", "45");
+	assert_int_equal(enr_http__max_wait_s(cfg), 45);
+	enr_config_set(cfg, "http", "max_wait", "99999999");
+	assert_int_equal(enr_http_multi_new(&m, cfg), ENR_E_CONFIG);
+	assert_non_null(strstr(enr_error_last(), "max_wait"));
+	assert_null(m);
+	enr_config_free(cfg);
 }
 
 static void test_request_validation(void **state)
@@ -168,10 +220,13 @@ static void test_classify_api_answers(void **state)
 	/* The vendor's advice alone: no guess at when to try again. */
 	assert_string_equal(enr_error_last(), enr_vendor_guidance(r.vendor, 408, "")->message);
 	assert_non_null(strstr(enr_error_last(), "clock"));
-	r.retry_after = 60;
+	r.retry_after = 45;
 	assert_int_equal(enr_http_classify(&r), ENR_E_TRANSIENT);
 	assert_non_null(strstr(enr_error_last(), "clock"));
-	assert_non_null(strstr(enr_error_last(), "Try again in 60 s."));
+	assert_non_null(strstr(enr_error_last(), "Try again in 45 s."));
+	r.retry_after = 99999999;
+	assert_int_equal(enr_http_classify(&r), ENR_E_TRANSIENT);
+	assert_non_null(strstr(enr_error_last(), "Try again tomorrow"));
 	r = test_response(401, "{\"error\": \"API Key -Client mismatch\"}", "enphase", false);
 	assert_int_equal(enr_http_classify(&r), ENR_E_MISCONFIGURED);
 
@@ -198,6 +253,10 @@ static void test_classify_api_answers(void **state)
 	r.retry_after = -1;
 	assert_int_equal(enr_http_classify(&r), ENR_E_TRANSIENT);
 	assert_non_null(strstr(enr_error_last(), "few minutes"));
+	r.retry_after = 99999999;
+	assert_int_equal(enr_http_classify(&r), ENR_E_TRANSIENT);
+	assert_null(strstr(enr_error_last(), "99999999"));
+	assert_non_null(strstr(enr_error_last(), "try again tomorrow"));
 
 	r = test_response(503, "<html>down</html>", "tesla", false);
 	assert_int_equal(enr_http_classify(&r), ENR_E_TRANSIENT);
@@ -217,8 +276,15 @@ static void test_classify_api_answers(void **state)
 	r.endpoint = (char *)"api_url";
 	r.location = (char *)"https://fleet-api.prd.eu.vn.cloud.tesla.com/api/1/products";
 	assert_int_equal(enr_http_classify(&r), ENR_E_MISCONFIGURED);
-	assert_non_null(strstr(enr_error_last(), "prd.eu"));
 	assert_non_null(strstr(enr_error_last(), "not followed"));
+	assert_non_null(strstr(enr_error_last(), "[vendor.tesla] api_url"));
+	/* Where a redirect points is the vendor's word: never advice to follow. */
+	assert_null(strstr(enr_error_last(), "prd.eu"));
+	assert_null(strstr(enr_error_last(), "new address"));
+	r.location = (char *)"https://evil.example/steal";
+	r.status = 301;
+	assert_int_equal(enr_http_classify(&r), ENR_E_MISCONFIGURED);
+	assert_null(strstr(enr_error_last(), "evil.example"));
 
 	r = test_response(101, "", NULL, false);
 	assert_int_equal(enr_http_classify(&r), ENR_E_BADRESPONSE);
@@ -328,6 +394,8 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_check_url),
     cmocka_unit_test(test_safe_url),
     cmocka_unit_test(test_retry_after),
+    cmocka_unit_test(test_retry_text),
+    cmocka_unit_test(test_max_wait),
     cmocka_unit_test(test_request_validation),
     cmocka_unit_test(test_secrets_registered),
     cmocka_unit_test(test_classify_ok_and_transport),

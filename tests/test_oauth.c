@@ -377,6 +377,37 @@ static void test_token_answers_bad(void **state)
 	assert_int_equal(enr_oauth_token_response(&t, &r), ENR_E_REJECTED);
 }
 
+/* A token endpoint's 403 is about the company's app, as its 401 is, unless the
+ * answer speaks of the grant. */
+static void test_token_answers_forbidden(void **state)
+{
+	static const char *const app_bodies[] = {"", "<html>Forbidden</html>",
+	                                         "{\"message\": \"Forbidden\"}"};
+	struct enr_oauth_tokens *t = NULL;
+	struct enr_http_response r;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(app_bodies) / sizeof(app_bodies[0]); i++) {
+		r = test_response(403, app_bodies[i], "enphase", true);
+		assert_int_equal(enr_oauth_token_response(&t, &r), ENR_E_MISCONFIGURED);
+		assert_null(t);
+		assert_non_null(strstr(enr_error_last(), "client ID or secret"));
+		assert_non_null(strstr(enr_error_last(), "[vendor.enphase]"));
+		assert_null(strstr(enr_error_last(), "re-authorize"));
+	}
+	r = test_response(403, "{\"error\": \"invalid_grant\"}", "enphase", true);
+	assert_int_equal(enr_oauth_token_response(&t, &r), ENR_E_REJECTED);
+	assert_non_null(strstr(enr_error_last(), "re-authorize"));
+	/* Said in plain text, by a vendor without guidance for it. */
+	r = test_response(403, "error=invalid_grant", NULL, true);
+	assert_int_equal(enr_oauth_token_response(&t, &r), ENR_E_REJECTED);
+	assert_non_null(strstr(enr_error_last(), "authorize again"));
+	/* Not a token call: a 403 is still the customer's permissions. */
+	r = test_response(403, "", "enphase", false);
+	r.token_call = false;
+	assert_int_equal(enr_http_classify(&r), ENR_E_REJECTED);
+}
+
 /* header.payload.signature with `payload` as given. */
 static char *make_jwt(const char *payload)
 {
@@ -478,6 +509,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_callback_code_is_secret),
     cmocka_unit_test(test_token_answers),
     cmocka_unit_test(test_token_answers_bad),
+    cmocka_unit_test(test_token_answers_forbidden),
     cmocka_unit_test(test_identity_tesla),
     cmocka_unit_test(test_identity_from_id_token),
     cmocka_unit_test(test_jwt_claims),

@@ -17,20 +17,56 @@
 #include "derenroll/tesla.h"
 #include "derenroll/vendor.h"
 #include "cli.h"
+#include "progress.h"
 #include "store_cli.h"
 
-#define EXIT_USAGE 2
-#define MAX_DAYS   3650
+#define EXIT_USAGE   2
+#define MAX_DAYS     3650
+#define MAX_DEADLINE (7 * 86400L) /* seconds */
 
 /* The options every command of this file may take; each accepts a subset. */
 struct opts {
 	bool json, reveal, yes, force, help;
-	long due; /* -1: not given */
+	long due;      /* -1: not given */
+	long deadline; /* seconds, 0: none */
 	char **ids;
 	int n_ids;
 };
 
-enum { OPT_JSON = 'j', OPT_DUE = 'd', OPT_REVEAL = 'r', OPT_YES = 'y', OPT_FORCE = 'f' };
+enum {
+	OPT_JSON = 'j',
+	OPT_DUE = 'd',
+	OPT_REVEAL = 'r',
+	OPT_YES = 'y',
+	OPT_FORCE = 'f',
+	OPT_DEADLINE = 't'
+};
+
+/* "90", "90s", "10m", "2h" as seconds into `out`; false when it is none of them. */
+static bool parse_duration(long *out, const char *text)
+{
+	char *end = NULL;
+	long n, unit = 1;
+
+	if (*text < '0' || *text > '9')
+		return false;
+	errno = 0;
+	n = strtol(text, &end, 10);
+	if (errno || end == text)
+		return false;
+	if (*end == 'm')
+		unit = 60;
+	else if (*end == 'h')
+		unit = 3600;
+	else if (*end != 's' && *end)
+		return false;
+	if (*end && end[1])
+		return false;
+	if (n < 1 || n > MAX_DEADLINE / unit)
+		return false;
+	*out = n * unit;
+	return true;
+}
 
 /* Parses argv for `allowed` (a string of the OPT_ letters). Returns 0, or the
  * exit code after a message. */
@@ -42,6 +78,7 @@ static int parse(struct opts *o, int argc, char **argv, const char *allowed, con
 	    {"reveal", no_argument, NULL, OPT_REVEAL},
 	    {"yes", no_argument, NULL, OPT_YES},
 	    {"force", no_argument, NULL, OPT_FORCE},
+	    {"deadline", required_argument, NULL, OPT_DEADLINE},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
@@ -74,6 +111,15 @@ static int parse(struct opts *o, int argc, char **argv, const char *allowed, con
 			break;
 		case OPT_FORCE:
 			o->force = true;
+			break;
+		case OPT_DEADLINE:
+			if (!parse_duration(&o->deadline, optarg)) {
+				cli_error(
+				    "--deadline takes a duration such as 600, 90s, 10m or 2h, "
+				    "of at most 7 days, not '%s'",
+				    optarg);
+				return EXIT_USAGE;
+			}
 			break;
 		case OPT_DUE: {
 			char *end = NULL;
@@ -364,15 +410,6 @@ int cmd_show(struct cli_globals *g, int argc, char **argv)
 
 /* ---- status and refresh ---- */
 
-static void show_progress(const struct enr_bulk_progress *p, void *ctx)
-{
-	(void)ctx;
-	fprintf(stderr, "\r%zu/%zu done, %zu failed, %zu retries ", p->finished, p->total,
-	        p->failed, p->retries);
-	if (p->finished == p->total)
-		fputc('\n', stderr);
-}
-
 /* The exit code of a bulk run: 1 when a person is needed (rejected, expired,
  * expiring), else 2 when the request or the company's setup is wrong, else 3
  * when temporary failures remain, else 0. */
@@ -399,21 +436,25 @@ static void print_result_json(const struct enr_job_result *r, const struct enr_r
 
 /* Runs the jobs and prints their outcomes; returns the exit code. */
 static int run_bulk(struct cli_globals *g, struct enr_store *store, enum enr_job_kind kind,
-                    const char *const *ids, size_t n, bool json, long days)
+                    const char *const *ids, size_t n, const struct opts *o, long days)
 {
-	struct enr_bulk_options bo = {.kind = kind};
+	struct enr_bulk_options bo = {.kind = kind, .deadline_ms = o->deadline * 1000LL};
 	struct enr_bulk *bulk = NULL;
 	char *store_message;
+	struct progress progress;
+	bool json = o->json;
 	long long now;
 	int rc, store_error, person = 0, setup = 0, transient = 0;
 
-	if (isatty(STDERR_FILENO))
-		bo.progress = show_progress;
+	progress_init(&progress);
+	bo.progress = progress_update;
+	bo.progress_ctx = &progress;
 	rc = enr_bulk_new(&bulk, store, g->cfg, g->catalog, &bo);
 	for (size_t i = 0; rc == 0 && i < n; i++)
 		rc = enr_bulk_add(bulk, ids[i]);
 	if (rc == 0)
 		rc = enr_bulk_run(bulk);
+	progress_done(&progress);
 	/* A store that could not be written: what was done is still told, then why it stopped. */
 	if (rc < 0 && (!bulk || enr_bulk_result_count(bulk) == 0)) {
 		enr_bulk_free(bulk);
@@ -507,7 +548,7 @@ static int bulk_command(struct cli_globals *g, const struct opts *o, enum enr_jo
 		cli_close_store(g, store);
 		return cli_fail(rc);
 	}
-	rc = run_bulk(g, store, kind, ids, n, o->json, days);
+	rc = run_bulk(g, store, kind, ids, n, o, days);
 	free(ids);
 	cli_close_store(g, store);
 	return rc;
@@ -518,7 +559,7 @@ int cmd_status(struct cli_globals *g, int argc, char **argv)
 	struct opts o;
 	int rc;
 
-	if ((rc = parse(&o, argc, argv, "j", "[--json] [ID...]")) || o.help)
+	if ((rc = parse(&o, argc, argv, "jt", "[--json] [--deadline TIME] [ID...]")) || o.help)
 		return rc;
 	return bulk_command(g, &o, ENR_JOB_CHECK, NULL, NULL);
 }
@@ -548,7 +589,9 @@ int cmd_refresh(struct cli_globals *g, int argc, char **argv)
 	struct opts o;
 	int rc;
 
-	if ((rc = parse(&o, argc, argv, "jd", "[--due DAYS | ID...] [--json]")) || o.help)
+	if ((rc =
+	         parse(&o, argc, argv, "jdt", "[--due DAYS | ID...] [--json] [--deadline TIME]")) ||
+	    o.help)
 		return rc;
 	if (o.due >= 0 && o.n_ids) {
 		cli_error("refresh takes either --due DAYS or record IDs, not both");

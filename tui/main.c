@@ -30,8 +30,10 @@ static int run_reauth(struct cli_globals *g, int argc, char **argv);
 static const struct command commands[] = {
     {"list", "[--json] [--due DAYS]", "list enrolled systems, most urgent first", cmd_list},
     {"show", "ID [--json] [--reveal]", "show one enrolled system", cmd_show},
-    {"status", "[--json] [ID...]", "check systems against the vendors now", cmd_status},
-    {"refresh", "[--due DAYS | ID...] [--json]", "refresh tokens before they expire", cmd_refresh},
+    {"status", "[--json] [--deadline TIME] [ID...]", "check systems against the vendors now",
+     cmd_status},
+    {"refresh", "[--due DAYS | ID...] [--json] [--deadline TIME]",
+     "refresh tokens before they expire", cmd_refresh},
     {"enroll", "VENDOR --customer REF [--method M] [--site ID] [--json]",
      "enroll a system without the wizard", cmd_enroll},
     {"remove", "ID [--yes]", "remove an enrolled system", cmd_remove},

@@ -67,16 +67,38 @@ need_tools() {
 	done
 }
 
+# wait_for_output FILE [TENTHS]: waits (10 s unless told) until FILE is not empty.
+wait_for_output() {
+	for _ in $(seq "${2:-100}"); do
+		[ -s "$1" ] && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+# enroll_tesla_approved BIN CONF CUSTOMER: `BIN enroll tesla` with the customer
+# approving in the sandbox (curl plays the phone); its exit status, stderr in
+# $TMP/enroll.err.
+enroll_tesla_approved() {
+	local pid auth callback
+	"$1" --config "$2" enroll tesla --customer "$3" --timeout 60 >"$TMP/enroll.out" \
+		2>"$TMP/enroll.err" &
+	pid=$!
+	CLEANUP_PIDS="$CLEANUP_PIDS $pid"
+	wait_for_output "$TMP/enroll.out" 600
+	auth=$(curl -sS -o /dev/null -w '%{redirect_url}' "$(head -n1 "$TMP/enroll.out")")
+	callback=$(curl -sS -o /dev/null -w '%{redirect_url}' "$auth&sandbox_auto=approve")
+	curl -sS -o /dev/null "$callback"
+	wait "$pid"
+}
+
 # start_sandbox BIN CONF: `BIN sandbox` in the background (killed at exit), writing
 # CONF; waits for its ONE line, left in $TMP/line. Its pid is in SANDBOX_PID.
 start_sandbox() {
 	"$1" sandbox --listen 127.0.0.1:0 --write-config "$2" >"$TMP/line" 2>"$TMP/sandbox.err" &
 	SANDBOX_PID=$!
 	CLEANUP_PIDS="$CLEANUP_PIDS $SANDBOX_PID"
-	for _ in $(seq 100); do
-		[ -s "$TMP/line" ] && break
-		sleep 0.1
-	done
+	wait_for_output "$TMP/line"
 }
 
 finish() { exit $((FAILED > 0)); }

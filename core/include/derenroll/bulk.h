@@ -18,7 +18,12 @@
  *
  * Transient failures are tried again after an exponential backoff, or after
  * the vendor's Retry-After when it said one (which also pauses the whole
- * bucket), up to `max_tries` times. Rotated tokens are saved by the jobs
+ * bucket), up to `max_tries` times. No record waits longer than `max_wait_ms`
+ * for a Retry-After or a backoff: when the vendor asks for more, the records
+ * it holds back end at once, transient, with a message saying when to try
+ * again. At the run's deadline no job starts any more: the jobs in flight
+ * finish (a refresh that was sent keeps its answer), the others end
+ * transient, "not done". Rotated tokens are saved by the jobs
  * themselves as they arrive; the outcomes of the checks are saved with
  * enr_lifecycle_save_results() in batches.
  *
@@ -42,6 +47,11 @@ struct enr_bulk_progress {
 	size_t failed;    /* of which not ok */
 	size_t in_flight; /* jobs running now */
 	size_t retries;   /* tries beyond the first, so far */
+	/* The vendor (its name) whose rate limit or Retry-After holds back the
+	 * next record, NULL when none does; and for how long (ms, -1: until one
+	 * of its calls in flight ends). */
+	const char *waiting_vendor;
+	long long waiting_ms;
 };
 
 typedef void (*enr_bulk_progress_fn)(const struct enr_bulk_progress *progress, void *ctx);
@@ -57,8 +67,12 @@ struct enr_bulk_options {
 	 * refresh token until its answer is in the store's journal, a crash loses
 	 * that customer: few at a time keeps what a crash can take small. */
 	int max_refreshing;
-	enr_bulk_progress_fn progress; /* called after each final outcome (may be NULL) */
+	/* Called after each final outcome and, in enr_bulk_run(), at least every
+	 * second while it waits (may be NULL). */
+	enr_bulk_progress_fn progress;
 	void *progress_ctx;
+	long long max_wait_ms; /* longest Retry-After or backoff to wait; 0: [http] max_wait */
+	long long deadline_ms; /* how long the run may start jobs, from enr_bulk_new(); 0: ever */
 };
 
 /*

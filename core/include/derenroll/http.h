@@ -50,8 +50,10 @@ enum {
 };
 
 #define ENR_HTTP_DEFAULT_MAX_BODY        (1024 * 1024)
-#define ENR_HTTP_DEFAULT_CONNECT_TIMEOUT 10 /* seconds */
-#define ENR_HTTP_DEFAULT_TIMEOUT         30 /* seconds */
+#define ENR_HTTP_DEFAULT_CONNECT_TIMEOUT 10             /* seconds */
+#define ENR_HTTP_DEFAULT_TIMEOUT         30             /* seconds */
+#define ENR_HTTP_DEFAULT_MAX_WAIT        300            /* seconds, [http] max_wait */
+#define ENR_HTTP_MAX_RETRY_AFTER         (366L * 86400) /* longer is read as this */
 
 /* A request being described; every setter copies its arguments. */
 struct enr_http_request;

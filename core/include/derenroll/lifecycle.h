@@ -72,6 +72,8 @@ struct enr_job_result {
 	int store_error; /* new tokens arrived but could not be saved (the error): spend no more */
 	long long checked_at; /* when the check answered, 0 when no check was made */
 	size_t n_sites;       /* sites the check found */
+	bool skipped;         /* not tried (a bulk run's deadline or a long Retry-After): nothing
+	                         to note */
 };
 
 typedef void (*enr_job_done_fn)(const struct enr_job_result *result, void *ctx);

@@ -67,16 +67,21 @@ need_tools() {
 	done
 }
 
+# wait_nonempty FILE: until FILE has something in it (at most 10 s).
+wait_nonempty() {
+	for _ in $(seq 100); do
+		[ -s "$1" ] && break
+		sleep 0.1
+	done
+}
+
 # start_sandbox BIN CONF: `BIN sandbox` in the background (killed at exit), writing
 # CONF; waits for its ONE line, left in $TMP/line. Its pid is in SANDBOX_PID.
 start_sandbox() {
 	"$1" sandbox --listen 127.0.0.1:0 --write-config "$2" >"$TMP/line" 2>"$TMP/sandbox.err" &
 	SANDBOX_PID=$!
 	CLEANUP_PIDS="$CLEANUP_PIDS $SANDBOX_PID"
-	for _ in $(seq 100); do
-		[ -s "$TMP/line" ] && break
-		sleep 0.1
-	done
+	wait_nonempty "$TMP/line"
 }
 
 finish() { exit $((FAILED > 0)); }

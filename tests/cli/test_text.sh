@@ -14,10 +14,7 @@ need_tools python3 jq
 
 python3 "$(dirname "$0")/text_vendor.py" >"$TMP/port" 2>"$TMP/vendor.err" &
 CLEANUP_PIDS="$CLEANUP_PIDS $!"
-for _ in $(seq 100); do
-	[ -s "$TMP/port" ] && break
-	sleep 0.1
-done
+wait_nonempty "$TMP/port"
 PORT=$(head -n1 "$TMP/port")
 CONF="$TMP/config.ini"
 STORE="$TMP/plain/store"

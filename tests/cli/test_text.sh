@@ -8,7 +8,7 @@
 set -u
 BIN=$1
 . "$(dirname "$0")/lib.sh"
-plan 28
+plan 32
 
 need_tools python3 jq
 
@@ -18,8 +18,8 @@ wait_nonempty "$TMP/port"
 PORT=$(head -n1 "$TMP/port")
 CONF="$TMP/config.ini"
 STORE="$TMP/plain/store"
-printf '[store]\npath = %s\nencryption = off\n[vendor.solaredge]\napi_url = http://127.0.0.1:%s\n' \
-	"$STORE" "$PORT" >"$CONF"
+printf '[store]\npath = %s\nencryption = off\n[vendor.solaredge]\napi_url = http://127.0.0.1:%s\n[vendor.solis]\napi_url = http://127.0.0.1:%s\n' \
+	"$STORE" "$PORT" "$PORT" >"$CONF"
 D() { "$BIN" --config "$CONF" "$@"; }
 printf 'hostilekey01' >"$TMP/key"
 chmod 600 "$TMP/key"
@@ -65,6 +65,13 @@ D enroll solaredge --customer "Ann Adams" --site "$(printf '99\302\233c')" --api
 RC=$?
 safe "an error naming what the user typed: no raw C1 control" "$TMP/err"
 expect_in "the error shows it visibly" '99\u009bc' "$(cat "$TMP/err")"
+
+# ---- a vendor's message
+run D enroll solis --customer "Cy Chen" --key-id demo-text-1 --key-secret-file "$TMP/key"
+expect_rc "Solis refuses the key" 1
+safe "the vendor's message reaches the terminal without a raw control character" "$TMP/err"
+expect_in "it shows the message visibly" 'Denied' "$ERR"
+expect_in "the C1 CSI and the bidi override visibly" '\u009b2J\u202eevil' "$ERR"
 
 # ---- customer references are checked when entered
 run D enroll solaredge --customer "$(printf 'Eve\033]0;pwned\007')" --api-key-file "$TMP/key"

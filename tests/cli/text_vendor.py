@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
-"""A hostile SolarEdge v2 on loopback for test_text.sh: its one site's name
-carries escape sequences (OSC title, clear screen, CR, BEL, a C1 CSI). Prints
-its port on the first line, then serves until killed."""
+"""Hostile vendors on loopback for test_text.sh: SolarEdge v2, whose one site's
+name carries escape sequences (OSC title, clear screen, CR, BEL, a C1 CSI), and
+Solis, which refuses every request with such a message. Prints its port on the
+first line, then serves until killed."""
 import http.server
 import json
 
 NAME = "Evil\x1b]0;pwned\x07 \x1b[2J\rHome\x07\u009b31m"
+MESSAGE = "Denied \x1b]0;pwned\x07\u009b2J\u202eevil"
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -16,6 +18,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
             code, body = 403, {"String": "Invalid token"}
         data = json.dumps(body).encode()
         self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        data = json.dumps({"success": False, "code": "E9", "msg": MESSAGE}).encode()
+        self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()

@@ -110,12 +110,15 @@ static void json_string(FILE *out, const char *s)
 	enr_text_json_string(out, s);
 }
 
-/* "LABEL VALUE" with the value made visible (it comes from a vendor or a user). */
+/* "LABEL VALUE" with the value made visible (it comes from a vendor or a user).
+ * The copy is wiped: with --reveal the value is a secret. */
 static void print_field(const char *indent, int label_width, const char *label, const char *value)
 {
 	char *shown = enr_text_visible_dup(value);
 
 	printf("%s%-*s %s\n", indent, label_width, label, shown ? shown : "");
+	if (shown)
+		explicit_bzero(shown, strlen(shown));
 	free(shown);
 }
 

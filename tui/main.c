@@ -60,7 +60,9 @@ void cli_error(const char *fmt, ...)
 	n = vasprintf(&msg, fmt, ap);
 	va_end(ap);
 	/* Messages carry vendors' words and users' names: made visible, never obeyed. */
-	if (n >= 0)
+	if (n < 0)
+		msg = NULL; /* undefined after a failure */
+	else
 		shown = enr_text_visible_dup(msg);
 	fprintf(stderr, "derenroll: %s\n", shown ? shown : "(out of memory)");
 	free(shown);

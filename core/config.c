@@ -357,6 +357,7 @@ int enr_config_get_secret(char **out, const struct enr_config *cfg, const char *
 int enr_config_read_secret_file(char **out, const char *path, bool *others_can_read)
 {
 	char *value = NULL;
+	size_t len = 0;
 	struct stat st;
 	int rc;
 
@@ -364,11 +365,17 @@ int enr_config_read_secret_file(char **out, const char *path, bool *others_can_r
 	if (others_can_read)
 		*others_can_read = false;
 	if (strcmp(path, "-") == 0)
-		rc = enr_util_read_file(&value, NULL, "/dev/stdin", 64 * 1024);
+		rc = enr_util_read_file(&value, &len, "/dev/stdin", 64 * 1024);
 	else
-		rc = enr_util_read_file(&value, NULL, path, 64 * 1024);
+		rc = enr_util_read_file(&value, &len, path, 64 * 1024);
 	if (rc < 0)
 		return enr_error_set(ENR_E_USAGE, "%s", enr_error_last());
+	if (strlen(value) != len) {
+		/* Cut at the NUL, the secret would be wrong in a way no one could see. */
+		enr_util_free_secret(value);
+		return enr_error_set(ENR_E_USAGE, "%s holds a NUL byte: a secret file must be text",
+		                     strcmp(path, "-") == 0 ? "standard input" : path);
+	}
 	enr_util_trim(value);
 	if (!value[0]) {
 		free(value);
@@ -405,25 +412,33 @@ struct parse_state {
 	FILE *file;
 	int line;
 	int overlong_line;
+	int nul_line;
 	int rc;
 };
 
-/* inih's reader: one line at a time, so that we know the line number. */
+/* inih's reader: one line at a time, so that we know the line number (and
+ * see NUL bytes, which fgets() would hide by cutting the line). */
 static char *read_line(char *str, int num, void *stream)
 {
 	struct parse_state *ps = stream;
-	size_t len;
+	int c = EOF, len = 0;
 
-	if (!fgets(str, num, ps->file))
+	while (len < num - 1 && (c = getc(ps->file)) != EOF) {
+		if (c == '\0' && !ps->nul_line)
+			ps->nul_line = ps->line + 1;
+		str[len++] = (char)c;
+		if (c == '\n')
+			break;
+	}
+	if (len == 0)
 		return NULL;
+	str[len] = '\0';
 	ps->line++;
-	len = strlen(str);
-	if (len == (size_t)num - 1 && str[len - 1] != '\n' && !feof(ps->file)) {
-		int c;
+	if (len == num - 1 && str[len - 1] != '\n' && (c = getc(ps->file)) != EOF) {
 		if (!ps->overlong_line)
 			ps->overlong_line = ps->line;
-		while ((c = fgetc(ps->file)) != EOF && c != '\n')
-			;
+		while (c != EOF && c != '\n')
+			c = getc(ps->file);
 		str[0] = '\0';
 	}
 	return str;
@@ -513,6 +528,12 @@ int enr_config_load(struct enr_config **out, const char *path)
 	rc = ini_parse_stream(read_line, &ps, on_value, &ps);
 	if (ps.rc < 0) {
 		rc = ps.rc;
+		goto out;
+	}
+	if (ps.nul_line) {
+		rc = enr_error_set(ENR_E_PARSE,
+		                   "%s:%d: a NUL byte in the line (the config file must be text)",
+		                   path, ps.nul_line);
 		goto out;
 	}
 	if (ps.overlong_line) {

@@ -18,6 +18,7 @@
 #include "derenroll/relay.h"
 #include "derenroll/store.h"
 #include "derenroll/tesla.h"
+#include "derenroll/text.h"
 #include "derenroll/vendor.h"
 #include "enroll_internal.h"
 #include "http_internal.h"
@@ -1389,6 +1390,14 @@ static int start_account(struct enr_enroll *e)
 	return rc < 0 ? rc : start_check(e);
 }
 
+int enr_enroll_check_customer(const char *customer)
+{
+	if (!customer || !customer[0])
+		return enr_error_set(ENR_E_USAGE, "a customer reference is required (name, "
+		                                  "address or job number)");
+	return enr_text_check("the customer reference", customer, ENR_TEXT_CUSTOMER_MAX);
+}
+
 int enr_enroll_new(struct enr_enroll **out, const struct enr_enroll_options *opts)
 {
 	struct enr_enroll *e = NULL;
@@ -1427,11 +1436,8 @@ int enr_enroll_new(struct enr_enroll **out, const struct enr_enroll_options *opt
 		rc = ENR_E_USAGE;
 		goto out;
 	}
-	if (!opts->reauth_id && (!opts->customer || !opts->customer[0])) {
-		rc = enr_error_set(ENR_E_USAGE, "a customer reference is required (name, address "
-		                                "or job number)");
+	if (!opts->reauth_id && (rc = enr_enroll_check_customer(opts->customer)) < 0)
 		goto out;
-	}
 	if (opts->site_id && !(e->site_id = enr_util_strdup(opts->site_id))) {
 		rc = ENR_E_NOMEM;
 		goto out;

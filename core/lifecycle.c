@@ -15,6 +15,7 @@
 #include "derenroll/oauth.h"
 #include "derenroll/store.h"
 #include "derenroll/tesla.h"
+#include "derenroll/text.h"
 #include "derenroll/vendor.h"
 #include "util.h"
 
@@ -685,9 +686,17 @@ int enr_record_view_write(FILE *out, const struct enr_record *rec, long long now
 		int rc = enr_record_to_json_object(&full, rec, true);
 		if (rc < 0)
 			return rc;
-		if (json_object_object_get_ex(full, "credentials", &cred))
-			fprintf(out, ",\"credentials\":%s",
-			        json_object_to_json_string_ext(cred, JSON_C_TO_STRING_PLAIN));
+		if (json_object_object_get_ex(full, "credentials", &cred)) {
+			/* json-c passes bytes that are not UTF-8 through. */
+			char *text = enr_text_utf8(
+			    json_object_to_json_string_ext(cred, JSON_C_TO_STRING_PLAIN));
+			if (!text) {
+				json_object_put(full);
+				return ENR_E_NOMEM;
+			}
+			fprintf(out, ",\"credentials\":%s", text);
+			enr_util_free_secret(text);
+		}
 		json_object_put(full);
 	}
 	putc('}', out);

@@ -1,6 +1,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,8 +24,34 @@
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static FILE *log_file;
 static enum enr_log_level log_level = ENR_LOG_INFO;
-static char **secrets;
+/*
+ * The secrets to redact, in a hash table keyed by their length and a
+ * polynomial hash of all their bytes. A line is scanned with one rolling hash
+ * per distinct secret length (Rabin-Karp), so that it costs the same with
+ * 40,000 secrets as with four: tokens of one vendor share their first bytes
+ * (JWT headers), so no prefix can index them.
+ */
+struct secret {
+	char *text;
+	size_t len;
+	uint64_t hash;
+	struct secret *next;
+};
+/* The secrets of one length, and the rolling hash of the line being scanned. */
+struct length {
+	size_t len;
+	uint64_t top; /* HASH_BASE^(len - 1), to roll the first byte out */
+	size_t at;    /* the window hashed, in[at, at + len) */
+	uint64_t hash;
+	bool started;
+};
+static struct secret **buckets;
+static size_t n_buckets; /* a power of two, or 0 */
 static size_t n_secrets;
+static struct length *lengths; /* longest first */
+static size_t n_lengths;
+
+#define HASH_BASE 1099511628211ull
 
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
 
@@ -86,58 +114,147 @@ int enr_log_parse_level(enum enr_log_level *out, const char *name)
 	                     name);
 }
 
-int enr_log_add_secret(const char *secret)
+static uint64_t hash_of(const char *p, size_t len)
 {
-	char **grown;
-	char *copy;
+	uint64_t h = 0;
 
-	if (!secret || strlen(secret) < MIN_SECRET_LEN)
-		return 0;
-	copy = strdup(secret);
-	if (!copy)
-		return enr_error_set(ENR_E_NOMEM, NULL);
-	pthread_mutex_lock(&lock);
-	for (size_t i = 0; i < n_secrets; i++) {
-		if (strcmp(secrets[i], secret) == 0) {
-			pthread_mutex_unlock(&lock);
-			OPENSSL_clear_free(copy, strlen(copy));
-			return 0;
+	for (size_t i = 0; i < len; i++)
+		h = h * HASH_BASE + (unsigned char)p[i];
+	return h;
+}
+
+static size_t bucket_of(size_t len, uint64_t hash, size_t n)
+{
+	uint64_t h = (hash ^ (uint64_t)len * 0x9E3779B97F4A7C15ull) * 0xFF51AFD7ED558CCDull;
+
+	return (size_t)(h >> 32) & (n - 1);
+}
+
+static const struct secret *find(const char *p, size_t len, uint64_t hash)
+{
+	for (const struct secret *s = buckets[bucket_of(len, hash, n_buckets)]; s; s = s->next)
+		if (s->len == len && s->hash == hash && memcmp(s->text, p, len) == 0)
+			return s;
+	return NULL;
+}
+
+/* Doubles the table. Called under the lock; false when out of memory. */
+static bool grow(void)
+{
+	size_t n = n_buckets ? 2 * n_buckets : 64;
+	struct secret **grown = calloc(n, sizeof(*grown));
+
+	if (!grown)
+		return false;
+	for (size_t i = 0; i < n_buckets; i++) {
+		while (buckets[i]) {
+			struct secret *s = buckets[i];
+			size_t b = bucket_of(s->len, s->hash, n);
+			buckets[i] = s->next;
+			s->next = grown[b];
+			grown[b] = s;
 		}
 	}
-	grown = realloc(secrets, (n_secrets + 1) * sizeof(*secrets));
-	if (!grown) {
-		pthread_mutex_unlock(&lock);
-		OPENSSL_clear_free(copy, strlen(copy));
-		return enr_error_set(ENR_E_NOMEM, NULL);
+	free(buckets);
+	buckets = grown;
+	n_buckets = n;
+	return true;
+}
+
+/* Makes `len` one of the lengths scanned for. Called under the lock. */
+static bool add_length(size_t len)
+{
+	struct length *grown;
+	size_t i = 0;
+	uint64_t top = 1;
+
+	while (i < n_lengths && lengths[i].len > len)
+		i++;
+	if (i < n_lengths && lengths[i].len == len)
+		return true;
+	grown = realloc(lengths, (n_lengths + 1) * sizeof(*grown));
+	if (!grown)
+		return false;
+	lengths = grown;
+	memmove(&lengths[i + 1], &lengths[i], (n_lengths - i) * sizeof(*lengths));
+	for (size_t k = 1; k < len; k++)
+		top *= HASH_BASE;
+	lengths[i] = (struct length){.len = len, .top = top};
+	n_lengths++;
+	return true;
+}
+
+int enr_log_add_secret(const char *secret)
+{
+	struct secret *entry = NULL;
+	size_t len = secret ? strlen(secret) : 0;
+	uint64_t hash;
+	int rc = 0;
+
+	if (len < MIN_SECRET_LEN)
+		return 0;
+	hash = hash_of(secret, len);
+	pthread_mutex_lock(&lock);
+	if (n_buckets && find(secret, len, hash))
+		goto out;
+	if ((n_secrets >= n_buckets && !grow()) || !add_length(len) ||
+	    !(entry = malloc(sizeof(*entry))) || !(entry->text = strdup(secret))) {
+		free(entry);
+		rc = enr_error_set(ENR_E_NOMEM, NULL);
+		goto out;
 	}
-	secrets = grown;
-	secrets[n_secrets++] = copy;
+	entry->len = len;
+	entry->hash = hash;
+	entry->next = buckets[bucket_of(len, hash, n_buckets)];
+	buckets[bucket_of(len, hash, n_buckets)] = entry;
+	n_secrets++;
+out:
 	pthread_mutex_unlock(&lock);
-	return 0;
+	return rc;
 }
 
 void enr_log_clear_secrets(void)
 {
 	pthread_mutex_lock(&lock);
-	for (size_t i = 0; i < n_secrets; i++)
-		OPENSSL_clear_free(secrets[i], strlen(secrets[i]));
-	free(secrets);
-	secrets = NULL;
-	n_secrets = 0;
+	for (size_t i = 0; i < n_buckets; i++) {
+		while (buckets[i]) {
+			struct secret *s = buckets[i];
+			buckets[i] = s->next;
+			OPENSSL_clear_free(s->text, s->len);
+			free(s);
+		}
+	}
+	free(buckets);
+	free(lengths);
+	buckets = NULL;
+	lengths = NULL;
+	n_buckets = n_secrets = n_lengths = 0;
 	pthread_mutex_unlock(&lock);
 }
 
-/* Longest registered secret that starts at `p`, or 0. Called under the lock. */
-static size_t secret_at(const char *p)
+/* Longest registered secret that starts at in[at] (`n` bytes in all), or 0.
+ * Positions only grow during a scan. Called under the lock. */
+static size_t secret_at(const char *in, size_t at, size_t n)
 {
-	size_t best = 0;
-
-	for (size_t i = 0; i < n_secrets; i++) {
-		size_t len = strlen(secrets[i]);
-		if (len > best && strncmp(p, secrets[i], len) == 0)
-			best = len;
+	for (size_t i = 0; i < n_lengths; i++) {
+		struct length *l = &lengths[i];
+		if (l->len > n - at)
+			continue;
+		if (!l->started || at - l->at >= l->len) {
+			l->hash = hash_of(in + at, l->len);
+			l->started = true;
+		} else {
+			/* Roll the window forward: each byte goes in and out once. */
+			for (; l->at < at; l->at++)
+				l->hash =
+				    (l->hash - (unsigned char)in[l->at] * l->top) * HASH_BASE +
+				    (unsigned char)in[l->at + l->len];
+		}
+		l->at = at;
+		if (find(in + at, l->len, l->hash))
+			return l->len;
 	}
-	return best;
+	return 0;
 }
 
 size_t enr_log_redact(char *out, size_t size, const char *in)
@@ -147,17 +264,19 @@ size_t enr_log_redact(char *out, size_t size, const char *in)
 	if (size == 0)
 		return 0;
 	pthread_mutex_lock(&lock);
-	while (*in && o + 1 < size) {
-		size_t len = n_secrets ? secret_at(in) : 0;
+	for (size_t i = 0; i < n_lengths; i++)
+		lengths[i].started = false;
+	for (size_t at = 0, n = strlen(in); at < n && o + 1 < size;) {
+		size_t len = n_secrets ? secret_at(in, at, n) : 0;
 		if (len) {
-			size_t n = strlen(REDACTED);
-			if (n > size - 1 - o)
-				n = size - 1 - o;
-			memcpy(out + o, REDACTED, n);
-			o += n;
-			in += len;
+			size_t r = strlen(REDACTED);
+			if (r > size - 1 - o)
+				r = size - 1 - o;
+			memcpy(out + o, REDACTED, r);
+			o += r;
+			at += len;
 		} else {
-			out[o++] = *in++;
+			out[o++] = in[at++];
 		}
 	}
 	out[o] = '\0';

@@ -276,21 +276,39 @@ static int copy_two(char **a, const char *x, char **b, const char *y)
 
 int enr_record_add_site(struct enr_record *rec, const char *id, const char *name)
 {
+	/* A vendor's site name is kept to this many characters. */
+	enum { SITE_NAME_MAX = 200 };
 	struct enr_site site, *grown;
+	char *cut = NULL;
+	int rc = 0;
 
-	for (size_t i = 0; i < rec->n_sites; i++)
-		if (strcmp(rec->sites[i].id, id) == 0)
-			return enr_record_set(&rec->sites[i].name, name);
-	if (copy_two(&site.id, id, &site.name, name) < 0)
-		return ENR_E_NOMEM;
+	if (name && name[enr_util_utf8_prefix(name, SITE_NAME_MAX)]) {
+		cut = strndup(name, enr_util_utf8_prefix(name, SITE_NAME_MAX));
+		if (!cut)
+			return enr_error_set(ENR_E_NOMEM, NULL);
+		name = cut;
+	}
+	for (size_t i = 0; i < rec->n_sites; i++) {
+		if (strcmp(rec->sites[i].id, id) == 0) {
+			rc = enr_record_set(&rec->sites[i].name, name);
+			goto out;
+		}
+	}
+	if (copy_two(&site.id, id, &site.name, name) < 0) {
+		rc = ENR_E_NOMEM;
+		goto out;
+	}
 	if (!(grown = realloc(rec->sites, (rec->n_sites + 1) * sizeof(*grown)))) {
 		free(site.id);
 		free(site.name);
-		return enr_error_set(ENR_E_NOMEM, NULL);
+		rc = enr_error_set(ENR_E_NOMEM, NULL);
+		goto out;
 	}
 	rec->sites = grown;
 	rec->sites[rec->n_sites++] = site;
-	return 0;
+out:
+	free(cut);
+	return rc;
 }
 
 int enr_record_set_extra(struct enr_record *rec, const char *key, const char *value)

@@ -346,6 +346,48 @@ int enr_util_parse_rfc3339(long long *out, const char *s)
 	return 0;
 }
 
+size_t enr_util_utf8_next(const char *p, unsigned int *cp)
+{
+	const unsigned char *s = (const unsigned char *)p;
+	unsigned int c = s[0], min;
+	size_t len;
+
+	if (c < 0x80) {
+		*cp = c;
+		return c ? 1 : 0;
+	}
+	if (c >= 0xC2 && c <= 0xDF) {
+		len = 2, min = 0x80, c &= 0x1F;
+	} else if (c >= 0xE0 && c <= 0xEF) {
+		len = 3, min = 0x800, c &= 0x0F;
+	} else if (c >= 0xF0 && c <= 0xF4) {
+		len = 4, min = 0x10000, c &= 0x07;
+	} else {
+		return 0;
+	}
+	for (size_t i = 1; i < len; i++) {
+		if ((s[i] & 0xC0) != 0x80)
+			return 0;
+		c = (c << 6) | (s[i] & 0x3F);
+	}
+	if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF))
+		return 0;
+	*cp = c;
+	return len;
+}
+
+size_t enr_util_utf8_prefix(const char *s, size_t max_chars)
+{
+	size_t at = 0;
+
+	for (size_t n = 0; n < max_chars && s[at]; n++) {
+		unsigned int cp;
+		size_t len = enr_util_utf8_next(s + at, &cp);
+		at += len ? len : 1;
+	}
+	return at;
+}
+
 void enr_util_json_string(FILE *out, const char *s)
 {
 	static const char hex[] = "0123456789abcdef";
@@ -358,9 +400,17 @@ void enr_util_json_string(FILE *out, const char *s)
 	for (const unsigned char *p = (const unsigned char *)s; *p;) {
 		/* Runs of characters that need no escape go out in one write: a
 		 * listing of thousands of records is mostly such runs. */
-		size_t run = 0;
-		while (p[run] >= 0x20 && p[run] != 0x7f && p[run] != '"' && p[run] != '\\')
-			run++;
+		size_t run = 0, len;
+		unsigned int cp;
+		while (p[run] >= 0x20 && p[run] != 0x7f && p[run] != '"' && p[run] != '\\') {
+			if (p[run] < 0x80)
+				run++;
+			else if ((len = enr_util_utf8_next((const char *)p + run, &cp)) &&
+			         cp > 0x9F)
+				run += len;
+			else
+				break;
+		}
 		if (run) {
 			fwrite(p, 1, run, out);
 			p += run;
@@ -383,6 +433,17 @@ void enr_util_json_string(FILE *out, const char *s)
 			fputs("\\t", out);
 			break;
 		default:
+			if (*p >= 0x80 && enr_util_utf8_next((const char *)p, &cp)) {
+				/* A C1 control (U+0080..U+009F): escaped, as C0 ones are. */
+				fprintf(out, "\\u%04x", cp);
+				p += 2;
+				continue;
+			}
+			if (*p >= 0x80) {
+				/* Not UTF-8: one replacement character a byte. */
+				fputs("\\ufffd", out);
+				break;
+			}
 			fputs("\\u00", out);
 			putc(hex[*p >> 4], out);
 			putc(hex[*p & 15], out);

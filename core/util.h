@@ -58,7 +58,18 @@ void enr_util_rfc3339(char *buf, size_t size, long long t);
 /* Parses RFC 3339 UTC ("...Z" or "+00:00"); ENR_E_PARSE when it is not. */
 int enr_util_parse_rfc3339(long long *out, const char *s);
 
-/* Writes `s` as a JSON string (quoted, escaped); "null" for NULL. */
+/* The length (1 to 4) of the valid UTF-8 character at `p`, its code point in
+ * `*cp`; 0 when `p` starts an invalid sequence (or the string's end). Overlong
+ * forms, surrogates and code points above U+10FFFF are invalid. */
+size_t enr_util_utf8_next(const char *p, unsigned int *cp);
+
+/* The bytes of the first `max_chars` characters of `s` (an invalid byte counts
+ * as one): where to cut it without splitting a character. */
+size_t enr_util_utf8_prefix(const char *s, size_t max_chars);
+
+/* Writes `s` as a JSON string (quoted; C0 and C1 controls escaped; invalid
+ * UTF-8 replaced by U+FFFD, so that the output is always valid UTF-8); "null"
+ * for NULL. */
 void enr_util_json_string(FILE *out, const char *s);
 
 struct json_object;

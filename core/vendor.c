@@ -1,3 +1,5 @@
+#include <limits.h>
+#include <math.h>
 #include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,6 +59,12 @@ static bool present(json_object *obj, const char *key)
 	return json_object_object_get_ex(obj, key, NULL);
 }
 
+/* A string with a NUL inside ("\u0000"): C would see only its beginning. */
+static bool has_nul(json_object *str)
+{
+	return strlen(json_object_get_string(str)) != (size_t)json_object_get_string_len(str);
+}
+
 /* A string member: required (error when missing) or optional (NULL when missing). */
 static int get_str(const char **out, const struct ctx *c, json_object *obj, const char *prefix,
                    const char *key, bool required)
@@ -71,6 +79,8 @@ static int get_str(const char **out, const struct ctx *c, json_object *obj, cons
 	v = member(obj, key, json_type_string);
 	if (!v)
 		return bad(c, field, "must be a string");
+	if (has_nul(v))
+		return bad(c, field, "must not contain a NUL character (\\u0000)");
 	*out = json_object_get_string(v);
 	if (required && !(*out)[0])
 		return bad(c, field, "must not be empty");
@@ -108,19 +118,39 @@ static int get_num(double *out, const struct ctx *c, json_object *obj, const cha
 	if (!json_object_is_type(v, json_type_int) && !json_object_is_type(v, json_type_double))
 		return bad(c, field, "must be a number");
 	*out = json_object_get_double(v);
+	if (!isfinite(*out))
+		return bad(c, field, "must be a finite number");
 	if (*out < 0)
 		return bad(c, field, "must not be negative");
+	return 0;
+}
+
+/* A whole number from 0 to `max`: a larger one would not fit (and casting it
+ * would be undefined behaviour). */
+static int get_whole(long *out, const struct ctx *c, json_object *obj, const char *prefix,
+                     const char *key, bool required, long max)
+{
+	char field[128], problem[64];
+	double d;
+	int rc = get_num(&d, c, obj, prefix, key, required);
+
+	*out = 0;
+	if (rc < 0)
+		return rc;
+	/* (double)max + 1 is exact for LONG_MAX and INT_MAX: 2^63, 2^31. */
+	if (!(d < (double)max + 1.0)) {
+		snprintf(field, sizeof(field), "%s%s", prefix, key);
+		snprintf(problem, sizeof(problem), "is too large (at most %ld)", max);
+		return bad(c, field, problem);
+	}
+	*out = (long)d;
 	return 0;
 }
 
 static int get_long(long *out, const struct ctx *c, json_object *obj, const char *prefix,
                     const char *key, bool required)
 {
-	double d;
-	int rc = get_num(&d, c, obj, prefix, key, required);
-
-	*out = (long)d;
-	return rc;
+	return get_whole(out, c, obj, prefix, key, required, LONG_MAX);
 }
 
 static bool is_url(const char *s)
@@ -236,7 +266,7 @@ static int parse_endpoints(struct enr_vendor *v, const struct ctx *c, json_objec
 	{
 		char field[96];
 		snprintf(field, sizeof(field), "endpoints.%s", key);
-		if (!json_object_is_type(val, json_type_string) ||
+		if (!json_object_is_type(val, json_type_string) || has_nul(val) ||
 		    !is_url(json_object_get_string(val)))
 			return bad(c, field, "must be an http(s) URL");
 		endpoints[i].name = key;
@@ -384,7 +414,7 @@ static int parse_rate_limits(struct enr_vendor *v, const struct ctx *c, json_obj
 	for (size_t i = 0; i < n; i++) {
 		json_object *l = json_object_array_get_idx(arr, i);
 		const char *per = NULL;
-		double concurrency;
+		long concurrency;
 		char p[48];
 		int rc;
 
@@ -393,7 +423,7 @@ static int parse_rate_limits(struct enr_vendor *v, const struct ctx *c, json_obj
 			return bad(c, p, "must be an object");
 		if ((rc = get_num(&limits[i].requests, c, l, p, "requests", true)) < 0 ||
 		    (rc = get_num(&limits[i].per_seconds, c, l, p, "per_seconds", true)) < 0 ||
-		    (rc = get_num(&concurrency, c, l, p, "concurrency", true)) < 0 ||
+		    (rc = get_whole(&concurrency, c, l, p, "concurrency", true, INT_MAX)) < 0 ||
 		    (rc = get_str(&per, c, l, p, "per", true)) < 0 ||
 		    (rc = get_str(&limits[i].remaining_header, c, l, p, "remaining_header",
 		                  false)) < 0 ||
@@ -451,14 +481,14 @@ static int parse_guidance(struct enr_vendor *v, const struct ctx *c, json_object
 	for (size_t i = 0; i < n; i++) {
 		json_object *g = json_object_array_get_idx(arr, i);
 		const char *cls = NULL;
-		double status;
+		long status;
 		char p[48];
 		int rc;
 
 		snprintf(p, sizeof(p), "guidance[%zu].", i);
 		if (!json_object_is_type(g, json_type_object))
 			return bad(c, p, "must be an object");
-		if ((rc = get_num(&status, c, g, p, "status", false)) < 0 ||
+		if ((rc = get_whole(&status, c, g, p, "status", false, INT_MAX)) < 0 ||
 		    (rc = get_str(&guidance[i].match, c, g, p, "match", false)) < 0 ||
 		    (rc = get_str(&cls, c, g, p, "class", true)) < 0 ||
 		    (rc = get_str(&guidance[i].message, c, g, p, "message", true)) < 0)
@@ -493,8 +523,8 @@ static int parse_unconfirmed(struct enr_vendor *v, const struct ctx *c, json_obj
 	v->n_unconfirmed = n;
 	for (size_t i = 0; i < n; i++) {
 		json_object *s = json_object_array_get_idx(arr, i);
-		if (!json_object_is_type(s, json_type_string))
-			return bad(c, "unconfirmed", "must be an array of strings");
+		if (!json_object_is_type(s, json_type_string) || has_nul(s))
+			return bad(c, "unconfirmed", "must be an array of strings (without NUL)");
 		list[i] = json_object_get_string(s);
 	}
 	return 0;
@@ -764,6 +794,7 @@ out:
 int enr_catalog_load(struct enr_catalog **out, const char *path)
 {
 	char *default_path = NULL, *json = NULL;
+	size_t len = 0;
 	int rc;
 
 	*out = NULL;
@@ -773,7 +804,14 @@ int enr_catalog_load(struct enr_catalog **out, const char *path)
 			return ENR_E_NOMEM;
 		path = default_path;
 	}
-	rc = enr_util_read_file(&json, NULL, path, MAX_CATALOG_SIZE);
+	rc = enr_util_read_file(&json, &len, path, MAX_CATALOG_SIZE);
+	if (rc == 0 && strlen(json) != len) {
+		int line = 1;
+		for (const char *p = json; *p; p++)
+			line += *p == '\n';
+		rc = enr_error_set(ENR_E_PARSE, "%s:%d: a NUL byte in the file (not JSON text)",
+		                   path, line);
+	}
 	if (rc == 0)
 		rc = enr_catalog_load_string(out, json, path);
 	free(json);

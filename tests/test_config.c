@@ -122,6 +122,40 @@ static void overlong_line_is_refused(void **state)
 	assert_non_null(strstr(enr_error_last(), "config.ini:4: line too long"));
 }
 
+/* A NUL would cut a line or a secret short without a word: refused, with the line. */
+static void nul_bytes_are_refused(void **state)
+{
+	static const char content[] = "[ui]\nexpiring_days = 3\n[derapi]\napi_url = "
+	                              "https://api.derapi.test\0.evil\n";
+	struct enr_config *cfg = NULL;
+	char *path = NULL, *secret = NULL;
+	FILE *f;
+
+	(void)state;
+	assert_true(asprintf(&path, "%s/config.ini", dir) > 0);
+	f = fopen(path, "w");
+	assert_non_null(f);
+	fwrite(content, 1, sizeof(content) - 1, f);
+	fclose(f);
+	assert_int_equal(enr_config_load(&cfg, path), ENR_E_PARSE);
+	assert_null(cfg);
+	assert_non_null(strstr(enr_error_last(), "config.ini:4: a NUL byte"));
+	free(path);
+
+	assert_true(asprintf(&path, "%s/nul.secret", dir) > 0);
+	f = fopen(path, "w");
+	assert_non_null(f);
+	fwrite("secret-one\0tail", 1, 16, f);
+	fclose(f);
+	free(path);
+	cfg = load_ok("[vendor.tesla]\nclient_secret_file = nul.secret\n", 0600);
+	assert_int_equal(enr_config_get_secret(&secret, cfg, "vendor.tesla", "client_secret"),
+	                 ENR_E_CONFIG);
+	assert_non_null(strstr(enr_error_last(), "NUL byte"));
+	assert_null(secret);
+	enr_config_free(cfg);
+}
+
 static void missing_explicit_file_is_an_error(void **state)
 {
 	struct enr_config *cfg = NULL;
@@ -365,6 +399,7 @@ static const struct CMUnitTest tests[] = {
     T(defaults_and_bad_numbers),
     T(unknown_keys_and_sections_warn_with_line),
     T(syntax_error_names_file_and_line),
+    T(nul_bytes_are_refused),
     T(overlong_line_is_refused),
     T(missing_explicit_file_is_an_error),
     T(directory_is_not_a_config),

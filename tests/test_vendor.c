@@ -316,6 +316,61 @@ static void bad_values_are_refused(void **state)
 	             "field 'tokens.access_ttl' must be a number");
 }
 
+/* Numbers that do not fit what they are read into are refused, not cast
+ * (casting them is undefined behaviour). */
+static void out_of_range_numbers_are_refused(void **state)
+{
+	(void)state;
+	expect_error(VENDOR(",\"tokens\": {\"access_ttl\": 1e300, \"refresh_ttl\": 0}"),
+	             "field 'tokens.access_ttl' is too large");
+	expect_error(
+	    VENDOR(",\"tokens\": {\"access_ttl\": 0, \"refresh_ttl\": 9223372036854775807}"),
+	    "field 'tokens.refresh_ttl' is too large");
+	expect_error(
+	    VENDOR(",\"tokens\": {\"access_ttl\": 99999999999999999999999, \"refresh_ttl\": 0}"),
+	    "field 'tokens.access_ttl' is too large");
+	expect_error(VENDOR(",\"rate_limits\": [{\"requests\": 1, \"per_seconds\": 1, "
+	                    "\"concurrency\": 1e10, \"per\": \"app\"}]"),
+	             "field 'rate_limits[0].concurrency' is too large");
+	expect_error(VENDOR(",\"guidance\": [{\"status\": 4294967697, \"class\": \"rejected\", "
+	                    "\"message\": \"m\"}]"),
+	             "field 'guidance[0].status' is too large");
+	/* The largest that fit still load. */
+	struct enr_catalog *cat = NULL;
+	if (enr_catalog_load_string(&cat,
+	                            VENDOR(",\"tokens\": {\"access_ttl\": 9007199254740992, "
+	                                   "\"refresh_ttl\": 0}"),
+	                            "t") != 0)
+		fail_msg("%s", enr_error_last());
+	enr_catalog_free(cat);
+}
+
+/* A NUL would cut a string (or the file) short without a word: refused. */
+static void nul_characters_are_refused(void **state)
+{
+	struct enr_catalog *cat = NULL;
+	char *path;
+	FILE *f;
+
+	(void)state;
+	expect_error(VENDOR(",\"name\": \"Ac\\u0000me\""), "field 'name' must not contain a NUL");
+	expect_error(VENDOR(",\"endpoints\": {\"api_url\": \"https://api.acme.test\\u0000.evil\"}"),
+	             "field 'endpoints.api_url' must be an http(s) URL");
+	expect_error(VENDOR(",\"unconfirmed\": [\"check\\u0000\"]"), "without NUL");
+	assert_int_equal(asprintf(&path, "%s/nul-vendors.json", getenv("HOME")) > 0, 1);
+	f = fopen(path, "w");
+	assert_non_null(f);
+	fputs(VENDOR(""), f);
+	fputs("\n", f);
+	fputc('\0', f);
+	fputs("{\"schema\": 2}\n", f);
+	fclose(f);
+	assert_int_equal(enr_catalog_load(&cat, path), ENR_E_PARSE);
+	assert_null(cat);
+	assert_non_null(strstr(enr_error_last(), ":2: a NUL byte"));
+	free(path);
+}
+
 static void duplicate_vendor_is_refused(void **state)
 {
 	char json[8192], one[4096];
@@ -343,6 +398,8 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(catalogue_holds_the_vendor_facts),
     cmocka_unit_test(methods_are_looked_up_with_helpful_errors),
     cmocka_unit_test(config_overrides_endpoints),
+    cmocka_unit_test(out_of_range_numbers_are_refused),
+    cmocka_unit_test(nul_characters_are_refused),
     cmocka_unit_test(guidance_matches_text_before_status),
     cmocka_unit_test(unknown_vendor_sections_are_reported),
     cmocka_unit_test(minimal_vendor_is_valid),

@@ -1,6 +1,7 @@
 /* derenroll doctor: the company's setup checked before the first customer. */
 #include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <json-c/json.h>
@@ -9,6 +10,7 @@
 #include "derenroll/doctor.h"
 #include "derenroll/error.h"
 #include "derenroll/sandbox.h"
+#include "derenroll/text.h"
 #include "cli.h"
 #include "store_cli.h"
 
@@ -29,6 +31,7 @@ static void usage(FILE *out)
 static void print_json(const struct enr_doctor_report *report)
 {
 	json_object *list = json_object_new_array();
+	char *text = NULL;
 
 	for (size_t i = 0; i < enr_doctor_count(report); i++) {
 		const struct enr_doctor_result *r = enr_doctor_at(report, i);
@@ -42,8 +45,11 @@ static void print_json(const struct enr_doctor_report *report)
 		json_object_object_add(o, "message", json_object_new_string(r->message));
 		json_object_array_add(list, o);
 	}
-	puts(json_object_to_json_string_ext(list, JSON_C_TO_STRING_PRETTY |
-	                                              JSON_C_TO_STRING_NOSLASHESCAPE));
+	/* json-c passes bytes that are not UTF-8 through: the output must be UTF-8. */
+	text = enr_text_utf8(json_object_to_json_string_ext(
+	    list, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
+	puts(text ? text : "null");
+	free(text);
 	json_object_put(list);
 }
 
@@ -57,11 +63,13 @@ static void print_lines(const struct enr_doctor_report *report)
 
 	for (size_t i = 0; i < enr_doctor_count(report); i++) {
 		const struct enr_doctor_result *r = enr_doctor_at(report, i);
+		char *message = enr_text_visible_dup(r->message);
 		printf("%s %s: %s: %s\n", marks[r->outcome], r->vendor,
 		       r->outcome == ENR_DOCTOR_SKIPPED && strcmp(r->check, "configured") == 0
 		           ? "skipped"
 		           : r->check,
-		       r->message);
+		       message ? message : "");
+		free(message);
 	}
 }
 

@@ -15,12 +15,15 @@
 #include "derenroll/lifecycle.h"
 #include "derenroll/qr.h"
 #include "derenroll/store.h"
+#include "derenroll/text.h"
 #include "derenroll/vendor.h"
 #include "cli.h"
 #include "store_cli.h"
 
 #define EXIT_USAGE 2
 #define MAX_FDS    64
+/* Vendors' and users' words as printed: made visible, cut at 256 characters. */
+#define SHOWN_SIZE ENR_TEXT_VISIBLE_SIZE(256)
 
 struct enroll_args {
 	const char *vendor;
@@ -137,9 +140,11 @@ static void print_sites(const struct enr_enroll *e)
 	for (size_t i = 0; i < n; i++) {
 		const struct enr_site *s = enr_enroll_site(e, i);
 		const char *holder = enr_enroll_site_holder(e, i);
-		fprintf(stderr, "  %-14s %s%s%s%s\n", s->id, s->name ? s->name : "",
-		        holder ? "  (enrolled already: " : "", holder ? holder : "",
-		        holder ? ")" : "");
+		char id[SHOWN_SIZE], name[SHOWN_SIZE], who[SHOWN_SIZE];
+		fprintf(stderr, "  %-14s %s%s%s%s\n", enr_text_visible(id, sizeof(id), s->id, 0),
+		        enr_text_visible(name, sizeof(name), s->name, 0),
+		        holder ? "  (enrolled already: " : "",
+		        enr_text_visible(who, sizeof(who), holder, 0), holder ? ")" : "");
 	}
 }
 
@@ -160,13 +165,18 @@ static void print_result(const struct enr_enroll *e, const struct enroll_args *a
 		enr_record_view_write(stdout, rec, (long long)time(NULL), days, false);
 		putchar('\n');
 	} else {
-		char when[32];
+		char when[32], customer[SHOWN_SIZE], vendor[SHOWN_SIZE], method[SHOWN_SIZE];
+		char site[SHOWN_SIZE], name[SHOWN_SIZE];
 		enr_lifecycle_due_text(when, sizeof(when), rec, "never");
-		printf("%s %s: %s, %s (%s) site %s %s; authorization expires: %s\n",
-		       enr_enroll_updated(e) ? "Updated" : "Enrolled", rec->id,
-		       rec->customer ? rec->customer : "", enr_enroll_vendor(e)->name, rec->method,
-		       rec->n_sites ? rec->sites[0].id : "",
-		       rec->n_sites && rec->sites[0].name ? rec->sites[0].name : "", when);
+		printf(
+		    "%s %s: %s, %s (%s) site %s %s; authorization expires: %s\n",
+		    enr_enroll_updated(e) ? "Updated" : "Enrolled", rec->id,
+		    enr_text_visible(customer, sizeof(customer), rec->customer, 0),
+		    enr_text_visible(vendor, sizeof(vendor), enr_enroll_vendor(e)->name, 0),
+		    enr_text_visible(method, sizeof(method), rec->method, 0),
+		    enr_text_visible(site, sizeof(site), rec->n_sites ? rec->sites[0].id : "", 0),
+		    enr_text_visible(name, sizeof(name), rec->n_sites ? rec->sites[0].name : "", 0),
+		    when);
 	}
 	if (enr_enroll_warning(e))
 		cli_error("warning: %s", enr_enroll_warning(e));
@@ -232,7 +242,9 @@ static int drive(struct enr_enroll *e, const struct enroll_args *a, long days)
 			continue;
 		case ENR_ENROLL_LINK:
 			if (!link_printed) {
-				printf("%s\n", enr_enroll_link(e));
+				char *link = enr_text_visible_dup(enr_enroll_link(e));
+				printf("%s\n", link ? link : "");
+				free(link);
 				fflush(stdout);
 				if (isatty(STDERR_FILENO))
 					draw_qr(enr_enroll_link(e));

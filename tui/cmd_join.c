@@ -7,6 +7,7 @@
 #include "derenroll/config.h"
 #include "derenroll/error.h"
 #include "derenroll/join.h"
+#include "derenroll/text.h"
 #include "derenroll/vendor.h"
 #include "cli.h"
 #include "store_cli.h"
@@ -65,6 +66,7 @@ static int create_flow(struct cli_globals *g, int argc, char **argv)
 	struct enr_join_flow_options opts = {0};
 	const char *redirect = NULL, *program = NULL, *path;
 	char *list = NULL, *default_redirect = NULL, *flow = NULL, *default_path = NULL;
+	char *shown = NULL;
 	struct enr_store *store = NULL;
 	bool save = false;
 	int opt, rc, status = 0;
@@ -135,7 +137,9 @@ static int create_flow(struct cli_globals *g, int argc, char **argv)
 		status = cli_fail(rc);
 		goto out;
 	}
-	printf("%s\n", flow);
+	shown = enr_text_visible_dup(flow);
+	printf("%s\n", shown ? shown : "");
+	free(shown);
 	fflush(stdout);
 	if (save) {
 		path = g->config_path ? g->config_path : enr_config_path(g->cfg);

@@ -15,6 +15,7 @@
 #include "derenroll/lifecycle.h"
 #include "derenroll/store.h"
 #include "derenroll/tesla.h"
+#include "derenroll/text.h"
 #include "derenroll/vendor.h"
 #include "cli.h"
 #include "progress.h"
@@ -149,18 +150,22 @@ static void format_time(char *buf, size_t size, long long t)
 	strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
-/* A JSON string, or null. */
+/* A JSON string (valid UTF-8 whatever the vendor sent), or null. */
 static void json_string(FILE *out, const char *s)
 {
-	struct json_object *str;
+	enr_text_json_string(out, s);
+}
 
-	if (!s) {
-		fputs("null", out);
-		return;
-	}
-	str = json_object_new_string(s);
-	fputs(str ? json_object_to_json_string_ext(str, JSON_C_TO_STRING_PLAIN) : "null", out);
-	json_object_put(str);
+/* "LABEL VALUE" with the value made visible (it comes from a vendor or a user).
+ * The copy is wiped: with --reveal the value is a secret. */
+static void print_field(const char *indent, int label_width, const char *label, const char *value)
+{
+	char *shown = enr_text_visible_dup(value);
+
+	printf("%s%-*s %s\n", indent, label_width, label, shown ? shown : "");
+	if (shown)
+		explicit_bzero(shown, strlen(shown));
+	free(shown);
 }
 
 /* Config, [ui] expiring_days (when `days` is wanted) and the store. */
@@ -209,26 +214,14 @@ static int row_cmp(const void *a, const void *b)
 	return strcmp(x->rec->id, y->rec->id);
 }
 
-/* At most `width` bytes of `s`, cut at a UTF-8 character boundary. */
-static int fit(const char *s, int width)
-{
-	int n = (int)strlen(s);
-
-	if (n <= width)
-		return n;
-	n = width;
-	while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
-		n--;
-	return n;
-}
-
 static void print_table(const struct row *rows, size_t n)
 {
 	printf("%-10s  %-8s  %-9s  %-7s  %-10s  %s\n", "ID", "STATUS", "VENDOR", "METHOD", "DUE",
 	       "CUSTOMER");
 	for (size_t i = 0; i < n; i++) {
 		const struct enr_record *r = rows[i].rec;
-		const char *customer = r->customer ? r->customer : "";
+		char id[ENR_TEXT_VISIBLE_SIZE(10)], vendor[ENR_TEXT_VISIBLE_SIZE(9)];
+		char method[ENR_TEXT_VISIBLE_SIZE(7)], customer[ENR_TEXT_VISIBLE_SIZE(26)];
 		char due[16] = "-";
 		if (rows[i].due) {
 			time_t t = (time_t)rows[i].due;
@@ -237,9 +230,11 @@ static void print_table(const struct row *rows, size_t n)
 			strftime(due, sizeof(due), "%Y-%m-%d", &tm);
 		}
 		/* 54 columns before the customer: it gets the rest of 80. */
-		printf("%-10.10s  %-8s  %-9.9s  %-7.7s  %-10s  %.*s\n", r->id,
-		       enr_status_name(rows[i].status), r->vendor, r->method, due,
-		       fit(customer, 26), customer);
+		printf("%-10s  %-8s  %-9s  %-7s  %-10s  %s\n",
+		       enr_text_visible(id, sizeof(id), r->id, 10), enr_status_name(rows[i].status),
+		       enr_text_visible(vendor, sizeof(vendor), r->vendor, 9),
+		       enr_text_visible(method, sizeof(method), r->method, 7), due,
+		       enr_text_visible(customer, sizeof(customer), r->customer, 26));
 	}
 }
 
@@ -319,9 +314,9 @@ static void print_credentials(struct json_object *obj, const char *prefix, bool 
 			snprintf(sub, sizeof(sub), "%s.", name);
 			print_credentials(val, sub, reveal);
 		} else if (!json_object_is_type(val, json_type_null)) {
-			printf("  %-22s %s\n", name,
-			       is_secret_field(key) && !reveal ? "******** (--reveal shows it)"
-			                                       : json_object_get_string(val));
+			print_field("  ", 22, name,
+			            is_secret_field(key) && !reveal ? "******** (--reveal shows it)"
+			                                            : json_object_get_string(val));
 		}
 	}
 }
@@ -342,11 +337,11 @@ static int show_text(const struct enr_record *r, long long now, long days, bool 
 	enum enr_status status = enr_status_of(r, now, days, &due);
 	int rc;
 
-	printf("%-24s %s\n", "id", r->id);
-	printf("%-24s %s\n", "customer", r->customer ? r->customer : "");
-	printf("%-24s %s\n", "vendor", r->vendor);
-	printf("%-24s %s\n", "method", r->method);
-	printf("%-24s %s\n", "account", r->account ? r->account : "-");
+	print_field("", 24, "id", r->id);
+	print_field("", 24, "customer", r->customer);
+	print_field("", 24, "vendor", r->vendor);
+	print_field("", 24, "method", r->method);
+	print_field("", 24, "account", r->account ? r->account : "-");
 	if (enr_tesla_record_endpoint(r))
 		printf("%-24s %s\n", "region",
 		       enr_tesla_region_name(enr_tesla_region_of(r->region)));
@@ -358,16 +353,21 @@ static int show_text(const struct enr_record *r, long long now, long days, bool 
 	print_time("updated", r->updated_at, "-");
 	if (r->last_check.at || r->last_check.outcome) {
 		print_time("last check", r->last_check.at, "-");
+		char *message = enr_text_visible_dup(r->last_check.message);
 		printf("%-24s %s%s%s\n", "last check result",
 		       enr_record_outcome_name(r->last_check.outcome),
 		       r->last_check.message ? ": " : "",
-		       r->last_check.message ? r->last_check.message : "");
+		       r->last_check.message && message ? message : "");
+		free(message);
 	} else {
 		printf("%-24s %s\n", "last check", "never");
 	}
 	printf("sites\n");
-	for (size_t i = 0; i < r->n_sites; i++)
-		printf("  %-22s %s\n", r->sites[i].id, r->sites[i].name ? r->sites[i].name : "");
+	for (size_t i = 0; i < r->n_sites; i++) {
+		char id[ENR_TEXT_VISIBLE_SIZE(64)];
+		print_field("  ", 22, enr_text_visible(id, sizeof(id), r->sites[i].id, 0),
+		            r->sites[i].name);
+	}
 	rc = enr_record_to_json_object(&full, r, true);
 	if (rc < 0)
 		return rc;
@@ -609,10 +609,12 @@ int cmd_refresh(struct cli_globals *g, int argc, char **argv)
 
 static bool confirm(const struct enr_record *rec)
 {
-	char line[16];
+	char line[16], *customer = enr_text_visible_dup(rec->customer);
+	char vendor[ENR_TEXT_VISIBLE_SIZE(32)];
 
 	fprintf(stderr, "Remove %s (%s, %s)? Its credentials are lost. [y/N] ", rec->id,
-	        rec->customer ? rec->customer : "", rec->vendor);
+	        customer ? customer : "", enr_text_visible(vendor, sizeof(vendor), rec->vendor, 0));
+	free(customer);
 	if (!fgets(line, sizeof(line), stdin))
 		return false;
 	return line[0] == 'y' || line[0] == 'Y';

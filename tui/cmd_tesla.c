@@ -7,6 +7,7 @@
 #include "derenroll/config.h"
 #include "derenroll/error.h"
 #include "derenroll/tesla.h"
+#include "derenroll/text.h"
 #include "derenroll/vendor.h"
 #include "cli.h"
 #include "store_cli.h"
@@ -32,16 +33,24 @@ static void usage(FILE *out)
 
 static void ok(const char *fmt, const char *a, const char *b)
 {
-	printf("\u2713 ");
-	printf(fmt, a, b);
-	putchar('\n');
+	char *line = NULL, *shown = NULL;
+
+	/* The domain and the key's URL come from the user. */
+	if (asprintf(&line, fmt, a, b) >= 0)
+		shown = enr_text_visible_dup(line);
+	printf("\u2713 %s\n", shown ? shown : "");
+	free(shown);
+	free(line);
 	fflush(stdout);
 }
 
 /* Prints the ✗ line of the step that failed; returns the exit code. */
 static int failed(const char *step, int rc)
 {
-	printf("\u2717 %s: %s\n", step, enr_error_last());
+	char *message = enr_text_visible_dup(enr_error_last());
+
+	printf("\u2717 %s: %s\n", step, message ? message : "");
+	free(message);
 	fflush(stdout);
 	return enr_error_exit_code(rc);
 }

@@ -3,6 +3,7 @@
 #include <wchar.h>
 #include <wctype.h>
 
+#include "derenroll/text.h"
 #include "draw.h"
 
 /* Decodes one character of `*s` (advancing it) into what is drawn: '?' for
@@ -28,15 +29,31 @@ static int next_char(const char **s, mbstate_t *ps, wchar_t *wc)
 	return width;
 }
 
+/* The visible form of `text` (derenroll/text.h: "\x1b" for ESC...): control
+ * characters from vendors and users are shown, never sent to the terminal.
+ * malloc'd, or NULL. */
+static char *visible(const char *text, size_t len)
+{
+	char *part = strndup(text, len), *shown = NULL;
+
+	if (part)
+		shown = enr_text_visible_dup(part);
+	free(part);
+	return shown;
+}
+
 int draw_text_width(const char *text)
 {
+	char *shown = visible(text, strlen(text));
+	const char *p = shown;
 	mbstate_t ps;
 	wchar_t wc;
 	int width = 0;
 
 	memset(&ps, 0, sizeof(ps));
-	while (*text)
-		width += next_char(&text, &ps, &wc);
+	while (p && *p)
+		width += next_char(&p, &ps, &wc);
+	free(shown);
 	return width;
 }
 
@@ -95,7 +112,11 @@ static int draw_span(int y, int x, int cols, attr_t attr, const char *text, cons
 
 int draw_text(int y, int x, int cols, attr_t attr, const char *text)
 {
-	return draw_span(y, x, cols, attr, text, text + strlen(text));
+	char *shown = visible(text, strlen(text));
+	int used = shown ? draw_span(y, x, cols, attr, shown, shown + strlen(shown)) : 0;
+
+	free(shown);
+	return used;
 }
 
 /*
@@ -135,18 +156,36 @@ static const char *wrap_line(const char *s, int cols, const char **end)
 	return *p == '\n' ? p + 1 : p;
 }
 
-static int wrap(struct area *a, attr_t attr, const char *text, bool draw)
+/* Wraps one paragraph (no newline) of visible text below `rows` rows. */
+static int wrap_paragraph(struct area *a, int rows, attr_t attr, const char *text, bool draw)
 {
-	int rows = 0;
-
-	if (a->cols <= 0)
-		return 0;
 	while (*text) {
 		const char *end, *next = wrap_line(text, a->cols, &end);
 		if (draw && rows < a->rows)
 			draw_span(a->y + rows, a->x, a->cols, attr, text, end);
 		rows++;
 		text = next;
+	}
+	return rows;
+}
+
+static int wrap(struct area *a, attr_t attr, const char *text, bool draw)
+{
+	int rows = 0;
+
+	if (a->cols <= 0)
+		return 0;
+	/* Newlines break lines; every other control character is shown. */
+	while (*text) {
+		size_t len = strcspn(text, "\n");
+		char *shown = visible(text, len);
+		if (!shown)
+			break;
+		rows = len ? wrap_paragraph(a, rows, attr, shown, draw) : rows + 1;
+		free(shown);
+		text += len;
+		if (*text == '\n' && !*++text)
+			break;
 	}
 	return rows;
 }

@@ -13,8 +13,9 @@ struct area {
 
 /*
  * Draws UTF-8 `text` at (y, x) in at most `cols` columns with `attr`; control
- * characters and bytes the locale cannot decode show as '?'. Text that does not
- * fit ends in "…" ('~' outside UTF-8). Returns the columns used.
+ * characters show in their visible form ("\x1b", "\u009b": derenroll/text.h),
+ * bytes that are not UTF-8 as U+FFFD ('?' where the locale cannot show it).
+ * Text that does not fit ends in "…" ('~' outside UTF-8). Returns the columns used.
  */
 int draw_text(int y, int x, int cols, attr_t attr, const char *text);
 

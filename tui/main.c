@@ -9,6 +9,7 @@
 #include "derenroll/config.h"
 #include "derenroll/error.h"
 #include "derenroll/log.h"
+#include "derenroll/text.h"
 #include "derenroll/vendor.h"
 #include "enr_build_config.h"
 #include "cli.h"
@@ -53,13 +54,21 @@ static const struct command commands[] = {
 
 void cli_error(const char *fmt, ...)
 {
+	char *msg = NULL, *shown = NULL;
 	va_list ap;
+	int n;
 
-	fputs("derenroll: ", stderr);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	n = vasprintf(&msg, fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
+	/* Messages carry vendors' words and users' names: made visible, never obeyed. */
+	if (n < 0)
+		msg = NULL; /* undefined after a failure */
+	else
+		shown = enr_text_visible_dup(msg);
+	fprintf(stderr, "derenroll: %s\n", shown ? shown : "(out of memory)");
+	free(shown);
+	free(msg);
 }
 
 int cli_fail(int rc)

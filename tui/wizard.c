@@ -282,15 +282,32 @@ static size_t first_usable(const struct enr_method **out)
 	return usable;
 }
 
+/* Whether the customer field holds a usable reference; else says why on it. */
+static bool customer_ok(void)
+{
+	char *customer = NULL;
+	int rc;
+
+	if (field_is_blank(&W.customer)) {
+		field_set_error(&W.customer, "Type the customer's name, address or job number");
+		return false;
+	}
+	if (field_value(&customer, &W.customer) < 0)
+		return false;
+	rc = enr_enroll_check_customer(customer);
+	field_free_value(customer);
+	if (rc < 0)
+		field_set_error(&W.customer, "%s", enr_error_last());
+	return rc == 0;
+}
+
 static int choose_vendor(void)
 {
 	size_t sel = listview_selected(W.vendors);
 
 	if (sel == LISTVIEW_NONE || listview_disabled_reason(W.vendors, sel))
 		return SCREEN_HANDLED;
-	if (field_is_blank(&W.customer)) {
-		field_set_error(&W.customer,
-		                "Type the customer's name, address or job number first");
+	if (!customer_ok()) {
 		W.start_focus = 0;
 		return SCREEN_REDRAW;
 	}
@@ -319,11 +336,8 @@ static int start_key(struct screen *s, const struct keypress *k)
 	}
 	if (W.start_focus == 0) {
 		if (keypress_is_enter(k) || (k->kind == KP_FUNC && k->code == KEY_DOWN)) {
-			if (keypress_is_enter(k) && field_is_blank(&W.customer)) {
-				field_set_error(&W.customer, "Type the customer's name, address "
-				                             "or job number");
+			if (keypress_is_enter(k) && !customer_ok())
 				return SCREEN_REDRAW;
-			}
 			W.start_focus = 1;
 			return SCREEN_REDRAW;
 		}

@@ -7,6 +7,7 @@
 #include <stddef.h>
 
 #include "derenroll/enroll.h"
+#include "derenroll/text.h"
 #include "screen.h"
 #include "widgets/field.h"
 #include "widgets/listview.h"
@@ -38,7 +39,8 @@ struct wiz {
 	struct enr_enroll *e;
 	unsigned gen; /* changes with every session: late results are dropped */
 	enum enr_enroll_state shown;
-	char customer_ref[256]; /* of this session (a re-authorization: the record's) */
+	char customer_ref[ENR_TEXT_VISIBLE_SIZE(
+	    ENR_TEXT_CUSTOMER_MAX)]; /* of this session (a re-authorization: the record's) */
 	int watched[32];
 	size_t n_watched;
 	unsigned timer;

@@ -3,6 +3,8 @@
  *   fixture qr TEXT   the QR code of TEXT with a caption (or the link as text)
  *   fixture form      a masked field; Enter writes the trimmed value
  *   fixture list N    a filterable list of N rows; Enter writes the chosen label
+ *   fixture text FILE the text in FILE (a vendor's, say) as a line, wrapped and
+ *                     as a list row: its control characters are shown, not obeyed
  * Results go to the file $FIXTURE_OUT. After the first frame is on the
  * terminal, "PID SECONDS.NANOSECONDS" (CLOCK_REALTIME) goes to $FIXTURE_READY.
  * Esc quits everywhere, q on the QR screen (elsewhere q is text), ^C at once.
@@ -191,9 +193,35 @@ static int fill_list(struct listview *lv, size_t n)
 	return 0;
 }
 
+/* --- text --- */
+
+struct text_state {
+	char *text;
+	struct listview *lv;
+};
+
+static void text_draw(struct screen *s)
+{
+	static const struct key_help keys[] = {{"Esc", "quit"}, {NULL, NULL}};
+	struct text_state *st = s->state;
+	struct area body = screen_frame("Fixture: text", keys);
+	struct area wrapped = {body.y + 3, 1, 4, body.cols - 2};
+
+	draw_text(body.y + 1, 1, body.cols - 2, A_NORMAL, st->text);
+	draw_wrapped(wrapped, A_NORMAL, st->text);
+	listview_draw(st->lv, (struct area){body.y + 8, 1, 4, body.cols - 2});
+}
+
+static int text_key(struct screen *s, const struct keypress *k)
+{
+	(void)s;
+	return keypress_is_escape(k) ? SCREEN_QUIT : SCREEN_IGNORED;
+}
+
 static int usage(void)
 {
-	fprintf(stderr, "usage: fixture qr TEXT | fixture form | fixture list N\n");
+	fprintf(stderr,
+	        "usage: fixture qr TEXT | fixture form | fixture list N | fixture text FILE\n");
 	return 2;
 }
 
@@ -201,6 +229,7 @@ int main(int argc, char **argv)
 {
 	struct qr_state qr_state = {0};
 	struct list_state list_state = {0};
+	struct text_state text_state = {0};
 	struct field field;
 	struct screen screen = {0};
 	int rc;
@@ -226,6 +255,18 @@ int main(int argc, char **argv)
 		}
 		screen =
 		    (struct screen){"list", list_draw, list_key, NULL, NULL, NULL, &list_state};
+	} else if (argc == 3 && strcmp(argv[1], "text") == 0) {
+		FILE *f = fopen(argv[2], "r");
+		size_t len = 0;
+		if (!f || getdelim(&text_state.text, &len, '\0', f) < 0 ||
+		    listview_new(&text_state.lv) < 0 ||
+		    listview_add(text_state.lv, text_state.text, NULL, NULL) < 0) {
+			fprintf(stderr, "fixture: cannot read %s\n", argv[2]);
+			return 2;
+		}
+		fclose(f);
+		screen =
+		    (struct screen){"text", text_draw, text_key, NULL, NULL, NULL, &text_state};
 	} else {
 		return usage();
 	}
@@ -240,6 +281,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "fixture: %s\n", enr_error_last());
 	enr_qr_free(qr_state.qr);
 	listview_free(list_state.lv);
+	listview_free(text_state.lv);
+	free(text_state.text);
 	field_done(&field);
 	return rc < 0 ? 1 : rc;
 }

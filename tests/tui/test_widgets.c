@@ -342,7 +342,10 @@ static void text_width_counts_columns(void **state)
 	assert_int_equal(draw_text_width("abc"), 3);
 	assert_int_equal(draw_text_width("Müller"), 6);
 	assert_int_equal(draw_text_width("密钥"), 4);
-	assert_int_equal(draw_text_width("a\tb"), 3); /* control: one '?' */
+	/* Control characters take their visible form: "\x09", "\x1b[2J", "\u009b". */
+	assert_int_equal(draw_text_width("a\tb"), 6);
+	assert_int_equal(draw_text_width("\x1b[2J"), 7);
+	assert_int_equal(draw_text_width("\xc2\x9b"), 6);
 	assert_int_equal(draw_text_width("\xff"), 1);
 }
 

@@ -9,7 +9,7 @@
 set -u
 RECORDS=$3
 . "$(dirname "$0")/lib.sh"
-plan 287
+plan 288
 
 # The pane runs the wizard through this, which reports its first frame where
 # lib.sh's start() waits for it.
@@ -99,6 +99,10 @@ expect_in "start: keys on the bottom line" "F2 enrolled systems" "$(printf '%s\n
 keys Enter
 wait_screen "Type the customer's name" >/dev/null
 check $? "start: Enter without a customer asks for one" "$SCREEN"
+keys_text "$(printf 'x%.0s' $(seq 201))"
+keys Enter
+wait_screen "201 characters, at most 200 are allowed" >/dev/null
+check $? "start: a customer reference over 200 characters is refused there" "$SCREEN"
 keys C-c
 expect_exit "^C on the start screen" 130
 

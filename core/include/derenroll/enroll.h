@@ -79,6 +79,11 @@ struct enr_enroll_options {
  * FIELDS or WAIT when this returns.
  */
 ENR_API int enr_enroll_new(struct enr_enroll **out, const struct enr_enroll_options *opts);
+
+/* Checks a customer reference as typed: not blank, valid UTF-8, no control
+ * character, at most ENR_TEXT_CUSTOMER_MAX characters. 0 or ENR_E_USAGE with a
+ * one-line message. enr_enroll_new() checks its `customer` with it. */
+ENR_API int enr_enroll_check_customer(const char *customer);
 ENR_API void enr_enroll_free(struct enr_enroll *e);
 
 ENR_API enum enr_enroll_state enr_enroll_state(const struct enr_enroll *e);

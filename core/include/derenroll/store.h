@@ -334,7 +334,8 @@ ENR_API int enr_record_dup(struct enr_record **out, const struct enr_record *rec
 /* Replaces the string `*field` of a record with a copy of `value` (NULL clears it). */
 ENR_API int enr_record_set(char **field, const char *value);
 
-/* Adds a site, or renames it when its id is already there. */
+/* Adds a site, or renames it when its id is already there; a name longer than
+ * 200 characters is cut to 200 (at a character boundary). */
 ENR_API int enr_record_add_site(struct enr_record *rec, const char *id, const char *name);
 
 /*

@@ -440,7 +440,7 @@ static int run_bulk(struct cli_globals *g, struct enr_store *store, enum enr_job
 {
 	struct enr_bulk_options bo = {.kind = kind, .deadline_ms = o->deadline * 1000LL};
 	struct enr_bulk *bulk = NULL;
-	char *store_message;
+	char *store_message, vendor[64], message[2048];
 	struct progress progress;
 	bool json = o->json;
 	long long now;
@@ -481,11 +481,13 @@ static int run_bulk(struct cli_globals *g, struct enr_store *store, enum enr_job
 		if (json)
 			print_result_json(r, rec, status, i == 0);
 		else
-			printf("%-10s  %-9s  %-8s  %s\n", r->id, r->vendor ? r->vendor : "-",
+			printf("%-10s  %-9s  %-8s  %s\n", r->id,
+			       enr_text_visible(vendor, sizeof(vendor), r->vendor ? r->vendor : "-",
+			                        0),
 			       r->error ? enr_record_outcome_name(
 			                      enr_record_outcome_from_error(r->error))
 			                : enr_status_name(status),
-			       r->error       ? r->message
+			       r->error ? enr_text_visible(message, sizeof(message), r->message, 0)
 			       : r->refreshed ? "refreshed"
 			                      : "");
 		enr_record_free(rec);

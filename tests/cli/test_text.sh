@@ -8,7 +8,7 @@
 set -u
 BIN=$1
 . "$(dirname "$0")/lib.sh"
-plan 32
+plan 35
 
 need_tools python3 jq
 
@@ -128,5 +128,26 @@ valid_json "show --json is valid UTF-8 JSON" "$TMP/out"
 check $? "show --json keeps the text, escaped, and replaces only the bad bytes" "$(cat "$TMP/out")"
 D show "$ID" --json --reveal >"$TMP/out" 2>"$TMP/err"
 valid_json "show --json --reveal is valid UTF-8 JSON" "$TMP/out"
+
+# ---- status: a vendor's message on a result line (a Solis record, written into the store)
+python3 - "$STORE" <<'PY'
+import json, sys
+path = sys.argv[1]
+lines = open(path, "rb").read().split(b"\n")
+head = json.loads(lines[0])
+head["records"] += 1
+lines[0] = json.dumps(head).encode()
+rec = {"id": "s0115000aa", "customer": "Dee", "vendor": "solis", "method": "key",
+       "credentials": {"type": "key_pair", "key_id": "demo-text-2"}}
+sec = {"id": "s0115000aa", "credentials": {"key_secret": "hostilekey01"}}
+if lines[-1] == b"":
+    lines.pop()
+lines += [json.dumps(rec).encode(), json.dumps(sec).encode(), b""]
+open(path, "wb").write(b"\n".join(lines))
+PY
+run D status s0115000aa
+expect_rc "status: Solis refuses the key" 1
+safe "status: the vendor's message without a raw control character" "$TMP/out"
+expect_in "status: the C1 CSI and the bidi override visibly" '\u009b2J\u202eevil' "$OUT"
 
 finish

@@ -28,6 +28,7 @@
 #include "derenroll/store.h"
 #include "derenroll/vendor.h"
 #include "sandbox_internal.h"
+#include "sandbox_records.h"
 
 #define PASS       "kill storm passphrase"
 #define MAX_LOST   2
@@ -65,37 +66,9 @@ static struct enr_store *open_store(void)
 static void fill(struct enr_sandbox *sb, int n)
 {
 	struct enr_store *store = open_store();
-	long long now = (long long)time(NULL);
 
-	for (int i = 0; i < n; i++) {
-		struct sb_grant g = {.vendor = SB_SMA,
-		                     .client_id = sb->clients[SB_SMA].id,
-		                     .scope = "offline_access",
-		                     .refresh = true,
-		                     .refresh_ttl = enr_sandbox__refresh_ttl(sb, SB_SMA)};
-		struct sb_tokens t = {0};
-		struct enr_record *rec = NULL;
-		char name[64];
-
-		snprintf(name, sizeof(name), "storm-%03d", i);
-		g.account = name;
-		if (enr_sandbox__issue(sb, &t, &g) < 0 || enr_record_new(&rec) < 0)
-			die("issue tokens");
-		snprintf(name, sizeof(name), "Storm customer %d", i);
-		if (enr_record_set(&rec->customer, name) < 0 ||
-		    enr_record_set(&rec->vendor, "sma") < 0 ||
-		    enr_record_set(&rec->method, "oauth") < 0 ||
-		    enr_record_set(&rec->cred.tokens.access_token, t.access) < 0 ||
-		    enr_record_set(&rec->cred.tokens.refresh_token, t.refresh) < 0)
-			die("make a record");
-		rec->cred.type = ENR_CRED_OAUTH;
-		rec->access_expires_at = now + t.expires_in;
-		rec->refresh_expires_at = g.refresh_ttl ? now + g.refresh_ttl : 0;
-		enr_sandbox__tokens_done(&t);
-		if (enr_store_put(NULL, store, rec) < 0)
-			die("store a record");
-		enr_record_free(rec);
-	}
+	if (test_sandbox_sma_records(sb, store, n) < 0)
+		die("store the records");
 	enr_store_free(store);
 }
 
@@ -147,28 +120,18 @@ static void classify(struct enr_sandbox *sb, const double *start, const double *
 
 	*after_answer = *in_flight = 0;
 	for (size_t i = 0; i < enr_store_count(store); i++) {
-		struct enr_record *rec = NULL;
+		const struct enr_record *rec = enr_store_at(store, i);
 		long long used, asked = 0;
 		int k = n_kills - 1;
-		if (enr_store_get(&rec, store, enr_store_at(store, i)->id) < 0)
-			die("read a record");
-		used = enr_sandbox__refresh_used_ms(sb, rec->cred.tokens.refresh_token, &asked);
-		if (used <= 0 && getenv("KILLSTORM_KEEP"))
-			fprintf(stderr, "record %s: token %.8s used %lld (outcome %d)\n", rec->id,
-			        rec->cred.tokens.refresh_token ? rec->cred.tokens.refresh_token
-			                                       : "-",
-			        used, (int)rec->last_check.outcome);
-		enr_record_free(rec);
+		used = test_sandbox_token_spent(sb, store, rec->id, &asked);
 		if (used <= 0)
 			continue;
 		/* The run that sent it: the last one started before its request arrived. */
 		while (k > 0 && start[k] > (double)asked)
 			k--;
 		if (getenv("KILLSTORM_KEEP"))
-			fprintf(stderr,
-			        "spent: run %d, asked %.1f ms after its start, spent %.1f ms "
-			        "before its kill\n",
-			        k, (double)asked - start[k], kill_at[k] - (double)used);
+			fprintf(stderr, "spent: run %d, %.1f ms before its kill\n", k,
+			        kill_at[k] - (double)used);
 		if ((double)used > kill_at[k])
 			(*in_flight)++;
 		else

@@ -569,7 +569,8 @@ static void write_credentials(struct store_buf *b, const struct enr_credentials 
 	bool first = true;
 
 	enr_store__buf_add(b, "{", 1);
-	if (public)
+	/* No type is how a record without credentials reads: "" would not. */
+	if (public && c->type != ENR_CRED_NONE)
 		member_str(b, &first, "type", enr_record_cred_name(c->type));
 	/* The token when the secrets were read, else what was noted before. */
 	if (public &&

@@ -94,6 +94,8 @@ static int get_bool(bool *out, const struct ctx *c, json_object *obj, const char
 	return 0;
 }
 
+#define NUM_MAX 1e9 /* the largest number of the catalogue: below INT_MAX */
+
 static int get_num(double *out, const struct ctx *c, json_object *obj, const char *prefix,
                    const char *key, bool required)
 {
@@ -110,6 +112,9 @@ static int get_num(double *out, const struct ctx *c, json_object *obj, const cha
 	*out = json_object_get_double(v);
 	if (*out < 0)
 		return bad(c, field, "must not be negative");
+	/* Also refuses NaN; every number fits an int (and a long) as it is converted. */
+	if (!(*out <= NUM_MAX))
+		return bad(c, field, "must be at most 1000000000");
 	return 0;
 }
 
@@ -119,7 +124,7 @@ static int get_long(long *out, const struct ctx *c, json_object *obj, const char
 	double d;
 	int rc = get_num(&d, c, obj, prefix, key, required);
 
-	*out = (long)d;
+	*out = rc == 0 ? (long)d : 0;
 	return rc;
 }
 

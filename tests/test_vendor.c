@@ -314,6 +314,16 @@ static void bad_values_are_refused(void **state)
 	             "field 'tokens.access_ttl' must not be negative");
 	expect_error(VENDOR(",\"tokens\": {\"access_ttl\": \"1h\", \"refresh_ttl\": 0}"),
 	             "field 'tokens.access_ttl' must be a number");
+	/* Found by tests/fuzz (vendors): converted to int or long, these were undefined. */
+	expect_error(VENDOR(",\"tokens\": {\"access_ttl\": 1e300, \"refresh_ttl\": 0}"),
+	             "field 'tokens.access_ttl' must be at most 1000000000");
+	expect_error(VENDOR(",\"rate_limits\": [{\"requests\": 1, \"per_seconds\": 1, "
+	                    "\"concurrency\": 18446744073709551616, \"per\": \"app\"}]"),
+	             "field 'rate_limits[0].concurrency' must be at most 1000000000");
+	expect_error(VENDOR(",\"guidance\": [{\"status\": NaN, \"class\": \"rejected\", "
+	                    "\"message\": \"m\"}]"),
+	             "field 'guidance[0].status' must be at most 1000000000");
+	expect_error("{\"schema\": Infinity, \"vendors\": []}", "field 'schema' must be at most");
 }
 
 static void duplicate_vendor_is_refused(void **state)

@@ -633,6 +633,30 @@ static void record_without_credentials_survives_a_write(void **state)
 	enr_record_free(rec);
 }
 
+/* Found by tests/fuzz (store): an extra's key is written escaped, as its value is. */
+static void extra_keys_with_quotes_and_newlines_survive(void **state)
+{
+	struct enr_store_options o = options(NULL);
+	struct enr_store *store = NULL;
+	struct enr_record *rec = numbered("r", 1);
+
+	(void)state;
+	o.plaintext = true;
+	assert_int_equal(enr_record_set_extra(rec, "say \"hi\"\nthere\\", "v1"), 0);
+	assert_int_equal(enr_record_set_extra(rec, "plain", "v2"), 0);
+	assert_int_equal(enr_store_open(&store, &o), 0);
+	put_ok(store, rec, false);
+	enr_store_free(store);
+
+	if (enr_store_open(&store, &o) != 0)
+		fail_msg("the store no longer opens: %s", enr_error_last());
+	assert_int_equal(enr_store_count(store), 1);
+	assert_string_equal(enr_record_extra(enr_store_at(store, 0), "say \"hi\"\nthere\\"), "v1");
+	assert_string_equal(enr_record_extra(enr_store_at(store, 0), "plain"), "v2");
+	enr_store_free(store);
+	enr_record_free(rec);
+}
+
 static void big_store_reads_on_two_threads(void **state)
 {
 	struct enr_store_options o = options(NULL);
@@ -1549,6 +1573,7 @@ static const struct CMUnitTest tests[] = {
     T(absurd_parameters_and_newer_formats_are_refused),
     T(big_store_reads_on_two_threads),
     T(record_without_credentials_survives_a_write),
+    T(extra_keys_with_quotes_and_newlines_survive),
     T(killed_writers_leave_old_or_new_state),
     T(two_processes_add_500_each),
     T(record_lock_serialises_refreshes),

@@ -642,15 +642,120 @@ int enr_config_write(const struct enr_config *cfg, const char *path)
 	return rc;
 }
 
+/* The lines that assign one key, as the loader reads them (continuations included). */
+struct key_lines {
+	struct parse_state ps;
+	const char *section, *key;
+	int *lines;
+	size_t n;
+	bool failed;
+};
+
+static int on_locate(void *user, const char *section, const char *key, const char *value)
+{
+	struct key_lines *kl = user;
+	int *grown;
+
+	(void)value;
+	if (strcmp(section, kl->section) != 0 || strcmp(key, kl->key) != 0)
+		return 1;
+	grown = realloc(kl->lines, (kl->n + 1) * sizeof(*grown));
+	if (!grown) {
+		kl->failed = true;
+		return 0;
+	}
+	kl->lines = grown;
+	kl->lines[kl->n++] = kl->ps.line;
+	return 1;
+}
+
+static bool is_key_line(const struct key_lines *kl, int line)
+{
+	for (size_t i = 0; i < kl->n; i++)
+		if (kl->lines[i] == line)
+			return true;
+	return false;
+}
+
+/* Finds the lines of kl->key in `text` as the loader reads it. */
+static int locate(struct key_lines *kl, const char *text, size_t len)
+{
+	kl->n = 0;
+	kl->ps.line = 0;
+	if (len) {
+		kl->ps.file = fmemopen((void *)text, len, "r");
+		if (!kl->ps.file)
+			return enr_error_set(ENR_E_NOMEM, NULL);
+		ini_parse_stream(read_line, &kl->ps, on_locate, kl);
+		fclose(kl->ps.file);
+	}
+	return kl->failed ? enr_error_set(ENR_E_NOMEM, NULL) : 0;
+}
+
+/*
+ * `old` with the key's lines (`kl`) given way to `key = value`: in place of
+ * the last of them; else at the end of the section's first block, or, with
+ * `new_block` (or no such section), in a block of its own at the end.
+ * Returns the line the key is on.
+ */
+static int edit(FILE *mem, const char *old, const struct key_lines *kl, const char *section,
+                const char *key, const char *value, bool new_block)
+{
+	bool in_section = false, done = false;
+	int line = 0, out_line = 0, key_line = 0;
+	char header[160];
+
+	snprintf(header, sizeof(header), "[%s]", section);
+	for (const char *at = old, *next; *at; at = next) {
+		const char *nl = strchr(at, '\n');
+		size_t line_len = nl ? (size_t)(nl - at) : strlen(at);
+		char *copy = strndup(at, line_len);
+		next = nl ? nl + 1 : at + line_len;
+		line++;
+		if (is_key_line(kl, line)) {
+			if (line == kl->lines[kl->n - 1] && !new_block) {
+				fprintf(mem, "%s = %s\n", key, value);
+				key_line = ++out_line;
+				done = true;
+			}
+			free(copy);
+			continue;
+		}
+		if (!kl->n && !new_block && copy) {
+			enr_util_trim(copy);
+			if (copy[0] == '[') {
+				if (in_section && !done) {
+					fprintf(mem, "%s = %s\n", key, value);
+					key_line = ++out_line;
+					done = true;
+				}
+				in_section = strcmp(copy, header) == 0;
+			}
+		}
+		free(copy);
+		fprintf(mem, "%.*s\n", (int)line_len, at);
+		out_line++;
+	}
+	if (!done && in_section) {
+		fprintf(mem, "%s = %s\n", key, value);
+		key_line = ++out_line;
+	} else if (!done) {
+		fprintf(mem, "%s\n%s = %s\n", header, key, value);
+		key_line = out_line + 2;
+	}
+	return key_line;
+}
+
 int enr_config_save_key(const char *path, const char *section, const char *key, const char *value)
 {
-	char *old = NULL, *buf = NULL, header[160];
+	char *old = NULL, *buf = NULL;
 	size_t old_len = 0, len = 0;
+	struct key_lines kl = {.section = section, .key = key};
+	struct key_lines check = {.section = section, .key = key};
 	FILE *mem = NULL;
-	bool in_section = false, done = false, found_section = false;
 	mode_t mode = 0600;
 	struct stat st;
-	int rc;
+	int rc, key_line;
 
 	rc = enr_util_read_file(&old, &old_len, path, 1024 * 1024);
 	if (rc == ENR_E_NOTFOUND) {
@@ -659,52 +764,39 @@ int enr_config_save_key(const char *path, const char *section, const char *key, 
 	}
 	if (rc < 0)
 		return rc;
+	/* The loader cuts a line at a NUL; rewriting would cut the file there. */
+	if (memchr(old, '\0', old_len)) {
+		free(old);
+		return enr_error_set(ENR_E_CONFIG, "config %s holds a NUL byte: it was not changed",
+		                     path);
+	}
 	if (stat(path, &st) == 0)
 		mode = st.st_mode & 0777;
-	snprintf(header, sizeof(header), "[%s]", section);
-	mem = open_memstream(&buf, &len);
-	if (!mem) {
-		free(old);
-		return enr_error_set(ENR_E_NOMEM, NULL);
-	}
-	for (char *line = old, *next; *line; line = next) {
-		char *nl = strchr(line, '\n');
-		size_t line_len = nl ? (size_t)(nl - line) : strlen(line);
-		char *copy = strndup(line, line_len);
-		next = nl ? nl + 1 : line + line_len;
-		if (!copy)
-			continue;
-		enr_util_trim(copy);
-		if (copy[0] == '[') {
-			if (in_section && !done) {
-				fprintf(mem, "%s = %s\n", key, value);
-				done = true;
-			}
-			in_section = strcmp(copy, header) == 0;
-			found_section |= in_section;
-		} else if (in_section && !done) {
-			size_t klen = strlen(key);
-			if (strncmp(copy, key, klen) == 0 &&
-			    (copy[klen] == '=' || copy[klen] == ' ' || copy[klen] == '\t')) {
-				fprintf(mem, "%s = %s\n", key, value);
-				done = true;
-				free(copy);
-				continue;
-			}
+	/* The last assignment wins, in any of the section's blocks: that is the one to replace. */
+	if ((rc = locate(&kl, old, old_len)) < 0)
+		goto out;
+	for (int new_block = 0; new_block < 2; new_block++) {
+		free(buf);
+		buf = NULL;
+		if (!(mem = open_memstream(&buf, &len))) {
+			rc = enr_error_set(ENR_E_NOMEM, NULL);
+			goto out;
 		}
-		free(copy);
-		fprintf(mem, "%.*s\n", (int)line_len, line);
+		key_line = edit(mem, old, &kl, section, key, value, new_block);
+		fclose(mem);
+		/* Read as the loader would, the new line is the key's only one (an
+		 * indented line after it would continue its value): else a block of its own. */
+		if ((rc = locate(&check, buf, len)) < 0)
+			goto out;
+		if (check.n == 1 && check.lines[0] == key_line)
+			break;
 	}
-	if (!done) {
-		if (!found_section)
-			fprintf(mem, "%s%s\n", old_len && old[old_len - 1] != '\n' ? "\n" : "",
-			        header);
-		fprintf(mem, "%s = %s\n", key, value);
-	}
-	fclose(mem);
 	rc = write_atomically(path, buf, len, mode);
+out:
 	free(buf);
 	free(old);
+	free(kl.lines);
+	free(check.lines);
 	return rc;
 }
 

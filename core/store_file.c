@@ -837,7 +837,7 @@ static void serialize(struct store_buf *b, const struct store_data *d)
 	}
 }
 
-static int encrypt(struct store_buf *b, const struct store_key *key)
+int enr_store__encrypt(struct store_buf *b, const struct store_key *key)
 {
 	unsigned char nonce[STORE_NONCE_SIZE];
 	size_t len = b->len - STORE_HEADER_SIZE;
@@ -993,7 +993,7 @@ int enr_store__file_write(struct store_file_info *info, const char *path,
 		rc = enr_error_set(ENR_E_NOMEM, NULL);
 		goto out;
 	}
-	if (key && (rc = encrypt(&b, key)) < 0)
+	if (key && (rc = enr_store__encrypt(&b, key)) < 0)
 		goto out;
 	tmp = enr_util_printf("%s.tmp", path);
 	if (!tmp) {

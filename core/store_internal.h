@@ -122,6 +122,12 @@ int enr_store__file_read(struct store_data *out, struct store_file_info *info, c
                          bool metadata_only, struct store_key *key, store_key_fn get_key,
                          void *ctx);
 
+/*
+ * Encrypts `b` in place: its first STORE_HEADER_SIZE bytes become the header
+ * (fresh nonce), the rest is the plaintext; the tag is appended. ENR_E_CRYPTO.
+ */
+int enr_store__encrypt(struct store_buf *b, const struct store_key *key);
+
 /* Whether the file at `path` is still the one described by `info` (cheap). */
 bool enr_store__file_unchanged(const struct store_file_info *info, const char *path);
 

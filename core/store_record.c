@@ -587,7 +587,8 @@ static void write_credentials(struct store_buf *b, const struct enr_credentials 
 	bool first = true;
 
 	enr_store__buf_add(b, "{", 1);
-	if (public)
+	/* No type is how a record without credentials reads: "" would not. */
+	if (public && c->type != ENR_CRED_NONE)
 		member_str(b, &first, "type", enr_record_cred_name(c->type));
 	/* The token when the secrets were read, else what was noted before. */
 	if (public &&
@@ -656,8 +657,17 @@ void enr_store__record_write(struct store_buf *b, const struct enr_record *rec,
 		inner = true;
 		member(b, &first, "extra");
 		enr_store__buf_add(b, "{", 1);
-		for (size_t i = 0; i < rec->n_extra; i++)
-			member_str(b, &inner, rec->extra[i].key, rec->extra[i].value);
+		/* The keys are data too (enr_record_set_extra()): escaped like the values. */
+		for (size_t i = 0; i < rec->n_extra; i++) {
+			if (!rec->extra[i].value)
+				continue;
+			if (!inner)
+				enr_store__buf_add(b, ",", 1);
+			inner = false;
+			enr_store__buf_json(b, rec->extra[i].key);
+			enr_store__buf_add(b, ":", 1);
+			enr_store__buf_json(b, rec->extra[i].value);
+		}
 		enr_store__buf_add(b, "}", 1);
 	}
 	enr_store__buf_add(b, "}", 1);

@@ -158,6 +158,65 @@ static bool is_url(const char *s)
 	return (strncmp(s, "https://", 8) == 0 && s[8]) || (strncmp(s, "http://", 7) == 0 && s[7]);
 }
 
+#define PATTERN_MAX_LEN    256
+#define PATTERN_MAX_GROWTH 1024.0
+
+/* The end of the bracket expression at `p` ('['): its ']', or NULL. */
+static const char *bracket_end(const char *p)
+{
+	p++;
+	if (*p == '^')
+		p++;
+	if (*p == ']')
+		p++;
+	for (; *p && *p != ']'; p++) {
+		if (*p == '[' && (p[1] == ':' || p[1] == '.' || p[1] == '=')) {
+			char close = p[1];
+			for (p += 2; *p && !(*p == close && p[1] == ']'); p++)
+				;
+			if (!*p)
+				return NULL;
+			p++;
+		}
+	}
+	return *p ? p : NULL;
+}
+
+/*
+ * Whether regcomp() compiles `pattern` in bounded memory. glibc copies the
+ * operand of '+' once and that of '{n,m}' m times, and nested copies
+ * multiply ("((a{255}){255}){255}" takes gigabytes): the product of those
+ * counts, taken as if all were nested, is bounded.
+ */
+static bool pattern_small(const char *pattern)
+{
+	double growth = 1;
+
+	if (strlen(pattern) > PATTERN_MAX_LEN)
+		return false;
+	for (const char *p = pattern; *p; p++) {
+		if (*p == '\\' && p[1]) {
+			p++;
+		} else if (*p == '[') {
+			if (!(p = bracket_end(p)))
+				return true; /* regcomp() refuses it */
+		} else if (*p == '+') {
+			growth *= 2;
+		} else if (*p == '{') {
+			char *end;
+			double low = strtod(p + 1, &end), high = low;
+			if (*end == ',')
+				high = end[1] == '}' ? low + 1 : strtod(end + 1, NULL);
+			double copies = (high > low ? high : low) + 1;
+			if (copies > 1)
+				growth *= copies;
+		}
+		if (!(growth <= PATTERN_MAX_GROWTH))
+			return false;
+	}
+	return true;
+}
+
 static int parse_fields(struct enr_method *m, const struct ctx *c, json_object *arr,
                         const char *prefix)
 {
@@ -184,6 +243,10 @@ static int parse_fields(struct enr_method *m, const struct ctx *c, json_object *
 		    (rc = get_bool(&fields[i].secret, c, f, p, "secret")) < 0 ||
 		    (rc = get_bool(&fields[i].optional, c, f, p, "optional")) < 0)
 			return rc;
+		if (fields[i].pattern && !pattern_small(fields[i].pattern))
+			return bad(c, p,
+			           "has a 'pattern' too big to compile (at most 256 characters, "
+			           "and repetitions that multiply to at most 1024)");
 		if (fields[i].pattern) {
 			regex_t re;
 			if (regcomp(&re, fields[i].pattern, REG_EXTENDED | REG_NOSUB) != 0)

@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 
 PACKAGES="
 gcc
+clang
+libclang-rt-14-dev
 meson
 ninja-build
 pkg-config

@@ -336,6 +336,53 @@ static void set_overrides_and_write_round_trips(void **state)
 	enr_config_free(cfg);
 }
 
+/* Found by tests/fuzz (config): the loader's last assignment is the one that counts. */
+static void save_key_sets_what_the_loader_reads(void **state)
+{
+	static const char *const files[] = {
+	    "[http]\ntimeout = 5\n[ui]\nexpiring_days = 5\n[http]\ntimeout = 7\n",
+	    "[http]\ntimeout = 5\n  7\n[ui]\n",
+	    "[http]\ntimeout: 7\n",
+	    /* The indented "[ui]" continues max_body's value: not a section. */
+	    "[http]\nmax_body = 5\n  [ui]\n",
+	};
+	struct enr_config *cfg = NULL;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+		char *path = test_write_file(dir, "set.ini", files[i], 0600);
+		assert_int_equal(enr_config_save_key(path, "http", "timeout", "42"), 0);
+		assert_int_equal(enr_config_load(&cfg, path), 0);
+		if (strcmp(enr_config_get(cfg, "http", "timeout"), "42") != 0)
+			fail_msg("file %zu: timeout is %s after setting it to 42", i,
+			         enr_config_get(cfg, "http", "timeout"));
+		if (i == 0)
+			assert_string_equal(enr_config_get(cfg, "ui", "expiring_days"), "5");
+		enr_config_free(cfg);
+		free(path);
+	}
+}
+
+/* A NUL would cut the rewritten file there: the file is left alone. */
+static void save_key_refuses_a_file_with_a_nul(void **state)
+{
+	static const char text[] = "[ui]\n; a\0b\nexpiring_days = 5\n";
+	char *path = test_write_file(dir, "nul.ini", "", 0600);
+	char *back;
+	FILE *f = fopen(path, "w");
+
+	(void)state;
+	assert_non_null(f);
+	assert_int_equal(fwrite(text, 1, sizeof(text) - 1, f), sizeof(text) - 1);
+	fclose(f);
+	assert_int_equal(enr_config_save_key(path, "ui", "expiring_days", "7"), ENR_E_CONFIG);
+	assert_non_null(strstr(enr_error_last(), "NUL"));
+	back = test_read_file(path);
+	assert_memory_equal(back, text, sizeof(text) - 1);
+	free(back);
+	free(path);
+}
+
 static void save_key_keeps_the_rest_of_the_file(void **state)
 {
 	const char *original = "; company settings\n[derapi]\nclient_id = cid ; inline comment\n"
@@ -413,6 +460,8 @@ static const struct CMUnitTest tests[] = {
     T(inline_secret_wins_and_is_redacted),
     T(set_overrides_and_write_round_trips),
     T(save_key_keeps_the_rest_of_the_file),
+    T(save_key_sets_what_the_loader_reads),
+    T(save_key_refuses_a_file_with_a_nul),
     T(datadir_prefers_the_environment),
     T(secret_keys_are_known),
 };

@@ -598,6 +598,65 @@ static void absurd_parameters_and_newer_formats_are_refused(void **state)
 	enr_record_free(rec);
 }
 
+/* Found by tests/fuzz (store): a record without credentials (a hand-edited
+ * plain store) reads, so writing it must not make the store unreadable. */
+static void record_without_credentials_survives_a_write(void **state)
+{
+	static const char edited[] =
+	    "{\"format\":\"derenroll-store\",\"schema\":1,\"records\":1}\n{\"secrets\":{}}\n"
+	    "{\"id\":\"aaaaaaaaaa\",\"customer\":\"edited\",\"vendor\":\"solaredge\","
+	    "\"method\":\"key\"}\n{\"id\":\"aaaaaaaaaa\",\"credentials\":{}}\n";
+	struct enr_store_options o = options(NULL);
+	struct enr_store *store = NULL;
+	struct enr_record *rec = numbered("r", 1);
+
+	(void)state;
+	o.plaintext = true;
+	assert_int_equal(enr_store_open(&store, &o), 0);
+	put_ok(store, rec, false);
+	enr_store_free(store);
+	write_bytes(path, edited, sizeof(edited) - 1);
+
+	assert_int_equal(enr_store_open(&store, &o), 0);
+	assert_int_equal(enr_store_count(store), 1);
+	enr_record_free(rec);
+	rec = numbered("r", 2);
+	put_ok(store, rec, false);
+	enr_store_free(store);
+
+	if (enr_store_open(&store, &o) != 0)
+		fail_msg("the store no longer opens: %s", enr_error_last());
+	assert_int_equal(enr_store_count(store), 2);
+	assert_string_equal(enr_store_at(store, 0)->customer, "edited");
+	assert_int_equal(enr_store_at(store, 0)->cred.type, ENR_CRED_NONE);
+	enr_store_free(store);
+	enr_record_free(rec);
+}
+
+/* Found by tests/fuzz (store): an extra's key is written escaped, as its value is. */
+static void extra_keys_with_quotes_and_newlines_survive(void **state)
+{
+	struct enr_store_options o = options(NULL);
+	struct enr_store *store = NULL;
+	struct enr_record *rec = numbered("r", 1);
+
+	(void)state;
+	o.plaintext = true;
+	assert_int_equal(enr_record_set_extra(rec, "say \"hi\"\nthere\\", "v1"), 0);
+	assert_int_equal(enr_record_set_extra(rec, "plain", "v2"), 0);
+	assert_int_equal(enr_store_open(&store, &o), 0);
+	put_ok(store, rec, false);
+	enr_store_free(store);
+
+	if (enr_store_open(&store, &o) != 0)
+		fail_msg("the store no longer opens: %s", enr_error_last());
+	assert_int_equal(enr_store_count(store), 1);
+	assert_string_equal(enr_record_extra(enr_store_at(store, 0), "say \"hi\"\nthere\\"), "v1");
+	assert_string_equal(enr_record_extra(enr_store_at(store, 0), "plain"), "v2");
+	enr_store_free(store);
+	enr_record_free(rec);
+}
+
 static void big_store_reads_on_two_threads(void **state)
 {
 	struct enr_store_options o = options(NULL);
@@ -1513,6 +1572,8 @@ static const struct CMUnitTest tests[] = {
     T(truncated_files_are_refused),
     T(absurd_parameters_and_newer_formats_are_refused),
     T(big_store_reads_on_two_threads),
+    T(record_without_credentials_survives_a_write),
+    T(extra_keys_with_quotes_and_newlines_survive),
     T(killed_writers_leave_old_or_new_state),
     T(two_processes_add_500_each),
     T(record_lock_serialises_refreshes),

@@ -314,6 +314,36 @@ static void bad_values_are_refused(void **state)
 	             "field 'tokens.access_ttl' must not be negative");
 	expect_error(VENDOR(",\"tokens\": {\"access_ttl\": \"1h\", \"refresh_ttl\": 0}"),
 	             "field 'tokens.access_ttl' must be a number");
+	/* Found by tests/fuzz (vendors): converted to int or long, these were undefined
+	 * (numbers too large: out_of_range_numbers_are_refused). */
+	expect_error(VENDOR(",\"guidance\": [{\"status\": NaN, \"class\": \"rejected\", "
+	                    "\"message\": \"m\"}]"),
+	             "field 'guidance[0].status' must be a finite number");
+	expect_error("{\"schema\": Infinity, \"vendors\": []}", "field 'schema' must be");
+}
+
+/* Found by tests/fuzz (vendors): glibc's regcomp() took gigabytes for these. */
+static void patterns_too_big_to_compile_are_refused(void **state)
+{
+	static const char *const big[] = {
+	    "^a\\\\++++++++++++++++++++++++++++++++++++++++$",
+	    "((a{255}){255}){255}",
+	    "(a{2000})",
+	    "[ab]{33}{33}",
+	};
+	const char *json = VENDOR(""), *at = strstr(json, "\"help\": \"h\"}");
+	char *with = NULL;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(big) / sizeof(big[0]); i++) {
+		assert_true(asprintf(&with,
+		                     "%.*s\"help\": \"h\", \"fields\": [{\"name\": \"api_key\", "
+		                     "\"label\": \"K\", \"help\": \"h\", \"pattern\": \"%s\"}]}%s",
+		                     (int)(at - json), json, big[i],
+		                     at + strlen("\"help\": \"h\"}")) > 0);
+		expect_error(with, "has a 'pattern' too big to compile");
+		free(with);
+	}
 }
 
 /* Numbers that do not fit what they are read into are refused, not cast
@@ -410,6 +440,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(unknown_method_is_refused),
     cmocka_unit_test(oauth_method_needs_oauth_and_endpoints),
     cmocka_unit_test(bad_values_are_refused),
+    cmocka_unit_test(patterns_too_big_to_compile_are_refused),
     cmocka_unit_test(duplicate_vendor_is_refused),
     cmocka_unit_test(missing_file_is_not_found),
 };

@@ -60,11 +60,36 @@ static unsigned get_be32(const unsigned char *p)
 
 static int damaged(const char *path, const char *what)
 {
+	char *bak = enr_util_printf("%s.bak", path);
+	struct stat st;
+	bool have_bak = bak && stat(bak, &st) == 0 && S_ISREG(st.st_mode);
+
+	free(bak);
+	/* Only advice that can be followed: a previous generation that exists. */
+	if (!have_bak)
+		return enr_error_set(ENR_E_CORRUPT,
+		                     "credential store %s is damaged (%s) and was left as it is; "
+		                     "there is no previous generation (%s.bak)",
+		                     path, what, path);
 	return enr_error_set(ENR_E_CORRUPT,
 	                     "credential store %s is damaged (%s) and was left as it is; the "
 	                     "previous generation is %s.bak: check it with 'derenroll --store "
 	                     "%s.bak list' and copy it over %s",
 	                     path, what, path, path, path);
+}
+
+/* The first bytes of a plain store (serialize() writes them). */
+#define PLAIN_START "{\"format\":\"derenroll-store\""
+
+/* Whether the first `n` bytes read of a file are those of a store. */
+static bool looks_like_store(const unsigned char *h, size_t n)
+{
+	size_t plain = sizeof(PLAIN_START) - 1;
+
+	/* A store cut short is a damaged store, not someone else's file. */
+	if (memcmp(h, MAGIC, n < 8 ? n : 8) == 0)
+		return true;
+	return memcmp(h, PLAIN_START, n < plain ? n : plain) == 0;
 }
 
 bool enr_store__kdf_ok(const struct enr_store_kdf *kdf, const char **why)
@@ -742,6 +767,20 @@ int enr_store__file_read(struct store_data *out, struct store_file_info *info, c
 		rc = enr_error_set(ENR_E_STORE, "credential store %s is not a regular file", path);
 		goto out;
 	}
+	n = enr_store__read_full(r.fd, header, sizeof(header), 0);
+	if (n < 0) {
+		rc = enr_error_set_errno(ENR_E_IO, errno, "cannot read %s", path);
+		goto out;
+	}
+	/* Said before any advice about its mode: advice to chmod someone else's file is not safe.
+	 */
+	if (n > 0 && !looks_like_store(header, (size_t)n)) {
+		rc = enr_error_set(ENR_E_STORE,
+		                   "%s is not a derenroll credential store: check [store] path or "
+		                   "--store",
+		                   path);
+		goto out;
+	}
 	if (st.st_mode & 077) {
 		rc = enr_error_set(ENR_E_PERM,
 		                   "credential store %s can be accessed by others (mode %04o): run "
@@ -751,12 +790,12 @@ int enr_store__file_read(struct store_data *out, struct store_file_info *info, c
 	}
 	info->exists = true;
 	info->size = (size_t)st.st_size;
-	n = enr_store__read_full(r.fd, header, sizeof(header), -1);
-	if (n < 0) {
-		rc = enr_error_set_errno(ENR_E_IO, errno, "cannot read %s", path);
-		goto out;
-	}
 	if (n >= 8 && memcmp(header, MAGIC, 8) == 0) {
+		/* The ciphertext follows the header. */
+		if (lseek(r.fd, (off_t)n, SEEK_SET) < 0) {
+			rc = enr_error_set_errno(ENR_E_IO, errno, "cannot read %s", path);
+			goto out;
+		}
 		info->encrypted = true;
 		if ((size_t)n == sizeof(header))
 			memcpy(info->header, header, sizeof(header));

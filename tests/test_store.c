@@ -474,11 +474,12 @@ static void flipped_bytes_are_detected(void **state)
 		memcpy(bad, good, len);
 		bad[at] ^= 0x01;
 		write_bytes(path, bad, len);
-		expect_open_fails(ENR_E_CORRUPT);
+		/* Without its magic it is not known for a store (no advice about it). */
+		expect_open_fails(at < 8 ? ENR_E_STORE : ENR_E_CORRUPT);
 		/* Never overwritten: a store opened before sees the change and refuses to write. */
 		if (i % 16 == 0 && at < STORE_HEADER_SIZE) {
 			assert_int_equal(enr_store_secret_set(store, "x.y", "value"),
-			                 ENR_E_CORRUPT);
+			                 at < 8 ? ENR_E_STORE : ENR_E_CORRUPT);
 			now = read_bytes(path, &len2);
 			assert_int_equal(len2, len);
 			assert_memory_equal(now, bad, len);
@@ -548,7 +549,8 @@ static void truncated_files_are_refused(void **state)
 	write_bytes(path, "", 0);
 	expect_open_fails(ENR_E_CORRUPT);
 	write_bytes(path, "garbage", 7);
-	expect_open_fails(ENR_E_CORRUPT);
+	expect_open_fails(ENR_E_STORE);
+	assert_non_null(strstr(enr_error_last(), "is not a derenroll credential store"));
 	free(good);
 	enr_record_free(rec);
 	enr_record_free(rec2);

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <termios.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "derenroll/config.h"
@@ -112,8 +113,18 @@ static int ask_passphrase(char **out, bool new_store, const char *path, void *ct
 
 	(void)ctx;
 	*out = NULL;
-	if (file && file[0])
+	if (file && file[0]) {
+		struct stat st;
+		static bool warned;
+		/* Like a key file: whoever can read it can open the store. */
+		if (!warned && stat(file, &st) == 0 && (st.st_mode & 077)) {
+			warned = true;
+			cli_error("warning: the passphrase file %s can be read by others: run "
+			          "'chmod 600 %s'",
+			          file, file);
+		}
 		return enr_store_read_passphrase_file(out, file);
+	}
 	fd = open("/dev/tty", O_RDWR | O_NOCTTY | O_CLOEXEC);
 	if (fd < 0)
 		return enr_error_set(

@@ -3,7 +3,7 @@
 set -u
 BIN=$1
 . "$(dirname "$0")/lib.sh"
-plan 39
+plan 47
 
 run "$BIN" --version
 expect_rc "--version" 0
@@ -44,6 +44,23 @@ run "$BIN" --config "$TMP/open.ini" </dev/null
 expect_rc "readable config with an inline secret" 2
 expect_in "the fix is named" "chmod 600 $TMP/open.ini" "$ERR"
 expect_not_in "the secret is not printed" "hunter2" "$ERR"
+
+# A --store that is someone else's file: said so, no advice to change its mode.
+printf 'root:x:0:0:root:/root:/bin/bash\n' >"$TMP/passwd"
+chmod 644 "$TMP/passwd"
+run "$BIN" --store "$TMP/passwd" list </dev/null
+expect_rc "a file that is not a store" 4
+expect_one_line "not a store: one line" "$ERR"
+expect_in "it says what it is not" "is not a derenroll credential store" "$ERR"
+expect_not_in "no chmod advice for it" "chmod" "$ERR"
+# A damaged store with no previous generation names none.
+printf 'DRNSTORE' >"$TMP/cut-store"
+chmod 600 "$TMP/cut-store"
+run "$BIN" --store "$TMP/cut-store" list </dev/null
+expect_rc "a damaged store" 4
+expect_in "it is damaged" "is damaged" "$ERR"
+expect_in "there is no .bak to copy" "there is no previous generation" "$ERR"
+expect_not_in "no advice to copy a .bak that is not there" "copy it over" "$ERR"
 
 printf '[ui]\nexpiring_days = 3\nnot a setting\n' >"$TMP/syntax.ini"
 run "$BIN" --config "$TMP/syntax.ini" </dev/null

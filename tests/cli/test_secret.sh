@@ -33,7 +33,7 @@ run() {
 	env DERENROLL_PASSPHRASE_FILE="$PASSFILE" "$DERENROLL" "$@" <"$TMP/in" >"$TMP/out" 2>"$TMP/err"
 }
 
-echo "1..19"
+echo "1..21"
 
 printf 'tesla-secret-0f9a\n' >"$TMP/in"
 run secret set vendor.tesla.client_secret
@@ -89,6 +89,18 @@ if command -v setsid >/dev/null 2>&1; then
 else
 	ok 0 "# SKIP setsid is missing"
 fi
+
+# A passphrase file others can read is warned about, like a key file.
+chmod 600 "$PASSFILE"
+run secret list
+! grep -q "can be read by others" "$TMP/err"
+ok $? "a private passphrase file: no warning"
+chmod 644 "$PASSFILE"
+run secret list
+st=$?
+chmod 600 "$PASSFILE"
+[ $st -eq 0 ] && grep -q "warning: the passphrase file $PASSFILE can be read by others: run 'chmod 600 $PASSFILE'" "$TMP/err"
+ok $? "a passphrase file others can read: a warning naming the fix"
 
 run secret remove derapi.client_secret && run secret list &&
 	[ "$(cat "$TMP/out")" = "vendor.tesla.client_secret" ]

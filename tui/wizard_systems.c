@@ -222,6 +222,11 @@ static void start_job(enum enr_job_kind kind)
 	}
 	snprintf(S->note, sizeof(S->note), "%s %s...",
 	         kind == ENR_JOB_REFRESH ? "Refreshing" : "Checking", id);
+	/* Room for the new tokens before one is spent, as the refresh command does. */
+	if (kind == ENR_JOB_REFRESH && enr_store_reserve(w->store, &id, 1) < 0) {
+		snprintf(S->note, sizeof(S->note), "%s", enr_error_last());
+		return;
+	}
 	S->running = true;
 	S->refreshing = kind == ENR_JOB_REFRESH;
 	rc = enr_job_start(&job, w->store, w->g->cfg, w->g->catalog, S->multi, id, kind, job_done,

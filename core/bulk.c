@@ -730,6 +730,9 @@ int enr_bulk_run(struct enr_bulk *bulk)
 		enr_bulk_step(bulk);
 		if (enr_bulk_finished(bulk))
 			break;
+		/* After the step started what it could: what is left waits, and on what. */
+		if (now_ms() - bulk->last_report_ms >= 1000)
+			report_progress(bulk);
 		while ((n = enr_bulk_poll_fds(bulk, fds, cap)) > cap) {
 			void *p = realloc(fds, n * sizeof(*fds));
 			if (!p) {
@@ -741,8 +744,6 @@ int enr_bulk_run(struct enr_bulk *bulk)
 		}
 		long timeout = enr_bulk_timeout_ms(bulk);
 		poll(fds, n, timeout < 0 || timeout > 1000 ? 1000 : (int)timeout);
-		if (now_ms() - bulk->last_report_ms >= 1000)
-			report_progress(bulk);
 	}
 	free(fds);
 	if (bulk->store_error)
@@ -752,25 +753,34 @@ int enr_bulk_run(struct enr_bulk *bulk)
 	return bulk->store_error;
 }
 
-/* Which vendor's limit holds back the next record to start, into `out`. */
+/* Which vendor's limit holds back the next record to start, into `out`: of
+ * the first waiting records, the one a limit lets start soonest (a record
+ * held back only by its own backoff holds back no other). */
 static void waiting_on(const struct enr_bulk *bulk, struct enr_bulk_progress *out)
 {
 	long long now = now_ms();
+	size_t seen = 0;
 
-	for (size_t i = bulk->next_waiting; i < bulk->n_items; i++) {
+	for (size_t i = bulk->next_waiting; i < bulk->n_items && seen < 64; i++) {
 		const struct item *it = &bulk->items[i];
+		long long wait = 0;
 		if (it->state != ITEM_WAITING)
 			continue;
-		/* Only the limits count: its own backoff holds back no other record. */
-		for (size_t j = 0; j < it->n_buckets && out->waiting_ms >= 0; j++) {
+		seen++;
+		for (size_t j = 0; j < it->n_buckets && wait >= 0; j++) {
 			long long w =
 			    enr_bulk__bucket_wait(&bulk->buckets[it->buckets[j]], now, it->calls);
-			if (w < 0 || w > out->waiting_ms) {
-				out->waiting_vendor = it->vendor ? it->vendor->name : NULL;
-				out->waiting_ms = w;
-			}
+			if (w < 0 || w > wait)
+				wait = w;
 		}
-		return;
+		if (wait == 0)
+			continue;
+		/* -1: every slot is taken; it starts when one is free. */
+		if (!out->waiting_vendor ||
+		    (wait >= 0 && (out->waiting_ms < 0 || wait < out->waiting_ms))) {
+			out->waiting_vendor = it->vendor ? it->vendor->name : NULL;
+			out->waiting_ms = wait;
+		}
 	}
 }
 

@@ -78,18 +78,14 @@ static int damaged(const char *path, const char *what)
 	                     path, what, path, path, path);
 }
 
-/* The first bytes of a plain store (serialize() writes them). */
-#define PLAIN_START "{\"format\":\"derenroll-store\""
-
 /* Whether the first `n` bytes read of a file are those of a store. */
 static bool looks_like_store(const unsigned char *h, size_t n)
 {
-	size_t plain = sizeof(PLAIN_START) - 1;
-
 	/* A store cut short is a damaged store, not someone else's file. */
 	if (memcmp(h, MAGIC, n < 8 ? n : 8) == 0)
 		return true;
-	return memcmp(h, PLAIN_START, n < plain ? n : plain) == 0;
+	/* A plain one names its format on its first line (which may have been edited). */
+	return h[0] == '{' && (n < STORE_HEADER_SIZE || memmem(h, n, "\"derenroll-store\"", 17));
 }
 
 bool enr_store__kdf_ok(const struct enr_store_kdf *kdf, const char **why)

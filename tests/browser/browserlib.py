@@ -114,6 +114,7 @@ def store_env(tmp):
     env = clean_env(tmp)
     with open(os.path.join(tmp, "passphrase"), "w") as f:
         f.write("browser test passphrase\n")
+    os.chmod(os.path.join(tmp, "passphrase"), 0o600)
     env["DERENROLL_PASSPHRASE_FILE"] = os.path.join(tmp, "passphrase")
     return env, os.path.join(tmp, "store")
 

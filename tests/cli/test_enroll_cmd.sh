@@ -37,6 +37,7 @@ esac
 cred() { printf '%s' "$LINE" | jq -r ".credentials.$1"; }
 
 printf 'passphrase for the enroll tests\n' >"$TMP/pass"
+chmod 600 "$TMP/pass"
 export DERENROLL_PASSPHRASE_FILE="$TMP/pass"
 # Small scrypt parameters are not settable from the CLI: the store is created
 # once, then reused.

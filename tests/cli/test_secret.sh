@@ -13,6 +13,7 @@ unset DERENROLL_PASSPHRASE_FILE
 mkdir -p "$HOME"
 STORE="$XDG_DATA_HOME/derenroll/store"
 printf 'a passphrase for tests\n' >"$TMP/pass"
+chmod 600 "$TMP/pass"
 PASSFILE="$TMP/pass"
 
 n=0

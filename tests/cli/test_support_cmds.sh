@@ -15,6 +15,7 @@ start_sandbox "$BIN" "$CONF"
 URL=$(jq -r .url "$TMP/line")
 SOLIS_SECRET=$(jq -r .credentials.solis.key_secret "$TMP/line")
 printf 'correct horse\n' >"$TMP/pass"
+chmod 600 "$TMP/pass"
 export DERENROLL_PASSPHRASE_FILE="$TMP/pass"
 STORE="$XDG_DATA_HOME/derenroll/store"
 D() { "$BIN" --config "$CONF" "$@"; }

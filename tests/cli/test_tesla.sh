@@ -15,6 +15,7 @@ CONF="$TMP/config.ini"
 start_sandbox "$BIN" "$CONF"
 URL=$(jq -r .url "$TMP/line")
 printf 'correct horse\n' >"$TMP/pass"
+chmod 600 "$TMP/pass"
 export DERENROLL_PASSPHRASE_FILE="$TMP/pass"
 D() { "$BIN" --config "$CONF" "$@"; }
 id_of() { jq -r --arg c "$1" '.[] | select(.customer == $c) | .id' <<<"$(D list --json)"; }

@@ -25,6 +25,7 @@ fault() { curl -sS -o /dev/null -X POST -d "$1" "$URL/_sandbox/faults"; }
 clear_faults() { curl -sS -o /dev/null -X DELETE "$URL/_sandbox/faults"; }
 id_of() { jq -r --arg c "$1" '.[] | select(.customer == $c) | .id' <<<"$(D list --json)"; }
 printf 'time is bounded\n' >"$TMP/pass"
+chmod 600 "$TMP/pass"
 export DERENROLL_PASSPHRASE_FILE="$TMP/pass"
 start_sandbox "$BIN" "$CONF"
 URL=$(jq -r .url "$TMP/line")

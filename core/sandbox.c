@@ -461,7 +461,7 @@ char *enr_sandbox__add_query(const char *base, ...)
 
 /* ---- faults and latency ---- */
 
-static const char *const fault_names[] = {"429", "500", "malformed", "huge", "stall"};
+static const char *const fault_names[] = {"429", "500", "malformed", "huge", "stall", "lost"};
 
 int enr_sandbox_parse_fault(enum enr_sandbox_fault *out, const char *name)
 {
@@ -472,7 +472,7 @@ int enr_sandbox_parse_fault(enum enr_sandbox_fault *out, const char *name)
 		}
 	}
 	return enr_error_set(ENR_E_USAGE,
-	                     "unknown fault '%s' (429, 500, malformed, huge, stall or latency)",
+	                     "unknown fault '%s' (429, 500, malformed, huge, stall, lost or latency)",
 	                     name ? name : "");
 }
 
@@ -709,6 +709,10 @@ static void fault_answer(struct sb_resp *resp, const struct sb_fault *f)
 		resp->special = SB_SPECIAL_HUGE;
 		break;
 	case ENR_SANDBOX_FAULT_STALL:
+	case ENR_SANDBOX_FAULT_LOST:
+		free(resp->body);
+		resp->body = NULL;
+		resp->len = 0;
 		resp->status = 200;
 		resp->content_type = "application/json";
 		resp->special = SB_SPECIAL_STALL;
@@ -822,7 +826,8 @@ static void route(struct sb_req *req, struct sb_resp *resp)
 		pthread_mutex_lock(&sb->lock);
 		faulty = next_fault(sb, req->vendor, &fault);
 		sb->request_arrived_ms = req->arrived_ms;
-		if (!faulty)
+		/* A lost answer: the vendor did the work, the client never hears of it. */
+		if (!faulty || fault.kind == ENR_SANDBOX_FAULT_LOST)
 			handlers[req->vendor](req, resp);
 		pthread_mutex_unlock(&sb->lock);
 		if (faulty)

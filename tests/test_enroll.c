@@ -1085,6 +1085,47 @@ static void refresh_revoked_and_transient(void **state)
 	free(id);
 }
 
+/* The vendor rotated the token but its answer was lost: where it keeps the
+ * previous one valid a while (Tesla, refresh_grace in vendors.json), the
+ * refresh asks again at once with it; where it does not, that token is spent. */
+static void lost_refresh_answer_asked_again(void **state)
+{
+	struct fixture *f = *state;
+	char *id = enroll_tesla(f, "Lou", "lou");
+	struct enr_record *before = stored(f, id), *after;
+	bool refreshed = false;
+
+	assert_true(enr_catalog_find(f->catalog, "tesla")->tokens.refresh_grace > 0);
+	assert_int_equal(enr_sandbox_set(f->sb, "refresh_grace", 60), 0);
+	assert_int_equal(enr_sandbox_set(f->sb, "stall_ms", 200), 0);
+	assert_int_equal(enr_sandbox_add_fault(f->sb, "tesla", ENR_SANDBOX_FAULT_LOST, 1, 0), 0);
+	assert_int_equal(
+	    enr_lifecycle_run(f->store, f->cfg, f->catalog, id, ENR_JOB_REFRESH, &refreshed), 0);
+	assert_true(refreshed);
+	after = stored(f, id);
+	assert_string_not_equal(after->cred.tokens.refresh_token,
+	                        before->cred.tokens.refresh_token);
+	/* The lost answer did rotate it: the old token is spent (past the grace, it would be
+	 * refused), the one stored is live. */
+	assert_int_equal(enr_sandbox_set(f->sb, "refresh_grace", 0), 0);
+	assert_int_equal(try_refresh(f, "tesla", before->cred.tokens.refresh_token),
+	                 ENR_E_REJECTED);
+	assert_int_equal(
+	    enr_lifecycle_run(f->store, f->cfg, f->catalog, id, ENR_JOB_REFRESH, &refreshed), 0);
+	enr_record_free(after);
+
+	/* Strict (no grace in the catalogue's sense here: the sandbox refuses at once):
+	 * asked again, it is refused, and the record says the customer is needed. */
+	enr_record_free(before);
+	before = stored(f, id);
+	assert_int_equal(enr_sandbox_add_fault(f->sb, "tesla", ENR_SANDBOX_FAULT_LOST, 1, 0), 0);
+	assert_int_equal(
+	    enr_lifecycle_run(f->store, f->cfg, f->catalog, id, ENR_JOB_REFRESH, &refreshed),
+	    ENR_E_REJECTED);
+	enr_record_free(before);
+	free(id);
+}
+
 static char *enroll_fields(struct fixture *f, const char *vendor, const char *method,
                            const char *const *pairs, const char *site)
 {
@@ -1564,6 +1605,7 @@ static const struct CMUnitTest tests[] = {
     T(refresh_rotates),
     T(check_refreshes_stale_token),
     T(refresh_revoked_and_transient),
+    T(lost_refresh_answer_asked_again),
     T(check_every_kind),
     T(reauthorize),
     T(two_processes_refresh),

@@ -137,9 +137,11 @@ enum enr_sandbox_fault {
 	ENR_SANDBOX_FAULT_MALFORMED, /* 200, application/json, but not JSON */
 	ENR_SANDBOX_FAULT_HUGE,      /* 200 with a 5 MiB JSON body */
 	ENR_SANDBOX_FAULT_STALL,     /* 200, part of the body, then nothing for stall_ms */
+	ENR_SANDBOX_FAULT_LOST,      /* handled (a refresh token rotates), then the stall:
+	                              * the answer never arrives */
 };
 
-/* "429", "500", "malformed", "huge", "stall"; ENR_E_USAGE otherwise. */
+/* "429", "500", "malformed", "huge", "stall", "lost"; ENR_E_USAGE otherwise. */
 ENR_API int enr_sandbox_parse_fault(enum enr_sandbox_fault *out, const char *name);
 
 /*

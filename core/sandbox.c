@@ -471,9 +471,9 @@ int enr_sandbox_parse_fault(enum enr_sandbox_fault *out, const char *name)
 			return 0;
 		}
 	}
-	return enr_error_set(ENR_E_USAGE,
-	                     "unknown fault '%s' (429, 500, malformed, huge, stall, lost or latency)",
-	                     name ? name : "");
+	return enr_error_set(
+	    ENR_E_USAGE, "unknown fault '%s' (429, 500, malformed, huge, stall, lost or latency)",
+	    name ? name : "");
 }
 
 static int prefix_vendor(const char *vendor, int *out)
@@ -971,6 +971,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	else
 		route(&req, &resp);
 	enr_log_debug("sandbox: %s %s -> %d", method, url, resp.status);
+	if (resp.spent_refresh) {
+		pthread_mutex_lock(&sb->lock);
+		enr_sandbox__refresh_answered(sb, resp.spent_refresh);
+		pthread_mutex_unlock(&sb->lock);
+	}
 	ret = queue(sb, conn, &resp);
 	for (size_t i = 0; i < req.n_form; i++) {
 		free(req.form[i].name);

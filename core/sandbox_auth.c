@@ -155,9 +155,10 @@ struct refresh {
 	uint64_t hash;
 	int vendor;
 	uint64_t grant, seq;
-	long long expires;  /* wall clock seconds; 0: never */
-	long long used_ms;  /* monotonic ms of the first use; 0: unused */
-	long long asked_ms; /* when the request of that use arrived */
+	long long expires;     /* wall clock seconds; 0: never */
+	long long used_ms;     /* monotonic ms of the first use; 0: unused */
+	long long asked_ms;    /* when the request of that use arrived */
+	long long answered_ms; /* when its answer was handed to the connection */
 	bool revoked;
 	char value[48];
 	char client_id[96];
@@ -451,7 +452,7 @@ static struct refresh *find_refresh(const struct enr_sandbox *sb, const char *to
 }
 
 long long enr_sandbox__refresh_used_ms(struct enr_sandbox *sb, const char *token,
-                                       long long *asked_ms)
+                                       long long *asked_ms, long long *answered_ms)
 {
 	struct refresh *r;
 	long long used;
@@ -461,8 +462,19 @@ long long enr_sandbox__refresh_used_ms(struct enr_sandbox *sb, const char *token
 	used = r ? r->used_ms : -1;
 	if (asked_ms)
 		*asked_ms = r ? r->asked_ms : 0;
+	if (answered_ms)
+		*answered_ms = r ? r->answered_ms : 0;
 	pthread_mutex_unlock(&sb->lock);
 	return used;
+}
+
+void enr_sandbox__refresh_answered(struct enr_sandbox *sb, uint64_t h)
+{
+	for (size_t i = 0; h && i < sb->refresh.cap; i++) {
+		struct refresh *r = sb->refresh.items[i];
+		if (r && r->hash == h && !r->answered_ms)
+			r->answered_ms = enr_sandbox__now_ms();
+	}
 }
 
 bool enr_sandbox__refresh(struct enr_sandbox *sb, struct sb_resp *resp, struct sb_tokens *out,
@@ -521,6 +533,7 @@ bool enr_sandbox__refresh(struct enr_sandbox *sb, struct sb_resp *resp, struct s
 	if (r && rotates && !r->used_ms) {
 		r->used_ms = enr_sandbox__now_ms();
 		r->asked_ms = sb->request_arrived_ms;
+		resp->spent_refresh = r->hash;
 	}
 	return true;
 }

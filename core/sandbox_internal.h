@@ -159,6 +159,7 @@ struct sb_resp {
 		char value[64];
 	} headers[SB_MAX_HEADERS]; /* further headers to send */
 	size_t n_headers;
+	uint64_t spent_refresh; /* the hash of the refresh token this answer rotated out */
 };
 
 long long enr_sandbox__now_ms(void);
@@ -257,9 +258,14 @@ int enr_sandbox__issue(struct enr_sandbox *sb, struct sb_tokens *out, const stru
 
 /* When refresh token `token` was first used (enr_sandbox__now_ms()), 0 when
  * it was not, -1 when the sandbox does not know it; `asked_ms` (may be NULL)
- * gets when the request that used it arrived. For the kill-storm test. */
+ * gets when the request that used it arrived, `answered_ms` (may be NULL) when
+ * the answer with its successor was handed to the connection (0: not yet).
+ * For the kill-storm test. */
 long long enr_sandbox__refresh_used_ms(struct enr_sandbox *sb, const char *token,
-                                       long long *asked_ms);
+                                       long long *asked_ms, long long *answered_ms);
+
+/* The answer that rotated out the refresh token of hash `h` is being sent. Under sb->lock. */
+void enr_sandbox__refresh_answered(struct enr_sandbox *sb, uint64_t h);
 void enr_sandbox__tokens_done(struct sb_tokens *t);
 long enr_sandbox__access_ttl(const struct enr_sandbox *sb, int vendor);
 long enr_sandbox__refresh_ttl(const struct enr_sandbox *sb, int vendor);

@@ -43,14 +43,15 @@ int test_sandbox_sma_records(struct enr_sandbox *sb, struct enr_store *store, in
 }
 
 long long test_sandbox_token_spent(struct enr_sandbox *sb, struct enr_store *store, const char *id,
-                                   long long *asked_ms)
+                                   long long *asked_ms, long long *answered_ms)
 {
 	struct enr_record *rec = NULL;
 	long long used;
 
 	if (enr_store_get(&rec, store, id) < 0)
 		return -1;
-	used = enr_sandbox__refresh_used_ms(sb, rec->cred.tokens.refresh_token, asked_ms);
+	used =
+	    enr_sandbox__refresh_used_ms(sb, rec->cred.tokens.refresh_token, asked_ms, answered_ms);
 	enr_record_free(rec);
 	return used;
 }

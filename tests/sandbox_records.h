@@ -14,8 +14,9 @@ struct enr_store;
 int test_sandbox_sma_records(struct enr_sandbox *sb, struct enr_store *store, int n);
 
 /* When the sandbox spent the refresh token that record `id` holds now (0: not
- * spent, -1: unknown); `asked_ms` (may be NULL) gets when the request arrived. */
+ * spent, -1: unknown); `asked_ms` (may be NULL) gets when the request arrived,
+ * `answered_ms` (may be NULL) when the answer was handed to the connection. */
 long long test_sandbox_token_spent(struct enr_sandbox *sb, struct enr_store *store, const char *id,
-                                   long long *asked_ms);
+                                   long long *asked_ms, long long *answered_ms);
 
 #endif

@@ -165,7 +165,7 @@ static int lost(struct fixture *f)
 	int n = 0;
 
 	for (int i = 0; i < N_RECORDS; i++)
-		if (test_sandbox_token_spent(f->w.sb, fresh, f->ids[i], NULL) != 0)
+		if (test_sandbox_token_spent(f->w.sb, fresh, f->ids[i], NULL, NULL) != 0)
 			n++;
 	enr_store_free(fresh);
 	return n;

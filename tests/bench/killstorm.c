@@ -115,11 +115,12 @@ static int wait_for(pid_t pid)
 
 /*
  * What the storm did to the tokens the store holds now. A spent one was spent
- * by a run k (its request arrived between the start of run k and its kill),
- * either before the kill, so that the answer with its successor went to run
- * k, which lost it (`after_answer`), or only after the kill: the vendor
- * answered a request that was in flight when the process died (`in_flight`;
- * no client can keep those). `start` and `kill` are the runs' moments.
+ * by a run k (its request arrived between the start of run k and its kill).
+ * Either the answer with its successor was on its way to run k before the
+ * kill, and run k lost it (`after_answer`: what the journal is for), or the
+ * vendor was still at work when the process died, its answer sent to no one
+ * (`in_flight`: no client can keep those). `start` and `kill` are the runs'
+ * moments.
  */
 static void classify(struct enr_sandbox *sb, const double *start, const double *kill_at,
                      int n_kills, int *after_answer, int *in_flight)
@@ -129,18 +130,18 @@ static void classify(struct enr_sandbox *sb, const double *start, const double *
 	*after_answer = *in_flight = 0;
 	for (size_t i = 0; i < enr_store_count(store); i++) {
 		const struct enr_record *rec = enr_store_at(store, i);
-		long long used, asked = 0;
+		long long used, asked = 0, answered = 0;
 		int k = n_kills - 1;
-		used = test_sandbox_token_spent(sb, store, rec->id, &asked);
+		used = test_sandbox_token_spent(sb, store, rec->id, &asked, &answered);
 		if (used <= 0)
 			continue;
 		/* The run that sent it: the last one started before its request arrived. */
 		while (k > 0 && start[k] > (double)asked)
 			k--;
 		if (getenv("KILLSTORM_KEEP"))
-			fprintf(stderr, "spent: run %d, %.1f ms before its kill\n", k,
-			        kill_at[k] - (double)used);
-		if ((double)used > kill_at[k])
+			fprintf(stderr, "spent: run %d, answered %.1f ms before its kill\n", k,
+			        kill_at[k] - (double)answered);
+		if (!answered || (double)answered > kill_at[k])
 			(*in_flight)++;
 		else
 			(*after_answer)++;
@@ -306,8 +307,9 @@ int main(int argc, char **argv)
 		            lost + ok == records;
 		printf("1..1\n");
 		printf("# kill storm: %d of %d records lost in %d kills: %d after their new token "
-		       "reached derenroll, %d with the refresh request in flight when the process "
-		       "died (%d kills before the run ended; a whole run takes %.0f ms; storm %.1f "
+		       "was sent to derenroll, %d with the refresh still with the vendor when the "
+		       "process died (%d kills before the run ended; a whole run takes %.0f ms; "
+		       "storm %.1f "
 		       "s); %d ok after it\n",
 		       lost, records, kills, after_answer, in_flight, killed_mid, run_ms,
 		       total_ms / 1000, ok);
@@ -324,9 +326,9 @@ int main(int argc, char **argv)
 	       records, latency, kills, MAX_LOST);
 	printf("| measure | value |\n| --- | --- |\n");
 	printf("| records lost | %d of %d |\n", lost, records);
-	printf("| of which after the answer with the new token reached derenroll | %d |\n",
+	printf("| of which after the answer with the new token was sent to derenroll | %d |\n",
 	       after_answer);
-	printf("| of which with the refresh request in flight when the process died | %d |\n",
+	printf("| of which with the refresh still with the vendor when the process died | %d |\n",
 	       in_flight);
 	printf("| kills that landed before the run ended | %d of %d |\n", killed_mid, kills);
 	printf("| one whole run | %.0f ms |\n", run_ms);

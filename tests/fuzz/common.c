@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "common.h"
+#include "store_internal.h"
 #include "derenroll/error.h"
 #include "derenroll/http.h"
 #include "derenroll/log.h"
@@ -104,6 +105,16 @@ static int remove_entry(const char *path, const struct stat *st, int flag, struc
 static void remove_tmpdir(void)
 {
 	nftw(tmpdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+void fuzz_store_key(struct store_key *out)
+{
+	static struct store_key key = {.kdf = {.log2_n = 4, .r = 1, .p = 1},
+	                               .salt = "derenroll-fuzz!"};
+
+	if (!key.have && enr_store__derive(&key, "fuzz passphrase") < 0)
+		abort();
+	*out = key;
 }
 
 const char *fuzz_tmpdir(void)

@@ -31,6 +31,12 @@ char *fuzz_string(const uint8_t *data, size_t size);
  * removed at exit. */
 const char *fuzz_tmpdir(void);
 
+struct store_key;
+
+/* The harnesses' store key: weak scrypt parameters and a fixed salt, quick and
+ * always the same (derived once; aborts when it cannot be). */
+void fuzz_store_key(struct store_key *out);
+
 /* Replaces the file at `path` (mode 0600) with `data`; aborts on failure. */
 void fuzz_write_file(const char *path, const uint8_t *data, size_t size);
 

@@ -20,9 +20,7 @@
 #include "store_internal.h"
 #include "util.h"
 
-/* Weak scrypt parameters and a fixed salt: a key that is quick and always the same. */
-static struct store_key fuzz_key = {.kdf = {.log2_n = 4, .r = 1, .p = 1},
-                                    .salt = "derenroll-fuzz!"};
+static struct store_key fuzz_key; /* fuzz_store_key() */
 static char store_path[4200], again_path[4200], again_bak[4200];
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
@@ -30,8 +28,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	(void)argc;
 	(void)argv;
 	fuzz_init();
-	if (enr_store__derive(&fuzz_key, "fuzz passphrase") < 0)
-		abort();
+	fuzz_store_key(&fuzz_key);
 	snprintf(store_path, sizeof(store_path), "%s/store", fuzz_tmpdir());
 	snprintf(again_path, sizeof(again_path), "%s/again", fuzz_tmpdir());
 	snprintf(again_bak, sizeof(again_bak), "%s.bak", again_path);

@@ -255,10 +255,6 @@ int main(int argc, char **argv)
 	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
 		die("the first refresh did not succeed");
 
-	if (getenv("KILLSTORM_PAUSE")) { /* debugging: the world stays up a while */
-		fprintf(stderr, "killstorm: %s, sandbox %s\n", dir, enr_sandbox_url(sb));
-		sleep((unsigned)atoi(getenv("KILLSTORM_PAUSE")));
-	}
 	srand((unsigned)time(NULL) ^ (unsigned)getpid());
 	kill_at = calloc((size_t)kills + 1, sizeof(*kill_at));
 	start_at = calloc((size_t)kills + 1, sizeof(*start_at));
@@ -290,10 +286,6 @@ int main(int argc, char **argv)
 	}
 	/* Every record once more, normally: a lost one is refused now. */
 	classify(sb, start_at, kill_at, kills, &after_answer, &in_flight);
-	if (getenv("KILLSTORM_PAUSE_AFTER")) {
-		fprintf(stderr, "killstorm: %s, sandbox %s\n", dir, enr_sandbox_url(sb));
-		sleep((unsigned)atoi(getenv("KILLSTORM_PAUSE_AFTER")));
-	}
 	free(kill_at);
 	free(start_at);
 	status = wait_for(start_refresh(bin));

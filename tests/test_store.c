@@ -18,7 +18,7 @@
 #include "derenroll/log.h"
 #include "derenroll/oauth.h"
 #include "derenroll/store.h"
-#include "store_internal.h"
+#include "store/internal.h"
 
 #define PASS "correct horse battery staple"
 

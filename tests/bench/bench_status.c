@@ -35,7 +35,7 @@
 #include "derenroll/sandbox.h"
 #include "derenroll/store.h"
 #include "derenroll/vendor.h"
-#include "store_internal.h"
+#include "store/internal.h"
 
 #define LATENCY_MS   100
 #define LIST_RECORDS 10000

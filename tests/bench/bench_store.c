@@ -23,7 +23,7 @@
 
 #include "derenroll/error.h"
 #include "derenroll/store.h"
-#include "store_internal.h"
+#include "store/internal.h"
 
 #define RECORDS 10000
 #define RUNS    5

@@ -7,7 +7,7 @@
 #include <unistd.h>
 
 #include "common.h"
-#include "store_internal.h"
+#include "store/internal.h"
 #include "derenroll/error.h"
 #include "derenroll/http.h"
 #include "derenroll/log.h"

@@ -1,5 +1,5 @@
 /*
- * The store's journal (enr_store__journal_read, store_journal.c) beside a
+ * The store's journal (enr_store__journal_read, core/store/journal.c) beside a
  * store of three records, plain or encrypted with the harness's key.
  *
  * The input's first line says how: "plain" or "sealed", then how many valid
@@ -16,7 +16,7 @@
 #include "common.h"
 #include "derenroll/error.h"
 #include "derenroll/store.h"
-#include "store_internal.h"
+#include "store/internal.h"
 #include "util.h"
 
 static struct store_key fuzz_key; /* fuzz_store_key() */

@@ -17,7 +17,7 @@
 #include "derenroll/error.h"
 #include "derenroll/log.h"
 #include "derenroll/store.h"
-#include "store_internal.h"
+#include "store/internal.h"
 #include "util.h"
 
 static struct store_key fuzz_key; /* fuzz_store_key() */

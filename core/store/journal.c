@@ -16,7 +16,7 @@
 
 #include "derenroll/error.h"
 #include "derenroll/store.h"
-#include "store_internal.h"
+#include "store/internal.h"
 #include "util.h"
 
 /*

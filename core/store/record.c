@@ -12,7 +12,7 @@
 #include "derenroll/error.h"
 #include "derenroll/oauth.h"
 #include "derenroll/store.h"
-#include "store_internal.h"
+#include "store/internal.h"
 #include "util.h"
 
 struct cred_field {

@@ -18,7 +18,7 @@
 
 #include "derenroll/error.h"
 #include "derenroll/store.h"
-#include "store_internal.h"
+#include "store/internal.h"
 #include "util.h"
 
 /*

@@ -1,7 +1,7 @@
 #ifndef DERENROLL_STORE_INTERNAL_H
 #define DERENROLL_STORE_INTERNAL_H
 
-/* Shared by store.c, store_file.c and store_record.c (and the store's tests); not public. */
+/* Shared by the store's modules in core/store/ (and its tests); not public. */
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -152,7 +152,7 @@ struct evp_cipher_ctx_st *enr_store__cipher(bool encrypt, const struct store_key
                                             size_t aad_len);
 
 /*
- * The journal (FILE.journal, store_journal.c): the credentials of a record
+ * The journal (FILE.journal, core/store/journal.c): the credentials of a record
  * saved the moment new tokens arrive, a few hundred bytes appended and synced
  * instead of a rewrite of the whole store. Every read of the store applies the
  * entries newer than its header's "journal" position; the next write folds

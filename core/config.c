@@ -58,7 +58,7 @@ static const char *const relay_keys[] = {
     "url",           "secret",      "listen",    "public_url", "allowed_target_hosts",
     "trusted_proxy", "max_pending", "pages_dir",
 };
-static const char *const store_keys[] = {"path", "encryption"};
+static const char *const store_keys[] = {"path", "encryption", "url", "member"};
 static const char *const ui_keys[] = {"expiring_days"};
 static const char *const http_keys[] = {"ca_file", "connect_timeout", "timeout", "max_body",
                                         "max_wait"};

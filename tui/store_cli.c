@@ -206,6 +206,7 @@ static char *demo_store_path(void)
 static char *store_path(struct cli_globals *g)
 {
 	const char *configured = enr_config_get(g->cfg, "store", "path");
+	const char *url = enr_config_get(g->cfg, "store", "url");
 	const char *home = getenv("HOME");
 	char *path = NULL;
 
@@ -213,6 +214,8 @@ static char *store_path(struct cli_globals *g)
 		configured = g->store_path;
 	else if (g->demo)
 		return demo_store_path();
+	else if (url && url[0])
+		configured = url; /* the team store */
 	if (!configured || !configured[0])
 		return enr_store_default_path();
 	if (configured[0] == '~' && configured[1] == '/' && home && home[0]) {
@@ -245,6 +248,7 @@ static int open_store(struct cli_globals *g, bool create, bool listing, struct e
 	opts.plaintext = !encryption;
 	opts.create = create;
 	opts.metadata_only = listing;
+	opts.member = enr_config_get(g->cfg, "store", "member");
 	if (g->demo) {
 		/* The demo never asks: its store is thrown away, or the user's own choice. */
 		opts.passphrase = DEMO_PASSPHRASE;

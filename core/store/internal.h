@@ -202,6 +202,87 @@ int enr_store__journal_reserve(struct store_journal *j, const char *path, size_t
 /* After a write of the store that folded every entry in: wipes them (best effort). */
 void enr_store__journal_folded(struct store_journal *j, const char *path);
 
+/* An open store, of either backend: the file or the team store (PostgreSQL). */
+struct enr_store {
+	char *path;
+	char *lock_path;   /* FILE.lock: flock of the whole store, holding the writer's pid */
+	char *record_lock; /* FILE.rlock: one OFD byte lock per record id */
+	bool plaintext;
+	bool metadata_only;
+	int lock_timeout_ms;
+	struct enr_store_kdf new_kdf;
+	char *passphrase; /* once known; wiped */
+	enr_store_passphrase_fn passphrase_fn;
+	void *passphrase_ctx;
+	struct store_key key;
+	struct store_data data;
+	struct store_file_info info;
+	struct store_journal journal;
+	int lock_fd;
+	double kdf_seconds;
+	const struct store_ops *ops;
+	struct store_pg *pg; /* the team store's connection and state */
+};
+
+/*
+ * What differs between the backends. The records and app secrets are kept in
+ * memory (store->data) by both; a write changes a copy and hands it over.
+ */
+struct store_ops {
+	/* Reads the whole store into store->data (at open, and when it changed). */
+	int (*load)(struct enr_store *store);
+	/* Brings store->data up to date; `locked`: under the store's write lock. */
+	int (*sync)(struct enr_store *store, bool locked);
+	/* The store's write lock (a transaction for the team store). */
+	int (*lock)(struct enr_store *store);
+	/* Releases it (a transaction not written is rolled back). */
+	void (*unlock)(struct enr_store *store);
+	/* Under the lock: stores `next` in place of store->data, or fails changing nothing. */
+	int (*write)(struct enr_store *store, struct store_data *next);
+	/* The lock of one record against every other writer: a handle >= 0, or an error. */
+	int (*lock_record)(struct enr_store *store, const char *id);
+	void (*unlock_record)(struct enr_store *store, int handle);
+	/* Saves the credentials of a locked record at once (enr_store_lock_journal());
+	 * ENR_E_UNSUPPORTED: save the whole record instead. */
+	int (*journal)(struct enr_store *store, struct enr_record *rec, bool sync);
+	int (*sync_journal)(struct enr_store *store);
+	int (*reserve)(struct enr_store *store, const char *const *ids, size_t n);
+	bool (*encrypted)(const struct enr_store *store);
+	/* Gets the key to write with (asking for a passphrase). */
+	int (*new_key)(struct enr_store *store);
+	void (*close)(struct enr_store *store);
+};
+
+extern const struct store_ops enr_store__file_ops;
+extern const struct store_ops enr_store__pg_ops;
+
+/* Whether `path` names a team store (postgresql:// or postgres://). */
+bool enr_store__pg_url(const char *path);
+/* Sets up the team store's backend (store->pg, store->path) for `url`; connects at load. */
+int enr_store__pg_open(struct enr_store *store, const char *url, const char *member);
+
+/* Seals `plain` under `key` (AES-256-GCM, `aad` bound): nonce || ciphertext || tag, malloc'd. */
+int enr_store__seal(unsigned char **out, size_t *out_len, const unsigned char key[STORE_KEY_SIZE],
+                    const char *aad, const void *plain, size_t len);
+/* The reverse, NUL-terminated (one byte more); ENR_E_CORRUPT when it does not open. */
+int enr_store__unseal(unsigned char **out, size_t *out_len, const unsigned char key[STORE_KEY_SIZE],
+                      const char *aad, const unsigned char *sealed, size_t len);
+/* X25519: a new key pair; the public key of a private one. ENR_E_CRYPTO. */
+int enr_store__keypair(unsigned char priv[32], unsigned char pub[32]);
+int enr_store__public_of(unsigned char pub[32], const unsigned char priv[32]);
+/* The team key wrapped for a member's public key (ephemeral X25519, HKDF-SHA256,
+ * AES-256-GCM), and back with the member's private key. */
+int enr_store__wrap_team_key(unsigned char **out, size_t *out_len,
+                             const unsigned char team_key[STORE_KEY_SIZE],
+                             const unsigned char member_pub[32], const char *aad);
+int enr_store__unwrap_team_key(unsigned char team_key[STORE_KEY_SIZE], const unsigned char priv[32],
+                               const unsigned char *wrapped, size_t len, const char *aad);
+
+/* Makes sure the store knows the passphrase, asking for it at most once. */
+int enr_store__passphrase(struct enr_store *store, bool new_store);
+/* enr_store__derive() with the passphrase known, its time counted. */
+int enr_store__derive_timed(struct enr_store *store, struct store_key *key);
+
 /* For tests and the benchmark. */
 int enr_store__lock(struct enr_store *store);
 void enr_store__unlock(struct enr_store *store);

@@ -27,27 +27,9 @@
 #define MAX_PASSPHRASE          4096
 #define PUT_RETRY               2 /* the record to update changed before the lock: again */
 
-struct enr_store {
-	char *path;
-	char *lock_path;   /* FILE.lock: flock of the whole store, holding the writer's pid */
-	char *record_lock; /* FILE.rlock: one OFD byte lock per record id */
-	bool plaintext;
-	bool metadata_only;
-	int lock_timeout_ms;
-	struct enr_store_kdf new_kdf;
-	char *passphrase; /* once known; wiped */
-	enr_store_passphrase_fn passphrase_fn;
-	void *passphrase_ctx;
-	struct store_key key;
-	struct store_data data;
-	struct store_file_info info;
-	struct store_journal journal;
-	int lock_fd;
-	double kdf_seconds;
-};
-
 struct enr_store_lock {
-	int fd;
+	struct enr_store *store;
+	int held; /* the backend's record lock */
 	char *id;
 	struct enr_record *rec;
 };
@@ -116,7 +98,7 @@ int enr_store_read_passphrase_file(char **out, const char *path)
 /* ---- keys ---- */
 
 /* Makes sure the store knows the passphrase, asking for it at most once. */
-static int get_passphrase(struct enr_store *store, bool new_store)
+int enr_store__passphrase(struct enr_store *store, bool new_store)
 {
 	char *pass = NULL;
 	int rc;
@@ -142,7 +124,7 @@ static int get_passphrase(struct enr_store *store, bool new_store)
 	return 0;
 }
 
-static int derive(struct enr_store *store, struct store_key *key)
+int enr_store__derive_timed(struct enr_store *store, struct store_key *key)
 {
 	double start = now_seconds();
 	int rc = enr_store__derive(key, store->passphrase);
@@ -155,19 +137,20 @@ static int derive(struct enr_store *store, struct store_key *key)
 static int key_for_file(struct store_key *key, void *ctx)
 {
 	struct enr_store *store = ctx;
-	int rc = get_passphrase(store, false);
+	int rc = enr_store__passphrase(store, false);
 
-	return rc < 0 ? rc : derive(store, key);
+	return rc < 0 ? rc : enr_store__derive_timed(store, key);
 }
 
 /* A key for a new generation when the file has none (absent or plain). */
-static int new_key(struct enr_store *store)
+static int file_new_key(struct enr_store *store)
 {
 	struct store_key key = {.kdf = store->new_kdf};
 	int rc;
 
 	if ((rc = enr_util_random(key.salt, sizeof(key.salt))) < 0 ||
-	    (rc = get_passphrase(store, true)) < 0 || (rc = derive(store, &key)) < 0) {
+	    (rc = enr_store__passphrase(store, true)) < 0 ||
+	    (rc = enr_store__derive_timed(store, &key)) < 0) {
 		OPENSSL_cleanse(&key, sizeof(key));
 		return rc;
 	}
@@ -184,7 +167,7 @@ static const struct store_key *journal_key(const struct enr_store *store)
 	return store->info.encrypted ? &store->key : NULL;
 }
 
-static int load(struct enr_store *store)
+static int file_load(struct enr_store *store)
 {
 	struct store_data d;
 	struct store_file_info info;
@@ -227,10 +210,10 @@ static int load(struct enr_store *store)
  * lock (`locked`) the journal is read whatever its time stamps say: two
  * appends within one tick of the clock look alike.
  */
-static int sync_data(struct enr_store *store, bool locked)
+static int file_sync(struct enr_store *store, bool locked)
 {
 	if (!enr_store__file_unchanged(&store->info, store->path))
-		return load(store);
+		return file_load(store);
 	if (!store->info.exists ||
 	    (!locked && enr_store__journal_unchanged(&store->journal, store->path)))
 		return 0;
@@ -239,9 +222,14 @@ static int sync_data(struct enr_store *store, bool locked)
 	                               journal_key(store), store->metadata_only, true);
 }
 
+static bool file_encrypted(const struct enr_store *store)
+{
+	return !store->plaintext && (!store->info.exists || store->info.encrypted);
+}
+
 int enr_store_reload(struct enr_store *store)
 {
-	return sync_data(store, false);
+	return store->ops->sync(store, false);
 }
 
 int enr_store_open(struct enr_store **out, const struct enr_store_options *opts)
@@ -271,13 +259,18 @@ int enr_store_open(struct enr_store **out, const struct enr_store_options *opts)
 		rc = enr_error_set(ENR_E_USAGE, "invalid scrypt parameters: %s", why);
 		goto out;
 	}
-	store->path = enr_util_strdup(opts->path);
-	store->lock_path = enr_util_printf("%s.lock", opts->path);
-	store->record_lock = enr_util_printf("%s.rlock", opts->path);
-	if (!store->path || !store->lock_path || !store->record_lock) {
-		rc = ENR_E_NOMEM;
-		goto out;
+	if (enr_store__pg_url(opts->path)) {
+		store->ops = &enr_store__pg_ops;
+		rc = enr_store__pg_open(store, opts->path, opts->member);
+	} else {
+		store->ops = &enr_store__file_ops;
+		store->path = enr_util_strdup(opts->path);
+		store->lock_path = enr_util_printf("%s.lock", opts->path);
+		store->record_lock = enr_util_printf("%s.rlock", opts->path);
+		rc = store->path && store->lock_path && store->record_lock ? 0 : ENR_E_NOMEM;
 	}
+	if (rc < 0)
+		goto out;
 	if (opts->passphrase) {
 		if (!opts->passphrase[0]) {
 			rc = enr_error_set(ENR_E_PASSPHRASE, "empty passphrase");
@@ -288,10 +281,10 @@ int enr_store_open(struct enr_store **out, const struct enr_store_options *opts)
 			goto out;
 		}
 	}
-	if ((rc = load(store)) < 0)
+	if ((rc = store->ops->load(store)) < 0)
 		goto out;
 	if (opts->create && !store->plaintext && !store->metadata_only && !store->key.have &&
-	    (rc = new_key(store)) < 0)
+	    (rc = store->ops->new_key(store)) < 0)
 		goto out;
 	*out = store;
 	store = NULL;
@@ -304,8 +297,8 @@ void enr_store_free(struct enr_store *store)
 {
 	if (!store)
 		return;
-	if (store->lock_fd >= 0)
-		enr_store__unlock(store);
+	if (store->ops)
+		store->ops->close(store);
 	enr_store__data_free(&store->data);
 	enr_util_free_secret(store->passphrase);
 	OPENSSL_cleanse(&store->key, sizeof(store->key));
@@ -322,7 +315,7 @@ const char *enr_store_path(const struct enr_store *store)
 
 bool enr_store_encrypted(const struct enr_store *store)
 {
-	return !store->plaintext && (!store->info.exists || store->info.encrypted);
+	return store->ops->encrypted(store);
 }
 
 double enr_store__kdf_seconds(const struct enr_store *store)
@@ -441,7 +434,7 @@ static bool try_record_lock(int fd, void *arg)
 	return fcntl(fd, F_OFD_SETLK, &fl) == 0;
 }
 
-static int lock_record_fd(struct enr_store *store, const char *id)
+static int file_lock_record(struct enr_store *store, const char *id)
 {
 	off_t offset = record_lock_offset(id);
 	int fd = open_lock_file(store->record_lock), rc;
@@ -461,7 +454,27 @@ static int lock_record_fd(struct enr_store *store, const char *id)
 	return fd;
 }
 
+static void file_unlock_record(struct enr_store *store, int fd)
+{
+	(void)store;
+	close(fd);
+}
+
 /* ---- transactions ---- */
+
+/* Writes the next generation of the file; the journal's entries are folded into it. */
+static int file_write(struct enr_store *store, struct store_data *next)
+{
+	int rc;
+
+	next->journal_seq = store->journal.last > store->data.journal_seq ? store->journal.last
+	                                                                  : store->data.journal_seq;
+	rc = enr_store__file_write(&store->info, store->path, next,
+	                           store->plaintext ? NULL : &store->key);
+	if (rc == 0)
+		enr_store__journal_folded(&store->journal, store->path);
+	return rc;
+}
 
 static int writable(const struct enr_store *store)
 {
@@ -506,25 +519,17 @@ static int transact(struct enr_store *store, apply_fn apply, void *arg)
 	if ((rc = writable(store)) < 0)
 		return rc;
 	/* Ask for a new store's passphrase before taking the lock, not while holding it. */
-	if (!store->plaintext && !store->key.have && (rc = new_key(store)) < 0)
+	if (!store->plaintext && !store->key.have && (rc = store->ops->new_key(store)) < 0)
 		return rc;
-	if ((rc = enr_store__lock(store)) < 0)
+	if ((rc = store->ops->lock(store)) < 0)
 		return rc;
-	if ((rc = sync_data(store, true)) < 0 || (rc = copy_data(&ch.next, &store->data)) < 0)
+	if ((rc = store->ops->sync(store, true)) < 0 ||
+	    (rc = copy_data(&ch.next, &store->data)) < 0)
 		goto out;
-	/* The journal's entries are folded into this generation. */
-	ch.next.journal_seq = store->journal.last > store->data.journal_seq
-	                          ? store->journal.last
-	                          : store->data.journal_seq;
-	if (!store->plaintext && !store->key.have && (rc = new_key(store)) < 0)
+	if (!store->plaintext && !store->key.have && (rc = store->ops->new_key(store)) < 0)
 		goto fail;
-	if ((rc = apply(store, &ch, arg)) != 0)
+	if ((rc = apply(store, &ch, arg)) != 0 || (rc = store->ops->write(store, &ch.next)) < 0)
 		goto fail;
-	rc = enr_store__file_write(&store->info, store->path, &ch.next,
-	                           store->plaintext ? NULL : &store->key);
-	if (rc < 0)
-		goto fail;
-	enr_store__journal_folded(&store->journal, store->path);
 	free(store->data.records);
 	free(store->data.secrets);
 	store->data = ch.next;
@@ -539,7 +544,7 @@ fail:
 	free(ch.added_str[0]);
 	enr_util_free_secret(ch.added_str[1]);
 out:
-	enr_store__unlock(store);
+	store->ops->unlock(store);
 	return rc;
 }
 
@@ -745,7 +750,7 @@ int enr_store_put(bool *out, struct enr_store *store, struct enr_record *rec)
 				rc = ENR_E_NOMEM;
 				break;
 			}
-			if ((fd = lock_record_fd(store, locked)) < 0) {
+			if ((fd = store->ops->lock_record(store, locked)) < 0) {
 				rc = fd;
 				break;
 			}
@@ -753,7 +758,7 @@ int enr_store_put(bool *out, struct enr_store *store, struct enr_record *rec)
 		a.locked_id = locked;
 		rc = transact(store, apply_put, &a);
 		if (fd >= 0)
-			close(fd);
+			store->ops->unlock_record(store, fd);
 		fd = -1;
 		if (rc != PUT_RETRY)
 			break;
@@ -799,13 +804,13 @@ int enr_store_remove(struct enr_store *store, const char *id)
 		free(norm);
 		return rc;
 	}
-	fd = lock_record_fd(store, norm);
+	fd = store->ops->lock_record(store, norm);
 	if (fd < 0) {
 		free(norm);
 		return fd;
 	}
 	rc = transact(store, apply_remove, norm);
-	close(fd);
+	store->ops->unlock_record(store, fd);
 	free(norm);
 	return rc;
 }
@@ -862,7 +867,8 @@ int enr_store_lock_record(struct enr_store_lock **out, struct enr_store *store, 
 	lock = calloc(1, sizeof(*lock));
 	if (!lock)
 		return enr_error_set(ENR_E_NOMEM, NULL);
-	lock->fd = -1;
+	lock->held = -1;
+	lock->store = store;
 	if (!(lock->id = normal_id(id))) {
 		rc = enr_error_last_code();
 		goto out;
@@ -871,8 +877,8 @@ int enr_store_lock_record(struct enr_store_lock **out, struct enr_store *store, 
 		goto out;
 	if (find_id(&store->data, lock->id) < 0)
 		goto missing;
-	if ((lock->fd = lock_record_fd(store, lock->id)) < 0) {
-		rc = lock->fd;
+	if ((lock->held = store->ops->lock_record(store, lock->id)) < 0) {
+		rc = lock->held;
 		goto out;
 	}
 	/* Now that no one else can change it, read it as it is. */
@@ -919,7 +925,7 @@ static int lock_and_sync(struct enr_store *store, const char *id)
 
 	if (rc < 0)
 		return rc;
-	if ((rc = sync_data(store, true)) == 0 && find_id(&store->data, id) < 0)
+	if ((rc = file_sync(store, true)) == 0 && find_id(&store->data, id) < 0)
 		rc = enr_error_set(ENR_E_NOTFOUND, "record %s is no longer in the store", id);
 	if (rc < 0)
 		enr_store__unlock(store);
@@ -933,35 +939,55 @@ int enr_store_lock_journal(struct enr_store *store, struct enr_store_lock *lock,
 	if ((rc = writable(store)) < 0 || (rc = enr_record_set(&lock->rec->id, lock->id)) < 0 ||
 	    (rc = prepare(lock->rec)) < 0)
 		return rc;
-	/* The journal needs the key of the file it goes with: a new store is written whole. */
-	if (!store->info.exists)
-		return enr_store_lock_save(store, lock);
-	if ((rc = lock_and_sync(store, lock->id)) < 0)
-		return rc;
 	lock->rec->updated_at = (long long)time(NULL);
-	rc = enr_store__journal_append(&store->journal, &store->data, store->path,
-	                               journal_key(store), lock->rec, sync);
-	enr_store__unlock(store);
-	if (rc == ENR_E_UNSUPPORTED) /* too big for an entry */
+	rc = store->ops->journal(store, lock->rec, sync);
+	if (rc == ENR_E_UNSUPPORTED) /* too big for an entry, or a new store: written whole */
 		return enr_store_lock_save(store, lock);
 	return rc;
 }
 
-int enr_store_sync(struct enr_store *store)
+static int file_journal(struct enr_store *store, struct enr_record *rec, bool sync)
+{
+	int rc;
+
+	/* The journal needs the key of the file it goes with. */
+	if (!store->info.exists)
+		return ENR_E_UNSUPPORTED;
+	if ((rc = lock_and_sync(store, rec->id)) < 0)
+		return rc;
+	rc = enr_store__journal_append(&store->journal, &store->data, store->path,
+	                               journal_key(store), rec, sync);
+	enr_store__unlock(store);
+	return rc;
+}
+
+static int file_sync_journal(struct enr_store *store)
 {
 	return enr_store__journal_sync(&store->journal, store->path);
 }
 
+int enr_store_sync(struct enr_store *store)
+{
+	return store->ops->sync_journal(store);
+}
+
 int enr_store_reserve(struct enr_store *store, const char *const *ids, size_t n)
+{
+	int rc;
+
+	if ((rc = writable(store)) < 0 || n == 0)
+		return rc;
+	return store->ops->reserve(store, ids, n);
+}
+
+static int file_reserve(struct enr_store *store, const char *const *ids, size_t n)
 {
 	struct store_buf b = {0};
 	size_t bytes = 0;
 	ssize_t idx;
 	int rc;
 
-	if ((rc = writable(store)) < 0 || n == 0)
-		return rc;
-	if ((rc = sync_data(store, false)) < 0 || !store->info.exists)
+	if ((rc = file_sync(store, false)) < 0 || !store->info.exists)
 		return rc;
 	for (size_t i = 0; i < n; i++) {
 		char *id = normal_id(ids[i]);
@@ -980,7 +1006,7 @@ int enr_store_reserve(struct enr_store *store, const char *const *ids, size_t n)
 	enr_store__buf_free(&b);
 	if (rc < 0 || bytes == 0 || (rc = enr_store__lock(store)) < 0)
 		return rc;
-	if ((rc = sync_data(store, true)) == 0)
+	if ((rc = file_sync(store, true)) == 0)
 		rc = enr_store__journal_reserve(&store->journal, store->path, bytes);
 	enr_store__unlock(store);
 	return rc;
@@ -990,8 +1016,8 @@ void enr_store_unlock(struct enr_store_lock *lock)
 {
 	if (!lock)
 		return;
-	if (lock->fd >= 0)
-		close(lock->fd);
+	if (lock->held >= 0)
+		lock->store->ops->unlock_record(lock->store, lock->held);
 	enr_record_free(lock->rec);
 	free(lock->id);
 	free(lock);
@@ -1262,3 +1288,27 @@ const char *enr_store_secret_name(const struct enr_store *store, size_t i)
 {
 	return i < store->data.n_secrets ? store->data.secrets[i].name : NULL;
 }
+
+/* ---- the file backend ---- */
+
+static void file_close(struct enr_store *store)
+{
+	if (store->lock_fd >= 0)
+		enr_store__unlock(store);
+}
+
+const struct store_ops enr_store__file_ops = {
+    .load = file_load,
+    .sync = file_sync,
+    .lock = enr_store__lock,
+    .unlock = enr_store__unlock,
+    .write = file_write,
+    .lock_record = file_lock_record,
+    .unlock_record = file_unlock_record,
+    .journal = file_journal,
+    .sync_journal = file_sync_journal,
+    .reserve = file_reserve,
+    .encrypted = file_encrypted,
+    .new_key = file_new_key,
+    .close = file_close,
+};

@@ -38,7 +38,8 @@
 	X(TIMEOUT, -22, 3, "timed out")                                                            \
 	X(CANCELLED, -23, 3, "cancelled")                                                          \
 	X(STATE, -24, 1, "authorization state mismatch")                                           \
-	X(AGAIN, -25, 3, "not ready yet")
+	X(AGAIN, -25, 3, "not ready yet")                                                          \
+	X(OFFLINE, -26, 4, "the team store cannot be reached")
 
 enum enr_error {
 #define ENR_X_ENUM(name, value, exit_code, message) ENR_E_##name = value,

@@ -162,6 +162,7 @@ struct enr_store_options {
 	void *passphrase_ctx;
 	const struct enr_store_kdf *kdf; /* for a new key; NULL: the default */
 	int lock_timeout_ms;             /* how long to wait for a lock; 0: 10 s */
+	const char *member; /* a team store: the member opening it; NULL: the database user */
 };
 
 /* What enr_store_update()'s callback returns to leave the record as it was. */

@@ -1,0 +1,1171 @@
+/*
+ * The team store: the store's second backend, on PostgreSQL (libpq).
+ *
+ * The records are kept in memory as by the file backend (store->data) and
+ * brought up to date from the database by revision: every write bumps
+ * store_state.rev under its row lock (the store's write lock) and stamps the
+ * rows it wrote with it, so a reload reads only what changed since.
+ *
+ * The database never sees a secret: a record's credentials and the app
+ * secrets are sealed on the client under the team key (team.c), each member's
+ * copy of which is wrapped for that member. Plain columns carry what support
+ * staff sort and filter by.
+ *
+ * One token, one spender: a record is locked by a row lock (SELECT ... FOR
+ * UPDATE on its row of record_locks) held on a connection of its own across
+ * the vendor call, while every save goes through the main connection and is
+ * committed at once. A killed process or a lost connection releases the lock.
+ */
+
+#include <ctype.h>
+#include <glob.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <json-c/json.h>
+#include <libpq-fe.h>
+#include <openssl/crypto.h>
+
+#include "derenroll/config.h"
+#include "derenroll/error.h"
+#include "derenroll/log.h"
+#include "derenroll/store.h"
+#include "store/internal.h"
+#include "util.h"
+
+#define PG_SCHEMA      1 /* the newest schema this derenroll knows (assets/sql/NNN_*.sql) */
+#define MAX_LOCKS      16
+#define SCHEMA_LOCK_ID 0x64657265 /* "dere": the advisory lock of schema changes */
+
+struct store_pg {
+	char *url; /* as given: may hold a password, never printed */
+	PGconn *conn;
+	PGconn *pool[MAX_LOCKS]; /* connections that hold record locks */
+	bool busy[MAX_LOCKS];
+	bool in_tx;
+	long long rev;        /* the revision store->data reflects */
+	long long locked_rev; /* under the write lock: the revision read with it */
+	char *member;
+	int key_gen; /* the generation of the team key in store->key */
+};
+
+bool enr_store__pg_url(const char *path)
+{
+	return path &&
+	       (strncmp(path, "postgresql://", 13) == 0 || strncmp(path, "postgres://", 11) == 0);
+}
+
+/* The URL without a password, for messages. */
+static char *display_url(const char *url)
+{
+	const char *scheme = strstr(url, "://"), *at, *colon, *end;
+	char *out, *p;
+
+	if (!(out = enr_util_strdup(url)))
+		return NULL;
+	if (!scheme)
+		return out;
+	scheme += 3;
+	end = scheme + strcspn(scheme, "/?");
+	at = memchr(scheme, '@', (size_t)(end - scheme));
+	colon = at ? memchr(scheme, ':', (size_t)(at - scheme)) : NULL;
+	if (colon) {
+		size_t off = (size_t)(colon - url);
+		memmove(out + off, out + (at - url), strlen(at) + 1);
+	}
+	/* ...?password=...: cut the query, which names nothing a reader needs. */
+	if ((p = strstr(out, "password=")) != NULL) {
+		char *q = strchr(out, '?');
+		if (q)
+			*q = '\0';
+	}
+	return out;
+}
+
+int enr_store__pg_open(struct enr_store *store, const char *url, const char *member)
+{
+	struct store_pg *pg = calloc(1, sizeof(*pg));
+
+	if (!pg)
+		return enr_error_set(ENR_E_NOMEM, NULL);
+	store->pg = pg;
+	pg->url = enr_util_strdup(url);
+	store->path = display_url(url);
+	if (member && member[0] && !(pg->member = enr_util_strdup(member)))
+		return ENR_E_NOMEM;
+	return pg->url && store->path ? 0 : enr_error_set(ENR_E_NOMEM, NULL);
+}
+
+/* ---- connections and statements ---- */
+
+static void quiet_notices(void *arg, const char *message)
+{
+	(void)arg;
+	enr_log_debug("team store: %s", message);
+}
+
+static const char *first_line(const char *msg, char *buf, size_t size)
+{
+	size_t n = strcspn(msg ? msg : "", "\n");
+
+	snprintf(buf, size, "%.*s", (int)(n < size ? n : size - 1), msg ? msg : "");
+	return buf;
+}
+
+static int unreachable(struct enr_store *store, PGconn *conn)
+{
+	char line[512];
+
+	return enr_error_set(
+	    ENR_E_OFFLINE, "cannot reach the team store %s: %s", store->path,
+	    first_line(conn ? PQerrorMessage(conn) : "out of memory", line, sizeof(line)));
+}
+
+static int connect_one(struct enr_store *store, PGconn **out)
+{
+	const char *keys[] = {"dbname", "connect_timeout", "application_name", NULL};
+	const char *values[] = {store->pg->url, "10", "derenroll", NULL};
+	char sql[96];
+	PGconn *conn = PQconnectdbParams(keys, values, 1);
+	PGresult *res;
+	int rc;
+
+	if (!conn || PQstatus(conn) != CONNECTION_OK) {
+		rc = unreachable(store, conn);
+		PQfinish(conn);
+		return rc;
+	}
+	PQsetNoticeProcessor(conn, quiet_notices, NULL);
+	snprintf(sql, sizeof(sql), "SET lock_timeout = %d; SET client_min_messages = warning",
+	         store->lock_timeout_ms);
+	res = PQexec(conn, sql);
+	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+		PQclear(res);
+		rc = unreachable(store, conn);
+		PQfinish(conn);
+		return rc;
+	}
+	PQclear(res);
+	*out = conn;
+	return 0;
+}
+
+/* The main connection, made again when it was lost (not inside a transaction). */
+static int conn_ready(struct enr_store *store)
+{
+	struct store_pg *pg = store->pg;
+
+	if (pg->conn && PQstatus(pg->conn) == CONNECTION_OK)
+		return 0;
+	if (pg->in_tx)
+		return unreachable(store, pg->conn);
+	PQfinish(pg->conn);
+	pg->conn = NULL;
+	return connect_one(store, &pg->conn);
+}
+
+/* An error of a statement as an enr_error, its message naming `doing`. */
+static int sql_error(struct enr_store *store, PGconn *conn, PGresult *res, const char *doing)
+{
+	const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+	char line[512];
+
+	if (PQstatus(conn) != CONNECTION_OK)
+		return unreachable(store, conn);
+	first_line(PQerrorMessage(conn), line, sizeof(line));
+	if (state && (strcmp(state, "55P03") == 0 || strcmp(state, "40P01") == 0))
+		return enr_error_set(ENR_E_LOCKED,
+		                     "the team store %s is busy: another process holds what %s "
+		                     "needs (waited %d s); try again when it is done",
+		                     store->path, doing, (store->lock_timeout_ms + 999) / 1000);
+	if (state && strcmp(state, "42501") == 0)
+		return enr_error_set(ENR_E_PERM, "the team store %s refused %s: %s", store->path,
+		                     doing, line);
+	return enr_error_set(ENR_E_STORE, "the team store %s failed %s: %s", store->path, doing,
+	                     line);
+}
+
+/*
+ * Runs `sql` with text parameters (a NULL value is SQL NULL); `binary` marks
+ * which are bytea given raw, with their lengths. NULL with the error set.
+ */
+static PGresult *run(struct enr_store *store, PGconn *conn, const char *doing, const char *sql,
+                     int n, const char *const *values, const int *lengths, const int *binary)
+{
+	PGresult *res = PQexecParams(conn, sql, n, NULL, values, lengths, binary, 0);
+	ExecStatusType st = PQresultStatus(res);
+
+	if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
+		return res;
+	sql_error(store, conn, res, doing);
+	PQclear(res);
+	return NULL;
+}
+
+/* Statements without parameters (several, separated by semicolons). */
+static int exec(struct enr_store *store, PGconn *conn, const char *doing, const char *sql)
+{
+	PGresult *res = PQexec(conn, sql);
+	ExecStatusType st = PQresultStatus(res);
+	int rc = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK
+	             ? 0
+	             : sql_error(store, conn, res, doing);
+
+	PQclear(res);
+	return rc;
+}
+
+static long long get_ll(const PGresult *res, int row, int col)
+{
+	return PQgetisnull(res, row, col) ? 0 : strtoll(PQgetvalue(res, row, col), NULL, 10);
+}
+
+/* A bytea column (text format) as bytes; NULL for SQL NULL. Free with PQfreemem(). */
+static unsigned char *get_bytes(const PGresult *res, int row, int col, size_t *len)
+{
+	*len = 0;
+	if (PQgetisnull(res, row, col))
+		return NULL;
+	return PQunescapeBytea((const unsigned char *)PQgetvalue(res, row, col), len);
+}
+
+/* ---- the schema ---- */
+
+static int schema_version(struct enr_store *store, int *out)
+{
+	PGresult *res =
+	    run(store, store->pg->conn, "reading its schema version",
+	        "SELECT to_regclass('derenroll_schema') IS NOT NULL", 0, NULL, NULL, NULL);
+	bool exists = res && PQgetvalue(res, 0, 0)[0] == 't';
+
+	*out = 0;
+	PQclear(res);
+	if (!res)
+		return enr_error_last_code();
+	if (!exists) /* a new database */
+		return 0;
+	res = run(store, store->pg->conn, "reading its schema version",
+	          "SELECT max(version) FROM derenroll_schema", 0, NULL, NULL, NULL);
+	if (!res)
+		return enr_error_last_code();
+	*out = (int)get_ll(res, 0, 0);
+	PQclear(res);
+	return 0;
+}
+
+/* Runs assets/sql/NNN_*.sql for every version after `from`, in one transaction. */
+static int migrate(struct enr_store *store, int from)
+{
+	char *dir = enr_config_asset_path("sql"), *pattern = NULL, *sql = NULL;
+	size_t len;
+	glob_t g = {0};
+	int rc = 0, version = from;
+
+	if (!dir)
+		return ENR_E_NOMEM;
+	for (int v = from + 1; v <= PG_SCHEMA && rc == 0; v++) {
+		free(pattern);
+		pattern = enr_util_printf("%s/%03d_*.sql", dir, v);
+		globfree(&g);
+		memset(&g, 0, sizeof(g));
+		if (!pattern)
+			rc = ENR_E_NOMEM;
+		else if (glob(pattern, 0, NULL, &g) != 0 || g.gl_pathc != 1)
+			rc = enr_error_set(
+			    ENR_E_STORE,
+			    "the team store's schema %d is missing (%s): is derenroll "
+			    "installed whole?",
+			    v, pattern);
+		else if ((rc = enr_util_read_file(&sql, &len, g.gl_pathv[0], 1 << 20)) == 0) {
+			rc = exec(store, store->pg->conn, "creating its tables", sql);
+			free(sql);
+			sql = NULL;
+			version = v;
+		}
+	}
+	if (rc == 0 && version != from)
+		enr_log_info("team store %s: schema %d", store->path, version);
+	globfree(&g);
+	free(pattern);
+	free(dir);
+	return rc;
+}
+
+/* Creates or updates the tables (one process at a time), or refuses a newer schema. */
+static int ensure_schema(struct enr_store *store)
+{
+	char sql[96];
+	int version, rc;
+
+	if ((rc = schema_version(store, &version)) < 0)
+		return rc;
+	if (version == PG_SCHEMA)
+		return 0;
+	if (version > PG_SCHEMA)
+		return enr_error_set(
+		    ENR_E_STORE,
+		    "the team store %s has schema %d, written by a newer derenroll "
+		    "(this one knows %d): upgrade derenroll",
+		    store->path, version, PG_SCHEMA);
+	snprintf(sql, sizeof(sql), "BEGIN; SELECT pg_advisory_xact_lock(%d)", SCHEMA_LOCK_ID);
+	if ((rc = exec(store, store->pg->conn, "locking its schema", sql)) < 0)
+		return rc;
+	if ((rc = schema_version(store, &version)) == 0 && version < PG_SCHEMA)
+		rc = migrate(store, version);
+	rc = rc == 0 ? exec(store, store->pg->conn, "creating its tables", "COMMIT") : rc;
+	if (rc < 0)
+		PQclear(PQexec(store->pg->conn, "ROLLBACK"));
+	return rc;
+}
+
+/* ---- the team key ---- */
+
+static int parse_kdf(struct enr_store_kdf *kdf, const char *text)
+{
+	const char *why;
+
+	if (!text || sscanf(text, "scrypt:%u:%u:%u", &kdf->log2_n, &kdf->r, &kdf->p) != 3 ||
+	    !enr_store__kdf_ok(kdf, &why))
+		return enr_error_set(ENR_E_CORRUPT, "a member's key parameters are damaged");
+	return 0;
+}
+
+static char *aad_member(const char *name)
+{
+	return enr_util_printf("derenroll member %s", name);
+}
+
+static char *aad_team(const char *name, int gen)
+{
+	return enr_util_printf("derenroll team key %s %d", name, gen);
+}
+
+static const char *member_name(struct enr_store *store)
+{
+	struct store_pg *pg = store->pg;
+
+	if (!pg->member)
+		pg->member = enr_util_strdup(PQuser(pg->conn));
+	return pg->member;
+}
+
+/* Unwraps this member's private key with their passphrase. */
+static int member_private(struct enr_store *store, unsigned char priv[32], const PGresult *res)
+{
+	struct store_key kek = {0};
+	unsigned char *sealed, *plain = NULL, *salt;
+	size_t n, salt_len, plain_len = 0;
+	char *aad = aad_member(member_name(store));
+	int rc;
+
+	sealed = get_bytes(res, 0, 1, &n);
+	salt = get_bytes(res, 0, 3, &salt_len);
+	if (!sealed || !salt || salt_len != sizeof(kek.salt))
+		rc = enr_error_set(ENR_E_UNSUPPORTED,
+		                   "member %s of the team store %s has no passphrase-wrapped key",
+		                   member_name(store), store->path);
+	else if ((rc = parse_kdf(&kek.kdf, PQgetvalue(res, 0, 2))) == 0 &&
+	         (rc = enr_store__passphrase(store, false)) == 0) {
+		memcpy(kek.salt, salt, salt_len);
+		if ((rc = enr_store__derive_timed(store, &kek)) == 0 &&
+		    enr_store__unseal(&plain, &plain_len, kek.key, aad, sealed, n) < 0)
+			rc = enr_error_set(ENR_E_PASSPHRASE,
+			                   "wrong passphrase for member %s of the team store %s",
+			                   member_name(store), store->path);
+	}
+	if (rc == 0 && plain_len != 32)
+		rc = enr_error_set(ENR_E_CORRUPT, "member %s's key is damaged", member_name(store));
+	if (rc == 0)
+		memcpy(priv, plain, 32);
+	if (plain)
+		OPENSSL_clear_free(plain, plain_len + 1);
+	OPENSSL_cleanse(&kek, sizeof(kek));
+	PQfreemem(sealed);
+	PQfreemem(salt);
+	free(aad);
+	return rc;
+}
+
+/* Reads this member's copy of the team key (asking for the passphrase). ENR_E_NOTFOUND: none. */
+static int fetch_team_key(struct enr_store *store)
+{
+	struct store_pg *pg = store->pg;
+	const char *params[] = {member_name(store)};
+	unsigned char priv[32], *wrapped = NULL;
+	size_t n = 0;
+	char *aad = NULL;
+	PGresult *res;
+	int rc, gen;
+
+	if (!params[0])
+		return ENR_E_NOMEM;
+	res = run(store, pg->conn, "reading the team key",
+	          "SELECT public_key, private_key, kdf, salt, team_key, key_generation "
+	          "FROM members WHERE name = $1",
+	          1, params, NULL, NULL);
+	if (!res)
+		return enr_error_last_code();
+	if (PQntuples(res) == 0) {
+		PQclear(res);
+		return ENR_E_NOTFOUND;
+	}
+	gen = (int)get_ll(res, 0, 5);
+	rc = member_private(store, priv, res);
+	if (rc == 0) {
+		wrapped = get_bytes(res, 0, 4, &n);
+		aad = aad_team(params[0], gen);
+		rc = !wrapped || !aad
+		         ? ENR_E_NOMEM
+		         : enr_store__unwrap_team_key(store->key.key, priv, wrapped, n, aad);
+	}
+	OPENSSL_cleanse(priv, sizeof(priv));
+	PQfreemem(wrapped);
+	free(aad);
+	PQclear(res);
+	if (rc < 0)
+		return rc;
+	store->key.have = true;
+	pg->key_gen = gen;
+	return 0;
+}
+
+/* Seals a member's new key pair under `passphrase` and wraps the team key for it. */
+static int member_row(struct enr_store *store, const char *name, const char *passphrase,
+                      const unsigned char team_key[32], int gen, const char *sql)
+{
+	struct store_key kek = {.kdf = store->new_kdf};
+	unsigned char priv[32], pub[32], *sealed = NULL, *wrapped = NULL;
+	size_t sealed_len = 0, wrapped_len = 0;
+	char *aad_m = aad_member(name), *aad_t = aad_team(name, gen), *kdf = NULL, genbuf[16];
+	PGresult *res = NULL;
+	int rc;
+
+	snprintf(genbuf, sizeof(genbuf), "%d", gen);
+	kdf = enr_util_printf("scrypt:%u:%u:%u", kek.kdf.log2_n, kek.kdf.r, kek.kdf.p);
+	rc = !aad_m || !aad_t || !kdf ? ENR_E_NOMEM : enr_util_random(kek.salt, sizeof(kek.salt));
+	if (rc == 0 && (rc = enr_store__keypair(priv, pub)) == 0 &&
+	    (rc = enr_store__derive(&kek, passphrase)) == 0 &&
+	    (rc = enr_store__seal(&sealed, &sealed_len, kek.key, aad_m, priv, 32)) == 0 &&
+	    (rc = enr_store__wrap_team_key(&wrapped, &wrapped_len, team_key, pub, aad_t)) == 0) {
+		const char *values[] = {name,  (char *)pub,      (char *)sealed,
+		                        kdf,   (char *)kek.salt, (char *)wrapped,
+		                        genbuf};
+		const int lengths[] = {
+		    0, 32, (int)sealed_len, 0, (int)sizeof(kek.salt), (int)wrapped_len, 0};
+		const int binary[] = {0, 1, 1, 0, 1, 1, 0};
+		res =
+		    run(store, store->pg->conn, "adding a member", sql, 7, values, lengths, binary);
+		rc = res ? 0 : enr_error_last_code();
+	}
+	PQclear(res);
+	OPENSSL_cleanse(priv, sizeof(priv));
+	OPENSSL_cleanse(&kek, sizeof(kek));
+	free(sealed);
+	free(wrapped);
+	free(aad_m);
+	free(aad_t);
+	free(kdf);
+	return rc;
+}
+
+#define INSERT_MEMBER                                                                              \
+	"INSERT INTO members (name, public_key, private_key, kdf, salt, team_key, "                \
+	"key_generation, added_by) VALUES ($1, $2, $3, $4, $5, $6, $7, current_user)"
+
+/* The first member of a new team store: a new team key, wrapped for them. */
+static int create_team(struct enr_store *store)
+{
+	struct store_pg *pg = store->pg;
+	unsigned char team_key[32];
+	PGresult *res;
+	int rc;
+
+	if ((rc = enr_store__passphrase(store, true)) < 0)
+		return rc;
+	if ((rc = exec(store, pg->conn, "creating the team key",
+	               "BEGIN; SELECT rev FROM store_state FOR UPDATE")) < 0)
+		return rc;
+	res = run(store, pg->conn, "creating the team key", "SELECT count(*) FROM members", 0, NULL,
+	          NULL, NULL);
+	rc = res ? 0 : enr_error_last_code();
+	if (rc == 0 && get_ll(res, 0, 0) > 0)
+		rc =
+		    enr_error_set(ENR_E_STORE,
+		                  "the team store %s has members, and %s is not one: a member adds "
+		                  "you with `derenroll team add %s`",
+		                  store->path, member_name(store), member_name(store));
+	PQclear(res);
+	if (rc == 0 && (rc = enr_util_random(team_key, sizeof(team_key))) == 0 &&
+	    (rc = member_row(store, member_name(store), store->passphrase, team_key, 1,
+	                     INSERT_MEMBER)) == 0 &&
+	    (rc = exec(store, pg->conn, "creating the team key",
+	               "UPDATE store_state SET key_generation = 1; "
+	               "INSERT INTO audit (member, action, result) VALUES ("
+	               "current_user, 'team create', 'ok'); COMMIT")) == 0) {
+		memcpy(store->key.key, team_key, sizeof(team_key));
+		store->key.have = true;
+		pg->key_gen = 1;
+	}
+	OPENSSL_cleanse(team_key, sizeof(team_key));
+	if (rc < 0)
+		PQclear(PQexec(pg->conn, "ROLLBACK"));
+	return rc;
+}
+
+static int pg_new_key(struct enr_store *store)
+{
+	int rc;
+
+	if (store->key.have)
+		return 0;
+	if ((rc = conn_ready(store)) < 0)
+		return rc;
+	rc = fetch_team_key(store);
+	return rc == ENR_E_NOTFOUND ? create_team(store) : rc;
+}
+
+/* ---- reading ---- */
+
+static char *aad_record(const char *id, int gen)
+{
+	return enr_util_printf("derenroll record %s %d", id, gen);
+}
+
+static char *aad_secret(const char *name, int gen)
+{
+	return enr_util_printf("derenroll secret %s %d", name, gen);
+}
+
+/* Unseals a value sealed under team key generation `gen` (the key fetched again if rotated). */
+static int unseal_value(struct enr_store *store, unsigned char **out, size_t *len, char *aad,
+                        int gen, const unsigned char *sealed, size_t n)
+{
+	int rc = 0;
+
+	if (!aad)
+		return ENR_E_NOMEM;
+	if (!store->key.have || gen != store->pg->key_gen) {
+		store->key.have = false;
+		if ((rc = fetch_team_key(store)) == ENR_E_NOTFOUND)
+			rc = enr_error_set(
+			    ENR_E_STORE,
+			    "%s is not a member of the team store %s: a member adds you "
+			    "with `derenroll team add %s`",
+			    member_name(store), store->path, member_name(store));
+	}
+	if (rc == 0 && gen != store->pg->key_gen)
+		rc = enr_error_set(ENR_E_CORRUPT,
+		                   "a value of the team store %s is sealed under a team "
+		                   "key no member holds",
+		                   store->path);
+	if (rc == 0)
+		rc = enr_store__unseal(out, len, store->key.key, aad, sealed, n);
+	free(aad);
+	return rc;
+}
+
+/* A record from columns (id, public, secret, key_generation). */
+static int row_record(struct enr_store *store, struct enr_record **out, const PGresult *res, int i)
+{
+	struct enr_record *rec = NULL;
+	struct json_object *obj = json_tokener_parse(PQgetvalue(res, i, 1)), *sec = NULL;
+	unsigned char *sealed = NULL, *plain = NULL;
+	size_t n = 0, plain_len = 0;
+	int rc;
+
+	*out = NULL;
+	if (!obj)
+		return enr_error_set(ENR_E_CORRUPT, "record %s of the team store is not JSON",
+		                     PQgetvalue(res, i, 0));
+	if ((rc = enr_record_new(&rec)) == 0)
+		rc = enr_store__record_read(rec, obj);
+	if (rc == 0 && !store->metadata_only && (sealed = get_bytes(res, i, 2, &n)) != NULL) {
+		rc = unseal_value(store, &plain, &plain_len,
+		                  aad_record(rec->id, (int)get_ll(res, i, 3)),
+		                  (int)get_ll(res, i, 3), sealed, n);
+		if (rc == 0 && !(sec = json_tokener_parse((char *)plain)))
+			rc = enr_error_set(ENR_E_CORRUPT,
+			                   "the credentials of record %s are not JSON", rec->id);
+		if (rc == 0)
+			rc = enr_store__record_read_secrets(rec, sec);
+	}
+	if (sec) {
+		enr_store__json_wipe(sec);
+		json_object_put(sec);
+	}
+	if (plain)
+		OPENSSL_clear_free(plain, plain_len + 1);
+	PQfreemem(sealed);
+	json_object_put(obj);
+	if (rc < 0) {
+		enr_record_free(rec);
+		return rc;
+	}
+	*out = rec;
+	return 0;
+}
+
+static ssize_t index_of(const struct store_data *d, const char *id)
+{
+	for (size_t i = 0; i < d->n_records; i++)
+		if (strcmp(d->records[i]->id, id) == 0)
+			return (ssize_t)i;
+	return -1;
+}
+
+static void drop_at(struct store_data *d, size_t i)
+{
+	enr_record_free(d->records[i]);
+	memmove(&d->records[i], &d->records[i + 1], (d->n_records - i - 1) * sizeof(*d->records));
+	d->n_records--;
+}
+
+static int read_secrets(struct enr_store *store, struct store_data *d)
+{
+	PGresult *res = run(store, store->pg->conn, "reading the app secrets",
+	                    "SELECT name, secret, key_generation FROM app_secrets ORDER BY name "
+	                    "COLLATE \"C\"",
+	                    0, NULL, NULL, NULL);
+	int rc = res ? 0 : enr_error_last_code();
+
+	for (size_t i = 0; i < d->n_secrets; i++) {
+		free(d->secrets[i].name);
+		enr_util_free_secret(d->secrets[i].value);
+	}
+	d->n_secrets = 0;
+	if (rc == 0 && PQntuples(res) > 0) {
+		struct store_secret *grown =
+		    realloc(d->secrets, (size_t)PQntuples(res) * sizeof(*d->secrets));
+		if (!grown)
+			rc = enr_error_set(ENR_E_NOMEM, NULL);
+		else
+			d->secrets = grown;
+	}
+	for (int i = 0; rc == 0 && i < PQntuples(res); i++) {
+		const char *name = PQgetvalue(res, i, 0);
+		unsigned char *sealed, *plain = NULL;
+		size_t n, plain_len = 0;
+		int gen = (int)get_ll(res, i, 2);
+
+		sealed = get_bytes(res, i, 1, &n);
+		rc = sealed ? unseal_value(store, &plain, &plain_len, aad_secret(name, gen), gen,
+		                           sealed, n)
+		            : ENR_E_NOMEM;
+		PQfreemem(sealed);
+		if (rc < 0)
+			break;
+		d->secrets[d->n_secrets].name = enr_util_strdup(name);
+		d->secrets[d->n_secrets].value = (char *)plain;
+		if (!d->secrets[d->n_secrets].name) {
+			OPENSSL_clear_free(plain, plain_len + 1);
+			rc = ENR_E_NOMEM;
+			break;
+		}
+		d->n_secrets++;
+	}
+	PQclear(res);
+	return rc;
+}
+
+/* Applies what changed after revision `since` to `d`; `since` 0 reads everything. */
+static int read_changes(struct enr_store *store, struct store_data *d, long long since)
+{
+	char sincebuf[32];
+	const char *params[] = {sincebuf};
+	PGresult *res;
+	int rc = 0;
+
+	snprintf(sincebuf, sizeof(sincebuf), "%lld", since);
+	if (since > 0) {
+		res = run(store, store->pg->conn, "reading what was removed",
+		          "SELECT id FROM removed WHERE rev > $1", 1, params, NULL, NULL);
+		if (!res)
+			return enr_error_last_code();
+		for (int i = 0; i < PQntuples(res); i++) {
+			ssize_t at = index_of(d, PQgetvalue(res, i, 0));
+			if (at >= 0)
+				drop_at(d, (size_t)at);
+		}
+		PQclear(res);
+	}
+	res = run(store, store->pg->conn, "reading its records",
+	          store->metadata_only
+	              ? "SELECT id, public, NULL, key_generation FROM records WHERE rev > $1 "
+	                "ORDER BY seq"
+	              : "SELECT id, public, secret, key_generation FROM records WHERE rev > $1 "
+	                "ORDER BY seq",
+	          1, params, NULL, NULL);
+	if (!res)
+		return enr_error_last_code();
+	for (int i = 0; rc == 0 && i < PQntuples(res); i++) {
+		struct enr_record *rec;
+		ssize_t at;
+
+		if ((rc = row_record(store, &rec, res, i)) < 0)
+			break;
+		at = index_of(d, rec->id);
+		if (at >= 0) {
+			enr_record_free(d->records[at]);
+			d->records[at] = rec;
+		} else {
+			rc = enr_store__data_append(d, rec);
+		}
+	}
+	PQclear(res);
+	if (rc == 0 && !store->metadata_only)
+		rc = read_secrets(store, d);
+	return rc;
+}
+
+static int current_rev(struct enr_store *store, long long *out)
+{
+	PGresult *res = run(store, store->pg->conn, "reading its revision",
+	                    "SELECT rev FROM store_state", 0, NULL, NULL, NULL);
+
+	if (!res)
+		return enr_error_last_code();
+	*out = get_ll(res, 0, 0);
+	PQclear(res);
+	return 0;
+}
+
+static int pg_load(struct enr_store *store)
+{
+	struct store_data d = {0};
+	long long rev;
+	int rc;
+
+	if ((rc = conn_ready(store)) < 0 || (rc = ensure_schema(store)) < 0 ||
+	    (rc = current_rev(store, &rev)) < 0)
+		return rc;
+	d.schema = STORE_SCHEMA;
+	if ((rc = read_changes(store, &d, 0)) < 0) {
+		enr_store__data_free(&d);
+		return rc;
+	}
+	enr_store__data_free(&store->data);
+	store->data = d;
+	store->pg->rev = rev;
+	return 0;
+}
+
+static int pg_sync(struct enr_store *store, bool locked)
+{
+	long long rev;
+	int rc;
+
+	if (locked)
+		rev = store->pg->locked_rev;
+	else if ((rc = conn_ready(store)) < 0 || (rc = current_rev(store, &rev)) < 0)
+		return rc;
+	if (rev == store->pg->rev)
+		return 0;
+	if ((rc = read_changes(store, &store->data, store->pg->rev)) < 0)
+		return rc;
+	store->pg->rev = rev;
+	return 0;
+}
+
+/* ---- writing ---- */
+
+static int pg_lock(struct enr_store *store)
+{
+	struct store_pg *pg = store->pg;
+	PGresult *res;
+	int rc;
+
+	if (pg->in_tx)
+		return enr_error_set(ENR_E_USAGE, "the team store is already locked");
+	if ((rc = conn_ready(store)) < 0 ||
+	    (rc = exec(store, pg->conn, "starting a change", "BEGIN")) < 0)
+		return rc;
+	pg->in_tx = true;
+	res = run(store, pg->conn, "locking the store", "SELECT rev FROM store_state FOR UPDATE", 0,
+	          NULL, NULL, NULL);
+	if (!res) {
+		rc = enr_error_last_code();
+		PQclear(PQexec(pg->conn, "ROLLBACK"));
+		pg->in_tx = false;
+		return rc;
+	}
+	pg->locked_rev = get_ll(res, 0, 0);
+	PQclear(res);
+	return 0;
+}
+
+static void pg_unlock(struct enr_store *store)
+{
+	if (!store->pg->in_tx)
+		return;
+	PQclear(PQexec(store->pg->conn, "ROLLBACK"));
+	store->pg->in_tx = false;
+}
+
+static int audit(struct enr_store *store, const char *action, const char *record)
+{
+	const char *params[] = {member_name(store), action, record};
+	PGresult *res = run(store, store->pg->conn, "noting the change",
+	                    "INSERT INTO audit (member, action, record, result) "
+	                    "VALUES ($1, $2, $3, 'ok')",
+	                    3, params, NULL, NULL);
+
+	PQclear(res);
+	return res ? 0 : enr_error_last_code();
+}
+
+#define UPSERT_RECORD                                                                              \
+	"INSERT INTO records (id, customer, vendor, method, account, region, site_ids, "           \
+	"created_at, updated_at, access_expires_at, refresh_expires_at, last_check_at, "           \
+	"last_check_outcome, public, secret, key_generation, rev) VALUES ($1, $2, $3, $4, $5, "    \
+	"$6, ARRAY(SELECT jsonb_array_elements_text($7::jsonb)), $8, $9, $10, $11, $12, $13, "     \
+	"$14, $15, $16, $17) ON CONFLICT (id) DO UPDATE SET customer = $2, vendor = $3, "          \
+	"method = $4, account = $5, region = $6, site_ids = EXCLUDED.site_ids, updated_at = $9, "  \
+	"access_expires_at = $10, refresh_expires_at = $11, last_check_at = $12, "                 \
+	"last_check_outcome = $13, public = $14, secret = $15, key_generation = $16, rev = $17 "   \
+	"RETURNING (xmax = 0)"
+
+/* Writes one record as revision `rev`; *inserted tells whether it is new. */
+static int write_record(struct enr_store *store, const struct enr_record *rec, long long rev,
+                        bool *inserted)
+{
+	struct store_buf pub = {0}, sec = {0}, sites = {0};
+	unsigned char *sealed = NULL;
+	size_t sealed_len = 0;
+	char num[6][24], gen[16], revbuf[24], *aad = aad_record(rec->id, store->pg->key_gen);
+	PGresult *res = NULL;
+	int rc;
+
+	enr_store__record_write(&pub, rec, PART_PUBLIC);
+	enr_store__record_write(&sec, rec, PART_SECRETS);
+	enr_store__buf_add(&sites, "[", 1);
+	for (size_t i = 0; i < rec->n_sites; i++) {
+		if (i)
+			enr_store__buf_add(&sites, ",", 1);
+		enr_store__buf_json(&sites, rec->sites[i].id);
+	}
+	enr_store__buf_add(&sites, "]", 2); /* the NUL too */
+	enr_store__buf_add(&pub, "", 1);
+	rc = pub.failed || sec.failed || sites.failed || !aad
+	         ? enr_error_set(ENR_E_NOMEM, NULL)
+	         : enr_store__seal(&sealed, &sealed_len, store->key.key, aad, sec.data, sec.len);
+	if (rc == 0) {
+		const long long times[6] = {rec->created_at,        rec->updated_at,
+		                            rec->access_expires_at, rec->refresh_expires_at,
+		                            rec->last_check.at,     0};
+		for (int i = 0; i < 5; i++)
+			snprintf(num[i], sizeof(num[i]), "%lld", times[i]);
+		snprintf(gen, sizeof(gen), "%d", store->pg->key_gen);
+		snprintf(revbuf, sizeof(revbuf), "%lld", rev);
+		const char *outcome = enr_record_outcome_name(rec->last_check.outcome);
+		const char *values[17] = {rec->id,
+		                          rec->customer,
+		                          rec->vendor,
+		                          rec->method,
+		                          rec->account,
+		                          rec->region,
+		                          sites.data,
+		                          num[0],
+		                          num[1],
+		                          num[2],
+		                          num[3],
+		                          num[4],
+		                          outcome[0] ? outcome : NULL,
+		                          pub.data,
+		                          (char *)sealed,
+		                          gen,
+		                          revbuf};
+		int lengths[17] = {0}, binary[17] = {0};
+		lengths[14] = (int)sealed_len;
+		binary[14] = 1;
+		res = run(store, store->pg->conn, "saving a record", UPSERT_RECORD, 17, values,
+		          lengths, binary);
+		rc = res ? 0 : enr_error_last_code();
+		if (rc == 0)
+			*inserted = PQgetvalue(res, 0, 0)[0] == 't';
+	}
+	PQclear(res);
+	free(sealed);
+	free(aad);
+	enr_store__buf_free(&pub);
+	enr_store__buf_free(&sec);
+	enr_store__buf_free(&sites);
+	return rc;
+}
+
+static int write_secret(struct enr_store *store, const struct store_secret *s)
+{
+	unsigned char *sealed = NULL;
+	size_t n = 0;
+	char gen[16], *aad = aad_secret(s->name, store->pg->key_gen);
+	PGresult *res = NULL;
+	int rc = aad ? enr_store__seal(&sealed, &n, store->key.key, aad, s->value, strlen(s->value))
+	             : ENR_E_NOMEM;
+
+	snprintf(gen, sizeof(gen), "%d", store->pg->key_gen);
+	if (rc == 0) {
+		const char *values[] = {s->name, (char *)sealed, gen};
+		const int lengths[] = {0, (int)n, 0}, binary[] = {0, 1, 0};
+		res = run(
+		    store, store->pg->conn, "saving an app secret",
+		    "INSERT INTO app_secrets (name, secret, key_generation) VALUES ($1, $2, $3) "
+		    "ON CONFLICT (name) DO UPDATE SET secret = $2, key_generation = $3",
+		    3, values, lengths, binary);
+		rc = res ? 0 : enr_error_last_code();
+	}
+	PQclear(res);
+	free(sealed);
+	free(aad);
+	return rc == 0 ? audit(store, "secret set", NULL) : rc;
+}
+
+static int cmp_ptr(const void *a, const void *b)
+{
+	uintptr_t x = (uintptr_t) * (void *const *)a, y = (uintptr_t) * (void *const *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static bool has_ptr(void **sorted, size_t n, const void *p)
+{
+	return n && bsearch(&p, sorted, n, sizeof(*sorted), cmp_ptr) != NULL;
+}
+
+static void **sorted_records(const struct store_data *d)
+{
+	void **v = malloc((d->n_records + 1) * sizeof(*v));
+
+	if (!v)
+		return NULL;
+	for (size_t i = 0; i < d->n_records; i++)
+		v[i] = d->records[i];
+	qsort(v, d->n_records, sizeof(*v), cmp_ptr);
+	return v;
+}
+
+static int delete_record(struct enr_store *store, const char *id, const char *revbuf)
+{
+	const char *params[] = {id, revbuf};
+	PGresult *res = run(store, store->pg->conn, "removing a record",
+	                    "DELETE FROM records WHERE id = $1; ", 1, params, NULL, NULL);
+
+	PQclear(res);
+	if (!res)
+		return enr_error_last_code();
+	res = run(store, store->pg->conn, "removing a record",
+	          "INSERT INTO removed (id, rev) VALUES ($1, $2)", 2, params, NULL, NULL);
+	PQclear(res);
+	return res ? audit(store, "remove", id) : enr_error_last_code();
+}
+
+/* Writes what differs between store->data and `next` (records are replaced, never edited). */
+static int write_diff(struct enr_store *store, const struct store_data *next, long long rev)
+{
+	const struct store_data *old = &store->data;
+	void **was = sorted_records(old), **now = sorted_records(next);
+	char revbuf[24];
+	int rc = was && now ? 0 : enr_error_set(ENR_E_NOMEM, NULL);
+
+	snprintf(revbuf, sizeof(revbuf), "%lld", rev);
+	for (size_t i = 0; rc == 0 && i < old->n_records; i++) {
+		const struct enr_record *r = old->records[i];
+		if (!has_ptr(now, next->n_records, r) && index_of(next, r->id) < 0)
+			rc = delete_record(store, r->id, revbuf);
+	}
+	for (size_t i = 0; rc == 0 && i < next->n_records; i++) {
+		const struct enr_record *r = next->records[i];
+		bool inserted = false;
+		if (has_ptr(was, old->n_records, r))
+			continue;
+		if ((rc = write_record(store, r, rev, &inserted)) == 0)
+			rc = audit(store, inserted ? "add" : "update", r->id);
+	}
+	/* App secrets: copied by value, so a changed one has another value pointer. */
+	for (size_t i = 0; rc == 0 && i < old->n_secrets; i++) {
+		bool kept = false;
+		for (size_t j = 0; j < next->n_secrets && !kept; j++)
+			kept = strcmp(next->secrets[j].name, old->secrets[i].name) == 0;
+		if (!kept) {
+			const char *params[] = {old->secrets[i].name};
+			PGresult *res =
+			    run(store, store->pg->conn, "removing an app secret",
+			        "DELETE FROM app_secrets WHERE name = $1", 1, params, NULL, NULL);
+			PQclear(res);
+			rc = res ? audit(store, "secret remove", NULL) : enr_error_last_code();
+		}
+	}
+	for (size_t i = 0; rc == 0 && i < next->n_secrets; i++) {
+		bool same = false;
+		for (size_t j = 0; j < old->n_secrets && !same; j++)
+			same = old->secrets[j].value == next->secrets[i].value;
+		if (!same)
+			rc = write_secret(store, &next->secrets[i]);
+	}
+	free(was);
+	free(now);
+	return rc;
+}
+
+/* Under the lock: stamps revision locked_rev + 1, then commits. */
+static int commit_rev(struct enr_store *store, long long rev)
+{
+	char sql[96];
+	int rc;
+
+	snprintf(sql, sizeof(sql), "UPDATE store_state SET rev = %lld", rev);
+	if ((rc = exec(store, store->pg->conn, "saving", sql)) < 0 ||
+	    (rc = exec(store, store->pg->conn, "saving", "COMMIT")) < 0)
+		return rc;
+	store->pg->in_tx = false;
+	return 0;
+}
+
+static int pg_write(struct enr_store *store, struct store_data *next)
+{
+	long long rev = store->pg->locked_rev + 1;
+	int rc;
+
+	if (!store->key.have && (rc = pg_new_key(store)) < 0)
+		return rc;
+	if ((rc = write_diff(store, next, rev)) < 0 || (rc = commit_rev(store, rev)) < 0)
+		return rc;
+	store->pg->rev = rev;
+	return 0;
+}
+
+static int pg_journal(struct enr_store *store, struct enr_record *rec, bool sync)
+{
+	struct store_pg *pg = store->pg;
+	struct enr_record *copy = NULL;
+	bool inserted = false;
+	ssize_t at;
+	int rc;
+
+	(void)sync; /* a commit is durable */
+	if ((rc = pg_lock(store)) < 0)
+		return rc;
+	if ((rc = write_record(store, rec, pg->locked_rev + 1, &inserted)) == 0 && inserted)
+		rc = enr_error_set(ENR_E_NOTFOUND, "record %s is no longer in the store", rec->id);
+	if (rc == 0 && (rc = audit(store, "save tokens", rec->id)) == 0)
+		rc = commit_rev(store, pg->locked_rev + 1);
+	pg_unlock(store);
+	if (rc < 0)
+		return rc;
+	/* What this handle knows: the record as saved, and the revision if nothing came between. */
+	if (pg->rev == pg->locked_rev)
+		pg->rev = pg->locked_rev + 1;
+	at = index_of(&store->data, rec->id);
+	if (at >= 0 && enr_record_dup(&copy, rec) == 0) {
+		enr_record_free(store->data.records[at]);
+		store->data.records[at] = copy;
+	}
+	return 0;
+}
+
+static int pg_sync_journal(struct enr_store *store)
+{
+	(void)store;
+	return 0;
+}
+
+static int pg_reserve(struct enr_store *store, const char *const *ids, size_t n)
+{
+	(void)store;
+	(void)ids;
+	(void)n;
+	return 0; /* nothing is written on this machine */
+}
+
+static bool pg_encrypted(const struct enr_store *store)
+{
+	(void)store;
+	return true;
+}
+
+/* ---- record locks ---- */
+
+static int pg_lock_record(struct enr_store *store, const char *id)
+{
+	struct store_pg *pg = store->pg;
+	const char *params[] = {id};
+	PGresult *res;
+	int slot = -1, rc;
+
+	for (int i = 0; i < MAX_LOCKS && slot < 0; i++)
+		if (!pg->busy[i])
+			slot = i;
+	if (slot < 0)
+		return enr_error_set(ENR_E_USAGE, "too many records locked at once");
+	if (pg->pool[slot] && PQstatus(pg->pool[slot]) != CONNECTION_OK) {
+		PQfinish(pg->pool[slot]);
+		pg->pool[slot] = NULL;
+	}
+	if (!pg->pool[slot] && (rc = connect_one(store, &pg->pool[slot])) < 0)
+		return rc;
+	/* Records written before their lock row existed get one (nothing else deletes them). */
+	res = run(store, pg->pool[slot], "locking a record",
+	          "INSERT INTO record_locks (id) VALUES ($1) ON CONFLICT DO NOTHING", 1, params,
+	          NULL, NULL);
+	PQclear(res);
+	if (!res || (rc = exec(store, pg->pool[slot], "locking a record", "BEGIN")) < 0)
+		return enr_error_last_code();
+	res = PQexecParams(pg->pool[slot], "SELECT id FROM record_locks WHERE id = $1 FOR UPDATE",
+	                   1, NULL, params, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+		rc = state && strcmp(state, "55P03") == 0
+		         ? enr_error_set(ENR_E_LOCKED,
+		                         "record %s is being changed by another process (waited %d "
+		                         "s); try again when it is done",
+		                         id, (store->lock_timeout_ms + 999) / 1000)
+		         : sql_error(store, pg->pool[slot], res, "locking a record");
+		PQclear(res);
+		PQclear(PQexec(pg->pool[slot], "ROLLBACK"));
+		return rc;
+	}
+	PQclear(res);
+	pg->busy[slot] = true;
+	return slot;
+}
+
+static void pg_unlock_record(struct enr_store *store, int slot)
+{
+	struct store_pg *pg = store->pg;
+
+	if (slot < 0 || slot >= MAX_LOCKS || !pg->busy[slot])
+		return;
+	PQclear(PQexec(pg->pool[slot], "ROLLBACK"));
+	pg->busy[slot] = false;
+}
+
+static void pg_close(struct enr_store *store)
+{
+	struct store_pg *pg = store->pg;
+
+	if (!pg)
+		return;
+	for (int i = 0; i < MAX_LOCKS; i++)
+		PQfinish(pg->pool[i]);
+	PQfinish(pg->conn);
+	enr_util_free_secret(pg->url);
+	free(pg->member);
+	free(pg);
+	store->pg = NULL;
+}
+
+const struct store_ops enr_store__pg_ops = {
+    .load = pg_load,
+    .sync = pg_sync,
+    .lock = pg_lock,
+    .unlock = pg_unlock,
+    .write = pg_write,
+    .lock_record = pg_lock_record,
+    .unlock_record = pg_unlock_record,
+    .journal = pg_journal,
+    .sync_journal = pg_sync_journal,
+    .reserve = pg_reserve,
+    .encrypted = pg_encrypted,
+    .new_key = pg_new_key,
+    .close = pg_close,
+};

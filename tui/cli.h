@@ -44,5 +44,8 @@ int cmd_refresh(struct cli_globals *g, int argc, char **argv);
 int cmd_remove(struct cli_globals *g, int argc, char **argv);
 int cmd_export(struct cli_globals *g, int argc, char **argv);
 int cmd_doctor(struct cli_globals *g, int argc, char **argv);
+int cmd_store(struct cli_globals *g, int argc, char **argv);
+int cmd_team(struct cli_globals *g, int argc, char **argv);
+int cmd_log(struct cli_globals *g, int argc, char **argv);
 
 #endif

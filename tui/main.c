@@ -50,6 +50,9 @@ static const struct command commands[] = {
      "register the company's Tesla app in a region", cmd_tesla},
     {"reauth", "ID", "re-authorize an enrolled system with the customer", run_reauth},
     {"doctor", "[--json]", "check the company's setup before the first customer", cmd_doctor},
+    {"store", "init", "create the credential store (a team store's tables)", cmd_store},
+    {"team", "add|remove NAME | list", "the members of the team store", cmd_team},
+    {"log", "[ID] [--limit N]", "who did what in the team store", cmd_log},
 };
 
 void cli_error(const char *fmt, ...)
@@ -136,22 +139,23 @@ int cli_load_config(struct cli_globals *g)
 
 static void usage(FILE *out)
 {
-	fprintf(out, "Usage: derenroll [GLOBAL OPTIONS] [COMMAND [ARGS]]\n"
-	             "\n"
-	             "Authorize a customer's solar and battery systems for API access.\n"
-	             "Without a command, runs the enrollment wizard.\n"
-	             "\n"
-	             "Global options (before the command):\n"
-	             "  --config FILE   read FILE instead of ~/.config/derenroll/config.ini\n"
-	             "  --store FILE    use the credential store FILE\n"
-	             "  --demo          run against the built-in sandbox with a throwaway store\n"
-	             "  --customer REF  the wizard: the customer reference to enroll\n"
-	             "  --vendor ID     the wizard: start at this vendor's authorization step\n"
-	             "  --method M      the wizard: with --vendor, this method of the vendor\n"
-	             "  -h, --help      show this help and exit\n"
-	             "  -V, --version   show the version and exit\n"
-	             "\n"
-	             "Commands:\n");
+	fprintf(out,
+	        "Usage: derenroll [GLOBAL OPTIONS] [COMMAND [ARGS]]\n"
+	        "\n"
+	        "Authorize a customer's solar and battery systems for API access.\n"
+	        "Without a command, runs the enrollment wizard.\n"
+	        "\n"
+	        "Global options (before the command):\n"
+	        "  --config FILE   read FILE instead of ~/.config/derenroll/config.ini\n"
+	        "  --store FILE    use the credential store FILE (postgresql://...: a team store)\n"
+	        "  --demo          run against the built-in sandbox with a throwaway store\n"
+	        "  --customer REF  the wizard: the customer reference to enroll\n"
+	        "  --vendor ID     the wizard: start at this vendor's authorization step\n"
+	        "  --method M      the wizard: with --vendor, this method of the vendor\n"
+	        "  -h, --help      show this help and exit\n"
+	        "  -V, --version   show the version and exit\n"
+	        "\n"
+	        "Commands:\n");
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		fprintf(out, "  %-8s %s\n           %s%s\n", commands[i].name, commands[i].args,
 		        commands[i].summary, commands[i].run ? "" : " (not available yet)");

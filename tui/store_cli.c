@@ -105,41 +105,20 @@ static int read_hidden(int code, int in, int out, const char *prompt, char *buf,
 
 /* ---- the passphrase ---- */
 
-static int ask_passphrase(char **out, bool new_store, const char *path, void *ctx)
+/* Asks on the terminal for a passphrase (twice when `twice`) with `prompt`. */
+static int ask_on_tty(char **out, bool twice, const char *prompt, const char *no_tty)
 {
-	const char *file = getenv("DERENROLL_PASSPHRASE_FILE");
-	char first[MAX_PASSPHRASE + 1], second[MAX_PASSPHRASE + 1], prompt[4200];
+	char first[MAX_PASSPHRASE + 1], second[MAX_PASSPHRASE + 1];
 	int fd, rc;
 
-	(void)ctx;
 	*out = NULL;
-	if (file && file[0]) {
-		struct stat st;
-		static bool warned;
-		/* Like a key file: whoever can read it can open the store. */
-		if (!warned && stat(file, &st) == 0 && (st.st_mode & 077)) {
-			warned = true;
-			cli_error("warning: the passphrase file %s can be read by others: run "
-			          "'chmod 600 %s'",
-			          file, file);
-		}
-		return enr_store_read_passphrase_file(out, file);
-	}
 	fd = open("/dev/tty", O_RDWR | O_NOCTTY | O_CLOEXEC);
 	if (fd < 0)
-		return enr_error_set(
-		    ENR_E_PASSPHRASE,
-		    "the credential store %s needs a passphrase and there is no "
-		    "terminal to ask for it: set DERENROLL_PASSPHRASE_FILE to a file "
-		    "holding it",
-		    path);
-	snprintf(prompt, sizeof(prompt),
-	         "%s for the credential store %s: ", new_store ? "New passphrase" : "Passphrase",
-	         path);
+		return enr_error_set(ENR_E_PASSPHRASE, "%s", no_tty);
 	rc = read_hidden(ENR_E_PASSPHRASE, fd, fd, prompt, first, sizeof(first));
 	if (rc == 0 && !first[0])
 		rc = enr_error_set(ENR_E_PASSPHRASE, "the passphrase is empty");
-	if (rc == 0 && new_store) {
+	if (rc == 0 && twice) {
 		rc = read_hidden(ENR_E_PASSPHRASE, fd, fd, "The same passphrase again: ", second,
 		                 sizeof(second));
 		if (rc == 0 && strcmp(first, second) != 0)
@@ -152,6 +131,53 @@ static int ask_passphrase(char **out, bool new_store, const char *path, void *ct
 	explicit_bzero(first, sizeof(first));
 	explicit_bzero(second, sizeof(second));
 	return rc;
+}
+
+/* A passphrase file: warned about once when others can read it. */
+static int passphrase_from_file(char **out, const char *file)
+{
+	static bool warned;
+	struct stat st;
+
+	/* Like a key file: whoever can read it can open the store. */
+	if (!warned && stat(file, &st) == 0 && (st.st_mode & 077)) {
+		warned = true;
+		cli_error("warning: the passphrase file %s can be read by others: run "
+		          "'chmod 600 %s'",
+		          file, file);
+	}
+	return enr_store_read_passphrase_file(out, file);
+}
+
+static int ask_passphrase(char **out, bool new_store, const char *path, void *ctx)
+{
+	const char *file = getenv("DERENROLL_PASSPHRASE_FILE");
+	char prompt[4200], no_tty[4300];
+
+	(void)ctx;
+	*out = NULL;
+	if (file && file[0])
+		return passphrase_from_file(out, file);
+	snprintf(prompt, sizeof(prompt),
+	         "%s for the credential store %s: ", new_store ? "New passphrase" : "Passphrase",
+	         path);
+	snprintf(no_tty, sizeof(no_tty),
+	         "the credential store %s needs a passphrase and there is no terminal to ask for "
+	         "it: set DERENROLL_PASSPHRASE_FILE to a file holding it",
+	         path);
+	return ask_on_tty(out, new_store, prompt, no_tty);
+}
+
+int cli_new_member_passphrase(char **out, const char *file, const char *name)
+{
+	char prompt[200];
+
+	if (file)
+		return passphrase_from_file(out, file);
+	snprintf(prompt, sizeof(prompt), "New passphrase for team member %s: ", name);
+	return ask_on_tty(out, true, prompt,
+	                  "there is no terminal to ask for the new member's passphrase: give "
+	                  "it with --passphrase-file FILE");
 }
 
 /* ---- the demo's throwaway store ---- */

@@ -28,6 +28,9 @@ void cli_close_store(struct cli_globals *g, struct enr_store *store);
  * Async-signal-safe, for term_set_exit_cleanup(). */
 void cli_remove_demo_store(void);
 
+/* A new team member's passphrase: from `file` when given, else asked twice on the terminal. */
+int cli_new_member_passphrase(char **out, const char *file, const char *name);
+
 /* derenroll secret set NAME (value on stdin) | secret list | secret remove NAME */
 int cmd_secret(struct cli_globals *g, int argc, char **argv);
 

@@ -803,16 +803,35 @@ static void pg_unlock(struct enr_store *store)
 	store->pg->in_tx = false;
 }
 
-static int audit(struct enr_store *store, const char *action, const char *record)
+/* Appends one line to the log: params are member, action, record. */
+static int audit_result(struct enr_store *store, const char *const *fields, const char *result)
 {
-	const char *params[] = {member_name(store), action, record};
+	const char *params[] = {fields[0], fields[1], fields[2], result};
 	PGresult *res = run(store, store->pg->conn, "noting the change",
 	                    "INSERT INTO audit (member, action, record, result) "
-	                    "VALUES ($1, $2, $3, 'ok')",
-	                    3, params, NULL, NULL);
+	                    "VALUES ($1, $2, $3, $4)",
+	                    4, params, NULL, NULL);
 
 	PQclear(res);
 	return res ? 0 : enr_error_last_code();
+}
+
+static int audit(struct enr_store *store, const char *action, const char *record)
+{
+	const char *params[] = {member_name(store), action, record};
+
+	return audit_result(store, params, "ok");
+}
+
+/* A change of the team: the member named in the result. */
+static int audit_member(struct enr_store *store, const char *action, const char *name)
+{
+	const char *fields[] = {member_name(store), action, NULL};
+	char *result = enr_util_printf("ok: %s", name);
+	int rc = result ? audit_result(store, fields, result) : ENR_E_NOMEM;
+
+	free(result);
+	return rc;
 }
 
 #define UPSERT_RECORD                                                                              \
@@ -1169,3 +1188,254 @@ const struct store_ops enr_store__pg_ops = {
     .new_key = pg_new_key,
     .close = pg_close,
 };
+
+/* ---- the team ---- */
+
+static int team_only(const struct enr_store *store)
+{
+	if (!store->pg)
+		return enr_error_set(
+		    ENR_E_UNSUPPORTED,
+		    "the credential store %s is a file of this machine: members and "
+		    "the log are the team store's ([store] url = postgresql://...)",
+		    store->path);
+	return 0;
+}
+
+bool enr_store_is_team(const struct enr_store *store)
+{
+	return store->pg != NULL;
+}
+
+static int check_member_name(const char *name)
+{
+	size_t len = name ? strlen(name) : 0;
+
+	if (len == 0 || len > 64 ||
+	    strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._@-") !=
+	        len)
+		return enr_error_set(
+		    ENR_E_USAGE,
+		    "'%s' is not a member name (letters, digits, '.', '_', '@', '-'; "
+		    "at most 64)",
+		    name ? name : "");
+	return 0;
+}
+
+int enr_store_team_add(struct enr_store *store, const char *name, const char *passphrase)
+{
+	struct store_pg *pg = store->pg;
+	const char *params[] = {name};
+	PGresult *res;
+	int rc;
+
+	if ((rc = team_only(store)) < 0 || (rc = check_member_name(name)) < 0)
+		return rc;
+	if (!passphrase || !passphrase[0])
+		return enr_error_set(ENR_E_PASSPHRASE, "the new member's passphrase is empty");
+	if ((rc = pg_new_key(store)) < 0 || (rc = pg_lock(store)) < 0)
+		return rc;
+	res = run(store, pg->conn, "adding a member", "SELECT 1 FROM members WHERE name = $1", 1,
+	          params, NULL, NULL);
+	rc = res ? 0 : enr_error_last_code();
+	if (rc == 0 && PQntuples(res) > 0)
+		rc = enr_error_set(ENR_E_EXISTS, "%s is already a member of the team store %s",
+		                   name, store->path);
+	PQclear(res);
+	if (rc == 0 &&
+	    (rc = member_row(store, name, passphrase, store->key.key, pg->key_gen,
+	                     INSERT_MEMBER)) == 0 &&
+	    (rc = audit_member(store, "team add", name)) == 0)
+		rc = commit_rev(store, pg->locked_rev);
+	pg_unlock(store);
+	return rc;
+}
+
+/* Under the lock, with a new team key in store->key: every sealed value again, every copy. */
+static int reseal_all(struct enr_store *store, const char *removed)
+{
+	struct store_pg *pg = store->pg;
+	long long rev = pg->locked_rev + 1;
+	const char *params[] = {removed};
+	PGresult *res;
+	bool inserted;
+	int rc = 0;
+
+	for (size_t i = 0; rc == 0 && i < store->data.n_records; i++)
+		rc = write_record(store, store->data.records[i], rev, &inserted);
+	for (size_t i = 0; rc == 0 && i < store->data.n_secrets; i++)
+		rc = write_secret(store, &store->data.secrets[i]);
+	if (rc < 0)
+		return rc;
+	res = run(store, pg->conn, "rotating the team key",
+	          "SELECT name, public_key FROM members WHERE name <> $1", 1, params, NULL, NULL);
+	if (!res)
+		return enr_error_last_code();
+	for (int i = 0; rc == 0 && i < PQntuples(res); i++) {
+		const char *name = PQgetvalue(res, i, 0);
+		unsigned char *pub, *wrapped = NULL;
+		size_t n, wrapped_len = 0;
+		char *aad = aad_team(name, pg->key_gen), gen[16];
+		PGresult *up;
+
+		pub = get_bytes(res, i, 1, &n);
+		rc = !pub || n != 32 || !aad
+		         ? enr_error_set(ENR_E_CORRUPT, "member %s's public key is damaged", name)
+		         : enr_store__wrap_team_key(&wrapped, &wrapped_len, store->key.key, pub,
+		                                    aad);
+		snprintf(gen, sizeof(gen), "%d", pg->key_gen);
+		if (rc == 0) {
+			const char *values[] = {name, (char *)wrapped, gen};
+			const int lengths[] = {0, (int)wrapped_len, 0}, binary[] = {0, 1, 0};
+			up = run(
+			    store, pg->conn, "rotating the team key",
+			    "UPDATE members SET team_key = $2, key_generation = $3 WHERE name = $1",
+			    3, values, lengths, binary);
+			rc = up ? 0 : enr_error_last_code();
+			PQclear(up);
+		}
+		PQfreemem(pub);
+		free(wrapped);
+		free(aad);
+	}
+	PQclear(res);
+	return rc;
+}
+
+int enr_store_team_remove(struct enr_store *store, const char *name)
+{
+	struct store_pg *pg = store->pg;
+	unsigned char old_key[STORE_KEY_SIZE];
+	int old_gen, rc;
+	const char *params[] = {name};
+	PGresult *res;
+	char sql[96];
+
+	if ((rc = team_only(store)) < 0 || (rc = check_member_name(name)) < 0)
+		return rc;
+	if (store->metadata_only)
+		return enr_error_set(ENR_E_USAGE,
+		                     "the credential store was opened for listing only");
+	if ((rc = pg_new_key(store)) < 0 || (rc = pg_lock(store)) < 0)
+		return rc;
+	if ((rc = pg_sync(store, true)) < 0)
+		goto out;
+	res = run(store, pg->conn, "removing a member",
+	          "SELECT (SELECT count(*) FROM members WHERE name = $1), count(*) FROM members", 1,
+	          params, NULL, NULL);
+	rc = res ? 0 : enr_error_last_code();
+	if (rc == 0 && get_ll(res, 0, 0) == 0)
+		rc = enr_error_set(ENR_E_NOTFOUND, "%s is not a member of the team store %s", name,
+		                   store->path);
+	else if (rc == 0 && get_ll(res, 0, 1) < 2)
+		rc = enr_error_set(
+		    ENR_E_USAGE, "%s is the team store's only member: add another one first", name);
+	PQclear(res);
+	if (rc < 0)
+		goto out;
+	res = run(store, pg->conn, "removing a member", "DELETE FROM members WHERE name = $1", 1,
+	          params, NULL, NULL);
+	PQclear(res);
+	if (!res) {
+		rc = enr_error_last_code();
+		goto out;
+	}
+	/* A new team key that the removed member never saw. */
+	memcpy(old_key, store->key.key, sizeof(old_key));
+	old_gen = pg->key_gen;
+	pg->key_gen++;
+	snprintf(sql, sizeof(sql), "UPDATE store_state SET key_generation = %d", pg->key_gen);
+	if ((rc = enr_util_random(store->key.key, STORE_KEY_SIZE)) == 0 &&
+	    (rc = reseal_all(store, name)) == 0 &&
+	    (rc = exec(store, pg->conn, "rotating the team key", sql)) == 0 &&
+	    (rc = audit_member(store, "team remove", name)) == 0 &&
+	    (rc = commit_rev(store, pg->locked_rev + 1)) == 0)
+		pg->rev = pg->locked_rev + 1;
+	if (rc < 0) {
+		memcpy(store->key.key, old_key, sizeof(old_key));
+		pg->key_gen = old_gen;
+	}
+	OPENSSL_cleanse(old_key, sizeof(old_key));
+out:
+	pg_unlock(store);
+	return rc;
+}
+
+int enr_store_team_list(struct enr_team_member **out, size_t *n, struct enr_store *store)
+{
+	PGresult *res;
+	struct enr_team_member *m;
+	int rc;
+
+	*out = NULL;
+	*n = 0;
+	if ((rc = team_only(store)) < 0 || (rc = conn_ready(store)) < 0)
+		return rc;
+	res = run(store, store->pg->conn, "listing its members",
+	          "SELECT name, added_by, extract(epoch FROM added_at)::bigint FROM members "
+	          "ORDER BY name",
+	          0, NULL, NULL, NULL);
+	if (!res)
+		return enr_error_last_code();
+	m = calloc((size_t)PQntuples(res) + 1, sizeof(*m));
+	for (int i = 0; m && i < PQntuples(res); i++) {
+		m[i].name = enr_util_strdup(PQgetvalue(res, i, 0));
+		m[i].added_by = enr_util_strdup(PQgetvalue(res, i, 1));
+		m[i].added_at = get_ll(res, i, 2);
+		if (!m[i].name || !m[i].added_by) {
+			enr_store_team_list_free(m, (size_t)i + 1);
+			m = NULL;
+		}
+	}
+	*n = m ? (size_t)PQntuples(res) : 0;
+	PQclear(res);
+	if (!m)
+		return enr_error_set(ENR_E_NOMEM, NULL);
+	*out = m;
+	return 0;
+}
+
+void enr_store_team_list_free(struct enr_team_member *m, size_t n)
+{
+	if (!m)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		free(m[i].name);
+		free(m[i].added_by);
+	}
+	free(m);
+}
+
+int enr_store_log(struct enr_store *store, const char *id, size_t limit, enr_store_log_fn fn,
+                  void *ctx)
+{
+	char lim[24];
+	const char *params[] = {id, lim};
+	PGresult *res;
+	int rc;
+
+	if ((rc = team_only(store)) < 0 || (rc = conn_ready(store)) < 0)
+		return rc;
+	snprintf(lim, sizeof(lim), "%zu", limit ? limit : 50);
+	/* The newest `limit`, oldest first. */
+	res = run(store, store->pg->conn, "reading its log",
+	          "SELECT at, member, action, record, result FROM (SELECT seq, "
+	          "extract(epoch FROM at)::bigint AS at, coalesce(member, db_user) AS member, "
+	          "action, record, result FROM audit WHERE $1::text IS NULL OR record = lower($1) "
+	          "ORDER BY seq DESC LIMIT $2::bigint) newest ORDER BY seq",
+	          2, params, NULL, NULL);
+	if (!res)
+		return enr_error_last_code();
+	for (int i = 0; rc == 0 && i < PQntuples(res); i++) {
+		struct enr_audit_entry e = {
+		    .at = get_ll(res, i, 0),
+		    .member = PQgetvalue(res, i, 1),
+		    .action = PQgetvalue(res, i, 2),
+		    .record = PQgetisnull(res, i, 3) ? NULL : PQgetvalue(res, i, 3),
+		    .result = PQgetvalue(res, i, 4),
+		};
+		rc = fn(&e, ctx);
+	}
+	PQclear(res);
+	return rc;
+}

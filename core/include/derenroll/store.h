@@ -326,6 +326,39 @@ ENR_API int enr_store_secret_lookup(char **out, const char *name, void *ctx);
  */
 ENR_API int enr_store_read_passphrase_file(char **out, const char *path);
 
+/*
+ * The team store (a store opened from a postgresql:// URL). Its credentials are
+ * sealed under a team key that each member opens with their own passphrase.
+ * add wraps the team key for a new member (under `passphrase`); remove takes
+ * a member out and rotates the team key (every sealed value sealed again, the
+ * new key wrapped for each member left), so what they could open before is
+ * all they ever can. Every other function works the same on both backends.
+ * On a file store these give ENR_E_UNSUPPORTED.
+ */
+struct enr_team_member {
+	char *name;
+	char *added_by; /* the database user who added them */
+	long long added_at;
+};
+ENR_API bool enr_store_is_team(const struct enr_store *store);
+ENR_API int enr_store_team_add(struct enr_store *store, const char *name, const char *passphrase);
+ENR_API int enr_store_team_remove(struct enr_store *store, const char *name);
+ENR_API int enr_store_team_list(struct enr_team_member **out, size_t *n, struct enr_store *store);
+ENR_API void enr_store_team_list_free(struct enr_team_member *members, size_t n);
+
+/* One line of the team store's log: who did what to which record (never a secret). */
+struct enr_audit_entry {
+	long long at;
+	const char *member;
+	const char *action; /* add, update, remove, save tokens, secret set, team add, ... */
+	const char *record; /* NULL for the store as a whole */
+	const char *result;
+};
+typedef int (*enr_store_log_fn)(const struct enr_audit_entry *entry, void *ctx);
+/* The newest `limit` (0: 50) entries, of record `id` or (NULL) all, oldest first. */
+ENR_API int enr_store_log(struct enr_store *store, const char *id, size_t limit,
+                          enr_store_log_fn fn, void *ctx);
+
 /* An empty record. */
 ENR_API int enr_record_new(struct enr_record **out);
 /* Frees the record, wiping every credential; NULL is a no-op. */

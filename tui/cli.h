@@ -12,6 +12,7 @@ struct cli_globals {
 	const char *config_path; /* --config, or NULL for the default */
 	const char *store_path;  /* --store, or NULL */
 	bool demo;               /* --demo */
+	bool quiet_push;         /* opening the store does not push its outbox (sync does) */
 	struct enr_config *cfg;  /* loaded lazily by cli_load_config() */
 	struct enr_catalog *catalog;
 };
@@ -47,5 +48,6 @@ int cmd_doctor(struct cli_globals *g, int argc, char **argv);
 int cmd_store(struct cli_globals *g, int argc, char **argv);
 int cmd_team(struct cli_globals *g, int argc, char **argv);
 int cmd_log(struct cli_globals *g, int argc, char **argv);
+int cmd_sync(struct cli_globals *g, int argc, char **argv);
 
 #endif

@@ -180,6 +180,9 @@ static void print_result(const struct enr_enroll *e, const struct enroll_args *a
 	}
 	if (enr_enroll_warning(e))
 		cli_error("warning: %s", enr_enroll_warning(e));
+	if (enr_record_pending(rec))
+		cli_error("saved on this laptop only: the team store cannot be reached; "
+		          "`derenroll sync` pushes it (so does every start that reaches it)");
 }
 
 /* Module (x, y) of the code with its quiet zone. */

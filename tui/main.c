@@ -53,6 +53,7 @@ static const struct command commands[] = {
     {"store", "init", "create the credential store (a team store's tables)", cmd_store},
     {"team", "add|remove NAME | list", "the members of the team store", cmd_team},
     {"log", "[ID] [--limit N]", "who did what in the team store", cmd_log},
+    {"sync", "", "push what was enrolled while the team store was out of reach", cmd_sync},
 };
 
 void cli_error(const char *fmt, ...)

@@ -255,12 +255,30 @@ static char *store_path(struct cli_globals *g)
 	return path;
 }
 
+/* What was enrolled while the team store was away, pushed now; `loud`: say so when nothing. */
+static int push_outbox(struct enr_store *team, bool loud)
+{
+	size_t pushed = 0, left = 0;
+	int rc = enr_store_push(team, &pushed, &left);
+
+	if (pushed || loud)
+		cli_error("pushed %zu record%s enrolled offline to the team store %s", pushed,
+		          pushed == 1 ? "" : "s", enr_store_path(team));
+	if (left)
+		cli_error("warning: %zu record%s could not be pushed and stay%s on this laptop "
+		          "(see above)",
+		          left, left == 1 ? "" : "s", left == 1 ? "s" : "");
+	if (rc < 0 && !loud)
+		cli_error("warning: %s", enr_error_last());
+	return rc < 0 ? rc : left ? ENR_E_EXISTS : 0;
+}
+
 static int open_store(struct cli_globals *g, bool create, bool listing, struct enr_store **out)
 {
 	static const struct enr_store_kdf demo_kdf = {10, 8, 1};
 	struct enr_store_options opts = {0};
 	bool encryption = true;
-	char *path = NULL;
+	char *path = NULL, *outbox = NULL;
 	int rc;
 
 	*out = NULL;
@@ -275,6 +293,11 @@ static int open_store(struct cli_globals *g, bool create, bool listing, struct e
 	opts.create = create;
 	opts.metadata_only = listing;
 	opts.member = enr_config_get(g->cfg, "store", "member");
+	if (enr_store_url(path) && !(outbox = enr_store_default_outbox())) {
+		free(path);
+		return enr_error_last_code();
+	}
+	opts.outbox = outbox;
 	if (g->demo) {
 		/* The demo never asks: its store is thrown away, or the user's own choice. */
 		opts.passphrase = DEMO_PASSPHRASE;
@@ -283,6 +306,12 @@ static int open_store(struct cli_globals *g, bool create, bool listing, struct e
 		opts.passphrase_fn = ask_passphrase;
 	}
 	rc = enr_store_open(out, &opts);
+	if (rc == 0 && enr_store_offline(*out))
+		cli_error("warning: the team store %s cannot be reached: working on this laptop "
+		          "(%s); what is enrolled now is pushed by `derenroll sync`",
+		          enr_store_offline(*out), enr_store_path(*out));
+	else if (rc == 0 && outbox && !listing && !g->quiet_push)
+		push_outbox(*out, false);
 	if (rc == 0) {
 		if (!enr_store_encrypted(*out))
 			cli_error("warning: the credential store %s is not encrypted%s", path,
@@ -292,6 +321,7 @@ static int open_store(struct cli_globals *g, bool create, bool listing, struct e
 			enr_config_set_secret_source(g->cfg, enr_store_secret_lookup, *out);
 	}
 	free(path);
+	free(outbox);
 	return rc;
 }
 
@@ -312,6 +342,43 @@ void cli_close_store(struct cli_globals *g, struct enr_store *store)
 	if (g->cfg)
 		enr_config_set_secret_source(g->cfg, NULL, NULL);
 	enr_store_free(store);
+}
+
+/* ---- derenroll sync ---- */
+
+int cmd_sync(struct cli_globals *g, int argc, char **argv)
+{
+	struct enr_store *store = NULL;
+	int rc;
+
+	if (argc == 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {
+		printf(
+		    "Usage: derenroll sync\n\nPushes what was enrolled on this laptop while the "
+		    "team store\ncould not be reached (every start that reaches it does too).\n");
+		return 0;
+	}
+	if (argc != 1) {
+		cli_error("sync takes no argument");
+		return EXIT_USAGE;
+	}
+	if ((rc = cli_load_config(g)) < 0)
+		return cli_fail(rc);
+	/* Opened without pushing, then pushed loudly. */
+	g->quiet_push = true;
+	rc = cli_open_store(g, false, &store);
+	g->quiet_push = false;
+	if (rc == 0 && enr_store_offline(store))
+		rc = enr_error_set(ENR_E_OFFLINE,
+		                   "nothing pushed: the team store %s cannot be reached",
+		                   enr_store_offline(store));
+	else if (rc == 0 && !enr_store_is_team(store))
+		rc = enr_error_set(ENR_E_USAGE,
+		                   "the credential store %s is not a team store: nothing to push",
+		                   enr_store_path(store));
+	else if (rc == 0)
+		rc = push_outbox(store, true);
+	cli_close_store(g, store);
+	return rc < 0 ? cli_fail(rc) : 0;
 }
 
 /* ---- derenroll secret ---- */

@@ -588,8 +588,11 @@ static void done_draw(struct area body)
 	int y = body.y + 1;
 
 	enr_lifecycle_due_text(when, sizeof(when), rec, "does not expire");
-	snprintf(line, sizeof(line), "%s record %s.",
-	         enr_enroll_updated(w->e) ? "Updated" : "Saved", rec->id);
+	snprintf(line, sizeof(line), "%s record %s%s.",
+	         enr_enroll_updated(w->e) ? "Updated" : "Saved", rec->id,
+	         enr_record_pending(rec) ? " on this laptop only: the team store is out of reach "
+	                                   "(pushed by `derenroll sync`)"
+	                                 : "");
 	draw_text(y, 2, body.cols - 4, A_BOLD, line);
 	y += 2;
 	snprintf(line, sizeof(line), "Vendor:    %s (%s)", vendor_name(),

@@ -222,6 +222,8 @@ struct enr_store {
 	double kdf_seconds;
 	const struct store_ops *ops;
 	struct store_pg *pg; /* the team store's connection and state */
+	char *outbox;        /* a team store: the file that keeps enrollments while it is away */
+	char *offline;       /* the team store that could not be reached (then path is outbox) */
 };
 
 /*
@@ -256,8 +258,6 @@ struct store_ops {
 extern const struct store_ops enr_store__file_ops;
 extern const struct store_ops enr_store__pg_ops;
 
-/* Whether `path` names a team store (postgresql:// or postgres://). */
-bool enr_store__pg_url(const char *path);
 /* Sets up the team store's backend (store->pg, store->path) for `url`; connects at load. */
 int enr_store__pg_open(struct enr_store *store, const char *url, const char *member);
 

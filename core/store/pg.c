@@ -51,7 +51,7 @@ struct store_pg {
 	int key_gen; /* the generation of the team key in store->key */
 };
 
-bool enr_store__pg_url(const char *path)
+bool enr_store_url(const char *path)
 {
 	return path &&
 	       (strncmp(path, "postgresql://", 13) == 0 || strncmp(path, "postgres://", 11) == 0);

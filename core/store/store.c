@@ -26,6 +26,7 @@
 #define MAX_SECRET_NAME         128
 #define MAX_PASSPHRASE          4096
 #define PUT_RETRY               2 /* the record to update changed before the lock: again */
+#define PENDING_KEY             "derenroll.push" /* extra: "push", kept in the outbox */
 
 struct enr_store_lock {
 	struct enr_store *store;
@@ -64,6 +65,11 @@ static void sleep_ms(long ms)
 char *enr_store_default_path(void)
 {
 	return enr_util_xdg_path("XDG_DATA_HOME", ".local/share", "store");
+}
+
+char *enr_store_default_outbox(void)
+{
+	return enr_util_xdg_path("XDG_DATA_HOME", ".local/share", "outbox");
 }
 
 void enr_store_kdf_default(struct enr_store_kdf *out)
@@ -232,6 +238,38 @@ int enr_store_reload(struct enr_store *store)
 	return store->ops->sync(store, false);
 }
 
+static int set_file_paths(struct enr_store *store, const char *path)
+{
+	store->path = enr_util_strdup(path);
+	store->lock_path = enr_util_printf("%s.lock", path);
+	store->record_lock = enr_util_printf("%s.rlock", path);
+	return store->path && store->lock_path && store->record_lock ? 0 : ENR_E_NOMEM;
+}
+
+/*
+ * The team store cannot be reached: this handle becomes its outbox, the file
+ * that keeps what is enrolled meanwhile (every record put is marked pending),
+ * until enr_store_push().
+ */
+static int go_offline(struct enr_store *store)
+{
+	char reason[512];
+	int rc;
+
+	snprintf(reason, sizeof(reason), "%s", enr_error_last());
+	store->ops->close(store);
+	store->offline = store->path; /* the team store's name, for messages */
+	free(store->lock_path);
+	free(store->record_lock);
+	store->path = store->lock_path = store->record_lock = NULL;
+	store->ops = &enr_store__file_ops;
+	memset(&store->key, 0, sizeof(store->key));
+	if ((rc = set_file_paths(store, store->outbox)) < 0 || (rc = file_load(store)) < 0)
+		return rc;
+	enr_log_warn("%s; working in %s until it can be reached", reason, store->path);
+	return 0;
+}
+
 int enr_store_open(struct enr_store **out, const struct enr_store_options *opts)
 {
 	struct enr_store *store = NULL;
@@ -259,15 +297,12 @@ int enr_store_open(struct enr_store **out, const struct enr_store_options *opts)
 		rc = enr_error_set(ENR_E_USAGE, "invalid scrypt parameters: %s", why);
 		goto out;
 	}
-	if (enr_store__pg_url(opts->path)) {
+	if (enr_store_url(opts->path)) {
 		store->ops = &enr_store__pg_ops;
 		rc = enr_store__pg_open(store, opts->path, opts->member);
 	} else {
 		store->ops = &enr_store__file_ops;
-		store->path = enr_util_strdup(opts->path);
-		store->lock_path = enr_util_printf("%s.lock", opts->path);
-		store->record_lock = enr_util_printf("%s.rlock", opts->path);
-		rc = store->path && store->lock_path && store->record_lock ? 0 : ENR_E_NOMEM;
+		rc = set_file_paths(store, opts->path);
 	}
 	if (rc < 0)
 		goto out;
@@ -281,7 +316,14 @@ int enr_store_open(struct enr_store **out, const struct enr_store_options *opts)
 			goto out;
 		}
 	}
-	if ((rc = store->ops->load(store)) < 0)
+	if (opts->outbox && store->pg && !(store->outbox = enr_util_strdup(opts->outbox))) {
+		rc = ENR_E_NOMEM;
+		goto out;
+	}
+	rc = store->ops->load(store);
+	if (rc == ENR_E_OFFLINE && store->outbox)
+		rc = go_offline(store);
+	if (rc < 0)
 		goto out;
 	if (opts->create && !store->plaintext && !store->metadata_only && !store->key.have &&
 	    (rc = store->ops->new_key(store)) < 0)
@@ -305,6 +347,8 @@ void enr_store_free(struct enr_store *store)
 	free(store->path);
 	free(store->lock_path);
 	free(store->record_lock);
+	free(store->offline);
+	free(store->outbox);
 	free(store);
 }
 
@@ -727,7 +771,95 @@ static int prepare(struct enr_record *rec)
 	return 0;
 }
 
+static int put(bool *out, struct enr_store *store, struct enr_record *rec);
+
+/* The outbox of a team store, opened with the member's passphrase. */
+static int open_outbox(struct enr_store **out, struct enr_store *team)
+{
+	struct enr_store_options o = {.path = team->outbox,
+	                              .passphrase = team->passphrase,
+	                              .passphrase_fn = team->passphrase_fn,
+	                              .passphrase_ctx = team->passphrase_ctx,
+	                              .kdf = &team->new_kdf,
+	                              .lock_timeout_ms = team->lock_timeout_ms};
+
+	return enr_store_open(out, &o);
+}
+
+bool enr_record_pending(const struct enr_record *rec)
+{
+	const char *v = enr_record_extra(rec, PENDING_KEY);
+
+	return v && strcmp(v, "push") == 0;
+}
+
+const char *enr_store_offline(const struct enr_store *store)
+{
+	return store->offline;
+}
+
 int enr_store_put(bool *out, struct enr_store *store, struct enr_record *rec)
+{
+	struct enr_store *outbox = NULL;
+	int rc;
+
+	if (store->offline && (rc = enr_record_set_extra(rec, PENDING_KEY, "push")) < 0)
+		return rc;
+	rc = put(out, store, rec);
+	if (rc != ENR_E_OFFLINE || !store->outbox || (store->metadata_only))
+		return rc;
+	/* The team store went away since it was opened: keep it here until it is back. */
+	enr_log_warn("%s; saving in %s until it can be reached", enr_error_last(), store->outbox);
+	if ((rc = enr_record_set_extra(rec, PENDING_KEY, "push")) == 0 &&
+	    (rc = open_outbox(&outbox, store)) == 0)
+		rc = put(out, outbox, rec);
+	enr_store_free(outbox);
+	return rc;
+}
+
+int enr_store_push(struct enr_store *team, size_t *pushed, size_t *left)
+{
+	struct enr_store *outbox = NULL;
+	int rc, first = 0;
+
+	*pushed = *left = 0;
+	if (!team->pg || team->offline || !team->outbox)
+		return enr_error_set(ENR_E_USAGE, "%s is not a team store that can be reached",
+		                     team->offline ? team->offline : team->path);
+	if (access(team->outbox, F_OK) != 0)
+		return 0; /* nothing was ever kept */
+	if ((rc = open_outbox(&outbox, team)) < 0)
+		return rc;
+	for (size_t i = 0; i < enr_store_count(outbox);) {
+		struct enr_record *rec = NULL;
+		if (!enr_record_pending(enr_store_at(outbox, i))) {
+			i++;
+			continue;
+		}
+		/* Pushed under its own id: pushing twice updates the record pushed once. */
+		rc = enr_record_dup(&rec, enr_store_at(outbox, i));
+		if (rc == 0 && (rc = enr_record_set_extra(rec, PENDING_KEY, NULL)) == 0 &&
+		    (rc = put(NULL, team, rec)) == 0)
+			rc = enr_store_remove(outbox, rec->id);
+		if (rc == 0) {
+			(*pushed)++;
+		} else {
+			enr_log_warn("record %s stays in %s: %s", rec ? rec->id : "?", team->outbox,
+			             enr_error_last());
+			(*left)++;
+			i++;
+			if (!first && rc != ENR_E_EXISTS)
+				first = rc;
+		}
+		enr_record_free(rec);
+		if (first == ENR_E_OFFLINE)
+			break;
+	}
+	enr_store_free(outbox);
+	return first;
+}
+
+static int put(bool *out, struct enr_store *store, struct enr_record *rec)
 {
 	struct put_args a = {.rec = rec};
 	char *locked = NULL;

@@ -163,6 +163,9 @@ struct enr_store_options {
 	const struct enr_store_kdf *kdf; /* for a new key; NULL: the default */
 	int lock_timeout_ms;             /* how long to wait for a lock; 0: 10 s */
 	const char *member; /* a team store: the member opening it; NULL: the database user */
+	/* A team store: a file store that keeps what is enrolled while the team store cannot
+	 * be reached (opened in its place then), until enr_store_push(). NULL: fail instead. */
+	const char *outbox;
 };
 
 /* What enr_store_update()'s callback returns to leave the record as it was. */
@@ -180,6 +183,10 @@ struct enr_store_lock;
 
 /* $XDG_DATA_HOME/derenroll/store (~/.local/share/...), malloc'd, or NULL with the error set. */
 ENR_API char *enr_store_default_path(void);
+/* $XDG_DATA_HOME/derenroll/outbox: a team store's outbox (enr_store_options.outbox). */
+ENR_API char *enr_store_default_outbox(void);
+/* Whether `path` names a team store (postgresql://... or postgres://...), not a file. */
+ENR_API bool enr_store_url(const char *path);
 
 /* The default scrypt parameters for new stores (16 MiB). */
 ENR_API void enr_store_kdf_default(struct enr_store_kdf *out);
@@ -345,6 +352,21 @@ ENR_API int enr_store_team_add(struct enr_store *store, const char *name, const 
 ENR_API int enr_store_team_remove(struct enr_store *store, const char *name);
 ENR_API int enr_store_team_list(struct enr_team_member **out, size_t *n, struct enr_store *store);
 ENR_API void enr_store_team_list_free(struct enr_team_member *members, size_t n);
+
+/*
+ * The team store could not be reached at open (ENR_E_OFFLINE) and the handle
+ * works in its outbox: the team store's name, else NULL. A record put there,
+ * or put while the team store went away since, is marked pending.
+ */
+ENR_API const char *enr_store_offline(const struct enr_store *store);
+ENR_API bool enr_record_pending(const struct enr_record *rec);
+/*
+ * Pushes every pending record of the outbox into the team store, under its own
+ * id (pushing twice changes nothing), and removes it from the outbox. `left`
+ * counts those refused (a site stored in another record of the team store:
+ * the message is logged). 0, or the first error other than such refusals.
+ */
+ENR_API int enr_store_push(struct enr_store *team, size_t *pushed, size_t *left);
 
 /* One line of the team store's log: who did what to which record (never a secret). */
 struct enr_audit_entry {

@@ -681,6 +681,17 @@ int enr_record_view_write(FILE *out, const struct enr_record *rec, long long now
 	} else {
 		fputs("null", out);
 	}
+	if (reveal && rec->n_extra) { /* what an import needs to give the record back whole */
+		fputs(",\"extra\":{", out);
+		for (size_t i = 0; i < rec->n_extra; i++) {
+			if (i)
+				putc(',', out);
+			enr_util_json_string(out, rec->extra[i].key);
+			putc(':', out);
+			enr_util_json_string(out, rec->extra[i].value);
+		}
+		putc('}', out);
+	}
 	if (reveal) {
 		struct json_object *full = NULL, *cred = NULL;
 		int rc = enr_record_to_json_object(&full, rec, true);

@@ -13,6 +13,7 @@ struct cli_globals {
 	const char *store_path;  /* --store, or NULL */
 	bool demo;               /* --demo */
 	bool quiet_push;         /* opening the store does not push its outbox (sync does) */
+	bool no_outbox;          /* a team store out of reach is an error, not its outbox */
 	struct enr_config *cfg;  /* loaded lazily by cli_load_config() */
 	struct enr_catalog *catalog;
 };
@@ -49,5 +50,6 @@ int cmd_store(struct cli_globals *g, int argc, char **argv);
 int cmd_team(struct cli_globals *g, int argc, char **argv);
 int cmd_log(struct cli_globals *g, int argc, char **argv);
 int cmd_sync(struct cli_globals *g, int argc, char **argv);
+int cmd_import(struct cli_globals *g, int argc, char **argv);
 
 #endif

@@ -1,10 +1,13 @@
 /* `derenroll store init`, `derenroll team add|remove|list` and `derenroll log`. */
 
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include <json-c/json.h>
 
 #include "derenroll/error.h"
 #include "derenroll/store.h"
@@ -35,10 +38,73 @@ static int usage_error(void (*usage)(FILE *), const char *fmt, const char *arg)
 static void store_usage(FILE *out)
 {
 	fprintf(out, "Usage: derenroll store init\n"
+	             "       derenroll store copy --from STORE --to STORE\n"
 	             "\n"
-	             "Creates the credential store: for a team store ([store] url or --store\n"
+	             "init creates the credential store: for a team store ([store] url or --store\n"
 	             "postgresql://...) its tables, or brings them up to date, and makes you its\n"
-	             "first member (asking for your passphrase twice). Safe to run again.\n");
+	             "first member (asking for your passphrase twice). Safe to run again.\n"
+	             "copy copies every record and app secret from one store to another (a file\n"
+	             "or a postgresql:// URL), each under its own id: run again, it copies what\n"
+	             "is missing or changed and duplicates nothing.\n");
+}
+
+/* Puts a copy of `rec` (its id kept) into `to`; counts what it did. */
+static int put_copy(struct enr_store *to, const struct enr_record *rec, size_t *added,
+                    size_t *updated, size_t *refused)
+{
+	struct enr_record *copy = NULL;
+	bool was = false;
+	int rc = enr_record_dup(&copy, rec);
+
+	if (rc == 0)
+		rc = enr_store_put(&was, to, copy);
+	enr_record_free(copy);
+	if (rc == ENR_E_EXISTS || rc == ENR_E_USAGE) {
+		cli_error("record %s not copied: %s", rec->id, enr_error_last());
+		(*refused)++;
+		return 0;
+	}
+	if (rc == 0)
+		(*(was ? updated : added))++;
+	return rc;
+}
+
+static int store_copy(struct cli_globals *g, const char *from, const char *to)
+{
+	struct enr_store *src = NULL, *dst = NULL;
+	size_t added = 0, updated = 0, refused = 0, secrets = 0;
+	char *value = NULL;
+	int rc;
+
+	g->no_outbox = true;
+	if ((rc = cli_open_store_at(g, from, false, &src)) < 0 ||
+	    (rc = cli_open_store_at(g, to, true, &dst)) < 0)
+		goto out;
+	if (strcmp(enr_store_path(src), enr_store_path(dst)) == 0) {
+		rc = enr_error_set(ENR_E_USAGE, "--from and --to are the same store");
+		goto out;
+	}
+	for (size_t i = 0; rc == 0 && i < enr_store_count(src); i++)
+		rc = put_copy(dst, enr_store_at(src, i), &added, &updated, &refused);
+	for (size_t i = 0; rc == 0 && i < enr_store_secret_count(src); i++) {
+		const char *name = enr_store_secret_name(src, i);
+		if ((rc = enr_store_secret_get(&value, src, name)) == 0 &&
+		    (rc = enr_store_secret_set(dst, name, value)) == 0)
+			secrets++;
+		if (value)
+			explicit_bzero(value, strlen(value));
+		free(value);
+		value = NULL;
+	}
+	printf("copied %zu records to %s: %zu added, %zu updated, %zu refused; %zu app secrets\n",
+	       added + updated, enr_store_path(dst), added, updated, refused, secrets);
+	if (rc == 0 && refused)
+		rc = enr_error_set(ENR_E_EXISTS, "%zu record%s could not be copied (see above)",
+		                   refused, refused == 1 ? "" : "s");
+out:
+	cli_close_store(g, dst);
+	cli_close_store(g, src);
+	return rc;
 }
 
 int cmd_store(struct cli_globals *g, int argc, char **argv)
@@ -50,8 +116,23 @@ int cmd_store(struct cli_globals *g, int argc, char **argv)
 		store_usage(stdout);
 		return 0;
 	}
+	if (argc == 6 && strcmp(argv[1], "copy") == 0) {
+		const char *from = NULL, *to = NULL;
+		for (int i = 2; i + 1 < argc; i += 2) {
+			if (strcmp(argv[i], "--from") == 0)
+				from = argv[i + 1];
+			else if (strcmp(argv[i], "--to") == 0)
+				to = argv[i + 1];
+		}
+		if (!from || !to)
+			return usage_error(store_usage,
+			                   "store copy: give --from STORE --to STORE%s", "");
+		rc = store_copy(g, from, to);
+		return rc < 0 ? cli_fail(rc) : 0;
+	}
 	if (argc != 2 || strcmp(argv[1], "init") != 0)
-		return usage_error(store_usage, "store: expected 'init'%s", "");
+		return usage_error(store_usage, "store: expected init, or copy --from A --to B%s",
+		                   "");
 	if ((rc = cli_open_store(g, true, &store)) == 0)
 		printf("%s %s is ready: %zu record%s\n",
 		       enr_store_is_team(store) ? "team store" : "credential store",
@@ -212,5 +293,122 @@ int cmd_log(struct cli_globals *g, int argc, char **argv)
 		rc = enr_store_log(store, id, (size_t)limit, print_entry, NULL);
 	}
 	cli_close_store(g, store);
+	return rc < 0 ? cli_fail(rc) : 0;
+}
+
+/* ---- import ---- */
+
+static void import_usage(FILE *out)
+{
+	fprintf(out, "Usage: derenroll import --json FILE   ('-': standard input)\n"
+	             "\n"
+	             "Reads what `derenroll export --json` wrote into the credential store, each\n"
+	             "record under its own id: importing twice duplicates nothing.\n");
+}
+
+#define MAX_IMPORT (512L * 1024 * 1024)
+
+static int read_all(char **out, const char *file)
+{
+	FILE *f = strcmp(file, "-") == 0 ? stdin : fopen(file, "r");
+	size_t len = 0, cap = 65536;
+	char *buf = malloc(cap + 1), *grown;
+	int rc = 0;
+
+	*out = NULL;
+	if (!f) {
+		free(buf);
+		return enr_error_set(ENR_E_IO, "cannot read %s: %s", file, strerror(errno));
+	}
+	while (buf && rc == 0) {
+		size_t n = fread(buf + len, 1, cap - len, f);
+		len += n;
+		if (n == 0)
+			break;
+		if (len == cap) {
+			if (cap >= (size_t)MAX_IMPORT) {
+				rc = enr_error_set(ENR_E_USAGE, "%s is larger than 512 MiB", file);
+				break;
+			}
+			if (!(grown = realloc(buf, cap * 2 + 1)))
+				break;
+			buf = grown;
+			cap *= 2;
+		}
+	}
+	if (!buf || (rc == 0 && ferror(f)))
+		rc = !buf ? enr_error_set(ENR_E_NOMEM, NULL)
+		          : enr_error_set(ENR_E_IO, "cannot read %s", file);
+	if (f != stdin)
+		fclose(f);
+	if (rc < 0) {
+		if (buf)
+			explicit_bzero(buf, len);
+		free(buf);
+		return rc;
+	}
+	buf[len] = '\0';
+	*out = buf;
+	return 0;
+}
+
+static int import_records(struct cli_globals *g, struct json_object *records, size_t n)
+{
+	struct enr_store *store = NULL;
+	size_t added = 0, updated = 0, refused = 0;
+	int rc = cli_open_store(g, true, &store);
+
+	for (size_t i = 0; rc == 0 && i < n; i++) {
+		struct enr_record *rec = NULL;
+		if ((rc = enr_record_from_export(&rec, json_object_array_get_idx(records, i))) <
+		    0) {
+			enr_error_set(rc, "record %zu of the export: %s", i + 1, enr_error_last());
+			break;
+		}
+		rc = put_copy(store, rec, &added, &updated, &refused);
+		enr_record_free(rec);
+	}
+	if (rc == 0)
+		printf("imported %zu records into %s: %zu added, %zu updated, %zu refused\n",
+		       added + updated, enr_store_path(store), added, updated, refused);
+	if (rc == 0 && refused)
+		rc = enr_error_set(ENR_E_EXISTS, "%zu record%s could not be imported (see above)",
+		                   refused, refused == 1 ? "" : "s");
+	cli_close_store(g, store);
+	return rc;
+}
+
+int cmd_import(struct cli_globals *g, int argc, char **argv)
+{
+	struct json_object *doc = NULL, *v, *records;
+	char *text = NULL;
+	int rc;
+
+	if (argc == 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {
+		import_usage(stdout);
+		return 0;
+	}
+	if (argc != 3 || strcmp(argv[1], "--json") != 0)
+		return usage_error(import_usage, "import: expected --json FILE%s", "");
+	if ((rc = read_all(&text, argv[2])) < 0)
+		return cli_fail(rc);
+	doc = json_tokener_parse(text);
+	explicit_bzero(text, strlen(text));
+	free(text);
+	if (!doc || !json_object_object_get_ex(doc, "format", &v) ||
+	    strcmp(json_object_get_string(v), "derenroll-export") != 0 ||
+	    !json_object_object_get_ex(doc, "records", &records) ||
+	    !json_object_is_type(records, json_type_array))
+		rc = enr_error_set(ENR_E_PARSE, "%s is not what `derenroll export --json` writes",
+		                   argv[2]);
+	else if (json_object_object_get_ex(doc, "version", &v) && json_object_get_int(v) != 1)
+		rc = enr_error_set(ENR_E_PARSE,
+		                   "%s is an export of version %d; this derenroll reads 1", argv[2],
+		                   json_object_get_int(v));
+	else
+		rc = import_records(g, records, json_object_array_length(records));
+	if (doc)
+		enr_json_wipe(doc);
+	json_object_put(doc);
 	return rc < 0 ? cli_fail(rc) : 0;
 }

@@ -273,7 +273,8 @@ static int push_outbox(struct enr_store *team, bool loud)
 	return rc < 0 ? rc : left ? ENR_E_EXISTS : 0;
 }
 
-static int open_store(struct cli_globals *g, bool create, bool listing, struct enr_store **out)
+static int open_store(struct cli_globals *g, const char *at, bool create, bool listing,
+                      struct enr_store **out)
 {
 	static const struct enr_store_kdf demo_kdf = {10, 8, 1};
 	struct enr_store_options opts = {0};
@@ -286,14 +287,14 @@ static int open_store(struct cli_globals *g, bool create, bool listing, struct e
 		return rc;
 	if ((rc = enr_config_get_bool(&encryption, g->cfg, "store", "encryption", true)) < 0)
 		return rc;
-	if (!(path = store_path(g)))
-		return enr_error_last_code();
+	if (!(path = at ? strdup(at) : store_path(g)))
+		return at ? enr_error_set(ENR_E_NOMEM, NULL) : enr_error_last_code();
 	opts.path = path;
 	opts.plaintext = !encryption;
 	opts.create = create;
 	opts.metadata_only = listing;
 	opts.member = enr_config_get(g->cfg, "store", "member");
-	if (enr_store_url(path) && !(outbox = enr_store_default_outbox())) {
+	if (enr_store_url(path) && !g->no_outbox && !(outbox = enr_store_default_outbox())) {
 		free(path);
 		return enr_error_last_code();
 	}
@@ -327,12 +328,17 @@ static int open_store(struct cli_globals *g, bool create, bool listing, struct e
 
 int cli_open_store(struct cli_globals *g, bool create, struct enr_store **out)
 {
-	return open_store(g, create, false, out);
+	return open_store(g, NULL, create, false, out);
 }
 
 int cli_open_store_listing(struct cli_globals *g, struct enr_store **out)
 {
-	return open_store(g, false, true, out);
+	return open_store(g, NULL, false, true, out);
+}
+
+int cli_open_store_at(struct cli_globals *g, const char *path, bool create, struct enr_store **out)
+{
+	return open_store(g, path, create, false, out);
 }
 
 void cli_close_store(struct cli_globals *g, struct enr_store *store)

@@ -21,6 +21,9 @@ int cli_open_store(struct cli_globals *g, bool create, struct enr_store **out);
 /* The same for commands that only list: no credentials or app secrets are read. */
 int cli_open_store_listing(struct cli_globals *g, struct enr_store **out);
 
+/* cli_open_store() of the store at `path` (a file or a postgresql:// URL). */
+int cli_open_store_at(struct cli_globals *g, const char *path, bool create, struct enr_store **out);
+
 /* Unhooks the config from the store and frees it; NULL is a no-op. */
 void cli_close_store(struct cli_globals *g, struct enr_store *store);
 

@@ -953,3 +953,89 @@ void enr_store__json_wipe(struct json_object *obj)
 		break;
 	}
 }
+
+/* ---- import: a record as `derenroll export --json` wrote it ---- */
+
+/* A time of the export (RFC 3339 or null) into `times` as seconds. */
+static int export_time(struct json_object *times, struct json_object *obj, const char *key)
+{
+	struct json_object *v;
+	long long t;
+
+	if (!json_object_object_get_ex(obj, key, &v) || json_object_is_type(v, json_type_null))
+		return 0;
+	if (!json_object_is_type(v, json_type_string) ||
+	    enr_util_parse_rfc3339(&t, json_object_get_string(v)) < 0)
+		return bad(key, "must be a time (RFC 3339)");
+	json_object_object_add(times, key, json_object_new_int64(t));
+	return 0;
+}
+
+static void copy_member(struct json_object *to, struct json_object *from, const char *key)
+{
+	struct json_object *v;
+
+	if (json_object_object_get_ex(from, key, &v) && !json_object_is_type(v, json_type_null))
+		json_object_object_add(to, key, json_object_get(v));
+}
+
+int enr_record_from_export(struct enr_record **out, struct json_object *obj)
+{
+	static const char *const plain[] = {"id",     "customer", "vendor", "method",     "account",
+	                                    "region", "sites",    "extra",  "credentials"};
+	static const char *const times[] = {"access_expires_at", "refresh_expires_at", "created_at",
+	                                    "updated_at"};
+	struct json_object *rec_obj = json_object_new_object(), *t = json_object_new_object();
+	struct json_object *lc, *v, *secrets = NULL;
+	struct enr_record *rec = NULL;
+	int rc = rec_obj && t ? 0 : enr_error_set(ENR_E_NOMEM, NULL);
+
+	*out = NULL;
+	if (rc == 0 && !json_object_is_type(obj, json_type_object))
+		rc = enr_error_set(ENR_E_PARSE, "a record must be a JSON object");
+	for (size_t i = 0; rc == 0 && i < ENR_ARRAY_SIZE(plain); i++)
+		copy_member(rec_obj, obj, plain[i]);
+	for (size_t i = 0; rc == 0 && i < ENR_ARRAY_SIZE(times); i++)
+		rc = export_time(t, obj, times[i]);
+	if (rc == 0 && json_object_object_get_ex(obj, "last_check", &lc) &&
+	    json_object_is_type(lc, json_type_object)) {
+		struct json_object *check = json_object_new_object();
+		long long when = 0;
+		if (json_object_object_get_ex(lc, "at", &v) &&
+		    json_object_is_type(v, json_type_string))
+			rc = enr_util_parse_rfc3339(&when, json_object_get_string(v)) < 0
+			         ? bad("last_check.at", "must be a time (RFC 3339)")
+			         : 0;
+		json_object_object_add(check, "at", json_object_new_int64(when));
+		copy_member(check, lc, "message");
+		if (json_object_object_get_ex(lc, "result", &v) &&
+		    json_object_is_type(v, json_type_string))
+			json_object_object_add(check, "result", json_object_get(v));
+		json_object_object_add(rec_obj, "last_check", check);
+	}
+	json_object_object_add(rec_obj, "times", t);
+	t = NULL;
+	if (rc == 0 && (rc = enr_record_new(&rec)) == 0)
+		rc = enr_store__record_read(rec, rec_obj);
+	/* The secret fields, read as the store reads its own. */
+	if (rc == 0 && json_object_object_get_ex(rec_obj, "credentials", &v)) {
+		secrets = json_object_new_object();
+		json_object_object_add(secrets, "id", json_object_new_string(rec->id));
+		json_object_object_add(secrets, "credentials", json_object_get(v));
+		rc = enr_store__record_read_secrets(rec, secrets);
+	}
+	json_object_put(secrets);
+	json_object_put(t);
+	json_object_put(rec_obj);
+	if (rc < 0) {
+		enr_record_free(rec);
+		return rc;
+	}
+	*out = rec;
+	return 0;
+}
+
+void enr_json_wipe(struct json_object *obj)
+{
+	enr_store__json_wipe(obj);
+}

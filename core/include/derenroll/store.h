@@ -413,6 +413,11 @@ ENR_API int enr_record_to_json(char **out, const struct enr_record *rec, bool se
 /* The same as a json-c object (free with json_object_put()). */
 ENR_API int enr_record_to_json_object(struct json_object **out, const struct enr_record *rec,
                                       bool secrets);
+/* A record as `derenroll export --json` wrote it (one member of its "records"),
+ * secrets included; ENR_E_PARSE naming the field at fault. */
+ENR_API int enr_record_from_export(struct enr_record **out, struct json_object *obj);
+/* Overwrites every string of a json-c tree that held secrets (before json_object_put()). */
+ENR_API void enr_json_wipe(struct json_object *obj);
 /* A record from that JSON (ENR_E_PARSE naming the field at fault). */
 ENR_API int enr_record_from_json(struct enr_record **out, const char *json);
 

@@ -634,6 +634,34 @@ static void on_job_done(const struct enr_job_result *result, void *ctx)
 	finish_item(it, result);
 }
 
+/*
+ * With a team store, the vendors' per-app and per-key limits are shared by
+ * every machine: the item takes its calls from the database's buckets too
+ * (false: not now, it waits until they refill). A failure to ask leaves the
+ * process's own pacing.
+ */
+static bool shared_take(struct enr_bulk *bulk, struct item *it, long long now)
+{
+	if (!enr_store_is_team(bulk->store))
+		return true;
+	for (size_t j = 0; j < it->n_buckets; j++) {
+		const struct enr_bulk__bucket *b = &bulk->buckets[it->buckets[j]];
+		long long wait = 0;
+		if (!b->capacity || b->scope == ENR_LIMIT_PER_ADDRESS)
+			continue;
+		if (enr_store_take_rate(bulk->store, b->key, b->capacity, b->rate_per_ms * 1000.0,
+		                        it->calls, &wait) < 0) {
+			enr_log_debug("shared rate limit %s: %s", b->key, enr_error_last());
+			continue;
+		}
+		if (wait > 0) {
+			it->not_before_ms = now + wait;
+			return false;
+		}
+	}
+	return true;
+}
+
 static void start_ready(struct enr_bulk *bulk)
 {
 	long long now = now_ms();
@@ -664,6 +692,8 @@ static void start_ready(struct enr_bulk *bulk)
 		if (it->state != ITEM_WAITING || item_wait(bulk, it, now) != 0 ||
 		    (it->calls > 1 &&
 		     (bulk->refreshing >= (size_t)bulk->opts.max_refreshing || bulk->fold_due)))
+			continue;
+		if (!shared_take(bulk, it, now))
 			continue;
 		for (size_t j = 0; j < it->n_buckets; j++)
 			enr_bulk__bucket_take(&bulk->buckets[it->buckets[j]], now, it->calls);

@@ -88,3 +88,11 @@ CREATE TABLE audit (
 	result text NOT NULL
 );
 CREATE INDEX audit_record ON audit (record, seq);
+
+-- The vendors' per-app rate limits, shared by every machine: a token bucket
+-- per limit (vendors.json), taken from atomically on the database's clock.
+CREATE TABLE rate_limits (
+	name text PRIMARY KEY,
+	tokens double precision NOT NULL,
+	updated_ms double precision NOT NULL
+);

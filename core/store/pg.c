@@ -1439,3 +1439,56 @@ int enr_store_log(struct enr_store *store, const char *id, size_t limit, enr_sto
 	PQclear(res);
 	return rc;
 }
+
+/* ---- rate limits shared by every machine ---- */
+
+#define NOW_MS "(extract(epoch FROM clock_timestamp()) * 1000)"
+
+int enr_store_take_rate(struct enr_store *store, const char *name, double capacity,
+                        double per_second, int n, long long *wait_ms)
+{
+	char cap[32], rate[32], need[32];
+	const char *params[] = {name, cap, rate, need};
+	PGresult *res;
+	double tokens;
+	int rc;
+
+	*wait_ms = 0;
+	if (!store->pg)
+		return enr_error_set(ENR_E_UNSUPPORTED,
+		                     "rate limits are shared by a team store only");
+	if (capacity <= 0 || per_second <= 0)
+		return 0;
+	if ((rc = conn_ready(store)) < 0)
+		return rc;
+	snprintf(cap, sizeof(cap), "%.17g", capacity);
+	snprintf(rate, sizeof(rate), "%.17g", per_second / 1000.0);
+	snprintf(need, sizeof(need), "%d", n < 1 ? 1 : (double)n > capacity ? (int)capacity : n);
+	/* Full when new; else refilled since it was last taken from, then taken from if it can. */
+	res = run(store, store->pg->conn, "sharing a rate limit",
+	          "WITH b AS (INSERT INTO rate_limits AS r (name, tokens, updated_ms) VALUES "
+	          "($1, $2::float8, " NOW_MS ") ON CONFLICT (name) DO UPDATE SET "
+	          "tokens = least($2::float8, r.tokens + (" NOW_MS " - r.updated_ms) * "
+	          "$3::float8), updated_ms = " NOW_MS " RETURNING tokens) "
+	          "UPDATE rate_limits SET tokens = b.tokens - $4::float8 FROM b WHERE name = $1 "
+	          "AND b.tokens >= $4::float8 RETURNING b.tokens",
+	          4, params, NULL, NULL);
+	if (!res)
+		return enr_error_last_code();
+	if (PQntuples(res) == 1) {
+		PQclear(res);
+		return 0;
+	}
+	PQclear(res);
+	/* Not enough: how long until there is. */
+	res = run(store, store->pg->conn, "sharing a rate limit",
+	          "SELECT tokens FROM rate_limits WHERE name = $1", 1, params, NULL, NULL);
+	if (!res)
+		return enr_error_last_code();
+	tokens = PQntuples(res) ? strtod(PQgetvalue(res, 0, 0), NULL) : 0;
+	PQclear(res);
+	*wait_ms = (long long)((atof(need) - tokens) / (per_second / 1000.0)) + 1;
+	if (*wait_ms < 1)
+		*wait_ms = 1;
+	return 0;
+}

@@ -368,6 +368,15 @@ ENR_API bool enr_record_pending(const struct enr_record *rec);
  */
 ENR_API int enr_store_push(struct enr_store *team, size_t *pushed, size_t *left);
 
+/*
+ * Takes `n` tokens from the bucket `name` (capacity, refilled at per_second)
+ * that every machine using the team store shares, atomically on the
+ * database's clock: *wait_ms 0 when taken, else how long until there are
+ * enough. ENR_E_UNSUPPORTED on a file store (its limits are the process's).
+ */
+ENR_API int enr_store_take_rate(struct enr_store *store, const char *name, double capacity,
+                                double per_second, int n, long long *wait_ms);
+
 /* One line of the team store's log: who did what to which record (never a secret). */
 struct enr_audit_entry {
 	long long at;

@@ -319,7 +319,7 @@ int main(int argc, char **argv)
 		codes[0] = exit_code(wait_for(a));
 		codes[1] = exit_code(wait_for(b));
 		stop_fail += (codes[0] == 4) + (codes[1] == 4);
-		if (test_pg_restart(&pg) < 0)
+		if (test_pg_resume(&pg) < 0)
 			die("restart PostgreSQL");
 	}
 	sleep_ms(2 * LATENCY_MS + 100);

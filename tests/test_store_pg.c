@@ -1,0 +1,441 @@
+/*
+ * The team store against a real PostgreSQL (tests/pg_server.c): one server for
+ * the file, a database of its own for each test.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "helpers.h"
+#include "pg_server.h"
+#include "derenroll/error.h"
+#include "derenroll/log.h"
+#include "derenroll/store.h"
+
+#define PASS "team passphrase one"
+#define BOB  "bob's own passphrase"
+
+static const struct enr_store_kdf fast_kdf = {4, 1, 1};
+static struct test_pg pg;
+static char db[32], url[512], outbox[512];
+
+static int setup(void **state)
+{
+	static int n;
+
+	(void)state;
+	snprintf(db, sizeof(db), "t%d", n++);
+	if (test_pg_createdb(&pg, db) < 0 || test_pg_url(&pg, db, url, sizeof(url)) < 0)
+		return -1;
+	snprintf(outbox, sizeof(outbox), "%s/outbox-%s", getenv("HOME"), db);
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	enr_log_clear_secrets();
+	return 0;
+}
+
+static struct enr_store *open_as(const char *member, const char *pass, int timeout_ms)
+{
+	struct enr_store_options o = {.path = url,
+	                              .passphrase = pass,
+	                              .kdf = &fast_kdf,
+	                              .create = true,
+	                              .member = member,
+	                              .lock_timeout_ms = timeout_ms,
+	                              .outbox = outbox};
+	struct enr_store *store = NULL;
+	int rc = enr_store_open(&store, &o);
+
+	if (rc != 0)
+		fail_msg("open %s as %s: %s", url, member ? member : "(db user)", enr_error_last());
+	return store;
+}
+
+static int try_open(struct enr_store **out, const char *member, const char *pass, bool listing)
+{
+	struct enr_store_options o = {.path = url,
+	                              .passphrase = pass,
+	                              .kdf = &fast_kdf,
+	                              .member = member,
+	                              .metadata_only = listing};
+
+	return enr_store_open(out, &o);
+}
+
+static struct enr_record *numbered(int i)
+{
+	struct enr_record *rec = NULL;
+	char buf[64];
+
+	assert_int_equal(enr_record_new(&rec), 0);
+	snprintf(buf, sizeof(buf), "Customer %d", i);
+	enr_record_set(&rec->customer, buf);
+	enr_record_set(&rec->vendor, "sma");
+	enr_record_set(&rec->method, "oauth");
+	rec->cred.type = ENR_CRED_OAUTH;
+	snprintf(buf, sizeof(buf), "access-secret-%d-zq", i);
+	enr_record_set(&rec->cred.tokens.access_token, buf);
+	snprintf(buf, sizeof(buf), "refresh-secret-%d-zq", i);
+	enr_record_set(&rec->cred.tokens.refresh_token, buf);
+	snprintf(buf, sizeof(buf), "site-%d", i);
+	enr_record_add_site(rec, buf, "Home");
+	rec->access_expires_at = 1790000000 + i;
+	rec->refresh_expires_at = 1800000000 + i;
+	return rec;
+}
+
+static char *put_numbered(struct enr_store *store, int i)
+{
+	struct enr_record *rec = numbered(i);
+	char *id;
+
+	if (enr_store_put(NULL, store, rec) != 0)
+		fail_msg("put: %s", enr_error_last());
+	id = strdup(rec->id);
+	enr_record_free(rec);
+	return id;
+}
+
+static char *value(const char *sql)
+{
+	return test_pg_value(&pg, db, sql);
+}
+
+/* ---- records ---- */
+
+static void records_round_trip_and_the_database_sees_no_secret(void **state)
+{
+	struct enr_store *a = open_as(NULL, PASS, 0), *b;
+	struct enr_record *got = NULL;
+	char *id = put_numbered(a, 1), *v;
+
+	(void)state;
+	assert_int_equal(enr_store_secret_set(a, "vendor.sma.client_secret", "app-secret-zq"), 0);
+	b = open_as(NULL, PASS, 0);
+	assert_int_equal(enr_store_count(b), 1);
+	assert_int_equal(enr_store_get(&got, b, id), 0);
+	assert_string_equal(got->cred.tokens.refresh_token, "refresh-secret-1-zq");
+	assert_string_equal(got->customer, "Customer 1");
+	assert_int_equal(got->refresh_expires_at, 1800000001);
+	enr_record_free(got);
+	assert_int_equal(enr_store_secret_get(&v, b, "vendor.sma.client_secret"), 0);
+	assert_string_equal(v, "app-secret-zq");
+	free(v);
+	/* Plain columns for support staff... */
+	v = value("SELECT customer || '|' || vendor || '|' || refresh_expires_at FROM records");
+	assert_string_equal(v, "Customer 1|sma|1800000001");
+	free(v);
+	/* ...and nothing secret anywhere in the database, sealed or not. */
+	v = value("SELECT count(*) FROM (SELECT r::text AS t FROM records r UNION ALL SELECT "
+	          "s::text FROM app_secrets s UNION ALL SELECT m::text FROM members m UNION ALL "
+	          "SELECT convert_from(secret, 'SQL_ASCII') FROM records UNION ALL SELECT "
+	          "encode(secret, 'escape') FROM app_secrets) x WHERE t LIKE '%secret-%zq%' OR t "
+	          "LIKE '%app-secret%' OR t LIKE '%" PASS "%'");
+	assert_string_equal(v, "0");
+	free(v);
+	enr_store_free(b);
+	/* Removed: gone for every handle. */
+	assert_int_equal(enr_store_remove(a, id), 0);
+	b = open_as(NULL, PASS, 0);
+	assert_int_equal(enr_store_count(b), 0);
+	assert_int_equal(enr_store_reload(a), 0);
+	enr_store_free(b);
+	enr_store_free(a);
+	free(id);
+}
+
+static void a_second_handle_catches_up(void **state)
+{
+	struct enr_store *a = open_as(NULL, PASS, 0), *b = open_as(NULL, PASS, 0);
+	char *id1 = put_numbered(a, 1), *id2 = put_numbered(a, 2);
+	struct enr_record *got = NULL;
+
+	(void)state;
+	assert_int_equal(enr_store_count(b), 0);
+	assert_int_equal(enr_store_reload(b), 0);
+	assert_int_equal(enr_store_count(b), 2);
+	assert_int_equal(enr_store_remove(a, id1), 0);
+	assert_int_equal(enr_store_reload(b), 0);
+	assert_int_equal(enr_store_count(b), 1);
+	assert_int_equal(enr_store_get(&got, b, id2), 0);
+	enr_record_free(got);
+	/* A site already stored in another record is refused across handles too. */
+	{
+		struct enr_record *dup = numbered(2);
+		assert_int_equal(enr_record_set(&dup->id, "zzzzzzzzzz"), 0);
+		assert_int_equal(enr_store_put(NULL, b, dup), ENR_E_EXISTS);
+		enr_record_free(dup);
+	}
+	enr_store_free(a);
+	enr_store_free(b);
+	free(id1);
+	free(id2);
+}
+
+/* ---- one token, one spender ---- */
+
+static void a_locked_record_waits_for_its_holder(void **state)
+{
+	struct enr_store *a = open_as(NULL, PASS, 0), *b = open_as(NULL, PASS, 300);
+	struct enr_store_lock *la = NULL, *lb = NULL;
+	struct enr_record *got = NULL;
+	char *id = put_numbered(a, 1);
+
+	(void)state;
+	assert_int_equal(enr_store_lock_record(&la, a, id), 0);
+	assert_int_equal(enr_store_reload(b), 0);
+	assert_int_equal(enr_store_lock_record(&lb, b, id), ENR_E_LOCKED);
+	assert_non_null(strstr(enr_error_last(), "being changed by another process"));
+	/* A rotated token is committed the moment it is saved, the lock still held. */
+	assert_int_equal(enr_record_set(&enr_store_lock_record_get(la)->cred.tokens.refresh_token,
+	                                "refresh-rotated-zq"),
+	                 0);
+	assert_int_equal(enr_store_lock_journal(a, la, true), 0);
+	assert_int_equal(enr_store_reload(b), 0);
+	assert_int_equal(enr_store_get(&got, b, id), 0);
+	assert_string_equal(got->cred.tokens.refresh_token, "refresh-rotated-zq");
+	enr_record_free(got);
+	/* Removing it waits for the lock too. */
+	assert_int_equal(enr_store_remove(b, id), ENR_E_LOCKED);
+	enr_store_unlock(la);
+	assert_int_equal(enr_store_lock_record(&lb, b, id), 0);
+	enr_store_unlock(lb);
+	assert_int_equal(enr_store_remove(b, id), 0);
+	enr_store_free(a);
+	enr_store_free(b);
+	free(id);
+}
+
+static void a_killed_holder_leaves_no_lock(void **state)
+{
+	struct enr_store *a = open_as(NULL, PASS, 0), *b;
+	struct enr_store_lock *lb = NULL;
+	char *id = put_numbered(a, 1);
+	pid_t pid;
+	int fds[2], status;
+	char c;
+
+	(void)state;
+	assert_int_equal(pipe(fds), 0);
+	pid = fork();
+	if (pid == 0) {
+		struct enr_store *child = open_as(NULL, PASS, 0);
+		struct enr_store_lock *l = NULL;
+		if (enr_store_lock_record(&l, child, id) != 0)
+			_exit(3);
+		(void)!write(fds[1], "L", 1);
+		pause(); /* killed holding it */
+		_exit(0);
+	}
+	close(fds[1]);
+	assert_int_equal(read(fds[0], &c, 1), 1);
+	b = open_as(NULL, PASS, 200);
+	assert_int_equal(enr_store_lock_record(&lb, b, id), ENR_E_LOCKED);
+	kill(pid, SIGKILL);
+	waitpid(pid, &status, 0);
+	enr_store_free(b);
+	b = open_as(NULL, PASS, 5000);
+	assert_int_equal(enr_store_lock_record(&lb, b, id), 0);
+	enr_store_unlock(lb);
+	close(fds[0]);
+	enr_store_free(b);
+	enr_store_free(a);
+	free(id);
+}
+
+/* ---- members ---- */
+
+static void a_member_added_reads_a_member_removed_cannot(void **state)
+{
+	struct enr_store *a = open_as("alice", PASS, 0), *b = NULL;
+	struct enr_record *got = NULL;
+	struct enr_team_member *m = NULL;
+	size_t n = 0;
+	char *id = put_numbered(a, 1), *v;
+
+	(void)state;
+	assert_int_equal(enr_store_team_add(a, "bob", BOB), 0);
+	assert_int_equal(enr_store_team_add(a, "bob", BOB), ENR_E_EXISTS);
+	assert_int_equal(enr_store_team_add(a, "bad name;", BOB), ENR_E_USAGE);
+	assert_int_equal(enr_store_team_list(&m, &n, a), 0);
+	assert_int_equal(n, 2);
+	assert_string_equal(m[0].name, "alice");
+	assert_string_equal(m[1].name, "bob");
+	enr_store_team_list_free(m, n);
+	/* Bob opens it with his own passphrase; not with Alice's. */
+	b = open_as("bob", BOB, 0);
+	assert_int_equal(enr_store_get(&got, b, id), 0);
+	assert_string_equal(got->cred.tokens.refresh_token, "refresh-secret-1-zq");
+	enr_record_free(got);
+	enr_store_free(b);
+	assert_int_equal(try_open(&b, "bob", PASS, false), ENR_E_PASSPHRASE);
+	assert_int_equal(try_open(&b, "carol", PASS, false), ENR_E_STORE);
+	assert_non_null(strstr(enr_error_last(), "team add carol"));
+	/* Listing needs no key at all. */
+	assert_int_equal(try_open(&b, "carol", NULL, true), 0);
+	assert_int_equal(enr_store_count(b), 1);
+	enr_store_free(b);
+	/* Removed: the key rotates, and what Bob had no longer opens anything. */
+	assert_int_equal(enr_store_team_remove(a, "bob"), 0);
+	assert_int_equal(try_open(&b, "bob", BOB, false), ENR_E_STORE);
+	v = value("SELECT min(key_generation) || '/' || max(key_generation) FROM records");
+	assert_string_equal(v, "2/2");
+	free(v);
+	/* Each copy of the team key is bound to its generation: claimed for another, it opens
+	 * nothing. */
+	assert_int_equal(test_pg_exec(&pg, db,
+	                              "UPDATE members SET key_generation = 1 WHERE name = 'alice'"),
+	                 0);
+	assert_int_equal(try_open(&b, "alice", PASS, false), ENR_E_CORRUPT);
+	assert_int_equal(test_pg_exec(&pg, db,
+	                              "UPDATE members SET key_generation = 2 WHERE name = 'alice'"),
+	                 0);
+	/* Alice still reads, and cannot remove the last member. */
+	b = open_as("alice", PASS, 0);
+	assert_int_equal(enr_store_get(&got, b, id), 0);
+	assert_string_equal(got->cred.tokens.refresh_token, "refresh-secret-1-zq");
+	enr_record_free(got);
+	assert_int_equal(enr_store_team_remove(b, "alice"), ENR_E_USAGE);
+	enr_store_free(b);
+	enr_store_free(a);
+	free(id);
+}
+
+/* ---- the log ---- */
+
+static int collect(const struct enr_audit_entry *e, void *ctx)
+{
+	char *buf = ctx;
+	size_t len = strlen(buf);
+
+	snprintf(buf + len, 4096 - len, "%s %s %s|", e->member, e->action,
+	         e->record ? e->record : "-");
+	return 0;
+}
+
+static void the_log_says_who_did_what(void **state)
+{
+	struct enr_store *a = open_as("alice", PASS, 0);
+	char *id = put_numbered(a, 1), log[4096] = "", want[256];
+
+	(void)state;
+	assert_int_equal(enr_store_remove(a, id), 0);
+	assert_int_equal(enr_store_log(a, NULL, 0, collect, log), 0);
+	snprintf(want, sizeof(want), "alice team create -|alice add %s|alice remove %s|", id, id);
+	assert_string_equal(log, want);
+	log[0] = '\0';
+	assert_int_equal(enr_store_log(a, id, 1, collect, log), 0);
+	snprintf(want, sizeof(want), "alice remove %s|", id);
+	assert_string_equal(log, want);
+	enr_store_free(a);
+	free(id);
+}
+
+/* ---- schema ---- */
+
+static void a_newer_schema_is_refused(void **state)
+{
+	struct enr_store *a = open_as(NULL, PASS, 0), *b = NULL;
+
+	(void)state;
+	enr_store_free(a);
+	assert_int_equal(test_pg_exec(&pg, db, "INSERT INTO derenroll_schema VALUES (99)"), 0);
+	assert_int_equal(try_open(&b, NULL, PASS, false), ENR_E_STORE);
+	assert_non_null(strstr(enr_error_last(), "newer derenroll"));
+}
+
+/* ---- offline ---- */
+
+static void offline_enrollments_wait_in_the_outbox_and_are_pushed_once(void **state)
+{
+	struct enr_store *a = open_as(NULL, PASS, 0), *off;
+	struct enr_record *rec = numbered(7);
+	size_t pushed, left;
+	char *v;
+
+	(void)state;
+	enr_store_free(a);
+	assert_int_equal(test_pg_kill(&pg), 0);
+	off = open_as(NULL, PASS, 0);
+	assert_non_null(enr_store_offline(off));
+	assert_int_equal(enr_store_put(NULL, off, rec), 0);
+	assert_true(enr_record_pending(rec));
+	enr_store_free(off);
+	assert_int_equal(test_pg_resume(&pg), 0);
+	a = open_as(NULL, PASS, 0);
+	assert_null(enr_store_offline(a));
+	assert_int_equal(enr_store_push(a, &pushed, &left), 0);
+	assert_int_equal(pushed, 1);
+	assert_int_equal(left, 0);
+	assert_int_equal(enr_store_push(a, &pushed, &left), 0);
+	assert_int_equal(pushed, 0);
+	v = value("SELECT count(*) || ' ' || min(id) FROM records");
+	assert_non_null(v);
+	assert_true(strncmp(v, "1 ", 2) == 0);
+	assert_string_equal(v + 2, rec->id);
+	free(v);
+	/* Pushed, it is no longer pending. */
+	assert_int_equal(enr_store_reload(a), 0);
+	assert_false(enr_record_pending(enr_store_at(a, 0)));
+	enr_record_free(rec);
+	enr_store_free(a);
+}
+
+/* ---- shared rate limits ---- */
+
+static void a_shared_bucket_is_shared(void **state)
+{
+	struct enr_store *a = open_as(NULL, PASS, 0), *b = open_as(NULL, PASS, 0);
+	long long wait = -1;
+
+	(void)state;
+	/* 2 per 10 s: two takes pass, from either machine; the third waits about 5 s. */
+	assert_int_equal(enr_store_take_rate(a, "sma/app", 2, 0.2, 1, &wait), 0);
+	assert_int_equal(wait, 0);
+	assert_int_equal(enr_store_take_rate(b, "sma/app", 2, 0.2, 1, &wait), 0);
+	assert_int_equal(wait, 0);
+	assert_int_equal(enr_store_take_rate(a, "sma/app", 2, 0.2, 1, &wait), 0);
+	assert_true(wait > 4000 && wait <= 5001);
+	/* Another limit is another bucket. */
+	assert_int_equal(enr_store_take_rate(b, "enphase/app", 10, 10.0 / 60, 2, &wait), 0);
+	assert_int_equal(wait, 0);
+	enr_store_free(a);
+	enr_store_free(b);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup_teardown(records_round_trip_and_the_database_sees_no_secret,
+	                                    setup, teardown),
+	    cmocka_unit_test_setup_teardown(a_second_handle_catches_up, setup, teardown),
+	    cmocka_unit_test_setup_teardown(a_locked_record_waits_for_its_holder, setup, teardown),
+	    cmocka_unit_test_setup_teardown(a_killed_holder_leaves_no_lock, setup, teardown),
+	    cmocka_unit_test_setup_teardown(a_member_added_reads_a_member_removed_cannot, setup,
+	                                    teardown),
+	    cmocka_unit_test_setup_teardown(the_log_says_who_did_what, setup, teardown),
+	    cmocka_unit_test_setup_teardown(a_newer_schema_is_refused, setup, teardown),
+	    cmocka_unit_test_setup_teardown(
+	        offline_enrollments_wait_in_the_outbox_and_are_pushed_once, setup, teardown),
+	    cmocka_unit_test_setup_teardown(a_shared_bucket_is_shared, setup, teardown),
+	};
+	int failed;
+
+	test_env_setup();
+	if (test_pg_start(&pg) < 0) {
+		fprintf(stderr, "cannot start PostgreSQL\n");
+		return 1;
+	}
+	failed = cmocka_run_group_tests(tests, NULL, NULL);
+	test_pg_stop(&pg);
+	test_env_cleanup();
+	return failed;
+}

@@ -23,7 +23,8 @@
 #define DEFAULT_BATCH          200
 #define DEFAULT_MAX_REFRESHING 2
 #define REFRESH_GAP_MS         10
-#define MAX_LIMITS             4 /* buckets per record */
+#define MAX_LIMITS             4   /* buckets per record */
+#define BUSY_RETRY_MS          100 /* a record another machine holds: asked again after */
 
 /* ---- pacing (pure) ---- */
 
@@ -216,6 +217,9 @@ int enr_bulk_new(struct enr_bulk **out, struct enr_store *store, const struct en
 		free(bulk);
 		return rc;
 	}
+	/* Several machines share a run over a team store: a record another one holds is
+	 * skipped for now, not waited for (which would hold up the answers in flight). */
+	enr_store_set_skip_locked(store, true);
 	*out = bulk;
 	return 0;
 }
@@ -237,6 +241,7 @@ void enr_bulk_free(struct enr_bulk *bulk)
 		free(bulk->items[i].id);
 	}
 	enr_http_multi_free(bulk->multi);
+	enr_store_set_skip_locked(bulk->store, false);
 	for (size_t i = 0; i < bulk->n_buckets; i++)
 		free(bulk->buckets[i].key);
 	for (size_t i = 0; i < bulk->n_results; i++)
@@ -617,6 +622,16 @@ static void on_job_done(const struct enr_job_result *result, void *ctx)
 	bulk->in_flight--;
 	if (it->calls > 1)
 		bulk->refreshing--;
+	/* Another machine holds the record (a team store): again a little later, not a try. */
+	if (result->error == ENR_E_AGAIN && !past_deadline(bulk, now + BUSY_RETRY_MS) &&
+	    !bulk->store_error) {
+		it->tries--;
+		it->not_before_ms = now + BUSY_RETRY_MS;
+		it->state = ITEM_WAITING;
+		if (bulk->next_waiting > (size_t)(it - bulk->items))
+			bulk->next_waiting = (size_t)(it - bulk->items);
+		return;
+	}
 	delay = enr_bulk__backoff_ms(it->tries, result->retry_after, bulk->opts.backoff_ms,
 	                             bulk->opts.max_backoff_ms, bulk->opts.max_wait_ms);
 	/* A try that would not start before the deadline is not made. */

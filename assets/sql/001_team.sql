@@ -94,5 +94,6 @@ CREATE INDEX audit_record ON audit (record, seq);
 CREATE TABLE rate_limits (
 	name text PRIMARY KEY,
 	tokens double precision NOT NULL,
-	updated_ms double precision NOT NULL
+	updated_ms double precision NOT NULL,
+	granted boolean NOT NULL          -- whether the last take took
 );

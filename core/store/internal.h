@@ -224,6 +224,7 @@ struct enr_store {
 	struct store_pg *pg; /* the team store's connection and state */
 	char *outbox;        /* a team store: the file that keeps enrollments while it is away */
 	char *offline;       /* the team store that could not be reached (then path is outbox) */
+	bool skip_locked;    /* enr_store_set_skip_locked() */
 };
 
 /*

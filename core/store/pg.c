@@ -320,6 +320,49 @@ static int ensure_schema(struct enr_store *store)
 	return rc;
 }
 
+/* Who this handle is in the team store: [store] member, else the database user. */
+static const char *member_name(struct enr_store *store)
+{
+	struct store_pg *pg = store->pg;
+
+	if (!pg->member)
+		pg->member = enr_util_strdup(PQuser(pg->conn));
+	return pg->member;
+}
+
+/* ---- the log ---- */
+
+/* Appends one line to the log: params are member, action, record. */
+static int audit_result(struct enr_store *store, const char *const *fields, const char *result)
+{
+	const char *params[] = {fields[0], fields[1], fields[2], result};
+	PGresult *res = run(store, store->pg->conn, "noting the change",
+	                    "INSERT INTO audit (member, action, record, result) "
+	                    "VALUES ($1, $2, $3, $4)",
+	                    4, params, NULL, NULL);
+
+	PQclear(res);
+	return res ? 0 : enr_error_last_code();
+}
+
+static int audit(struct enr_store *store, const char *action, const char *record)
+{
+	const char *params[] = {member_name(store), action, record};
+
+	return audit_result(store, params, "ok");
+}
+
+/* A change of the team: the member named in the result. */
+static int audit_member(struct enr_store *store, const char *action, const char *name)
+{
+	const char *fields[] = {member_name(store), action, NULL};
+	char *result = enr_util_printf("ok: %s", name);
+	int rc = result ? audit_result(store, fields, result) : ENR_E_NOMEM;
+
+	free(result);
+	return rc;
+}
+
 /* ---- the team key ---- */
 
 static int parse_kdf(struct enr_store_kdf *kdf, const char *text)
@@ -340,15 +383,6 @@ static char *aad_member(const char *name)
 static char *aad_team(const char *name, int gen)
 {
 	return enr_util_printf("derenroll team key %s %d", name, gen);
-}
-
-static const char *member_name(struct enr_store *store)
-{
-	struct store_pg *pg = store->pg;
-
-	if (!pg->member)
-		pg->member = enr_util_strdup(PQuser(pg->conn));
-	return pg->member;
 }
 
 /* Unwraps this member's private key with their passphrase. */
@@ -500,10 +534,9 @@ static int create_team(struct enr_store *store)
 	if (rc == 0 && (rc = enr_util_random(team_key, sizeof(team_key))) == 0 &&
 	    (rc = member_row(store, member_name(store), store->passphrase, team_key, 1,
 	                     INSERT_MEMBER)) == 0 &&
+	    (rc = audit_member(store, "team create", member_name(store))) == 0 &&
 	    (rc = exec(store, pg->conn, "creating the team key",
-	               "UPDATE store_state SET key_generation = 1; "
-	               "INSERT INTO audit (member, action, result) VALUES ("
-	               "current_user, 'team create', 'ok'); COMMIT")) == 0) {
+	               "UPDATE store_state SET key_generation = 1; COMMIT")) == 0) {
 		memcpy(store->key.key, team_key, sizeof(team_key));
 		store->key.have = true;
 		pg->key_gen = 1;
@@ -803,37 +836,6 @@ static void pg_unlock(struct enr_store *store)
 	store->pg->in_tx = false;
 }
 
-/* Appends one line to the log: params are member, action, record. */
-static int audit_result(struct enr_store *store, const char *const *fields, const char *result)
-{
-	const char *params[] = {fields[0], fields[1], fields[2], result};
-	PGresult *res = run(store, store->pg->conn, "noting the change",
-	                    "INSERT INTO audit (member, action, record, result) "
-	                    "VALUES ($1, $2, $3, $4)",
-	                    4, params, NULL, NULL);
-
-	PQclear(res);
-	return res ? 0 : enr_error_last_code();
-}
-
-static int audit(struct enr_store *store, const char *action, const char *record)
-{
-	const char *params[] = {member_name(store), action, record};
-
-	return audit_result(store, params, "ok");
-}
-
-/* A change of the team: the member named in the result. */
-static int audit_member(struct enr_store *store, const char *action, const char *name)
-{
-	const char *fields[] = {member_name(store), action, NULL};
-	char *result = enr_util_printf("ok: %s", name);
-	int rc = result ? audit_result(store, fields, result) : ENR_E_NOMEM;
-
-	free(result);
-	return rc;
-}
-
 #define UPSERT_RECORD                                                                              \
 	"INSERT INTO records (id, customer, vendor, method, account, region, site_ids, "           \
 	"created_at, updated_at, access_expires_at, refresh_expires_at, last_check_at, "           \
@@ -1129,8 +1131,18 @@ static int pg_lock_record(struct enr_store *store, const char *id)
 	PQclear(res);
 	if (!res || (rc = exec(store, pg->pool[slot], "locking a record", "BEGIN")) < 0)
 		return enr_error_last_code();
-	res = PQexecParams(pg->pool[slot], "SELECT id FROM record_locks WHERE id = $1 FOR UPDATE",
+	res = PQexecParams(pg->pool[slot],
+	                   store->skip_locked
+	                       ? "SELECT id FROM record_locks WHERE id = $1 FOR UPDATE SKIP LOCKED"
+	                       : "SELECT id FROM record_locks WHERE id = $1 FOR UPDATE",
 	                   1, NULL, params, NULL, NULL, 0);
+	if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 0) {
+		/* SKIP LOCKED: another holds it (its row exists: inserted above). */
+		PQclear(res);
+		PQclear(PQexec(pg->pool[slot], "ROLLBACK"));
+		return enr_error_set(ENR_E_AGAIN, "record %s is being changed by another process",
+		                     id);
+	}
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
 		const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
 		rc = state && strcmp(state, "55P03") == 0
@@ -1442,7 +1454,8 @@ int enr_store_log(struct enr_store *store, const char *id, size_t limit, enr_sto
 
 /* ---- rate limits shared by every machine ---- */
 
-#define NOW_MS "(extract(epoch FROM clock_timestamp()) * 1000)"
+#define NOW_MS   "(extract(epoch FROM clock_timestamp()) * 1000)"
+#define REFILLED "least($2::float8, r.tokens + (" NOW_MS " - r.updated_ms) * $3::float8)"
 
 int enr_store_take_rate(struct enr_store *store, const char *name, double capacity,
                         double per_second, int n, long long *wait_ms)
@@ -1451,6 +1464,7 @@ int enr_store_take_rate(struct enr_store *store, const char *name, double capaci
 	const char *params[] = {name, cap, rate, need};
 	PGresult *res;
 	double tokens;
+	bool granted;
 	int rc;
 
 	*wait_ms = 0;
@@ -1465,28 +1479,22 @@ int enr_store_take_rate(struct enr_store *store, const char *name, double capaci
 	snprintf(rate, sizeof(rate), "%.17g", per_second / 1000.0);
 	snprintf(need, sizeof(need), "%d", n < 1 ? 1 : (double)n > capacity ? (int)capacity : n);
 	/* Full when new; else refilled since it was last taken from, then taken from if it can. */
-	res = run(store, store->pg->conn, "sharing a rate limit",
-	          "WITH b AS (INSERT INTO rate_limits AS r (name, tokens, updated_ms) VALUES "
-	          "($1, $2::float8, " NOW_MS ") ON CONFLICT (name) DO UPDATE SET "
-	          "tokens = least($2::float8, r.tokens + (" NOW_MS " - r.updated_ms) * "
-	          "$3::float8), updated_ms = " NOW_MS " RETURNING tokens) "
-	          "UPDATE rate_limits SET tokens = b.tokens - $4::float8 FROM b WHERE name = $1 "
-	          "AND b.tokens >= $4::float8 RETURNING b.tokens",
-	          4, params, NULL, NULL);
+	res =
+	    run(store, store->pg->conn, "sharing a rate limit",
+	        "INSERT INTO rate_limits AS r (name, tokens, updated_ms, granted) VALUES "
+	        "($1, $2::float8 - $4::float8, " NOW_MS ", true) ON CONFLICT (name) DO UPDATE SET "
+	        "tokens = " REFILLED " - CASE WHEN " REFILLED " >= $4::float8 THEN $4::float8 "
+	        "ELSE 0 END, granted = " REFILLED " >= $4::float8, updated_ms = " NOW_MS " "
+	        "RETURNING granted, tokens",
+	        4, params, NULL, NULL);
 	if (!res)
 		return enr_error_last_code();
-	if (PQntuples(res) == 1) {
-		PQclear(res);
+	granted = PQgetvalue(res, 0, 0)[0] == 't';
+	tokens = strtod(PQgetvalue(res, 0, 1), NULL);
+	PQclear(res);
+	if (granted)
 		return 0;
-	}
-	PQclear(res);
 	/* Not enough: how long until there is. */
-	res = run(store, store->pg->conn, "sharing a rate limit",
-	          "SELECT tokens FROM rate_limits WHERE name = $1", 1, params, NULL, NULL);
-	if (!res)
-		return enr_error_last_code();
-	tokens = PQntuples(res) ? strtod(PQgetvalue(res, 0, 0), NULL) : 0;
-	PQclear(res);
 	*wait_ms = (long long)((atof(need) - tokens) / (per_second / 1000.0)) + 1;
 	if (*wait_ms < 1)
 		*wait_ms = 1;

@@ -786,6 +786,11 @@ static int open_outbox(struct enr_store **out, struct enr_store *team)
 	return enr_store_open(out, &o);
 }
 
+void enr_store_set_skip_locked(struct enr_store *store, bool skip)
+{
+	store->skip_locked = skip;
+}
+
 bool enr_record_pending(const struct enr_record *rec)
 {
 	const char *v = enr_record_extra(rec, PENDING_KEY);

@@ -302,6 +302,14 @@ ENR_API int enr_store_sync(struct enr_store *store);
  */
 ENR_API int enr_store_reserve(struct enr_store *store, const char *const *ids, size_t n);
 
+/*
+ * With `skip` true, enr_store_lock_record() on a team store does not wait for
+ * a record another machine holds: ENR_E_AGAIN at once (SELECT ... FOR UPDATE
+ * SKIP LOCKED), so that bulk runs on several machines share the records. The
+ * file store always waits.
+ */
+ENR_API void enr_store_set_skip_locked(struct enr_store *store, bool skip);
+
 /* Releases the lock and frees the record it holds; NULL is a no-op. */
 ENR_API void enr_store_unlock(struct enr_store_lock *lock);
 

@@ -14,6 +14,7 @@ struct cli_globals {
 	bool demo;               /* --demo */
 	bool quiet_push;         /* opening the store does not push its outbox (sync does) */
 	bool no_outbox;          /* a team store out of reach is an error, not its outbox */
+	long long due_before;    /* listing: only what may be due before this (list --due) */
 	struct enr_config *cfg;  /* loaded lazily by cli_load_config() */
 	struct enr_catalog *catalog;
 };

@@ -254,6 +254,9 @@ int cmd_list(struct cli_globals *g, int argc, char **argv)
 		cli_error("list takes no operand ('%s'): see derenroll show ID", o.ids[0]);
 		return EXIT_USAGE;
 	}
+	/* --due: a team store reads only what may be due (the database filters, superset). */
+	if (o.due >= 0)
+		g->due_before = now + (o.due > days ? o.due : days) * 86400LL;
 	if ((rc = prepare(g, true, &days, &store)) < 0)
 		return cli_fail(rc);
 	count = enr_store_count(store);

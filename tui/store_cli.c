@@ -293,6 +293,7 @@ static int open_store(struct cli_globals *g, const char *at, bool create, bool l
 	opts.plaintext = !encryption;
 	opts.create = create;
 	opts.metadata_only = listing;
+	opts.due_before = listing ? g->due_before : 0;
 	opts.member = enr_config_get(g->cfg, "store", "member");
 	if (enr_store_url(path) && !g->no_outbox && !(outbox = enr_store_default_outbox())) {
 		free(path);

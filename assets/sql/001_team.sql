@@ -44,6 +44,7 @@ CREATE TABLE records (
 	refresh_expires_at bigint NOT NULL DEFAULT 0,
 	last_check_at bigint NOT NULL DEFAULT 0,
 	last_check_outcome text,
+	refreshable boolean NOT NULL DEFAULT false,  -- holds a refresh token
 	public jsonb NOT NULL,        -- the record without its credentials
 	secret bytea,                 -- its credentials, sealed under the team key
 	key_generation integer NOT NULL,

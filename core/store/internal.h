@@ -221,10 +221,11 @@ struct enr_store {
 	int lock_fd;
 	double kdf_seconds;
 	const struct store_ops *ops;
-	struct store_pg *pg; /* the team store's connection and state */
-	char *outbox;        /* a team store: the file that keeps enrollments while it is away */
-	char *offline;       /* the team store that could not be reached (then path is outbox) */
-	bool skip_locked;    /* enr_store_set_skip_locked() */
+	struct store_pg *pg;  /* the team store's connection and state */
+	char *outbox;         /* a team store: the file that keeps enrollments while it is away */
+	char *offline;        /* the team store that could not be reached (then path is outbox) */
+	bool skip_locked;     /* enr_store_set_skip_locked() */
+	long long due_before; /* enr_store_options.due_before (listing only) */
 };
 
 /*

@@ -702,15 +702,30 @@ static int read_secrets(struct enr_store *store, struct store_data *d)
 	return rc;
 }
 
+/*
+ * What may need a person before $2 (enr_store_options.due_before): a superset
+ * that the caller narrows (lifecycle.c knows the vendors): the authorization
+ * runs out, a token that cannot be renewed runs out (or there is no refresh
+ * token at all), or the last check did not end well.
+ */
+#define DUE_BEFORE_2                                                                               \
+	"((refresh_expires_at > 0 AND refresh_expires_at <= $2::bigint) OR (access_expires_at > "  \
+	"0 "                                                                                       \
+	"AND (NOT refreshable OR refresh_expires_at = 0) AND access_expires_at <= $2::bigint) OR " \
+	"(NOT refreshable AND method IN ('oauth', 'email', 'join')) OR (last_check_outcome IS "    \
+	"NOT "                                                                                     \
+	"NULL AND last_check_outcome <> 'ok'))"
+
 /* Applies what changed after revision `since` to `d`; `since` 0 reads everything. */
 static int read_changes(struct enr_store *store, struct store_data *d, long long since)
 {
-	char sincebuf[32];
-	const char *params[] = {sincebuf};
+	char sincebuf[32], duebuf[32];
+	const char *params[] = {sincebuf, duebuf};
 	PGresult *res;
 	int rc = 0;
 
 	snprintf(sincebuf, sizeof(sincebuf), "%lld", since);
+	snprintf(duebuf, sizeof(duebuf), "%lld", store->due_before);
 	if (since > 0) {
 		res = run(store, store->pg->conn, "reading what was removed",
 		          "SELECT id FROM removed WHERE rev > $1", 1, params, NULL, NULL);
@@ -724,12 +739,13 @@ static int read_changes(struct enr_store *store, struct store_data *d, long long
 		PQclear(res);
 	}
 	res = run(store, store->pg->conn, "reading its records",
-	          store->metadata_only
-	              ? "SELECT id, public, NULL, key_generation FROM records WHERE rev > $1 "
-	                "ORDER BY seq"
-	              : "SELECT id, public, secret, key_generation FROM records WHERE rev > $1 "
-	                "ORDER BY seq",
-	          1, params, NULL, NULL);
+	          !store->metadata_only ? "SELECT id, public, secret, key_generation FROM records "
+	                                  "WHERE rev > $1 ORDER BY seq"
+	          : !store->due_before  ? "SELECT id, public, NULL, key_generation FROM records "
+	                                  "WHERE rev > $1 ORDER BY seq"
+	                                : "SELECT id, public, NULL, key_generation FROM records "
+	                                  "WHERE rev > $1 AND " DUE_BEFORE_2 " ORDER BY seq",
+	          store->metadata_only && store->due_before ? 2 : 1, params, NULL, NULL);
 	if (!res)
 		return enr_error_last_code();
 	for (int i = 0; rc == 0 && i < PQntuples(res); i++) {
@@ -738,7 +754,8 @@ static int read_changes(struct enr_store *store, struct store_data *d, long long
 
 		if ((rc = row_record(store, &rec, res, i)) < 0)
 			break;
-		at = index_of(d, rec->id);
+		/* A whole read has each record once; a catch-up replaces what it knew. */
+		at = since > 0 ? index_of(d, rec->id) : -1;
 		if (at >= 0) {
 			enr_record_free(d->records[at]);
 			d->records[at] = rec;
@@ -839,13 +856,15 @@ static void pg_unlock(struct enr_store *store)
 #define UPSERT_RECORD                                                                              \
 	"INSERT INTO records (id, customer, vendor, method, account, region, site_ids, "           \
 	"created_at, updated_at, access_expires_at, refresh_expires_at, last_check_at, "           \
-	"last_check_outcome, public, secret, key_generation, rev) VALUES ($1, $2, $3, $4, $5, "    \
-	"$6, ARRAY(SELECT jsonb_array_elements_text($7::jsonb)), $8, $9, $10, $11, $12, $13, "     \
-	"$14, $15, $16, $17) ON CONFLICT (id) DO UPDATE SET customer = $2, vendor = $3, "          \
+	"last_check_outcome, public, secret, key_generation, rev, refreshable) VALUES ($1, $2, "   \
+	"$3, "                                                                                     \
+	"$4, $5, $6, ARRAY(SELECT jsonb_array_elements_text($7::jsonb)), $8, $9, $10, $11, $12, "  \
+	"$13, $14, $15, $16, $17, $18) ON CONFLICT (id) DO UPDATE SET customer = $2, vendor = "    \
+	"$3, "                                                                                     \
 	"method = $4, account = $5, region = $6, site_ids = EXCLUDED.site_ids, updated_at = $9, "  \
 	"access_expires_at = $10, refresh_expires_at = $11, last_check_at = $12, "                 \
-	"last_check_outcome = $13, public = $14, secret = $15, key_generation = $16, rev = $17 "   \
-	"RETURNING (xmax = 0)"
+	"last_check_outcome = $13, public = $14, secret = $15, key_generation = $16, rev = $17, "  \
+	"refreshable = $18 RETURNING (xmax = 0)"
 
 /* Writes one record as revision `rev`; *inserted tells whether it is new. */
 static int write_record(struct enr_store *store, const struct enr_record *rec, long long rev,
@@ -880,27 +899,30 @@ static int write_record(struct enr_store *store, const struct enr_record *rec, l
 		snprintf(gen, sizeof(gen), "%d", store->pg->key_gen);
 		snprintf(revbuf, sizeof(revbuf), "%lld", rev);
 		const char *outcome = enr_record_outcome_name(rec->last_check.outcome);
-		const char *values[17] = {rec->id,
-		                          rec->customer,
-		                          rec->vendor,
-		                          rec->method,
-		                          rec->account,
-		                          rec->region,
-		                          sites.data,
-		                          num[0],
-		                          num[1],
-		                          num[2],
-		                          num[3],
-		                          num[4],
-		                          outcome[0] ? outcome : NULL,
-		                          pub.data,
-		                          (char *)sealed,
-		                          gen,
-		                          revbuf};
-		int lengths[17] = {0}, binary[17] = {0};
+		const char *values[18] = {
+		    rec->id,
+		    rec->customer,
+		    rec->vendor,
+		    rec->method,
+		    rec->account,
+		    rec->region,
+		    sites.data,
+		    num[0],
+		    num[1],
+		    num[2],
+		    num[3],
+		    num[4],
+		    outcome[0] ? outcome : NULL,
+		    pub.data,
+		    (char *)sealed,
+		    gen,
+		    revbuf,
+		    rec->cred.tokens.refresh_token && rec->cred.tokens.refresh_token[0] ? "true"
+		                                                                        : "false"};
+		int lengths[18] = {0}, binary[18] = {0};
 		lengths[14] = (int)sealed_len;
 		binary[14] = 1;
-		res = run(store, store->pg->conn, "saving a record", UPSERT_RECORD, 17, values,
+		res = run(store, store->pg->conn, "saving a record", UPSERT_RECORD, 18, values,
 		          lengths, binary);
 		rc = res ? 0 : enr_error_last_code();
 		if (rc == 0)

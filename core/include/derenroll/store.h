@@ -166,6 +166,10 @@ struct enr_store_options {
 	/* A team store: a file store that keeps what is enrolled while the team store cannot
 	 * be reached (opened in its place then), until enr_store_push(). NULL: fail instead. */
 	const char *outbox;
+	/* With metadata_only, a team store may read only the records that could need a
+	 * person before this time (a superset, in the database): narrow it with
+	 * enr_status_of(). 0, and on a file store: every record. */
+	long long due_before;
 };
 
 /* What enr_store_update()'s callback returns to leave the record as it was. */

@@ -963,30 +963,6 @@ static int write_secret(struct enr_store *store, const struct store_secret *s)
 	return rc == 0 ? audit(store, "secret set", NULL) : rc;
 }
 
-static int cmp_ptr(const void *a, const void *b)
-{
-	uintptr_t x = (uintptr_t) * (void *const *)a, y = (uintptr_t) * (void *const *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-static bool has_ptr(void **sorted, size_t n, const void *p)
-{
-	return n && bsearch(&p, sorted, n, sizeof(*sorted), cmp_ptr) != NULL;
-}
-
-static void **sorted_records(const struct store_data *d)
-{
-	void **v = malloc((d->n_records + 1) * sizeof(*v));
-
-	if (!v)
-		return NULL;
-	for (size_t i = 0; i < d->n_records; i++)
-		v[i] = d->records[i];
-	qsort(v, d->n_records, sizeof(*v), cmp_ptr);
-	return v;
-}
-
 static int delete_record(struct enr_store *store, const char *id, const char *revbuf)
 {
 	const char *params[] = {id, revbuf};
@@ -1002,29 +978,12 @@ static int delete_record(struct enr_store *store, const char *id, const char *re
 	return res ? audit(store, "remove", id) : enr_error_last_code();
 }
 
-/* Writes what differs between store->data and `next` (records are replaced, never edited). */
-static int write_diff(struct enr_store *store, const struct store_data *next, long long rev)
+/* App secrets: copied by value, so a changed one has another value pointer. */
+static int write_secrets_diff(struct enr_store *store, const struct store_data *next)
 {
 	const struct store_data *old = &store->data;
-	void **was = sorted_records(old), **now = sorted_records(next);
-	char revbuf[24];
-	int rc = was && now ? 0 : enr_error_set(ENR_E_NOMEM, NULL);
+	int rc = 0;
 
-	snprintf(revbuf, sizeof(revbuf), "%lld", rev);
-	for (size_t i = 0; rc == 0 && i < old->n_records; i++) {
-		const struct enr_record *r = old->records[i];
-		if (!has_ptr(now, next->n_records, r) && index_of(next, r->id) < 0)
-			rc = delete_record(store, r->id, revbuf);
-	}
-	for (size_t i = 0; rc == 0 && i < next->n_records; i++) {
-		const struct enr_record *r = next->records[i];
-		bool inserted = false;
-		if (has_ptr(was, old->n_records, r))
-			continue;
-		if ((rc = write_record(store, r, rev, &inserted)) == 0)
-			rc = audit(store, inserted ? "add" : "update", r->id);
-	}
-	/* App secrets: copied by value, so a changed one has another value pointer. */
 	for (size_t i = 0; rc == 0 && i < old->n_secrets; i++) {
 		bool kept = false;
 		for (size_t j = 0; j < next->n_secrets && !kept; j++)
@@ -1045,9 +1004,42 @@ static int write_diff(struct enr_store *store, const struct store_data *next, lo
 		if (!same)
 			rc = write_secret(store, &next->secrets[i]);
 	}
-	free(was);
-	free(now);
 	return rc;
+}
+
+/*
+ * Writes what differs between store->data and `next`. Records are replaced,
+ * never edited, and every change keeps the others in their order (a put
+ * replaces in place or appends, a remove closes the gap): one walk of both.
+ */
+static int write_diff(struct enr_store *store, const struct store_data *next, long long rev)
+{
+	const struct store_data *old = &store->data;
+	size_t i = 0, j = 0;
+	char revbuf[24];
+	int rc = 0;
+
+	snprintf(revbuf, sizeof(revbuf), "%lld", rev);
+	while (rc == 0 && (i < old->n_records || j < next->n_records)) {
+		const struct enr_record *was = i < old->n_records ? old->records[i] : NULL;
+		const struct enr_record *now = j < next->n_records ? next->records[j] : NULL;
+		bool inserted = false;
+
+		if (was && was == now) {
+			i++;
+			j++;
+		} else if (now && (!was || strcmp(was->id, now->id) == 0)) {
+			/* Replaced in place, or new at the end. */
+			if ((rc = write_record(store, now, rev, &inserted)) == 0)
+				rc = audit(store, inserted ? "add" : "update", now->id);
+			i += was != NULL;
+			j++;
+		} else {
+			rc = delete_record(store, was->id, revbuf);
+			i++;
+		}
+	}
+	return rc == 0 ? write_secrets_diff(store, next) : rc;
 }
 
 /* Under the lock: stamps revision locked_rev + 1, then commits. */

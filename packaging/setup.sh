@@ -21,7 +21,9 @@ libqrencode-dev
 libssl-dev
 libmicrohttpd-dev
 libinih-dev
+libpq-dev
 libcmocka-dev
+postgresql
 tmux
 zbar-tools
 curl

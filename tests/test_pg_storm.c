@@ -206,7 +206,8 @@ static void round_of_two(const char *bin, double kill_ms, int *codes)
 	pid_t a = start_refresh(bin), b = start_refresh(bin);
 
 	if (kill_ms > 0) {
-		double ka = (double)rand() / RAND_MAX * kill_ms, kb = (double)rand() / RAND_MAX * kill_ms;
+		double ka = (double)rand() / RAND_MAX * kill_ms,
+		       kb = (double)rand() / RAND_MAX * kill_ms;
 		sleep_ms(ka < kb ? ka : kb);
 		kill(ka < kb ? a : b, SIGKILL);
 		event();
@@ -254,7 +255,8 @@ int main(int argc, char **argv)
 			e++;
 		}
 	printf("1..7\n");
-	snprintf(dir, sizeof(dir), "%s/pgstorm-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+	snprintf(dir, sizeof(dir), "%s/pgstorm-XXXXXX",
+	         getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
 	if (!mkdtemp(dir))
 		die("mkdtemp");
 	atexit(remove_dir);
@@ -333,9 +335,10 @@ int main(int argc, char **argv)
 	/* Every record once more, normally. */
 	round_of_two(bin, 0, codes);
 	lost = count_rejected(&ok);
-	snprintf(msg, sizeof(msg),
-	         "after the storm every record is ok or one of the %d counted lost (%d lost, %d ok)",
-	         spent, lost, ok);
+	snprintf(
+	    msg, sizeof(msg),
+	    "after the storm every record is ok or one of the %d counted lost (%d lost, %d ok)",
+	    spent, lost, ok);
 	check(lost + ok == RECORDS && lost == spent, msg);
 	check(codes[0] == (lost ? 1 : 0) && codes[1] == (lost ? 1 : 0),
 	      "the last refreshes exit 0, or 1 for the lost records");

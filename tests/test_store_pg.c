@@ -12,6 +12,7 @@
 
 #include "helpers.h"
 #include "pg_server.h"
+#include "derenroll/config.h"
 #include "derenroll/error.h"
 #include "derenroll/log.h"
 #include "derenroll/store.h"
@@ -136,7 +137,7 @@ static void records_round_trip_and_the_database_sees_no_secret(void **state)
 	/* ...and nothing secret anywhere in the database, sealed or not. */
 	v = value("SELECT count(*) FROM (SELECT r::text AS t FROM records r UNION ALL SELECT "
 	          "s::text FROM app_secrets s UNION ALL SELECT m::text FROM members m UNION ALL "
-	          "SELECT convert_from(secret, 'SQL_ASCII') FROM records UNION ALL SELECT "
+	          "SELECT encode(secret, 'escape') FROM records UNION ALL SELECT "
 	          "encode(secret, 'escape') FROM app_secrets) x WHERE t LIKE '%secret-%zq%' OR t "
 	          "LIKE '%app-secret%' OR t LIKE '%" PASS "%'");
 	assert_string_equal(v, "0");
@@ -291,13 +292,11 @@ static void a_member_added_reads_a_member_removed_cannot(void **state)
 	free(v);
 	/* Each copy of the team key is bound to its generation: claimed for another, it opens
 	 * nothing. */
-	assert_int_equal(test_pg_exec(&pg, db,
-	                              "UPDATE members SET key_generation = 1 WHERE name = 'alice'"),
-	                 0);
+	assert_int_equal(
+	    test_pg_exec(&pg, db, "UPDATE members SET key_generation = 1 WHERE name = 'alice'"), 0);
 	assert_int_equal(try_open(&b, "alice", PASS, false), ENR_E_CORRUPT);
-	assert_int_equal(test_pg_exec(&pg, db,
-	                              "UPDATE members SET key_generation = 2 WHERE name = 'alice'"),
-	                 0);
+	assert_int_equal(
+	    test_pg_exec(&pg, db, "UPDATE members SET key_generation = 2 WHERE name = 'alice'"), 0);
 	/* Alice still reads, and cannot remove the last member. */
 	b = open_as("alice", PASS, 0);
 	assert_int_equal(enr_store_get(&got, b, id), 0);
@@ -389,6 +388,145 @@ static void offline_enrollments_wait_in_the_outbox_and_are_pushed_once(void **st
 	enr_store_free(a);
 }
 
+/* ---- what may be due, asked of the database ---- */
+
+static void listing_what_may_be_due_reads_a_superset_of_it(void **state)
+{
+	struct enr_store *a = open_as(NULL, PASS, 0), *b = NULL;
+	struct enr_store_options o = {.path = url, .metadata_only = true};
+	long long now = (long long)time(NULL);
+	struct enr_record *soon = numbered(1), *later = numbered(2), *refused = numbered(3),
+	                  *no_refresh = numbered(4);
+	const char *names[4];
+
+	(void)state;
+	soon->refresh_expires_at = now + 3 * 86400;
+	later->refresh_expires_at = now + 30 * 86400;
+	refused->refresh_expires_at = now + 30 * 86400;
+	refused->last_check.at = now;
+	refused->last_check.outcome = ENR_OUTCOME_REJECTED;
+	no_refresh->refresh_expires_at = 0;
+	enr_record_set(&no_refresh->cred.tokens.refresh_token, NULL);
+	no_refresh->access_expires_at = now + 30 * 86400;
+	assert_int_equal(enr_store_put(NULL, a, soon), 0);
+	assert_int_equal(enr_store_put(NULL, a, later), 0);
+	assert_int_equal(enr_store_put(NULL, a, refused), 0);
+	assert_int_equal(enr_store_put(NULL, a, no_refresh), 0);
+	o.due_before = now + 7 * 86400;
+	assert_int_equal(enr_store_open(&b, &o), 0);
+	assert_int_equal(enr_store_count(b), 3);
+	for (size_t i = 0; i < 3; i++)
+		names[i] = enr_store_at(b, i)->customer;
+	assert_string_equal(names[0], "Customer 1");
+	assert_string_equal(names[1], "Customer 3");
+	assert_string_equal(names[2], "Customer 4");
+	enr_store_free(b);
+	o.due_before = 0;
+	assert_int_equal(enr_store_open(&b, &o), 0);
+	assert_int_equal(enr_store_count(b), 4);
+	enr_store_free(b);
+	enr_record_free(soon);
+	enr_record_free(later);
+	enr_record_free(refused);
+	enr_record_free(no_refresh);
+	enr_store_free(a);
+}
+
+/* ---- roles: the database says who may do what ---- */
+
+static char role_url[600];
+
+static struct enr_store *open_role(const char *role, const char *pass, int *rc)
+{
+	struct enr_store_options o = {.path = role_url, .passphrase = pass, .kdf = &fast_kdf};
+	struct enr_store *store = NULL;
+	const char *at = strstr(url, "user=postgres");
+
+	assert_non_null(at);
+	snprintf(role_url, sizeof(role_url), "%.*suser=%s%s", (int)(at - url), url, role,
+	         at + strlen("user=postgres"));
+	*rc = enr_store_open(&store, &o);
+	return store;
+}
+
+static void roles_let_installers_add_and_see_their_own(void **state)
+{
+	struct enr_store *owner = open_as(NULL, PASS, 0), *s;
+	char *sql = NULL, *path = NULL, *ivan_id, *sue_id;
+	size_t len;
+	int rc;
+	PGconn *conn;
+	PGresult *res;
+
+	(void)state;
+	path = enr_config_asset_path("sql/roles.sql");
+	assert_non_null(path);
+	sql = test_read_file(path);
+	assert_non_null(sql);
+	len = strlen(sql);
+	assert_true(len > 100);
+	assert_int_equal(test_pg_exec(&pg, db, sql), 0);
+	assert_int_equal(test_pg_exec(&pg, db, sql), 0); /* again: safe */
+	test_pg_exec(&pg, db,
+	             "DROP ROLE IF EXISTS ivan; DROP ROLE IF EXISTS sue; "
+	             "DROP ROLE IF EXISTS bea");
+	assert_int_equal(test_pg_exec(&pg, db,
+	                              "CREATE ROLE ivan LOGIN IN ROLE derenroll_installer; "
+	                              "CREATE ROLE sue LOGIN IN ROLE derenroll_support; "
+	                              "CREATE ROLE bea LOGIN IN ROLE derenroll_backend"),
+	                 0);
+	assert_int_equal(enr_store_team_add(owner, "ivan", "ivan pass"), 0);
+	assert_int_equal(enr_store_team_add(owner, "sue", "sue pass"), 0);
+	assert_int_equal(enr_store_team_add(owner, "bea", "bea pass"), 0);
+	enr_store_free(owner);
+
+	/* Installers add records and see their own only. */
+	s = open_role("ivan", "ivan pass", &rc);
+	assert_int_equal(rc, 0);
+	ivan_id = put_numbered(s, 1);
+	enr_store_free(s);
+	s = open_role("sue", "sue pass", &rc);
+	assert_int_equal(rc, 0);
+	sue_id = put_numbered(s, 2);
+	enr_store_free(s);
+	s = open_role("ivan", "ivan pass", &rc);
+	assert_int_equal(rc, 0);
+	assert_int_equal(enr_store_count(s), 1);
+	assert_string_equal(enr_store_at(s, 0)->id, ivan_id);
+	/* ...and may not remove one: the database refuses, not the client. */
+	assert_int_equal(enr_store_remove(s, ivan_id), ENR_E_PERM);
+	assert_non_null(strstr(enr_error_last(), "permission denied"));
+	enr_store_free(s);
+	/* Support sees every record and removes any. */
+	s = open_role("sue", "sue pass", &rc);
+	assert_int_equal(rc, 0);
+	assert_int_equal(enr_store_count(s), 2);
+	assert_int_equal(enr_store_remove(s, ivan_id), 0);
+	enr_store_free(s);
+	/* The backend reads the credentials, and writes nothing. */
+	s = open_role("bea", "bea pass", &rc);
+	assert_int_equal(rc, 0);
+	assert_int_equal(enr_store_count(s), 1);
+	assert_string_equal(enr_store_at(s, 0)->cred.tokens.refresh_token, "refresh-secret-2-zq");
+	{
+		struct enr_record *rec = numbered(3);
+		assert_int_equal(enr_store_put(NULL, s, rec), ENR_E_PERM);
+		enr_record_free(rec);
+	}
+	enr_store_free(s);
+	/* Nobody but the owner rewrites the log. */
+	conn = PQconnectdb(role_url);
+	assert_int_equal(PQstatus(conn), CONNECTION_OK);
+	res = PQexec(conn, "DELETE FROM audit");
+	assert_int_equal(PQresultStatus(res), PGRES_FATAL_ERROR);
+	PQclear(res);
+	PQfinish(conn);
+	free(ivan_id);
+	free(sue_id);
+	free(sql);
+	free(path);
+}
+
 /* ---- shared rate limits ---- */
 
 static void a_shared_bucket_is_shared(void **state)
@@ -425,6 +563,10 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(a_newer_schema_is_refused, setup, teardown),
 	    cmocka_unit_test_setup_teardown(
 	        offline_enrollments_wait_in_the_outbox_and_are_pushed_once, setup, teardown),
+	    cmocka_unit_test_setup_teardown(listing_what_may_be_due_reads_a_superset_of_it, setup,
+	                                    teardown),
+	    cmocka_unit_test_setup_teardown(roles_let_installers_add_and_see_their_own, setup,
+	                                    teardown),
 	    cmocka_unit_test_setup_teardown(a_shared_bucket_is_shared, setup, teardown),
 	};
 	int failed;

@@ -7,6 +7,7 @@ set -u
 BIN=$1
 MODE=${2:-file} # team: the same against a team store on PostgreSQL
 . "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/pg.sh"
 if [ "$MODE" = team ]; then plan 82; else plan 88; fi
 
 need_tools jq curl

@@ -388,6 +388,29 @@ static void offline_enrollments_wait_in_the_outbox_and_are_pushed_once(void **st
 	enr_store_free(a);
 }
 
+/* ---- a restart of the server ---- */
+
+static void a_handle_outlives_a_restart_of_the_server(void **state)
+{
+	struct enr_store *a = open_as(NULL, PASS, 0);
+	struct enr_store_lock *lock = NULL;
+	char *id1 = put_numbered(a, 1), *id2;
+
+	(void)state;
+	assert_int_equal(enr_store_lock_record(&lock, a, id1), 0);
+	enr_store_unlock(lock);
+	/* Both connections (the main one and a record lock's) are gone and made again. */
+	assert_int_equal(test_pg_restart(&pg), 0);
+	id2 = put_numbered(a, 2);
+	assert_int_equal(enr_store_lock_record(&lock, a, id1), 0);
+	enr_store_unlock(lock);
+	assert_int_equal(enr_store_reload(a), 0);
+	assert_int_equal(enr_store_count(a), 2);
+	enr_store_free(a);
+	free(id1);
+	free(id2);
+}
+
 /* ---- what may be due, asked of the database ---- */
 
 static void listing_what_may_be_due_reads_a_superset_of_it(void **state)
@@ -563,6 +586,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(a_newer_schema_is_refused, setup, teardown),
 	    cmocka_unit_test_setup_teardown(
 	        offline_enrollments_wait_in_the_outbox_and_are_pushed_once, setup, teardown),
+	    cmocka_unit_test_setup_teardown(a_handle_outlives_a_restart_of_the_server, setup,
+	                                    teardown),
 	    cmocka_unit_test_setup_teardown(listing_what_may_be_due_reads_a_superset_of_it, setup,
 	                                    teardown),
 	    cmocka_unit_test_setup_teardown(roles_let_installers_add_and_see_their_own, setup,

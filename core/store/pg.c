@@ -199,6 +199,20 @@ static PGresult *run(struct enr_store *store, PGconn *conn, const char *doing, c
 
 	if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
 		return res;
+	/* The server restarted since the last statement: once more on a new connection,
+	 * unless a transaction (whose work is lost with it) was open. */
+	if (PQstatus(conn) == CONNECTION_BAD && conn == store->pg->conn && !store->pg->in_tx) {
+		PQclear(res);
+		PQfinish(store->pg->conn);
+		store->pg->conn = NULL;
+		if (connect_one(store, &store->pg->conn) < 0)
+			return NULL;
+		conn = store->pg->conn;
+		res = PQexecParams(conn, sql, n, NULL, values, lengths, binary, 0);
+		st = PQresultStatus(res);
+		if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
+			return res;
+	}
 	sql_error(store, conn, res, doing);
 	PQclear(res);
 	return NULL;
@@ -209,9 +223,22 @@ static int exec(struct enr_store *store, PGconn *conn, const char *doing, const 
 {
 	PGresult *res = PQexec(conn, sql);
 	ExecStatusType st = PQresultStatus(res);
-	int rc = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK
-	             ? 0
-	             : sql_error(store, conn, res, doing);
+	int rc;
+
+	/* As run(): once more after a restart of the server, outside a transaction. */
+	if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && PQstatus(conn) == CONNECTION_BAD &&
+	    conn == store->pg->conn && !store->pg->in_tx) {
+		PQclear(res);
+		PQfinish(store->pg->conn);
+		store->pg->conn = NULL;
+		if ((rc = connect_one(store, &store->pg->conn)) < 0)
+			return rc;
+		conn = store->pg->conn;
+		res = PQexec(conn, sql);
+		st = PQresultStatus(res);
+	}
+	rc = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK ? 0
+	                                                     : sql_error(store, conn, res, doing);
 
 	PQclear(res);
 	return rc;
@@ -1132,16 +1159,21 @@ static int pg_lock_record(struct enr_store *store, const char *id)
 			slot = i;
 	if (slot < 0)
 		return enr_error_set(ENR_E_USAGE, "too many records locked at once");
-	if (pg->pool[slot] && PQstatus(pg->pool[slot]) != CONNECTION_OK) {
-		PQfinish(pg->pool[slot]);
-		pg->pool[slot] = NULL;
+	/* Records written before their lock row existed get one (nothing else deletes them).
+	 * An idle connection the server dropped (a restart) is made again, once. */
+	for (int attempt = 0;; attempt++) {
+		if (pg->pool[slot] && PQstatus(pg->pool[slot]) != CONNECTION_OK) {
+			PQfinish(pg->pool[slot]);
+			pg->pool[slot] = NULL;
+		}
+		if (!pg->pool[slot] && (rc = connect_one(store, &pg->pool[slot])) < 0)
+			return rc;
+		res = run(store, pg->pool[slot], "locking a record",
+		          "INSERT INTO record_locks (id) VALUES ($1) ON CONFLICT DO NOTHING", 1,
+		          params, NULL, NULL);
+		if (res || attempt > 0 || PQstatus(pg->pool[slot]) == CONNECTION_OK)
+			break;
 	}
-	if (!pg->pool[slot] && (rc = connect_one(store, &pg->pool[slot])) < 0)
-		return rc;
-	/* Records written before their lock row existed get one (nothing else deletes them). */
-	res = run(store, pg->pool[slot], "locking a record",
-	          "INSERT INTO record_locks (id) VALUES ($1) ON CONFLICT DO NOTHING", 1, params,
-	          NULL, NULL);
 	PQclear(res);
 	if (!res || (rc = exec(store, pg->pool[slot], "locking a record", "BEGIN")) < 0)
 		return enr_error_last_code();

@@ -26,6 +26,7 @@ struct command {
 };
 
 static int run_reauth(struct cli_globals *g, int argc, char **argv);
+static int run_help(struct cli_globals *g, int argc, char **argv);
 
 /* Every sub-command the product has; run == NULL: not in this build yet. */
 static const struct command commands[] = {
@@ -50,6 +51,7 @@ static const struct command commands[] = {
      "register the company's Tesla app in a region", cmd_tesla},
     {"reauth", "ID", "re-authorize an enrolled system with the customer", run_reauth},
     {"doctor", "[--json]", "check the company's setup before the first customer", cmd_doctor},
+    {"help", "[COMMAND]", "show this help, or the help of one command", run_help},
 };
 
 void cli_error(const char *fmt, ...)
@@ -167,6 +169,29 @@ static const struct command *find_command(const char *name)
 		if (strcmp(commands[i].name, name) == 0)
 			return &commands[i];
 	return NULL;
+}
+
+/* `derenroll help [COMMAND]`: the usage, or COMMAND's own --help. */
+static int run_help(struct cli_globals *g, int argc, char **argv)
+{
+	const struct command *cmd;
+	char help[] = "--help";
+	char *args[3];
+
+	if (argc == 1) {
+		usage(stdout);
+		return 0;
+	}
+	cmd = argc == 2 ? find_command(argv[1]) : NULL;
+	if (!cmd || !cmd->run || cmd->run == run_help) {
+		cli_error("help takes one command (try 'derenroll help')");
+		return EXIT_USAGE;
+	}
+	args[0] = argv[1];
+	args[1] = help;
+	args[2] = NULL;
+	optind = 0;
+	return cmd->run(g, 2, args);
 }
 
 /* `derenroll reauth ID` on a terminal: the wizard at the record's authorization step. */

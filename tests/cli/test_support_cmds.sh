@@ -6,7 +6,7 @@
 set -u
 BIN=$1
 . "$(dirname "$0")/lib.sh"
-plan 109
+plan 111
 
 need_tools jq curl
 
@@ -277,6 +277,17 @@ run D show "$SE1"
 expect_rc "the removed record is gone" 2
 run D remove "$SE1" --yes
 expect_rc "remove an unknown ID" 2
+
+# ---- the bash completion completes record ids and customers from the store
+COMP_OUT=$(bash -c '. "$1"; shift; COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); _derenroll
+	printf "%s\n" "${COMPREPLY[@]}"' - "$(dirname "$0")/../../assets/completion/derenroll" \
+	"$BIN" --config "$CONF" show "")
+expect_in "completion: 'show' completes record ids" "$SOLIS" "$COMP_OUT"
+COMP_OUT=$(bash -c '. "$1"; shift; COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); _derenroll
+	printf "%s\n" "${COMPREPLY[@]}"' - "$(dirname "$0")/../../assets/completion/derenroll" \
+	"$BIN" --config "$CONF" enroll solis --customer "Car")
+[ "$COMP_OUT" = "Carol Chen" ]
+check $? "completion: '--customer' completes a customer, spaces and all" "$COMP_OUT"
 
 # ---- bad input
 run D enroll nosuchvendor --customer X

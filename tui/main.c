@@ -81,10 +81,17 @@ int cli_fail(int rc)
 	return enr_error_exit_code(rc);
 }
 
+/* The config's file, for messages about it ("the built-in defaults" without one). */
+static const char *config_name(const struct enr_config *cfg)
+{
+	const char *path = cfg ? enr_config_path(cfg) : NULL;
+
+	return path ? path : "the built-in defaults (no config file)";
+}
+
 static void print_config_warning(const char *msg, void *ctx)
 {
-	(void)ctx;
-	cli_error("warning: %s", msg);
+	cli_error("warning: %s: %s", config_name(ctx), msg);
 }
 
 /*
@@ -101,7 +108,8 @@ static int open_log(const struct enr_config *cfg)
 	int rc;
 
 	if (level_name && (rc = enr_log_parse_level(&level, level_name)) < 0)
-		return enr_error_set(ENR_E_CONFIG, "[log] level: %s", enr_error_last());
+		return enr_error_set(ENR_E_CONFIG, "%s: [log] level: %s", config_name(cfg),
+		                     enr_error_last());
 	if (!file)
 		file = default_path = enr_log_default_path();
 	if (file && enr_log_open(file) == 0) {
@@ -131,7 +139,7 @@ int cli_load_config(struct cli_globals *g)
 		rc = enr_catalog_load(&g->catalog, NULL);
 		if (rc < 0)
 			return rc;
-		enr_catalog_check_config(g->catalog, g->cfg, print_config_warning, NULL);
+		enr_catalog_check_config(g->catalog, g->cfg, print_config_warning, g->cfg);
 	}
 	return 0;
 }

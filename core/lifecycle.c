@@ -37,17 +37,31 @@ static bool has_refresh_token(const struct enr_record *rec)
 	return rec->cred.refreshable;
 }
 
+/* Credentials that a refresh renews (the others are keys, or renewed by someone else). */
+static bool holds_own_tokens(const struct enr_record *rec)
+{
+	return rec->cred.type == ENR_CRED_OAUTH || rec->cred.type == ENR_CRED_PARTNER;
+}
+
+/* What only the customer can renew: the refresh token, else the access token. */
+static long long customer_limit(const struct enr_record *rec)
+{
+	return has_refresh_token(rec) ? rec->refresh_expires_at : rec->access_expires_at;
+}
+
 enum enr_status enr_status_of(const struct enr_record *rec, long long now, long expiring_days,
                               long long *due)
 {
-	long long limit;
+	long long limit = customer_limit(rec);
 
-	/* What only the customer can renew: the refresh token, else the access token. */
-	limit = has_refresh_token(rec) ? rec->refresh_expires_at : rec->access_expires_at;
+	/* Refused: the customer is needed now, whatever the tokens' dates say. */
+	if (rec->last_check.outcome == ENR_OUTCOME_REJECTED) {
+		if (due)
+			*due = now;
+		return ENR_STATUS_REJECTED;
+	}
 	if (due)
 		*due = limit;
-	if (rec->last_check.outcome == ENR_OUTCOME_REJECTED)
-		return ENR_STATUS_REJECTED;
 	if (limit && limit <= now)
 		return ENR_STATUS_EXPIRED;
 	if (limit && limit <= now + (long long)expiring_days * 86400)
@@ -63,7 +77,10 @@ void enr_lifecycle_due_text(char *buf, size_t size, const struct enr_record *rec
 	time_t t;
 	struct tm tm;
 
-	enr_status_of(rec, 0, 0, &due);
+	if (enr_status_of(rec, (long long)time(NULL), 0, &due) == ENR_STATUS_REJECTED) {
+		snprintf(buf, size, "now");
+		return;
+	}
 	if (!due) {
 		snprintf(buf, size, "%s", never);
 		return;
@@ -73,16 +90,76 @@ void enr_lifecycle_due_text(char *buf, size_t size, const struct enr_record *rec
 	strftime(buf, size, "%Y-%m-%d %H:%M UTC", &tm);
 }
 
-bool enr_lifecycle_can_refresh(const struct enr_record *rec, const struct enr_catalog *catalog,
+/* "2027-02-26 02:25 UTC" */
+static void day_text(char *buf, size_t size, long long at)
+{
+	time_t t = (time_t)at;
+	struct tm tm;
+
+	gmtime_r(&t, &tm);
+	strftime(buf, size, "%Y-%m-%d %H:%M UTC", &tm);
+}
+
+void enr_lifecycle_reason_text(char *buf, size_t size, const struct enr_record *rec, long long now,
+                               long expiring_days)
+{
+	enum enr_status status = enr_status_of(rec, now, expiring_days, NULL);
+	long long limit = customer_limit(rec);
+	const char *what = has_refresh_token(rec) ? "the refresh token"
+	                                          : "the access token (no refresh token renews it)";
+	char when[32];
+
+	buf[0] = '\0';
+	if (status == ENR_STATUS_REJECTED) {
+		snprintf(buf, size,
+		         "the vendor refused the credentials%s%s: re-authorize with the "
+		         "customer",
+		         rec->last_check.message ? ": " : "",
+		         rec->last_check.message ? rec->last_check.message : "");
+		return;
+	}
+	if (status != ENR_STATUS_EXPIRED && status != ENR_STATUS_EXPIRING)
+		return;
+	day_text(when, sizeof(when), limit);
+	snprintf(buf, size, "%s %s %s: re-authorize with the customer%s", what,
+	         status == ENR_STATUS_EXPIRED ? "expired" : "expires", when,
+	         status == ENR_STATUS_EXPIRED ? "" : " before then");
+}
+
+static bool vendor_can_refresh(const struct enr_record *rec, const struct enr_vendor *vendor,
                                long long now)
 {
-	const struct enr_vendor *vendor = enr_catalog_find(catalog, rec->vendor);
-
 	if (!vendor || !vendor->has_oauth || !has_refresh_token(rec))
 		return false;
 	if (strcmp(rec->method, "join") == 0)
 		return false; /* Derapi keeps Join tokens fresh */
 	return rec->refresh_expires_at == 0 || rec->refresh_expires_at > now;
+}
+
+bool enr_lifecycle_can_refresh(const struct enr_record *rec, const struct enr_catalog *catalog,
+                               long long now)
+{
+	return vendor_can_refresh(rec, enr_catalog_find(catalog, rec->vendor), now);
+}
+
+bool enr_lifecycle_refresh_due(const struct enr_record *rec, const struct enr_catalog *catalog,
+                               long long now, long days)
+{
+	long long horizon = now + (long long)days * 86400;
+
+	if (!enr_lifecycle_can_refresh(rec, catalog, now))
+		return false;
+	/* The authorization (the refresh token) lapses within DAYS: a refresh
+	 * renews a rotating one. An access token that has already expired is
+	 * renewed too: the record is unusable until then. Access tokens that are
+	 * still valid are renewed when used. */
+	return (rec->refresh_expires_at && rec->refresh_expires_at <= horizon) ||
+	       (rec->access_expires_at && rec->access_expires_at <= now);
+}
+
+static bool same_text(const char *a, const char *b)
+{
+	return a == b || (a && b && strcmp(a, b) == 0);
 }
 
 static bool access_is_stale(const struct enr_record *rec, long long now)
@@ -107,6 +184,7 @@ struct enr_job {
 	char *app_token;      /* SMA backchannel records: the app's client-credentials token */
 	bool region_asked;    /* Tesla answered 421 once: its users/region was asked */
 	bool refresh_retried; /* a lost refresh answer was asked for again */
+	bool access_refused;  /* the vendor refused the access token: refreshed, then checked */
 };
 
 static void job_free(struct enr_job *job)
@@ -166,6 +244,7 @@ static struct enr_job *answered(const struct enr_http_response *resp, void *ctx)
 }
 
 static int start_check(struct enr_job *job);
+static int start_refresh(struct enr_job *job);
 static void on_users_region(struct enr_http_response *resp, void *ctx);
 
 /* Tesla's 421: the account lives in another region. Asks which (once). */
@@ -226,6 +305,21 @@ static void on_check_done(struct enr_http_response *resp, void *ctx)
 		return;
 	}
 	rc = enr_check_response(&result, job->derapi ? job->derapi : job->vendor, resp);
+	/* An access token refused before its time (revoked, or expired early, as
+	 * Enphase's do): what a valid refresh token renews is not the customer's
+	 * to renew. Refreshed once, then checked again. */
+	if (rc == ENR_E_REJECTED && !resp->error && resp->status == 401 && !job->derapi &&
+	    !job->access_refused && !job->result.refreshed &&
+	    vendor_can_refresh(job->rec, job->vendor, (long long)time(NULL))) {
+		job->access_refused = true;
+		enr_log_info("record %s: %s refused the access token (%s): refreshing it",
+		             job->rec->id, job->vendor->name, enr_error_last());
+		enr_check_result_free(result);
+		enr_http_response_free(resp);
+		if ((rc = start_refresh(job)) < 0)
+			finish(job, rc);
+		return;
+	}
 	if (rc < 0 && !resp->error && resp->status == 412 && enr_tesla_record_endpoint(job->rec)) {
 		char *advice = enr_util_strdup(enr_error_last());
 		enr_error_set(rc, "%s This record's region: %s.", advice ? advice : "",
@@ -423,7 +517,12 @@ static int start_refresh(struct enr_job *job)
 	if (rc < 0)
 		return rc;
 	locked = enr_store_lock_record_get(job->lock);
-	if (job->kind == ENR_JOB_CHECK && !access_is_stale(locked, now)) {
+	/* After a refused access token: renewed already when another process
+	 * refreshed the record meanwhile. */
+	if (job->kind == ENR_JOB_CHECK &&
+	    (job->access_refused
+	         ? !same_text(locked->cred.tokens.access_token, job->rec->cred.tokens.access_token)
+	         : !access_is_stale(locked, now))) {
 		enr_record_free(job->rec);
 		job->rec = NULL;
 		rc = enr_record_dup(&job->rec, locked);
@@ -437,6 +536,40 @@ static int start_refresh(struct enr_job *job)
 	rc = enr_oauth_refresh_request(&req, job->vendor, job->cfg,
 	                               locked->cred.tokens.refresh_token);
 	return send_request(job, rc, req, on_refresh_done);
+}
+
+/* A refresh of a record that holds no token of its own: no failure, nothing noted. */
+static int nothing_to_refresh(struct enr_job *job, const char *why)
+{
+	free(job->message);
+	job->message = enr_util_printf("nothing to refresh: %s", why);
+	job->result.message = job->message;
+	return finish(job, 0);
+}
+
+/* Tokens that no refresh can renew: the customer is needed (a rejection). */
+static int cannot_refresh(const struct enr_job *job)
+{
+	const struct enr_record *rec = job->rec;
+	const char *customer = rec->customer ? rec->customer : "";
+	char when[32];
+
+	if (!has_refresh_token(rec))
+		return enr_error_set(ENR_E_REJECTED,
+		                     "record %s (%s) holds no refresh token: only the customer can "
+		                     "renew its access (derenroll reauth %s)",
+		                     rec->id, customer, rec->id);
+	if (rec->refresh_expires_at && rec->refresh_expires_at <= (long long)time(NULL)) {
+		day_text(when, sizeof(when), rec->refresh_expires_at);
+		return enr_error_set(ENR_E_EXPIRED,
+		                     "record %s (%s): its refresh token expired %s: re-authorize "
+		                     "it with the customer (derenroll reauth %s)",
+		                     rec->id, customer, when, rec->id);
+	}
+	return enr_error_set(ENR_E_REJECTED,
+	                     "record %s (%s): %s takes no refresh token: re-authorize it with "
+	                     "the customer (derenroll reauth %s)",
+	                     rec->id, customer, job->vendor->name, rec->id);
 }
 
 int enr_job_start(struct enr_job **out, struct enr_store *store, const struct enr_config *cfg,
@@ -486,18 +619,13 @@ int enr_job_start(struct enr_job **out, struct enr_store *store, const struct en
 			return finish(
 			    job, enr_error_set(ENR_E_CONFIG, "vendors.json has no derapi entry"));
 		if (kind == ENR_JOB_REFRESH)
-			return finish(job, enr_error_set(ENR_E_UNSUPPORTED,
-			                                 "record %s was enrolled through Derapi "
-			                                 "Join: Derapi keeps its tokens fresh",
-			                                 id));
+			return nothing_to_refresh(job, "enrolled through Derapi Join: Derapi "
+			                               "keeps its tokens fresh");
 	}
-	if (kind == ENR_JOB_REFRESH && !enr_lifecycle_can_refresh(job->rec, catalog, now))
-		return finish(job, enr_error_set(has_refresh_token(job->rec) ? ENR_E_EXPIRED
-		                                                             : ENR_E_UNSUPPORTED,
-		                                 "record %s (%s) has no refresh token that %s "
-		                                 "accepts: re-authorize it",
-		                                 id, job->rec->customer ? job->rec->customer : "",
-		                                 job->vendor->name));
+	if (kind == ENR_JOB_REFRESH && !holds_own_tokens(job->rec))
+		return nothing_to_refresh(job, "its credentials are a key, which does not expire");
+	if (kind == ENR_JOB_REFRESH && !vendor_can_refresh(job->rec, job->vendor, now))
+		return finish(job, cannot_refresh(job));
 	if (kind == ENR_JOB_REFRESH ||
 	    (access_is_stale(job->rec, now) && enr_lifecycle_can_refresh(job->rec, catalog, now)))
 		rc = start_refresh(job);

@@ -61,7 +61,7 @@ step() { echo "== package: $*"; }
 
 for v in $(compgen -e | grep '^DERENROLL_' || true); do unset "$v"; done
 for tool in dpkg-buildpackage lintian strace; do
-	command -v "$tool" >/dev/null || fail "$tool is missing: run packaging/setup.sh"
+	command -v "$tool" >/dev/null || fail "$tool is missing: run packaging/setup.sh --tests"
 done
 
 step "clean copy of the tree in $src"

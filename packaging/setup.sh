@@ -1,16 +1,18 @@
 #!/bin/sh
-# Sets up a fresh Debian 12 machine for derenroll: installs every build and
-# test dependency that is missing (apt-get, as root or through sudo), then
-# configures and builds into build/. Safe to run again: with nothing to do it
-# takes seconds.
+# Sets up a fresh Debian 12 machine for derenroll: installs what is missing
+# (apt-get, as root or through sudo), then configures and builds into build/.
+#
+#   packaging/setup.sh          what the program needs to build and run (the demo)
+#   packaging/setup.sh --tests  that, and what the test suite needs; build/ gets the tests
+#
+# Safe to run again: with nothing to do it takes seconds.
 set -eu
 
 cd "$(dirname "$0")/.."
 
-PACKAGES="
+# Building and running derenroll (the wizard, the CLI, the demo's sandbox).
+RUN_PACKAGES="
 gcc
-clang
-libclang-rt-14-dev
 meson
 ninja-build
 pkg-config
@@ -22,13 +24,20 @@ libssl-dev
 libmicrohttpd-dev
 libinih-dev
 libpq-dev
+ca-certificates
+"
+
+# The test suite only: unit tests, the tmux and browser tests, the man pages
+# (tests/docs), the Debian packages, the fuzz build.
+TEST_PACKAGES="
 libcmocka-dev
 postgresql
+clang
+libclang-rt-14-dev
 tmux
 zbar-tools
 curl
 jq
-ca-certificates
 scdoc
 debhelper
 dpkg-dev
@@ -39,6 +48,25 @@ chromium
 chromium-driver
 python3-selenium
 "
+
+tests=false
+case "${1:-}" in
+"") ;;
+--tests) tests=true ;;
+-h | --help)
+	sed -n '2,8s/^# \{0,1\}//p' "$0"
+	exit 0
+	;;
+*)
+	echo "setup.sh: unknown option '$1' (packaging/setup.sh [--tests])" >&2
+	exit 2
+	;;
+esac
+
+PACKAGES=$RUN_PACKAGES
+if [ "$tests" = true ]; then
+	PACKAGES="$RUN_PACKAGES $TEST_PACKAGES"
+fi
 
 missing=""
 for p in $PACKAGES; do
@@ -62,7 +90,12 @@ if [ -n "$missing" ]; then
 	$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing
 fi
 
+# A build without the tests needs no cmocka; --tests turns them on in an
+# existing build, and a plain run never turns them off.
 if [ ! -f build/build.ninja ]; then
-	meson setup build
+	meson setup build -Dtests="$tests"
+elif [ "$tests" = true ] && ! meson introspect build --buildoptions |
+	grep -q '"name": "tests", "value": true'; then
+	meson configure build -Dtests=true
 fi
 meson compile -C build

@@ -48,7 +48,9 @@ static void usage(FILE *out, bool reauth)
 {
 	if (reauth)
 		fprintf(out, "Usage: derenroll reauth ID [--code -] [--json] [--timeout SECONDS]\n"
-		             "         [--allow-account-change] [key options as for enroll]\n");
+		             "         [--allow-account-change] [key options as for enroll:\n"
+		             "         --api-key-file F, --key-id ID --key-secret-file F,\n"
+		             "         --token-file F [--refresh-token-file F]]\n");
 	else
 		fprintf(
 		    out,

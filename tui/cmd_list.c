@@ -20,6 +20,7 @@
 #include "cli.h"
 #include "progress.h"
 #include "store_cli.h"
+#include "style.h"
 
 #define EXIT_USAGE   2
 #define MAX_DAYS     3650
@@ -223,7 +224,9 @@ static void print_table(const struct row *rows, size_t n)
 		char id[ENR_TEXT_VISIBLE_SIZE(10)], vendor[ENR_TEXT_VISIBLE_SIZE(9)];
 		char method[ENR_TEXT_VISIBLE_SIZE(7)], customer[ENR_TEXT_VISIBLE_SIZE(26)];
 		char due[16] = "-";
-		if (rows[i].due) {
+		if (rows[i].status == ENR_STATUS_REJECTED) {
+			snprintf(due, sizeof(due), "now");
+		} else if (rows[i].due) {
 			time_t t = (time_t)rows[i].due;
 			struct tm tm;
 			gmtime_r(&t, &tm);
@@ -284,6 +287,10 @@ int cmd_list(struct cli_globals *g, int argc, char **argv)
 		fputs(n ? "\n]\n" : "]\n", stdout);
 	} else if (n) {
 		print_table(rows, n);
+	} else if (o.due >= 0) {
+		printf("no systems due in %ld day%s\n", o.due, o.due == 1 ? "" : "s");
+	} else {
+		printf("no enrolled systems (in %s)\n", enr_store_path(store));
 	}
 	free(rows);
 	cli_close_store(g, store);
@@ -338,6 +345,7 @@ static int show_text(const struct enr_record *r, long long now, long days, bool 
 	struct json_object *full = NULL, *cred = NULL;
 	long long due = 0;
 	enum enr_status status = enr_status_of(r, now, days, &due);
+	char reason[1024];
 	int rc;
 
 	print_field("", 24, "id", r->id);
@@ -349,7 +357,14 @@ static int show_text(const struct enr_record *r, long long now, long days, bool 
 		printf("%-24s %s\n", "region",
 		       enr_tesla_region_name(enr_tesla_region_of(r->region)));
 	printf("%-24s %s\n", "status", enr_status_name(status));
-	print_time("customer needed by", due, "never");
+	enr_lifecycle_reason_text(reason, sizeof(reason), r, now, days);
+	if (reason[0])
+		print_field("", 24, "why", reason);
+	if (status == ENR_STATUS_REJECTED)
+		printf("%-24s %s\n", "customer needed by",
+		       "now (the vendor refused the credentials)");
+	else
+		print_time("customer needed by", due, "never");
 	print_time("access expires", r->access_expires_at, "-");
 	print_time("refresh expires", r->refresh_expires_at, "-");
 	print_time("created", r->created_at, "-");
@@ -437,14 +452,61 @@ static void print_result_json(const struct enr_job_result *r, const struct enr_r
 	putchar('}');
 }
 
+/* The tone of a result: what needs a person or the setup red, temporary or soon yellow. */
+static enum style_tone result_tone(int code, enum enr_status status)
+{
+	if (code == 3 || (code == 0 && status == ENR_STATUS_EXPIRING))
+		return STYLE_WARN;
+	if (code != 0 || status < ENR_STATUS_EXPIRING)
+		return STYLE_BAD;
+	return status == ENR_STATUS_OK ? STYLE_GOOD : STYLE_WARN;
+}
+
+/* One line of `status` or `refresh`: id, vendor, outcome, customer, details. */
+static void print_result_text(const struct style *style, const struct enr_job_result *r,
+                              const struct enr_record *rec, enum enr_status status, int code,
+                              long long now, long days)
+{
+	char id[ENR_TEXT_VISIBLE_SIZE(10)], vendor[ENR_TEXT_VISIBLE_SIZE(9)];
+	char customer[ENR_TEXT_VISIBLE_SIZE(20)], reason[1024];
+	const char *details = "";
+
+	if (r->error)
+		details = r->message;
+	else if (r->refreshed)
+		details = "refreshed";
+	else if (r->message)
+		details = r->message; /* nothing to refresh */
+	if (!r->error && rec && status != ENR_STATUS_OK) {
+		enr_lifecycle_reason_text(reason, sizeof(reason), rec, now, days);
+		if (reason[0])
+			details = reason;
+	}
+	printf("%-10s  %-9s  ", enr_text_visible(id, sizeof(id), r->id, 10),
+	       enr_text_visible(vendor, sizeof(vendor), r->vendor ? r->vendor : "-", 9));
+	style_word(style, stdout, result_tone(code, status),
+	           r->error ? enr_record_outcome_name(enr_record_outcome_from_error(r->error))
+	                    : enr_status_name(status),
+	           style->marks ? 10 : 8);
+	printf("  %-20s  ",
+	       enr_text_visible(customer, sizeof(customer), rec ? rec->customer : "-", 20));
+	{
+		char *shown = enr_text_visible_dup(details ? details : "");
+		printf("%s\n", shown ? shown : "");
+		free(shown);
+	}
+}
+
 /* Runs the jobs and prints their outcomes; returns the exit code. */
 static int run_bulk(struct cli_globals *g, struct enr_store *store, enum enr_job_kind kind,
-                    const char *const *ids, size_t n, const struct opts *o, long days)
+                    const char *const *ids, size_t n, const struct opts *o, long days,
+                    const char *empty_note)
 {
 	struct enr_bulk_options bo = {.kind = kind, .deadline_ms = o->deadline * 1000LL};
 	struct enr_bulk *bulk = NULL;
-	char *store_message, vendor[64], message[2048];
+	char *store_message;
 	struct progress progress;
+	struct style style;
 	bool json = o->json;
 	long long now;
 	int rc, store_error, person = 0, setup = 0, transient = 0;
@@ -466,8 +528,14 @@ static int run_bulk(struct cli_globals *g, struct enr_store *store, enum enr_job
 	store_error = rc;
 	store_message = rc < 0 ? strdup(enr_error_last()) : NULL;
 	now = (long long)time(NULL);
+	style_init(&style, stdout);
 	if (json)
 		putchar('[');
+	else if (enr_bulk_result_count(bulk))
+		printf("%-10s  %-9s  %-*s  %-20s  %s\n", "ID", "VENDOR", style.marks ? 10 : 8,
+		       "STATUS", "CUSTOMER", "DETAILS");
+	else
+		fputs(empty_note, stdout);
 	for (size_t i = 0; i < enr_bulk_result_count(bulk); i++) {
 		const struct enr_job_result *r = enr_bulk_result(bulk, i);
 		struct enr_record *rec = NULL;
@@ -484,15 +552,7 @@ static int run_bulk(struct cli_globals *g, struct enr_store *store, enum enr_job
 		if (json)
 			print_result_json(r, rec, status, i == 0);
 		else
-			printf("%-10s  %-9s  %-8s  %s\n", r->id,
-			       enr_text_visible(vendor, sizeof(vendor), r->vendor ? r->vendor : "-",
-			                        0),
-			       r->error ? enr_record_outcome_name(
-			                      enr_record_outcome_from_error(r->error))
-			                : enr_status_name(status),
-			       r->error ? enr_text_visible(message, sizeof(message), r->message, 0)
-			       : r->refreshed ? "refreshed"
-			                      : "");
+			print_result_text(&style, r, rec, status, code, now, days);
 		enr_record_free(rec);
 	}
 	if (json)
@@ -537,8 +597,10 @@ static int pick(const char ***out, size_t *n, struct enr_store *store, const str
 	return 0;
 }
 
+/* `empty_note`: the line printed (text only) when no record is worked on. */
 static int bulk_command(struct cli_globals *g, const struct opts *o, enum enr_job_kind kind,
-                        bool (*want)(const struct enr_record *, void *), void *want_ctx)
+                        bool (*want)(const struct enr_record *, void *), void *want_ctx,
+                        const char *empty_note)
 {
 	struct enr_store *store = NULL;
 	const char **ids = NULL;
@@ -553,7 +615,7 @@ static int bulk_command(struct cli_globals *g, const struct opts *o, enum enr_jo
 		cli_close_store(g, store);
 		return cli_fail(rc);
 	}
-	rc = run_bulk(g, store, kind, ids, n, o, days);
+	rc = run_bulk(g, store, kind, ids, n, o, days, empty_note);
 	free(ids);
 	cli_close_store(g, store);
 	return rc;
@@ -566,7 +628,7 @@ int cmd_status(struct cli_globals *g, int argc, char **argv)
 
 	if ((rc = parse(&o, argc, argv, "jt", "[--json] [--deadline TIME] [ID...]")) || o.help)
 		return rc;
-	return bulk_command(g, &o, ENR_JOB_CHECK, NULL, NULL);
+	return bulk_command(g, &o, ENR_JOB_CHECK, NULL, NULL, "no enrolled systems\n");
 }
 
 struct refresh_filter {
@@ -575,23 +637,21 @@ struct refresh_filter {
 	long due;
 };
 
-/* What can be refreshed (and, with --due, expires within DAYS). */
+/* What can be refreshed (and, with --due, is due: enr_lifecycle_refresh_due()). */
 static bool refreshable(const struct enr_record *rec, void *ctx)
 {
 	const struct refresh_filter *f = ctx;
 
-	if (!enr_lifecycle_can_refresh(rec, f->catalog, f->now))
-		return false;
-	/* --due: the authorization (the refresh token) expires within DAYS; a
-	 * refresh renews a rotating one. Access tokens are renewed when used. */
-	return f->due < 0 ||
-	       (rec->refresh_expires_at && rec->refresh_expires_at <= f->now + f->due * 86400LL);
+	if (f->due >= 0)
+		return enr_lifecycle_refresh_due(rec, f->catalog, f->now, f->due);
+	return enr_lifecycle_can_refresh(rec, f->catalog, f->now);
 }
 
 int cmd_refresh(struct cli_globals *g, int argc, char **argv)
 {
 	struct refresh_filter f;
 	struct opts o;
+	char empty[96];
 	int rc;
 
 	if ((rc =
@@ -607,7 +667,14 @@ int cmd_refresh(struct cli_globals *g, int argc, char **argv)
 	f.catalog = g->catalog;
 	f.now = (long long)time(NULL);
 	f.due = o.due;
-	return bulk_command(g, &o, ENR_JOB_REFRESH, refreshable, &f);
+	if (o.due >= 0)
+		snprintf(empty, sizeof(empty), "no systems due in %ld day%s\n", o.due,
+		         o.due == 1 ? "" : "s");
+	else
+		snprintf(empty, sizeof(empty),
+		         "nothing to refresh: no record holds a refresh token "
+		         "its vendor accepts\n");
+	return bulk_command(g, &o, ENR_JOB_REFRESH, refreshable, &f, empty);
 }
 
 /* ---- remove ---- */
@@ -685,6 +752,9 @@ int cmd_export(struct cli_globals *g, int argc, char **argv)
 	}
 	if ((rc = prepare(g, false, &days, &store)) < 0)
 		return cli_fail(rc);
+	if (isatty(STDOUT_FILENO))
+		cli_error("warning: printing every record's secrets (tokens and keys) on this "
+		          "terminal: clear its scrollback afterwards");
 	format_time(now_text, sizeof(now_text), now);
 	printf(
 	    "{\"format\":\"derenroll-export\",\"version\":1,\"exported_at\":\"%s\",\"records\":[",

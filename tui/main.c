@@ -26,6 +26,7 @@ struct command {
 };
 
 static int run_reauth(struct cli_globals *g, int argc, char **argv);
+static int run_help(struct cli_globals *g, int argc, char **argv);
 
 /* Every sub-command the product has; run == NULL: not in this build yet. */
 static const struct command commands[] = {
@@ -56,6 +57,7 @@ static const struct command commands[] = {
     {"team", "add|remove NAME | list", "the members of the team store", cmd_team},
     {"log", "[ID] [--limit N]", "who did what in the team store", cmd_log},
     {"sync", "", "push what was enrolled while the team store was out of reach", cmd_sync},
+    {"help", "[COMMAND]", "show this help, or the help of one command", run_help},
 };
 
 void cli_error(const char *fmt, ...)
@@ -85,10 +87,17 @@ int cli_fail(int rc)
 	return enr_error_exit_code(rc);
 }
 
+/* The config's file, for messages about it ("the built-in defaults" without one). */
+static const char *config_name(const struct enr_config *cfg)
+{
+	const char *path = cfg ? enr_config_path(cfg) : NULL;
+
+	return path ? path : "the built-in defaults (no config file)";
+}
+
 static void print_config_warning(const char *msg, void *ctx)
 {
-	(void)ctx;
-	cli_error("warning: %s", msg);
+	cli_error("warning: %s: %s", config_name(ctx), msg);
 }
 
 /*
@@ -105,7 +114,8 @@ static int open_log(const struct enr_config *cfg)
 	int rc;
 
 	if (level_name && (rc = enr_log_parse_level(&level, level_name)) < 0)
-		return enr_error_set(ENR_E_CONFIG, "[log] level: %s", enr_error_last());
+		return enr_error_set(ENR_E_CONFIG, "%s: [log] level: %s", config_name(cfg),
+		                     enr_error_last());
 	if (!file)
 		file = default_path = enr_log_default_path();
 	if (file && enr_log_open(file) == 0) {
@@ -135,7 +145,7 @@ int cli_load_config(struct cli_globals *g)
 		rc = enr_catalog_load(&g->catalog, NULL);
 		if (rc < 0)
 			return rc;
-		enr_catalog_check_config(g->catalog, g->cfg, print_config_warning, NULL);
+		enr_catalog_check_config(g->catalog, g->cfg, print_config_warning, g->cfg);
 	}
 	return 0;
 }
@@ -174,6 +184,29 @@ static const struct command *find_command(const char *name)
 		if (strcmp(commands[i].name, name) == 0)
 			return &commands[i];
 	return NULL;
+}
+
+/* `derenroll help [COMMAND]`: the usage, or COMMAND's own --help. */
+static int run_help(struct cli_globals *g, int argc, char **argv)
+{
+	const struct command *cmd;
+	char help[] = "--help";
+	char *args[3];
+
+	if (argc == 1) {
+		usage(stdout);
+		return 0;
+	}
+	cmd = argc == 2 ? find_command(argv[1]) : NULL;
+	if (!cmd || !cmd->run || cmd->run == run_help) {
+		cli_error("help takes one command (try 'derenroll help')");
+		return EXIT_USAGE;
+	}
+	args[0] = argv[1];
+	args[1] = help;
+	args[2] = NULL;
+	optind = 0;
+	return cmd->run(g, 2, args);
 }
 
 /* `derenroll reauth ID` on a terminal: the wizard at the record's authorization step. */

@@ -179,10 +179,10 @@ def main(run, name):
     try:
         import selenium  # noqa: F401
     except ImportError:
-        print("1..0 # SKIP python3-selenium is not installed (packaging/setup.sh)")
+        print("1..0 # SKIP python3-selenium is not installed (packaging/setup.sh --tests)")
         return 77
     if not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)):
-        print("1..0 # SKIP chromium and chromium-driver are not installed (packaging/setup.sh)")
+        print("1..0 # SKIP chromium and chromium-driver are not installed (packaging/setup.sh --tests)")
         return 77
     os.makedirs(sys.argv[2], exist_ok=True)
     tmp = tempfile.mkdtemp(prefix="derenroll-browser-")

@@ -62,7 +62,7 @@ expect_one_line() {
 need_tools() {
 	for t in "$@"; do
 		command -v "$t" >/dev/null && continue
-		echo "Bail out! $* are needed (packaging/setup.sh installs them)"
+		echo "Bail out! $* are needed (packaging/setup.sh --tests installs them)"
 		exit 1
 	done
 }

@@ -3,7 +3,7 @@
 set -u
 BIN=$1
 . "$(dirname "$0")/lib.sh"
-plan 47
+plan 50
 
 run "$BIN" --version
 expect_rc "--version" 0
@@ -71,6 +71,11 @@ printf '[ui]\nexpiring_days = 3\ncolour = red\n[vendor.huawei]\nclient_id = x\n'
 run "$BIN" --config "$TMP/warn.ini" </dev/null
 expect_in "unknown key warned with its line" "warn.ini:3: unknown key 'colour' in [ui]" "$ERR"
 expect_in "unknown vendor section warned" "[vendor.huawei] names no known vendor" "$ERR"
+expect_in "the vendor warning names the config's file" "$TMP/warn.ini: [vendor.huawei]" "$ERR"
+printf '[log]\nlevel = loud\n' >"$TMP/level.ini"
+run "$BIN" --config "$TMP/level.ini" list </dev/null
+expect_rc "a bad [log] level" 2
+expect_in "the [log] level error names the config's file" "$TMP/level.ini: [log] level" "$ERR"
 
 mkdir -p "$TMP/data"
 printf '{"schema": 1, "vendors": [' >"$TMP/data/vendors.json"

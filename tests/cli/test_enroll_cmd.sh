@@ -10,7 +10,7 @@ plan 68
 
 for tool in jq curl; do
 	command -v "$tool" >/dev/null && continue
-	echo "Bail out! $tool is needed (packaging/setup.sh installs it)"
+	echo "Bail out! $tool is needed (packaging/setup.sh --tests installs it)"
 	exit 1
 done
 

@@ -8,7 +8,7 @@ BIN=$1
 MODE=${2:-file} # team: the same against a team store on PostgreSQL
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/pg.sh"
-if [ "$MODE" = team ]; then plan 82; else plan 88; fi
+if [ "$MODE" = team ]; then plan 105; else plan 111; fi
 
 need_tools jq curl
 
@@ -36,8 +36,8 @@ id_of() { jq -r --arg c "$1" '.[] | select(.customer == $c) | .id' <<<"$(D list 
 # ---- nothing yet
 run D list
 expect_rc "list with no store" 0
-[ -z "$OUT" ]
-check $? "list with no store prints nothing" "$OUT"
+[ "$OUT" = "no enrolled systems (in ${PG_URL:-$XDG_DATA_HOME/derenroll/store})" ]
+check $? "list with no store says so" "$OUT"
 run D list --json
 expect_rc "list --json with no store" 0
 [ "$OUT" = "[]" ]
@@ -98,8 +98,8 @@ expect_not_in "list --json holds no secret" "supportkey0001" "$OUT"
 expect_not_in "list --json holds no Solis secret" "$SOLIS_SECRET" "$OUT"
 run D list --due 30
 expect_rc "list --due 30" 0
-[ -z "$OUT" ]
-check $? "list --due: nothing needs a person yet" "$OUT"
+[ "$OUT" = "no systems due in 30 days" ]
+check $? "list --due: nothing needs a person yet, and it says so" "$OUT"
 run D list --due -1
 expect_rc "list --due -1" 2
 run D list --due soon
@@ -143,8 +143,17 @@ check $? "status --json: every result ok" "$OUT"
 check $? "no progress on stderr when it is not a terminal" "$ERR"
 run D status "$SE2" "$SOLIS"
 expect_rc "status of two IDs" 0
-[ "$(wc -l <<<"$OUT")" = 2 ]
-check $? "status ID ID reports two records" "$OUT"
+[ "$(wc -l <<<"$OUT")" = 3 ]
+check $? "status ID ID reports two records under a header" "$OUT"
+expect_in "status has a header" "ID          VENDOR     STATUS    CUSTOMER" "$OUT"
+expect_in "status names the customer" "Carol Chen" "$OUT"
+expect_not_in "status to a pipe: no colour" $'\033[' "$OUT"
+expect_not_in "status to a pipe: no marks" "✓" "$OUT"
+LC_ALL=C.UTF-8 TERM=xterm run on_tty "$BIN" --config "$CONF" "${STORE_ARGS[@]}" status "$SOLIS"
+expect_in "status on a terminal: a ✓" "✓ " "$OUT"
+expect_in "status on a terminal: colour" $'\033[32mok' "$OUT"
+NO_COLOR=1 LC_ALL=C.UTF-8 TERM=xterm run on_tty "$BIN" --config "$CONF" "${STORE_ARGS[@]}" status "$SOLIS"
+expect_not_in "NO_COLOR: no colour" $'\033[' "$OUT"
 run D status NOSUCHID00
 expect_rc "status of an unknown ID" 2
 # A revoked key: the customer is needed.
@@ -156,6 +165,10 @@ check $? "the revoked record is rejected with a message" "$OUT"
 run D list
 [ "$(sed -n 2p <<<"$OUT" | awk '{print $1, $2}')" = "$SE2 rejected" ]
 check $? "list shows the rejected record first" "$OUT"
+[ "$(sed -n 2p <<<"$OUT" | awk '{print $5}')" = "now" ]
+check $? "list: a rejected record is due now" "$OUT"
+run D show "$SE2"
+expect_in "show: a rejected record needs the customer now" "customer needed by       now" "$OUT"
 run D list --due 0 --json
 jq -e --arg id "$SE2" 'length == 1 and .[0].id == $id and .[0].last_check.result == "rejected"' <<<"$OUT" >/dev/null
 check $? "list --due keeps the record that needs a person" "$OUT"
@@ -188,8 +201,53 @@ check $? "refresh --due 3: nothing expires within 3 days" "$OUT"
 run D refresh --due 3 "$TESLA"
 expect_rc "refresh --due with an ID conflicts" 2
 run D refresh "$SE1"
-expect_rc "refresh a key record" 2
-expect_in "refresh says it cannot" "refresh" "$OUT"
+expect_rc "refresh a key record: nothing to do" 0
+expect_in "refresh says there is nothing to refresh" "nothing to refresh" "$OUT"
+expect_not_in "a key record is not transient" "transient" "$OUT"
+run D refresh --due 3
+expect_in "refresh --due 3 says nothing is due" "no systems due in 3 days" "$OUT"
+# Why a record is expiring: with a year's notice, Tesla's refresh token is.
+cp "$CONF" "$TMP/year.ini"
+printf '\n[ui]\nexpiring_days = 365\n' >>"$TMP/year.ini"
+run "$BIN" --config "$TMP/year.ini" "${STORE_ARGS[@]}" status "$TESLA"
+expect_rc "status of an expiring record" 1
+expect_in "status says why it is expiring" "the refresh token expires" "$OUT"
+# An access token that has expired: refresh --due includes it.
+curl -sS -o /dev/null -X POST -d '{"access_ttl":1}' "$URL/_sandbox/settings"
+run D refresh "$TESLA"
+curl -sS -o /dev/null -X POST -d '{"access_ttl":0}' "$URL/_sandbox/settings"
+sleep 2
+run D refresh --due 3 --json
+jq -e --arg id "$TESLA" 'length == 1 and .[0].id == $id and .[0].refreshed == true' <<<"$OUT" >/dev/null
+check $? "refresh --due includes a record whose access token expired" "$OUT"
+# Enphase partner tokens: an access token refused early is refreshed, not rejected ...
+jq -r .credentials.enphase_partner.access_token "$TMP/line" >"$TMP/p_token"
+jq -r .credentials.enphase_partner.refresh_token "$TMP/line" >"$TMP/p_refresh"
+jq -r .credentials.enphase_partner.api_key "$TMP/line" >"$TMP/p_key"
+chmod 600 "$TMP/p_token" "$TMP/p_refresh" "$TMP/p_key"
+P_SITES=$(D enroll enphase --method partner --customer Pat --token-file "$TMP/p_token" \
+	--api-key-file "$TMP/p_key" 2>&1 | sed -n 's/^  \([0-9][0-9]*\) .*/\1/p')
+P_SITE=$(sed -n 1p <<<"$P_SITES")
+run D enroll enphase --method partner --customer "Pat Partner" --token-file "$TMP/p_token" \
+	--refresh-token-file "$TMP/p_refresh" --api-key-file "$TMP/p_key" --site "$P_SITE"
+expect_rc "enroll an Enphase partner record" 0
+PARTNER=$(id_of "Pat Partner")
+run D enroll enphase --method partner --customer "Nora Norefresh" --token-file "$TMP/p_token" \
+	--api-key-file "$TMP/p_key" --site "$(sed -n 2p <<<"$P_SITES")"
+expect_rc "enroll an Enphase partner record without a refresh token" 0
+NOREFRESH=$(id_of "Nora Norefresh")
+curl -sS -o /dev/null -X POST -d "{\"token\":\"$(cat "$TMP/p_token")\"}" "$URL/_sandbox/expire"
+run D status --json "$PARTNER"
+expect_rc "status of an Enphase record whose access token expired" 0
+jq -e '.[0].result == "ok" and .[0].refreshed == true' <<<"$OUT" >/dev/null
+check $? "its valid refresh token renewed it: not rejected" "$OUT"
+# ... and one without a refresh token needs the customer: rejected, not transient.
+run D refresh --json "$NOREFRESH"
+expect_rc "refresh a record without a refresh token" 1
+jq -e '.[0].result == "rejected"' <<<"$OUT" >/dev/null
+check $? "a record without a refresh token is rejected" "$OUT"
+run D remove --yes "$PARTNER"
+run D remove --yes "$NOREFRESH"
 TOKEN=$(D show --json --reveal "$TESLA" | jq -r .credentials.refresh_token)
 curl -sS -o /dev/null -X POST -d "{\"token\":\"$TOKEN\"}" "$URL/_sandbox/revoke"
 run D refresh --json "$TESLA"
@@ -209,6 +267,7 @@ expect_in "export refuses a terminal" "redirect it" "$OUT"
 expect_not_in "nothing secret reached the terminal" "$SOLIS_SECRET" "$OUT"
 run on_tty "$BIN" --config "$CONF" "${STORE_ARGS[@]}" export --json --force
 expect_in "export --force writes to a terminal" "$SOLIS_SECRET" "$OUT"
+expect_in "export on a terminal warns that it prints secrets" "warning: printing every" "$OUT"
 
 # ---- remove
 run D remove "$SE2"
@@ -227,6 +286,17 @@ run D show "$SE1"
 expect_rc "the removed record is gone" 2
 run D remove "$SE1" --yes
 expect_rc "remove an unknown ID" 2
+
+# ---- the bash completion completes record ids and customers from the store
+COMP_OUT=$(bash -c '. "$1"; shift; COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); _derenroll
+	printf "%s\n" "${COMPREPLY[@]}"' - "$(dirname "$0")/../../assets/completion/derenroll" \
+	"$BIN" --config "$CONF" "${STORE_ARGS[@]}" show "")
+expect_in "completion: 'show' completes record ids" "$SOLIS" "$COMP_OUT"
+COMP_OUT=$(bash -c '. "$1"; shift; COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); _derenroll
+	printf "%s\n" "${COMPREPLY[@]}"' - "$(dirname "$0")/../../assets/completion/derenroll" \
+	"$BIN" --config "$CONF" "${STORE_ARGS[@]}" enroll solis --customer "Car")
+[ "$COMP_OUT" = "Carol Chen" ]
+check $? "completion: '--customer' completes a customer, spaces and all" "$COMP_OUT"
 
 # ---- bad input
 run D enroll nosuchvendor --customer X

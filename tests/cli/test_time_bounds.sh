@@ -141,7 +141,7 @@ if command -v tmux >/dev/null 2>&1; then
 	done
 	expect_in "status on a terminal ends" "EXITED 0" "$screen"
 	expect_not_in "the progress line is cleared at the end" "of 7 done" "$screen"
-	[ "$(grep -c "  ok" <<<"$screen")" = 7 ]
+	[ "$(grep -cE " ok( |$)" <<<"$screen")" = 7 ]
 	check $? "the results follow on clean lines" "$screen"
 	Tm kill-server >/dev/null 2>&1
 else

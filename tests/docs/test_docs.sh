@@ -93,7 +93,31 @@ for c in $help_commands; do
 	same "'$c': options of derenroll(1) and the completion" "$(man1_options "$c")" \
 		"$(comp derenroll "$c" --)"
 done
+# Each command's own --help names every option it takes (the summary may not).
+for c in $help_commands; do
+	[ "$c" = help ] && continue
+	# (global options named in its text, such as --demo, are not its own)
+	own=$(comm -23 <("$BIN" "$c" --help 2>/dev/null | long_options) <(words $help_globals))
+	subset "'$c': the options of 'derenroll $c --help' are in derenroll(1)" "$own" \
+		"$(man1_options "$c")"
+done
 nonempty "derenroll(1) documents options of 'enroll'" "$(man1_options enroll)"
+nonempty "derenroll(1) documents options of 'reauth'" "$(man1_options reauth)"
+expect_in "'help' completes the commands" "refresh" "$(comp derenroll help '')"
+run "$BIN" help refresh
+expect_in "'derenroll help refresh' prints refresh's usage" "Usage: derenroll refresh" "$OUT"
+run "$BIN" help nosuchcommand
+expect_rc "'derenroll help' of an unknown command" 2
+# The demo's setup installs no test tool; --tests does.
+run_packages=$(sed -n '/^RUN_PACKAGES="/,/^"/p' "$SRC/packaging/setup.sh")
+test_packages=$(sed -n '/^TEST_PACKAGES="/,/^"/p' "$SRC/packaging/setup.sh")
+expect_not_in "setup.sh's run packages hold no chromium" "chromium" "$run_packages"
+expect_not_in "setup.sh's run packages hold no lintian" "lintian" "$run_packages"
+expect_in "setup.sh's test packages hold selenium" "python3-selenium" "$test_packages"
+expect_in "the README's demo command" "    packaging/setup.sh && build/tui/derenroll --demo" \
+	"$(cat "$SRC/README.md")"
+expect_in "the README's test command" "    packaging/setup.sh --tests && meson test" \
+	"$(cat "$SRC/README.md")"
 
 man8_options=$(awk '/^# / {f = ($0 == "# OPTIONS")} f && /^\*--/' "$MAN8" | long_options)
 nonempty "derenroll-relay(8) has OPTIONS" "$man8_options"

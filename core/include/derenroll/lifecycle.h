@@ -35,22 +35,40 @@ ENR_API const char *enr_status_name(enum enr_status status);
 /*
  * The status of a record at `now`. `due` (may be NULL) gets the time at which
  * the customer will be needed (the refresh token's expiry, else the access
- * token's when nothing can renew it), 0 when never. An access token that a
- * valid refresh token can renew is not "expiring".
+ * token's when nothing can renew it; `now` for a rejected record), 0 when
+ * never. An access token that a valid refresh token can renew is not
+ * "expiring".
  */
 ENR_API enum enr_status enr_status_of(const struct enr_record *rec, long long now,
                                       long expiring_days, long long *due);
 
 /*
  * When the customer will be needed (enr_status_of()'s `due`), for people:
- * "2027-02-26 02:25 UTC", or `never` when nothing expires.
+ * "2027-02-26 02:25 UTC", "now" for a rejected record, or `never` when
+ * nothing expires.
  */
 ENR_API void enr_lifecycle_due_text(char *buf, size_t size, const struct enr_record *rec,
                                     const char *never);
 
+/*
+ * Why a record is rejected, expired or expiring at `now`, one line for
+ * people ("the refresh token expires 2027-02-26 02:25 UTC: re-authorize with
+ * the customer before then"); "" for the other statuses. The vendor's words
+ * are included as they are: make them visible before printing.
+ */
+ENR_API void enr_lifecycle_reason_text(char *buf, size_t size, const struct enr_record *rec,
+                                       long long now, long expiring_days);
+
 /* Whether the record holds a refresh token its vendor can use now. */
 ENR_API bool enr_lifecycle_can_refresh(const struct enr_record *rec,
                                        const struct enr_catalog *catalog, long long now);
+
+/*
+ * What `refresh --due DAYS` refreshes: a record that can be refreshed whose
+ * refresh token expires within `days`, or whose access token has expired.
+ */
+ENR_API bool enr_lifecycle_refresh_due(const struct enr_record *rec,
+                                       const struct enr_catalog *catalog, long long now, long days);
 
 /* What a job does to a record. */
 enum enr_job_kind {
@@ -63,7 +81,8 @@ struct enr_job_result {
 	const char *id;
 	const char *vendor;
 	int error;           /* 0 or the failure class */
-	const char *message; /* one line, or NULL when ok */
+	const char *message; /* one line; NULL when ok, or what was not needed ("nothing to
+	                        refresh: ...") */
 	long retry_after;    /* seconds (429, 503), -1 when not said */
 	int rate_limit;      /* the vendor's rate limit the answer reported on, or -1 */
 	long rate_remaining; /* calls left in that limit's window, -1 when not said */

@@ -21,8 +21,10 @@ libqrencode-dev
 libssl-dev
 libmicrohttpd-dev
 libinih-dev
+libpq-dev
 libcmocka-dev
 tmux
+postgresql
 zbar-tools
 curl
 jq

@@ -147,7 +147,7 @@ static char **clean_environ(void)
 /* Starts argv as the owner with stdin from in_fd (-1: /dev/null) and stdout
  * and stderr appended to log; in a session of its own if asked. Between fork
  * and exec only async-signal-safe calls: tests may have threads. */
-static pid_t spawn(char *const argv[], int in_fd, const char *log, int new_session)
+static pid_t spawn(const char *const argv[], int in_fd, const char *log, int new_session)
 {
 	struct owner owner;
 	char **env = NULL;
@@ -175,7 +175,8 @@ static pid_t spawn(char *const argv[], int in_fd, const char *log, int new_sessi
 		/* Nothing of the test process's (sockets, the watchdog's pipe)
 		 * may outlive it in a postmaster. */
 		close_range(3, ~0U, 0);
-		execve(argv[0], argv, env);
+		/* execve's argv is not const for historical reasons; it is not written. */
+		execve(argv[0], (char *const *)argv, env);
 		_exit(127);
 	}
 	free(env);
@@ -202,10 +203,10 @@ static void print_tail(const char *path)
 }
 
 /* Runs BINDIR/tool ARGS... as the owner, logging to DIR/ctl.log. 0 or -1. */
-static int run_tool(const struct test_pg *pg, const char *tool, char *const args[])
+static int run_tool(const struct test_pg *pg, const char *tool, const char *const args[])
 {
 	char path[192], log[192];
-	char *argv[16] = {path};
+	const char *argv[16] = {path};
 	int status = 0, n = 1;
 	pid_t pid;
 
@@ -239,14 +240,8 @@ static int run_tool(const struct test_pg *pg, const char *tool, char *const args
 static int start_watchdog(struct test_pg *pg)
 {
 	char pg_ctl[192];
-	char *argv[] = {(char *)"/bin/sh",
-	                (char *)"-c",
-	                (char *)watchdog_script,
-	                (char *)"test_pg-watchdog",
-	                pg_ctl,
-	                pg->datadir,
-	                pg->dir,
-	                NULL};
+	const char *const argv[] = {"/bin/sh", "-c",        watchdog_script, "test_pg-watchdog",
+	                            pg_ctl,    pg->datadir, pg->dir,         NULL};
 	int fds[2];
 	pid_t pid;
 
@@ -289,8 +284,7 @@ static int configure(const struct test_pg *pg)
 static int pg_ctl_start(struct test_pg *pg)
 {
 	char log[192];
-	char *args[] = {(char *)"-D", pg->datadir,  (char *)"-l",    log, (char *)"-w",
-	                (char *)"-t", (char *)"60", (char *)"start", NULL};
+	const char *const args[] = {"-D", pg->datadir, "-l", log, "-w", "-t", "60", "start", NULL};
 
 	snprintf(log, sizeof(log), "%s/server.log", pg->dir);
 	if (run_tool(pg, "pg_ctl", args) < 0)
@@ -299,10 +293,9 @@ static int pg_ctl_start(struct test_pg *pg)
 	return 0;
 }
 
-static int pg_ctl_stop(struct test_pg *pg, char *mode)
+static int pg_ctl_stop(struct test_pg *pg, const char *mode)
 {
-	char *args[] = {(char *)"-D", pg->datadir,  (char *)"-m",   mode, (char *)"-w",
-	                (char *)"-t", (char *)"60", (char *)"stop", NULL};
+	const char *const args[] = {"-D", pg->datadir, "-m", mode, "-w", "-t", "60", "stop", NULL};
 
 	if (run_tool(pg, "pg_ctl", args) < 0)
 		return -1;
@@ -324,17 +317,9 @@ int test_pg_start(struct test_pg *pg)
 {
 	const char *tmp = getenv("TMPDIR");
 	struct owner owner;
-	char *initdb_args[] = {(char *)"-D",
-	                       pg->datadir,
-	                       (char *)"-A",
-	                       (char *)"trust",
-	                       (char *)"-U",
-	                       (char *)"postgres",
-	                       (char *)"--no-sync",
-	                       (char *)"-E",
-	                       (char *)"UTF8",
-	                       (char *)"--locale=C.UTF-8",
-	                       NULL};
+	const char *const initdb_args[] = {"-D",   pg->datadir,        "-A",        "trust",
+	                                   "-U",   "postgres",         "--no-sync", "-E",
+	                                   "UTF8", "--locale=C.UTF-8", NULL};
 
 	memset(pg, 0, sizeof(*pg));
 	pg->watchdog_fd = -1;
@@ -386,14 +371,14 @@ void test_pg_stop(struct test_pg *pg)
 
 int test_pg_restart(struct test_pg *pg)
 {
-	if (pg->running && pg_ctl_stop(pg, (char *)"fast") < 0)
+	if (pg->running && pg_ctl_stop(pg, "fast") < 0)
 		return -1;
 	return pg_ctl_start(pg);
 }
 
 int test_pg_kill(struct test_pg *pg)
 {
-	return pg_ctl_stop(pg, (char *)"immediate");
+	return pg_ctl_stop(pg, "immediate");
 }
 
 int test_pg_resume(struct test_pg *pg)

@@ -20,14 +20,14 @@
  * found by its `-D /tmp/derenroll-pg-…/data` argument.
  */
 struct test_pg {
-	char dir[128];       /* the temp dir */
-	char datadir[160];   /* DIR/data */
-	int port;            /* the socket's number */
-	char conninfo[256];  /* host=DIR port=N user=postgres dbname=postgres */
-	char url[256];       /* postgresql:///postgres?host=DIR&port=N&user=postgres */
-	char bindir[128];    /* the newest /usr/lib/postgresql/<version>/bin */
-	int running;         /* the server is up (test_pg_kill takes it down) */
-	int watchdog_fd;     /* closing it stops the server and removes DIR */
+	char dir[128];      /* the temp dir */
+	char datadir[160];  /* DIR/data */
+	int port;           /* the socket's number */
+	char conninfo[256]; /* host=DIR port=N user=postgres dbname=postgres */
+	char url[256];      /* postgresql:///postgres?host=DIR&port=N&user=postgres */
+	char bindir[128];   /* the newest /usr/lib/postgresql/<version>/bin */
+	int running;        /* the server is up (test_pg_kill takes it down) */
+	int watchdog_fd;    /* closing it stops the server and removes DIR */
 	pid_t watchdog;
 };
 

@@ -24,6 +24,11 @@ libinih-dev
 libcmocka-dev
 tmux
 zbar-tools
+xvfb
+xterm
+x11-apps
+imagemagick
+fonts-dejavu-core
 curl
 jq
 ca-certificates

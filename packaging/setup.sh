@@ -36,6 +36,11 @@ clang
 libclang-rt-14-dev
 tmux
 zbar-tools
+xvfb
+xterm
+x11-apps
+imagemagick
+fonts-dejavu-core
 curl
 jq
 scdoc

@@ -27,6 +27,9 @@ static SCREEN *screen;
 static volatile sig_atomic_t active;
 static volatile sig_atomic_t resized;
 static bool colors;
+/* The QR code's black and white: a picture, not decoration, so NO_COLOR keeps
+ * them (derenroll(1) promises dark on light whatever the theme). */
+static bool qr_colors;
 static bool atexit_done;
 static struct termios saved_termios;
 static bool have_saved_termios;
@@ -214,21 +217,19 @@ static void init_colors(void)
 	const char *no_color = getenv("NO_COLOR");
 	bool default_colors;
 
-	/* https://no-color.org: set and not empty means no colour. */
-	colors = has_colors() && !(no_color && no_color[0]);
-	if (!colors)
+	colors = false;
+	qr_colors = has_colors() && start_color() != ERR;
+	if (!qr_colors)
 		return;
-	if (start_color() == ERR) {
-		colors = false;
-		return;
-	}
 	default_colors = use_default_colors() == OK;
 	/* Bright white where there is one: more contrast than the grey of 7. */
 	if (init_pair(PAIR_QR, COLOR_BLACK, COLORS >= 16 ? 15 : COLOR_WHITE) == ERR) {
-		colors = false;
+		qr_colors = false;
 		return;
 	}
-	if (default_colors)
+	/* https://no-color.org: set and not empty means no colour. */
+	colors = !(no_color && no_color[0]);
+	if (colors && default_colors)
 		init_pair(PAIR_ERROR, COLOR_RED, -1);
 }
 
@@ -341,7 +342,7 @@ attr_t term_attr(enum term_role role)
 	case TERM_QR:
 		/* Monochrome: reverse video shows dark ink on light paper on a
 		 * light-on-dark terminal, the common theme; colour needs no guess. */
-		return colors ? (attr_t)COLOR_PAIR(PAIR_QR) : A_REVERSE;
+		return qr_colors ? (attr_t)COLOR_PAIR(PAIR_QR) : A_REVERSE;
 	}
 	return A_NORMAL;
 }

@@ -1,5 +1,5 @@
+#include <stdbool.h>
 #include <stdio.h>
-#include <stdlib.h>
 
 #include "term.h"
 #include "widgets/qrview.h"
@@ -36,26 +36,25 @@ static void fit_message(char *msg, size_t size, int missing_cols, int missing_ro
 		         missing_rows == 1 ? "" : "s");
 }
 
-/* Ink is the foreground: dark modules in the QR pair (black on white), and in
- * reverse video the terminal's background colour. */
+/* In `attr` the foreground is dark and the background light (the QR pair, or
+ * reverse video on a monochrome terminal). A cell whose two modules agree is a
+ * space in the background colour, with no glyph to leave seams between rows;
+ * a split cell is a lower half block over the background of the upper module,
+ * since fonts (DejaVu Sans Mono in xterm) leave the row of pixels at a cell's
+ * top uncovered, which then shows the upper module's colour. */
 static void draw_half_blocks(const struct enr_qr *qr, struct area a, int side, attr_t attr)
 {
-	static const wchar_t glyph[4] = {L' ', L'\u2580', L'\u2584', L'\u2588'}; /* by bottom:top */
-	wchar_t *line = malloc((size_t)side * sizeof(*line));
-
-	if (!line)
-		return;
-	attrset(attr);
 	for (int row = 0; row * 2 < side; row++) {
+		move(a.y + row, a.x);
 		for (int x = 0; x < side; x++) {
-			int top = dark_at(qr, x, 2 * row);
-			int bottom = 2 * row + 1 < side && dark_at(qr, x, 2 * row + 1);
-			line[x] = glyph[bottom << 1 | top];
+			bool top = dark_at(qr, x, 2 * row);
+			bool bottom = 2 * row + 1 < side && dark_at(qr, x, 2 * row + 1);
+
+			attrset(top ? attr ^ A_REVERSE : attr);
+			addnwstr(top == bottom ? L" " : L"\u2584", 1);
 		}
-		mvaddnwstr(a.y + row, a.x, line, side);
 	}
 	attrset(A_NORMAL);
-	free(line);
 }
 
 /* Two spaces a module: light ones in `attr`, dark ones in its reverse. */

@@ -481,7 +481,15 @@ static void on_token(struct enr_http_response *resp, void *ctx)
 		enr_oauth_tokens_free(tokens);
 		return;
 	}
-	rc = enr_record_set_tokens(e->rec, tokens);
+	/* A refresh token asked for and not got: a record that needs the customer
+	 * again within hours is no plain success. */
+	rc = enr_oauth_check_refresh(e->flow, e->cfg, tokens);
+	if (rc > 0) {
+		free(e->warning);
+		e->warning = enr_util_strdup(enr_error_last());
+	}
+	if (rc >= 0)
+		rc = enr_record_set_tokens(e->rec, tokens);
 	if (rc == 0)
 		rc = enr_tesla_note_region(e->rec, tokens->refresh_token, tokens->access_token,
 		                           NULL);
@@ -491,10 +499,8 @@ static void on_token(struct enr_http_response *resp, void *ctx)
 		rc = enr_oauth_identity_new(&id, e->vendor, tokens);
 	if (rc == 0) {
 		rc = enr_record_set(&e->rec->account, id->account);
-		if (id->warning) {
-			free(e->warning);
+		if (id->warning && !e->warning)
 			e->warning = enr_util_strdup(id->warning);
-		}
 		if (e->reauth && e->reauth->account && id->account &&
 		    strcmp(e->reauth->account, id->account) != 0 && !e->allow_account_change)
 			rc = enr_error_set(
@@ -527,6 +533,8 @@ static int got_callback(struct enr_enroll *e, const char *text)
 		return got_join_callback(e, text);
 	/* A bare code carries no state; anything else must carry ours. */
 	rc = enr_oauth_callback_parse(&cb, e->vendor, text, e->flow->state);
+	if (rc == 0 && (rc = enr_oauth_check_issuer(cb, e->vendor, e->cfg)) < 0)
+		enr_oauth_callback_free(cb);
 	if (rc < 0)
 		return fail(e, rc);
 	if (!cb->code) {
@@ -728,6 +736,7 @@ static int start_oauth(struct enr_enroll *e, enum enr_consent consent)
 		if (rc < 0)
 			return rc;
 		opts.redirect_uri = enr_oauth_receiver_redirect_uri(e->receiver);
+		opts.pkce = true; /* RFC 8252 8.1: every native app's loopback flow */
 	}
 	rc = enr_oauth_flow_new(&e->flow, e->vendor, e->cfg, &opts);
 	if (rc < 0)

@@ -98,6 +98,67 @@ static int append_param(char **url, const char *name, const char *value)
 	return 0;
 }
 
+static bool has_scope(const char *list, const char *scope);
+
+/* Whether `name` is among the names of opts->extra or of [section] authorize_params. */
+static bool param_named(const char *query, const struct enr_oauth_authorize_options *opts,
+                        const char *name)
+{
+	size_t len = strlen(name);
+
+	for (size_t i = 0; i < opts->n_extra; i++)
+		if (strcmp(opts->extra[i].name, name) == 0)
+			return true;
+	for (const char *p = query; p && *p;) {
+		size_t n = strcspn(p, "&");
+		if (strncmp(p, name, len) == 0 && (p[len] == '=' || n == len))
+			return true;
+		p += n;
+		p += *p == '&';
+	}
+	return false;
+}
+
+/*
+ * The vendor's extra authorize parameters: vendors.json oauth.authorize_params,
+ * then `[section] authorize_params` (a query string, "prompt=consent&locale=de";
+ * a name given there replaces the catalogue's, an empty value drops it), then
+ * opts->extra (which replaces both).
+ */
+static int append_authorize_params(char **url, const struct enr_vendor *vendor,
+                                   const struct enr_config *cfg,
+                                   const struct enr_oauth_authorize_options *opts)
+{
+	const char *query = enr_vendor_setting(vendor, cfg, "authorize_params");
+	int rc;
+
+	for (size_t i = 0; i < vendor->oauth.n_authorize_params; i++) {
+		const struct enr_oauth_param *p = &vendor->oauth.authorize_params[i];
+		if (!param_named(query, opts, p->name) &&
+		    (rc = append_param(url, p->name, p->value)) < 0)
+			return rc;
+	}
+	for (const char *p = query; p && *p;) {
+		size_t n = strcspn(p, "&"), eq = strcspn(p, "=");
+		char *name = enr_util_printf("%.*s", (int)(eq < n ? eq : n), p);
+		char *value = enr_util_printf("%.*s", eq < n ? (int)(n - eq - 1) : 0,
+		                              eq < n ? p + eq + 1 : "");
+		rc = name && value ? 0 : ENR_E_NOMEM;
+		if (rc == 0 && name[0] && value[0] && !param_named(NULL, opts, name))
+			rc = append_param(url, enr_util_urldecode(name), enr_util_urldecode(value));
+		free(name);
+		free(value);
+		if (rc < 0)
+			return rc;
+		p += n;
+		p += *p == '&';
+	}
+	for (size_t i = 0; i < opts->n_extra; i++)
+		if ((rc = append_param(url, opts->extra[i].name, opts->extra[i].value)) < 0)
+			return rc;
+	return 0;
+}
+
 int enr_oauth_flow_new(struct enr_oauth_flow **out, const struct enr_vendor *vendor,
                        const struct enr_config *cfg, const struct enr_oauth_authorize_options *opts)
 {
@@ -152,9 +213,12 @@ int enr_oauth_flow_new(struct enr_oauth_flow **out, const struct enr_vendor *ven
 		    (rc = append_param(&flow->url, "code_challenge_method", "S256")) < 0)
 			goto out;
 	}
-	for (size_t i = 0; i < opts->n_extra; i++)
-		if ((rc = append_param(&flow->url, opts->extra[i].name, opts->extra[i].value)) < 0)
-			goto out;
+	if ((rc = append_authorize_params(&flow->url, vendor, cfg, opts)) < 0)
+		goto out;
+	flow->wants_refresh =
+	    vendor->oauth.offline_scope
+	        ? has_scope(scopes, vendor->oauth.offline_scope)
+	        : vendor->tokens.refresh_rotates || vendor->tokens.refresh_ttl > 0;
 	*out = flow;
 	flow = NULL;
 out:
@@ -721,6 +785,93 @@ int enr_oauth_client_credentials(struct enr_oauth_tokens **out, const struct enr
 	*out = NULL;
 	return perform_token(out, cfg,
 	                     enr_oauth_client_credentials_request(&req, vendor, cfg, scope), &req);
+}
+
+/* ---- what an answer must hold ------------------------------------------ */
+
+const char *enr_oauth_issuer(const struct enr_vendor *vendor, const struct enr_config *cfg)
+{
+	const char *iss = enr_vendor_setting(vendor, cfg, "issuer");
+
+	return iss ? iss : vendor->has_oauth ? vendor->oauth.issuer : NULL;
+}
+
+/* The length of "scheme://host[:port]" at the start of `url`, or 0. */
+static size_t origin_len(const char *url)
+{
+	const char *p = strstr(url, "://");
+
+	return p ? (size_t)(p + 3 - url) + strcspn(p + 3, "/?#") : 0;
+}
+
+int enr_oauth_check_issuer(const struct enr_oauth_callback *cb, const struct enr_vendor *vendor,
+                           const struct enr_config *cfg)
+{
+	const char *iss = NULL, *expected = enr_oauth_issuer(vendor, cfg), *authorize;
+	size_t len;
+	int rc;
+
+	if ((rc = single_param(&iss, cb, "iss")) < 0 || !iss)
+		return rc;
+	if (expected) {
+		if (strcmp(iss, expected) == 0)
+			return 0;
+		return enr_error_set(ENR_E_STATE,
+		                     "%s: the answer came from another sign-in server (iss %.100s, "
+		                     "expected %.100s): it is refused; start again",
+		                     vendor->name, iss, expected);
+	}
+	authorize = enr_vendor_endpoint(vendor, cfg, "authorize_url");
+	len = authorize ? origin_len(authorize) : 0;
+	if (len && origin_len(iss) == len && strncasecmp(iss, authorize, len) == 0)
+		return 0;
+	return enr_error_set(ENR_E_STATE,
+	                     "%s: the answer came from another sign-in server (iss %.100s, the "
+	                     "sign-in went to %.*s): it is refused; start again (set [%s] issuer "
+	                     "if %s's issuer is on another host)",
+	                     vendor->name, iss, (int)len, authorize ? authorize : "",
+	                     vendor->config_section, vendor->name);
+}
+
+static bool strict_refresh(const struct enr_vendor *vendor, const struct enr_config *cfg)
+{
+	const char *set = enr_vendor_setting(vendor, cfg, "strict_refresh");
+
+	if (set)
+		return strcasecmp(set, "false") != 0 && strcasecmp(set, "no") != 0 &&
+		       strcmp(set, "0") != 0 && strcasecmp(set, "off") != 0;
+	if (vendor->oauth.strict_refresh >= 0)
+		return vendor->oauth.strict_refresh;
+	return vendor->tokens.refresh_rotates;
+}
+
+int enr_oauth_check_refresh(const struct enr_oauth_flow *flow, const struct enr_config *cfg,
+                            const struct enr_oauth_tokens *tokens)
+{
+	const struct enr_vendor *v = flow->vendor;
+	const char *offline;
+	int rc;
+
+	if (!flow->wants_refresh || !v)
+		return 0;
+	offline = v->oauth.offline_scope;
+	if (offline && tokens->scope && !has_scope(tokens->scope, offline))
+		rc = enr_error_set(ENR_E_DECLINED,
+		                   "%s did not grant %s, so it gave no lasting access: the access "
+		                   "ends %s; ask the customer to authorize again and allow staying "
+		                   "signed in",
+		                   v->name, offline,
+		                   tokens->refresh_token ? "soon" : "within hours");
+	else if (!tokens->refresh_token)
+		rc = enr_error_set(
+		    ENR_E_MISCONFIGURED,
+		    "%s gave no refresh token, so the access ends within hours: the company's app "
+		    "may lack offline access (check it in %s's developer console), or %s wants "
+		    "another authorize parameter (set [%s] authorize_params, e.g. prompt=consent)",
+		    v->name, v->name, v->name, v->config_section);
+	else
+		return 0;
+	return strict_refresh(v, cfg) ? rc : 1;
 }
 
 /* ---- identity ---------------------------------------------------------- */

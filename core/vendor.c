@@ -340,10 +340,38 @@ static int parse_endpoints(struct enr_vendor *v, const struct ctx *c, json_objec
 	return 0;
 }
 
+/* oauth.authorize_params: an object of strings, added to the authorize URL. */
+static int parse_authorize_params(struct enr_vendor *v, const struct ctx *c, json_object *o)
+{
+	json_object *params = member(o, "authorize_params", json_type_object);
+	struct enr_oauth_param *list;
+	size_t n = 0;
+
+	if (!params)
+		return present(o, "authorize_params")
+		           ? bad(c, "oauth.authorize_params", "must be an object of strings")
+		           : 0;
+	list = calloc((size_t)json_object_object_length(params) + 1, sizeof(*list));
+	if (!list)
+		return enr_error_set(ENR_E_NOMEM, NULL);
+	v->oauth.authorize_params = list;
+	json_object_object_foreach(params, key, val)
+	{
+		if (!json_object_is_type(val, json_type_string) || has_nul(val) || !key[0])
+			return bad(c, "oauth.authorize_params", "must be an object of strings");
+		list[n].name = key;
+		list[n].value = json_object_get_string(val);
+		n++;
+	}
+	v->oauth.n_authorize_params = n;
+	return 0;
+}
+
 static int parse_oauth(struct enr_vendor *v, const struct ctx *c, json_object *obj)
 {
 	json_object *o = member(obj, "oauth", json_type_object);
 	const char *client_auth = NULL, *token_params = NULL;
+	bool strict = false;
 	int rc;
 
 	if (!o) {
@@ -361,8 +389,16 @@ static int parse_oauth(struct enr_vendor *v, const struct ctx *c, json_object *o
 	    (rc = get_str(&v->oauth.identity_claim, c, o, "oauth.", "identity_claim", false)) < 0 ||
 	    (rc = get_bool(&v->oauth.refresh_without_secret, c, o, "oauth.",
 	                   "refresh_without_secret")) < 0 ||
-	    (rc = get_str(&v->oauth.partner_scopes, c, o, "oauth.", "partner_scopes", false)) < 0)
+	    (rc = get_str(&v->oauth.partner_scopes, c, o, "oauth.", "partner_scopes", false)) < 0 ||
+	    (rc = get_str(&v->oauth.issuer, c, o, "oauth.", "issuer", false)) < 0 ||
+	    (rc = get_str(&v->oauth.jwks_url, c, o, "oauth.", "jwks_url", false)) < 0 ||
+	    (rc = get_str(&v->oauth.offline_scope, c, o, "oauth.", "offline_scope", false)) < 0 ||
+	    (rc = get_bool(&strict, c, o, "oauth.", "strict_refresh")) < 0 ||
+	    (rc = parse_authorize_params(v, c, o)) < 0)
 		return rc;
+	v->oauth.strict_refresh = present(o, "strict_refresh") ? strict : -1;
+	if (v->oauth.jwks_url && !is_url(v->oauth.jwks_url))
+		return bad(c, "oauth.jwks_url", "must be an http(s) URL");
 	if (!v->oauth.scopes)
 		v->oauth.scopes = "";
 	if (strcmp(client_auth, "form") == 0)
@@ -769,6 +805,7 @@ void enr_catalog_free(struct enr_catalog *catalog)
 			free((void *)v->methods[m].fields);
 		free((void *)v->methods);
 		free((void *)v->endpoints);
+		free((void *)v->oauth.authorize_params);
 		free((void *)v->rate_limits);
 		free((void *)v->guidance);
 		free((void *)v->unconfirmed);

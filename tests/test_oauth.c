@@ -57,6 +57,20 @@ static void assert_query(const char *url, const char *name, const char *expected
 	test_expect_string(query_value(url, name), expected);
 }
 
+/* How many times `name` is a parameter of `url`. */
+static int count_param(const char *url, const char *name)
+{
+	struct enr_oauth_callback *cb = NULL;
+	int n = 0;
+
+	if (enr_oauth_callback_parse(&cb, NULL, url, NULL) < 0)
+		return -1;
+	for (size_t i = 0; i < cb->n_params; i++)
+		n += strcmp(cb->params[i].name, name) == 0;
+	enr_oauth_callback_free(cb);
+	return n;
+}
+
 static void test_pkce_rfc7636_vector(void **state)
 {
 	char *challenge = NULL;
@@ -95,10 +109,135 @@ static void test_authorize_url_tesla(void **state)
 	    strspn(a->state, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"),
 	    22);
 	assert_string_not_equal(a->state, b->state);
-	assert_query(b->url, "prompt_missing_scopes", NULL);
+	/* vendors.json asks Tesla to show again the scopes the customer unticked. */
+	assert_query(b->url, "prompt_missing_scopes", "true");
 	enr_oauth_flow_free(a);
 	enr_oauth_flow_free(b);
 	enr_oauth_flow_free(NULL);
+}
+
+/* vendors.json oauth.authorize_params, replaced name by name by [section] authorize_params. */
+static void test_authorize_params(void **state)
+{
+	const struct enr_http_field extra[] = {{"locale", "fr-FR"}};
+	struct enr_oauth_authorize_options opts = {.extra = extra, .n_extra = 1};
+	struct enr_oauth_flow *f = NULL;
+
+	(void)state;
+	enr_config_set(cfg, "vendor.tesla", "authorize_params",
+	               "prompt=consent&locale=de-DE&prompt_missing_scopes=&x%20y=a%26b");
+	assert_int_equal(enr_oauth_flow_new(&f, test_vendor("tesla"), cfg, NULL), 0);
+	assert_query(f->url, "prompt", "consent");
+	assert_query(f->url, "locale", "de-DE");
+	assert_query(f->url, "prompt_missing_scopes", NULL); /* an empty value drops it */
+	assert_query(f->url, "x y", "a&b");
+	assert_int_equal(count_param(f->url, "prompt"), 1);
+	enr_oauth_flow_free(f);
+	/* What the program passes replaces both. */
+	assert_int_equal(enr_oauth_flow_new(&f, test_vendor("tesla"), cfg, &opts), 0);
+	assert_query(f->url, "locale", "fr-FR");
+	assert_int_equal(count_param(f->url, "locale"), 1);
+	enr_oauth_flow_free(f);
+	enr_config_set(cfg, "vendor.tesla", "authorize_params", "");
+	/* SMA asks for nothing more. */
+	assert_int_equal(enr_oauth_flow_new(&f, test_vendor("sma"), cfg, NULL), 0);
+	assert_query(f->url, "prompt", NULL);
+	assert_true(f->wants_refresh); /* offline_access is among its scopes */
+	enr_oauth_flow_free(f);
+	enr_config_set(cfg, "vendor.sma", "scopes", "openid");
+	assert_int_equal(enr_oauth_flow_new(&f, test_vendor("sma"), cfg, NULL), 0);
+	assert_false(f->wants_refresh);
+	enr_oauth_flow_free(f);
+	enr_config_set(cfg, "vendor.sma", "scopes", "");
+}
+
+static struct enr_oauth_callback *callback(const char *query)
+{
+	struct enr_oauth_callback *cb = NULL;
+
+	assert_int_equal(enr_oauth_callback_parse(&cb, NULL, query, NULL), 0);
+	return cb;
+}
+
+/* RFC 9207: the redirect's iss must be the vendor's issuer. */
+static void test_check_issuer(void **state)
+{
+	const struct enr_vendor *sma = test_vendor("sma");
+	struct enr_oauth_callback *cb;
+
+	(void)state;
+	/* No iss: nothing to check (RFC 9207 leaves it to the server). */
+	static const struct {
+		const char *issuer; /* [vendor.sma] issuer */
+		const char *query;
+		int rc;
+		const char *says;
+	} cases[] = {
+	    /* No iss: nothing to check (RFC 9207 leaves it to the server). */
+	    {"", "code=c&state=s", 0, NULL},
+	    /* No issuer known: iss must name the host the sign-in went to. */
+	    {"", "code=c&iss=https%3A%2F%2Fauth.smaapis.de", 0, NULL},
+	    {"", "code=c&iss=https%3A%2F%2Fauth.tesla.com%2Foauth2%2Fv3", ENR_E_STATE,
+	     "another sign-in server (iss https://auth.tesla.com/oauth2/v3"},
+	    /* A look-alike host is another host. */
+	    {"", "code=c&iss=https%3A%2F%2Fauth.smaapis.de.evil.example", ENR_E_STATE,
+	     "another sign-in server"},
+	    /* Known: exactly it. */
+	    {"https://auth.smaapis.de/oauth2", "code=c&iss=https%3A%2F%2Fauth.smaapis.de%2Foauth2",
+	     0, NULL},
+	    {"https://auth.smaapis.de/oauth2", "code=c&iss=https%3A%2F%2Fauth.smaapis.de",
+	     ENR_E_STATE, "expected https://auth.smaapis.de/oauth2"},
+	    /* Twice is refused, whatever the values. */
+	    {"https://auth.smaapis.de/oauth2",
+	     "code=c&iss=https%3A%2F%2Fauth.smaapis.de%2Foauth2&iss=x", ENR_E_PARSE, "twice"},
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		enr_config_set(cfg, "vendor.sma", "issuer", cases[i].issuer);
+		cb = callback(cases[i].query);
+		assert_int_equal(enr_oauth_check_issuer(cb, sma, cfg), cases[i].rc);
+		if (cases[i].says)
+			assert_non_null(strstr(enr_error_last(), cases[i].says));
+		enr_oauth_callback_free(cb);
+	}
+	assert_string_equal(enr_oauth_issuer(sma, cfg), "https://auth.smaapis.de/oauth2");
+	enr_config_set(cfg, "vendor.sma", "issuer", "");
+}
+
+/* A refresh token asked for is a refresh token got. */
+static void test_check_refresh(void **state)
+{
+	char access[] = "a", refresh[] = "r", openid[] = "openid";
+	struct enr_oauth_tokens with = {.access_token = access, .refresh_token = refresh};
+	struct enr_oauth_tokens without = {.access_token = access};
+	struct enr_oauth_tokens declined = {
+	    .access_token = access, .refresh_token = refresh, .scope = openid};
+	struct enr_oauth_flow *sma = NULL, *enphase = NULL;
+
+	(void)state;
+	assert_int_equal(enr_oauth_flow_new(&sma, test_vendor("sma"), cfg, NULL), 0);
+	assert_int_equal(enr_oauth_flow_new(&enphase, test_vendor("enphase"), cfg, NULL), 0);
+	assert_int_equal(enr_oauth_check_refresh(sma, cfg, &with), 0);
+	/* Strict by default: SMA's and Enphase's refresh tokens rotate. */
+	assert_int_equal(enr_oauth_check_refresh(sma, cfg, &without), ENR_E_MISCONFIGURED);
+	assert_non_null(strstr(enr_error_last(), "no refresh token"));
+	assert_non_null(strstr(enr_error_last(), "offline access"));
+	assert_non_null(strstr(enr_error_last(), "[vendor.sma] authorize_params"));
+	assert_int_equal(enr_oauth_check_refresh(sma, cfg, &declined), ENR_E_DECLINED);
+	assert_non_null(strstr(enr_error_last(), "did not grant offline_access"));
+	/* Enphase has no offline scope: every code grant must give one. */
+	assert_int_equal(enr_oauth_check_refresh(enphase, cfg, &without), ENR_E_MISCONFIGURED);
+	assert_int_equal(enr_oauth_check_refresh(enphase, cfg, &declined), 0);
+	/* Not strict: the same message, as a warning. */
+	enr_config_set(cfg, "vendor.sma", "strict_refresh", "false");
+	assert_int_equal(enr_oauth_check_refresh(sma, cfg, &without), 1);
+	assert_non_null(strstr(enr_error_last(), "no refresh token"));
+	enr_config_set(cfg, "vendor.sma", "strict_refresh", "");
+	/* Nothing asked for, nothing missing. */
+	sma->wants_refresh = false;
+	assert_int_equal(enr_oauth_check_refresh(sma, cfg, &without), 0);
+	enr_oauth_flow_free(sma);
+	enr_oauth_flow_free(enphase);
 }
 
 static void test_authorize_url_pkce(void **state)
@@ -501,6 +640,9 @@ static void test_jwt_claims(void **state)
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_pkce_rfc7636_vector),
     cmocka_unit_test(test_authorize_url_tesla),
+    cmocka_unit_test(test_authorize_params),
+    cmocka_unit_test(test_check_issuer),
+    cmocka_unit_test(test_check_refresh),
     cmocka_unit_test(test_authorize_url_pkce),
     cmocka_unit_test(test_authorize_url_enphase_defaults),
     cmocka_unit_test(test_authorize_url_errors),

@@ -36,12 +36,16 @@ struct enr_oauth_flow {
 	char *state;         /* 128 bits from the CSPRNG, base64url */
 	char *code_verifier; /* PKCE verifier (registered as a secret), or NULL */
 	char *redirect_uri;  /* as sent; the code exchange repeats it */
+	bool wants_refresh;  /* it asks for a refresh token (oauth.offline_scope among the
+	                      * scopes, or a vendor whose code grant always gives one) */
 };
 
 /*
  * Builds the authorize URL: response_type=code, client_id, redirect_uri, scope
  * (when not empty), state, the PKCE challenge when vendors.json `oauth.pkce`
- * or opts->pkce asks for it, then opts->extra. `opts` may be NULL.
+ * or opts->pkce asks for it, then the vendor's extra parameters (vendors.json
+ * oauth.authorize_params, replaced name by name by `[section] authorize_params`,
+ * a query string) and opts->extra. `opts` may be NULL.
  * ENR_E_CONFIG when client_id, the redirect URI or the authorize URL is not
  * set; ENR_E_MISCONFIGURED when the authorize URL is not https (or loopback);
  * ENR_E_UNSUPPORTED when the vendor has no OAuth.
@@ -79,6 +83,18 @@ ENR_API int enr_oauth_callback_parse(struct enr_oauth_callback **out,
                                      const struct enr_vendor *vendor, const char *input,
                                      const char *expected_state);
 
+/*
+ * The mix-up defence of RFC 9207: when the redirect carries `iss`, it must be
+ * the vendor's issuer (`[section] issuer`, else vendors.json oauth.issuer) or,
+ * when neither is known, at least name the host the authorize URL went to.
+ * ENR_E_STATE with a line naming both when it does not; 0 without `iss`.
+ */
+ENR_API int enr_oauth_check_issuer(const struct enr_oauth_callback *cb,
+                                   const struct enr_vendor *vendor, const struct enr_config *cfg);
+
+/* The issuer the vendor's answers must name, or NULL when unknown. */
+ENR_API const char *enr_oauth_issuer(const struct enr_vendor *vendor, const struct enr_config *cfg);
+
 /* A parameter of the redirect ("enrollmentID"), or NULL. */
 ENR_API const char *enr_oauth_callback_param(const struct enr_oauth_callback *cb, const char *name);
 ENR_API void enr_oauth_callback_free(struct enr_oauth_callback *cb);
@@ -105,6 +121,20 @@ struct enr_oauth_tokens {
 
 /* Wipes and frees. NULL is a no-op. */
 ENR_API void enr_oauth_tokens_free(struct enr_oauth_tokens *tokens);
+
+/*
+ * Whether the token answer to `flow` brought the refresh token it asked for
+ * (flow->wants_refresh): 0 when it did (or none was asked for). Otherwise the
+ * message says what is missing and what to do: ENR_E_DECLINED when the granted
+ * scopes lack oauth.offline_scope (the customer unticked it), else
+ * ENR_E_MISCONFIGURED (the company's app lacks offline access, or the vendor
+ * wants another authorize parameter such as prompt=consent). In strict mode
+ * (`[section] strict_refresh`, else vendors.json oauth.strict_refresh, else on
+ * for vendors whose refresh tokens rotate) that is returned; otherwise 1 is,
+ * with the same message set, to be shown as a warning.
+ */
+ENR_API int enr_oauth_check_refresh(const struct enr_oauth_flow *flow, const struct enr_config *cfg,
+                                    const struct enr_oauth_tokens *tokens);
 
 /*
  * The token request of a code exchange, for enr_http_perform() or the multi

@@ -63,6 +63,12 @@ struct enr_endpoint {
 	const char *url;
 };
 
+/* One extra parameter of the authorize URL (vendors.json oauth.authorize_params). */
+struct enr_oauth_param {
+	const char *name;
+	const char *value;
+};
+
 struct enr_oauth_spec {
 	const char *scopes; /* space separated, "" for none */
 	enum enr_client_auth client_auth;
@@ -73,6 +79,18 @@ struct enr_oauth_spec {
 	const char *identity_claim;  /* JWT claim naming the account, or NULL */
 	bool refresh_without_secret; /* the refresh grant sends no client_secret (Tesla) */
 	const char *partner_scopes;  /* scopes of the app's partner token (Tesla), or NULL */
+	/* The authorization server's issuer identifier: the callback's `iss`
+	 * (RFC 9207) and an id_token's must equal it; NULL when unknown. */
+	const char *issuer;
+	const char *jwks_url; /* where it publishes its id_token keys, or NULL */
+	/* The scope that yields a refresh token ("offline_access"), or NULL when
+	 * every code grant gives one. */
+	const char *offline_scope;
+	/* An answer without the refresh token asked for fails the enrollment;
+	 * -1 when vendors.json does not say: tokens.refresh_rotates decides. */
+	int strict_refresh;
+	const struct enr_oauth_param *authorize_params; /* prompt=consent, locale, ... */
+	size_t n_authorize_params;
 };
 
 struct enr_token_spec {

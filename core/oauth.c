@@ -99,24 +99,16 @@ static int append_param(char **url, const char *name, const char *value)
 }
 
 static bool has_scope(const char *list, const char *scope);
+static int parse_query(struct enr_oauth_callback *cb, const char *query);
 
-/* Whether `name` is among the names of opts->extra or of [section] authorize_params. */
-static bool param_named(const char *query, const struct enr_oauth_authorize_options *opts,
-                        const char *name)
+/* Whether `name` is among the names of opts->extra or of `set` (may be NULL). */
+static bool param_named(const struct enr_oauth_callback *set,
+                        const struct enr_oauth_authorize_options *opts, const char *name)
 {
-	size_t len = strlen(name);
-
 	for (size_t i = 0; i < opts->n_extra; i++)
 		if (strcmp(opts->extra[i].name, name) == 0)
 			return true;
-	for (const char *p = query; p && *p;) {
-		size_t n = strcspn(p, "&");
-		if (strncmp(p, name, len) == 0 && (p[len] == '=' || n == len))
-			return true;
-		p += n;
-		p += *p == '&';
-	}
-	return false;
+	return set && enr_oauth_callback_param(set, name);
 }
 
 /*
@@ -130,33 +122,21 @@ static int append_authorize_params(char **url, const struct enr_vendor *vendor,
                                    const struct enr_oauth_authorize_options *opts)
 {
 	const char *query = enr_vendor_setting(vendor, cfg, "authorize_params");
-	int rc;
+	struct enr_oauth_callback *set = calloc(1, sizeof(*set));
+	int rc = !set ? enr_error_set(ENR_E_NOMEM, NULL) : query ? parse_query(set, query) : 0;
 
-	for (size_t i = 0; i < vendor->oauth.n_authorize_params; i++) {
+	for (size_t i = 0; rc == 0 && i < vendor->oauth.n_authorize_params; i++) {
 		const struct enr_oauth_param *p = &vendor->oauth.authorize_params[i];
-		if (!param_named(query, opts, p->name) &&
-		    (rc = append_param(url, p->name, p->value)) < 0)
-			return rc;
+		if (!param_named(set, opts, p->name))
+			rc = append_param(url, p->name, p->value);
 	}
-	for (const char *p = query; p && *p;) {
-		size_t n = strcspn(p, "&"), eq = strcspn(p, "=");
-		char *name = enr_util_printf("%.*s", (int)(eq < n ? eq : n), p);
-		char *value = enr_util_printf("%.*s", eq < n ? (int)(n - eq - 1) : 0,
-		                              eq < n ? p + eq + 1 : "");
-		rc = name && value ? 0 : ENR_E_NOMEM;
-		if (rc == 0 && name[0] && value[0] && !param_named(NULL, opts, name))
-			rc = append_param(url, enr_util_urldecode(name), enr_util_urldecode(value));
-		free(name);
-		free(value);
-		if (rc < 0)
-			return rc;
-		p += n;
-		p += *p == '&';
-	}
-	for (size_t i = 0; i < opts->n_extra; i++)
-		if ((rc = append_param(url, opts->extra[i].name, opts->extra[i].value)) < 0)
-			return rc;
-	return 0;
+	for (size_t i = 0; rc == 0 && i < set->n_params; i++)
+		if (set->params[i].value[0] && !param_named(NULL, opts, set->params[i].name))
+			rc = append_param(url, set->params[i].name, set->params[i].value);
+	for (size_t i = 0; rc == 0 && i < opts->n_extra; i++)
+		rc = append_param(url, opts->extra[i].name, opts->extra[i].value);
+	enr_oauth_callback_free(set);
+	return rc;
 }
 
 int enr_oauth_flow_new(struct enr_oauth_flow **out, const struct enr_vendor *vendor,
@@ -833,23 +813,12 @@ int enr_oauth_check_issuer(const struct enr_oauth_callback *cb, const struct enr
 	                     vendor->config_section, vendor->name);
 }
 
-static bool strict_refresh(const struct enr_vendor *vendor, const struct enr_config *cfg)
-{
-	const char *set = enr_vendor_setting(vendor, cfg, "strict_refresh");
-
-	if (set)
-		return strcasecmp(set, "false") != 0 && strcasecmp(set, "no") != 0 &&
-		       strcmp(set, "0") != 0 && strcasecmp(set, "off") != 0;
-	if (vendor->oauth.strict_refresh >= 0)
-		return vendor->oauth.strict_refresh;
-	return vendor->tokens.refresh_rotates;
-}
-
 int enr_oauth_check_refresh(const struct enr_oauth_flow *flow, const struct enr_config *cfg,
                             const struct enr_oauth_tokens *tokens)
 {
 	const struct enr_vendor *v = flow->vendor;
 	const char *offline;
+	bool strict;
 	int rc;
 
 	if (!flow->wants_refresh || !v)
@@ -871,7 +840,12 @@ int enr_oauth_check_refresh(const struct enr_oauth_flow *flow, const struct enr_
 		    v->name, v->name, v->name, v->config_section);
 	else
 		return 0;
-	return strict_refresh(v, cfg) ? rc : 1;
+	/* [section] strict_refresh, else vendors.json, else where refresh tokens rotate. */
+	if (enr_config_get_bool(&strict, cfg, v->config_section, "strict_refresh",
+	                        v->oauth.strict_refresh >= 0 ? v->oauth.strict_refresh
+	                                                     : v->tokens.refresh_rotates) < 0)
+		return enr_error_last_code();
+	return strict ? rc : 1;
 }
 
 /* ---- identity ---------------------------------------------------------- */

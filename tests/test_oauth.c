@@ -12,6 +12,8 @@
 #include "derenroll/http.h"
 #include "derenroll/log.h"
 #include "derenroll/oauth.h"
+#include "answers.h"
+#include "util.h"
 #include "derenroll/vendor.h"
 #include "fixtures.h"
 #include "util.h"
@@ -238,6 +240,34 @@ static void test_check_refresh(void **state)
 	assert_int_equal(enr_oauth_check_refresh(sma, cfg, &without), 0);
 	enr_oauth_flow_free(sma);
 	enr_oauth_flow_free(enphase);
+}
+
+/* What the vendors really answer (assets/answers) passes the strict check. */
+static void test_check_refresh_recorded(void **state)
+{
+	static const char *const vendors[] = {"tesla", "sma", "enphase"};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(vendors) / sizeof(vendors[0]); i++) {
+		struct enr_oauth_flow *flow = NULL;
+		struct enr_oauth_tokens *t = NULL;
+		struct enr_http_response r;
+		json_object *body = NULL;
+
+		assert_int_equal(enr_answers__body(&body, vendors[i], "token"), 0);
+		r = test_response(200, json_object_to_json_string(body), vendors[i], true);
+		assert_int_equal(enr_oauth_token_response(&t, &r), 0);
+		assert_int_equal(enr_oauth_flow_new(&flow, test_vendor(vendors[i]), cfg, NULL), 0);
+		assert_true(flow->wants_refresh);
+		assert_int_equal(enr_oauth_check_refresh(flow, cfg, t), 0);
+		/* The same answer without its refresh token is refused. */
+		enr_util_free_secret(t->refresh_token);
+		t->refresh_token = NULL;
+		assert_true(enr_oauth_check_refresh(flow, cfg, t) < 0);
+		enr_oauth_flow_free(flow);
+		enr_oauth_tokens_free(t);
+		json_object_put(body);
+	}
 }
 
 static void test_authorize_url_pkce(void **state)
@@ -643,6 +673,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_authorize_params),
     cmocka_unit_test(test_check_issuer),
     cmocka_unit_test(test_check_refresh),
+    cmocka_unit_test(test_check_refresh_recorded),
     cmocka_unit_test(test_authorize_url_pkce),
     cmocka_unit_test(test_authorize_url_enphase_defaults),
     cmocka_unit_test(test_authorize_url_errors),

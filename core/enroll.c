@@ -42,6 +42,7 @@ enum pending {
 	PENDING_TOKEN,        /* code exchange or client credentials */
 	PENDING_BC_START,     /* SMA: asking the owner by e-mail */
 	PENDING_BC_POLL,      /* SMA: has the owner answered? */
+	PENDING_JWKS,         /* the vendor's signing keys, to check an id_token */
 	PENDING_CHECK,        /* the check call */
 	PENDING_JOIN,         /* a Derapi call: app token, flow, session, fetch-token */
 };
@@ -72,6 +73,7 @@ struct enr_enroll {
 	char *link;
 	long long link_expires_at;
 	char *redirect_uri;
+	struct enr_oauth_tokens *tokens; /* held while the JWKS is fetched */
 
 	/* FIELDS */
 	char **values;
@@ -170,6 +172,7 @@ void enr_enroll_free(struct enr_enroll *e)
 	enr_check_result_free(e->sites);
 	free(e->link);
 	free(e->redirect_uri);
+	enr_oauth_tokens_free(e->tokens);
 	free(e->site_id);
 	free(e->message);
 	free(e->warning);
@@ -460,11 +463,91 @@ static int save(struct enr_enroll *e, const struct enr_site *site)
 
 /* ---- OAuth ------------------------------------------------------------- */
 
+/* The tokens of a code exchange, their id_token checked (`id_claims`, or NULL
+ * when the answer had none): into the record, then the check call. */
+static int take_tokens(struct enr_enroll *e, const struct enr_oauth_tokens *tokens,
+                       struct json_object *id_claims)
+{
+	struct enr_oauth_identity *id = NULL;
+	int rc;
+
+	/* A refresh token asked for and not got: a record that needs the customer
+	 * again within hours is no plain success. */
+	rc = enr_oauth_check_refresh(e->flow, e->cfg, tokens);
+	if (rc > 0) {
+		free(e->warning);
+		e->warning = enr_util_strdup(enr_error_last());
+	}
+	if (rc >= 0)
+		rc = enr_record_set_tokens(e->rec, tokens);
+	if (rc == 0)
+		rc = enr_tesla_note_region(e->rec, tokens->refresh_token, tokens->access_token,
+		                           NULL);
+	if (!tokens->refresh_token)
+		e->rec->refresh_expires_at = 0;
+	if (rc == 0)
+		rc = enr_oauth_identity_new(&id, e->vendor, tokens, id_claims);
+	if (rc == 0) {
+		rc = enr_record_set(&e->rec->account, id->account);
+		if (id->warning && !e->warning)
+			e->warning = enr_util_strdup(id->warning);
+		if (e->reauth && e->reauth->account && id->account &&
+		    strcmp(e->reauth->account, id->account) != 0 && !e->allow_account_change)
+			rc = enr_error_set(
+			    ENR_E_EXISTS,
+			    "the customer signed in with a different %s account than "
+			    "the one enrolled for record %s (%s): ask them to use the "
+			    "same account",
+			    e->vendor->name, e->reauth->id,
+			    e->reauth->customer ? e->reauth->customer : "");
+	}
+	enr_oauth_identity_free(id);
+	if (rc < 0)
+		return rc;
+	start_check(e); /* fails the session itself */
+	return 0;
+}
+
+/* Checks the id_token (against `jwks` when the vendor publishes one) and
+ * takes the tokens; frees them. */
+static void verify_and_take(struct enr_enroll *e, struct enr_oauth_tokens *tokens, const char *jwks)
+{
+	struct json_object *claims = NULL;
+	int rc = 0;
+
+	if (tokens->id_token)
+		rc = enr_oauth_verify_id_token(&claims, e->vendor, e->cfg, tokens->id_token, jwks);
+	if (rc == 0)
+		rc = take_tokens(e, tokens, claims);
+	json_object_put(claims);
+	enr_oauth_tokens_free(tokens);
+	if (rc < 0)
+		fail(e, rc);
+}
+
+static void on_jwks(struct enr_http_response *resp, void *ctx)
+{
+	struct enr_enroll *e = ctx;
+	struct enr_oauth_tokens *tokens = e->tokens;
+	int rc = enr_http_classify(resp);
+
+	e->transfer = 0;
+	e->pending = PENDING_NONE;
+	e->tokens = NULL;
+	if (rc >= 0)
+		verify_and_take(e, tokens, resp->body);
+	else {
+		enr_oauth_tokens_free(tokens);
+		fail(e, rc);
+	}
+	enr_http_response_free(resp);
+}
+
 static void on_token(struct enr_http_response *resp, void *ctx)
 {
 	struct enr_enroll *e = ctx;
 	struct enr_oauth_tokens *tokens = NULL;
-	struct enr_oauth_identity *id = NULL;
+	struct enr_http_request *req = NULL;
 	int rc;
 
 	e->transfer = 0;
@@ -481,43 +564,22 @@ static void on_token(struct enr_http_response *resp, void *ctx)
 		enr_oauth_tokens_free(tokens);
 		return;
 	}
-	/* A refresh token asked for and not got: a record that needs the customer
-	 * again within hours is no plain success. */
-	rc = enr_oauth_check_refresh(e->flow, e->cfg, tokens);
-	if (rc > 0) {
-		free(e->warning);
-		e->warning = enr_util_strdup(enr_error_last());
-	}
-	if (rc >= 0)
-		rc = enr_record_set_tokens(e->rec, tokens);
-	if (rc == 0)
-		rc = enr_tesla_note_region(e->rec, tokens->refresh_token, tokens->access_token,
-		                           NULL);
-	if (!tokens->refresh_token)
-		e->rec->refresh_expires_at = 0;
-	if (rc == 0)
-		rc = enr_oauth_identity_new(&id, e->vendor, tokens);
-	if (rc == 0) {
-		rc = enr_record_set(&e->rec->account, id->account);
-		if (id->warning && !e->warning)
-			e->warning = enr_util_strdup(id->warning);
-		if (e->reauth && e->reauth->account && id->account &&
-		    strcmp(e->reauth->account, id->account) != 0 && !e->allow_account_change)
-			rc = enr_error_set(
-			    ENR_E_EXISTS,
-			    "the customer signed in with a different %s account than "
-			    "the one enrolled for record %s (%s): ask them to use the "
-			    "same account",
-			    e->vendor->name, e->reauth->id,
-			    e->reauth->customer ? e->reauth->customer : "");
-	}
-	enr_oauth_identity_free(id);
-	enr_oauth_tokens_free(tokens);
-	if (rc < 0) {
-		fail(e, rc);
+	/* Nothing in an id_token is believed before it is checked: with the
+	 * vendor's published keys where there are some. */
+	if (!tokens->id_token || (rc = enr_oauth_jwks_request(&req, e->vendor, e->cfg)) < 0 ||
+	    !req) {
+		if (rc < 0) {
+			enr_oauth_tokens_free(tokens);
+			fail(e, rc);
+		} else {
+			verify_and_take(e, tokens, NULL);
+		}
 		return;
 	}
-	start_check(e);
+	e->tokens = tokens;
+	set_message(e, "Checking %s's signature on the sign-in...", e->vendor->name);
+	if ((rc = start_transfer(e, req, PENDING_JWKS, on_jwks)) < 0)
+		fail(e, rc);
 }
 
 static int got_join_callback(struct enr_enroll *e, const char *text);
@@ -1336,7 +1398,7 @@ int enr_enroll_submit_fields(struct enr_enroll *e)
 		/* Expiry and account come from the token itself when it is a JWT. */
 		struct enr_oauth_tokens t = {.access_token = c->tokens.access_token};
 		struct enr_oauth_identity *id = NULL;
-		if (enr_oauth_identity_new(&id, e->vendor, &t) == 0) {
+		if (enr_oauth_identity_new(&id, e->vendor, &t, NULL) == 0) {
 			e->rec->access_expires_at = id->expires_at;
 			enr_record_set(&e->rec->account, id->account);
 		}

@@ -120,7 +120,9 @@ static EVP_PKEY *jwk_key(struct json_object *jwk, int rsa)
 	if (rsa) {
 		a = b64_bn(jwk, "n", 0);
 		b = b64_bn(jwk, "e", 0);
-		if (!a || !b || !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, a) ||
+		/* RFC 7518 3.3: RS256 keys are 2048 bits or more. */
+		if (!a || !b || BN_num_bits(a) < 2048 ||
+		    !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, a) ||
 		    !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, b))
 			goto out;
 	} else {
@@ -311,6 +313,30 @@ out:
 	json_object_put(set);
 	free(sig);
 	OPENSSL_free(der);
+	return rc;
+}
+
+int enr_jwt_check(struct json_object **claims, const char *jwt, const struct enr_jwt_expect *expect)
+{
+	struct json_object *hdr = NULL, *pl = NULL;
+	unsigned char *sig = NULL;
+	size_t sig_len = 0, signed_len = 0;
+	const char *alg;
+	int rc;
+
+	*claims = NULL;
+	if ((rc = enr_jwt_decode(&hdr, &pl, &sig, &sig_len, &signed_len, jwt)) < 0)
+		return rc;
+	alg = str_field(hdr, "alg");
+	if (!alg || !strcmp(alg, "none"))
+		rc = bad("is not signed (alg none)");
+	else if ((rc = check_claims(pl, expect)) == 0) {
+		*claims = pl;
+		pl = NULL;
+	}
+	json_object_put(hdr);
+	json_object_put(pl);
+	free(sig);
 	return rc;
 }
 

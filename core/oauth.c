@@ -22,11 +22,14 @@
 #include "derenroll/oauth.h"
 #include "derenroll/tesla.h"
 #include "derenroll/vendor.h"
+#include "jwt.h"
 #include "util.h"
 
 #define STATE_BYTES    16 /* 128 bits */
 #define VERIFIER_BYTES 32 /* 43 characters, RFC 7636's minimum */
 #define MAX_CALLBACK   8192
+#define ID_TOKEN_SKEW  60 /* seconds of clock difference an id_token may have */
+#define JWKS_MAX       65536
 
 /* ---- authorize --------------------------------------------------------- */
 
@@ -100,6 +103,7 @@ static int append_param(char **url, const char *name, const char *value)
 
 static bool has_scope(const char *list, const char *scope);
 static int parse_query(struct enr_oauth_callback *cb, const char *query);
+static int single_param(const char **out, const struct enr_oauth_callback *cb, const char *name);
 
 /* Whether `name` is among the names of opts->extra or of `set` (may be NULL). */
 static bool param_named(const struct enr_oauth_callback *set,
@@ -139,6 +143,22 @@ static int append_authorize_params(char **url, const struct enr_vendor *vendor,
 	return rc;
 }
 
+/* Whether the authorize URL asks with prompt=consent (OIDC Core 11: the
+ * condition for offline_access). */
+static int asks_consent(bool *out, const char *url)
+{
+	struct enr_oauth_callback *q = calloc(1, sizeof(*q));
+	const char *prompt = NULL;
+	int rc = q ? parse_query(q, strchr(url, '?') ? strchr(url, '?') + 1 : "")
+	           : enr_error_set(ENR_E_NOMEM, NULL);
+
+	if (rc == 0)
+		rc = single_param(&prompt, q, "prompt");
+	*out = rc == 0 && prompt && has_scope(prompt, "consent");
+	enr_oauth_callback_free(q);
+	return rc;
+}
+
 int enr_oauth_flow_new(struct enr_oauth_flow **out, const struct enr_vendor *vendor,
                        const struct enr_config *cfg, const struct enr_oauth_authorize_options *opts)
 {
@@ -146,6 +166,7 @@ int enr_oauth_flow_new(struct enr_oauth_flow **out, const struct enr_vendor *ven
 	struct enr_oauth_flow *flow = NULL;
 	const char *base, *client_id, *redirect_uri, *scopes;
 	char *challenge = NULL;
+	bool pkce;
 	int rc;
 
 	*out = NULL;
@@ -182,7 +203,11 @@ int enr_oauth_flow_new(struct enr_oauth_flow **out, const struct enr_vendor *ven
 	    (scopes[0] && (rc = append_param(&flow->url, "scope", scopes)) < 0) ||
 	    (rc = append_param(&flow->url, "state", flow->state)) < 0)
 		goto out;
-	if (vendor->oauth.pkce || opts->pkce) {
+	/* [section] pkce, else vendors.json: where the vendor accepts PKCE. */
+	if ((rc = enr_config_get_bool(&pkce, cfg, vendor->config_section, "pkce",
+	                              vendor->oauth.pkce)) < 0)
+		return rc;
+	if (pkce || opts->pkce) {
 		if (!(flow->code_verifier = enr_util_random_token(VERIFIER_BYTES))) {
 			rc = enr_error_last_code();
 			goto out;
@@ -199,6 +224,8 @@ int enr_oauth_flow_new(struct enr_oauth_flow **out, const struct enr_vendor *ven
 	    vendor->oauth.offline_scope
 	        ? has_scope(scopes, vendor->oauth.offline_scope)
 	        : vendor->tokens.refresh_rotates || vendor->tokens.refresh_ttl > 0;
+	if ((rc = asks_consent(&flow->asks_consent, flow->url)) < 0)
+		goto out;
 	*out = flow;
 	flow = NULL;
 out:
@@ -299,6 +326,14 @@ static int callback_error(const struct enr_vendor *vendor, const char *error, co
 		return enr_error_set(ENR_E_TRANSIENT,
 		                     "%s could not complete the authorization (%s%s): try again",
 		                     name, error, detail);
+	/* A provider that requires PKCE (RFC 9700) says so in the description. */
+	if (strcmp(error, "invalid_request") == 0 && desc &&
+	    (strcasestr(desc, "code_challenge") || strcasestr(desc, "pkce")))
+		return enr_error_set(ENR_E_MISCONFIGURED,
+		                     "%s refused the authorization request (%s%s): it wants PKCE; "
+		                     "set [%s] pkce = true",
+		                     name, error, detail,
+		                     vendor ? vendor->config_section : "vendor.NAME");
 	for (size_t i = 0; i < ENR_ARRAY_SIZE(app_errors); i++)
 		if (strcmp(error, app_errors[i]) == 0)
 			return enr_error_set(ENR_E_MISCONFIGURED,
@@ -784,15 +819,13 @@ static size_t origin_len(const char *url)
 	return p ? (size_t)(p + 3 - url) + strcspn(p + 3, "/?#") : 0;
 }
 
-int enr_oauth_check_issuer(const struct enr_oauth_callback *cb, const struct enr_vendor *vendor,
-                           const struct enr_config *cfg)
+/* `iss` is the vendor's issuer or, when none is known, names the host the
+ * sign-in went to; else ENR_E_STATE naming both. */
+static int issuer_ok(const char *iss, const struct enr_vendor *vendor, const struct enr_config *cfg)
 {
-	const char *iss = NULL, *expected = enr_oauth_issuer(vendor, cfg), *authorize;
+	const char *expected = enr_oauth_issuer(vendor, cfg), *authorize;
 	size_t len;
-	int rc;
 
-	if ((rc = single_param(&iss, cb, "iss")) < 0 || !iss)
-		return rc;
 	if (expected) {
 		if (strcmp(iss, expected) == 0)
 			return 0;
@@ -813,6 +846,70 @@ int enr_oauth_check_issuer(const struct enr_oauth_callback *cb, const struct enr
 	                     vendor->config_section, vendor->name);
 }
 
+int enr_oauth_check_issuer(const struct enr_oauth_callback *cb, const struct enr_vendor *vendor,
+                           const struct enr_config *cfg)
+{
+	const char *iss = NULL;
+	int rc;
+
+	if ((rc = single_param(&iss, cb, "iss")) < 0 || !iss)
+		return rc;
+	return issuer_ok(iss, vendor, cfg);
+}
+
+const char *enr_oauth_jwks_url(const struct enr_vendor *vendor, const struct enr_config *cfg)
+{
+	const char *url = enr_vendor_setting(vendor, cfg, "jwks_url");
+
+	return url ? url : vendor->has_oauth ? vendor->oauth.jwks_url : NULL;
+}
+
+int enr_oauth_jwks_request(struct enr_http_request **out, const struct enr_vendor *vendor,
+                           const struct enr_config *cfg)
+{
+	const char *url = enr_oauth_jwks_url(vendor, cfg);
+	int rc;
+
+	*out = NULL;
+	if (!url)
+		return 0;
+	if ((rc = enr_http_request_new(out, "GET", url)) < 0 ||
+	    (rc = enr_http_request_set_vendor(*out, vendor, "jwks_url")) < 0) {
+		enr_http_request_free(*out);
+		*out = NULL;
+		return rc;
+	}
+	enr_http_request_set_max_body(*out, JWKS_MAX);
+	return 0;
+}
+
+int enr_oauth_verify_id_token(json_object **claims, const struct enr_vendor *vendor,
+                              const struct enr_config *cfg, const char *id_token, const char *jwks)
+{
+	json_object *unverified = NULL;
+	struct enr_jwt_expect expect = {.now = (long long)time(NULL), .skew = ID_TOKEN_SKEW};
+	const char *iss;
+	int rc;
+
+	*claims = NULL;
+	if (!(expect.audience = client_id_of(vendor, cfg)))
+		return enr_error_last_code();
+	/* The issuer first (the same rule as the redirect's iss), then the rest. */
+	if ((rc = enr_oauth_jwt_claims(&unverified, id_token)) < 0 ||
+	    !(iss = json_object_get_string(json_object_object_get(unverified, "iss"))))
+		rc = enr_error_set(ENR_E_STATE, "the id_token names no issuer (iss)");
+	else if ((rc = issuer_ok(iss, vendor, cfg)) == 0) {
+		expect.issuer = iss;
+		rc = jwks ? enr_jwt_verify(claims, id_token, jwks, &expect)
+		          : enr_jwt_check(claims, id_token, &expect);
+	}
+	json_object_put(unverified);
+	if (rc < 0 && !strstr(enr_error_last(), vendor->name))
+		enr_error_set(rc, "%s: %s: the sign-in is refused; start again", vendor->name,
+		              enr_error_last());
+	return rc;
+}
+
 int enr_oauth_check_refresh(const struct enr_oauth_flow *flow, const struct enr_config *cfg,
                             const struct enr_oauth_tokens *tokens)
 {
@@ -824,20 +921,34 @@ int enr_oauth_check_refresh(const struct enr_oauth_flow *flow, const struct enr_
 	if (!flow->wants_refresh || !v)
 		return 0;
 	offline = v->oauth.offline_scope;
-	if (offline && tokens->scope && !has_scope(tokens->scope, offline))
+	if (offline && tokens->scope && !has_scope(tokens->scope, offline) && flow->asks_consent)
 		rc = enr_error_set(ENR_E_DECLINED,
 		                   "%s did not grant %s, so it gave no lasting access: the access "
 		                   "ends %s; ask the customer to authorize again and allow staying "
 		                   "signed in",
 		                   v->name, offline,
 		                   tokens->refresh_token ? "soon" : "within hours");
+	else if (offline && tokens->scope && !has_scope(tokens->scope, offline))
+		/* OpenID providers grant offline_access only when asked with
+		 * prompt=consent (OIDC Core 11): ours first, then the customer's. */
+		rc =
+		    enr_error_set(ENR_E_MISCONFIGURED,
+		                  "%s did not grant %s, so the access ends %s: the sign-in did not "
+		                  "ask with prompt=consent, which %s may need for it (set [%s] "
+		                  "authorize_params = prompt=consent), or the customer did not "
+		                  "allow staying signed in",
+		                  v->name, offline, tokens->refresh_token ? "soon" : "within hours",
+		                  v->name, v->config_section);
 	else if (!tokens->refresh_token)
-		rc = enr_error_set(
-		    ENR_E_MISCONFIGURED,
-		    "%s gave no refresh token, so the access ends within hours: the company's app "
-		    "may lack offline access (check it in %s's developer console), or %s wants "
-		    "another authorize parameter (set [%s] authorize_params, e.g. prompt=consent)",
-		    v->name, v->name, v->name, v->config_section);
+		rc =
+		    enr_error_set(ENR_E_MISCONFIGURED,
+		                  "%s gave no refresh token, so the access ends within hours: the "
+		                  "company's app may lack offline access (check it in %s's "
+		                  "developer console)%s%s%s",
+		                  v->name, v->name,
+		                  flow->asks_consent ? "" : ", or it wants prompt=consent (set [",
+		                  flow->asks_consent ? "" : v->config_section,
+		                  flow->asks_consent ? "" : "] authorize_params = prompt=consent)");
 	else
 		return 0;
 	/* [section] strict_refresh, else vendors.json, else where refresh tokens rotate. */
@@ -922,7 +1033,7 @@ static bool has_scope(const char *list, const char *scope)
 }
 
 int enr_oauth_identity_new(struct enr_oauth_identity **out, const struct enr_vendor *vendor,
-                           const struct enr_oauth_tokens *tokens)
+                           const struct enr_oauth_tokens *tokens, json_object *id_claims)
 {
 	struct enr_oauth_identity *id = calloc(1, sizeof(*id));
 	const char *claim = vendor && vendor->has_oauth && vendor->oauth.identity_claim
@@ -935,12 +1046,17 @@ int enr_oauth_identity_new(struct enr_oauth_identity **out, const struct enr_ven
 	*out = NULL;
 	if (!id)
 		return enr_error_set(ENR_E_NOMEM, NULL);
-	if (enr_oauth_jwt_claims(&claims, tokens->access_token) < 0 && tokens->id_token)
-		enr_oauth_jwt_claims(&claims, tokens->id_token);
-	enr_error_clear();
-	if (claims) {
+	if (enr_oauth_jwt_claims(&claims, tokens->access_token) < 0)
+		enr_error_clear();
+	/* Who signed in: the verified id_token's word first, else the access
+	 * token's (which the vendor's API must then accept in the check). */
+	id->subject = claim_text(id_claims, "sub");
+	id->account = claim_text(id_claims, claim);
+	if (!id->subject)
 		id->subject = claim_text(claims, "sub");
+	if (!id->account)
 		id->account = claim_text(claims, claim);
+	if (claims) {
 		if (json_object_object_get_ex(claims, "exp", &v))
 			id->expires_at = json_object_get_int64(v);
 		if (json_object_object_get_ex(claims, "scp", &v)) {

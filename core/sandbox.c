@@ -561,7 +561,7 @@ static bool set_tesla_registered(struct enr_sandbox *sb, const char *setting, lo
 
 int enr_sandbox_set(struct enr_sandbox *sb, const char *setting, long value)
 {
-	long *target = NULL;
+	long *target = NULL, most = -1;
 
 	if (set_tesla_registered(sb, setting, value))
 		return 0;
@@ -579,14 +579,25 @@ int enr_sandbox_set(struct enr_sandbox *sb, const char *setting, long value)
 		target = &sb->access_ttl;
 	else if (strcmp(setting, "solaredge_minute_limit") == 0)
 		target = &sb->solaredge_minute_limit;
+	else if (strcmp(setting, "require_pkce") == 0)
+		target = &sb->require_pkce, most = 1;
+	else if (strcmp(setting, "refresh_needs_consent") == 0)
+		target = &sb->refresh_needs_consent, most = 1;
+	else if (strcmp(setting, "iss") == 0)
+		target = &sb->send_iss, most = 2;
+	else if (strcmp(setting, "id_token") == 0)
+		target = &sb->id_token_mode, most = SB_ID_TOKEN_N - 1;
 	if (!target)
 		return enr_error_set(ENR_E_USAGE,
 		                     "unknown sandbox setting '%s' (code_ttl_ms, refresh_grace, "
 		                     "sma_accept_ms, stall_ms, latency_ms, access_ttl, "
-		                     "solaredge_minute_limit, tesla_registered_na|eu|cn)",
+		                     "solaredge_minute_limit, tesla_registered_na|eu|cn, "
+		                     "require_pkce, refresh_needs_consent, iss, id_token)",
 		                     setting);
 	if (value < 0 && target != &sb->sma_accept_ms)
 		return enr_error_set(ENR_E_USAGE, "%s must not be negative", setting);
+	if (most >= 0 && value > most)
+		return enr_error_set(ENR_E_USAGE, "%s is 0 to %ld", setting, most);
 	pthread_mutex_lock(&sb->lock);
 	*target = value;
 	pthread_mutex_unlock(&sb->lock);
@@ -1328,6 +1339,15 @@ struct config_value {
 	char *value;
 };
 
+/* The vendor's issuer with `path` after it, malloc'd. */
+static char *issuer_url(const struct enr_sandbox *sb, int vendor, const char *path)
+{
+	char iss[128];
+
+	enr_sandbox__issuer(sb, vendor, iss, sizeof(iss));
+	return enr_util_printf("%s%s", iss, path);
+}
+
 int enr_sandbox_config(struct enr_config **out, const struct enr_sandbox *sb)
 {
 	const char *u = sb->url;
@@ -1346,6 +1366,10 @@ int enr_sandbox_config(struct enr_config **out, const struct enr_sandbox *sb)
 	    {"vendor.tesla", "regions", strdup("na eu")},
 	    {"vendor.tesla", "client_secret", strdup(sb->clients[SB_TESLA].secret)},
 	    {"vendor.tesla", "redirect_uri", enr_util_printf("%s/relay/callback", u)},
+	    {"vendor.tesla", "issuer", issuer_url(sb, SB_TESLA, "")},
+	    {"vendor.tesla", "jwks_url", issuer_url(sb, SB_TESLA, "/discovery/keys")},
+	    {"vendor.sma", "issuer", issuer_url(sb, SB_SMA, "")},
+	    {"vendor.enphase", "issuer", issuer_url(sb, SB_ENPHASE, "")},
 	    {"vendor.sma", "authorize_url", enr_util_printf("%s/sma/oauth2/auth", u)},
 	    {"vendor.sma", "token_url", enr_util_printf("%s/sma/oauth2/token", u)},
 	    {"vendor.sma", "api_url", enr_util_printf("%s/sma", u)},

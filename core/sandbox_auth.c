@@ -1,4 +1,5 @@
 /* The sandbox's accounts, tokens, codes, revocations and consent page. */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,7 @@
 
 #include "derenroll/error.h"
 #include "derenroll/vendor.h"
+#include "jwt.h"
 #include "sandbox_internal.h"
 #include "util.h"
 
@@ -297,20 +299,73 @@ static json_object *access_claims(struct enr_sandbox *sb, const struct sb_grant 
 	return c;
 }
 
+/* ---- OpenID: the issuer, its signing keys, id_tokens ---- */
+
+/* One set per process: an RSA key takes a while to make, and every sandbox
+ * of a test run may sign. "other" is the forger's key. */
+static struct {
+	pthread_once_t once;
+	EVP_PKEY *rsa, *other, *ec;
+} keys = {.once = PTHREAD_ONCE_INIT};
+
+static void make_keys(void)
+{
+	if (enr_jwt_key_new(&keys.rsa, "RS256") < 0 || enr_jwt_key_new(&keys.other, "RS256") < 0 ||
+	    enr_jwt_key_new(&keys.ec, "ES256") < 0)
+		enr_error_clear();
+}
+
+void enr_sandbox__issuer(const struct enr_sandbox *sb, int vendor, char *buf, size_t size)
+{
+	snprintf(buf, size, "%s/%s%s", sb->url, enr_sandbox__vendor_id(vendor),
+	         vendor == SB_TESLA ? "/oauth2/v3" : "");
+}
+
+void enr_sandbox__jwks(struct sb_req *req, struct sb_resp *resp)
+{
+	json_object *set = json_object_new_object(), *list = json_object_new_array(), *jwk;
+
+	(void)req;
+	pthread_once(&keys.once, make_keys);
+	if (!set || !list || !keys.rsa || !keys.ec) {
+		json_object_put(set);
+		json_object_put(list);
+		enr_sandbox__nomem(resp);
+		return;
+	}
+	if (enr_jwt_public_jwk(&jwk, keys.rsa, "RS256", "sandbox-rs") == 0)
+		json_object_array_add(list, jwk);
+	if (enr_jwt_public_jwk(&jwk, keys.ec, "ES256", "sandbox-es") == 0)
+		json_object_array_add(list, jwk);
+	json_object_object_add(set, "keys", list);
+	enr_sandbox__json(resp, 200, set);
+}
+
 static char *id_token(struct enr_sandbox *sb, const struct sb_grant *g, long long now)
 {
 	json_object *c = json_object_new_object();
+	long mode = sb->id_token_mode;
+	bool es = mode == SB_ID_TOKEN_ES256;
 	char uid[64], iss[128];
-	char *jwt;
+	char *jwt = NULL;
 
+	pthread_once(&keys.once, make_keys);
+	if (mode == SB_ID_TOKEN_EXPIRED)
+		now -= 900; /* issued 15 minutes ago, for 5 */
 	enr_sandbox__account_uid(uid, sizeof(uid), g->vendor, g->account);
-	snprintf(iss, sizeof(iss), "%s/%s/oauth2/v3", sb->url, enr_sandbox__vendor_id(g->vendor));
+	enr_sandbox__issuer(sb, g->vendor, iss, sizeof(iss));
 	add_str(c, "iss", iss);
 	add_str(c, "sub", uid);
-	add_str(c, "aud", g->client_id);
+	add_str(c, "aud", mode == SB_ID_TOKEN_WRONG_AUD ? "another-app" : g->client_id);
 	json_object_object_add(c, "iat", json_object_new_int64(now));
 	json_object_object_add(c, "exp", json_object_new_int64(now + 300));
-	jwt = jwt_sign(sb, c);
+	if (keys.rsa && keys.other && keys.ec &&
+	    enr_jwt_sign(&jwt, c,
+	                 es                              ? keys.ec
+	                 : mode == SB_ID_TOKEN_WRONG_KEY ? keys.other
+	                                                 : keys.rsa,
+	                 es ? "ES256" : "RS256", es ? "sandbox-es" : "sandbox-rs") < 0)
+		jwt = NULL;
 	json_object_put(c);
 	return jwt;
 }
@@ -590,6 +645,7 @@ bool enr_sandbox__redirect_ok(const struct enr_sandbox *sb, int vendor, const ch
 struct code {
 	uint64_t hash;
 	int vendor;
+	bool prompted; /* prompt=consent was asked: offline_access may be granted */
 	long long created_ms;
 	char value[48];
 	char client_id[96];
@@ -599,15 +655,13 @@ struct code {
 	char redirect_uri[];
 };
 
-char *enr_sandbox__new_code(struct enr_sandbox *sb, int vendor, const char *client_id,
-                            const char *redirect_uri, const char *account, const char *scope,
-                            const char *challenge)
+char *enr_sandbox__new_code(struct enr_sandbox *sb, const struct sb_pending *p, const char *account)
 {
-	struct code *c = calloc(1, sizeof(*c) + strlen(redirect_uri) + 1);
+	struct code *c = calloc(1, sizeof(*c) + strlen(p->redirect_uri) + 1);
 	char *value = enr_util_random_token(24);
 
 	/* Tesla's codes name the account's region: "EU_..." */
-	if (value && vendor == SB_TESLA) {
+	if (value && p->vendor == SB_TESLA) {
 		char *prefixed = enr_util_printf(
 		    "%s_%s", enr_sandbox__tesla_region_code(enr_sandbox__tesla_region(account)),
 		    value);
@@ -622,15 +676,33 @@ char *enr_sandbox__new_code(struct enr_sandbox *sb, int vendor, const char *clie
 	}
 	snprintf(c->value, sizeof(c->value), "%s", value);
 	c->hash = enr_sandbox__hash(value);
-	c->vendor = vendor;
+	c->vendor = p->vendor;
+	c->prompted = p->prompted;
 	c->created_ms = enr_sandbox__now_ms();
-	snprintf(c->client_id, sizeof(c->client_id), "%s", client_id);
+	snprintf(c->client_id, sizeof(c->client_id), "%s", p->client_id);
 	snprintf(c->account, sizeof(c->account), "%s", account);
-	snprintf(c->scope, sizeof(c->scope), "%s", scope ? scope : "");
-	snprintf(c->challenge, sizeof(c->challenge), "%s", challenge ? challenge : "");
-	strcpy(c->redirect_uri, redirect_uri);
+	snprintf(c->scope, sizeof(c->scope), "%s", p->scope ? p->scope : "");
+	snprintf(c->challenge, sizeof(c->challenge), "%s", p->challenge ? p->challenge : "");
+	strcpy(c->redirect_uri, p->redirect_uri);
 	enr_sandbox__ring_put(&sb->codes, c);
 	return value;
+}
+
+/* Removes `word` from a space-separated list, in place. */
+static void drop_scope(char *list, const char *word)
+{
+	size_t len = strlen(word);
+
+	for (char *p = list; (p = strstr(p, word));) {
+		if ((p == list || p[-1] == ' ') && (p[len] == ' ' || p[len] == '\0')) {
+			char *next = p + len + (p[len] == ' ');
+			memmove(p, next, strlen(next) + 1);
+			if (p > list && *p == '\0' && p[-1] == ' ')
+				p[-1] = '\0';
+		} else {
+			p += len;
+		}
+	}
 }
 
 static bool pkce_ok(const char *challenge, const char *verifier)
@@ -693,6 +765,10 @@ bool enr_sandbox__exchange(struct enr_sandbox *sb, struct sb_resp *resp, struct 
 		enr_sandbox__oauth_error(resp, 400, "invalid_grant", problem);
 		goto out;
 	}
+	/* OIDC Core 11: offline_access is ignored (not granted) unless the
+	 * customer was asked with prompt=consent. */
+	if (sb->refresh_needs_consent && !c->prompted)
+		drop_scope(c->scope, "offline_access");
 	g.vendor = vendor;
 	g.client_id = c->client_id;
 	g.account = c->account;
@@ -809,25 +885,34 @@ static void complete(struct enr_sandbox *sb, struct sb_resp *resp, const struct 
                      bool approve, const char *account)
 {
 	char *name = NULL, *code = NULL;
+	char iss[128] = "";
 
 	if (p->kind != SB_AUTH_VENDOR) {
 		enr_sandbox__derapi_complete(sb, resp, p, approve, account);
 		return;
 	}
+	/* RFC 9207: the vendor's issuer, or (a mix-up) another vendor's. */
+	if (sb->send_iss)
+		enr_sandbox__issuer(sb,
+		                    sb->send_iss == 1       ? p->vendor
+		                    : p->vendor == SB_TESLA ? SB_SMA
+		                                            : SB_TESLA,
+		                    iss, sizeof(iss));
 	if (!approve) {
 		enr_sandbox__redirect(
-		    resp, enr_sandbox__add_query(
-		              p->redirect_uri, "error", "access_denied", "error_description",
-		              "The resource owner denied the request", "state", p->state, NULL));
+		    resp, enr_sandbox__add_query(p->redirect_uri, "error", "access_denied",
+		                                 "error_description",
+		                                 "The resource owner denied the request", "state",
+		                                 p->state, "iss", iss[0] ? iss : NULL, NULL));
 		return;
 	}
 	name = account ? strdup(account) : enr_sandbox__new_account(sb);
 	if (name)
-		code = enr_sandbox__new_code(sb, p->vendor, p->client_id, p->redirect_uri, name,
-		                             p->scope, p->challenge);
+		code = enr_sandbox__new_code(sb, p, name);
 	if (code)
 		enr_sandbox__redirect(resp, enr_sandbox__add_query(p->redirect_uri, "code", code,
-		                                                   "state", p->state, NULL));
+		                                                   "state", p->state, "iss",
+		                                                   iss[0] ? iss : NULL, NULL));
 	else
 		enr_sandbox__nomem(resp);
 	free(code);

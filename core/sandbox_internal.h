@@ -93,6 +93,11 @@ struct enr_sandbox {
 	long latency_ms, vendor_latency_ms[SB_N_PREFIXES]; /* -1: the default */
 	long refresh_grace, code_ttl_ms, sma_accept_ms, stall_ms, access_ttl;
 	long solaredge_minute_limit; /* calls per key and minute; 0: the recording's */
+	/* A provider as strict as the standards (enr_sandbox_set); all 0 by default. */
+	long require_pkce;          /* authorize refuses a request without S256 PKCE */
+	long refresh_needs_consent; /* offline_access only with prompt=consent (OIDC 11) */
+	long send_iss;              /* redirects carry iss: 1 the vendor's, 2 another's */
+	long id_token_mode;         /* enum sb_id_token */
 	struct sb_window {
 		uint64_t key; /* hash of the API key */
 		long long start_ms;
@@ -297,9 +302,9 @@ bool enr_sandbox__refresh(struct enr_sandbox *sb, struct sb_resp *resp, struct s
 bool enr_sandbox__redirect_ok(const struct enr_sandbox *sb, int vendor, const char *uri);
 
 /* Authorization codes. */
-char *enr_sandbox__new_code(struct enr_sandbox *sb, int vendor, const char *client_id,
-                            const char *redirect_uri, const char *account, const char *scope,
-                            const char *challenge);
+struct sb_pending;
+char *enr_sandbox__new_code(struct enr_sandbox *sb, const struct sb_pending *p,
+                            const char *account);
 /* The code exchange: checks code, client, redirect URI and PKCE verifier and
  * issues tokens; on failure fills `resp` and returns false. */
 bool enr_sandbox__exchange(struct enr_sandbox *sb, struct sb_resp *resp, struct sb_tokens *out,
@@ -322,10 +327,27 @@ struct sb_pending {
 	char *id;
 	enum sb_auth_kind kind;
 	int vendor;
+	bool prompted; /* the authorize request had prompt=consent */
 	char *client_id, *redirect_uri, *state, *scope, *challenge,
 	    *target; /* flow or session id */
 	long long created_ms;
 };
+
+/* How id_tokens are made (the "id_token" setting): signed with the key the
+ * JWKS publishes, or one of the ways a forged or stale one looks. */
+enum sb_id_token {
+	SB_ID_TOKEN_RS256,     /* RS256, the JWKS's RSA key */
+	SB_ID_TOKEN_ES256,     /* ES256, the JWKS's EC key */
+	SB_ID_TOKEN_WRONG_KEY, /* RS256 by a key the JWKS does not hold (same kid) */
+	SB_ID_TOKEN_WRONG_AUD, /* for another client */
+	SB_ID_TOKEN_EXPIRED,   /* expired ten minutes ago */
+	SB_ID_TOKEN_N,
+};
+
+/* The vendor's OpenID issuer ("{url}/tesla/oauth2/v3", "{url}/sma", ...). */
+void enr_sandbox__issuer(const struct enr_sandbox *sb, int vendor, char *buf, size_t size);
+/* GET the JWKS: the public keys id_tokens are signed with. */
+void enr_sandbox__jwks(struct sb_req *req, struct sb_resp *resp);
 
 /* Shows the consent page for `p` or, with sandbox_auto in the query, answers
  * at once. Takes `p`. */

@@ -38,6 +38,8 @@ static char *dup_or_null(const char *s)
 	return s ? strdup(s) : NULL;
 }
 
+static bool has_scope(const char *scopes, const char *wanted);
+
 /* GET authorize: checks the app, then shows the consent page (or answers at once). */
 static void authorize(struct sb_req *req, struct sb_resp *resp, bool pkce, bool scope_required)
 {
@@ -49,6 +51,7 @@ static void authorize(struct sb_req *req, struct sb_resp *resp, bool pkce, bool 
 	const char *scope = enr_sandbox__query(req, "scope");
 	const char *challenge = pkce ? enr_sandbox__query(req, "code_challenge") : NULL;
 	const char *method = enr_sandbox__query(req, "code_challenge_method");
+	const char *prompt = enr_sandbox__query(req, "prompt");
 	const char *error = NULL, *description = NULL;
 	struct sb_pending *p;
 
@@ -72,6 +75,9 @@ static void authorize(struct sb_req *req, struct sb_resp *resp, bool pkce, bool 
 	} else if (scope && strlen(scope) > 200) {
 		error = "invalid_scope";
 		description = "scope is too long";
+	} else if (pkce && sb->require_pkce && !challenge) {
+		error = "invalid_request";
+		description = "code_challenge is required (PKCE S256)";
 	} else if (challenge && (!method || strcmp(method, "S256") != 0)) {
 		error = "invalid_request";
 		description = "code_challenge_method must be S256";
@@ -100,6 +106,7 @@ static void authorize(struct sb_req *req, struct sb_resp *resp, bool pkce, bool 
 	p->state = dup_or_null(state);
 	p->scope = strdup(req->vendor == SB_ENPHASE ? "read write" : scope ? scope : "");
 	p->challenge = dup_or_null(challenge);
+	p->prompted = prompt && has_scope(prompt, "consent");
 	if (!p->client_id || !p->redirect_uri || !p->scope || (state && !p->state) ||
 	    (challenge && !p->challenge)) {
 		enr_sandbox__pending_free(p);
@@ -541,6 +548,8 @@ void enr_sandbox__tesla(struct sb_req *req, struct sb_resp *resp)
 		authorize(req, resp, true, true);
 	else if (region == 0 && is(req, "POST", "/oauth2/v3/token"))
 		tesla_token(req, resp);
+	else if (region == 0 && is(req, "GET", "/oauth2/v3/discovery/keys"))
+		enr_sandbox__jwks(req, resp);
 	else if (is(req, "GET", "/api/1/products"))
 		tesla_products(req, resp, region);
 	else if (is(req, "GET", "/api/1/users/region"))

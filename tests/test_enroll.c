@@ -505,6 +505,192 @@ static void sma_oauth(void **state)
 	assert_int_equal(stored_count(f), 1);
 }
 
+/* ---- OAuth as a standards-strict provider holds a client to it -------- */
+
+/* f->cfg with one more setting (freed by the caller). */
+static struct enr_config *config_with(const struct fixture *f, const char *section, const char *key,
+                                      const char *value)
+{
+	struct enr_config *cfg = config_without(f->cfg, (const char *const[]){NULL});
+
+	assert_int_equal(enr_config_set(cfg, section, key, value), 0);
+	return cfg;
+}
+
+/* A Tesla enrollment through the relay with `cfg` (NULL: the fixture's) as
+ * `account`: the final state, the session left for the caller to read. */
+static struct enr_enroll *tesla_session(struct fixture *f, const struct enr_config *cfg,
+                                        const char *account)
+{
+	struct enr_enroll *e = session(f, cfg, "tesla", NULL, "Strict");
+	char extra[128];
+
+	snprintf(extra, sizeof(extra), "sandbox_auto=approve&sandbox_account=%s", account);
+	if (relay_consent(e, extra) == ENR_ENROLL_SITES)
+		choose(e, NULL);
+	return e;
+}
+
+/* OIDC Core 11: offline_access (a refresh token) only with prompt=consent. */
+static void provider_refresh_needs_consent(void **state)
+{
+	struct fixture *f = *state;
+	struct enr_config *cfg;
+	struct enr_enroll *e;
+	struct enr_record *disk;
+	bool refreshed = true;
+	char *id;
+
+	assert_int_equal(enr_sandbox_set(f->sb, "refresh_needs_consent", 1), 0);
+	e = tesla_session(f, NULL, "olga");
+	expect_failed(e, ENR_E_MISCONFIGURED, "gave no refresh token");
+	assert_non_null(strstr(enr_enroll_message(e), "[vendor.tesla] authorize_params = "
+	                                              "prompt=consent"));
+	assert_null(strstr(enr_enroll_link(e) ? enr_enroll_link(e) : "", "prompt="));
+	enr_enroll_free(e);
+	assert_int_equal(stored_count(f), 0);
+
+	/* Not strict: saved, and the same line is the enrollment's warning. */
+	cfg = config_with(f, "vendor.tesla", "strict_refresh", "false");
+	e = tesla_session(f, cfg, "olga");
+	expect_done(e);
+	assert_null(enr_enroll_record(e)->cred.tokens.refresh_token);
+	assert_non_null(enr_enroll_warning(e));
+	assert_non_null(strstr(enr_enroll_warning(e), "prompt=consent"));
+	id = strdup(enr_enroll_record(e)->id);
+	enr_enroll_free(e);
+	enr_config_free(cfg);
+	/* Honest classes: refreshing it needs the customer (rejected, due now). */
+	assert_int_equal(
+	    enr_lifecycle_run(f->store, f->cfg, f->catalog, id, ENR_JOB_REFRESH, &refreshed),
+	    ENR_E_REJECTED);
+	assert_false(refreshed);
+	disk = stored(f, id);
+	assert_int_equal(disk->last_check.outcome, ENR_OUTCOME_REJECTED);
+	assert_int_equal(enr_status_of(disk, (long long)time(NULL), 7, NULL), ENR_STATUS_REJECTED);
+	enr_record_free(disk);
+	free(id);
+
+	/* Asked with prompt=consent: the refresh token comes. */
+	cfg = config_with(f, "vendor.tesla", "authorize_params", "prompt=consent");
+	e = tesla_session(f, cfg, "olga");
+	expect_done(e);
+	assert_non_null(enr_enroll_record(e)->cred.tokens.refresh_token);
+	assert_null(enr_enroll_warning(e));
+	enr_enroll_free(e);
+	enr_config_free(cfg);
+}
+
+/* RFC 9207: the redirect's iss must be the vendor's issuer. */
+static void provider_sends_iss(void **state)
+{
+	struct fixture *f = *state;
+	struct enr_enroll *e;
+
+	assert_int_equal(enr_sandbox_set(f->sb, "iss", 1), 0);
+	e = tesla_session(f, NULL, "ivan");
+	expect_done(e);
+	enr_enroll_free(e);
+	assert_int_equal(stored_count(f), 1);
+
+	/* A mix-up: SMA's issuer on Tesla's answer. */
+	assert_int_equal(enr_sandbox_set(f->sb, "iss", 2), 0);
+	e = tesla_session(f, NULL, "ivan2");
+	expect_failed(e, ENR_E_STATE, "another sign-in server");
+	assert_non_null(strstr(enr_enroll_message(e), "/sma"));
+	enr_enroll_free(e);
+	assert_int_equal(stored_count(f), 1);
+}
+
+/* PKCE S256 on the loopback flow always; elsewhere where configured. */
+static void provider_requires_pkce(void **state)
+{
+	struct fixture *f = *state;
+	static const char *const drop[] = {"relay", NULL, "vendor.tesla", "redirect_uri", NULL};
+	struct enr_config *cfg = config_without(f->cfg, drop);
+	struct enr_enroll *e;
+	struct customer c;
+
+	assert_int_equal(enr_sandbox_set(f->sb, "require_pkce", 1), 0);
+	/* The relay's flow is a confidential client's: Tesla's PKCE is off in vendors.json. */
+	e = tesla_session(f, NULL, "pia");
+	expect_failed(e, ENR_E_MISCONFIGURED, "code_challenge is required");
+	assert_non_null(strstr(enr_enroll_message(e), "set [vendor.tesla] pkce = true"));
+	enr_enroll_free(e);
+	/* [vendor.tesla] pkce = true: the relay's flow sends it too. */
+	enr_config_free(cfg);
+	cfg = config_with(f, "vendor.tesla", "pkce", "true");
+	e = tesla_session(f, cfg, "pia");
+	expect_done(e);
+	assert_non_null(strstr(enr_enroll_authorize_url(e), "code_challenge_method=S256"));
+	enr_enroll_free(e);
+	enr_config_free(cfg);
+	/* The loopback flow: always. */
+	cfg = config_without(f->cfg, drop);
+	e = session(f, cfg, "tesla", "oauth", "Pia at home");
+	assert_int_equal(drive(e, true), ENR_ENROLL_LINK);
+	assert_int_equal(enr_enroll_consent(e), ENR_CONSENT_LOOPBACK);
+	customer_start(&c, enr_enroll_link(e), "sandbox_auto=approve&sandbox_account=pia3");
+	assert_int_equal(drive(e, false), ENR_ENROLL_SITES);
+	customer_join(&c);
+	choose(e, NULL);
+	expect_done(e);
+	enr_enroll_free(e);
+	enr_config_free(cfg);
+	assert_int_equal(stored_count(f), 2);
+}
+
+/* OIDC Core 3.1.3.7: the id_token's signature (the JWKS), aud and exp. */
+static void provider_id_tokens(void **state)
+{
+	struct fixture *f = *state;
+	static const char *const no_jwks[] = {"vendor.tesla", "jwks_url", NULL, NULL};
+	struct enr_config *cfg;
+	struct enr_enroll *e;
+	static const struct {
+		long mode;
+		const char *says; /* NULL: it enrolls */
+	} cases[] = {
+	    {0, NULL},                          /* RS256, the JWKS's key */
+	    {1, NULL},                          /* ES256, the JWKS's key */
+	    {2, "signature matches no key"},    /* forged */
+	    {3, "is for another client (aud)"}, /* another app's */
+	    {4, "is expired"},                  /* stale */
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char account[32];
+		assert_int_equal(enr_sandbox_set(f->sb, "id_token", cases[i].mode), 0);
+		snprintf(account, sizeof(account), "idt-%zu", i);
+		e = tesla_session(f, NULL, account);
+		if (cases[i].says) {
+			expect_failed(e, ENR_E_STATE, cases[i].says);
+			assert_non_null(strstr(enr_enroll_message(e), "Tesla"));
+		} else {
+			char uid[64];
+			expect_done(e);
+			/* The account is the verified id_token's sub. */
+			assert_non_null(enr_enroll_record(e)->account);
+			snprintf(uid, sizeof(uid), "%s", enr_enroll_record(e)->account);
+			assert_true(strlen(uid) > 0);
+		}
+		enr_enroll_free(e);
+	}
+	assert_int_equal(stored_count(f), 2);
+
+	/* No JWKS known: the signature cannot be checked, aud and exp still are. */
+	cfg = config_without(f->cfg, no_jwks);
+	assert_int_equal(enr_sandbox_set(f->sb, "id_token", 2), 0);
+	e = tesla_session(f, cfg, "idt-nojwks");
+	expect_done(e);
+	enr_enroll_free(e);
+	assert_int_equal(enr_sandbox_set(f->sb, "id_token", 4), 0);
+	e = tesla_session(f, cfg, "idt-nojwks2");
+	expect_failed(e, ENR_E_STATE, "is expired");
+	enr_enroll_free(e);
+	enr_config_free(cfg);
+}
+
 /* Enphase's own code page: the customer reads the code to the installer. */
 static struct enr_enroll *enphase_paste(struct fixture *f, const struct enr_config *cfg,
                                         char **location)
@@ -1586,6 +1772,10 @@ static const struct CMUnitTest tests[] = {
     T(tesla_oauth),
     T(tesla_loopback),
     T(sma_oauth),
+    T(provider_refresh_needs_consent),
+    T(provider_sends_iss),
+    T(provider_requires_pkce),
+    T(provider_id_tokens),
     T(enphase_oauth),
     T(enphase_paste_state),
     T(sma_email),

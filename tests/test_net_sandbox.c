@@ -361,7 +361,7 @@ static struct enr_oauth_identity *identity(const struct enr_vendor *v,
 {
 	struct enr_oauth_identity *id = NULL;
 
-	assert_int_equal(enr_oauth_identity_new(&id, v, t), 0);
+	assert_int_equal(enr_oauth_identity_new(&id, v, t, NULL), 0);
 	assert_non_null(id->subject);
 	assert_non_null(id->account);
 	assert_true(id->expires_at > t->obtained_at);
@@ -889,7 +889,7 @@ static void tesla_missing_scope(void **state)
 	assert_int_equal(enr_oauth_flow_new(&flow, v, f->cfg, &opts), 0);
 	redirect = customer(f, flow->url, "approve", NULL);
 	exchange(f, flow, code_of(f, flow, redirect), &g);
-	assert_int_equal(enr_oauth_identity_new(&id, v, g.tokens), 0);
+	assert_int_equal(enr_oauth_identity_new(&id, v, g.tokens, NULL), 0);
 	assert_true(id->scope_missing);
 	assert_non_null(id->warning);
 	assert_non_null(strstr(id->warning, "Tesla"));

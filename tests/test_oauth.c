@@ -214,7 +214,7 @@ static void test_check_refresh(void **state)
 	struct enr_oauth_tokens without = {.access_token = access};
 	struct enr_oauth_tokens declined = {
 	    .access_token = access, .refresh_token = refresh, .scope = openid};
-	struct enr_oauth_flow *sma = NULL, *enphase = NULL;
+	struct enr_oauth_flow *sma = NULL, *enphase = NULL, *consent = NULL;
 
 	(void)state;
 	assert_int_equal(enr_oauth_flow_new(&sma, test_vendor("sma"), cfg, NULL), 0);
@@ -225,8 +225,21 @@ static void test_check_refresh(void **state)
 	assert_non_null(strstr(enr_error_last(), "no refresh token"));
 	assert_non_null(strstr(enr_error_last(), "offline access"));
 	assert_non_null(strstr(enr_error_last(), "[vendor.sma] authorize_params"));
-	assert_int_equal(enr_oauth_check_refresh(sma, cfg, &declined), ENR_E_DECLINED);
+	/* offline_access not granted to a sign-in without prompt=consent: OIDC
+	 * providers need it (ours to fix first); with it, the customer declined. */
+	assert_false(sma->asks_consent);
+	assert_int_equal(enr_oauth_check_refresh(sma, cfg, &declined), ENR_E_MISCONFIGURED);
 	assert_non_null(strstr(enr_error_last(), "did not grant offline_access"));
+	assert_non_null(strstr(enr_error_last(), "authorize_params = prompt=consent"));
+	enr_config_set(cfg, "vendor.sma", "authorize_params", "prompt=login%20consent");
+	assert_int_equal(enr_oauth_flow_new(&consent, test_vendor("sma"), cfg, NULL), 0);
+	enr_config_set(cfg, "vendor.sma", "authorize_params", "");
+	assert_true(consent->asks_consent);
+	assert_int_equal(enr_oauth_check_refresh(consent, cfg, &declined), ENR_E_DECLINED);
+	assert_non_null(strstr(enr_error_last(), "ask the customer to authorize again"));
+	assert_int_equal(enr_oauth_check_refresh(consent, cfg, &without), ENR_E_MISCONFIGURED);
+	assert_null(strstr(enr_error_last(), "prompt=consent"));
+	enr_oauth_flow_free(consent);
 	/* Enphase has no offline scope: every code grant must give one. */
 	assert_int_equal(enr_oauth_check_refresh(enphase, cfg, &without), ENR_E_MISCONFIGURED);
 	assert_int_equal(enr_oauth_check_refresh(enphase, cfg, &declined), 0);
@@ -600,7 +613,7 @@ static void test_identity_tesla(void **state)
 	t.access_token =
 	    make_jwt("{\"sub\":\"7c2e-acct\",\"exp\":1800000000,"
 	             "\"scp\":[\"openid\",\"offline_access\",\"energy_device_data\"]}");
-	assert_int_equal(enr_oauth_identity_new(&id, test_vendor("tesla"), &t), 0);
+	assert_int_equal(enr_oauth_identity_new(&id, test_vendor("tesla"), &t, NULL), 0);
 	assert_string_equal(id->subject, "7c2e-acct");
 	assert_string_equal(id->account, "7c2e-acct");
 	assert_string_equal(id->scopes, "openid offline_access energy_device_data");
@@ -612,7 +625,7 @@ static void test_identity_tesla(void **state)
 
 	/* The energy scope not granted: a warning, not an error. */
 	t.access_token = make_jwt("{\"sub\":\"7c2e-acct\",\"scp\":\"openid offline_access\"}");
-	assert_int_equal(enr_oauth_identity_new(&id, test_vendor("tesla"), &t), 0);
+	assert_int_equal(enr_oauth_identity_new(&id, test_vendor("tesla"), &t, NULL), 0);
 	assert_true(id->scope_missing);
 	assert_non_null(strstr(id->warning, "energy_device_data"));
 	enr_oauth_identity_free(id);
@@ -623,22 +636,39 @@ static void test_identity_from_id_token(void **state)
 {
 	struct enr_oauth_tokens t = {0};
 	struct enr_oauth_identity *id = NULL;
+	json_object *claims;
 
 	(void)state;
-	/* Enphase: an opaque access token, the account in the id_token's enl_uid. */
+	/* An opaque access token, the account in the (verified) id_token's claims. */
 	t.access_token = (char *)"opaque-access-token";
 	t.id_token = make_jwt("{\"sub\":\"someone@example.com\",\"enl_uid\":123456}");
-	assert_int_equal(enr_oauth_identity_new(&id, test_vendor("enphase"), &t), 0);
+	claims = json_tokener_parse("{\"sub\":\"someone@example.com\",\"enl_uid\":123456}");
+	assert_int_equal(enr_oauth_identity_new(&id, test_vendor("enphase"), &t, claims), 0);
 	assert_string_equal(id->subject, "someone@example.com");
 	assert_string_equal(id->account, "123456");
 	assert_null(id->scopes);
 	enr_oauth_identity_free(id);
+	json_object_put(claims);
+	/* The same id_token unverified names no one. */
+	assert_int_equal(enr_oauth_identity_new(&id, test_vendor("enphase"), &t, NULL), 0);
+	assert_null(id->subject);
+	assert_null(id->account);
+	enr_oauth_identity_free(id);
 	free(t.id_token);
+	/* The verified id_token's sub before the access token's. */
+	t.access_token = make_jwt("{\"sub\":\"from-access\"}");
+	claims = json_tokener_parse("{\"sub\":\"from-id-token\"}");
+	assert_int_equal(enr_oauth_identity_new(&id, test_vendor("tesla"), &t, claims), 0);
+	assert_string_equal(id->account, "from-id-token");
+	enr_oauth_identity_free(id);
+	json_object_put(claims);
+	free(t.access_token);
+	t.access_token = (char *)"opaque-access-token";
 
 	/* Nothing to read: no identity, but the granted scopes still checked. */
 	t.id_token = NULL;
 	t.scope = (char *)"openid";
-	assert_int_equal(enr_oauth_identity_new(&id, test_vendor("tesla"), &t), 0);
+	assert_int_equal(enr_oauth_identity_new(&id, test_vendor("tesla"), &t, NULL), 0);
 	assert_null(id->subject);
 	assert_null(id->account);
 	assert_string_equal(id->scopes, "openid");

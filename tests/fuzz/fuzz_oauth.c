@@ -46,7 +46,7 @@ static void token(const char *vendor_id, const char *status, const char *type, c
 	struct enr_oauth_identity *identity = NULL;
 
 	if (enr_oauth_token_response(&tokens, resp) == 0 &&
-	    enr_oauth_identity_new(&identity, vendor, tokens) == 0)
+	    enr_oauth_identity_new(&identity, vendor, tokens, NULL) == 0)
 		enr_oauth_identity_free(identity);
 	enr_oauth_tokens_free(tokens);
 	enr_http_response_free(resp);

@@ -38,6 +38,7 @@ struct enr_oauth_flow {
 	char *redirect_uri;  /* as sent; the code exchange repeats it */
 	bool wants_refresh;  /* it asks for a refresh token (oauth.offline_scope among the
 	                      * scopes, or a vendor whose code grant always gives one) */
+	bool asks_consent;   /* the URL has prompt=consent (OIDC: needed for offline_access) */
 };
 
 /*
@@ -198,12 +199,39 @@ struct enr_oauth_identity {
 };
 
 /*
- * The account behind tokens: the claims of the access token when it is a JWT,
- * else of the id_token (no signature check: for telling accounts apart, not
- * for trust). When neither is a JWT, 0 with every field NULL but `scopes`.
+ * The account behind tokens: `id_claims`, the claims of an id_token that
+ * enr_oauth_verify_id_token() passed (or NULL), name it first; else the
+ * claims of the access token when it is a JWT (the vendor's API accepting
+ * that token in the check is what vouches for them). An unverified id_token
+ * is never read. When neither names it, 0 with every field NULL but `scopes`.
  */
 ENR_API int enr_oauth_identity_new(struct enr_oauth_identity **out, const struct enr_vendor *vendor,
-                                   const struct enr_oauth_tokens *tokens);
+                                   const struct enr_oauth_tokens *tokens,
+                                   struct json_object *id_claims);
+
+/* `[section] jwks_url`, else vendors.json oauth.jwks_url: where the vendor
+ * publishes the keys its id_tokens are signed with; NULL when it does not. */
+ENR_API const char *enr_oauth_jwks_url(const struct enr_vendor *vendor,
+                                       const struct enr_config *cfg);
+
+/* The GET of the vendor's JWKS (enr_oauth_jwks_url()); 0 with *out NULL
+ * when the vendor publishes none. */
+ENR_API int enr_oauth_jwks_request(struct enr_http_request **out, const struct enr_vendor *vendor,
+                                   const struct enr_config *cfg);
+
+/*
+ * An id_token checked as OpenID Connect Core 3.1.3.7 says: its `iss` is the
+ * vendor's issuer (the rule of enr_oauth_check_issuer()), `aud` holds our
+ * client_id (and `azp` is it when there are several), `exp`, `nbf` and `iat`
+ * hold within 60 s, and, when `jwks` (the JSON of the vendor's JWKS) is given,
+ * its RS256 or ES256 signature is by one of those keys. Without a JWKS the
+ * signature is not checked (the token came straight from the token endpoint
+ * over TLS), but alg "none" is refused. The claims (json_object_put() them),
+ * or ENR_E_STATE with a line saying which check failed.
+ */
+ENR_API int enr_oauth_verify_id_token(struct json_object **claims, const struct enr_vendor *vendor,
+                                      const struct enr_config *cfg, const char *id_token,
+                                      const char *jwks);
 ENR_API void enr_oauth_identity_free(struct enr_oauth_identity *identity);
 
 /* The payload of a JWT as a JSON object (json_object_put() it); ENR_E_PARSE

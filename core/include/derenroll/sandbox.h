@@ -167,6 +167,14 @@ ENR_API void enr_sandbox_clear_faults(struct enr_sandbox *sb);
  * "access_ttl" (s, for tokens issued from now on; 0: the catalogue's),
  * "solaredge_minute_limit" (calls per SolarEdge key and minute; 0: the recording's),
  * "tesla_registered_na", "_eu", "_cn" (1: the Tesla app is registered there, 0: not).
+ * A provider as strict as the standards (each 0, off, by default):
+ * "require_pkce" (1: Tesla's and SMA's authorize refuse a request without S256 PKCE),
+ * "refresh_needs_consent" (1: offline_access, so a refresh token, only when the
+ * authorize request had prompt=consent; OIDC Core 11), "iss" (1: redirects carry
+ * the vendor's issuer, RFC 9207; 2: another vendor's, a mix-up), "id_token" (how
+ * Tesla's are made: 0 RS256 and 1 ES256 with the keys its JWKS, GET
+ * /tesla/oauth2/v3/discovery/keys, publishes; 2 signed by another key; 3 for
+ * another client (aud); 4 expired).
  * ENR_E_USAGE for an unknown name or a negative value.
  */
 ENR_API int enr_sandbox_set(struct enr_sandbox *sb, const char *setting, long value);

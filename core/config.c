@@ -67,6 +67,7 @@ static const char *const vendor_keys[] = {
     "jwks_url",
     "strict_refresh",
     "authorize_params",
+    "pkce",
 };
 static const char *const derapi_keys[] = {
     "auth_url", "api_url",    "client_id",   "client_secret",

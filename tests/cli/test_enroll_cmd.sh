@@ -6,7 +6,7 @@
 set -u
 BIN=$1
 . "$(dirname "$0")/lib.sh"
-plan 68
+plan 81
 
 for tool in jq curl; do
 	command -v "$tool" >/dev/null && continue
@@ -309,6 +309,42 @@ run D enroll sma --method email --customer Quinn --owner-email expire-quinn@exam
 keep
 expect_rc "SMA e-mail: a request that lapsed" 1
 expect_in "says it expired and what to do" "expired: send it again" "$ERR"
+
+# ---- a provider as strict as the OAuth standards (POST /_sandbox/settings) ----
+settings() { curl -sS -o /dev/null -w '%{http_code}' -X POST -d "$1" "$URL/_sandbox/settings"; }
+# strict_tesla NAME ACCOUNT [ENROLL ARGS]: an enrollment the customer approves.
+strict_tesla() {
+	local name=$1 account=$2
+	shift 2
+	enroll_bg "$name" tesla --customer "Strict $account" "$@"
+	curl -sS -o /dev/null "$(location "$(location "$LINK")&sandbox_auto=approve&sandbox_account=$account")"
+	bg_done "$name"
+}
+[ "$(settings '{"refresh_needs_consent": 1}')" = 200 ]
+check $? "the sandbox takes refresh_needs_consent"
+before=$(store_sum)
+strict_tesla consent1 sven
+expect_rc "no refresh token without prompt=consent: the app's setup (exit 2)" 2
+expect_in "enroll says what to set" "set [vendor.tesla] authorize_params = prompt=consent" "$ERR"
+expect_not_in "and never says it enrolled" "Saved" "$OUT$ERR"
+[ "$(store_sum)" = "$before" ]
+check $? "nothing was stored"
+printf '[vendor.tesla]\nauthorize_params = prompt=consent\n' >>"$CONF"
+strict_tesla consent2 sven --json
+expect_rc "with authorize_params = prompt=consent it enrolls" 0
+printf '%s\n' "$OUT" | sed -n 2p | jq -e '.refresh_expires_at != null' >/dev/null
+check $? "and the record has its refresh token's expiry" "$OUT"
+[ "$(settings '{"refresh_needs_consent": 0, "iss": 2}')" = 200 ]
+check $? "the sandbox sends another vendor's iss"
+strict_tesla mixup tara
+expect_rc "a mix-up (SMA's iss on Tesla's answer) is refused: start again (exit 1)" 1
+expect_in "and says so" "the answer came from another sign-in server" "$ERR"
+[ "$(settings '{"iss": 0, "id_token": 2}')" = 200 ]
+check $? "the sandbox signs id_tokens with another key"
+strict_tesla forged tara
+expect_rc "a forged id_token fails the enrollment: start again (exit 1)" 1
+expect_in "and says why" "signature matches no key" "$ERR"
+settings '{"id_token": 0}' >/dev/null
 
 # ---- no secret anywhere in what was printed, nor in argv ----
 LEAK=0

@@ -1212,6 +1212,111 @@ static void same_site_updates_the_record(void **state)
 	enr_store_free(store);
 }
 
+/* The record holding `site` (solaredge), its customer, or NULL: by the index. */
+static char *holder(const struct enr_store *store, const char *site)
+{
+	struct enr_record *got = NULL;
+	char *customer;
+
+	if (enr_store_find_site(&got, store, "solaredge", site) < 0)
+		return NULL;
+	customer = strdup(got->customer);
+	enr_record_free(got);
+	return customer;
+}
+
+static void expect_holder(const struct enr_store *store, const char *site, const char *customer)
+{
+	char *got = holder(store, site);
+
+	if (customer ? !got || strcmp(got, customer) != 0 : got != NULL)
+		fail_msg("site %s: held by %s, expected %s", site, got ? got : "nobody",
+		         customer ? customer : "nobody");
+	free(got);
+}
+
+static int add_site_999(struct enr_record *rec, void *ctx)
+{
+	(void)ctx;
+	return enr_record_add_site(rec, "site-moved-999", NULL);
+}
+
+/* Lookups by id and site stay right through every kind of change, also those
+ * another handle makes (the index is a cache of what was read). */
+static void lookups_follow_every_change(void **state)
+{
+	struct enr_store *store = open_ok(PASS), *other;
+	struct enr_record *rec, *got = NULL;
+	char *ids[300];
+
+	(void)state;
+	for (int i = 0; i < 300; i++) {
+		rec = numbered("c", i);
+		put_ok(store, rec, false);
+		ids[i] = strdup(rec->id);
+		enr_record_free(rec);
+	}
+	for (int i = 0; i < 300; i++) {
+		assert_int_equal(enr_store_get(&got, store, ids[i]), 0);
+		assert_string_equal(got->id, ids[i]);
+		enr_record_free(got);
+	}
+	expect_holder(store, "site-c299", "c299");
+	expect_holder(store, "site-c300", NULL);
+	/* A put without id but with a stored site updates that record. */
+	rec = numbered("c", 150);
+	enr_record_set(&rec->customer, "c150 again");
+	put_ok(store, rec, true);
+	assert_string_equal(rec->id, ids[150]);
+	enr_record_free(rec);
+	expect_holder(store, "site-c150", "c150 again");
+	/* Replaced in place by a record with other sites: the old site is free. */
+	rec = numbered("c", 20);
+	enr_record_set(&rec->id, ids[20]);
+	free(rec->sites[0].id);
+	rec->sites[0].id = strdup("site-c20-new");
+	put_ok(store, rec, true);
+	enr_record_free(rec);
+	expect_holder(store, "site-c20", NULL);
+	expect_holder(store, "site-c20-new", "c20");
+	rec = numbered("d", 20);
+	free(rec->sites[0].id);
+	rec->sites[0].id = strdup("site-c20");
+	put_ok(store, rec, false);
+	enr_record_free(rec);
+	expect_holder(store, "site-c20", "d20");
+	/* Removed: the others keep their places. */
+	assert_int_equal(enr_store_remove(store, ids[10]), 0);
+	expect_holder(store, "site-c10", NULL);
+	assert_int_equal(enr_store_get(&got, store, ids[10]), ENR_E_NOTFOUND);
+	expect_holder(store, "site-c11", "c11");
+	expect_holder(store, "site-c299", "c299");
+	rec = numbered("c", 10);
+	put_ok(store, rec, false);
+	assert_string_not_equal(rec->id, ids[10]);
+	enr_record_free(rec);
+	expect_holder(store, "site-c10", "c10");
+	/* Another handle adds a site to a record and a record: this one sees both. */
+	other = open_ok(PASS);
+	assert_int_equal(enr_store_update(other, ids[30], add_site_999, NULL), 0);
+	rec = numbered("e", 1);
+	put_ok(other, rec, false);
+	enr_record_free(rec);
+	enr_store_free(other);
+	assert_int_equal(enr_store_reload(store), 0);
+	expect_holder(store, "site-moved-999", "c30");
+	expect_holder(store, "site-e1", "e1");
+	/* And a put here refuses what the other handle took. */
+	rec = numbered("f", 1);
+	enr_record_set(&rec->id, ids[31]);
+	assert_int_equal(enr_record_add_site(rec, "site-moved-999", NULL), 0);
+	assert_int_equal(enr_store_put(NULL, store, rec), ENR_E_EXISTS);
+	enr_record_free(rec);
+	for (int i = 0; i < 300; i++)
+		free(ids[i]);
+	enr_store_free(store);
+}
+
 static void remove_keeps_previous_generation(void **state)
 {
 	struct enr_store *store = open_ok(PASS), *bak = NULL;
@@ -1584,6 +1689,7 @@ static const struct CMUnitTest tests[] = {
     T(torn_journal_entry_is_ignored),
     T(files_are_private_and_open_ones_refused),
     T(same_site_updates_the_record),
+    T(lookups_follow_every_change),
     T(remove_keeps_previous_generation),
     T(invalid_records_are_refused),
     T(locked_store_times_out_naming_the_holder),

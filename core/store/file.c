@@ -1082,5 +1082,6 @@ int enr_store__data_append(struct store_data *d, struct enr_record *rec)
 		d->cap_records = cap;
 	}
 	d->records[d->n_records++] = rec;
+	enr_store__data_changed(d);
 	return 0;
 }

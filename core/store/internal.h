@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #include "derenroll/store.h"
@@ -78,7 +79,40 @@ struct store_data {
 	size_t n_secrets;
 	int schema;                     /* as read; STORE_SCHEMA once written */
 	unsigned long long journal_seq; /* the last journal entry folded in (header "journal") */
+	unsigned long long version; /* enr_store__data_changed(): which ids and sites sit where */
 };
+
+/* Marks `d` as changed in which ids or sites sit at which position (a record
+ * appended, dropped, or replaced by one with other sites; data read afresh):
+ * the lookup index is built again. Editing a record's tokens in place is not
+ * such a change. */
+void enr_store__data_changed(struct store_data *d);
+
+/* The lookup index (index.c): a cache of one store_data, checked on every hit. */
+struct store_slot {
+	uint64_t hash;
+	size_t pos; /* position + 1; 0: empty */
+};
+struct store_index {
+	struct store_slot *ids, *sites;
+	size_t cap, entries;
+	struct enr_record *const *records; /* the data it was built for */
+	size_t n;
+	unsigned long long version;
+	bool valid;
+};
+void enr_store__index_free(struct store_index *ix);
+/* Builds it for `d` unless it serves `d` already; -1 without memory (lookups then walk). */
+int enr_store__index_build(struct store_index *ix, const struct store_data *d);
+/* The position of record `id` in `d`, or -1. */
+ssize_t enr_store__index_id(struct store_index *ix, const struct store_data *d, const char *id);
+/* The positions (at most `max`, in order) of the records of `vendor` holding `site`. */
+size_t enr_store__index_sites(struct store_index *ix, const struct store_data *d,
+                              const char *vendor, const char *site, size_t *out, size_t max);
+/* `after` is `before` with the record at `pos` put (replaced or appended): the
+ * index follows it, else it is built again when next asked. */
+void enr_store__index_put(struct store_index *ix, const struct store_data *before,
+                          const struct store_data *after, size_t pos);
 
 void enr_store__data_free(struct store_data *d);
 /* Appends `rec`, taking ownership (freed on failure too). */
@@ -216,6 +250,7 @@ struct enr_store {
 	void *passphrase_ctx;
 	struct store_key key;
 	struct store_data data;
+	struct store_index index; /* lookups in data */
 	struct store_file_info info;
 	struct store_journal journal;
 	int lock_fd;

@@ -680,6 +680,7 @@ static void drop_at(struct store_data *d, size_t i)
 	enr_record_free(d->records[i]);
 	memmove(&d->records[i], &d->records[i + 1], (d->n_records - i - 1) * sizeof(*d->records));
 	d->n_records--;
+	enr_store__data_changed(d);
 }
 
 static int read_secrets(struct enr_store *store, struct store_data *d)
@@ -786,6 +787,7 @@ static int read_changes(struct enr_store *store, struct store_data *d, long long
 		if (at >= 0) {
 			enr_record_free(d->records[at]);
 			d->records[at] = rec;
+			enr_store__data_changed(d); /* its sites may have changed */
 		} else {
 			rc = enr_store__data_append(d, rec);
 		}
@@ -824,6 +826,7 @@ static int pg_load(struct enr_store *store)
 	}
 	enr_store__data_free(&store->data);
 	store->data = d;
+	enr_store__data_changed(&store->data);
 	store->pg->rev = rev;
 	return 0;
 }
@@ -1117,7 +1120,8 @@ static int pg_journal(struct enr_store *store, struct enr_record *rec, bool sync
 	/* What this handle knows: the record as saved, and the revision if nothing came between. */
 	if (pg->rev == pg->locked_rev)
 		pg->rev = pg->locked_rev + 1;
-	at = index_of(&store->data, rec->id);
+	/* The same id and sites, other tokens: no change the index must know of. */
+	at = enr_store__index_id(&store->index, &store->data, rec->id);
 	if (at >= 0 && enr_record_dup(&copy, rec) == 0) {
 		enr_record_free(store->data.records[at]);
 		store->data.records[at] = copy;

@@ -42,6 +42,8 @@ struct change {
 	struct enr_record *dropped; /* in the old data only: freed once written */
 	char *added_str[2];
 	char *dropped_str[2];
+	bool put; /* one record put at put_at (the index follows it) */
+	size_t put_at;
 };
 
 typedef int (*apply_fn)(struct enr_store *store, struct change *ch, void *arg);
@@ -204,6 +206,7 @@ static int file_load(struct enr_store *store)
 	}
 	enr_store__data_free(&store->data);
 	store->data = d;
+	enr_store__data_changed(&store->data);
 	store->info = info;
 	/* Entries this handle wrote and has not synced yet stay to be synced. */
 	journal.unsynced = store->journal.unsynced;
@@ -329,6 +332,10 @@ int enr_store_open(struct enr_store **out, const struct enr_store_options *opts)
 	if (opts->create && !store->plaintext && !store->metadata_only && !store->key.have &&
 	    (rc = store->ops->new_key(store)) < 0)
 		goto out;
+	/* A handle that writes looks records up: the index is part of reading it
+	 * (a listing builds it only if it is asked). Without memory, lookups walk. */
+	if (!store->metadata_only)
+		enr_store__index_build(&store->index, &store->data);
 	*out = store;
 	store = NULL;
 out:
@@ -343,6 +350,7 @@ void enr_store_free(struct enr_store *store)
 	if (store->ops)
 		store->ops->close(store);
 	enr_store__data_free(&store->data);
+	enr_store__index_free(&store->index);
 	enr_util_free_secret(store->passphrase);
 	OPENSSL_cleanse(&store->key, sizeof(store->key));
 	free(store->path);
@@ -575,6 +583,10 @@ static int transact(struct enr_store *store, apply_fn apply, void *arg)
 		goto fail;
 	if ((rc = apply(store, &ch, arg)) != 0 || (rc = store->ops->write(store, &ch.next)) < 0)
 		goto fail;
+	if (ch.put)
+		enr_store__index_put(&store->index, &store->data, &ch.next, ch.put_at);
+	else
+		store->index.valid = false;
 	free(store->data.records);
 	free(store->data.secrets);
 	store->data = ch.next;
@@ -618,46 +630,43 @@ static char *normal_id(const char *id)
 	return copy;
 }
 
-static ssize_t find_id(const struct store_data *d, const char *id)
+/* The position of record `id` in store->data, or -1. The index is a cache of
+ * the data: filling it changes nothing a caller of a const store can see. */
+static ssize_t find_id(const struct enr_store *store, const char *id)
 {
-	for (size_t i = 0; i < d->n_records; i++)
-		if (strcmp(d->records[i]->id, id) == 0)
-			return (ssize_t)i;
-	return -1;
-}
+	struct enr_store *s = (struct enr_store *)store;
 
-static bool has_site(const struct enr_record *rec, const char *site_id)
-{
-	for (size_t i = 0; i < rec->n_sites; i++)
-		if (strcmp(rec->sites[i].id, site_id) == 0)
-			return true;
-	return false;
+	return enr_store__index_id(&s->index, &s->data, id);
 }
 
 /*
- * The record `rec` updates: the one with its id, else the one holding one of
- * its sites; -1 for none. ENR_E_EXISTS when its sites are in another record.
+ * The record `rec` updates in store->data: the one with its id, else the one
+ * holding one of its sites; -1 for none. ENR_E_EXISTS when its sites are in
+ * another record.
  */
-static int find_match(ssize_t *out, const struct store_data *d, const struct enr_record *rec)
+static int find_match(ssize_t *out, struct enr_store *store, const struct enr_record *rec)
 {
-	*out = rec->id ? find_id(d, rec->id) : -1;
+	size_t at[4];
+
+	*out = rec->id ? find_id(store, rec->id) : -1;
 	for (size_t s = 0; s < rec->n_sites; s++) {
-		for (size_t i = 0; i < d->n_records; i++) {
-			const struct enr_record *other = d->records[i];
-			if ((ssize_t)i == *out || strcmp(other->vendor, rec->vendor) != 0 ||
-			    !has_site(other, rec->sites[s].id))
+		size_t n = enr_store__index_sites(&store->index, &store->data, rec->vendor,
+		                                  rec->sites[s].id, at, ENR_ARRAY_SIZE(at));
+		for (size_t k = 0; k < n; k++) {
+			const struct enr_record *other = store->data.records[at[k]];
+			if ((ssize_t)at[k] == *out)
 				continue;
 			if (*out >= 0 || rec->id)
 				return enr_error_set(ENR_E_EXISTS,
 				                     "site %s of %s is already stored in record %s",
 				                     rec->sites[s].id, rec->vendor, other->id);
-			*out = (ssize_t)i;
+			*out = (ssize_t)at[k];
 		}
 	}
 	return 0;
 }
 
-static int new_id(char **out, const struct store_data *d)
+static int new_id(char **out, const struct enr_store *store)
 {
 	static const char alphabet[] = "0123456789abcdefghjkmnpqrstvwxyz"; /* Crockford */
 	unsigned char bytes[ID_LENGTH];
@@ -670,7 +679,7 @@ static int new_id(char **out, const struct store_data *d)
 		for (size_t i = 0; i < ID_LENGTH; i++)
 			id[i] = alphabet[bytes[i] & 31];
 		id[ID_LENGTH] = '\0';
-	} while (find_id(d, id) >= 0);
+	} while (find_id(store, id) >= 0);
 	*out = enr_util_strdup(id);
 	return *out ? 0 : ENR_E_NOMEM;
 }
@@ -706,8 +715,8 @@ static int apply_put(struct enr_store *store, struct change *ch, void *arg)
 	ssize_t idx;
 	int rc;
 
-	(void)store;
-	if ((rc = find_match(&idx, &ch->next, a->rec)) < 0)
+	/* ch->next is still store->data here: looked up there, with its index. */
+	if ((rc = find_match(&idx, store, a->rec)) < 0)
 		return rc;
 	if (idx >= 0)
 		old = ch->next.records[idx];
@@ -734,7 +743,7 @@ static int apply_put(struct enr_store *store, struct change *ch, void *arg)
 			rc = enr_record_set(&copy->account, old->account);
 		copy->created_at = old->created_at ? old->created_at : now;
 	} else {
-		rc = copy->id ? 0 : new_id(&copy->id, &ch->next);
+		rc = copy->id ? 0 : new_id(&copy->id, store);
 		if (!copy->created_at)
 			copy->created_at = now;
 	}
@@ -746,10 +755,13 @@ static int apply_put(struct enr_store *store, struct change *ch, void *arg)
 	a->stored = copy;
 	a->updated = old != NULL;
 	ch->added = copy;
+	ch->put = true;
 	if (old) {
 		ch->dropped = old;
+		ch->put_at = (size_t)idx;
 		ch->next.records[idx] = copy;
 	} else {
+		ch->put_at = ch->next.n_records;
 		ch->next.records[ch->next.n_records++] = copy;
 	}
 	return 0;
@@ -878,8 +890,7 @@ static int put(bool *out, struct enr_store *store, struct enr_record *rec)
 		return rc;
 	/* Lock the record it will update (found without the lock), then check under it. */
 	for (int attempt = 0; attempt < 5; attempt++) {
-		if ((rc = enr_store_reload(store)) < 0 ||
-		    (rc = find_match(&idx, &store->data, rec)) < 0)
+		if ((rc = enr_store_reload(store)) < 0 || (rc = find_match(&idx, store, rec)) < 0)
 			break;
 		free(locked);
 		locked = NULL;
@@ -913,9 +924,8 @@ static int put(bool *out, struct enr_store *store, struct enr_record *rec)
 
 static int apply_remove(struct enr_store *store, struct change *ch, void *arg)
 {
-	ssize_t idx = find_id(&ch->next, arg);
+	ssize_t idx = find_id(store, arg); /* ch->next is still store->data */
 
-	(void)store;
 	if (idx < 0)
 		return enr_error_set(ENR_E_NOTFOUND, "there is no record %s", (const char *)arg);
 	ch->dropped = ch->next.records[idx];
@@ -935,7 +945,7 @@ int enr_store_remove(struct enr_store *store, const char *id)
 	if (!(norm = normal_id(id)))
 		return enr_error_last_code();
 	/* Not there: say so without locking (or creating) anything. */
-	if ((rc = enr_store_reload(store)) < 0 || find_id(&store->data, norm) < 0) {
+	if ((rc = enr_store_reload(store)) < 0 || find_id(store, norm) < 0) {
 		if (rc == 0)
 			rc = enr_error_set(ENR_E_NOTFOUND, "there is no record %s in %s", norm,
 			                   store->path);
@@ -971,7 +981,7 @@ int enr_store_get(struct enr_record **out, const struct enr_store *store, const 
 	*out = NULL;
 	if (!norm)
 		return enr_error_last_code();
-	idx = find_id(&store->data, norm);
+	idx = find_id(store, norm);
 	if (idx < 0) {
 		enr_error_set(ENR_E_NOTFOUND, "there is no record %s in %s", norm, store->path);
 		free(norm);
@@ -984,12 +994,12 @@ int enr_store_get(struct enr_record **out, const struct enr_store *store, const 
 int enr_store_find_site(struct enr_record **out, const struct enr_store *store, const char *vendor,
                         const char *site_id)
 {
+	struct enr_store *s = (struct enr_store *)store; /* the index is a cache */
+	size_t at;
+
 	*out = NULL;
-	for (size_t i = 0; i < store->data.n_records; i++) {
-		const struct enr_record *rec = store->data.records[i];
-		if (strcmp(rec->vendor, vendor) == 0 && has_site(rec, site_id))
-			return enr_record_dup(out, rec);
-	}
+	if (enr_store__index_sites(&s->index, &s->data, vendor, site_id, &at, 1) == 1)
+		return enr_record_dup(out, store->data.records[at]);
 	return enr_error_set(ENR_E_NOTFOUND, "site %s of %s is not in the store", site_id, vendor);
 }
 
@@ -1013,7 +1023,7 @@ int enr_store_lock_record(struct enr_store_lock **out, struct enr_store *store, 
 	}
 	if ((rc = enr_store_reload(store)) < 0)
 		goto out;
-	if (find_id(&store->data, lock->id) < 0)
+	if (find_id(store, lock->id) < 0)
 		goto missing;
 	if ((lock->held = store->ops->lock_record(store, lock->id)) < 0) {
 		rc = lock->held;
@@ -1022,7 +1032,7 @@ int enr_store_lock_record(struct enr_store_lock **out, struct enr_store *store, 
 	/* Now that no one else can change it, read it as it is. */
 	if ((rc = enr_store_reload(store)) < 0)
 		goto out;
-	idx = find_id(&store->data, lock->id);
+	idx = find_id(store, lock->id);
 	if (idx < 0)
 		goto missing;
 	if ((rc = enr_record_dup(&lock->rec, store->data.records[idx])) < 0)
@@ -1063,7 +1073,7 @@ static int lock_and_sync(struct enr_store *store, const char *id)
 
 	if (rc < 0)
 		return rc;
-	if ((rc = file_sync(store, true)) == 0 && find_id(&store->data, id) < 0)
+	if ((rc = file_sync(store, true)) == 0 && find_id(store, id) < 0)
 		rc = enr_error_set(ENR_E_NOTFOUND, "record %s is no longer in the store", id);
 	if (rc < 0)
 		enr_store__unlock(store);
@@ -1131,7 +1141,7 @@ static int file_reserve(struct enr_store *store, const char *const *ids, size_t 
 		char *id = normal_id(ids[i]);
 		if (!id)
 			return enr_error_last_code();
-		idx = find_id(&store->data, id);
+		idx = find_id(store, id);
 		free(id);
 		if (idx < 0)
 			continue;
@@ -1202,7 +1212,7 @@ static int apply_many(struct enr_store *store, struct change *ch, void *arg)
 
 		if (!id)
 			return enr_error_last_code();
-		idx = find_id(&ch->next, id);
+		idx = find_id(store, id); /* replaced in place only: the same positions */
 		free(id);
 		if (idx < 0)
 			continue; /* removed meanwhile: nothing to note */

@@ -419,8 +419,9 @@ static void listing_what_may_be_due_reads_a_superset_of_it(void **state)
 	struct enr_store_options o = {.path = url, .metadata_only = true};
 	long long now = (long long)time(NULL);
 	struct enr_record *soon = numbered(1), *later = numbered(2), *refused = numbered(3),
-	                  *no_refresh = numbered(4);
+	                  *no_refresh = numbered(4), *renewable = numbered(5);
 	const char *names[4];
+	char *version;
 
 	(void)state;
 	soon->refresh_expires_at = now + 3 * 86400;
@@ -435,19 +436,36 @@ static void listing_what_may_be_due_reads_a_superset_of_it(void **state)
 	assert_int_equal(enr_store_put(NULL, a, later), 0);
 	assert_int_equal(enr_store_put(NULL, a, refused), 0);
 	assert_int_equal(enr_store_put(NULL, a, no_refresh), 0);
-	o.due_before = now + 7 * 86400;
-	assert_int_equal(enr_store_open(&b, &o), 0);
-	assert_int_equal(enr_store_count(b), 3);
-	for (size_t i = 0; i < 3; i++)
-		names[i] = enr_store_at(b, i)->customer;
-	assert_string_equal(names[0], "Customer 1");
-	assert_string_equal(names[1], "Customer 3");
-	assert_string_equal(names[2], "Customer 4");
-	enr_store_free(b);
-	o.due_before = 0;
-	assert_int_equal(enr_store_open(&b, &o), 0);
-	assert_int_equal(enr_store_count(b), 4);
-	enr_store_free(b);
+	/* An expired access token that a refresh token renews: not the customer's turn. */
+	renewable->refresh_expires_at = now + 30 * 86400;
+	renewable->access_expires_at = now - 3600;
+	assert_int_equal(enr_store_put(NULL, a, renewable), 0);
+	/* A store of schema 1 (no due_at) is migrated on first use, its records too. */
+	for (int round = 0; round < 2; round++) {
+		o.due_before = now + 7 * 86400;
+		assert_int_equal(enr_store_open(&b, &o), 0);
+		assert_int_equal(enr_store_count(b), 3);
+		for (size_t i = 0; i < 3; i++)
+			names[i] = enr_store_at(b, i)->customer;
+		assert_string_equal(names[0], "Customer 1");
+		assert_string_equal(names[1], "Customer 3");
+		assert_string_equal(names[2], "Customer 4");
+		enr_store_free(b);
+		o.due_before = 0;
+		assert_int_equal(enr_store_open(&b, &o), 0);
+		assert_int_equal(enr_store_count(b), 5);
+		enr_store_free(b);
+		version = test_pg_value(&pg, db, "SELECT max(version) FROM derenroll_schema");
+		assert_string_equal(version, "2");
+		free(version);
+		if (round == 0)
+			assert_int_equal(
+			    test_pg_exec(&pg, db,
+			                 "ALTER TABLE records DROP COLUMN due_at; DELETE FROM "
+			                 "derenroll_schema WHERE version = 2"),
+			    0);
+	}
+	enr_record_free(renewable);
 	enr_record_free(soon);
 	enr_record_free(later);
 	enr_record_free(refused);

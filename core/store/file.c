@@ -3,7 +3,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,7 +42,6 @@
 #define CHUNK          (256 * 1024)
 #define MAX_LINE       (64 * 1024 * 1024)
 #define KDF_MAX_MEMORY (256ULL * 1024 * 1024)
-#define PARALLEL_MIN   2000 /* records from which two threads parse */
 
 static void put_be32(unsigned char *p, unsigned v)
 {
@@ -560,7 +558,7 @@ static int collect_lines(struct lines *l, struct reader *r, bool metadata_only)
 
 struct parse_job {
 	const struct lines *lines;
-	size_t first, count; /* records */
+	size_t first, count; /* records, set by enr_store__halves() */
 	size_t base, stride; /* where the first record's lines are, lines per record */
 	bool secrets;
 	int schema;
@@ -570,9 +568,9 @@ struct parse_job {
 	char message[512];
 };
 
-static void *parse_records(void *arg)
+static void parse_records(void *arg, size_t half)
 {
-	struct parse_job *job = arg;
+	struct parse_job *job = (struct parse_job *)arg + half;
 	struct json_tokener *tok = json_tokener_new();
 	struct json_object *obj = NULL, *secrets = NULL;
 	struct enr_record *rec = NULL;
@@ -611,7 +609,6 @@ static void *parse_records(void *arg)
 		snprintf(job->message, sizeof(job->message), "%s", enr_error_last());
 	if (tok)
 		json_tokener_free(tok);
-	return NULL;
 }
 
 /*
@@ -622,8 +619,6 @@ static int parse_all(struct store_data *d, const struct lines *l, size_t n, bool
                      const char *path)
 {
 	struct parse_job jobs[2];
-	pthread_t thread;
-	bool threaded = false;
 	int rc = 0;
 
 	d->records = calloc(n ? n : 1, sizeof(*d->records));
@@ -639,27 +634,11 @@ static int parse_all(struct store_data *d, const struct lines *l, size_t n, bool
 		                             .path = path,
 		                             .out = d->records};
 	}
-	jobs[0].count = n >= PARALLEL_MIN ? n / 2 : n;
-	jobs[1].first = jobs[0].count;
-	jobs[1].count = n - jobs[0].count;
-	if (jobs[1].count)
-		threaded = pthread_create(&thread, NULL, parse_records, &jobs[1]) == 0;
-	parse_records(&jobs[0]);
-	if (threaded)
-		pthread_join(thread, NULL);
-	else if (jobs[1].count)
-		parse_records(&jobs[1]);
-	for (int j = 0; j < 2 && rc == 0; j++)
-		if (jobs[j].rc < 0)
-			rc = enr_error_set(jobs[j].rc, "%s", jobs[j].message);
-	if (rc < 0) {
-		for (size_t i = 0; i < n; i++)
-			enr_record_free(d->records[i]);
-		memset(d->records, 0, n * sizeof(*d->records));
-		return rc;
-	}
-	d->n_records = n;
-	return 0;
+	enr_store__halves(n, &jobs[0].first, &jobs[0].count, &jobs[1].first, &jobs[1].count);
+	enr_store__run_halves(parse_records, jobs, jobs[1].count > 0);
+	rc = enr_store__halves_done(d, n, (int[]){jobs[0].rc, jobs[1].rc},
+	                            (const char *const[]){jobs[0].message, jobs[1].message});
+	return rc;
 }
 
 /* Parses the lines of an authenticated file into `d`. */

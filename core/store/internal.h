@@ -82,6 +82,18 @@ struct store_data {
 	unsigned long long version; /* enr_store__data_changed(): which ids and sites sit where */
 };
 
+/* Parsing a big store on two threads (json-c takes most of the time of
+ * reading it, and the machines have a core to spare): the two halves of
+ * `n` records, the second empty below 2,000. */
+void enr_store__halves(size_t n, size_t *first0, size_t *count0, size_t *first1, size_t *count1);
+/* Runs fn(jobs, 0) here and fn(jobs, 1) on a thread of its own (here too
+ * when `both` is false or no thread can be made). */
+void enr_store__run_halves(void (*fn)(void *jobs, size_t half), void *jobs, bool both);
+/* After both halves of reading `n` records into d->records: the first
+ * half's error (each record read freed), else 0 with d->n_records = n. */
+int enr_store__halves_done(struct store_data *d, size_t n, const int rc[2],
+                           const char *const message[2]);
+
 /* Marks `d` as changed in which ids or sites sit at which position (a record
  * appended, dropped, or replaced by one with other sites; data read afresh):
  * the lookup index is built again. Editing a record's tokens in place is not

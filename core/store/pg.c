@@ -35,7 +35,7 @@
 #include "store/internal.h"
 #include "util.h"
 
-#define PG_SCHEMA      1 /* the newest schema this derenroll knows (assets/sql/NNN_*.sql) */
+#define PG_SCHEMA      2 /* the newest schema this derenroll knows (assets/sql/NNN_*.sql) */
 #define MAX_LOCKS      16
 #define SCHEMA_LOCK_ID 0x64657265 /* "dere": the advisory lock of schema changes */
 
@@ -736,13 +736,55 @@ static int read_secrets(struct enr_store *store, struct store_data *d)
  * runs out, a token that cannot be renewed runs out (or there is no refresh
  * token at all), or the last check did not end well.
  */
-#define DUE_BEFORE_2                                                                               \
-	"((refresh_expires_at > 0 AND refresh_expires_at <= $2::bigint) OR (access_expires_at > "  \
-	"0 "                                                                                       \
-	"AND (NOT refreshable OR refresh_expires_at = 0) AND access_expires_at <= $2::bigint) OR " \
-	"(NOT refreshable AND method IN ('oauth', 'email', 'join')) OR (last_check_outcome IS "    \
-	"NOT "                                                                                     \
-	"NULL AND last_check_outcome <> 'ok'))"
+/* What may be due by $2 (schema 2's due_at, indexed); the client narrows it. */
+#define DUE_BEFORE_2 "due_at <= $2::bigint"
+
+struct row_job {
+	struct enr_store *store;
+	const PGresult *res;
+	struct enr_record **out;
+	size_t first, count;
+	int rc;
+	char message[512];
+};
+
+static void read_rows(void *arg, size_t half)
+{
+	struct row_job *job = (struct row_job *)arg + half;
+
+	job->rc = 0;
+	for (size_t i = job->first; job->rc == 0 && i < job->first + job->count; i++)
+		job->rc = row_record(job->store, &job->out[i], job->res, (int)i);
+	if (job->rc < 0)
+		snprintf(job->message, sizeof(job->message), "%s", enr_error_last());
+}
+
+/* Every row of `res` into the empty `d`, in order (on two threads for many). */
+static int read_all_rows(struct enr_store *store, struct store_data *d, const PGresult *res)
+{
+	size_t n = (size_t)PQntuples(res);
+	struct row_job jobs[2] = {{.store = store, .res = res}, {.store = store, .res = res}};
+	int rc = 0;
+
+	d->records = calloc(n ? n : 1, sizeof(*d->records));
+	if (!d->records)
+		return enr_error_set(ENR_E_NOMEM, NULL);
+	d->cap_records = n ? n : 1;
+	jobs[0].out = jobs[1].out = d->records;
+	/* Unsealing credentials may fetch the team key on the one connection:
+	 * two threads only for a listing. */
+	if (store->metadata_only)
+		enr_store__halves(n, &jobs[0].first, &jobs[0].count, &jobs[1].first,
+		                  &jobs[1].count);
+	else
+		jobs[0].count = n;
+	enr_store__run_halves(read_rows, jobs, jobs[1].count > 0);
+	rc = enr_store__halves_done(d, n, (int[]){jobs[0].rc, jobs[1].rc},
+	                            (const char *const[]){jobs[0].message, jobs[1].message});
+	if (rc == 0)
+		enr_store__data_changed(d);
+	return rc;
+}
 
 /* Applies what changed after revision `since` to `d`; `since` 0 reads everything. */
 static int read_changes(struct enr_store *store, struct store_data *d, long long since)
@@ -776,6 +818,11 @@ static int read_changes(struct enr_store *store, struct store_data *d, long long
 	          store->metadata_only && store->due_before ? 2 : 1, params, NULL, NULL);
 	if (!res)
 		return enr_error_last_code();
+	if (since == 0) {
+		rc = read_all_rows(store, d, res);
+		PQclear(res);
+		return rc == 0 && !store->metadata_only ? read_secrets(store, d) : rc;
+	}
 	for (int i = 0; rc == 0 && i < PQntuples(res); i++) {
 		struct enr_record *rec;
 		ssize_t at;

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,6 +48,58 @@ struct change {
 };
 
 typedef int (*apply_fn)(struct enr_store *store, struct change *ch, void *arg);
+
+/* ---- reading on two threads ---- */
+
+#define PARALLEL_MIN 2000 /* records from which two threads parse */
+
+void enr_store__halves(size_t n, size_t *first0, size_t *count0, size_t *first1, size_t *count1)
+{
+	*first0 = 0;
+	*count0 = n >= PARALLEL_MIN ? n / 2 : n;
+	*first1 = *count0;
+	*count1 = n - *count0;
+}
+
+struct half_call {
+	void (*fn)(void *jobs, size_t half);
+	void *jobs;
+};
+
+static void *second_half(void *arg)
+{
+	struct half_call *c = arg;
+
+	c->fn(c->jobs, 1);
+	return NULL;
+}
+
+void enr_store__run_halves(void (*fn)(void *jobs, size_t half), void *jobs, bool both)
+{
+	struct half_call c = {fn, jobs};
+	pthread_t thread;
+	bool threaded = both && pthread_create(&thread, NULL, second_half, &c) == 0;
+
+	fn(jobs, 0);
+	if (threaded)
+		pthread_join(thread, NULL);
+	else if (both)
+		fn(jobs, 1);
+}
+
+int enr_store__halves_done(struct store_data *d, size_t n, const int rc[2],
+                           const char *const message[2])
+{
+	for (int j = 0; j < 2; j++)
+		if (rc[j] < 0) {
+			for (size_t i = 0; i < n; i++)
+				enr_record_free(d->records[i]);
+			memset(d->records, 0, n * sizeof(*d->records));
+			return enr_error_set(rc[j], "%s", message[j]);
+		}
+	d->n_records = n;
+	return 0;
+}
 
 static double now_seconds(void)
 {

@@ -259,6 +259,7 @@ static void test_openssl_cli(void **state)
 	free(path);
 	assert_non_null(f);
 	char line[256], hex[1024] = "";
+	size_t nhex = 0;
 	int in = 0;
 	while (fgets(line, sizeof(line), f)) {
 		if (!strncmp(line, "pub:", 4)) {
@@ -266,9 +267,10 @@ static void test_openssl_cli(void **state)
 			continue;
 		}
 		if (in && line[0] == ' ') {
-			for (char *p = line; *p; p++)
+			for (char *p = line; *p && nhex + 1 < sizeof(hex); p++)
 				if (strchr("0123456789abcdef", *p))
-					strncat(hex, p, 1);
+					hex[nhex++] = *p;
+			hex[nhex] = '\0';
 		} else if (in)
 			in = 0;
 	}

@@ -766,10 +766,11 @@ static int read_all_rows(struct enr_store *store, struct store_data *d, const PG
 	struct row_job jobs[2] = {{.store = store, .res = res}, {.store = store, .res = res}};
 	int rc = 0;
 
+	free(d->records); /* empty, but perhaps allocated (a store still at revision 0) */
 	d->records = calloc(n ? n : 1, sizeof(*d->records));
+	d->cap_records = d->records ? (n ? n : 1) : 0;
 	if (!d->records)
 		return enr_error_set(ENR_E_NOMEM, NULL);
-	d->cap_records = n ? n : 1;
 	jobs[0].out = jobs[1].out = d->records;
 	/* Unsealing credentials may fetch the team key on the one connection:
 	 * two threads only for a listing. */
@@ -818,7 +819,7 @@ static int read_changes(struct enr_store *store, struct store_data *d, long long
 	          store->metadata_only && store->due_before ? 2 : 1, params, NULL, NULL);
 	if (!res)
 		return enr_error_last_code();
-	if (since == 0) {
+	if (since == 0 && d->n_records == 0) {
 		rc = read_all_rows(store, d, res);
 		PQclear(res);
 		return rc == 0 && !store->metadata_only ? read_secrets(store, d) : rc;

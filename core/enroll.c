@@ -739,6 +739,8 @@ static int start_oauth(struct enr_enroll *e, enum enr_consent consent)
 		opts.pkce = true; /* RFC 8252 8.1: every native app's loopback flow */
 	}
 	rc = enr_oauth_flow_new(&e->flow, e->vendor, e->cfg, &opts);
+	if (rc == 0 && e->receiver) /* the browser's page can then tell another sign-in's answer */
+		rc = enr_oauth_receiver_expect_state(e->receiver, e->flow->state);
 	if (rc < 0)
 		return rc;
 	e->deadline = (long long)time(NULL) + e->timeout_s;

@@ -1350,6 +1350,28 @@ int enr_enroll_submit_fields(struct enr_enroll *e)
 	return start_check(e);
 }
 
+static void on_relay_taken(struct enr_http_response *resp, void *ctx)
+{
+	(void)ctx;
+	if (resp->error || resp->status != 204)
+		enr_log_info("the relay was not told that the code was pasted (HTTP %ld): the "
+		             "customer's link may say it expired",
+		             resp->status);
+	enr_http_response_free(resp);
+}
+
+/* The relay's link was answered by a pasted address: the customer's later
+ * visits to it then say "done". Nobody waits for the answer. */
+static void tell_relay_taken(struct enr_enroll *e)
+{
+	struct enr_http_request *req = NULL;
+	uint64_t id;
+
+	if (enr_relay_taken_request(&req, e->cfg, e->flow->state) == 0)
+		enr_http_multi_add(&id, e->multi, req, on_relay_taken, NULL);
+	enr_http_request_free(req);
+}
+
 int enr_enroll_submit_code(struct enr_enroll *e, const char *text)
 {
 	char *copy;
@@ -1367,6 +1389,8 @@ int enr_enroll_submit_code(struct enr_enroll *e, const char *text)
 	}
 	rc = got_callback(e, copy);
 	enr_util_free_secret(copy);
+	if (rc == 0 && e->consent == ENR_CONSENT_RELAY && !e->derapi)
+		tell_relay_taken(e);
 	return rc;
 }
 

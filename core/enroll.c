@@ -801,6 +801,8 @@ static int start_oauth(struct enr_enroll *e, enum enr_consent consent)
 		opts.pkce = true; /* RFC 8252 8.1: every native app's loopback flow */
 	}
 	rc = enr_oauth_flow_new(&e->flow, e->vendor, e->cfg, &opts);
+	if (rc == 0 && e->receiver) /* the browser's page can then tell another sign-in's answer */
+		rc = enr_oauth_receiver_expect_state(e->receiver, e->flow->state);
 	if (rc < 0)
 		return rc;
 	e->deadline = (long long)time(NULL) + e->timeout_s;
@@ -1410,6 +1412,28 @@ int enr_enroll_submit_fields(struct enr_enroll *e)
 	return start_check(e);
 }
 
+static void on_relay_taken(struct enr_http_response *resp, void *ctx)
+{
+	(void)ctx;
+	if (resp->error || resp->status != 204)
+		enr_log_info("the relay was not told that the code was pasted (HTTP %ld): the "
+		             "customer's link may say it expired",
+		             resp->status);
+	enr_http_response_free(resp);
+}
+
+/* The relay's link was answered by a pasted address: the customer's later
+ * visits to it then say "done". Nobody waits for the answer. */
+static void tell_relay_taken(struct enr_enroll *e)
+{
+	struct enr_http_request *req = NULL;
+	uint64_t id;
+
+	if (enr_relay_taken_request(&req, e->cfg, e->flow->state) == 0)
+		enr_http_multi_add(&id, e->multi, req, on_relay_taken, NULL);
+	enr_http_request_free(req);
+}
+
 int enr_enroll_submit_code(struct enr_enroll *e, const char *text)
 {
 	char *copy;
@@ -1427,6 +1451,8 @@ int enr_enroll_submit_code(struct enr_enroll *e, const char *text)
 	}
 	rc = got_callback(e, copy);
 	enr_util_free_secret(copy);
+	if (rc == 0 && e->consent == ENR_CONSENT_RELAY && !e->derapi)
+		tell_relay_taken(e);
 	return rc;
 }
 

@@ -21,6 +21,7 @@
 #include "derenroll/log.h"
 #include "derenroll/oauth.h"
 #include "derenroll/tesla.h"
+#include "derenroll/text.h"
 #include "derenroll/vendor.h"
 #include "jwt.h"
 #include "util.h"
@@ -345,6 +346,13 @@ static int callback_error(const struct enr_vendor *vendor, const char *error, co
 	                     detail);
 }
 
+/* In constant time: a state is a secret the redirect proves it knows. */
+static bool same_state(const char *state, const char *expected)
+{
+	return strlen(state) == strlen(expected) &&
+	       CRYPTO_memcmp(state, expected, strlen(expected)) == 0;
+}
+
 /* Whether the input is a bare code rather than a URL or a query string. */
 static bool is_bare_code(const char *s)
 {
@@ -403,9 +411,7 @@ int enr_oauth_callback_parse(struct enr_oauth_callback **out, const struct enr_v
 	if (expected_state) {
 		/* A forged error can only stop the flow, so an error without state is
 		 * still reported as the error; anything else needs the state. */
-		if (state ? strlen(state) != strlen(expected_state) ||
-		                CRYPTO_memcmp(state, expected_state, strlen(state)) != 0
-		          : !error) {
+		if (state ? !same_state(state, expected_state) : !error) {
 			rc = enr_error_set(
 			    ENR_E_STATE,
 			    "%s: the redirect's state %s: it belongs to another or an "
@@ -1099,26 +1105,55 @@ out:
 /* ---- loopback receiver ------------------------------------------------- */
 
 #define RECEIVER_DEFAULT_TIMEOUT_MS (5 * 60 * 1000)
+/* How long a page on its way to the browser may keep the listener open once
+ * the flow has ended: a browser that never reads cannot hold it longer. */
+#define RECEIVER_SEND_BOUND_MS 2000
+#define ERROR_SHOWN_MAX        64 /* characters of the vendor's error code on the page */
 
-static const char page_done[] =
+/* What the browser came back with, and the page that says so. */
+enum rx_page {
+	RX_APPROVED,  /* a code, with our state */
+	RX_DECLINED,  /* error=access_denied: the customer said no */
+	RX_ERROR,     /* any other error from the vendor */
+	RX_BAD_STATE, /* another (or an older) sign-in's redirect, or none */
+	RX_AGAIN,     /* after the one redirect, the timeout or a cancel */
+};
+
+static const char page_head[] =
     "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
     "<meta name=\"viewport\" content=\"width=device-width\"><title>derenroll</title></head>"
-    "<body style=\"font-family:sans-serif;margin:3em\"><h1>Thank you</h1>"
-    "<p>derenroll has received the answer. You can close this tab.</p></body></html>";
-static const char page_again[] =
-    "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>derenroll</title>"
-    "</head><body style=\"font-family:sans-serif;margin:3em\">"
-    "<p>This sign-in was already completed or has ended. You can close this tab.</p>"
-    "</body></html>";
+    "<body style=\"font-family:sans-serif;margin:3em\">";
+static const char page_foot[] = "</body></html>";
+
+/* The body of each page (RX_ERROR's is the two pieces around the error). */
+static const char *const page_text[] = {
+    [RX_APPROVED] = "<h1>Thank you</h1><p>derenroll has received your approval. "
+                    "You can close this tab.</p>",
+    [RX_DECLINED] = "<h1>Access declined</h1><p>You declined, so nothing was shared. "
+                    "derenroll has received your answer: the installer will see that "
+                    "you declined. You can close this tab.</p>",
+    [RX_ERROR] = "<h1>The sign-in did not finish</h1><p>The sign-in page answered with the "
+                 "error <code>",
+    [RX_BAD_STATE] = "<h1>This answer is not for this sign-in</h1><p>It belongs to another "
+                     "or an older sign-in, so derenroll did not use it. Ask the installer "
+                     "to start the sign-in again. You can close this tab.</p>",
+    [RX_AGAIN] = "<p>This sign-in was already completed or has ended. "
+                 "You can close this tab.</p>",
+};
+static const char page_error_end[] = "</code>, so nothing was shared. The installer will see "
+                                     "this error in derenroll. You can close this tab.</p>";
 
 struct enr_oauth_receiver {
 	struct MHD_Daemon *daemon;
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	char redirect_uri[64];
-	char *received;  /* the redirect, as a URL */
-	int pipe_fds[2]; /* [0] becomes readable when `received` is set */
+	char *received;       /* the redirect, as a URL */
+	char *expected_state; /* NULL: the state is judged by the caller alone */
+	int pipe_fds[2];      /* [0] becomes readable when `received` is set */
 	long long deadline;
+	unsigned sending;        /* answers queued whose sending has not ended */
+	long long sending_until; /* the bound on waiting for them */
 	bool cancelled;
 };
 
@@ -1156,14 +1191,55 @@ static enum MHD_Result add_arg(void *cls, enum MHD_ValueKind kind, const char *k
 	return grown ? MHD_YES : MHD_NO;
 }
 
-static enum MHD_Result answer(struct MHD_Connection *conn, unsigned int status, const char *page)
+/* `text` with &, <, >, " and ' as entities, into `buf` (cut to fit). */
+static const char *html_text(char *buf, size_t size, const char *text)
 {
+	static const char special[] = "&<>\"'";
+	static const char *const entity[] = {"&amp;", "&lt;", "&gt;", "&quot;", "&#39;"};
+	size_t used = 0;
+
+	for (; *text; text++) {
+		const char *hit = strchr(special, *text);
+		const char *piece = hit ? entity[hit - special] : NULL;
+		size_t n = piece ? strlen(piece) : 1;
+		if (used + n >= size)
+			break;
+		memcpy(buf + used, piece ? piece : text, n);
+		used += n;
+	}
+	buf[used] = '\0';
+	return buf;
+}
+
+/* The page for `page`; `error` is the vendor's error code for RX_ERROR. */
+static char *render_page(enum rx_page page, const char *error)
+{
+	char visible[ENR_TEXT_VISIBLE_SIZE(ERROR_SHOWN_MAX)];
+	char shown[6 * sizeof(visible)];
+
+	if (page != RX_ERROR)
+		return enr_util_printf("%s%s%s", page_head, page_text[page], page_foot);
+	/* Only the error code, never the query: control characters visible,
+	 * markup as text. */
+	enr_text_visible(visible, sizeof(visible), error, ERROR_SHOWN_MAX);
+	html_text(shown, sizeof(shown), visible);
+	return enr_util_printf("%s%s%s%s%s", page_head, page_text[RX_ERROR], shown, page_error_end,
+	                       page_foot);
+}
+
+static enum MHD_Result answer(struct MHD_Connection *conn, unsigned int status, enum rx_page page,
+                              const char *error)
+{
+	char *html = render_page(page, error);
 	struct MHD_Response *r =
-	    MHD_create_response_from_buffer(strlen(page), (void *)page, MHD_RESPMEM_PERSISTENT);
+	    html ? MHD_create_response_from_buffer(strlen(html), html, MHD_RESPMEM_MUST_FREE)
+	         : NULL;
 	enum MHD_Result ret;
 
-	if (!r)
+	if (!r) {
+		free(html);
 		return MHD_NO;
+	}
 	MHD_add_response_header(r, "Content-Type", "text/html; charset=utf-8");
 	MHD_add_response_header(r, "Cache-Control", "no-store");
 	MHD_add_response_header(r, "Referrer-Policy", "no-referrer");
@@ -1175,30 +1251,72 @@ static enum MHD_Result answer(struct MHD_Connection *conn, unsigned int status, 
 	return ret;
 }
 
+/* Which page the redirect gets; called with the lock held. */
+static enum rx_page judge(const struct enr_oauth_receiver *r, const char *state, const char *error)
+{
+	/* As enr_oauth_callback_parse(): an error without state is still the error. */
+	if (r->expected_state && (state ? !same_state(state, r->expected_state) : !error))
+		return RX_BAD_STATE;
+	if (!error)
+		return RX_APPROVED;
+	return strcmp(error, "access_denied") == 0 ? RX_DECLINED : RX_ERROR;
+}
+
+/* The request's answer was sent, or its connection ended: the listener may go. */
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+	struct enr_oauth_receiver *r = cls;
+
+	(void)conn;
+	(void)toe;
+	if (*con_cls != r)
+		return;
+	*con_cls = NULL;
+	pthread_mutex_lock(&r->lock);
+	r->sending--;
+	pthread_cond_broadcast(&r->cond);
+	pthread_mutex_unlock(&r->lock);
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **con_cls)
 {
 	struct enr_oauth_receiver *r = cls;
 	struct query_builder b = {NULL, false};
-	bool taken;
+	const char *state, *error;
+	enum rx_page page = RX_AGAIN;
+	unsigned status = MHD_HTTP_GONE;
 
 	(void)version;
 	(void)upload_data;
 	(void)upload_data_size;
-	(void)con_cls;
+	/* Every answer holds the listener until it was sent (on_completed). */
+	pthread_mutex_lock(&r->lock);
+	if (*con_cls != r) {
+		*con_cls = r;
+		r->sending++;
+		r->sending_until = monotonic_ms() + RECEIVER_SEND_BOUND_MS;
+	}
+	pthread_mutex_unlock(&r->lock);
 	if (strcmp(method, "GET") != 0)
-		return answer(conn, MHD_HTTP_METHOD_NOT_ALLOWED, page_again);
+		return answer(conn, MHD_HTTP_METHOD_NOT_ALLOWED, RX_AGAIN, NULL);
 	if (strcmp(url, "/callback") != 0)
-		return answer(conn, MHD_HTTP_NOT_FOUND, page_again);
+		return answer(conn, MHD_HTTP_NOT_FOUND, RX_AGAIN, NULL);
 	MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, add_arg, &b);
 	if (b.failed || !b.query) {
 		enr_util_free_secret(b.query);
-		return answer(conn, MHD_HTTP_BAD_REQUEST, page_again);
+		return answer(conn, MHD_HTTP_BAD_REQUEST, RX_AGAIN, NULL);
 	}
+	state = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "state");
+	error = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "error");
 	pthread_mutex_lock(&r->lock);
-	taken = r->received || r->cancelled || monotonic_ms() >= r->deadline;
-	if (!taken) {
+	if (!r->received && !r->cancelled && monotonic_ms() < r->deadline) {
+		/* The first redirect is the answer, even a wrong one: the flow fails
+		 * with what was wrong with it. */
+		page = judge(r, state, error);
+		status = page == RX_BAD_STATE ? MHD_HTTP_BAD_REQUEST : MHD_HTTP_OK;
 		r->received = enr_util_printf("%s?%s", r->redirect_uri, b.query);
 		if (r->received) {
 			ssize_t ignored = write(r->pipe_fds[1], "x", 1);
@@ -1208,8 +1326,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	}
 	pthread_mutex_unlock(&r->lock);
 	enr_util_free_secret(b.query);
-	return taken ? answer(conn, MHD_HTTP_GONE, page_again)
-	             : answer(conn, MHD_HTTP_OK, page_done);
+	return answer(conn, status, page, error);
 }
 
 int enr_oauth_receiver_new(struct enr_oauth_receiver **out, long timeout_ms)
@@ -1236,10 +1353,10 @@ int enr_oauth_receiver_new(struct enr_oauth_receiver **out, long timeout_ms)
 	addr.sin_family = AF_INET;
 	addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	addr.sin_port = 0;
-	r->daemon = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO, 0, NULL, NULL,
-	                             on_request, r, MHD_OPTION_SOCK_ADDR, &addr,
-	                             MHD_OPTION_CONNECTION_TIMEOUT, 10u,
-	                             MHD_OPTION_CONNECTION_LIMIT, 16u, MHD_OPTION_END);
+	r->daemon = MHD_start_daemon(
+	    MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO, 0, NULL, NULL, on_request, r,
+	    MHD_OPTION_SOCK_ADDR, &addr, MHD_OPTION_NOTIFY_COMPLETED, on_completed, r,
+	    MHD_OPTION_CONNECTION_TIMEOUT, 10u, MHD_OPTION_CONNECTION_LIMIT, 16u, MHD_OPTION_END);
 	info = r->daemon ? MHD_get_daemon_info(r->daemon, MHD_DAEMON_INFO_BIND_PORT) : NULL;
 	if (!info || !info->port) {
 		enr_oauth_receiver_free(r);
@@ -1255,6 +1372,19 @@ int enr_oauth_receiver_new(struct enr_oauth_receiver **out, long timeout_ms)
 const char *enr_oauth_receiver_redirect_uri(const struct enr_oauth_receiver *receiver)
 {
 	return receiver->redirect_uri;
+}
+
+int enr_oauth_receiver_expect_state(struct enr_oauth_receiver *receiver, const char *state)
+{
+	char *copy = enr_util_strdup(state);
+
+	if (!copy)
+		return ENR_E_NOMEM;
+	pthread_mutex_lock(&receiver->lock);
+	free(receiver->expected_state);
+	receiver->expected_state = copy;
+	pthread_mutex_unlock(&receiver->lock);
+	return 0;
 }
 
 int enr_oauth_receiver_fd(const struct enr_oauth_receiver *receiver)
@@ -1318,13 +1448,23 @@ void enr_oauth_receiver_free(struct enr_oauth_receiver *receiver)
 {
 	if (!receiver)
 		return;
-	if (receiver->daemon)
+	if (receiver->daemon) {
+		/* The browser gets its whole page, whatever the flow made of it. */
+		struct timespec ts;
+		pthread_mutex_lock(&receiver->lock);
+		ts.tv_sec = (time_t)(receiver->sending_until / 1000);
+		ts.tv_nsec = (long)(receiver->sending_until % 1000) * 1000000;
+		while (receiver->sending > 0 && monotonic_ms() < receiver->sending_until)
+			pthread_cond_timedwait(&receiver->cond, &receiver->lock, &ts);
+		pthread_mutex_unlock(&receiver->lock);
 		MHD_stop_daemon(receiver->daemon);
+	}
 	if (receiver->pipe_fds[0] >= 0)
 		close(receiver->pipe_fds[0]);
 	if (receiver->pipe_fds[1] >= 0)
 		close(receiver->pipe_fds[1]);
 	enr_util_free_secret(receiver->received);
+	free(receiver->expected_state);
 	pthread_cond_destroy(&receiver->cond);
 	pthread_mutex_destroy(&receiver->lock);
 	free(receiver);

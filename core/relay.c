@@ -90,7 +90,8 @@ struct record {
 	struct record *state_next, *code_next; /* hash chains */
 	enum status status;
 	enum page outcome; /* for REC_ARRIVED / REC_DONE */
-	bool has_code;     /* in the code table: the short link still redirects */
+	bool has_code;     /* in the code table: the short link still redirects, or says
+	                    * "done" once the code was taken by a pasted address */
 	char state[STATE_MAX + 1];
 	char code[CODE_MAX + 1];
 	char *target;
@@ -1331,9 +1332,10 @@ static int links_endpoint(struct enr_relay *relay, struct MHD_Connection *c, con
 static int short_link(struct enr_relay *relay, struct MHD_Connection *c, const char *method,
                       const char *code_in)
 {
-	char code[CODE_MAX + 1], *target = NULL, s[16];
+	char code[CODE_MAX + 1], *target = NULL, *vendor = NULL, s[16];
 	size_t len = strlen(code_in);
 	struct record *rec;
+	bool done = false;
 	int ret;
 
 	if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
@@ -1351,9 +1353,18 @@ static int short_link(struct enr_relay *relay, struct MHD_Connection *c, const c
 		target = enr_util_strdup(rec->target);
 		enr_log_info("relay: short link opened for state %s",
 		             short_state(s, sizeof(s), rec->state));
+	} else if (rec && rec->status == REC_DONE) {
+		/* Only a code taken by a pasted address is still linked when done. */
+		done = true;
+		vendor = enr_util_strdup(rec->vendor);
 	}
 	pthread_mutex_unlock(&relay->lock);
 	OPENSSL_cleanse(code, sizeof(code));
+	if (done) {
+		ret = respond_page(relay, c, 200, PAGE_USED, vendor, NULL, NULL);
+		free(vendor);
+		return ret;
+	}
 	if (!target)
 		return respond_page(relay, c, 404, PAGE_NOTFOUND, NULL, NULL, NULL);
 	ret = respond(c, 302, NULL, NULL, false, "Location", target);
@@ -1500,12 +1511,12 @@ static bool loggable_error(const char *e)
 	return true;
 }
 
-/* The record's result is in: wake its polls. Under the lock. */
-static void arrive(struct enr_relay *relay, struct record *rec, enum page page, struct req **due)
+/* The record is no longer pending: it is `status` now, its polls wake. Under the lock. */
+static void finish(struct enr_relay *relay, struct record *rec, enum status status,
+                   struct req **due)
 {
-	rec->outcome = page;
 	rec->finished_at = wall_now(relay);
-	set_status(relay, rec, REC_ARRIVED);
+	set_status(relay, rec, status);
 	for (struct req *w = relay->waiters, *next; w; w = next) {
 		next = w->wnext;
 		if (strcmp(w->state, rec->state) == 0)
@@ -1513,6 +1524,13 @@ static void arrive(struct enr_relay *relay, struct record *rec, enum page page, 
 	}
 	if (*due)
 		relay->resuming++;
+}
+
+/* The record's result is in. Under the lock. */
+static void arrive(struct enr_relay *relay, struct record *rec, enum page page, struct req **due)
+{
+	rec->outcome = page;
+	finish(relay, rec, REC_ARRIVED, due);
 }
 
 static int callback(struct enr_relay *relay, struct MHD_Connection *c, const char *method)
@@ -1652,6 +1670,41 @@ static int answer_poll(struct enr_relay *relay, struct MHD_Connection *c, const 
 	                     conn_header, "close");
 }
 
+/*
+ * DELETE /v1/results/<state>: the wizard took the state's code another way
+ * (the address the installer pasted). The customer's later visits, to the
+ * short link or a late callback, then say it is done rather than expired, and
+ * the short link no longer leads to the vendor; a result not collected is
+ * dropped. Idempotent.
+ */
+static int taken_elsewhere(struct enr_relay *relay, struct MHD_Connection *c, const char *state)
+{
+	struct record *rec;
+	struct req *due = NULL;
+	char s[16];
+
+	pthread_mutex_lock(&relay->lock);
+	rec = find_state(relay, state);
+	if (!rec) {
+		pthread_mutex_unlock(&relay->lock);
+		return respond_error(c, 404, "not_found", "no such state", NULL, NULL);
+	}
+	if (rec->status == REC_PENDING) {
+		rec->outcome = PAGE_SUCCESS;
+		enr_util_free_secret(rec->target);
+		rec->target = NULL; /* the code stays, for the done page */
+	}
+	if (rec->status != REC_DONE) {
+		finish(relay, rec, REC_DONE, &due);
+		enr_log_info("relay: state %s was completed with a pasted address",
+		             short_state(s, sizeof(s), state));
+	}
+	pthread_mutex_unlock(&relay->lock);
+	if (due)
+		resume_batch(relay, due);
+	return respond(c, 204, NULL, NULL, false, NULL, NULL);
+}
+
 static bool can_suspend(struct MHD_Connection *c)
 {
 	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_DAEMON);
@@ -1670,14 +1723,17 @@ static int results_endpoint(struct enr_relay *relay, struct MHD_Connection *c, c
 	struct record *rec;
 	struct req *r;
 
-	if (strcmp(method, "GET") != 0)
-		return respond_error(c, 405, "method_not_allowed", "use GET", "Allow", "GET");
+	if (strcmp(method, "GET") != 0 && strcmp(method, "DELETE") != 0)
+		return respond_error(c, 405, "method_not_allowed", "use GET or DELETE", "Allow",
+		                     "GET, DELETE");
 	if (!authorized(relay, c))
 		return refuse_unauthorized(relay, c);
 	if (!valid_state(state, strlen(state)))
 		return respond_error(c, 400, "invalid_request",
 		                     "state must be 16 to 128 characters of A-Z a-z 0-9 _ -", NULL,
 		                     NULL);
+	if (strcmp(method, "DELETE") == 0)
+		return taken_elsewhere(relay, c, state);
 	wait_arg = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "wait");
 	if (wait_arg) {
 		char *end;

@@ -146,6 +146,15 @@ int enr_relay_result_request(struct enr_http_request **out, const struct enr_con
 	return rc;
 }
 
+int enr_relay_taken_request(struct enr_http_request **out, const struct enr_config *cfg,
+                            const char *state)
+{
+	char path[256];
+
+	snprintf(path, sizeof(path), "/v1/results/%s", state);
+	return relay_request(out, cfg, "DELETE", path);
+}
+
 int enr_relay_result_response(char **query, const struct enr_http_response *resp)
 {
 	json_object *root = NULL;

@@ -4,10 +4,14 @@
  * receiver fed by a libcurl client. */
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
+
+#include <microhttpd.h>
 
 #include "derenroll/config.h"
 #include "derenroll/error.h"
@@ -587,6 +591,171 @@ static void test_receiver_wait_wakes_up(void **state)
 	enr_oauth_receiver_free(rx);
 }
 
+/*
+ * A listener's thread slower than the flow (-Wl,--wrap=MHD_queue_response):
+ * each answer is queued a while after the flow saw the redirect, so a flow
+ * that ends at once would stop the listener before its page went out.
+ */
+static atomic_bool slow_answers;
+
+enum MHD_Result __real_MHD_queue_response(struct MHD_Connection *connection,
+                                          unsigned int status_code, struct MHD_Response *response);
+enum MHD_Result __wrap_MHD_queue_response(struct MHD_Connection *connection,
+                                          unsigned int status_code, struct MHD_Response *response);
+enum MHD_Result __wrap_MHD_queue_response(struct MHD_Connection *connection,
+                                          unsigned int status_code, struct MHD_Response *response)
+{
+	if (atomic_load(&slow_answers)) {
+		struct timespec pause = {0, 100 * 1000 * 1000};
+		nanosleep(&pause, NULL);
+	}
+	return __real_MHD_queue_response(connection, status_code, response);
+}
+
+/* Teardown: answers at full speed again, whatever the test's end. */
+static int fast_answers(void **state)
+{
+	(void)state;
+	atomic_store(&slow_answers, false);
+	return 0;
+}
+
+/* The customer's browser, on a thread: what it got back, whole. */
+struct page_visit {
+	char url[512];
+	long status;
+	char body[4096];
+	bool complete; /* the page arrived to its closing tag */
+};
+
+static void *visit_main(void *arg)
+{
+	struct page_visit *v = arg;
+	struct enr_http_response *resp = NULL;
+	struct enr_http_request *req = NULL;
+
+	if (enr_http_request_new(&req, "GET", v->url) == 0 &&
+	    enr_http_perform(&resp, NULL, req) == 0 && !resp->error) {
+		v->status = resp->status;
+		copy(v->body, sizeof(v->body), resp->body);
+		v->complete = resp->body && strstr(resp->body, "</html>") != NULL;
+	}
+	enr_http_response_free(resp);
+	enr_http_request_free(req);
+	return NULL;
+}
+
+/*
+ * The browser arrives with `query`; the flow takes the redirect and ends at
+ * once (the listener is freed the moment the answer is known, as enroll does
+ * after a refusal). The page must still reach the browser whole.
+ */
+static void visit_and_end(struct page_visit *v, const char *expected_state, const char *query)
+{
+	struct enr_oauth_receiver *rx = NULL;
+	pthread_t thread;
+	char *got = NULL;
+
+	memset(v, 0, sizeof(*v));
+	assert_int_equal(enr_oauth_receiver_new(&rx, 20000), 0);
+	if (expected_state)
+		assert_int_equal(enr_oauth_receiver_expect_state(rx, expected_state), 0);
+	snprintf(v->url, sizeof(v->url), "%s?%s", enr_oauth_receiver_redirect_uri(rx), query);
+	assert_int_equal(pthread_create(&thread, NULL, visit_main, v), 0);
+	assert_int_equal(enr_oauth_receiver_wait(&got, rx, 20000), 0);
+	enr_oauth_receiver_free(rx); /* the flow ended */
+	pthread_join(thread, NULL);
+	free(got);
+}
+
+#define RX_STATE "Rx-State-0123456789abcdef"
+
+static void test_receiver_pages_arrive_whole(void **state)
+{
+	static const struct {
+		const char *query;
+		long status;
+	} visits[] = {
+	    {"code=c1&state=" RX_STATE, 200},
+	    {"error=access_denied&state=" RX_STATE, 200},
+	    {"code=c1&state=forged-0123456789abcdef", 400},
+	};
+	/* First with the listener's thread the slower one (the flow has ended
+	 * before the page was even queued), then many times at full speed: the
+	 * page must not depend on who is faster. */
+	static const struct {
+		bool slow;
+		int times;
+	} rounds[] = {{true, 2}, {false, 100}};
+	struct page_visit v;
+
+	(void)state;
+	for (size_t r = 0; r < ENR_ARRAY_SIZE(rounds); r++) {
+		atomic_store(&slow_answers, rounds[r].slow);
+		for (int i = 0; i < rounds[r].times; i++) {
+			for (size_t k = 0; k < ENR_ARRAY_SIZE(visits); k++) {
+				visit_and_end(&v, RX_STATE, visits[k].query);
+				assert_int_equal(v.status, visits[k].status);
+				assert_true(v.complete); /* its words: below */
+			}
+		}
+	}
+}
+
+static void test_receiver_pages_say_what_came(void **state)
+{
+	static const struct {
+		const char *query;
+		long status;
+		const char *says[3];
+		const char *never[6]; /* beside the approval's words, unless it is one */
+	} cases[] = {
+	    {"code=Rx-Code-1&state=" RX_STATE,
+	     200,
+	     {"received your approval", "close this tab"},
+	     {"Rx-Code-1", RX_STATE}},
+	    /* A refusal is said to be one, and that the installer sees it. */
+	    {"error=access_denied&error_description=User+said+no&state=" RX_STATE,
+	     200,
+	     {"You declined", "the installer will see that you declined", "close this tab"},
+	     {"User said no", RX_STATE}},
+	    /* So is one without state (a forged error can only stop the flow). */
+	    {"error=access_denied", 200, {"You declined"}, {"another or an older"}},
+	    /* Another error: its code, visible and as text; nothing else of the query. */
+	    {"error=%3Cb%3Einvalid_scope%3C%2Fb%3E%1B%5B2J&error_description=Desc-9"
+	     "&code=Raw-Code-2&state=" RX_STATE,
+	     200,
+	     {"did not finish", "<code>&lt;b&gt;invalid_scope&lt;/b&gt;\\x1b[2J</code>"},
+	     {"<b>", "\x1b", "Desc-9", "Raw-Code-2", RX_STATE, "You declined"}},
+	    /* Another sign-in's answer, or one without state. */
+	    {"code=Rx-Code-3&state=older-0123456789abcdef",
+	     400,
+	     {"another or an older sign-in"},
+	     {"Rx-Code-3"}},
+	    {"code=Rx-Code-4", 400, {"another or an older sign-in"}, {"Rx-Code-4"}},
+	    /* A refusal with another sign-in's state is that sign-in's business. */
+	    {"error=access_denied&state=older-0123456789abcdef",
+	     400,
+	     {"another or an older sign-in"},
+	     {"You declined"}},
+	};
+	struct page_visit v;
+
+	(void)state;
+	for (size_t i = 0; i < ENR_ARRAY_SIZE(cases); i++) {
+		visit_and_end(&v, RX_STATE, cases[i].query);
+		print_message("# %s\n", cases[i].query);
+		assert_int_equal(v.status, cases[i].status);
+		assert_true(v.complete);
+		for (size_t k = 0; k < ENR_ARRAY_SIZE(cases[i].says) && cases[i].says[k]; k++)
+			assert_non_null(strstr(v.body, cases[i].says[k]));
+		for (size_t k = 0; k < ENR_ARRAY_SIZE(cases[i].never) && cases[i].never[k]; k++)
+			assert_null(strstr(v.body, cases[i].never[k]));
+		if (i > 0)
+			assert_null(strstr(v.body, "received your approval"));
+	}
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test_setup_teardown(test_tesla_code_exchange_form, setup, teardown),
     cmocka_unit_test_setup_teardown(test_enphase_code_exchange_query_basic, setup, teardown),
@@ -599,6 +768,8 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_receiver_refuses_wrong_state_and_decline),
     cmocka_unit_test(test_receiver_timeout_and_cancel),
     cmocka_unit_test(test_receiver_wait_wakes_up),
+    cmocka_unit_test_teardown(test_receiver_pages_arrive_whole, fast_answers),
+    cmocka_unit_test(test_receiver_pages_say_what_came),
 };
 
 NET_TEST_MAIN(tests)

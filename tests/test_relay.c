@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -25,6 +26,7 @@
 #include <microhttpd.h>
 
 #include "derenroll/config.h"
+#include "derenroll/enroll.h"
 #include "derenroll/error.h"
 #include "derenroll/http.h"
 #include "derenroll/join.h"
@@ -720,6 +722,77 @@ static void test_ttl(void **state)
 	expect(404, "GET", url_of("/v1/results/%s", STATE), SECRET, NULL, NULL);
 }
 
+/* What the wizard sends when the installer pasted the address: the client's own request. */
+static long tell_taken(const char *state_taken, const char *secret)
+{
+	struct enr_config *cfg = NULL;
+	struct enr_http_request *req = NULL;
+	struct enr_http_response *resp = NULL;
+	long status;
+
+	assert_int_equal(enr_config_new(&cfg), 0);
+	assert_int_equal(enr_config_set(cfg, "relay", "url", fx.base), 0);
+	assert_int_equal(enr_config_set(cfg, "relay", "secret", secret), 0);
+	assert_int_equal(enr_relay_taken_request(&req, cfg, state_taken), 0);
+	assert_int_equal(enr_http_perform(&resp, NULL, req), 0);
+	status = resp->status;
+	enr_http_response_free(resp);
+	enr_http_request_free(req);
+	enr_config_free(cfg);
+	return status;
+}
+
+static void test_pasted_code_then_visit(void **state)
+{
+	char code[16];
+	struct poll p;
+	long taken;
+
+	(void)state;
+	create_ok(code, STATE);
+	assert_int_equal(tell_taken(STATE, "not-the-secret"), 401);
+	poll_start(&p, STATE, 30);
+	wait_for_waiters(fx.relay, 1);
+	/* The installer pasted the address from the phone: the wizard took the code. */
+	taken = tell_taken(STATE, SECRET);
+	poll_join(&p); /* the wizard's own poll ends: nothing for it here */
+	assert_int_equal(taken, 204);
+	assert_int_equal(p.reply.status, 404);
+	reply_free(&p.reply);
+	/* The customer opens the link again: done, not the vendor's sign-in again. */
+	expect_text(200, "GET", url_of("/s/%s", code), NULL, "Already done");
+	expect_text(200, "GET", url_of("/s/%s", code), NULL, "Tesla");
+	/* The phone's own redirect, late: done, and nothing is stored. */
+	expect_text(409, "GET", url_of("/callback?state=%s&code=LATE", STATE), NULL,
+	            "Already done");
+	expect(404, "GET", url_of("/v1/results/%s", STATE), SECRET, NULL, NULL);
+	/* Still done once the link's time ran out: never "expired". */
+	advance_clock(601);
+	expect_text(200, "GET", url_of("/s/%s", code), NULL, "Already done");
+	expect_text(409, "GET", url_of("/callback?state=%s&code=LATE", STATE), NULL,
+	            "Already done");
+	assert_int_equal(tell_taken(STATE, SECRET), 204); /* said twice: the same */
+	assert_int_equal(tell_taken(STATE "unknown", SECRET), 404);
+	expect(405, "PUT", url_of("/v1/results/%s", STATE), SECRET, NULL, NULL);
+
+	/* Pasted after the link expired: the enrollment is done all the same. */
+	assert_int_equal(create_link(code, STATE "2", "https://auth.tesla.com/", ",\"ttl\":60"),
+	                 201);
+	advance_clock(61);
+	expect_text(200, "GET", url_of("/callback?state=%s2&code=x", STATE), NULL, "expired");
+	assert_int_equal(tell_taken(STATE "2", SECRET), 204);
+	expect_text(409, "GET", url_of("/callback?state=%s2&code=x", STATE), NULL, "Already done");
+
+	/* The phone's redirect came, but the installer pasted before the wizard
+	 * collected it: the result is dropped, a reload says done. */
+	create_ok(code, STATE "3");
+	expect(200, "GET", url_of("/callback?state=%s3&code=SECRET-C", STATE), NULL, NULL, NULL);
+	assert_int_equal(tell_taken(STATE "3", SECRET), 204);
+	expect(404, "GET", url_of("/v1/results/%s3", STATE), SECRET, NULL, NULL);
+	expect_text(409, "GET", url_of("/callback?state=%s3&code=x", STATE), NULL, "Already done");
+	expect_text(404, "GET", url_of("/s/%s", code), NULL, "This link does not work");
+}
+
 static void test_expiry_ends_waiting_poll(void **state)
 {
 	char code[16];
@@ -946,11 +1019,13 @@ static enum MHD_Result host_handler(void *cls, struct MHD_Connection *c, const c
 
 /* ---- the Join page's proxy to Derapi ---- */
 
-/* A GET without the relay's header checks (the sandbox's pages). */
-static long plain_get(const char *url)
+/* A GET without the relay's header checks (the sandbox's pages); where it
+ * redirects to in `location` (malloc'd; NULL: not asked). */
+static long plain_get_to(const char *url, char **location)
 {
 	CURL *c = curl_easy_init();
 	long status = 0;
+	char *to = NULL;
 
 	curl_easy_setopt(c, CURLOPT_URL, url);
 	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
@@ -963,8 +1038,16 @@ static long plain_get(const char *url)
 		free(b.data);
 	}
 	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+	curl_easy_getinfo(c, CURLINFO_REDIRECT_URL, &to);
+	if (location)
+		*location = to ? strdup(to) : NULL;
 	curl_easy_cleanup(c);
 	return status;
+}
+
+static long plain_get(const char *url)
+{
+	return plain_get_to(url, NULL);
 }
 
 struct join_world {
@@ -1242,6 +1325,72 @@ static void test_mounted(void **state)
 
 /* ---- the program ---- */
 
+/* One turn of a session's loop (a quarter of a second at most). */
+static void step(struct enr_enroll *e)
+{
+	struct pollfd fds[32];
+	size_t n = enr_enroll_poll_fds(e, fds, 32);
+
+	poll(fds, n > 32 ? 32 : n, 250);
+	enr_enroll_process(e);
+}
+
+/* Turns of a session's loop while it is in `st` (a minute at most). */
+static void drive_while(struct enr_enroll *e, enum enr_enroll_state st)
+{
+	for (int i = 0; i < 240 && enr_enroll_state(e) == st; i++)
+		step(e);
+}
+
+/* The same through the wizard's session: the sandbox's relay, a pasted address. */
+static void test_pasted_address_through_enroll(void **state)
+{
+	struct enr_enroll_options opts = {
+	    .catalog = fx.catalog, .vendor = "tesla", .method = "oauth", .customer = "Pat Paste"};
+	struct enr_sandbox *sb = NULL;
+	struct enr_config *cfg = NULL;
+	struct enr_enroll *e = NULL;
+	char *authorize = NULL, *approved = NULL, *callback = NULL, link[512];
+	bool done = false;
+	struct reply r;
+
+	(void)state;
+	assert_int_equal(enr_sandbox_start(&sb, NULL), 0);
+	assert_int_equal(enr_sandbox_config(&cfg, sb), 0);
+	opts.cfg = cfg;
+	assert_int_equal(enr_enroll_new(&e, &opts), 0);
+	drive_while(e, ENR_ENROLL_WAIT);
+	assert_int_equal(enr_enroll_state(e), ENR_ENROLL_LINK);
+	assert_int_equal(enr_enroll_consent(e), ENR_CONSENT_RELAY);
+	snprintf(link, sizeof(link), "%s", enr_enroll_link(e));
+	/* The phone approves; its redirect never reaches the relay. */
+	assert_int_equal(plain_get_to(link, &authorize), 302);
+	assert_true(asprintf(&approved, "%s&sandbox_auto=approve", authorize) > 0);
+	assert_int_equal(plain_get_to(approved, &callback), 302);
+	assert_non_null(strstr(callback, "/relay/callback?"));
+	/* The installer pastes the address from the phone's screen. */
+	assert_int_equal(enr_enroll_submit_code(e, callback), 0);
+	drive_while(e, ENR_ENROLL_WAIT);
+	assert_int_equal(enr_enroll_state(e), ENR_ENROLL_SITES);
+	/* The wizard told the relay on the way (nobody waits for that answer). */
+	for (int i = 0; i < 40 && !done; i++) {
+		request(&r, "GET", link, NULL, NULL, NULL);
+		done = r.status == 200 && strstr(r.body, "Already done");
+		reply_free(&r);
+		if (!done)
+			step(e);
+	}
+	assert_true(done);
+	expect_text(409, "GET", callback, NULL, "Already done");
+
+	enr_enroll_free(e);
+	free(authorize);
+	free(approved);
+	free(callback);
+	enr_config_free(cfg);
+	enr_sandbox_stop(sb);
+}
+
 static pid_t child = -1;
 
 static int teardown_child(void **state)
@@ -1361,6 +1510,8 @@ int main(int argc, char **argv)
 	    cmocka_unit_test_setup_teardown(test_bad_body, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_ttl, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_expiry_ends_waiting_poll, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_pasted_code_then_visit, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_pasted_address_through_enroll, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_bogus_polls_bounded, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_max_records, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_rate_limit, setup, teardown),

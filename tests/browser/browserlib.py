@@ -157,6 +157,23 @@ def stop_processes(procs):
                 proc.wait()
 
 
+def in_sandbox_world(exe, tmp, body):
+    """Runs body(world) with `derenroll sandbox` and the browser started, and stops both and
+    the programs body put in world["procs"]. world: env, store, config, summary, driver, procs."""
+    env, store = store_env(tmp)
+    profile = os.path.join(tmp, "chromium-profile")
+    world = {"env": env, "store": store, "procs": [], "driver": None}
+    service = None
+    try:
+        sandbox, world["summary"], world["config"] = start_sandbox(exe, tmp, env)
+        world["procs"].append(sandbox)
+        world["driver"], service = start_browser(profile)
+        body(world)
+    finally:
+        quit_browser(world["driver"], profile, service)
+        stop_processes(world["procs"])
+
+
 def wait_for_url(driver, prefix):
     """Waits for the navigation a click started."""
     from selenium.webdriver.support.ui import WebDriverWait

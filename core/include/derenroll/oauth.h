@@ -242,9 +242,12 @@ ENR_API int enr_oauth_jwt_claims(struct json_object **out, const char *jwt);
 
 /*
  * A one-shot listener on 127.0.0.1 (random port) for when the customer signs
- * in on this computer. It answers GET /callback?... once with a short "you can
- * close this tab" page, keeps that redirect, and refuses any later one. It
- * runs on its own thread: poll it from the event loop, or wait.
+ * in on this computer. It keeps the first GET /callback?... and refuses any
+ * later one. The browser gets a page that says what came back: approved,
+ * declined (error=access_denied), another error from the vendor (its code), or,
+ * with enr_oauth_receiver_expect_state(), an answer for another sign-in. It
+ * runs on its own thread: poll it from the event loop, or wait. Freeing it
+ * waits until the pages on their way were sent (at most 2 seconds).
  */
 struct enr_oauth_receiver;
 
@@ -253,6 +256,12 @@ ENR_API int enr_oauth_receiver_new(struct enr_oauth_receiver **out, long timeout
 
 /* "http://127.0.0.1:<port>/callback": the redirect URI to register and send. */
 ENR_API const char *enr_oauth_receiver_redirect_uri(const struct enr_oauth_receiver *receiver);
+
+/* The state the redirect must carry (copied), so that the browser's page can
+ * say when an answer belongs to another sign-in; the redirect is kept all the
+ * same (enr_oauth_callback_parse() says what is wrong with it). 0, or
+ * ENR_E_NOMEM. */
+ENR_API int enr_oauth_receiver_expect_state(struct enr_oauth_receiver *receiver, const char *state);
 
 /* A descriptor that becomes readable when the redirect has arrived (for poll()). */
 ENR_API int enr_oauth_receiver_fd(const struct enr_oauth_receiver *receiver);

@@ -198,6 +198,12 @@ ENR_API int enr_relay_link_response(char **url, long long *expires_at,
 ENR_API int enr_relay_result_request(struct enr_http_request **out, const struct enr_config *cfg,
                                      const char *state, long wait_s);
 
+/* DELETE {url}/v1/results/<state> with the bearer secret: the state's code was
+ * taken another way (a pasted address), so the customer's later visits to the
+ * link say it is done. The relay answers 204 (404 for a state it does not know). */
+ENR_API int enr_relay_taken_request(struct enr_http_request **out, const struct enr_config *cfg,
+                                    const char *state);
+
 /*
  * 0 and the callback's parameters as a query string (malloc'd, for
  * enr_oauth_callback_parse()); ENR_E_AGAIN when nothing came yet (204);

@@ -712,6 +712,43 @@ static void codes_expire(void **state)
 	free(code);
 }
 
+/* Tesla's JWKS: the public keys its id_tokens are signed with, RSA and EC. */
+static void jwks_and_strict_settings(void **state)
+{
+	struct fixture *f = *state;
+	char url[256];
+	struct http h;
+	json_object *set, *keys;
+	bool rsa = false, ec = false;
+
+	snprintf(url, sizeof(url), "%s/tesla/oauth2/v3/discovery/keys", f->url);
+	get(&h, url, NULL);
+	assert_int_equal(h.status, 200);
+	set = json_tokener_parse(h.body);
+	assert_true(json_object_object_get_ex(set, "keys", &keys));
+	for (size_t i = 0; i < json_object_array_length(keys); i++) {
+		json_object *k = json_object_array_get_idx(keys, i), *v;
+		assert_true(json_object_object_get_ex(k, "kty", &v));
+		rsa |= strcmp(json_object_get_string(v), "RSA") == 0 &&
+		       json_object_object_get_ex(k, "n", NULL) &&
+		       !json_object_object_get_ex(k, "d", NULL);
+		ec |= strcmp(json_object_get_string(v), "EC") == 0 &&
+		      json_object_object_get_ex(k, "x", NULL) &&
+		      !json_object_object_get_ex(k, "d", NULL);
+	}
+	assert_true(rsa);
+	assert_true(ec);
+	json_object_put(set);
+	http_done(&h);
+	/* The settings of a strict provider, in range only. */
+	assert_int_equal(enr_sandbox_set(f->sb, "iss", 2), 0);
+	assert_int_equal(enr_sandbox_set(f->sb, "iss", 3), ENR_E_USAGE);
+	assert_int_equal(enr_sandbox_set(f->sb, "id_token", 4), 0);
+	assert_int_equal(enr_sandbox_set(f->sb, "id_token", 5), ENR_E_USAGE);
+	assert_int_equal(enr_sandbox_set(f->sb, "require_pkce", 2), ENR_E_USAGE);
+	assert_int_equal(enr_sandbox_set(f->sb, "refresh_needs_consent", 1), 0);
+}
+
 static void pkce_is_enforced(void **state)
 {
 	struct fixture *f = *state;
@@ -2343,6 +2380,7 @@ static const struct CMUnitTest tests[] = {
     T(tesla_same_account_again),
     T(tesla_refuses),
     T(codes_expire),
+    T(jwks_and_strict_settings),
     T(pkce_is_enforced),
     T(refresh_grace_window),
     T(revoked_and_expired_tokens),

@@ -26,10 +26,12 @@
 
 #define DEFAULT_TIMEOUT_S (15 * 60)
 #define RELAY_WAIT_S      25
-#define RELAY_LINK_TTL_S  (10 * 60)
-#define BC_POLL_MS        3000
-#define RETRY_MS          2000
-#define FETCH_POLL_MS     1000
+/* A relay link lives as long as the session; renewed in place this long before
+ * it would end (a relay may give a link less time than asked). */
+#define RELAY_RENEW_S (RELAY_WAIT_S + 15)
+#define BC_POLL_MS    3000
+#define RETRY_MS      2000
+#define FETCH_POLL_MS 1000
 /* A Join session also asks Derapi itself between these shorter relay polls. */
 #define JOIN_RELAY_WAIT_S 5
 #define MAX_TEXT          4096
@@ -646,13 +648,12 @@ static void on_relay_link(struct enr_http_response *resp, void *ctx);
 static int register_link(struct enr_enroll *e)
 {
 	struct enr_http_request *req = NULL;
-	long ttl = RELAY_LINK_TTL_S;
+	/* One lifetime: the link lasts as long as the customer has (the relay
+	 * may give less; it is then renewed). */
+	long long left = e->deadline ? e->deadline - (long long)time(NULL) : e->timeout_s;
+	long ttl = left < 60 ? 60 : left > ENR_RELAY_MAX_TTL ? ENR_RELAY_MAX_TTL : (long)left;
 	int rc;
 
-	if (e->deadline && e->deadline - (long long)time(NULL) < ttl)
-		ttl = (long)(e->deadline - (long long)time(NULL));
-	if (ttl < 60)
-		ttl = 60;
 	rc = enr_relay_join_link_request(&req, e->cfg, e->flow->url, e->flow->state, ttl,
 	                                 e->vendor->name, e->session_id);
 	if (rc < 0)
@@ -678,7 +679,7 @@ static void on_relay_link(struct enr_http_response *resp, void *ctx)
 	free(e->link);
 	e->link = url;
 	if (!e->link_expires_at)
-		e->link_expires_at = (long long)time(NULL) + RELAY_LINK_TTL_S;
+		e->link_expires_at = e->deadline;
 	e->state = ENR_ENROLL_LINK;
 	set_message(e, "Waiting for the customer to approve on their phone");
 	poll_relay(e);
@@ -710,8 +711,10 @@ static void on_relay_result(struct enr_http_response *resp, void *ctx)
 		return;
 	}
 	if (rc == ENR_E_AGAIN) {
-		/* Nothing yet: a new short link when this one has run out. */
-		if (e->link_expires_at && e->link_expires_at <= (long long)time(NULL) + 5)
+		/* Nothing yet: the same short link renewed before it ends, while the
+		 * customer still has time. */
+		if (e->link_expires_at && e->link_expires_at < e->deadline &&
+		    e->link_expires_at <= (long long)time(NULL) + RELAY_RENEW_S)
 			register_link(e);
 		else if (e->derapi && e->join_mode == ENR_JOIN_SESSION && e->session_id)
 			own_fetch(e);

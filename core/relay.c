@@ -1214,11 +1214,33 @@ static int create_link(struct enr_relay *relay, struct MHD_Connection *c, struct
 		lr.ttl = relay->max_ttl;
 
 	pthread_mutex_lock(&relay->lock);
-	if (find_state(relay, lr.state)) {
+	if ((rec = find_state(relay, lr.state))) {
+		/* The same link again, while it still works: renewed in place (the
+		 * same short link, a later end). Anything else is another sign-in's. */
+		long long now = wall_now(relay);
+		bool renewal =
+		    rec->status == REC_PENDING && !link_expired(rec, now) && rec->target &&
+		    strcmp(rec->target, lr.target) == 0 && !rec->join_session == !lr.join_session &&
+		    (!lr.join_session || strcmp(rec->join_session, lr.join_session) == 0);
+		if (renewal) {
+			if (now + lr.ttl > rec->expires_at)
+				rec->expires_at = now + lr.ttl;
+			snprintf(code, sizeof(code), "%s", rec->code);
+			enr_util_rfc3339(expires, sizeof(expires), rec->expires_at);
+			enr_log_info("relay: link for state %s renewed, expires %s",
+			             short_state(s, sizeof(s), rec->state), expires);
+		}
+		rec = NULL;
 		pthread_mutex_unlock(&relay->lock);
-		ret = respond_error(c, 409, "state_exists", "this state is already registered",
-		                    NULL, NULL);
-		goto out;
+		if (!renewal) {
+			ret =
+			    respond_error(c, 409, "state_exists",
+			                  "this state is registered for another link, or its link "
+			                  "has ended",
+			                  NULL, NULL);
+			goto out;
+		}
+		goto answer;
 	}
 	rec = calloc(1, sizeof(*rec));
 	if (rec)
@@ -1261,7 +1283,7 @@ static int create_link(struct enr_relay *relay, struct MHD_Connection *c, struct
 	pthread_mutex_unlock(&relay->lock);
 	if (due)
 		resume_batch(relay, due);
-
+answer:
 	url = enr_util_printf("%s/s/%s", relay->public_url, code);
 	OPENSSL_cleanse(code, sizeof(code));
 	if (!url) {

@@ -99,6 +99,10 @@ static int relay_error(const struct enr_http_response *resp)
 		return enr_error_set(ENR_E_MISCONFIGURED,
 		                     "the relay refused our secret: check [relay] secret "
 		                     "(derenroll secret set relay.secret)");
+	if (resp->status == 409)
+		return enr_error_set(ENR_E_EXPIRED,
+		                     "the relay's link for this sign-in has ended (or the relay "
+		                     "holds this sign-in for another link): start again");
 	return enr_http_classify(resp);
 }
 

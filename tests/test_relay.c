@@ -1391,6 +1391,92 @@ static void test_pasted_address_through_enroll(void **state)
 	enr_sandbox_stop(sb);
 }
 
+/* One lifetime: registering the same link again while it works renews it in
+ * place (the same short link, a later end); nobody else can. */
+static void test_link_renewed_in_place(void **state)
+{
+	static const char target[] = "https://auth.tesla.com/oauth2/v3/authorize?x=1";
+	char code[16], again[16], expires[32], body[512];
+	struct tm tm;
+	time_t t;
+	struct reply r;
+
+	(void)state;
+	assert_int_equal(create_link(code, STATE, target, ",\"ttl\":60"), 201);
+	advance_clock(50);
+	assert_int_equal(create_link(again, STATE, target, ",\"ttl\":60"), 201);
+	assert_string_equal(again, code);
+	/* The answer says the new end. */
+	snprintf(body, sizeof(body), "{\"target\":\"%s\",\"state\":\"%s\",\"ttl\":60}", target,
+	         STATE);
+	request(&r, "POST", url_of("/v1/links"), SECRET, body, NULL);
+	assert_int_equal(r.status, 201);
+	t = (time_t)(fake_now + 60);
+	gmtime_r(&t, &tm);
+	strftime(expires, sizeof(expires), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	assert_non_null(strstr(r.body, expires));
+	reply_free(&r);
+	/* Past the first end, the link still takes the customer to the vendor. */
+	advance_clock(30);
+	expect(302, "GET", url_of("/s/%s", code), NULL, NULL, NULL);
+	/* Without the secret nobody renews, and another target is another sign-in's. */
+	expect(401, "POST", url_of("/v1/links"), NULL, body, NULL);
+	expect(401, "POST", url_of("/v1/links"), "wrong-secret", body, NULL);
+	assert_int_equal(create_link(again, STATE, "https://auth.tesla.com/other", ",\"ttl\":60"),
+	                 409);
+	/* Past the renewed end: the link is over, and says so; it is not renewed. */
+	advance_clock(31);
+	expect(404, "GET", url_of("/s/%s", code), NULL, NULL, NULL);
+	assert_int_equal(create_link(again, STATE, target, ",\"ttl\":60"), 409);
+	expect_text(200, "GET", url_of("/callback?state=%s&code=late", STATE), NULL,
+	            "This link has expired");
+}
+
+/* An enrollment's relay link lasts as long as the customer has (here 20
+ * minutes, more than the 10 a link used to get). */
+static void test_enroll_link_lives_as_long_as_the_session(void **state)
+{
+	struct enr_enroll_options opts = {.catalog = fx.catalog,
+	                                  .vendor = "tesla",
+	                                  .method = "oauth",
+	                                  .customer = "Lena Long",
+	                                  .timeout_s = 20 * 60};
+	struct enr_sandbox *sb = NULL;
+	struct enr_config *cfg = NULL;
+	struct enr_enroll *e = NULL;
+	struct enr_http_request *req = NULL;
+	struct enr_http_response *resp = NULL;
+	const char *authorize, *st;
+	char *url = NULL, state_buf[128];
+	long long expires_at = 0, now;
+
+	(void)state;
+	assert_int_equal(enr_sandbox_start(&sb, NULL), 0);
+	assert_int_equal(enr_sandbox_config(&cfg, sb), 0);
+	opts.cfg = cfg;
+	assert_int_equal(enr_enroll_new(&e, &opts), 0);
+	drive_while(e, ENR_ENROLL_WAIT);
+	assert_int_equal(enr_enroll_state(e), ENR_ENROLL_LINK);
+	now = (long long)time(NULL);
+	/* Asking again with a ttl of 1 never shortens a link: it answers its end. */
+	authorize = enr_enroll_authorize_url(e);
+	st = strstr(authorize, "state=");
+	assert_non_null(st);
+	snprintf(state_buf, sizeof(state_buf), "%.*s", (int)strcspn(st + 6, "&"), st + 6);
+	assert_int_equal(enr_relay_link_request(&req, cfg, authorize, state_buf, 1, "Tesla"), 0);
+	assert_int_equal(enr_http_perform(&resp, NULL, req), 0);
+	assert_int_equal(enr_relay_link_response(&url, &expires_at, resp), 0);
+	assert_string_equal(url, enr_enroll_link(e));
+	if (expires_at < now + 20 * 60 - 30 || expires_at > now + 20 * 60 + 30)
+		fail_msg("the link ends in %lld s, the session in %d s", expires_at - now, 20 * 60);
+	free(url);
+	enr_http_response_free(resp);
+	enr_http_request_free(req);
+	enr_enroll_free(e);
+	enr_config_free(cfg);
+	enr_sandbox_stop(sb);
+}
+
 static pid_t child = -1;
 
 static int teardown_child(void **state)
@@ -1512,6 +1598,9 @@ int main(int argc, char **argv)
 	    cmocka_unit_test_setup_teardown(test_expiry_ends_waiting_poll, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_pasted_code_then_visit, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_pasted_address_through_enroll, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_link_renewed_in_place, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_enroll_link_lives_as_long_as_the_session, setup,
+	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_bogus_polls_bounded, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_max_records, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_rate_limit, setup, teardown),

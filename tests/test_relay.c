@@ -1343,6 +1343,21 @@ static void drive_while(struct enr_enroll *e, enum enr_enroll_state st)
 }
 
 /* The same through the wizard's session: the sandbox's relay, a pasted address. */
+/* A sandbox of its own and an enrollment with it, waiting at its relay link. */
+static struct enr_enroll *sandbox_session(struct enr_sandbox **sb, struct enr_config **cfg,
+                                          struct enr_enroll_options *opts)
+{
+	struct enr_enroll *e = NULL;
+
+	assert_int_equal(enr_sandbox_start(sb, NULL), 0);
+	assert_int_equal(enr_sandbox_config(cfg, *sb), 0);
+	opts->cfg = *cfg;
+	assert_int_equal(enr_enroll_new(&e, opts), 0);
+	drive_while(e, ENR_ENROLL_WAIT);
+	assert_int_equal(enr_enroll_state(e), ENR_ENROLL_LINK);
+	return e;
+}
+
 static void test_pasted_address_through_enroll(void **state)
 {
 	struct enr_enroll_options opts = {
@@ -1355,12 +1370,7 @@ static void test_pasted_address_through_enroll(void **state)
 	struct reply r;
 
 	(void)state;
-	assert_int_equal(enr_sandbox_start(&sb, NULL), 0);
-	assert_int_equal(enr_sandbox_config(&cfg, sb), 0);
-	opts.cfg = cfg;
-	assert_int_equal(enr_enroll_new(&e, &opts), 0);
-	drive_while(e, ENR_ENROLL_WAIT);
-	assert_int_equal(enr_enroll_state(e), ENR_ENROLL_LINK);
+	e = sandbox_session(&sb, &cfg, &opts);
 	assert_int_equal(enr_enroll_consent(e), ENR_CONSENT_RELAY);
 	snprintf(link, sizeof(link), "%s", enr_enroll_link(e));
 	/* The phone approves; its redirect never reaches the relay. */
@@ -1451,12 +1461,7 @@ static void test_enroll_link_lives_as_long_as_the_session(void **state)
 	long long expires_at = 0, now;
 
 	(void)state;
-	assert_int_equal(enr_sandbox_start(&sb, NULL), 0);
-	assert_int_equal(enr_sandbox_config(&cfg, sb), 0);
-	opts.cfg = cfg;
-	assert_int_equal(enr_enroll_new(&e, &opts), 0);
-	drive_while(e, ENR_ENROLL_WAIT);
-	assert_int_equal(enr_enroll_state(e), ENR_ENROLL_LINK);
+	e = sandbox_session(&sb, &cfg, &opts);
 	now = (long long)time(NULL);
 	/* Asking again with a ttl of 1 never shortens a link: it answers its end. */
 	authorize = enr_enroll_authorize_url(e);

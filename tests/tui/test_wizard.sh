@@ -11,29 +11,7 @@ RECORDS=$3
 . "$(dirname "$0")/lib.sh"
 plan 288
 
-# The pane runs the wizard through this, which reports its first frame where
-# lib.sh's start() waits for it.
-DERENROLL=$FIXTURE
-FIXTURE="$TMP/wizard.sh"
-printf '#!/bin/sh\nDERENROLL_WIZARD_READY=$FIXTURE_READY exec "%s" "$@"\n' "$DERENROLL" >"$FIXTURE"
-chmod +x "$FIXTURE"
-
-STORE="$TMP/store"
-
-# wiz [VAR=value...] -- ARGS...: the wizard at 80x24 on the demo.
-wiz() {
-	_e=""
-	while [ "$1" != "--" ]; do
-		_e="$_e $1"
-		shift
-	done
-	shift
-	# shellcheck disable=SC2086
-	start 80 24 $_e -- --demo --store "$STORE" "$@"
-}
-
-# record CUSTOMER: the store's record of that customer (one JSON line).
-record() { "$RECORDS" "$STORE" | grep "\"customer\":\"$1\"" | tail -1; }
+. "$(dirname "$0")/wizlib.sh"
 
 # expect_record NAME CUSTOMER VENDOR METHOD
 expect_record() {
@@ -51,28 +29,6 @@ expect_join_first() {
 	_d=$(printf '%s\n' "$SCREEN" | grep -n "$2" | head -1 | cut -d: -f1)
 	[ -n "$_j" ] && [ -n "$_d" ] && [ "$_j" -lt "$_d" ]
 	check $? "$1: Derapi Join first on the method screen" "$SCREEN"
-}
-
-# settle: until two captures 0.2 s apart are the same (the frame is whole).
-settle() {
-	_tries=0
-	SCREEN=$(screen)
-	while [ $_tries -lt 50 ]; do
-		sleep 0.2
-		_next=$(screen)
-		[ "$_next" = "$SCREEN" ] && return 0
-		SCREEN=$_next
-		_tries=$((_tries + 1))
-	done
-}
-
-# begin CUSTOMER VENDOR-FILTER: types the customer and picks the vendor.
-begin() {
-	wait_screen "Customer reference" >/dev/null
-	keys_text "$1"
-	keys Enter
-	keys_text "$2"
-	keys Enter
 }
 
 # finish_sites CUSTOMER NAME: confirms the first site, then checks the summary.

@@ -139,12 +139,78 @@ int screen_dispatch(const struct screen_event *ev)
 	return flags;
 }
 
-static void deliver(const struct keypress *k)
+/* ---- help: the keys of the screen below, from its keys() ---------------- */
+
+static void help_draw(struct screen *s)
+{
+	static const struct key_help close_keys[] = {{"Esc", "close"}, {NULL, NULL}};
+	struct screen *below = s->state;
+	const struct key_help *keys = below->keys(below);
+	struct area body = screen_frame("Keys of this screen", close_keys);
+	int y = body.y + 1, width = 0;
+	static const struct key_help global[] = {
+	    {"? or F1", "this help (in a field with text in it, ? is typed: use F1)"},
+	    {"^C", "quit at once"},
+	    {NULL, NULL}};
+
+	for (const struct key_help *k = keys; k && k->key; k++)
+		if (draw_text_width(k->key) > width)
+			width = draw_text_width(k->key);
+	for (const struct key_help *k = global; k->key; k++)
+		if (draw_text_width(k->key) > width)
+			width = draw_text_width(k->key);
+	for (int part = 0; part < 2; part++) {
+		for (const struct key_help *k = part ? global : keys; k && k->key; k++) {
+			if (y >= body.y + body.rows)
+				return;
+			draw_text(y, 2, width, term_attr(TERM_KEYNAME), k->key);
+			draw_text(y++, 4 + width, body.cols - 6 - width, A_NORMAL, k->label);
+		}
+		y++;
+	}
+}
+
+static int help_key(struct screen *s, const struct keypress *k)
+{
+	(void)s;
+	if (keypress_is_escape(k) || keypress_is(k, 'q') || keypress_is(k, '?') ||
+	    keypress_is_enter(k) || (k->kind == KP_FUNC && k->code == KEY_F(1))) {
+		screen_pop();
+		return SCREEN_HANDLED;
+	}
+	return SCREEN_HANDLED;
+}
+
+static struct screen help_screen = {.name = "help", .draw = help_draw, .handle_key = help_key};
+
+void screen_help_open(void)
 {
 	struct screen *top = screen_top();
 
-	if (top && top->handle_key)
-		apply(top->handle_key(top, k), top);
+	if (!top || top == &help_screen || !top->keys)
+		return;
+	help_screen.state = top;
+	screen_push(&help_screen);
+}
+
+static void deliver(const struct keypress *k)
+{
+	struct screen *top = screen_top();
+	int flags;
+
+	if (!top || !top->handle_key)
+		return;
+	if (k->kind == KP_FUNC && k->code == KEY_F(1) && top->keys) {
+		screen_help_open();
+		return;
+	}
+	flags = top->handle_key(top, k);
+	/* ? is help where the screen has no use for it. */
+	if (flags == SCREEN_IGNORED && keypress_is(k, '?') && top->keys) {
+		screen_help_open();
+		return;
+	}
+	apply(flags, top);
 }
 
 static void paste_append(wchar_t wc)
@@ -417,20 +483,25 @@ static void tick(void *ctx)
 struct area screen_frame(const char *title, const struct key_help *keys)
 {
 	struct area body = {1, 0, LINES - 2, COLS};
-	int x = 1, y = LINES - 1;
-	static const struct key_help quit = {"^C", "quit"};
+	int x = 1, y = LINES - 1, reserved;
+	static const struct key_help tail[] = {{"?", "help"}, {"^C", "quit"}, {NULL, NULL}};
+	struct screen *top = screen_top();
+	const struct key_help *last = top && top->keys && top != &help_screen ? tail : tail + 1;
 
 	draw_fill(0, 0, COLS, term_attr(TERM_TITLE));
 	draw_text(0, 1, COLS - 2, term_attr(TERM_TITLE), title);
-	for (const struct key_help *k = keys;; k++) {
-		const struct key_help *entry = k && k->key ? k : &quit;
-		int need = draw_text_width(entry->key) + 1 + draw_text_width(entry->label);
-		if (x + need > COLS)
-			break;
-		x += draw_text(y, x, need, term_attr(TERM_KEYNAME), entry->key);
-		x += 1 + draw_text(y, x + 1, COLS - x - 1, A_NORMAL, entry->label) + 2;
-		if (entry == &quit)
-			break;
+	reserved = 0;
+	for (const struct key_help *k = last; k->key; k++)
+		reserved += draw_text_width(k->key) + 1 + draw_text_width(k->label) + 2;
+	/* The screen's own keys while room is left for help and quit. */
+	for (int part = 0; part < 2; part++) {
+		for (const struct key_help *k = part ? last : keys; k && k->key; k++) {
+			int need = draw_text_width(k->key) + 1 + draw_text_width(k->label);
+			if (x + need + (part ? 0 : reserved) > COLS)
+				break;
+			x += draw_text(y, x, need, term_attr(TERM_KEYNAME), k->key);
+			x += 1 + draw_text(y, x + 1, COLS - x - 1, A_NORMAL, k->label) + 2;
+		}
 	}
 	return body;
 }

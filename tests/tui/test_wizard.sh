@@ -129,12 +129,7 @@ wiz --
 begin "Mail One" sma
 wait_screen "SMA: how does the customer authorize?" >/dev/null
 owner_email owner-one@example.com
-wait_screen "sites found" >/dev/null
-keys Enter
-wait_screen "Enter: enroll another" >/dev/null
-keys Enter
-wait_screen "Customer reference" >/dev/null
-settle
+again
 keys_text "Mail Two"
 keys Tab Enter
 wait_screen "SMA: how does the customer authorize?" >/dev/null
@@ -397,9 +392,10 @@ wait_screen "Enrolled systems" >/dev/null
 check $? "systems: F2 opens the enrolled systems" "$SCREEN"
 wait_screen "14 of 14" >/dev/null
 check $? "systems: every record is listed" "$SCREEN"
-keys_text "Cust SE acct"
+keys_text "/Cust SE acct"
 wait_screen "1 of 14" >/dev/null
-check $? "systems: typing filters" "$SCREEN"
+check $? "systems: / filters" "$SCREEN"
+keys Enter
 expect_in "systems: status, vendor, customer" "ok       " "$SCREEN"
 keys F5
 wait_screen "checked ok" >/dev/null
@@ -424,6 +420,7 @@ wait_screen "Removed " >/dev/null
 check $? "systems: y removes" "$SCREEN"
 [ -z "$(record "Cust SE acct")" ]
 check $? "systems: the record is gone from the store"
+keys_text "/"
 keys C-u
 keys_text "Cust Solis acct"
 wait_screen "1 of 11" >/dev/null

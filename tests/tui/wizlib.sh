@@ -48,3 +48,14 @@ begin() {
 	keys Enter
 }
 
+
+# again: on the sites screen, confirms the selected site, then "enroll
+# another" back to the start screen.
+again() {
+	wait_screen "sites found" >/dev/null
+	keys Enter
+	wait_screen "Enter: enroll another" >/dev/null
+	keys Enter
+	wait_screen "Customer reference" >/dev/null
+	settle
+}

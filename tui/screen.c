@@ -23,6 +23,10 @@ static struct {
 	unsigned tick_timer;
 	long long started_ms;
 	bool in_paste;
+	/* An escape sequence being read (see on_key_char()). */
+	enum { ESC_NONE, ESC_SEEN, ESC_CSI, ESC_SS3 } esc;
+	char esc_params[16];
+	size_t esc_len;
 	wchar_t *paste;
 	size_t paste_len, paste_cap;
 } S;
@@ -135,12 +139,78 @@ int screen_dispatch(const struct screen_event *ev)
 	return flags;
 }
 
-static void deliver(const struct keypress *k)
+/* ---- help: the keys of the screen below, from its keys() ---------------- */
+
+static void help_draw(struct screen *s)
+{
+	static const struct key_help close_keys[] = {{"Esc", "close"}, {NULL, NULL}};
+	struct screen *below = s->state;
+	const struct key_help *keys = below->keys(below);
+	struct area body = screen_frame("Keys of this screen", close_keys);
+	int y = body.y + 1, width = 0;
+	static const struct key_help global[] = {
+	    {"? or F1", "this help (in a field with text in it, ? is typed: use F1)"},
+	    {"^C", "quit at once"},
+	    {NULL, NULL}};
+
+	for (const struct key_help *k = keys; k && k->key; k++)
+		if (draw_text_width(k->key) > width)
+			width = draw_text_width(k->key);
+	for (const struct key_help *k = global; k->key; k++)
+		if (draw_text_width(k->key) > width)
+			width = draw_text_width(k->key);
+	for (int part = 0; part < 2; part++) {
+		for (const struct key_help *k = part ? global : keys; k && k->key; k++) {
+			if (y >= body.y + body.rows)
+				return;
+			draw_text(y, 2, width, term_attr(TERM_KEYNAME), k->key);
+			draw_text(y++, 4 + width, body.cols - 6 - width, A_NORMAL, k->label);
+		}
+		y++;
+	}
+}
+
+static int help_key(struct screen *s, const struct keypress *k)
+{
+	(void)s;
+	if (keypress_is_escape(k) || keypress_is(k, 'q') || keypress_is(k, '?') ||
+	    keypress_is_enter(k) || (k->kind == KP_FUNC && k->code == KEY_F(1))) {
+		screen_pop();
+		return SCREEN_HANDLED;
+	}
+	return SCREEN_HANDLED;
+}
+
+static struct screen help_screen = {.name = "help", .draw = help_draw, .handle_key = help_key};
+
+void screen_help_open(void)
 {
 	struct screen *top = screen_top();
 
-	if (top && top->handle_key)
-		apply(top->handle_key(top, k), top);
+	if (!top || top == &help_screen || !top->keys)
+		return;
+	help_screen.state = top;
+	screen_push(&help_screen);
+}
+
+static void deliver(const struct keypress *k)
+{
+	struct screen *top = screen_top();
+	int flags;
+
+	if (!top || !top->handle_key)
+		return;
+	if (k->kind == KP_FUNC && k->code == KEY_F(1) && top->keys) {
+		screen_help_open();
+		return;
+	}
+	flags = top->handle_key(top, k);
+	/* ? is help where the screen has no use for it. */
+	if (flags == SCREEN_IGNORED && keypress_is(k, '?') && top->keys) {
+		screen_help_open();
+		return;
+	}
+	apply(flags, top);
 }
 
 static void paste_append(wchar_t wc)
@@ -223,6 +293,124 @@ static void on_func(wint_t code)
 	deliver(&k);
 }
 
+/*
+ * Escape sequences the terminfo entry does not know (under TERM=vt100 an F5
+ * arrives as ESC [ 1 5 ~; curses hands over ESC, then "[15~" as if typed).
+ * They are read here whole: those of the xterm and VT220 keys become the key
+ * (F1-F12, arrows, Home, End, Insert, Delete, PgUp, PgDn), any other is
+ * swallowed, so that no sequence is ever typed into a field.
+ */
+static wint_t csi_key(const char *params, wint_t final)
+{
+	static const struct {
+		int n;
+		int key;
+	} tilde[] = {{1, KEY_HOME},  {2, KEY_IC},     {3, KEY_DC},     {4, KEY_END},
+	             {5, KEY_PPAGE}, {6, KEY_NPAGE},  {7, KEY_HOME},   {8, KEY_END},
+	             {11, KEY_F(1)}, {12, KEY_F(2)},  {13, KEY_F(3)},  {14, KEY_F(4)},
+	             {15, KEY_F(5)}, {17, KEY_F(6)},  {18, KEY_F(7)},  {19, KEY_F(8)},
+	             {20, KEY_F(9)}, {21, KEY_F(10)}, {23, KEY_F(11)}, {24, KEY_F(12)}};
+	int n = atoi(params);
+
+	/* Modifiers (";5" for Ctrl...) are not told apart: the key alone. */
+	switch (final) {
+	case 'A':
+		return KEY_UP;
+	case 'B':
+		return KEY_DOWN;
+	case 'C':
+		return KEY_RIGHT;
+	case 'D':
+		return KEY_LEFT;
+	case 'H':
+		return KEY_HOME;
+	case 'F':
+		return KEY_END;
+	case 'Z':
+		return KEY_BTAB;
+	case '~':
+		for (size_t i = 0; i < sizeof(tilde) / sizeof(tilde[0]); i++)
+			if (tilde[i].n == n)
+				return (wint_t)tilde[i].key;
+		return 0;
+	default:
+		return 0;
+	}
+}
+
+static wint_t ss3_key(wint_t final)
+{
+	switch (final) {
+	case 'P':
+	case 'Q':
+	case 'R':
+	case 'S':
+		return (wint_t)KEY_F(1 + (int)(final - 'P'));
+	case 'M':
+		return KEY_ENTER;
+	default:
+		return csi_key("", final);
+	}
+}
+
+/* Ends what was being read when something else comes: a lone Esc is the Esc
+ * key; a sequence cut short is dropped. */
+static void esc_end(void)
+{
+	bool lone = S.esc == ESC_SEEN;
+
+	S.esc = ESC_NONE;
+	S.esc_len = 0;
+	if (lone)
+		on_char(KEY_ESC);
+}
+
+static void on_key_char(wint_t ch)
+{
+	wint_t key = 0;
+
+	switch (S.esc) {
+	case ESC_NONE:
+		if (ch == KEY_ESC && !S.in_paste)
+			S.esc = ESC_SEEN;
+		else
+			on_char(ch);
+		return;
+	case ESC_SEEN:
+		if (ch == '[' || ch == 'O') {
+			S.esc = ch == '[' ? ESC_CSI : ESC_SS3;
+			S.esc_len = 0;
+			return;
+		}
+		esc_end(); /* Esc, then the key on its own (Alt+key) */
+		on_key_char(ch);
+		return;
+	case ESC_CSI:
+		if (ch >= 0x20 && ch <= 0x3f) { /* parameters and intermediates */
+			if (S.esc_len + 1 < sizeof(S.esc_params))
+				S.esc_params[S.esc_len++] = (char)ch;
+			S.esc_params[S.esc_len] = '\0';
+			return;
+		}
+		S.esc_params[S.esc_len] = '\0';
+		if (ch >= 0x40 && ch <= 0x7e)
+			key = csi_key(S.esc_params, ch);
+		break;
+	case ESC_SS3:
+		if (ch >= 0x20 && ch <= 0x7e)
+			key = ss3_key(ch);
+		break;
+	}
+	/* The final character, or one that cannot be in a sequence (which ends it
+	 * and counts on its own). */
+	S.esc = ESC_NONE;
+	S.esc_len = 0;
+	if (key)
+		on_func(key);
+	else if (ch < 0x20 || ch > 0x7e)
+		on_key_char(ch);
+}
+
 static void read_keys(void *ctx, int fd, short revents)
 {
 	wint_t ch;
@@ -237,11 +425,16 @@ static void read_keys(void *ctx, int fd, short revents)
 	}
 	/* Until curses has nothing left, so no key waits in its buffer unseen by poll. */
 	while ((rc = wget_wch(stdscr, &ch)) != ERR) {
-		if (rc == KEY_CODE_YES)
+		if (rc == KEY_CODE_YES) {
+			esc_end();
 			on_func(ch);
-		else
-			on_char(ch);
+		} else {
+			on_key_char(ch);
+		}
 	}
+	/* curses waited ESCDELAY for more after an Esc: nothing came, so a lone
+	 * Esc is the Esc key, and a sequence cut short is dropped. */
+	esc_end();
 }
 
 static void draw_too_small(void)
@@ -290,20 +483,25 @@ static void tick(void *ctx)
 struct area screen_frame(const char *title, const struct key_help *keys)
 {
 	struct area body = {1, 0, LINES - 2, COLS};
-	int x = 1, y = LINES - 1;
-	static const struct key_help quit = {"^C", "quit"};
+	int x = 1, y = LINES - 1, reserved;
+	static const struct key_help tail[] = {{"?", "help"}, {"^C", "quit"}, {NULL, NULL}};
+	struct screen *top = screen_top();
+	const struct key_help *last = top && top->keys && top != &help_screen ? tail : tail + 1;
 
 	draw_fill(0, 0, COLS, term_attr(TERM_TITLE));
 	draw_text(0, 1, COLS - 2, term_attr(TERM_TITLE), title);
-	for (const struct key_help *k = keys;; k++) {
-		const struct key_help *entry = k && k->key ? k : &quit;
-		int need = draw_text_width(entry->key) + 1 + draw_text_width(entry->label);
-		if (x + need > COLS)
-			break;
-		x += draw_text(y, x, need, term_attr(TERM_KEYNAME), entry->key);
-		x += 1 + draw_text(y, x + 1, COLS - x - 1, A_NORMAL, entry->label) + 2;
-		if (entry == &quit)
-			break;
+	reserved = 0;
+	for (const struct key_help *k = last; k->key; k++)
+		reserved += draw_text_width(k->key) + 1 + draw_text_width(k->label) + 2;
+	/* The screen's own keys while room is left for help and quit. */
+	for (int part = 0; part < 2; part++) {
+		for (const struct key_help *k = part ? last : keys; k && k->key; k++) {
+			int need = draw_text_width(k->key) + 1 + draw_text_width(k->label);
+			if (x + need + (part ? 0 : reserved) > COLS)
+				break;
+			x += draw_text(y, x, need, term_attr(TERM_KEYNAME), k->key);
+			x += 1 + draw_text(y, x + 1, COLS - x - 1, A_NORMAL, k->label) + 2;
+		}
 	}
 	return body;
 }
@@ -336,5 +534,7 @@ int screen_run(struct screen *first)
 	S.paste = NULL;
 	S.paste_len = S.paste_cap = 0;
 	S.in_paste = false;
+	S.esc = ESC_NONE;
+	S.esc_len = 0;
 	return rc;
 }

@@ -60,6 +60,12 @@ struct screen_event {
 	void *data;
 };
 
+/* One entry of the key-help line: {"Enter", "save"}; arrays end with {NULL, NULL}. */
+struct key_help {
+	const char *key;
+	const char *label;
+};
+
 struct screen {
 	const char *name;
 	/* Draws the whole screen on stdscr (after erase), usually starting with
@@ -70,17 +76,18 @@ struct screen {
 	void (*on_enter)(struct screen *s); /* optional: pushed (or replaced in) */
 	void (*on_leave)(struct screen *s); /* optional: popped, replaced, or at exit */
 	void *state;
-};
-
-/* One entry of the key-help line: {"Enter", "save"}; arrays end with {NULL, NULL}. */
-struct key_help {
-	const char *key;
-	const char *label;
+	/* Optional: the keys of the screen as it is now (what its key line shows),
+	 * ending with {NULL, NULL}. A screen that has them gets the help screen:
+	 * F1, or ? when the screen leaves it unused (a field with text in it takes
+	 * ? as a character), lists them; "? help" is on its key line. */
+	const struct key_help *(*keys)(struct screen *s);
 };
 
 /*
  * Draws the title line (top) and the key-help line (bottom: `keys`, then
- * "^C quit", which works everywhere) and returns the area between them.
+ * "? help" when the screen drawing has keys(), and "^C quit", which works
+ * everywhere; those two are never the entries cut off) and returns the area
+ * between them.
  */
 struct area screen_frame(const char *title, const struct key_help *keys);
 
@@ -106,6 +113,9 @@ void screen_push(struct screen *s);
 void screen_pop(void);
 void screen_replace(struct screen *s);
 struct screen *screen_top(void);
+
+/* Pushes the help screen over the top screen (no-op when it has no keys()). */
+void screen_help_open(void);
 
 /* Draws again on the loop's next turn (after state changed outside handle_key). */
 void screen_redraw(void);

@@ -230,15 +230,23 @@ void wiz_session_start(void)
 
 /* ---- the start screen --------------------------------------------------- */
 
-static void start_draw(struct screen *s)
+static const struct key_help *start_keys(struct screen *s)
 {
 	static const struct key_help keys[] = {{"Tab", "next field"},
 	                                       {"Enter", "choose"},
 	                                       {"F2", "enrolled systems"},
 	                                       {"Esc", "quit"},
 	                                       {NULL, NULL}};
-	struct area body = screen_frame(
-	    W.g->demo ? "derenroll: enroll a system (demo)" : "derenroll: enroll a system", keys);
+
+	(void)s;
+	return keys;
+}
+
+static void start_draw(struct screen *s)
+{
+	struct area body = screen_frame(W.g->demo ? "derenroll: enroll a system (demo)"
+	                                          : "derenroll: enroll a system",
+	                                start_keys(s));
 	struct area list;
 	char line[512];
 	int y;
@@ -367,7 +375,11 @@ static void start_enter(struct screen *s)
 	wiz_session_end();
 }
 
-struct screen wiz_start_screen = {"start", start_draw, start_key, NULL, start_enter, NULL, NULL};
+struct screen wiz_start_screen = {.name = "start",
+                                  .draw = start_draw,
+                                  .handle_key = start_key,
+                                  .on_enter = start_enter,
+                                  .keys = start_keys};
 
 static int fill_vendors(void)
 {

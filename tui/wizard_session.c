@@ -46,9 +46,16 @@ void wiz_methods_setup(void)
 	}
 }
 
-static void method_draw(struct screen *s)
+static const struct key_help *method_keys(struct screen *s)
 {
 	static const struct key_help keys[] = {{"Enter", "choose"}, {"Esc", "back"}, {NULL, NULL}};
+
+	(void)s;
+	return keys;
+}
+
+static void method_draw(struct screen *s)
+{
 	struct wiz *w = wiz_state();
 	char title[160];
 	struct area body, list;
@@ -57,7 +64,7 @@ static void method_draw(struct screen *s)
 
 	(void)s;
 	snprintf(title, sizeof(title), "%s: how does the customer authorize?", w->vendor->name);
-	body = screen_frame(title, keys);
+	body = screen_frame(title, method_keys(s));
 	list = (struct area){body.y + 1, 2, (int)listview_count(w->methods) + 1, body.cols - 4};
 	listview_draw(w->methods, list);
 	sel = listview_selected(w->methods);
@@ -89,7 +96,8 @@ static int method_key(struct screen *s, const struct keypress *k)
 	return keypress_is_escape(k) ? SCREEN_BACK : SCREEN_IGNORED;
 }
 
-struct screen wiz_method_screen = {"method", method_draw, method_key, NULL, NULL, NULL, NULL};
+struct screen wiz_method_screen = {
+    .name = "method", .draw = method_draw, .handle_key = method_key, .keys = method_keys};
 
 /* ---- the key form (FIELDS) ---------------------------------------------- */
 
@@ -640,7 +648,8 @@ static void wait_draw(struct area body)
 
 /* ---- the session screen ------------------------------------------------- */
 
-static void session_draw(struct screen *s)
+/* The keys of the session screen in the session's state. */
+static const struct key_help *session_keys(struct screen *s)
 {
 	static const struct key_help k_form[] = {{"Enter", "submit"},
 	                                         {"Tab", "next field"},
@@ -653,27 +662,16 @@ static void session_draw(struct screen *s)
 	static const struct key_help k_done[] = {
 	    {"Enter", "enroll another"}, {"q", "quit"}, {NULL, NULL}};
 	static const struct key_help k_failed[] = {{"r", "retry"}, {"Esc", "back"}, {NULL, NULL}};
+	static struct key_help k_link[6];
 	struct wiz *w = wiz_state();
-	struct key_help k_link[6];
-	char title[256];
 	size_t nk = 0;
-	enum enr_enroll_state st;
-	struct area body;
 
 	(void)s;
-	if (!w->e) {
-		snprintf(title, sizeof(title), "%s: cannot start",
-		         vendor_name()[0] ? vendor_name() : "Re-authorization");
-		failed_draw(screen_frame(title, k_failed), w->start_error);
-		return;
-	}
-	st = enr_enroll_state(w->e);
-	switch (st) {
+	if (!w->e)
+		return k_failed;
+	switch (enr_enroll_state(w->e)) {
 	case ENR_ENROLL_FIELDS:
-		snprintf(title, sizeof(title), "%s: %s", vendor_name(),
-		         enr_enroll_method(w->e)->label);
-		form_draw(screen_frame(title, k_form));
-		break;
+		return k_form;
 	case ENR_ENROLL_LINK:
 		if (w->code_active)
 			k_link[nk++] = (struct key_help){"Enter", "submit code"};
@@ -684,24 +682,55 @@ static void session_draw(struct screen *s)
 			                                 "customer approves (demo)"};
 		k_link[nk++] = (struct key_help){"Esc", "cancel"};
 		k_link[nk] = (struct key_help){NULL, NULL};
+		return k_link;
+	case ENR_ENROLL_WAIT:
+		return k_wait;
+	case ENR_ENROLL_SITES:
+		return k_sites;
+	case ENR_ENROLL_DONE:
+		return k_done;
+	case ENR_ENROLL_FAILED:
+		break;
+	}
+	return k_failed;
+}
+
+static void session_draw(struct screen *s)
+{
+	const struct key_help *keys = session_keys(s);
+	struct wiz *w = wiz_state();
+	char title[256];
+
+	if (!w->e) {
+		snprintf(title, sizeof(title), "%s: cannot start",
+		         vendor_name()[0] ? vendor_name() : "Re-authorization");
+		failed_draw(screen_frame(title, keys), w->start_error);
+		return;
+	}
+	switch (enr_enroll_state(w->e)) {
+	case ENR_ENROLL_FIELDS:
+		snprintf(title, sizeof(title), "%s: %s", vendor_name(),
+		         enr_enroll_method(w->e)->label);
+		form_draw(screen_frame(title, keys));
+		break;
+	case ENR_ENROLL_LINK:
 		snprintf(title, sizeof(title), "%s: the customer approves", vendor_name());
-		link_draw(screen_frame(title, k_link));
+		link_draw(screen_frame(title, keys));
 		break;
 	case ENR_ENROLL_WAIT:
 		snprintf(title, sizeof(title), "%s: waiting", vendor_name());
-		wait_draw(screen_frame(title, k_wait));
+		wait_draw(screen_frame(title, keys));
 		break;
 	case ENR_ENROLL_SITES:
 		snprintf(title, sizeof(title), "%s: sites found", vendor_name());
-		sites_draw(screen_frame(title, k_sites));
+		sites_draw(screen_frame(title, keys));
 		break;
 	case ENR_ENROLL_DONE:
-		body = screen_frame("Saved", k_done);
-		done_draw(body);
+		done_draw(screen_frame("Saved", keys));
 		break;
 	case ENR_ENROLL_FAILED:
 		snprintf(title, sizeof(title), "%s: not enrolled", vendor_name());
-		failed_draw(screen_frame(title, k_failed), enr_enroll_message(w->e));
+		failed_draw(screen_frame(title, keys), enr_enroll_message(w->e));
 		break;
 	}
 }
@@ -791,5 +820,9 @@ static void session_enter(struct screen *s)
 		wiz_session_start();
 }
 
-struct screen wiz_session_screen = {"session",     session_draw, session_key, session_event,
-                                    session_enter, NULL,         NULL};
+struct screen wiz_session_screen = {.name = "session",
+                                    .draw = session_draw,
+                                    .handle_key = session_key,
+                                    .on_event = session_event,
+                                    .on_enter = session_enter,
+                                    .keys = session_keys};

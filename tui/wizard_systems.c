@@ -1,7 +1,8 @@
 /*
  * The wizard's enrolled systems screen, for support staff: every record with
- * its status, most urgent first, filtered by typing; check now, refresh,
- * re-authorize, show (secrets masked until asked) and remove.
+ * its status, most urgent first, filtered after /; check now, refresh,
+ * re-authorize, show (secrets masked until asked) and remove, each on a letter
+ * and an F-key; check every record shown, refresh every one that is due.
  */
 #include <poll.h>
 #include <stdint.h>
@@ -12,6 +13,7 @@
 
 #include <json-c/json.h>
 
+#include "derenroll/bulk.h"
 #include "derenroll/config.h"
 #include "derenroll/error.h"
 #include "derenroll/http.h"
@@ -44,7 +46,8 @@ struct systems {
 	int watched[MAX_WATCH];
 	size_t n_watched;
 	unsigned timer;
-	struct enr_job *job; /* one at a time */
+	struct enr_job *job;   /* one at a time */
+	struct enr_bulk *bulk; /* or many: check all, refresh all due */
 	bool running, refreshing;
 	char note[512];
 };
@@ -81,7 +84,7 @@ static int by_urgency(const void *a, const void *b)
 	return strcmp(x->id, y->id);
 }
 
-/* Builds the list from the store, keeping the selected record and the filter out. */
+/* Builds the list from the store, keeping the selected record and the filter. */
 static void build_list(void)
 {
 	struct wiz *w = wiz_state();
@@ -91,13 +94,24 @@ static void build_list(void)
 	char *keep = NULL;
 	size_t sel;
 
+	char filter[1024] = "";
+	bool filtering = false;
+
 	if (S->lv && (sel = listview_selected(S->lv)) != LISTVIEW_NONE)
 		keep = strdup(S->rows[(size_t)(uintptr_t)listview_data(S->lv, sel)].id);
+	if (S->lv) {
+		snprintf(filter, sizeof(filter), "%s", listview_filter(S->lv));
+		filtering = listview_filtering(S->lv);
+	}
 	free_rows();
 	S->store_gen = w->store_gen;
 	S->rows = calloc(n ? n : 1, sizeof(*S->rows));
 	if (!S->rows || listview_new(&S->lv) < 0)
 		goto out;
+	listview_set_filter_by_key(S->lv, true);
+	listview_set_filter(S->lv, filter);
+	if (filtering)
+		listview_handle_key(S->lv, &(struct keypress){.kind = KP_CHAR, .code = '/'});
 	for (size_t i = 0; i < n; i++) {
 		const struct enr_record *rec = enr_store_at(w->store, i);
 		S->rows[i].id = strdup(rec->id);
@@ -138,22 +152,30 @@ static const char *selected_id(void)
 /* ---- jobs on the multi ------------------------------------------------- */
 
 static void multi_sync(void);
+static void bulk_done(void);
+
+static void step(void)
+{
+	if (S->bulk)
+		enr_bulk_step(S->bulk);
+	else if (S->multi)
+		enr_http_multi_step(S->multi);
+	multi_sync();
+}
 
 static void on_multi(void *ctx, int fd, short revents)
 {
 	(void)ctx;
 	(void)fd;
 	(void)revents;
-	enr_http_multi_step(S->multi);
-	multi_sync();
+	step();
 }
 
 static void on_multi_timer(void *ctx)
 {
 	(void)ctx;
 	S->timer = 0;
-	enr_http_multi_step(S->multi);
-	multi_sync();
+	step();
 }
 
 static void multi_unwatch(void)
@@ -172,13 +194,18 @@ static void multi_sync(void)
 	long t;
 
 	multi_unwatch();
-	if (!S->multi || !S->running)
+	if (S->bulk && enr_bulk_finished(S->bulk)) {
+		bulk_done();
 		return;
-	n = enr_http_multi_poll_fds(S->multi, fds, MAX_WATCH);
+	}
+	if (!S->running || (!S->multi && !S->bulk))
+		return;
+	n = S->bulk ? enr_bulk_poll_fds(S->bulk, fds, MAX_WATCH)
+	            : enr_http_multi_poll_fds(S->multi, fds, MAX_WATCH);
 	for (size_t i = 0; i < n && i < MAX_WATCH; i++)
 		if (loop_watch_fd(fds[i].fd, fds[i].events, on_multi, NULL) == 0)
 			S->watched[S->n_watched++] = fds[i].fd;
-	t = enr_http_multi_timeout_ms(S->multi);
+	t = S->bulk ? enr_bulk_timeout_ms(S->bulk) : enr_http_multi_timeout_ms(S->multi);
 	S->timer = loop_set_timer(t >= 0 && t < 1000 ? t : 1000, on_multi_timer, NULL);
 }
 
@@ -237,6 +264,85 @@ static void start_job(enum enr_job_kind kind)
 	multi_sync();
 }
 
+/* Every record the filter shows (check all), or those of them due for a
+ * refresh within [ui] expiring_days (refresh all due), as `status` and
+ * `refresh --due` run them. */
+static void start_bulk(enum enr_job_kind kind)
+{
+	struct wiz *w = wiz_state();
+	struct enr_bulk_options opts = {.kind = kind};
+	long long now = (long long)time(NULL);
+	size_t added = 0;
+	int rc;
+
+	if (S->running) {
+		snprintf(S->note, sizeof(S->note), "Wait: the last check is still running");
+		return;
+	}
+	rc = enr_bulk_new(&S->bulk, w->store, w->g->cfg, w->g->catalog, &opts);
+	for (size_t i = 0; rc == 0 && S->lv && i < listview_shown(S->lv); i++) {
+		const char *id =
+		    S->rows[(size_t)(uintptr_t)listview_data(S->lv, listview_shown_at(S->lv, i))]
+		        .id;
+		if (kind == ENR_JOB_REFRESH) {
+			struct enr_record *rec = NULL;
+			bool due =
+			    enr_store_get(&rec, w->store, id) == 0 &&
+			    enr_lifecycle_refresh_due(rec, w->g->catalog, now, expiring_days());
+			enr_record_free(rec);
+			if (!due)
+				continue;
+		}
+		if ((rc = enr_bulk_add(S->bulk, id)) == 0)
+			added++;
+	}
+	if (rc < 0 || added == 0) {
+		if (rc < 0)
+			snprintf(S->note, sizeof(S->note), "%s", enr_error_last());
+		else if (kind == ENR_JOB_REFRESH)
+			snprintf(S->note, sizeof(S->note),
+			         "No system shown is due for a refresh in %ld days.",
+			         expiring_days());
+		else
+			snprintf(S->note, sizeof(S->note), "No record to check.");
+		enr_bulk_free(S->bulk);
+		S->bulk = NULL;
+		return;
+	}
+	snprintf(S->note, sizeof(S->note), "%s %zu record%s...",
+	         kind == ENR_JOB_REFRESH ? "Refreshing" : "Checking", added, added == 1 ? "" : "s");
+	S->running = true;
+	S->refreshing = kind == ENR_JOB_REFRESH;
+	step();
+}
+
+static void bulk_done(void)
+{
+	struct wiz *w = wiz_state();
+	size_t n = enr_bulk_result_count(S->bulk), failed = 0, refreshed = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		const struct enr_job_result *r = enr_bulk_result(S->bulk, i);
+		if (r->error)
+			failed++;
+		else if (r->refreshed)
+			refreshed++;
+	}
+	if (S->refreshing)
+		snprintf(S->note, sizeof(S->note),
+		         "Refreshed %zu of %zu due; %zu failed (see their status).", refreshed, n,
+		         failed);
+	else
+		snprintf(S->note, sizeof(S->note),
+		         "Checked %zu: %zu ok, %zu failed (see their status).", n, n - failed,
+		         failed);
+	enr_bulk_free(S->bulk);
+	S->bulk = NULL;
+	S->running = false;
+	w->store_gen++;
+	screen_redraw();
+}
+
 /* ---- show and remove ----------------------------------------------------- */
 
 static void load_shown(void)
@@ -282,27 +388,89 @@ static void clear_shown(void)
 
 /* ---- the screen ---------------------------------------------------------- */
 
-static void systems_draw(struct screen *s)
+enum action {
+	ACT_NONE,
+	ACT_CHECK,
+	ACT_REFRESH,
+	ACT_REAUTH,
+	ACT_DELETE,
+	ACT_CHECK_ALL,
+	ACT_REFRESH_DUE
+};
+
+/* The keys of the actions: a letter each (what the key line shows), and the
+ * F-keys of old (and Delete) as aliases, which also work while filtering. */
+static const struct {
+	enum action action;
+	wint_t letter;
+	int fkey;
+} bindings[] = {
+    {ACT_CHECK, 'c', KEY_F(5)},  {ACT_REFRESH, 'r', KEY_F(6)}, {ACT_REAUTH, 'a', KEY_F(7)},
+    {ACT_DELETE, 'd', KEY_F(8)}, {ACT_DELETE, 0, KEY_DC},      {ACT_CHECK_ALL, 'C', 0},
+    {ACT_REFRESH_DUE, 'R', 0},
+};
+
+static enum action action_of(const struct keypress *k, bool typing)
+{
+	for (size_t i = 0; i < sizeof(bindings) / sizeof(bindings[0]); i++) {
+		if (bindings[i].fkey && k->kind == KP_FUNC && k->code == (wint_t)bindings[i].fkey)
+			return bindings[i].action;
+		if (bindings[i].letter && !typing && keypress_is(k, bindings[i].letter))
+			return bindings[i].action;
+	}
+	return ACT_NONE;
+}
+
+/* The screen's keys in its mode, for the key line and the help screen. */
+static const struct key_help *systems_keys(struct screen *s)
 {
 	static const struct key_help k_list[] = {
-	    {"Enter", "show"}, {"F5", "check"}, {"F6", "refresh"}, {"F7", "re-authorize"},
-	    {"F8", "remove"},  {"Esc", "back"}, {NULL, NULL}};
+	    {"c", "check"},
+	    {"r", "refresh"},
+	    {"a", "re-authorize"},
+	    {"d", "delete"},
+	    {"Enter", "show"},
+	    {"/", "filter"},
+	    {"C", "check all shown"},
+	    {"R", "refresh all due"},
+	    {"Esc", "back"},
+	    {"F5 F6 F7 F8", "check, refresh, re-authorize, delete"},
+	    {"Del", "delete"},
+	    {"Up/Down", "choose a record"},
+	    {NULL, NULL}};
+	static const struct key_help k_filter[] = {
+	    {"type", "filter"},
+	    {"Enter", "done"},
+	    {"Esc", "clear"},
+	    {"F5 F6 F7 F8", "check, refresh, re-authorize, delete"},
+	    {"Up/Down", "choose a record"},
+	    {NULL, NULL}};
 	static const struct key_help k_show[] = {{FIELD_REVEAL_KEY_NAME, "show/hide secrets"},
 	                                         {"Up/Down", "scroll"},
 	                                         {"Esc", "back"},
 	                                         {NULL, NULL}};
 	static const struct key_help k_confirm[] = {{"y", "remove"}, {"n", "keep"}, {NULL, NULL}};
+
+	(void)s;
+	if (S->mode == SYS_SHOW)
+		return k_show;
+	if (S->mode == SYS_CONFIRM)
+		return k_confirm;
+	return S->lv && listview_filtering(S->lv) ? k_filter : k_list;
+}
+
+static void systems_draw(struct screen *s)
+{
 	struct wiz *w = wiz_state();
 	struct area body;
 	char line[512];
 
-	(void)s;
 	if (S->store_gen != w->store_gen)
 		build_list();
 	if (S->mode == SYS_SHOW) {
 		snprintf(line, sizeof(line), "Record %s%s", S->current,
 		         S->reveal ? " (secrets shown)" : "");
-		body = screen_frame(line, k_show);
+		body = screen_frame(line, systems_keys(s));
 		if (S->shown) {
 			const char *from = S->shown;
 			int lines = 1;
@@ -318,8 +486,7 @@ static void systems_draw(struct screen *s)
 		}
 		return;
 	}
-	body = screen_frame("Enrolled systems (most urgent first)",
-	                    S->mode == SYS_CONFIRM ? k_confirm : k_list);
+	body = screen_frame("Enrolled systems (most urgent first)", systems_keys(s));
 	if (S->mode == SYS_CONFIRM) {
 		snprintf(line, sizeof(line),
 		         "Remove %s? Its credentials are deleted from the store; the customer's "
@@ -330,7 +497,8 @@ static void systems_draw(struct screen *s)
 	} else if (S->note[0]) {
 		draw_text(body.y, 2, body.cols - 4, A_BOLD, S->note);
 	} else {
-		snprintf(line, sizeof(line), "%zu records. Type to filter.", S->n_rows);
+		snprintf(line, sizeof(line),
+		         "%zu records. C checks all shown, R refreshes all due.", S->n_rows);
 		draw_text(body.y, 2, body.cols - 4, A_NORMAL, line);
 	}
 	if (S->lv)
@@ -341,6 +509,7 @@ static int systems_key(struct screen *s, const struct keypress *k)
 {
 	struct wiz *w = wiz_state();
 	const char *id;
+	enum action action;
 	int r;
 
 	(void)s;
@@ -382,31 +551,39 @@ static int systems_key(struct screen *s, const struct keypress *k)
 		}
 		return SCREEN_HANDLED;
 	}
-	id = selected_id();
-	if (k->kind == KP_FUNC && id) {
-		switch (k->code) {
-		case KEY_F(5):
-			start_job(ENR_JOB_CHECK);
-			return SCREEN_REDRAW;
-		case KEY_F(6):
-			start_job(ENR_JOB_REFRESH);
-			return SCREEN_REDRAW;
-		case KEY_F(7):
-			free(S->current);
-			S->current = strdup(id);
-			w->reauth_id = S->current;
-			screen_push(&wiz_session_screen);
-			return SCREEN_HANDLED;
-		case KEY_F(8):
-		case KEY_DC:
-			free(S->current);
-			S->current = strdup(id);
-			S->mode = S->current ? SYS_CONFIRM : SYS_LIST;
-			return SCREEN_REDRAW;
-		default:
-			break;
-		}
+	/* While the filter is typed, letters are text; the F-keys still act. */
+	action = action_of(k, S->lv && listview_filtering(S->lv));
+	if (action == ACT_CHECK_ALL || action == ACT_REFRESH_DUE) {
+		start_bulk(action == ACT_CHECK_ALL ? ENR_JOB_CHECK : ENR_JOB_REFRESH);
+		return SCREEN_REDRAW;
 	}
+	id = selected_id();
+	if (!id)
+		action = ACT_NONE;
+	switch (action) {
+	case ACT_CHECK:
+		start_job(ENR_JOB_CHECK);
+		return SCREEN_REDRAW;
+	case ACT_REFRESH:
+		start_job(ENR_JOB_REFRESH);
+		return SCREEN_REDRAW;
+	case ACT_REAUTH:
+		free(S->current);
+		S->current = strdup(id);
+		w->reauth_id = S->current;
+		screen_push(&wiz_session_screen);
+		return SCREEN_HANDLED;
+	case ACT_DELETE:
+		free(S->current);
+		S->current = strdup(id);
+		S->mode = S->current ? SYS_CONFIRM : SYS_LIST;
+		return SCREEN_REDRAW;
+	default:
+		break;
+	}
+	r = S->lv ? listview_handle_key(S->lv, k) : SCREEN_IGNORED;
+	if (r)
+		return r;
 	if (keypress_is_enter(k) && id) {
 		free(S->current);
 		S->current = strdup(id);
@@ -418,13 +595,11 @@ static int systems_key(struct screen *s, const struct keypress *k)
 		}
 		return SCREEN_REDRAW;
 	}
-	r = S->lv ? listview_handle_key(S->lv, k) : SCREEN_IGNORED;
-	if (r)
-		return r;
 	return keypress_is_escape(k) ? SCREEN_BACK : SCREEN_IGNORED;
 }
 
-struct screen wiz_systems_screen = {"systems", systems_draw, systems_key, NULL, NULL, NULL, NULL};
+struct screen wiz_systems_screen = {
+    .name = "systems", .draw = systems_draw, .handle_key = systems_key, .keys = systems_keys};
 
 void wiz_systems_open(void)
 {
@@ -444,6 +619,7 @@ void wiz_systems_free(void)
 		return;
 	multi_unwatch();
 	enr_job_cancel(S->job);
+	enr_bulk_free(S->bulk);
 	enr_http_multi_free(S->multi);
 	free_rows();
 	clear_shown();

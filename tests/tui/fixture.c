@@ -243,9 +243,11 @@ int main(int argc, char **argv)
 			fprintf(stderr, "fixture: %s\n", enr_error_last());
 			return 2;
 		}
-		screen = (struct screen){"qr", qr_draw, qr_key, NULL, NULL, NULL, &qr_state};
+		screen = (struct screen){
+		    .name = "qr", .draw = qr_draw, .handle_key = qr_key, .state = &qr_state};
 	} else if (argc == 2 && strcmp(argv[1], "form") == 0) {
-		screen = (struct screen){"form", form_draw, form_key, NULL, NULL, NULL, &field};
+		screen = (struct screen){
+		    .name = "form", .draw = form_draw, .handle_key = form_key, .state = &field};
 	} else if (argc == 3 && strcmp(argv[1], "list") == 0) {
 		if (listview_new(&list_state.lv) < 0 ||
 		    fill_list(list_state.lv, strtoul(argv[2], NULL, 10)) < 0) {
@@ -253,8 +255,10 @@ int main(int argc, char **argv)
 			fprintf(stderr, "fixture: out of memory\n");
 			return 2;
 		}
-		screen =
-		    (struct screen){"list", list_draw, list_key, NULL, NULL, NULL, &list_state};
+		screen = (struct screen){.name = "list",
+		                         .draw = list_draw,
+		                         .handle_key = list_key,
+		                         .state = &list_state};
 	} else if (argc == 3 && strcmp(argv[1], "text") == 0) {
 		FILE *f = fopen(argv[2], "r");
 		size_t len = 0;
@@ -265,8 +269,10 @@ int main(int argc, char **argv)
 			return 2;
 		}
 		fclose(f);
-		screen =
-		    (struct screen){"text", text_draw, text_key, NULL, NULL, NULL, &text_state};
+		screen = (struct screen){.name = "text",
+		                         .draw = text_draw,
+		                         .handle_key = text_key,
+		                         .state = &text_state};
 	} else {
 		return usage();
 	}

@@ -181,6 +181,9 @@ int field_handle_key(struct field *f, const struct keypress *k)
 {
 	int flags = SCREEN_IGNORED;
 
+	/* Nothing begins with ?: in an empty field it is left to the screen (help). */
+	if (keypress_is(k, '?') && f->len == 0)
+		return SCREEN_IGNORED;
 	if (keypress_is_backspace(k)) {
 		if (f->cursor > 0)
 			erase_range(f, f->cursor - 1, f->cursor);

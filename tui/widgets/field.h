@@ -7,7 +7,8 @@
  * ^K (erase to the end); typed and pasted text (a multi-line paste gives its
  * first non-blank line). A masked field shows '*' per character until
  * FIELD_REVEAL_KEY toggles it. The text is wiped from memory when replaced or
- * freed. Enter, Tab and Esc are left to the screen.
+ * freed. Enter, Tab and Esc are left to the screen, and so is ? while the
+ * field is empty (the help key: no value begins with it).
  */
 
 #include <stdbool.h>

@@ -31,6 +31,8 @@ struct listview {
 	int page;        /* rows on screen at the last draw */
 	char filter[FILTER_MAX];
 	char folded_filter[FILTER_MAX * 2];
+	bool filter_by_key; /* filtering is a mode: / starts it */
+	bool filtering;     /* in that mode, typing goes to the filter */
 };
 
 /* Lower-cases UTF-8 `s` into `out` (at most `size` bytes with the NUL); bytes
@@ -87,6 +89,8 @@ void listview_free(struct listview *lv)
 	free(lv->shown);
 	free(lv);
 }
+
+static void refilter(struct listview *lv, bool narrowed);
 
 static bool matches(const struct listview *lv, const struct row *r)
 {
@@ -183,6 +187,28 @@ const char *listview_disabled_reason(const struct listview *lv, size_t index)
 void *listview_data(const struct listview *lv, size_t index)
 {
 	return index < lv->n_rows ? lv->rows[index]->data : NULL;
+}
+
+size_t listview_shown_at(const struct listview *lv, size_t pos)
+{
+	return pos < lv->n_shown ? lv->shown[pos] : LISTVIEW_NONE;
+}
+
+void listview_set_filter(struct listview *lv, const char *text)
+{
+	snprintf(lv->filter, sizeof(lv->filter), "%s", text);
+	refilter(lv, false);
+}
+
+void listview_set_filter_by_key(struct listview *lv, bool on)
+{
+	lv->filter_by_key = on;
+	lv->filtering = false;
+}
+
+bool listview_filtering(const struct listview *lv)
+{
+	return !lv->filter_by_key || lv->filtering;
 }
 
 const char *listview_filter(const struct listview *lv)
@@ -295,13 +321,28 @@ int listview_handle_key(struct listview *lv, const struct keypress *k)
 			return SCREEN_REDRAW;
 		}
 	}
+	if (lv->filter_by_key && !lv->filtering) {
+		if (keypress_is(k, '/')) {
+			lv->filtering = true;
+			return SCREEN_REDRAW;
+		}
+		/* Letters are the screen's actions; Esc still clears a filter first. */
+		if (!(keypress_is_escape(k) && lv->filter[0]))
+			return SCREEN_IGNORED;
+	}
+	if (lv->filtering && keypress_is_enter(k)) {
+		lv->filtering = false;
+		return SCREEN_REDRAW;
+	}
 	if (keypress_is_backspace(k)) {
 		if (lv->filter[0])
 			filter_backspace(lv);
 		return SCREEN_REDRAW;
 	}
-	if (keypress_is(k, KEY_CTRL('u')) || (keypress_is_escape(k) && lv->filter[0])) {
+	if (keypress_is(k, KEY_CTRL('u')) || (keypress_is_escape(k) && lv->filter[0]) ||
+	    (keypress_is_escape(k) && lv->filtering)) {
 		lv->filter[0] = '\0';
+		lv->filtering = false;
 		refilter(lv, false);
 		return SCREEN_REDRAW;
 	}
@@ -309,7 +350,9 @@ int listview_handle_key(struct listview *lv, const struct keypress *k)
 		filter_append(lv, k->text, k->len);
 		return SCREEN_REDRAW;
 	}
-	if (k->kind == KP_CHAR && k->code >= 0x20 && k->code != 0x7f && iswprint(k->code)) {
+	/* ? is left to the screen (help): no label needs it. */
+	if (k->kind == KP_CHAR && k->code >= 0x20 && k->code != 0x7f && k->code != '?' &&
+	    iswprint(k->code)) {
 		wchar_t wc = (wchar_t)k->code;
 		filter_append(lv, &wc, 1);
 		return SCREEN_REDRAW;
@@ -327,12 +370,16 @@ void listview_draw(struct listview *lv, struct area a)
 	lv->page = rows;
 	snprintf(status, sizeof(status), "%zu of %zu", lv->n_shown, lv->n_rows);
 	status_cols = (int)strlen(status);
-	if (lv->filter[0]) {
+	if (lv->filter[0] || lv->filtering) {
 		int x = a.x + draw_text(a.y, a.x, a.cols - status_cols - 2, A_BOLD, "Filter: ");
-		draw_text(a.y, x, a.x + a.cols - status_cols - 2 - x, term_attr(TERM_INPUT),
-		          lv->filter);
+		x += draw_text(a.y, x, a.x + a.cols - status_cols - 2 - x, term_attr(TERM_INPUT),
+		               lv->filter);
+		if (lv->filtering)
+			draw_text(a.y, x, a.x + a.cols - status_cols - 2 - x,
+			          term_attr(TERM_INPUT) | A_REVERSE, " ");
 	} else {
-		draw_text(a.y, a.x, a.cols - status_cols - 2, A_NORMAL, "Type to filter");
+		draw_text(a.y, a.x, a.cols - status_cols - 2, A_NORMAL,
+		          lv->filter_by_key ? "/ to filter" : "Type to filter");
 	}
 	draw_text(a.y, a.x + a.cols - status_cols, status_cols, A_NORMAL, status);
 

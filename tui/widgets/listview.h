@@ -5,10 +5,12 @@
  * A filterable list. Rows have a label, and a reason when they are disabled
  * (shown beside the label; a disabled row can be selected, so that its reason
  * can be read, but the caller should not act on it). Up/Down, PgUp/PgDn,
- * Home/End select; typing filters (case-insensitive substring of the label),
- * Backspace and ^U edit the filter, Esc clears it (and is left to the screen
- * when it is empty). Drawing and moving cost what is visible, not the row
- * count; narrowing the filter only searches the rows still shown.
+ * Home/End select; typing filters (case-insensitive substring of the label;
+ * ? is left to the screen), Backspace and ^U edit the filter, Esc clears it
+ * (and is left to the screen when it is empty). With filter-by-key, filtering
+ * is a mode so that letters can be the screen's actions: / starts it, Enter
+ * ends it (the filter stays), Esc ends it and clears the filter. Drawing and moving cost what is
+ * visible, not the row count; narrowing the filter only searches the rows still shown.
  */
 
 #include <stdbool.h>
@@ -47,6 +49,19 @@ bool listview_select(struct listview *lv, size_t index);
 const char *listview_label(const struct listview *lv, size_t index);
 const char *listview_disabled_reason(const struct listview *lv, size_t index);
 void *listview_data(const struct listview *lv, size_t index);
+
+/* The index (in the order added) of the row shown at `pos` (0 to
+ * listview_shown() - 1), or LISTVIEW_NONE. */
+size_t listview_shown_at(const struct listview *lv, size_t pos);
+
+/* Sets the filter (UTF-8; rows added later are filtered too). */
+void listview_set_filter(struct listview *lv, const char *text);
+
+/* Filtering as a mode (/ starts it), so that letters reach the screen. */
+void listview_set_filter_by_key(struct listview *lv, bool on);
+
+/* Whether typing goes to the filter now (always, without filter-by-key). */
+bool listview_filtering(const struct listview *lv);
 
 /* The filter as typed (UTF-8). */
 const char *listview_filter(const struct listview *lv);

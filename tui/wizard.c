@@ -177,6 +177,7 @@ void wiz_session_end(void)
 	enr_enroll_free(W.e);
 	W.e = NULL;
 	W.gen++;
+	W.approving = false; /* an approval still on its way is for the session that ended */
 	enr_qr_free(W.qr);
 	W.qr = NULL;
 	wiz_fields_free();

@@ -398,8 +398,11 @@ static void approval_done(void *ctx)
 	struct approval *a = ctx;
 	struct wiz *w = wiz_state();
 
-	if (a->gen == w->gen && w->e && enr_enroll_state(w->e) == ENR_ENROLL_LINK) {
+	/* Its session's approval has ended, whoever came first (the relay's poll
+	 * may have taken the answer already): `a` works again. */
+	if (a->gen == w->gen)
 		w->approving = false;
+	if (a->gen == w->gen && w->e && enr_enroll_state(w->e) == ENR_ENROLL_LINK) {
 		if (a->err[0] || !a->final_url) {
 			snprintf(w->note, sizeof(w->note),
 			         "The demo customer could not approve: %s",

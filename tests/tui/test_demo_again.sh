@@ -1,0 +1,37 @@
+#!/bin/sh
+# The demo's `a` (the customer approves) in one run of the wizard, enrollment
+# after enrollment: it must work every time, also when the relay's poll takes
+# the answer before the demo's customer has finished (their race used to leave
+# `a` ignored for good).
+# Usage: test_demo_again.sh DERENROLL QRCAP RECORDS
+set -u
+RECORDS=$3
+. "$(dirname "$0")/lib.sh"
+ROUNDS=6
+plan $((ROUNDS * 3))
+
+. "$(dirname "$0")/wizlib.sh"
+
+wiz --
+for i in $(seq $ROUNDS); do
+	wait_screen "Customer reference" >/dev/null
+	# Whatever the start screen kept from the last round: cleared.
+	keys C-u
+	keys_text "Again $i"
+	keys Enter C-u
+	keys_text tesla
+	keys Enter
+	wait_screen "Tesla: how does the customer authorize?" >/dev/null
+	keys Down Enter
+	wait_screen "Tesla: the customer approves" >/dev/null
+	check $? "round $i: the QR code" "$SCREEN"
+	keys a
+	wait_screen "sites found" >/dev/null
+	check $? "round $i: a: the customer approved, the sites are found" "$SCREEN"
+	keys Enter
+	wait_screen "Enter: enroll another" >/dev/null
+	check $? "round $i: saved" "$SCREEN"
+	keys Enter
+done
+keys C-c
+finish

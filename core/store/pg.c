@@ -172,7 +172,9 @@ static int sql_error(struct enr_store *store, PGconn *conn, PGresult *res, const
 	const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
 	char line[512];
 
-	if (PQstatus(conn) != CONNECTION_OK)
+	/* The server always names an error (SQLSTATE); libpq's own, such as
+	 * "server closed the connection unexpectedly", do not. */
+	if (PQstatus(conn) != CONNECTION_OK || !state)
 		return unreachable(store, conn);
 	first_line(PQerrorMessage(conn), line, sizeof(line));
 	if (state && (strcmp(state, "55P03") == 0 || strcmp(state, "40P01") == 0))
@@ -199,9 +201,11 @@ static PGresult *run(struct enr_store *store, PGconn *conn, const char *doing, c
 
 	if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
 		return res;
-	/* The server restarted since the last statement: once more on a new connection,
-	 * unless a transaction (whose work is lost with it) was open. */
-	if (PQstatus(conn) == CONNECTION_BAD && conn == store->pg->conn && !store->pg->in_tx) {
+	/* The server restarted since the last statement (the connection is bad, or
+	 * the error is libpq's own, without a SQLSTATE): once more on a new
+	 * connection, unless a transaction (whose work is lost with it) was open. */
+	if ((PQstatus(conn) == CONNECTION_BAD || !PQresultErrorField(res, PG_DIAG_SQLSTATE)) &&
+	    conn == store->pg->conn && !store->pg->in_tx) {
 		PQclear(res);
 		PQfinish(store->pg->conn);
 		store->pg->conn = NULL;

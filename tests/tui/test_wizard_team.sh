@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# The wizard on a team store (PostgreSQL of the test's own, tests/pg_serve):
+# an enrollment is saved there (not in the outbox), the enrolled systems screen
+# lists and checks it from the database, and with the server down the next
+# enrollment waits in the outbox until `derenroll sync` pushes it, once.
+# Usage: test_wizard_team.sh DERENROLL QRCAP RECORDS
+set -u
+RECORDS=$3
+. "$(dirname "$0")/lib.sh"
+BIN=$FIXTURE
+. "$(dirname "$0")/../cli/pg.sh"
+plan 22
+
+. "$(dirname "$0")/wizlib.sh"
+pg_start
+STORE=$PG_URL
+export XDG_DATA_HOME="$TMP/data"
+# The demo's member passphrase, for the plain sub-commands.
+printf 'derenroll-demo\n' >"$TMP/pass"
+chmod 600 "$TMP/pass"
+D() { DERENROLL_PASSPHRASE_FILE="$TMP/pass" "$BIN" --demo --store "$PG_URL" "$@"; }
+# team_record CUSTOMER: its line of `list --json` from the team store.
+team_record() { D list --json 2>/dev/null | jq -c --arg c "$1" '.[] | select(.customer == $c)'; }
+
+# enroll_key CUSTOMER VENDOR NAME: a customer's key enrollment (the demo's
+# key), VENDOR typed as the filter, NAME as the screens say it; to the summary.
+enroll_key() {
+	begin "$1" "$2"
+	wait_screen "$3: how does the customer authorize?" >/dev/null
+	keys Down Enter
+	wait_screen "$3: Customer's" >/dev/null
+	keys Enter
+	wait_screen "sites found" >/dev/null
+	keys Enter
+	wait_screen "Enter: enroll another" >/dev/null
+}
+
+wiz --
+enroll_key "Team One" solaredge SolarEdge
+check $? "team store: the summary" "$SCREEN"
+expect_not_in "saved in the team store, not on the laptop" "on this laptop only" "$SCREEN"
+[ "$(team_record "Team One" | jq -r .vendor)" = solaredge ]
+check $? "the team store holds the record" "$(D list --json 2>&1)"
+keys q
+expect_exit "q quits" 0
+
+wiz --
+wait_screen "F2 enrolled systems" >/dev/null
+keys F2
+wait_screen "1 of 1" >/dev/null
+check $? "the enrolled systems screen lists the team store's record" "$SCREEN"
+expect_in "with its customer" "Team One" "$SCREEN"
+keys F5
+wait_screen "checked ok" >/dev/null
+check $? "F5 checks it" "$SCREEN"
+[ "$(team_record "Team One" | jq -r .last_check.result)" = ok ]
+check $? "the check is saved in the team store" "$(team_record "Team One")"
+keys Escape
+pg_kill
+enroll_key "Team Two" solis Solis
+check $? "server down: still saved" "$SCREEN"
+expect_in "and the summary says where" "on this laptop only" "$SCREEN"
+keys q
+expect_exit "q quits" 0
+pg_resume
+OUT=$(D sync 2>&1)
+check $? "derenroll sync pushes it" "$OUT"
+OUT=$(D sync 2>&1)
+check $? "a second sync has nothing to push" "$OUT"
+[ "$(D list --json | jq '[.[] | select(.customer == "Team Two")] | length')" = 1 ]
+check $? "pushed once, also when synced twice" "$(D list --json 2>&1)"
+finish

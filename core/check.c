@@ -60,9 +60,9 @@ static int add_solis_signature(struct enr_http_request *req, const struct enr_ve
 	if (strcmp(method, "account") == 0) {
 		key_id = enr_vendor_setting(vendor, cfg, "key_id");
 		if (!key_id)
-			return enr_error_set(ENR_E_CONFIG,
-			                     "%s account: set key_id in [%s] of config.ini",
-			                     vendor->name, vendor->config_section);
+			return enr_error_set(ENR_E_CONFIG, "%s account: set key_id in [%s] of %s",
+			                     vendor->name, vendor->config_section,
+			                     enr_config_file_name(cfg));
 		rc = enr_vendor_secret(&company_secret, vendor, cfg, "key_secret");
 		if (rc < 0)
 			return rc;

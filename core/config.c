@@ -26,6 +26,7 @@ struct entry {
 
 struct enr_config {
 	char *path;
+	char *file_name; /* the file read, or the default one that is not there */
 	struct entry *entries;
 	size_t n_entries;
 	char **warnings;
@@ -178,12 +179,18 @@ void enr_config_free(struct enr_config *cfg)
 		free(cfg->warnings[i]);
 	free(cfg->warnings);
 	free(cfg->path);
+	free(cfg->file_name);
 	free(cfg);
 }
 
 const char *enr_config_path(const struct enr_config *cfg)
 {
 	return cfg->path;
+}
+
+const char *enr_config_file_name(const struct enr_config *cfg)
+{
+	return cfg && cfg->file_name ? cfg->file_name : "config.ini";
 }
 
 char *enr_config_default_path(void)
@@ -366,8 +373,8 @@ int enr_config_get_secret(char **out, const struct enr_config *cfg, const char *
 	if (!value)
 		return enr_error_set(ENR_E_NOTFOUND,
 		                     "%s is not set: run 'derenroll secret set %s' or set %s_file "
-		                     "in [%s] of config.ini",
-		                     name, name, key, section);
+		                     "in [%s] of %s",
+		                     name, name, key, section, enr_config_file_name(cfg));
 	enr_log_add_secret(value);
 	*out = value;
 	return 0;
@@ -516,6 +523,9 @@ int enr_config_load(struct enr_config **out, const char *path)
 			goto out;
 		}
 		if (access(default_path, F_OK) < 0 && errno == ENOENT) {
+			/* Messages name the file to create. */
+			cfg->file_name = default_path;
+			default_path = NULL;
 			*out = cfg;
 			cfg = NULL;
 			goto out;
@@ -523,7 +533,8 @@ int enr_config_load(struct enr_config **out, const char *path)
 		path = default_path;
 	}
 	cfg->path = enr_util_strdup(path);
-	if (!cfg->path) {
+	cfg->file_name = enr_util_strdup(path);
+	if (!cfg->path || !cfg->file_name) {
 		rc = ENR_E_NOMEM;
 		goto out;
 	}

@@ -791,8 +791,9 @@ static int start_oauth(struct enr_enroll *e, enum enr_consent consent)
 	}
 	if (consent == ENR_CONSENT_RELAY && !enr_relay_client_configured(e->cfg))
 		return enr_error_set(ENR_E_CONFIG,
-		                     "no relay is configured: set [relay] url in config.ini, or "
-		                     "let the customer sign in on this computer");
+		                     "no relay is configured: set [relay] url in %s, or let the "
+		                     "customer sign in on this computer",
+		                     enr_config_file_name(e->cfg));
 	if (consent != ENR_CONSENT_LOOPBACK)
 		opts.redirect_uri = redirect;
 	e->consent = consent;
@@ -1116,7 +1117,8 @@ static int start_join(struct enr_enroll *e, const struct enr_enroll_options *opt
 	if (!enr_relay_client_configured(e->cfg))
 		return enr_error_set(ENR_E_CONFIG,
 		                     "Derapi Join brings the customer's answer back "
-		                     "through the relay: set [relay] url in config.ini");
+		                     "through the relay: set [relay] url in %s",
+		                     enr_config_file_name(e->cfg));
 	e->deadline = (long long)time(NULL) + e->timeout_s;
 	e->state = ENR_ENROLL_WAIT;
 	rc = enr_join_token_cached(&e->derapi_token, e->cfg);

@@ -31,8 +31,9 @@ static int need_credentials(const struct enr_config *cfg)
 	int rc;
 
 	if (!id || !id[0])
-		return enr_error_set(ENR_E_CONFIG, "Derapi Join is not configured: set [derapi] "
-		                                   "client_id in config.ini");
+		return enr_error_set(ENR_E_CONFIG,
+		                     "Derapi Join is not configured: set [derapi] client_id in %s",
+		                     enr_config_file_name(cfg));
 	rc = enr_config_get_secret(&secret, cfg, "derapi", "client_secret");
 	if (rc == 0 && !secret[0])
 		rc = ENR_E_NOTFOUND;

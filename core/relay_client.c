@@ -23,8 +23,8 @@ static char *relay_url(const struct enr_config *cfg, const char *path)
 	size_t len;
 
 	if (!base || !base[0]) {
-		enr_error_set(ENR_E_CONFIG,
-		              "no relay is configured: set [relay] url in config.ini");
+		enr_error_set(ENR_E_CONFIG, "no relay is configured: set [relay] url in %s",
+		              enr_config_file_name(cfg));
 		return NULL;
 	}
 	len = strlen(base);

@@ -1017,8 +1017,8 @@ const char *enr_vendor_endpoint(const struct enr_vendor *vendor, const struct en
 		return url;
 	url = enr_vendor_default_endpoint(vendor, name);
 	if (!url)
-		enr_error_set(ENR_E_CONFIG, "%s has no %s: set it in [%s] of config.ini",
-		              vendor->name, name, vendor->config_section);
+		enr_error_set(ENR_E_CONFIG, "%s has no %s: set it in [%s] of %s", vendor->name,
+		              name, vendor->config_section, enr_config_file_name(cfg));
 	return url;
 }
 

@@ -61,6 +61,7 @@ static void reads_sections_and_keys(void **state)
 	              "[ui]\nexpiring_days = 14\n[store]\nencryption = off\n",
 	              0644);
 	assert_string_equal(enr_config_get(cfg, "vendor.tesla", "client_id"), "abc");
+	assert_string_equal(enr_config_file_name(cfg), enr_config_path(cfg));
 	assert_null(enr_config_get(cfg, "vendor.tesla", "client_secret"));
 	assert_null(enr_config_get(cfg, "vendor.sma", "client_id"));
 	assert_int_equal(enr_config_get_long(&days, cfg, "ui", "expiring_days", 7, 0, 365), 0);
@@ -187,6 +188,12 @@ static void missing_default_file_is_empty(void **state)
 	assert_non_null(cfg);
 	assert_null(enr_config_path(cfg));
 	assert_null(enr_config_get(cfg, "ui", "expiring_days"));
+	/* Messages still name the file to create. */
+	assert_non_null(strstr(enr_config_file_name(cfg), "derenroll/config.ini"));
+	enr_config_free(cfg);
+	/* One made in memory is just "config.ini". */
+	assert_int_equal(enr_config_new(&cfg), 0);
+	assert_string_equal(enr_config_file_name(cfg), "config.ini");
 	enr_config_free(cfg);
 }
 

@@ -49,10 +49,21 @@ const char *wiz_method_unavailable(const struct enr_vendor *v, const struct enr_
 
 	if (strcmp(m->id, "join") == 0)
 		return W.join_ok ? NULL : W.join_reason;
-	if (strcmp(m->id, "oauth") == 0 && !enr_vendor_setting(v, cfg, "client_id")) {
-		snprintf(buf, size, "not configured: set client_id in [%s] of the config",
-		         v->config_section);
+	/* The company's app: the sign-in and SMA's e-mail consent (its backchannel). */
+	if ((strcmp(m->id, "oauth") == 0 || strcmp(m->id, "email") == 0) &&
+	    !enr_vendor_setting(v, cfg, "client_id")) {
+		snprintf(buf, size, "not configured: set client_id in [%s] of %s",
+		         v->config_section, enr_config_file_name(cfg));
 		return buf;
+	}
+	if (strcmp(m->id, "oauth") == 0 || strcmp(m->id, "email") == 0) {
+		char *secret = NULL;
+		if (enr_vendor_secret(&secret, v, cfg, "client_secret") < 0 || !secret) {
+			snprintf(buf, size, "not configured: derenroll secret set %s.client_secret",
+			         v->config_section);
+			return buf;
+		}
+		enr_config_free_secret(secret);
 	}
 	if (strcmp(m->id, "account") == 0) {
 		const char *key = strcmp(v->id, "solis") == 0 ? "key_secret" : "api_key";

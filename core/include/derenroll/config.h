@@ -33,6 +33,9 @@ ENR_API void enr_config_free(struct enr_config *cfg);
 
 /* The file it was loaded from, or NULL. */
 ENR_API const char *enr_config_path(const struct enr_config *cfg);
+/* The file messages name: the one loaded, else the default one to create,
+ * else "config.ini" (a configuration made in memory). */
+ENR_API const char *enr_config_file_name(const struct enr_config *cfg);
 
 /* The default config path (malloc'd), or NULL with the error set. */
 ENR_API char *enr_config_default_path(void);

@@ -226,6 +226,42 @@ static void draw_qr(const char *link)
 }
 
 /* Runs the session to DONE or FAILED. Returns the exit status. */
+/* On a terminal: how long the customer still has, in place on standard error
+ * (the SMA owner's e-mail consent can take minutes). */
+static bool time_shown;
+
+static void time_left(const struct enr_enroll *e)
+{
+	static long long last = -1;
+	long long left = enr_enroll_deadline(e) - (long long)time(NULL);
+
+	if (!isatty(STDERR_FILENO) || enr_enroll_deadline(e) <= 0 || left == last)
+		return;
+	last = left;
+	if (left < 0)
+		left = 0;
+	fprintf(stderr, "\r  %lld:%02lld left ", left / 60, left % 60);
+	fflush(stderr);
+	time_shown = true;
+}
+
+static void clear_time_left(void)
+{
+	if (time_shown)
+		fputs("\r\033[K", stderr);
+	time_shown = false;
+}
+
+/* What the session says when it says something new while it works or waits:
+ * "SMA e-mailed owner@…: waiting for the owner to approve", "Checking with SMA...". */
+static void say_progress(const struct enr_enroll *e)
+{
+	if (enr_enroll_state(e) != ENR_ENROLL_WAIT)
+		return;
+	clear_time_left();
+	cli_error("%s", enr_enroll_message(e));
+}
+
 static int drive(struct enr_enroll *e, const struct enroll_args *a, long days)
 {
 	bool link_printed = false, code_read = false, fields_done = false;
@@ -271,9 +307,11 @@ static int drive(struct enr_enroll *e, const struct enroll_args *a, long days)
 				return cli_fail(rc);
 			continue;
 		case ENR_ENROLL_DONE:
+			clear_time_left();
 			print_result(e, a, days);
 			return 0;
 		case ENR_ENROLL_FAILED:
+			clear_time_left();
 			cli_error("%s", enr_enroll_message(e));
 			return enr_error_exit_code(enr_enroll_error(e));
 		case ENR_ENROLL_WAIT:
@@ -303,7 +341,10 @@ static int drive(struct enr_enroll *e, const struct enroll_args *a, long days)
 				                              "without a code"));
 			}
 		}
-		enr_enroll_process(e);
+		if (enr_enroll_process(e) == 1)
+			say_progress(e);
+		else if (enr_enroll_state(e) == ENR_ENROLL_WAIT)
+			time_left(e);
 	}
 }
 

@@ -6,7 +6,7 @@
 set -u
 BIN=$1
 . "$(dirname "$0")/lib.sh"
-plan 81
+plan 83
 
 for tool in jq curl; do
 	command -v "$tool" >/dev/null && continue
@@ -295,8 +295,19 @@ run D enroll sma --method email --customer Pia --owner-email owner-pia@example.c
 keep
 expect_rc "SMA e-mail: two plants seen, so the installer chooses (nothing picked silently)" 2
 expect_in "the listing counts the plants no record holds" "2 sites (1 not enrolled yet)" "$ERR"
-FIRST=$(printf '%s\n' "$ERR" | sed -n 2p)
-SECOND=$(printf '%s\n' "$ERR" | sed -n 3p)
+# The plants follow the line that counts them (progress lines come before).
+FIRST=$(printf '%s\n' "$ERR" | sed -n '/lists 2 sites/{n;p;q}')
+SECOND=$(printf '%s\n' "$ERR" | sed -n '/lists 2 sites/{n;n;p;q}')
+expect_in "the wait said what it was doing" "SMA e-mailed owner-pia@example.com: waiting for the owner to approve" "$ERR"
+if command -v script >/dev/null; then
+	LC_ALL=C.UTF-8 script -qec "'$BIN' --config '$CONF' --store '$STORE' enroll sma --method \
+		email --customer Tia --owner-email owner-tia@example.com >'$TMP/sma.out'" /dev/null \
+		>"$TMP/sma.tty" 2>&1 </dev/null
+	grep -q '[0-9]:[0-5][0-9] left' "$TMP/sma.tty"
+	check $? "on a terminal, the wait counts down the time the owner has" "$(cat -v "$TMP/sma.tty")"
+else
+	check 0 "# SKIP script(1) is not installed"
+fi
 expect_not_in "the plant no record holds comes first" "enrolled already" "$FIRST"
 expect_in "Olga's plant comes second, named as hers" "(enrolled already: Olga)" "$SECOND"
 PIA_PLANT=$(printf '%s' "$FIRST" | awk '{print $1}')

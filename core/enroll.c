@@ -327,11 +327,11 @@ static void on_check(struct enr_http_response *resp, void *ctx)
 	    !same_sites(e->reauth, result)) {
 		enr_check_result_free(result);
 		enr_error_set(
-		    ENR_E_EXISTS,
+		    ENR_E_ACCOUNT,
 		    "these credentials do not reach the sites of record %s (%s): it looks "
 		    "like another account",
 		    e->reauth->id, e->reauth->customer ? e->reauth->customer : "");
-		fail(e, ENR_E_EXISTS);
+		fail(e, ENR_E_ACCOUNT);
 		return;
 	}
 	free_holders(e);
@@ -391,7 +391,7 @@ static int apply_reauth(struct enr_record *rec, void *ctx)
 
 	if (rec->account && fresh->account && strcmp(rec->account, fresh->account) != 0 &&
 	    !rc->allow_account_change)
-		return enr_error_set(ENR_E_EXISTS,
+		return enr_error_set(ENR_E_ACCOUNT,
 		                     "the customer signed in with a different account than the "
 		                     "one enrolled for record %s (%s): ask them to use the same "
 		                     "account",
@@ -496,7 +496,7 @@ static int take_tokens(struct enr_enroll *e, const struct enr_oauth_tokens *toke
 		if (e->reauth && e->reauth->account && id->account &&
 		    strcmp(e->reauth->account, id->account) != 0 && !e->allow_account_change)
 			rc = enr_error_set(
-			    ENR_E_EXISTS,
+			    ENR_E_ACCOUNT,
 			    "the customer signed in with a different %s account than "
 			    "the one enrolled for record %s (%s): ask them to use the "
 			    "same account",

@@ -1449,7 +1449,7 @@ static void reauthorize(void **state)
 	/* Another account: refused, the record as it was. */
 	e = reauth_session(f, id, false);
 	relay_consent(e, "sandbox_auto=approve&sandbox_account=other");
-	expect_failed(e, ENR_E_EXISTS, "different");
+	expect_failed(e, ENR_E_ACCOUNT, "different");
 	enr_enroll_free(e);
 	after = stored(f, id);
 	assert_string_equal(after->account, before->account);
@@ -1494,7 +1494,7 @@ static void reauthorize_key(void **state)
 	e = reauth_session(f, id, false);
 	fill(e, other);
 	drive(e, false);
-	expect_failed(e, ENR_E_EXISTS, "another account");
+	expect_failed(e, ENR_E_ACCOUNT, "another account");
 	enr_enroll_free(e);
 	rec = stored(f, id);
 	assert_string_equal(rec->cred.api_key, "CUSTOMERKEY0003");

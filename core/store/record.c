@@ -149,6 +149,7 @@ enum enr_record_outcome enr_record_outcome_from_error(int code)
 	case ENR_E_REJECTED:
 	case ENR_E_EXPIRED:
 	case ENR_E_DECLINED:
+	case ENR_E_ACCOUNT:
 		return ENR_OUTCOME_REJECTED;
 	case ENR_E_MISCONFIGURED:
 		return ENR_OUTCOME_MISCONFIGURED;

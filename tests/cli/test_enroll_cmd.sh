@@ -6,7 +6,7 @@
 set -u
 BIN=$1
 . "$(dirname "$0")/lib.sh"
-plan 83
+plan 85
 
 for tool in jq curl; do
 	command -v "$tool" >/dev/null && continue
@@ -96,6 +96,12 @@ expect_rc "reauth with the same key" 0
 expect_in "says it updated the record" "Updated $HAL_ID" "$OUT"
 run D reauth NOSUCHID00 --api-key-file "$TMP/se_key"
 expect_rc "reauth of an unknown record" 2
+# Another customer's key reaches other sites: a person is needed (exit 1), not a usage error.
+secret se_key2 "CUSTOMERKEY2$RANDOM$RANDOM"
+run D reauth "$HAL_ID" --api-key-file "$TMP/se_key2"
+keep
+expect_rc "reauth with another account's key" 1
+expect_in "says it looks like another account" "another account" "$ERR"
 
 run D enroll solis --customer Ida --key-id demo-4242424 --key-secret-file "$TMP/solis_secret"
 keep

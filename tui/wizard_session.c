@@ -563,27 +563,57 @@ static void sites_draw(struct area body)
 		listview_draw(w->sites, (struct area){body.y + 2, 2, body.rows - 2, body.cols - 4});
 }
 
+/* The site the installer chose, while they are asked about its other record. */
+static char chosen_site[256];
+
+static int choose_site(void *ctx)
+{
+	struct wiz *w = wiz_state();
+	int rc;
+
+	(void)ctx;
+	if (!w->e || enr_enroll_state(w->e) != ENR_ENROLL_SITES)
+		return SCREEN_REDRAW;
+	rc = enr_enroll_choose_site(w->e, chosen_site);
+	if (rc < 0 && enr_enroll_state(w->e) != ENR_ENROLL_FAILED)
+		snprintf(w->note, sizeof(w->note), "%s", enr_error_last());
+	wiz_session_sync();
+	return SCREEN_REDRAW;
+}
+
 static int sites_key(const struct keypress *k)
 {
 	struct wiz *w = wiz_state();
+	const struct enr_site *s;
+	const char *holder;
+	char question[1024], site[ENR_TEXT_VISIBLE_SIZE(40)], other[ENR_TEXT_VISIBLE_SIZE(60)],
+	    mine[ENR_TEXT_VISIBLE_SIZE(60)];
 	size_t sel;
-	int rc;
 
 	if (!w->sites)
 		return SCREEN_IGNORED;
-	if (keypress_is_enter(k)) {
-		const struct enr_site *s;
-		sel = listview_selected(w->sites);
-		if (sel == LISTVIEW_NONE)
-			return SCREEN_HANDLED;
-		s = listview_data(w->sites, sel);
-		rc = enr_enroll_choose_site(w->e, s->id);
-		if (rc < 0 && enr_enroll_state(w->e) != ENR_ENROLL_FAILED)
-			snprintf(w->note, sizeof(w->note), "%s", enr_error_last());
-		wiz_session_sync();
-		return SCREEN_REDRAW;
-	}
-	return listview_handle_key(w->sites, k);
+	if (!keypress_is_enter(k))
+		return listview_handle_key(w->sites, k);
+	sel = listview_selected(w->sites);
+	if (sel == LISTVIEW_NONE)
+		return SCREEN_HANDLED;
+	s = listview_data(w->sites, sel);
+	snprintf(chosen_site, sizeof(chosen_site), "%s", s->id);
+	/* Another customer's record holds the site: saving it renames that customer. */
+	holder = NULL;
+	for (size_t i = 0; i < enr_enroll_site_count(w->e); i++)
+		if (enr_enroll_site(w->e, i) == s)
+			holder = enr_enroll_site_holder(w->e, i);
+	if (!holder || strcmp(holder, w->customer_ref) == 0)
+		return choose_site(NULL);
+	snprintf(question, sizeof(question),
+	         "Site %s is enrolled already, for \"%s\". Enrolling it here replaces that "
+	         "record's customer reference with \"%s\". Replace it?",
+	         enr_text_visible(site, sizeof(site), s->id, 40),
+	         enr_text_visible(other, sizeof(other), holder, 60),
+	         enr_text_visible(mine, sizeof(mine), w->customer_ref, 60));
+	screen_confirm(question, "replace", "choose again", choose_site, NULL);
+	return SCREEN_HANDLED;
 }
 
 /* ---- saved, failed, waiting -------------------------------------------- */
@@ -749,6 +779,17 @@ static int go_back(void)
 	return SCREEN_BACK;
 }
 
+/* Cancels the session and goes back. */
+static int discard_session(void *ctx)
+{
+	struct wiz *w = wiz_state();
+
+	(void)ctx;
+	if (w->e)
+		enr_enroll_cancel(w->e);
+	return go_back();
+}
+
 static int session_key(struct screen *s, const struct keypress *k)
 {
 	struct wiz *w = wiz_state();
@@ -792,8 +833,18 @@ static int session_key(struct screen *s, const struct keypress *k)
 		break;
 	}
 	if (r == SCREEN_IGNORED && keypress_is_escape(k)) {
-		enr_enroll_cancel(w->e);
-		return go_back();
+		/* The customer has the link, or has approved: not lost by one key. */
+		if (st == ENR_ENROLL_LINK)
+			screen_confirm("Discard this authorization? The link stops working: the "
+			               "customer would have to scan a new code.",
+			               "discard", "keep", discard_session, NULL);
+		else if (st == ENR_ENROLL_SITES)
+			screen_confirm("Discard this authorization? The customer's approval is "
+			               "saved only when a site is confirmed.",
+			               "discard", "keep", discard_session, NULL);
+		else
+			return discard_session(NULL);
+		return SCREEN_HANDLED;
 	}
 	return r;
 }

@@ -7,7 +7,7 @@
 set -u
 RECORDS=$3
 . "$(dirname "$0")/lib.sh"
-plan 55
+plan 90
 
 . "$(dirname "$0")/wizlib.sh"
 
@@ -110,6 +110,14 @@ keys_text "/solaredge"
 wait_screen "1 of 2" >/dev/null
 check $? "systems: / filters, its letters are text" "$SCREEN"
 expect_not_in "systems: no action while filtering" "Remove " "$SCREEN"
+# ^U clears what is typed, and filtering goes on (its letters still text).
+keys C-u
+keys_text "ard"
+wait_screen "Filter: ard" >/dev/null
+check $? "systems: ^U clears the filter, still filtering" "$SCREEN"
+keys C-u
+keys_text "solaredge"
+wait_screen "1 of 2" >/dev/null
 keys Enter
 ONE=$(last_check "Keys One")
 sleep 1.1
@@ -153,5 +161,76 @@ wait_screen "Keys of this screen" >/dev/null
 check $? "vt100: F1 (ESC O P) opens the help" "$SCREEN"
 keys C-c
 expect_exit "vt100: ^C" 130
+
+# --- nothing approved is lost by one key: Esc on the QR code and on the sites ask first ---
+wiz -- --customer "Keys QR" --vendor tesla
+wait_screen "Tesla: the customer approves" >/dev/null
+help "a        customer approves (demo)" "QR code"
+keys Escape
+wait_screen "Discard this authorization?" >/dev/null
+check $? "QR code: Esc asks first" "$SCREEN"
+expect_in "QR code: the question's keys" "y discard  n keep" "$(printf '%s\n' "$SCREEN" | tail -1)"
+keys_text "n"
+wait_gone "Discard this authorization?" >/dev/null
+expect_in "QR code: n keeps it" "Tesla: the customer approves" "$SCREEN"
+keys a
+wait_screen "sites found" >/dev/null
+check $? "QR code: after n the link still works" "$SCREEN"
+keys Escape
+wait_screen "Discard this authorization?" >/dev/null
+check $? "sites: Esc after the customer approved asks first" "$SCREEN"
+keys Escape
+wait_gone "Discard this authorization?" >/dev/null
+expect_in "sites: Esc on the question is no" "sites found" "$SCREEN"
+keys Enter
+wait_screen "Enter: enroll another" >/dev/null
+expect_in "sites: the approval kept is saved" "Customer:  Keys QR" "$SCREEN"
+keys q
+expect_exit "QR code: q after saving" 0
+[ -n "$(record "Keys QR")" ]
+check $? "QR code: the record is in the store" "$(record "Keys QR")"
+
+wiz -- --customer "Keys QR gone" --vendor tesla
+wait_screen "Tesla: the customer approves" >/dev/null
+keys Escape
+wait_screen "Discard this authorization?" >/dev/null
+keys_text "y"
+wait_screen "Customer reference" >/dev/null
+check $? "QR code: y discards, back to the start screen" "$SCREEN"
+keys C-c
+expect_exit "QR code: ^C after discarding" 130
+[ -z "$(record "Keys QR gone")" ]
+check $? "QR code: nothing saved for the discarded authorization" "$(record "Keys QR gone")"
+
+# --- a site another record holds: asked before that record's customer is replaced ---
+wiz --
+wait_screen "Customer reference" >/dev/null
+keys_text "Keys Three"
+keys Enter
+keys_text "solaredge"
+keys Enter
+wait_screen "SolarEdge: how does the customer authorize?" >/dev/null
+keys Down Down Enter
+wait_screen "(enrolled: Keys One)" >/dev/null
+keys End Enter
+wait_screen "Replace it?" >/dev/null
+check $? "held site: asks before replacing" "$SCREEN"
+expect_in "held site: names the other customer and this one" \
+	'enrolled already, for "Keys One". Enrolling it here replaces that record'"'"'s customer reference with "Keys Three"' \
+	"$(printf '%s\n' "$SCREEN" | sed 's/^ *//' | tr -s ' \n' '  ')"
+keys_text "n"
+wait_gone "Replace it?" >/dev/null
+expect_in "held site: n goes back to the sites" "sites found" "$SCREEN"
+[ -n "$(record "Keys One")" ] && [ -z "$(record "Keys Three")" ]
+check $? "held site: n changes nothing in the store" "$(record "Keys One")"
+keys Enter
+wait_screen "Replace it?" >/dev/null
+keys_text "y"
+wait_screen "Updated record" >/dev/null
+check $? "held site: y updates that record" "$SCREEN"
+[ -z "$(record "Keys One")" ] && [ -n "$(record "Keys Three")" ]
+check $? "held site: y replaced its customer reference" "$(record "Keys Three")"
+keys q
+expect_exit "held site: q" 0
 
 finish

@@ -99,6 +99,25 @@ static int method_key(struct screen *s, const struct keypress *k)
 struct screen wiz_method_screen = {
     .name = "method", .draw = method_draw, .handle_key = method_key, .keys = method_keys};
 
+/* A re-authorization's record and customer ("re-authorizing record ID for
+ * "CUSTOMER"", `verb` first), into buf; "" for a new enrollment. */
+static const char *whose(char *buf, size_t size, const char *verb)
+{
+	struct wiz *w = wiz_state();
+	char id[ENR_TEXT_VISIBLE_SIZE(32)], customer[ENR_TEXT_VISIBLE_SIZE(ENR_TEXT_CUSTOMER_MAX)];
+
+	buf[0] = '\0';
+	if (!w->reauth_id)
+		return buf;
+	enr_text_visible(id, sizeof(id), w->reauth_id, 32);
+	if (w->customer_ref[0])
+		snprintf(buf, size, "%s record %s for \"%s\"", verb, id,
+		         enr_text_visible(customer, sizeof(customer), w->customer_ref, 0));
+	else
+		snprintf(buf, size, "%s record %s", verb, id);
+	return buf;
+}
+
 /* ---- the key form (FIELDS) ---------------------------------------------- */
 
 void wiz_fields_free(void)
@@ -139,6 +158,12 @@ static void form_draw(struct area body)
 	struct wiz *w = wiz_state();
 	int y = body.y;
 
+	char who[512];
+
+	if (w->reauth_id) {
+		whose(who, sizeof(who), "Re-authorizing");
+		y += draw_wrapped((struct area){y, 2, 3, body.cols - 4}, A_BOLD, who);
+	}
 	y +=
 	    draw_wrapped((struct area){y, 2, 2, body.cols - 4}, A_NORMAL, enr_enroll_message(w->e));
 	if (w->creds)
@@ -249,7 +274,14 @@ static void link_caption(struct area a)
 	char line[512], left[64];
 	int y = a.y;
 
-	y += draw_wrapped((struct area){y, a.x, 2, a.cols}, A_BOLD, vendor_name()) + 1;
+	if (w->reauth_id) {
+		char who[512];
+		snprintf(line, sizeof(line), "%s: %s", vendor_name(),
+		         whose(who, sizeof(who), "re-authorizing"));
+		y += draw_wrapped((struct area){y, a.x, 4, a.cols}, A_BOLD, line) + 1;
+	} else {
+		y += draw_wrapped((struct area){y, a.x, 2, a.cols}, A_BOLD, vendor_name()) + 1;
+	}
 	snprintf(line, sizeof(line),
 	         consent == ENR_CONSENT_LOOPBACK
 	             ? "Sign in on this computer: %s's page asks to approve access; then the "
@@ -729,7 +761,7 @@ static void session_draw(struct screen *s)
 {
 	const struct key_help *keys = session_keys(s);
 	struct wiz *w = wiz_state();
-	char title[256];
+	char title[1024], who[512];
 
 	if (!w->e) {
 		snprintf(title, sizeof(title), "%s: cannot start",
@@ -737,22 +769,26 @@ static void session_draw(struct screen *s)
 		failed_draw(screen_frame(title, keys), w->start_error);
 		return;
 	}
+	whose(who, sizeof(who), "re-authorizing");
 	switch (enr_enroll_state(w->e)) {
 	case ENR_ENROLL_FIELDS:
-		snprintf(title, sizeof(title), "%s: %s", vendor_name(),
-		         enr_enroll_method(w->e)->label);
+		snprintf(title, sizeof(title), "%s: %s%s%s", vendor_name(),
+		         enr_enroll_method(w->e)->label, who[0] ? ", " : "", who);
 		form_draw(screen_frame(title, keys));
 		break;
 	case ENR_ENROLL_LINK:
-		snprintf(title, sizeof(title), "%s: the customer approves", vendor_name());
+		snprintf(title, sizeof(title), "%s: the customer approves%s%s", vendor_name(),
+		         who[0] ? ", " : "", who);
 		link_draw(screen_frame(title, keys));
 		break;
 	case ENR_ENROLL_WAIT:
-		snprintf(title, sizeof(title), "%s: waiting", vendor_name());
+		snprintf(title, sizeof(title), "%s: waiting%s%s", vendor_name(), who[0] ? ", " : "",
+		         who);
 		wait_draw(screen_frame(title, keys));
 		break;
 	case ENR_ENROLL_SITES:
-		snprintf(title, sizeof(title), "%s: sites found", vendor_name());
+		snprintf(title, sizeof(title), "%s: sites found%s%s", vendor_name(),
+		         who[0] ? ", " : "", who);
 		sites_draw(screen_frame(title, keys));
 		break;
 	case ENR_ENROLL_DONE:

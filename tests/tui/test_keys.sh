@@ -7,7 +7,7 @@
 set -u
 RECORDS=$3
 . "$(dirname "$0")/lib.sh"
-plan 90
+plan 98
 
 . "$(dirname "$0")/wizlib.sh"
 
@@ -232,5 +232,18 @@ check $? "held site: y updates that record" "$SCREEN"
 check $? "held site: y replaced its customer reference" "$(record "Keys Three")"
 keys q
 expect_exit "held site: q" 0
+
+# --- a re-authorization says whose: the record and its customer ---
+ID=$(record "Keys QR" | sed -n 's/^{ *"id": *"\([^"]*\)".*/\1/p')
+start 80 24 -- --demo --store "$STORE" reauth "$ID"
+wait_screen "Tesla: the customer approves" >/dev/null
+settle
+expect_in "reauth: the title names the record and the customer" \
+	"re-authorizing record $ID for \"Keys QR\"" "$(printf '%s\n' "$SCREEN" | head -1)"
+expect_in "reauth: so does the text beside the code" "Tesla: re-authorizing record $ID" "$SCREEN"
+LINK=$(printf '%s\n' "$SCREEN" | sed -n 's/^ *Link: //p' | tr -d ' ')
+expect_decodes "reauth: the QR code still decodes" "$LINK"
+keys C-c
+expect_exit "reauth: ^C" 130
 
 finish

@@ -7,7 +7,7 @@
 set -u
 RECORDS=$3
 . "$(dirname "$0")/lib.sh"
-plan 98
+plan 113
 
 . "$(dirname "$0")/wizlib.sh"
 
@@ -245,5 +245,42 @@ LINK=$(printf '%s\n' "$SCREEN" | sed -n 's/^ *Link: //p' | tr -d ' ')
 expect_decodes "reauth: the QR code still decodes" "$LINK"
 keys C-c
 expect_exit "reauth: ^C" 130
+
+# --- R refreshes what is due: a Tesla OAuth record, due within [ui] expiring_days = 365 ---
+printf '[ui]\nexpiring_days = 365\n' >"$TMP/due.ini"
+chmod 600 "$TMP/due.ini"
+start 80 24 -- --demo --config "$TMP/due.ini" --store "$STORE" --customer "Keys Due" --vendor tesla --method oauth
+wait_screen "Tesla: the customer approves" >/dev/null
+keys a
+again
+# access_expires_at CUSTOMER
+access_expires_at() { record "$1" | sed -n 's/.*"access_expires_at":"\([^"]*\)".*/\1/p'; }
+BEFORE=$(access_expires_at "Keys Due")
+sleep 1.1
+keys F2
+wait_screen "Enrolled systems" >/dev/null
+keys_text "R"
+wait_screen "Refreshed 1 of 1 due; 0 failed" >/dev/null
+check $? "R: refreshes the one record due (and only it)" "$SCREEN"
+[ -n "$BEFORE" ] && [ -n "$(access_expires_at "Keys Due")" ] && [ "$(access_expires_at "Keys Due")" != "$BEFORE" ]
+check $? "R: its new access token is in the store" "before $BEFORE: $(record "Keys Due")"
+keys C-c
+expect_exit "R: ^C" 130
+
+# --- the key form (the demo fills it in, so ? would be typed): F1 is help ---
+wiz --
+begin "Keys Form" solaredge
+wait_screen "SolarEdge: how" >/dev/null
+keys Down Enter
+wait_screen "SolarEdge: Customer's v2 API key" >/dev/null
+keys F1
+wait_screen "Keys of this screen" >/dev/null
+check $? "form: F1 opens the help in a field with text in it" "$SCREEN"
+expect_in "form: the help lists the form's keys" "show/hide" "$SCREEN"
+keys_text "q"
+wait_screen "SolarEdge: Customer's v2 API key" >/dev/null
+check $? "form: q closes the help" "$SCREEN"
+keys C-c
+expect_exit "form: ^C" 130
 
 finish

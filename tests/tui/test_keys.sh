@@ -89,11 +89,11 @@ keys F2
 wait_screen "2 of 2" >/dev/null
 check $? "systems: both records listed" "$SCREEN"
 settle
-expect_in "systems: the letters on the key line" "c check  r refresh  a re-authorize  d delete" \
+expect_in "systems: the letters on the key line" "c check  r refresh  a re-authorize  d remove" \
 	"$(printf '%s\n' "$SCREEN" | tail -1)"
 expect_in "systems: check all and refresh all due are told" "C checks all shown, R refreshes all due" "$SCREEN"
 help "C            check all shown" "systems" "R            refresh all due" \
-	"F5 F6 F7 F8  check, refresh, re-authorize, delete"
+	"F5 F6 F7 F8  check, refresh, re-authorize, remove"
 ONE=$(last_check "Keys One") TWO=$(last_check "Keys Two")
 sleep 1.1 # the store's times are in whole seconds
 keys_text "C"

@@ -535,7 +535,7 @@ static int systems_key(struct screen *s, const struct keypress *k)
 			clear_shown();
 			return SCREEN_REDRAW;
 		}
-		return SCREEN_HANDLED;
+		return SCREEN_IGNORED; /* ? is help */
 	}
 	if (S->mode == SYS_CONFIRM) {
 		if (keypress_is(k, 'y')) {
@@ -549,7 +549,7 @@ static int systems_key(struct screen *s, const struct keypress *k)
 			S->mode = SYS_LIST;
 			return SCREEN_REDRAW;
 		}
-		return SCREEN_HANDLED;
+		return SCREEN_IGNORED; /* ? is help */
 	}
 	/* While the filter is typed, letters are text; the F-keys still act. */
 	action = action_of(k, S->lv && listview_filtering(S->lv));

@@ -7,7 +7,7 @@
 set -u
 RECORDS=$3
 . "$(dirname "$0")/lib.sh"
-plan 113
+plan 117
 
 . "$(dirname "$0")/wizlib.sh"
 
@@ -127,6 +127,12 @@ check $? "systems: c checks the selected record" "$SCREEN"
 [ "$(last_check "Keys One")" != "$ONE" ] && [ -n "$(last_check "Keys One")" ]
 check $? "systems: c saved the check" "$(record "Keys One")"
 expect_in "systems: the filter stays after the check" "Filter: solaredge" "$SCREEN"
+keys Enter
+wait_screen '"customer":"Keys One"' >/dev/null
+check $? "systems: Enter shows the record" "$SCREEN"
+help "^R       show/hide secrets" "record shown"
+keys Escape
+wait_screen "Enrolled systems" >/dev/null
 keys_text "d"
 wait_screen "Remove " >/dev/null
 check $? "systems: d asks to confirm the removal" "$SCREEN"

@@ -24,7 +24,7 @@ static struct {
 	long long started_ms;
 	bool in_paste;
 	/* An escape sequence being read (see on_key_char()). */
-	enum { ESC_NONE, ESC_SEEN, ESC_CSI, ESC_SS3 } esc;
+	enum { ESC_NONE, ESC_SEEN, ESC_CSI, ESC_SS3, ESC_STRING, ESC_STRING_ESC } esc;
 	char esc_params[16];
 	size_t esc_len;
 	wchar_t *paste;
@@ -378,8 +378,9 @@ static void on_func(wint_t code)
  * Escape sequences the terminfo entry does not know (under TERM=vt100 an F5
  * arrives as ESC [ 1 5 ~; curses hands over ESC, then "[15~" as if typed).
  * They are read here whole: those of the xterm and VT220 keys become the key
- * (F1-F12, arrows, Home, End, Insert, Delete, PgUp, PgDn), any other is
- * swallowed, so that no sequence is ever typed into a field.
+ * (F1-F12, arrows, Home, End, Insert, Delete, PgUp, PgDn), any other (and any
+ * OSC, DCS, APC or PM string) is swallowed, so that no sequence is ever typed
+ * into a field.
  */
 static wint_t csi_key(const char *params, wint_t final)
 {
@@ -463,6 +464,11 @@ static void on_key_char(wint_t ch)
 			S.esc_len = 0;
 			return;
 		}
+		/* OSC, DCS, APC, PM (a terminal's answers): up to BEL or ESC \. */
+		if (ch == ']' || ch == 'P' || ch == '_' || ch == '^') {
+			S.esc = ESC_STRING;
+			return;
+		}
 		esc_end(); /* Esc, then the key on its own (Alt+key) */
 		on_key_char(ch);
 		return;
@@ -481,6 +487,14 @@ static void on_key_char(wint_t ch)
 		if (ch >= 0x20 && ch <= 0x7e)
 			key = ss3_key(ch);
 		break;
+	case ESC_STRING:
+	case ESC_STRING_ESC:
+		if (ch == 0x07 || (S.esc == ESC_STRING_ESC && ch == '\\')) {
+			S.esc = ESC_NONE;
+			return;
+		}
+		S.esc = ch == KEY_ESC ? ESC_STRING_ESC : ESC_STRING;
+		return;
 	}
 	/* The final character, or one that cannot be in a sequence (which ends it
 	 * and counts on its own). */

@@ -7,7 +7,7 @@
 set -u
 RECORDS=$3
 . "$(dirname "$0")/lib.sh"
-plan 117
+plan 118
 
 . "$(dirname "$0")/wizlib.sh"
 
@@ -32,6 +32,11 @@ raw 1b 5b 39 39 3b 35 7e 1b 5b 31 3b 35 51 1b 4f 58
 keys_text "!"
 wait_screen "Bobby!" >/dev/null
 check $? "vt100: unknown CSI and SS3 sequences are swallowed whole" "$(field_line)"
+# A terminal's OSC answer (ended by BEL, or by ESC \\): swallowed too.
+raw 1b 5d 31 31 3b 72 67 62 3a 30 2f 30 2f 30 07 1b 5d 32 3b 78 1b 5c
+keys_text "?"
+wait_screen "Bobby!?" >/dev/null
+check $? "vt100: OSC strings are swallowed whole" "$(field_line)"
 # A lone Esc still is Esc (the start screen quits on it).
 keys Escape
 expect_exit "vt100: a lone Esc is still Esc" 0

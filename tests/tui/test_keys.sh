@@ -32,7 +32,7 @@ raw 1b 5b 39 39 3b 35 7e 1b 5b 31 3b 35 51 1b 4f 58
 keys_text "!"
 wait_screen "Bobby!" >/dev/null
 check $? "vt100: unknown CSI and SS3 sequences are swallowed whole" "$(field_line)"
-# A terminal's OSC answer (ended by BEL, or by ESC \\): swallowed too.
+# A terminal's OSC answer (ended by BEL, or by ESC \): swallowed too.
 raw 1b 5d 31 31 3b 72 67 62 3a 30 2f 30 2f 30 07 1b 5d 32 3b 78 1b 5c
 keys_text "?"
 wait_screen "Bobby!?" >/dev/null

@@ -24,7 +24,7 @@ static struct {
 	long long started_ms;
 	bool in_paste;
 	/* An escape sequence being read (see on_key_char()). */
-	enum { ESC_NONE, ESC_SEEN, ESC_CSI, ESC_SS3 } esc;
+	enum { ESC_NONE, ESC_SEEN, ESC_CSI, ESC_SS3, ESC_STRING, ESC_STRING_ESC } esc;
 	char esc_params[16];
 	size_t esc_len;
 	wchar_t *paste;
@@ -193,6 +193,87 @@ void screen_help_open(void)
 	screen_push(&help_screen);
 }
 
+/* ---- confirm: a yes/no question over the screen below ------------------- */
+
+static struct {
+	struct screen *below;
+	char question[1024];
+	char yes_label[32], no_label[32];
+	screen_yes_fn *yes;
+	void *ctx;
+} C;
+
+static void confirm_draw(struct screen *s)
+{
+	struct key_help keys[] = {{"y", C.yes_label}, {"n", C.no_label}, {NULL, NULL}};
+	int cols = COLS - 8 > 66 ? 66 : COLS - 8;
+	int rows = draw_wrapped_rows(cols - 4, C.question) + 4;
+	int y = (LINES - rows) / 2, x = (COLS - cols) / 2;
+
+	(void)s;
+	if (C.below->draw)
+		C.below->draw(C.below);
+	for (int i = 0; i < rows; i++)
+		draw_fill(y + i, x, cols, A_REVERSE);
+	draw_wrapped((struct area){y + 1, x + 2, rows - 4, cols - 4}, A_REVERSE | A_BOLD,
+	             C.question);
+	/* The key line is the question's. */
+	draw_fill(LINES - 1, 0, COLS, A_NORMAL);
+	for (int i = 0, kx = x + 2; keys[i].key; i++) {
+		kx += draw_text(y + rows - 2, kx, cols - 4, A_REVERSE | A_BOLD, keys[i].key);
+		kx += 1 + draw_text(y + rows - 2, kx + 1, cols - 4, A_REVERSE, keys[i].label) + 3;
+	}
+	for (int i = 0, kx = 1; keys[i].key; i++) {
+		kx += draw_text(LINES - 1, kx, COLS - kx, term_attr(TERM_KEYNAME), keys[i].key);
+		kx += 1 + draw_text(LINES - 1, kx + 1, COLS - kx - 1, A_NORMAL, keys[i].label) + 2;
+	}
+}
+
+static int confirm_key(struct screen *s, const struct keypress *k)
+{
+	struct screen *below = C.below;
+
+	(void)s;
+	if (keypress_is(k, 'y') || keypress_is(k, 'Y')) {
+		screen_pop();
+		apply(C.yes(C.ctx), below);
+		return SCREEN_HANDLED;
+	}
+	if (keypress_is(k, 'n') || keypress_is(k, 'N') || keypress_is_escape(k)) {
+		screen_pop();
+		return SCREEN_HANDLED;
+	}
+	return SCREEN_HANDLED;
+}
+
+/* The screen below keeps its countdown. */
+static int confirm_event(struct screen *s, const struct screen_event *ev)
+{
+	(void)s;
+	if (C.below->on_event)
+		return C.below->on_event(C.below, ev) & SCREEN_REDRAW;
+	return SCREEN_IGNORED;
+}
+
+static struct screen confirm_screen = {
+    .name = "confirm", .draw = confirm_draw, .handle_key = confirm_key, .on_event = confirm_event};
+
+void screen_confirm(const char *question, const char *yes_label, const char *no_label,
+                    screen_yes_fn *yes, void *ctx)
+{
+	struct screen *top = screen_top();
+
+	if (!top || top == &confirm_screen)
+		return;
+	C.below = top;
+	snprintf(C.question, sizeof(C.question), "%s", question);
+	snprintf(C.yes_label, sizeof(C.yes_label), "%s", yes_label);
+	snprintf(C.no_label, sizeof(C.no_label), "%s", no_label);
+	C.yes = yes;
+	C.ctx = ctx;
+	screen_push(&confirm_screen);
+}
+
 static void deliver(const struct keypress *k)
 {
 	struct screen *top = screen_top();
@@ -297,8 +378,9 @@ static void on_func(wint_t code)
  * Escape sequences the terminfo entry does not know (under TERM=vt100 an F5
  * arrives as ESC [ 1 5 ~; curses hands over ESC, then "[15~" as if typed).
  * They are read here whole: those of the xterm and VT220 keys become the key
- * (F1-F12, arrows, Home, End, Insert, Delete, PgUp, PgDn), any other is
- * swallowed, so that no sequence is ever typed into a field.
+ * (F1-F12, arrows, Home, End, Insert, Delete, PgUp, PgDn), any other (and any
+ * OSC, DCS, APC or PM string) is swallowed, so that no sequence is ever typed
+ * into a field.
  */
 static wint_t csi_key(const char *params, wint_t final)
 {
@@ -382,6 +464,11 @@ static void on_key_char(wint_t ch)
 			S.esc_len = 0;
 			return;
 		}
+		/* OSC, DCS, APC, PM (a terminal's answers): up to BEL or ESC \. */
+		if (ch == ']' || ch == 'P' || ch == '_' || ch == '^') {
+			S.esc = ESC_STRING;
+			return;
+		}
 		esc_end(); /* Esc, then the key on its own (Alt+key) */
 		on_key_char(ch);
 		return;
@@ -400,6 +487,14 @@ static void on_key_char(wint_t ch)
 		if (ch >= 0x20 && ch <= 0x7e)
 			key = ss3_key(ch);
 		break;
+	case ESC_STRING:
+	case ESC_STRING_ESC:
+		if (ch == 0x07 || (S.esc == ESC_STRING_ESC && ch == '\\')) {
+			S.esc = ESC_NONE;
+			return;
+		}
+		S.esc = ch == KEY_ESC ? ESC_STRING_ESC : ESC_STRING;
+		return;
 	}
 	/* The final character, or one that cannot be in a sequence (which ends it
 	 * and counts on its own). */

@@ -117,6 +117,17 @@ struct screen *screen_top(void);
 /* Pushes the help screen over the top screen (no-op when it has no keys()). */
 void screen_help_open(void);
 
+/*
+ * A yes/no question as a screen over the top one, which is drawn under it and
+ * keeps its events (countdowns): y closes it and runs yes(ctx), whose flags
+ * are applied as if the screen below had returned them; n and Esc close it
+ * and change nothing (no is the default). The labels name what y and n do
+ * ("discard", "keep"). Strings are copied.
+ */
+typedef int screen_yes_fn(void *ctx);
+void screen_confirm(const char *question, const char *yes_label, const char *no_label,
+                    screen_yes_fn *yes, void *ctx);
+
 /* Draws again on the loop's next turn (after state changed outside handle_key). */
 void screen_redraw(void);
 

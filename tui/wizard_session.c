@@ -99,6 +99,25 @@ static int method_key(struct screen *s, const struct keypress *k)
 struct screen wiz_method_screen = {
     .name = "method", .draw = method_draw, .handle_key = method_key, .keys = method_keys};
 
+/* A re-authorization's record and customer ("re-authorizing record ID for
+ * "CUSTOMER"", `verb` first), into buf; "" for a new enrollment. */
+static const char *whose(char *buf, size_t size, const char *verb)
+{
+	struct wiz *w = wiz_state();
+	char id[ENR_TEXT_VISIBLE_SIZE(32)], customer[ENR_TEXT_VISIBLE_SIZE(ENR_TEXT_CUSTOMER_MAX)];
+
+	buf[0] = '\0';
+	if (!w->reauth_id)
+		return buf;
+	enr_text_visible(id, sizeof(id), w->reauth_id, 32);
+	if (w->customer_ref[0])
+		snprintf(buf, size, "%s record %s for \"%s\"", verb, id,
+		         enr_text_visible(customer, sizeof(customer), w->customer_ref, 0));
+	else
+		snprintf(buf, size, "%s record %s", verb, id);
+	return buf;
+}
+
 /* ---- the key form (FIELDS) ---------------------------------------------- */
 
 void wiz_fields_free(void)
@@ -139,6 +158,12 @@ static void form_draw(struct area body)
 	struct wiz *w = wiz_state();
 	int y = body.y;
 
+	char who[512];
+
+	if (w->reauth_id) {
+		whose(who, sizeof(who), "Re-authorizing");
+		y += draw_wrapped((struct area){y, 2, 3, body.cols - 4}, A_BOLD, who);
+	}
 	y +=
 	    draw_wrapped((struct area){y, 2, 2, body.cols - 4}, A_NORMAL, enr_enroll_message(w->e));
 	if (w->creds)
@@ -249,7 +274,14 @@ static void link_caption(struct area a)
 	char line[512], left[64];
 	int y = a.y;
 
-	y += draw_wrapped((struct area){y, a.x, 2, a.cols}, A_BOLD, vendor_name()) + 1;
+	if (w->reauth_id) {
+		char who[512];
+		snprintf(line, sizeof(line), "%s: %s", vendor_name(),
+		         whose(who, sizeof(who), "re-authorizing"));
+		y += draw_wrapped((struct area){y, a.x, 4, a.cols}, A_BOLD, line) + 1;
+	} else {
+		y += draw_wrapped((struct area){y, a.x, 2, a.cols}, A_BOLD, vendor_name()) + 1;
+	}
 	snprintf(line, sizeof(line),
 	         consent == ENR_CONSENT_LOOPBACK
 	             ? "Sign in on this computer: %s's page asks to approve access; then the "
@@ -566,27 +598,57 @@ static void sites_draw(struct area body)
 		listview_draw(w->sites, (struct area){body.y + 2, 2, body.rows - 2, body.cols - 4});
 }
 
+/* The site the installer chose, while they are asked about its other record. */
+static char chosen_site[256];
+
+static int choose_site(void *ctx)
+{
+	struct wiz *w = wiz_state();
+	int rc;
+
+	(void)ctx;
+	if (!w->e || enr_enroll_state(w->e) != ENR_ENROLL_SITES)
+		return SCREEN_REDRAW;
+	rc = enr_enroll_choose_site(w->e, chosen_site);
+	if (rc < 0 && enr_enroll_state(w->e) != ENR_ENROLL_FAILED)
+		snprintf(w->note, sizeof(w->note), "%s", enr_error_last());
+	wiz_session_sync();
+	return SCREEN_REDRAW;
+}
+
 static int sites_key(const struct keypress *k)
 {
 	struct wiz *w = wiz_state();
+	const struct enr_site *s;
+	const char *holder;
+	char question[1024], site[ENR_TEXT_VISIBLE_SIZE(40)], other[ENR_TEXT_VISIBLE_SIZE(60)],
+	    mine[ENR_TEXT_VISIBLE_SIZE(60)];
 	size_t sel;
-	int rc;
 
 	if (!w->sites)
 		return SCREEN_IGNORED;
-	if (keypress_is_enter(k)) {
-		const struct enr_site *s;
-		sel = listview_selected(w->sites);
-		if (sel == LISTVIEW_NONE)
-			return SCREEN_HANDLED;
-		s = listview_data(w->sites, sel);
-		rc = enr_enroll_choose_site(w->e, s->id);
-		if (rc < 0 && enr_enroll_state(w->e) != ENR_ENROLL_FAILED)
-			snprintf(w->note, sizeof(w->note), "%s", enr_error_last());
-		wiz_session_sync();
-		return SCREEN_REDRAW;
-	}
-	return listview_handle_key(w->sites, k);
+	if (!keypress_is_enter(k))
+		return listview_handle_key(w->sites, k);
+	sel = listview_selected(w->sites);
+	if (sel == LISTVIEW_NONE)
+		return SCREEN_HANDLED;
+	s = listview_data(w->sites, sel);
+	snprintf(chosen_site, sizeof(chosen_site), "%s", s->id);
+	/* Another customer's record holds the site: saving it renames that customer. */
+	holder = NULL;
+	for (size_t i = 0; i < enr_enroll_site_count(w->e); i++)
+		if (enr_enroll_site(w->e, i) == s)
+			holder = enr_enroll_site_holder(w->e, i);
+	if (!holder || strcmp(holder, w->customer_ref) == 0)
+		return choose_site(NULL);
+	snprintf(question, sizeof(question),
+	         "Site %s is enrolled already, for \"%s\". Enrolling it here replaces that "
+	         "record's customer reference with \"%s\". Replace it?",
+	         enr_text_visible(site, sizeof(site), s->id, 40),
+	         enr_text_visible(other, sizeof(other), holder, 60),
+	         enr_text_visible(mine, sizeof(mine), w->customer_ref, 60));
+	screen_confirm(question, "replace", "choose again", choose_site, NULL);
+	return SCREEN_HANDLED;
 }
 
 /* ---- saved, failed, waiting -------------------------------------------- */
@@ -702,7 +764,7 @@ static void session_draw(struct screen *s)
 {
 	const struct key_help *keys = session_keys(s);
 	struct wiz *w = wiz_state();
-	char title[256];
+	char title[1024], who[512];
 
 	if (!w->e) {
 		snprintf(title, sizeof(title), "%s: cannot start",
@@ -710,22 +772,26 @@ static void session_draw(struct screen *s)
 		failed_draw(screen_frame(title, keys), w->start_error);
 		return;
 	}
+	whose(who, sizeof(who), "re-authorizing");
 	switch (enr_enroll_state(w->e)) {
 	case ENR_ENROLL_FIELDS:
-		snprintf(title, sizeof(title), "%s: %s", vendor_name(),
-		         enr_enroll_method(w->e)->label);
+		snprintf(title, sizeof(title), "%s: %s%s%s", vendor_name(),
+		         enr_enroll_method(w->e)->label, who[0] ? ", " : "", who);
 		form_draw(screen_frame(title, keys));
 		break;
 	case ENR_ENROLL_LINK:
-		snprintf(title, sizeof(title), "%s: the customer approves", vendor_name());
+		snprintf(title, sizeof(title), "%s: the customer approves%s%s", vendor_name(),
+		         who[0] ? ", " : "", who);
 		link_draw(screen_frame(title, keys));
 		break;
 	case ENR_ENROLL_WAIT:
-		snprintf(title, sizeof(title), "%s: waiting", vendor_name());
+		snprintf(title, sizeof(title), "%s: waiting%s%s", vendor_name(), who[0] ? ", " : "",
+		         who);
 		wait_draw(screen_frame(title, keys));
 		break;
 	case ENR_ENROLL_SITES:
-		snprintf(title, sizeof(title), "%s: sites found", vendor_name());
+		snprintf(title, sizeof(title), "%s: sites found%s%s", vendor_name(),
+		         who[0] ? ", " : "", who);
 		sites_draw(screen_frame(title, keys));
 		break;
 	case ENR_ENROLL_DONE:
@@ -750,6 +816,17 @@ static int go_back(void)
 		return SCREEN_HANDLED;
 	}
 	return SCREEN_BACK;
+}
+
+/* Cancels the session and goes back. */
+static int discard_session(void *ctx)
+{
+	struct wiz *w = wiz_state();
+
+	(void)ctx;
+	if (w->e)
+		enr_enroll_cancel(w->e);
+	return go_back();
 }
 
 static int session_key(struct screen *s, const struct keypress *k)
@@ -795,8 +872,18 @@ static int session_key(struct screen *s, const struct keypress *k)
 		break;
 	}
 	if (r == SCREEN_IGNORED && keypress_is_escape(k)) {
-		enr_enroll_cancel(w->e);
-		return go_back();
+		/* The customer has the link, or has approved: not lost by one key. */
+		if (st == ENR_ENROLL_LINK)
+			screen_confirm("Discard this authorization? The link stops working: the "
+			               "customer would have to scan a new code.",
+			               "discard", "keep", discard_session, NULL);
+		else if (st == ENR_ENROLL_SITES)
+			screen_confirm("Discard this authorization? The customer's approval is "
+			               "saved only when a site is confirmed.",
+			               "discard", "keep", discard_session, NULL);
+		else
+			return discard_session(NULL);
+		return SCREEN_HANDLED;
 	}
 	return r;
 }

@@ -393,7 +393,7 @@ enum action {
 	ACT_CHECK,
 	ACT_REFRESH,
 	ACT_REAUTH,
-	ACT_DELETE,
+	ACT_REMOVE,
 	ACT_CHECK_ALL,
 	ACT_REFRESH_DUE
 };
@@ -406,7 +406,7 @@ static const struct {
 	int fkey;
 } bindings[] = {
     {ACT_CHECK, 'c', KEY_F(5)},  {ACT_REFRESH, 'r', KEY_F(6)}, {ACT_REAUTH, 'a', KEY_F(7)},
-    {ACT_DELETE, 'd', KEY_F(8)}, {ACT_DELETE, 0, KEY_DC},      {ACT_CHECK_ALL, 'C', 0},
+    {ACT_REMOVE, 'd', KEY_F(8)}, {ACT_REMOVE, 0, KEY_DC},      {ACT_CHECK_ALL, 'C', 0},
     {ACT_REFRESH_DUE, 'R', 0},
 };
 
@@ -428,21 +428,21 @@ static const struct key_help *systems_keys(struct screen *s)
 	    {"c", "check"},
 	    {"r", "refresh"},
 	    {"a", "re-authorize"},
-	    {"d", "delete"},
+	    {"d", "remove"},
 	    {"Enter", "show"},
 	    {"/", "filter"},
 	    {"C", "check all shown"},
 	    {"R", "refresh all due"},
 	    {"Esc", "back"},
-	    {"F5 F6 F7 F8", "check, refresh, re-authorize, delete"},
-	    {"Del", "delete"},
+	    {"F5 F6 F7 F8", "check, refresh, re-authorize, remove"},
+	    {"Delete", "remove"},
 	    {"Up/Down", "choose a record"},
 	    {NULL, NULL}};
 	static const struct key_help k_filter[] = {
 	    {"type", "filter"},
 	    {"Enter", "done"},
 	    {"Esc", "clear"},
-	    {"F5 F6 F7 F8", "check, refresh, re-authorize, delete"},
+	    {"F5 F6 F7 F8", "check, refresh, re-authorize, remove"},
 	    {"Up/Down", "choose a record"},
 	    {NULL, NULL}};
 	static const struct key_help k_show[] = {{FIELD_REVEAL_KEY_NAME, "show/hide secrets"},
@@ -535,7 +535,7 @@ static int systems_key(struct screen *s, const struct keypress *k)
 			clear_shown();
 			return SCREEN_REDRAW;
 		}
-		return SCREEN_HANDLED;
+		return SCREEN_IGNORED; /* ? is help */
 	}
 	if (S->mode == SYS_CONFIRM) {
 		if (keypress_is(k, 'y')) {
@@ -549,7 +549,7 @@ static int systems_key(struct screen *s, const struct keypress *k)
 			S->mode = SYS_LIST;
 			return SCREEN_REDRAW;
 		}
-		return SCREEN_HANDLED;
+		return SCREEN_IGNORED; /* ? is help */
 	}
 	/* While the filter is typed, letters are text; the F-keys still act. */
 	action = action_of(k, S->lv && listview_filtering(S->lv));
@@ -573,7 +573,7 @@ static int systems_key(struct screen *s, const struct keypress *k)
 		w->reauth_id = S->current;
 		screen_push(&wiz_session_screen);
 		return SCREEN_HANDLED;
-	case ACT_DELETE:
+	case ACT_REMOVE:
 		free(S->current);
 		S->current = strdup(id);
 		S->mode = S->current ? SYS_CONFIRM : SYS_LIST;

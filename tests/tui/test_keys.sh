@@ -7,7 +7,7 @@
 set -u
 RECORDS=$3
 . "$(dirname "$0")/lib.sh"
-plan 55
+plan 118
 
 . "$(dirname "$0")/wizlib.sh"
 
@@ -32,6 +32,11 @@ raw 1b 5b 39 39 3b 35 7e 1b 5b 31 3b 35 51 1b 4f 58
 keys_text "!"
 wait_screen "Bobby!" >/dev/null
 check $? "vt100: unknown CSI and SS3 sequences are swallowed whole" "$(field_line)"
+# A terminal's OSC answer (ended by BEL, or by ESC \): swallowed too.
+raw 1b 5d 31 31 3b 72 67 62 3a 30 2f 30 2f 30 07 1b 5d 32 3b 78 1b 5c
+keys_text "?"
+wait_screen "Bobby!?" >/dev/null
+check $? "vt100: OSC strings are swallowed whole" "$(field_line)"
 # A lone Esc still is Esc (the start screen quits on it).
 keys Escape
 expect_exit "vt100: a lone Esc is still Esc" 0
@@ -89,11 +94,11 @@ keys F2
 wait_screen "2 of 2" >/dev/null
 check $? "systems: both records listed" "$SCREEN"
 settle
-expect_in "systems: the letters on the key line" "c check  r refresh  a re-authorize  d delete" \
+expect_in "systems: the letters on the key line" "c check  r refresh  a re-authorize  d remove" \
 	"$(printf '%s\n' "$SCREEN" | tail -1)"
 expect_in "systems: check all and refresh all due are told" "C checks all shown, R refreshes all due" "$SCREEN"
 help "C            check all shown" "systems" "R            refresh all due" \
-	"F5 F6 F7 F8  check, refresh, re-authorize, delete"
+	"F5 F6 F7 F8  check, refresh, re-authorize, remove"
 ONE=$(last_check "Keys One") TWO=$(last_check "Keys Two")
 sleep 1.1 # the store's times are in whole seconds
 keys_text "C"
@@ -110,6 +115,14 @@ keys_text "/solaredge"
 wait_screen "1 of 2" >/dev/null
 check $? "systems: / filters, its letters are text" "$SCREEN"
 expect_not_in "systems: no action while filtering" "Remove " "$SCREEN"
+# ^U clears what is typed, and filtering goes on (its letters still text).
+keys C-u
+keys_text "ard"
+wait_screen "Filter: ard" >/dev/null
+check $? "systems: ^U clears the filter, still filtering" "$SCREEN"
+keys C-u
+keys_text "solaredge"
+wait_screen "1 of 2" >/dev/null
 keys Enter
 ONE=$(last_check "Keys One")
 sleep 1.1
@@ -119,6 +132,12 @@ check $? "systems: c checks the selected record" "$SCREEN"
 [ "$(last_check "Keys One")" != "$ONE" ] && [ -n "$(last_check "Keys One")" ]
 check $? "systems: c saved the check" "$(record "Keys One")"
 expect_in "systems: the filter stays after the check" "Filter: solaredge" "$SCREEN"
+keys Enter
+wait_screen '"customer":"Keys One"' >/dev/null
+check $? "systems: Enter shows the record" "$SCREEN"
+help "^R       show/hide secrets" "record shown"
+keys Escape
+wait_screen "Enrolled systems" >/dev/null
 keys_text "d"
 wait_screen "Remove " >/dev/null
 check $? "systems: d asks to confirm the removal" "$SCREEN"
@@ -153,5 +172,126 @@ wait_screen "Keys of this screen" >/dev/null
 check $? "vt100: F1 (ESC O P) opens the help" "$SCREEN"
 keys C-c
 expect_exit "vt100: ^C" 130
+
+# --- nothing approved is lost by one key: Esc on the QR code and on the sites ask first ---
+wiz -- --customer "Keys QR" --vendor tesla
+wait_screen "Tesla: the customer approves" >/dev/null
+help "a        customer approves (demo)" "QR code"
+keys Escape
+wait_screen "Discard this authorization?" >/dev/null
+check $? "QR code: Esc asks first" "$SCREEN"
+expect_in "QR code: the question's keys" "y discard  n keep" "$(printf '%s\n' "$SCREEN" | tail -1)"
+keys_text "n"
+wait_gone "Discard this authorization?" >/dev/null
+expect_in "QR code: n keeps it" "Tesla: the customer approves" "$SCREEN"
+keys a
+wait_screen "sites found" >/dev/null
+check $? "QR code: after n the link still works" "$SCREEN"
+keys Escape
+wait_screen "Discard this authorization?" >/dev/null
+check $? "sites: Esc after the customer approved asks first" "$SCREEN"
+keys Escape
+wait_gone "Discard this authorization?" >/dev/null
+expect_in "sites: Esc on the question is no" "sites found" "$SCREEN"
+keys Enter
+wait_screen "Enter: enroll another" >/dev/null
+expect_in "sites: the approval kept is saved" "Customer:  Keys QR" "$SCREEN"
+keys q
+expect_exit "QR code: q after saving" 0
+[ -n "$(record "Keys QR")" ]
+check $? "QR code: the record is in the store" "$(record "Keys QR")"
+
+wiz -- --customer "Keys QR gone" --vendor tesla
+wait_screen "Tesla: the customer approves" >/dev/null
+keys Escape
+wait_screen "Discard this authorization?" >/dev/null
+keys_text "y"
+wait_screen "Customer reference" >/dev/null
+check $? "QR code: y discards, back to the start screen" "$SCREEN"
+keys C-c
+expect_exit "QR code: ^C after discarding" 130
+[ -z "$(record "Keys QR gone")" ]
+check $? "QR code: nothing saved for the discarded authorization" "$(record "Keys QR gone")"
+
+# --- a site another record holds: asked before that record's customer is replaced ---
+wiz --
+wait_screen "Customer reference" >/dev/null
+keys_text "Keys Three"
+keys Enter
+keys_text "solaredge"
+keys Enter
+wait_screen "SolarEdge: how does the customer authorize?" >/dev/null
+keys Down Down Enter
+wait_screen "(enrolled: Keys One)" >/dev/null
+keys End Enter
+wait_screen "Replace it?" >/dev/null
+check $? "held site: asks before replacing" "$SCREEN"
+expect_in "held site: names the other customer and this one" \
+	'enrolled already, for "Keys One". Enrolling it here replaces that record'"'"'s customer reference with "Keys Three"' \
+	"$(printf '%s\n' "$SCREEN" | sed 's/^ *//' | tr -s ' \n' '  ')"
+keys_text "n"
+wait_gone "Replace it?" >/dev/null
+expect_in "held site: n goes back to the sites" "sites found" "$SCREEN"
+[ -n "$(record "Keys One")" ] && [ -z "$(record "Keys Three")" ]
+check $? "held site: n changes nothing in the store" "$(record "Keys One")"
+keys Enter
+wait_screen "Replace it?" >/dev/null
+keys_text "y"
+wait_screen "Updated record" >/dev/null
+check $? "held site: y updates that record" "$SCREEN"
+[ -z "$(record "Keys One")" ] && [ -n "$(record "Keys Three")" ]
+check $? "held site: y replaced its customer reference" "$(record "Keys Three")"
+keys q
+expect_exit "held site: q" 0
+
+# --- a re-authorization says whose: the record and its customer ---
+ID=$(record "Keys QR" | sed -n 's/^{ *"id": *"\([^"]*\)".*/\1/p')
+start 80 24 -- --demo --store "$STORE" reauth "$ID"
+wait_screen "Tesla: the customer approves" >/dev/null
+settle
+expect_in "reauth: the title names the record and the customer" \
+	"re-authorizing record $ID for \"Keys QR\"" "$(printf '%s\n' "$SCREEN" | head -1)"
+expect_in "reauth: so does the text beside the code" "Tesla: re-authorizing record $ID" "$SCREEN"
+LINK=$(printf '%s\n' "$SCREEN" | sed -n 's/^ *Link: //p' | tr -d ' ')
+expect_decodes "reauth: the QR code still decodes" "$LINK"
+keys C-c
+expect_exit "reauth: ^C" 130
+
+# --- R refreshes what is due: a Tesla OAuth record, due within [ui] expiring_days = 365 ---
+printf '[ui]\nexpiring_days = 365\n' >"$TMP/due.ini"
+chmod 600 "$TMP/due.ini"
+start 80 24 -- --demo --config "$TMP/due.ini" --store "$STORE" --customer "Keys Due" --vendor tesla --method oauth
+wait_screen "Tesla: the customer approves" >/dev/null
+keys a
+again
+# access_expires_at CUSTOMER
+access_expires_at() { record "$1" | sed -n 's/.*"access_expires_at":"\([^"]*\)".*/\1/p'; }
+BEFORE=$(access_expires_at "Keys Due")
+sleep 1.1
+keys F2
+wait_screen "Enrolled systems" >/dev/null
+keys_text "R"
+wait_screen "Refreshed 1 of 1 due; 0 failed" >/dev/null
+check $? "R: refreshes the one record due (and only it)" "$SCREEN"
+[ -n "$BEFORE" ] && [ -n "$(access_expires_at "Keys Due")" ] && [ "$(access_expires_at "Keys Due")" != "$BEFORE" ]
+check $? "R: its new access token is in the store" "before $BEFORE: $(record "Keys Due")"
+keys C-c
+expect_exit "R: ^C" 130
+
+# --- the key form (the demo fills it in, so ? would be typed): F1 is help ---
+wiz --
+begin "Keys Form" solaredge
+wait_screen "SolarEdge: how" >/dev/null
+keys Down Enter
+wait_screen "SolarEdge: Customer's v2 API key" >/dev/null
+keys F1
+wait_screen "Keys of this screen" >/dev/null
+check $? "form: F1 opens the help in a field with text in it" "$SCREEN"
+expect_in "form: the help lists the form's keys" "show/hide" "$SCREEN"
+keys_text "q"
+wait_screen "SolarEdge: Customer's v2 API key" >/dev/null
+check $? "form: q closes the help" "$SCREEN"
+keys C-c
+expect_exit "form: ^C" 130
 
 finish

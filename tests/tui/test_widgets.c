@@ -98,6 +98,15 @@ static void field_ignores_what_is_not_text(void **state)
 	key(&f, ch(FIELD_REVEAL_KEY));
 	assert_false(f.revealed);
 	assert_int_equal(f.len, 0);
+	/* ? in an empty field is the screen's (help); after text it is text. */
+	{
+		struct keypress question = ch('?');
+		assert_int_equal(field_handle_key(&f, &question), SCREEN_IGNORED);
+		assert_int_equal(f.len, 0);
+		type(&f, "a");
+		assert_int_equal(field_handle_key(&f, &question), SCREEN_REDRAW);
+		assert_int_equal(f.len, 2);
+	}
 	field_done(&f);
 }
 
@@ -334,6 +343,51 @@ static void list_moves_with_the_keys(void **state)
 	listview_free(NULL);
 }
 
+/* Filtering as a mode: letters are the screen's until / starts it. */
+static void list_filters_by_key_after_slash(void **state)
+{
+	struct listview *lv = make_list(100);
+	struct keypress k;
+
+	(void)state;
+	listview_set_filter_by_key(lv, true);
+	assert_false(listview_filtering(lv));
+	k = ch('c');
+	assert_int_equal(listview_handle_key(lv, &k), SCREEN_IGNORED);
+	assert_string_equal(listview_filter(lv), "");
+	list_key(lv, ch('/'));
+	assert_true(listview_filtering(lv));
+	list_type(lv, L"row 1");
+	assert_string_equal(listview_filter(lv), "row 1");
+	assert_int_equal(listview_shown(lv), brute_count(lv, "row 1"));
+	/* ^U clears what is typed, and filtering goes on. */
+	list_key(lv, ch(KEY_CTRL('u')));
+	assert_true(listview_filtering(lv));
+	list_type(lv, L"row 42");
+	assert_int_equal(listview_shown(lv), 1);
+	assert_ptr_equal(listview_data(lv, listview_shown_at(lv, 0)), (void *)43);
+	assert_int_equal(listview_shown_at(lv, 1), LISTVIEW_NONE);
+	/* Enter ends it, the filter stays; letters are the screen's again. */
+	list_key(lv, ch('\r'));
+	assert_false(listview_filtering(lv));
+	k = ch('r');
+	assert_int_equal(listview_handle_key(lv, &k), SCREEN_IGNORED);
+	assert_string_equal(listview_filter(lv), "row 42");
+	/* Esc clears it (then is the screen's); ? is always the screen's. */
+	k = ch(KEY_ESC);
+	assert_int_equal(listview_handle_key(lv, &k), SCREEN_REDRAW);
+	assert_int_equal(listview_shown(lv), 100);
+	assert_int_equal(listview_handle_key(lv, &k), SCREEN_IGNORED);
+	list_key(lv, ch('/'));
+	k = ch('?');
+	assert_int_equal(listview_handle_key(lv, &k), SCREEN_IGNORED);
+	assert_string_equal(listview_filter(lv), "");
+	/* Set from outside, as a screen rebuilding its list does. */
+	listview_set_filter(lv, "row 9");
+	assert_int_equal(listview_shown(lv), brute_count(lv, "row 9"));
+	listview_free(lv);
+}
+
 /* --- text layout --- */
 
 static void text_width_counts_columns(void **state)
@@ -379,6 +433,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(list_narrowing_and_widening_agree_with_a_full_search),
     cmocka_unit_test(list_keeps_the_selection_through_filtering),
     cmocka_unit_test(list_moves_with_the_keys),
+    cmocka_unit_test(list_filters_by_key_after_slash),
     cmocka_unit_test(text_width_counts_columns),
     cmocka_unit_test(wrapping_breaks_words_and_long_links),
 };

@@ -9,7 +9,7 @@
 set -u
 RECORDS=$3
 . "$(dirname "$0")/lib.sh"
-plan 288
+plan 290
 
 . "$(dirname "$0")/wizlib.sh"
 
@@ -259,8 +259,10 @@ wiz -- --customer "Cust Direct" --vendor tesla
 wait_screen "Tesla: the customer approves" >/dev/null
 check $? "--vendor tesla --customer: straight to the QR code" "$SCREEN"
 keys Escape
+wait_screen "Discard this authorization?" >/dev/null
+keys y
 wait_screen "Customer reference" >/dev/null
-check $? "Esc on the QR code: back to the start screen" "$SCREEN"
+check $? "Esc on the QR code, y: back to the start screen" "$SCREEN"
 keys C-c
 expect_exit "^C after --vendor" 130
 
@@ -423,7 +425,8 @@ check $? "systems: the record is gone from the store"
 keys_text "/"
 keys C-u
 keys_text "Cust Solis acct"
-wait_screen "1 of 11" >/dev/null
+wait_screen "1 of 13" >/dev/null
+check $? "systems: ^U clears the filter, typing goes on filtering" "$SCREEN"
 keys F7
 
 wait_screen "Updated record" >/dev/null
@@ -482,6 +485,10 @@ wait_screen "SolarEdge: Customer's v2 API key" >/dev/null
 keys Enter
 wait_screen "sites found" >/dev/null
 keys Enter
+# Its one site is Cust SE's: asked first.
+wait_screen "Replace it?" >/dev/null
+check $? "a site another record holds: asked before replacing" "$SCREEN"
+keys y
 wait_screen "Enter: enroll another" >/dev/null
 keys Enter
 wait_screen "Customer reference" >/dev/null

@@ -342,7 +342,9 @@ int listview_handle_key(struct listview *lv, const struct keypress *k)
 	if (keypress_is(k, KEY_CTRL('u')) || (keypress_is_escape(k) && lv->filter[0]) ||
 	    (keypress_is_escape(k) && lv->filtering)) {
 		lv->filter[0] = '\0';
-		lv->filtering = false;
+		/* ^U clears what is typed; Esc ends the filter too. */
+		if (keypress_is_escape(k))
+			lv->filtering = false;
 		refilter(lv, false);
 		return SCREEN_REDRAW;
 	}

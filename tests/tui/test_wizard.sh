@@ -156,6 +156,7 @@ settle
 expect_join_first solaredge "Customer's v2 API key"
 keys Down Enter
 wait_screen "SolarEdge: Customer's v2 API key" >/dev/null
+settle
 expect_in "solaredge key: masked" "********" "$SCREEN"
 keys C-r
 settle

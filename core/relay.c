@@ -499,7 +499,10 @@ static void sweep(struct enr_relay *relay)
 	for (; rec; rec = next) {
 		next = rec->newer;
 		if (rec->status == REC_PENDING && now >= rec->expires_at) {
-			retire_link(relay, rec);
+			/* The code stays known while its tombstone does: the customer who
+			 * opens a lapsed link is told it expired, not that it never worked. */
+			enr_util_free_secret(rec->target);
+			rec->target = NULL;
 			if (now >= rec->expires_at + TOMBSTONE_SECONDS)
 				remove_record(relay, rec);
 		} else if (rec->status == REC_ARRIVED &&
@@ -1357,7 +1360,7 @@ static int short_link(struct enr_relay *relay, struct MHD_Connection *c, const c
 	char code[CODE_MAX + 1], *target = NULL, *vendor = NULL, s[16];
 	size_t len = strlen(code_in);
 	struct record *rec;
-	bool done = false;
+	bool done = false, lapsed = false;
 	int ret;
 
 	if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
@@ -1375,15 +1378,20 @@ static int short_link(struct enr_relay *relay, struct MHD_Connection *c, const c
 		target = enr_util_strdup(rec->target);
 		enr_log_info("relay: short link opened for state %s",
 		             short_state(s, sizeof(s), rec->state));
-	} else if (rec && rec->status == REC_DONE) {
-		/* Only a code taken by a pasted address is still linked when done. */
-		done = true;
+	} else if (rec && (rec->status == REC_DONE ||
+	                   (rec->status == REC_PENDING &&
+	                    wall_now(relay) < rec->expires_at + TOMBSTONE_SECONDS))) {
+		/* Still linked when done: only a code taken by a pasted address;
+		 * pending and linked, a link whose time ran out. */
+		done = rec->status == REC_DONE;
+		lapsed = !done;
 		vendor = enr_util_strdup(rec->vendor);
 	}
 	pthread_mutex_unlock(&relay->lock);
 	OPENSSL_cleanse(code, sizeof(code));
-	if (done) {
-		ret = respond_page(relay, c, 200, PAGE_USED, vendor, NULL, NULL);
+	if (done || lapsed) {
+		ret = respond_page(relay, c, done ? 200 : 410, done ? PAGE_USED : PAGE_EXPIRED,
+		                   vendor, NULL, NULL);
 		free(vendor);
 		return ret;
 	}

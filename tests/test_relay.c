@@ -709,7 +709,8 @@ static void test_ttl(void **state)
 	advance_clock(ENR_RELAY_MAX_TTL - 1);
 	expect(302, "GET", url_of("/s/%s", code), NULL, NULL, NULL);
 	advance_clock(1);
-	expect(404, "GET", url_of("/s/%s", code), NULL, NULL, NULL);
+	/* Its time ran out: the customer is told it expired (not that it never worked). */
+	expect_text(410, "GET", url_of("/s/%s", code), NULL, "This link has expired");
 	request(&r, "GET", url_of("/v1/results/%s?wait=5", STATE), SECRET, NULL, NULL);
 	assert_int_equal(r.status, 404);
 	assert_true(r.seconds < 3);
@@ -720,6 +721,9 @@ static void test_ttl(void **state)
 	assert_non_null(strstr(r.body, "Tesla"));
 	reply_free(&r);
 	expect(404, "GET", url_of("/v1/results/%s", STATE), SECRET, NULL, NULL);
+	/* Forgotten with its tombstone, an hour later. */
+	advance_clock(3600);
+	expect(404, "GET", url_of("/s/%s", code), NULL, NULL, NULL);
 }
 
 /* What the wizard sends when the installer pasted the address: the client's own request. */
@@ -1436,7 +1440,7 @@ static void test_link_renewed_in_place(void **state)
 	                 409);
 	/* Past the renewed end: the link is over, and says so; it is not renewed. */
 	advance_clock(31);
-	expect(404, "GET", url_of("/s/%s", code), NULL, NULL, NULL);
+	expect_text(410, "GET", url_of("/s/%s", code), NULL, "This link has expired");
 	assert_int_equal(create_link(again, STATE, target, ",\"ttl\":60"), 409);
 	expect_text(200, "GET", url_of("/callback?state=%s&code=late", STATE), NULL,
 	            "This link has expired");

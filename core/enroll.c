@@ -74,6 +74,7 @@ struct enr_enroll {
 	struct enr_oauth_receiver *receiver;
 	char *link;
 	long long link_expires_at;
+	long link_granted_s; /* the time the relay gave the link when last asked */
 	char *redirect_uri;
 	struct enr_oauth_tokens *tokens; /* held while the JWKS is fetched */
 
@@ -630,12 +631,34 @@ static int got_callback(struct enr_enroll *e, const char *text)
 
 static void on_relay_result(struct enr_http_response *resp, void *ctx);
 
+/* How long before the link's end it is renewed: RELAY_RENEW_S, or half the
+ * time the relay gave it when that is short (a relay with a small cap). */
+static long renew_before(const struct enr_enroll *e)
+{
+	return e->link_granted_s / 2 < RELAY_RENEW_S ? e->link_granted_s / 2 : RELAY_RENEW_S;
+}
+
+/* Whether the link ends before the customer's time does and is due for renewal. */
+static bool link_needs_renewal(const struct enr_enroll *e)
+{
+	return e->link_expires_at && e->link_expires_at < e->deadline &&
+	       e->link_expires_at - (long long)time(NULL) <= renew_before(e);
+}
+
 static int poll_relay(struct enr_enroll *e)
 {
 	struct enr_http_request *req = NULL;
 	bool session = e->derapi && e->join_mode == ENR_JOIN_SESSION;
-	int rc = enr_relay_result_request(&req, e->cfg, e->flow->state,
-	                                  session ? JOIN_RELAY_WAIT_S : RELAY_WAIT_S);
+	long wait = session ? JOIN_RELAY_WAIT_S : RELAY_WAIT_S;
+	int rc;
+
+	/* A poll never outlasts the moment the link is to be renewed. */
+	if (e->link_expires_at && e->link_expires_at < e->deadline) {
+		long long until = e->link_expires_at - renew_before(e) - (long long)time(NULL);
+		if (until < wait)
+			wait = until > 1 ? (long)until : 1;
+	}
+	rc = enr_relay_result_request(&req, e->cfg, e->flow->state, wait);
 
 	if (rc < 0)
 		return fail(e, rc);
@@ -680,6 +703,7 @@ static void on_relay_link(struct enr_http_response *resp, void *ctx)
 	e->link = url;
 	if (!e->link_expires_at)
 		e->link_expires_at = e->deadline;
+	e->link_granted_s = (long)(e->link_expires_at - (long long)time(NULL));
 	e->state = ENR_ENROLL_LINK;
 	set_message(e, "Waiting for the customer to approve on their phone");
 	poll_relay(e);
@@ -713,8 +737,7 @@ static void on_relay_result(struct enr_http_response *resp, void *ctx)
 	if (rc == ENR_E_AGAIN) {
 		/* Nothing yet: the same short link renewed before it ends, while the
 		 * customer still has time. */
-		if (e->link_expires_at && e->link_expires_at < e->deadline &&
-		    e->link_expires_at <= (long long)time(NULL) + RELAY_RENEW_S)
+		if (link_needs_renewal(e))
 			register_link(e);
 		else if (e->derapi && e->join_mode == ENR_JOIN_SESSION && e->session_id)
 			own_fetch(e);

@@ -1486,6 +1486,64 @@ static void test_enroll_link_lives_as_long_as_the_session(void **state)
 	enr_sandbox_stop(sb);
 }
 
+/* A relay that gives links 4 seconds (its cap) and a customer who takes 9:
+ * the enrollment renews the same short link in place until they approve. */
+static void test_enrollment_outlives_a_short_relay_cap(void **state)
+{
+	struct enr_relay_options ropts = {.secret = SECRET, .max_ttl = 4};
+	struct enr_enroll_options opts = {.catalog = fx.catalog,
+	                                  .vendor = "tesla",
+	                                  .method = "oauth",
+	                                  .customer = "Cora Cap",
+	                                  .timeout_s = 60};
+	struct enr_relay *relay = NULL;
+	struct enr_sandbox *sb = NULL;
+	struct enr_config *cfg = NULL;
+	struct enr_enroll *e = NULL;
+	char base[128], callback[200], link[512], *authorize = NULL, *approved = NULL, *back = NULL;
+	time_t until;
+
+	(void)state;
+	ropts.catalog = fx.catalog;
+	assert_int_equal(enr_relay_new(&relay, &ropts), 0);
+	assert_int_equal(enr_relay_start(relay, "127.0.0.1:0"), 0);
+	snprintf(base, sizeof(base), "http://127.0.0.1:%u", enr_relay_port(relay));
+	snprintf(callback, sizeof(callback), "%s/callback", base);
+	assert_int_equal(enr_sandbox_start(&sb, NULL), 0);
+	assert_int_equal(enr_sandbox_config(&cfg, sb), 0);
+	assert_int_equal(enr_config_set(cfg, "relay", "url", base), 0);
+	assert_int_equal(enr_config_set(cfg, "relay", "secret", SECRET), 0);
+	assert_int_equal(enr_config_set(cfg, "vendor.tesla", "redirect_uri", callback), 0);
+	opts.cfg = cfg;
+	assert_int_equal(enr_enroll_new(&e, &opts), 0);
+	drive_while(e, ENR_ENROLL_WAIT);
+	assert_int_equal(enr_enroll_state(e), ENR_ENROLL_LINK);
+	snprintf(link, sizeof(link), "%s", enr_enroll_link(e));
+	/* More than twice the cap passes while the session runs. */
+	until = time(NULL) + 9;
+	while (time(NULL) < until && enr_enroll_state(e) == ENR_ENROLL_LINK)
+		step(e);
+	assert_int_equal(enr_enroll_state(e), ENR_ENROLL_LINK);
+	assert_string_equal(enr_enroll_link(e), link);
+	/* The same short link still takes the customer to Tesla; they approve. */
+	assert_int_equal(plain_get_to(link, &authorize), 302);
+	assert_true(asprintf(&approved, "%s&sandbox_auto=approve", authorize) > 0);
+	assert_int_equal(plain_get_to(approved, &back), 302);
+	assert_non_null(strstr(back, callback));
+	assert_int_equal(plain_get_to(back, NULL), 200); /* the phone reaches the relay */
+	drive_while(e, ENR_ENROLL_LINK);
+	drive_while(e, ENR_ENROLL_WAIT);
+	if (enr_enroll_state(e) != ENR_ENROLL_SITES && enr_enroll_state(e) != ENR_ENROLL_DONE)
+		fail_msg("state %d: %s", enr_enroll_state(e), enr_enroll_message(e));
+	enr_enroll_free(e);
+	free(authorize);
+	free(approved);
+	free(back);
+	enr_config_free(cfg);
+	enr_sandbox_stop(sb);
+	enr_relay_free(relay);
+}
+
 static pid_t child = -1;
 
 static int teardown_child(void **state)
@@ -1608,6 +1666,8 @@ int main(int argc, char **argv)
 	    cmocka_unit_test_setup_teardown(test_pasted_code_then_visit, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_pasted_address_through_enroll, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_link_renewed_in_place, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_enrollment_outlives_a_short_relay_cap, setup,
+	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_enroll_link_lives_as_long_as_the_session, setup,
 	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_bogus_polls_bounded, setup, teardown),

@@ -16,9 +16,11 @@
 #define TERM_KEY_PASTE_BEGIN (KEY_MAX + 1)
 #define TERM_KEY_PASTE_END   (KEY_MAX + 2)
 
-/* Terminals smaller than this get a "too small" message instead of a screen. */
-#define TERM_MIN_COLS 80
-#define TERM_MIN_ROWS 24
+/* Terminals smaller than this get a "too small" message instead of a screen.
+ * Above it every screen fits itself to what there is (text wraps, the QR code
+ * says exactly what it lacks); 80x24 is the size it is made for, not a floor. */
+#define TERM_MIN_COLS 40
+#define TERM_MIN_ROWS 20
 
 /* What a piece of text is, so that colour and monochrome terminals both show it. */
 enum term_role {

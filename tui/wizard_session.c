@@ -303,6 +303,30 @@ static void link_caption(struct area a)
 		field_draw(&w->code, y, a.x, a.cols, true);
 }
 
+/* Columns the text beside the QR code needs; narrower, it goes below, and
+ * in fewer rows than this only what matters most. */
+#define CAPTION_MIN_COLS  28
+#define CAPTION_FULL_ROWS 9
+
+/* The caption in a few rows: the code field (when a code is typed in), the
+ * time left, then the demo's note, as far as they go. */
+static void link_caption_short(struct area a)
+{
+	struct wiz *w = wiz_state();
+	int y = a.y, end = a.y + a.rows;
+	char left[64];
+
+	countdown(left, sizeof(left));
+	if (w->code_active && y + FIELD_ROWS <= end) {
+		field_draw(&w->code, y, a.x, a.cols, true);
+		y += FIELD_ROWS;
+	}
+	if (left[0] && y < end)
+		draw_text(y++, a.x, a.cols, A_BOLD, left);
+	if (w->note[0] && y < end)
+		draw_wrapped((struct area){y, a.x, end - y, a.cols}, A_NORMAL, w->note);
+}
+
 static void link_draw(struct area body)
 {
 	struct wiz *w = wiz_state();
@@ -312,10 +336,23 @@ static void link_draw(struct area body)
 	if (w->qr)
 		qrview_size(w->qr, &cols, &rows);
 	if (w->qr && qrview_draw(w->qr, body, msg, sizeof(msg))) {
-		struct area beside = {body.y + 1, body.x + cols + 1, rows - 1,
-		                      body.cols - cols - 2};
-		link_caption(beside);
+		/* The text beside the code where there is room for it, else below. */
+		bool beside = body.cols - cols - 2 >= CAPTION_MIN_COLS;
+		struct area text =
+		    beside ? (struct area){body.y + 1, body.x + cols + 1, rows - 1,
+		                           body.cols - cols - 2}
+		           : (struct area){body.y + rows, 1, body.rows - rows, body.cols - 2};
 		snprintf(line, sizeof(line), "Link: %s", enr_enroll_link(w->e));
+		if (!beside) {
+			text.y += draw_wrapped(text, A_NORMAL, line);
+			text.rows = body.y + body.rows - text.y;
+			if (text.rows >= CAPTION_FULL_ROWS)
+				link_caption(text);
+			else if (text.rows > 0)
+				link_caption_short(text);
+			return;
+		}
+		link_caption(text);
 		draw_wrapped((struct area){body.y + rows, 1, body.rows - rows, body.cols - 2},
 		             A_NORMAL, line);
 		return;

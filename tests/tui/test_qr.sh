@@ -5,7 +5,7 @@
 # locale still give a code that decodes.
 set -u
 . "$(dirname "$0")/lib.sh"
-plan 49
+plan 50
 
 SHORT="https://relay.example.com/s/K7Q2MX9P4TZA"
 LONG="https://auth.tesla.com/oauth2/v3/authorize?response_type=code&client_id=0123456789abcdef0123456789abcdef&redirect_uri=https%3A%2F%2Frelay.example.com%2Fcb&scope=openid%20offline_access%20energy_device_data%20energy_cmds&state=Vw3k9Qx1Zt7Lp2Hn8Rc4Yb6Md0Fa5Je&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256&prompt_missing_scopes=true"
@@ -37,9 +37,12 @@ check $? "colour: the QR pair is black on bright white"
 
 # --- too small, then back ---
 resize 70 20
-wait_screen "Terminal too small: need at least 80x24 (now 70x20)" >/dev/null
-check $? "70x20: 'Terminal too small' instead of the screen" "$SCREEN"
+wait_screen "The QR code does not fit: need 1 more row" >/dev/null
+check $? "70x20: the screen says exactly what the code lacks (one row)" "$SCREEN"
 expect_not_in "70x20: no partial code" "▀" "$SCREEN"
+resize 39 24
+wait_screen "Terminal too small: need at least 40x20" >/dev/null
+check $? "39x24: below any screen's size, 'Terminal too small'" "$SCREEN"
 resize 80 24
 wait_screen "Scan with the phone" >/dev/null
 expect_decodes "back at 80x24: redrawn and decodes" "$SHORT"
@@ -56,8 +59,8 @@ expect_not_in "370-char URL at 80x24: no partial code" "▀" "$SCREEN"
 joined=$(printf '%s\n' "$SCREEN" | sed 's/^ *//; s/ *$//' | tr -d '\n')
 expect_in "370-char URL at 80x24: the link is shown as text, whole" "$LONG" "$joined"
 resize 60 24
-wait_screen "Terminal too small" >/dev/null
-check $? "60x24: too small" "$SCREEN"
+wait_screen "need 17 more columns" >/dev/null
+check $? "60x24: 17 more columns (and rows) needed" "$SCREEN"
 resize 80 41
 wait_screen "▄▄▄▄▄" >/dev/null
 check $? "80x41: the big code appears" "$SCREEN"
@@ -67,8 +70,8 @@ resize 100 30
 wait_screen "does not fit: need 11 more rows" >/dev/null
 check $? "100x30: back to the message, with the new count" "$SCREEN"
 resize 70 41
-wait_screen "Terminal too small" >/dev/null
-check $? "70x41: too small (narrower than 80)" "$SCREEN"
+wait_screen "does not fit: need 7 more columns" >/dev/null
+check $? "70x41: 7 more columns needed" "$SCREEN"
 keys Escape
 expect_exit "Esc quits" 0
 

@@ -30,7 +30,7 @@ start 80 24 TERM=vt100 -- list 10
 keys C-c
 expect_exit "^C on a monochrome terminal without alternate screen" 130
 
-start 70 20 -- qr "$SHORT"
+start 30 15 -- qr "$SHORT"
 wait_screen "Terminal too small" >/dev/null
 keys C-c
 expect_exit "^C while the terminal is too small" 130

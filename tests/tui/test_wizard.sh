@@ -9,7 +9,7 @@
 set -u
 RECORDS=$3
 . "$(dirname "$0")/lib.sh"
-plan 290
+plan 295
 
 . "$(dirname "$0")/wizlib.sh"
 
@@ -80,8 +80,17 @@ expect_in "tesla: a countdown" "Time left: 1" "$SCREEN"
 resize 100 30
 expect_decodes "tesla: resized to 100x30, redrawn, decodes" "$LINK"
 resize 70 20
-wait_screen "Terminal too small" >/dev/null
-check $? "tesla: 70x20 is too small" "$SCREEN"
+wait_screen "The QR code does not fit: need 1 more row" >/dev/null
+check $? "tesla: at 70x20 the screen says what the code lacks" "$SCREEN"
+# A status bar's row less, or one column less, is no cliff.
+resize 80 23
+expect_decodes "tesla: 80x23 decodes" "$LINK"
+resize 79 24
+expect_decodes "tesla: 79x24 decodes" "$LINK"
+resize 60 24
+expect_decodes "tesla: 60x24, the text below the code, decodes" "$LINK"
+settle
+expect_in "tesla: 60x24 keeps the countdown" "Time left: 1" "$SCREEN"
 resize 80 24
 expect_decodes "tesla: back at 80x24, decodes" "$LINK"
 keys a
@@ -289,6 +298,8 @@ wiz LC_ALL=C LANG=C -- --customer "Cust C locale" --vendor tesla
 wait_screen "does not fit" >/dev/null
 check $? "LANG=C: says the code does not fit" "$SCREEN"
 expect_in "LANG=C: how many rows are missing" "more rows" "$SCREEN"
+expect_in "LANG=C: and that a UTF-8 locale would fit it" "use a UTF-8 locale" \
+	"$(printf '%s\n' "$SCREEN" | tr -s ' \n' '  ')"
 expect_in "LANG=C: the link as text" "/relay/s/" "$SCREEN"
 keys C-c
 expect_exit "LANG=C: ^C" 130

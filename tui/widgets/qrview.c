@@ -1,5 +1,6 @@
 #include <stdbool.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "term.h"
 #include "widgets/qrview.h"
@@ -76,7 +77,13 @@ bool qrview_draw(const struct enr_qr *qr, struct area a, char *msg, size_t msg_s
 
 	qrview_size(qr, &cols, &rows);
 	if (cols > a.cols || rows > a.rows) {
+		int ucols, urows;
 		fit_message(msg, msg_size, cols - a.cols, rows - a.rows);
+		/* Without UTF-8 a module takes two whole cells: half blocks would fit. */
+		enr_qr_cells_needed(enr_qr_width(qr), true, &ucols, &urows);
+		if (!term_utf8() && ucols <= a.cols && urows <= a.rows && msg_size > 0)
+			snprintf(msg + strlen(msg), msg_size - strlen(msg),
+			         ", or use a UTF-8 locale (LANG=C.UTF-8), where it fits");
 		return false;
 	}
 	if (msg_size > 0)

@@ -86,7 +86,9 @@ struct enr_enroll {
 	struct enr_record *reauth; /* the record being re-authorized */
 	char *cc_token;            /* SMA backchannel: the app's client-credentials token */
 	struct enr_check_result *sites;
-	char **holders; /* per site: the customer of the record holding it, or NULL */
+	char **holders;           /* per site: the customer of the record holding it, or NULL */
+	struct enr_record **more; /* DONE: the records saved after `rec` (one per site) */
+	size_t n_more;
 	bool updated;
 	bool message_changed; /* set_message() changed it during enr_enroll_process() */
 
@@ -166,6 +168,9 @@ void enr_enroll_free(struct enr_enroll *e)
 	enr_oauth_flow_free(e->flow);
 	free_values(e);
 	enr_record_free(e->rec);
+	for (size_t i = 0; i < e->n_more; i++)
+		enr_record_free(e->more[i]);
+	free(e->more);
 	enr_record_free(e->reauth);
 	enr_util_free_secret(e->cc_token);
 	enr_util_free_secret(e->derapi_token);
@@ -235,6 +240,7 @@ static bool same_sites(const struct enr_record *old, const struct enr_check_resu
 }
 
 static int save(struct enr_enroll *e, const struct enr_site *site);
+static int save_sites(struct enr_enroll *e, const struct enr_site *const *sites, size_t n);
 
 static void free_holders(struct enr_enroll *e)
 {
@@ -436,31 +442,112 @@ static int apply_reauth(struct enr_record *rec, void *ctx)
 /* Saves the record, with `site` (NULL: a Join Flow enrollment Derapi lists no sites for). */
 static int save(struct enr_enroll *e, const struct enr_site *site)
 {
-	int rc = site ? enr_record_add_site(e->rec, site->id, site->name) : 0;
+	return save_sites(e, site ? &site : NULL, site ? 1 : 0);
+}
 
+/* Saves `rec` holding `sites`: put (or, re-authorizing, update) it. */
+static int save_record(struct enr_enroll *e, struct enr_record **rec,
+                       const struct enr_site *const *sites, size_t n, bool *updated)
+{
+	int rc = 0;
+
+	for (size_t i = 0; i < n && rc == 0; i++)
+		rc = enr_record_add_site(*rec, sites[i]->id, sites[i]->name);
 	if (rc < 0)
-		return fail(e, rc);
-	if (site) {
-		e->rec->last_check.at = (long long)time(NULL);
-		e->rec->last_check.outcome = ENR_OUTCOME_OK;
+		return rc;
+	if (n) {
+		(*rec)->last_check.at = (long long)time(NULL);
+		(*rec)->last_check.outcome = ENR_OUTCOME_OK;
 	}
-	if (e->reauth) {
-		struct reauth_ctx ctx = {e->rec, e->allow_account_change};
-		rc = enr_store_update(e->store, e->reauth->id, apply_reauth, &ctx);
-		if (rc == 0) {
-			enr_record_free(e->rec);
-			e->rec = NULL;
-			rc = enr_store_get(&e->rec, e->store, e->reauth->id);
-		}
-		e->updated = true;
+	if (!e->reauth)
+		return enr_store_put(updated, e->store, *rec);
+	struct reauth_ctx ctx = {*rec, e->allow_account_change};
+	rc = enr_store_update(e->store, e->reauth->id, apply_reauth, &ctx);
+	if (rc == 0) {
+		enr_record_free(*rec);
+		*rec = NULL;
+		rc = enr_store_get(rec, e->store, e->reauth->id);
+	}
+	*updated = true;
+	return rc;
+}
+
+/*
+ * Whether the chosen sites go into one record: a re-authorization updates its
+ * own, and credentials with a refresh token are one sign-in whose token each
+ * record would spend (rotated, it would strand every other copy). Keys and
+ * accounts are saved one record per site, each checked and shown on its own.
+ */
+static bool one_record(const struct enr_enroll *e)
+{
+	const struct enr_credentials *c = &e->rec->cred;
+
+	return e->reauth || (c->tokens.refresh_token && c->tokens.refresh_token[0]);
+}
+
+static int save_sites(struct enr_enroll *e, const struct enr_site *const *sites, size_t n)
+{
+	char failed[MAX_TEXT] = "";
+	size_t len = 0, saved = 0;
+	int rc;
+
+	if (n < 2 || one_record(e)) {
+		if ((rc = save_record(e, &e->rec, sites, n, &e->updated)) < 0)
+			return fail(e, rc);
+		saved = 1;
 	} else {
-		rc = enr_store_put(&e->updated, e->store, e->rec);
+		struct enr_record *proto = e->rec;
+		int first_error = 0;
+		e->rec = NULL;
+		if (!(e->more = calloc(n, sizeof(*e->more)))) {
+			e->rec = proto;
+			return fail(e, enr_error_set(ENR_E_NOMEM, NULL));
+		}
+		/* Each site is its own record: one that cannot be saved leaves the others saved. */
+		for (size_t i = 0; i < n; i++) {
+			struct enr_record *rec = NULL;
+			bool updated = false;
+			rc = enr_record_dup(&rec, proto);
+			if (rc == 0 && rec->cred.type == ENR_CRED_ACCOUNT)
+				rc = enr_record_set(&rec->cred.account.site_id, sites[i]->id);
+			if (rc == 0)
+				rc = save_record(e, &rec, &sites[i], 1, &updated);
+			if (rc < 0) {
+				enr_record_free(rec);
+				first_error = first_error ? first_error : rc;
+				if (len < sizeof(failed))
+					len += (size_t)snprintf(failed + len, sizeof(failed) - len,
+					                        "%ssite %s was not saved: %s",
+					                        len ? "; " : "", sites[i]->id,
+					                        enr_error_last());
+				continue;
+			}
+			if (!e->rec) {
+				e->rec = rec;
+				e->updated = updated;
+			} else {
+				e->more[e->n_more++] = rec;
+			}
+			saved++;
+		}
+		if (!e->rec) {
+			e->rec = proto;
+			enr_error_set(first_error, "%s", failed);
+			return fail(e, first_error);
+		}
+		enr_record_free(proto);
 	}
-	if (rc < 0)
-		return fail(e, rc);
 	e->state = ENR_ENROLL_DONE;
-	set_message(e, "%s %s for %s", e->updated ? "Updated" : "Saved", e->rec->id,
-	            e->rec->customer ? e->rec->customer : "");
+	if (failed[0]) {
+		free(e->warning);
+		e->warning = enr_util_printf("%s: enroll it again", failed);
+	}
+	if (saved == 1)
+		set_message(e, "%s %s for %s", e->updated ? "Updated" : "Saved", e->rec->id,
+		            e->rec->customer ? e->rec->customer : "");
+	else
+		set_message(e, "Saved %zu records for %s", saved,
+		            e->rec->customer ? e->rec->customer : "");
 	return 0;
 }
 
@@ -1687,24 +1774,60 @@ const char *enr_enroll_site_holder(const struct enr_enroll *e, size_t i)
 
 int enr_enroll_choose_site(struct enr_enroll *e, const char *site_id)
 {
-	const struct enr_site *site;
+	return enr_enroll_choose_sites(e, &site_id, 1);
+}
+
+int enr_enroll_choose_sites(struct enr_enroll *e, const char *const *site_ids, size_t n)
+{
+	const struct enr_site **chosen;
+	size_t k = 0;
+	int rc;
 
 	if (e->state != ENR_ENROLL_SITES)
 		return enr_error_set(ENR_E_USAGE, "no site is to be chosen now");
-	site = enr_check_find_site(e->sites, site_id);
-	if (!site)
-		return enr_error_set(ENR_E_USAGE, "%s listed no site %s", e->vendor->name, site_id);
-	if (e->rec->cred.type == ENR_CRED_ACCOUNT) {
-		int rc = enr_record_set(&e->rec->cred.account.site_id, site->id);
-		if (rc < 0)
-			return rc;
+	if (n == 0)
+		return enr_error_set(ENR_E_USAGE, "choose at least one site");
+	if (!(chosen = calloc(n, sizeof(*chosen))))
+		return enr_error_set(ENR_E_NOMEM, NULL);
+	for (size_t i = 0; i < n; i++) {
+		const struct enr_site *site = enr_check_find_site(e->sites, site_ids[i]);
+		bool again = false;
+		if (!site) {
+			free(chosen);
+			return enr_error_set(ENR_E_USAGE, "%s listed no site %s", e->vendor->name,
+			                     site_ids[i]);
+		}
+		for (size_t j = 0; j < k; j++)
+			again = again || chosen[j] == site;
+		if (!again)
+			chosen[k++] = site;
 	}
-	return save(e, site);
+	/* A single-site account names its site in the credentials too. */
+	if (k == 1 && e->rec->cred.type == ENR_CRED_ACCOUNT &&
+	    (rc = enr_record_set(&e->rec->cred.account.site_id, chosen[0]->id)) < 0) {
+		free(chosen);
+		return rc;
+	}
+	rc = save_sites(e, chosen, k);
+	free(chosen);
+	return rc;
 }
 
 const struct enr_record *enr_enroll_record(const struct enr_enroll *e)
 {
 	return e->state == ENR_ENROLL_DONE ? e->rec : NULL;
+}
+
+size_t enr_enroll_record_count(const struct enr_enroll *e)
+{
+	return e->state == ENR_ENROLL_DONE ? 1 + e->n_more : 0;
+}
+
+const struct enr_record *enr_enroll_record_at(const struct enr_enroll *e, size_t i)
+{
+	if (e->state != ENR_ENROLL_DONE || i > e->n_more)
+		return NULL;
+	return i == 0 ? e->rec : e->more[i - 1];
 }
 
 bool enr_enroll_updated(const struct enr_enroll *e)

@@ -882,10 +882,10 @@ static void fill(struct enr_enroll *e, const char *const *pairs)
 	assert_int_equal(enr_enroll_submit_fields(e), 0);
 }
 
-static void enphase_partner(void **state)
+/* Enphase's partner method filled in with the sandbox's tokens: at SITES. */
+static struct enr_enroll *enphase_partner_sites(struct fixture *f, const char *customer)
 {
-	struct fixture *f = *state;
-	struct enr_enroll *e = session(f, NULL, "enphase", "partner", "Gina");
+	struct enr_enroll *e = session(f, NULL, "enphase", "partner", customer);
 	const char *const pairs[] = {"access_token",
 	                             cred(f, "enphase_partner", "access_token"),
 	                             "refresh_token",
@@ -893,11 +893,19 @@ static void enphase_partner(void **state)
 	                             "api_key",
 	                             cred(f, "enphase_partner", "api_key"),
 	                             NULL};
-	const struct enr_record *rec;
-	char site[64];
 
 	fill(e, pairs);
 	assert_int_equal(drive(e, false), ENR_ENROLL_SITES);
+	return e;
+}
+
+static void enphase_partner(void **state)
+{
+	struct fixture *f = *state;
+	struct enr_enroll *e = enphase_partner_sites(f, "Gina");
+	const struct enr_record *rec;
+	char site[64];
+
 	assert_int_equal(enr_enroll_site_count(e), 3);
 	snprintf(site, sizeof(site), "%s", enr_enroll_site(e, 2)->id);
 	assert_int_equal(enr_enroll_choose_site(e, "no-such-site"), ENR_E_USAGE);
@@ -973,6 +981,72 @@ static void solaredge_solis_account(void **state)
 	account_method(f, "solaredge");
 	account_method(f, "solis");
 	assert_int_equal(stored_count(f), 2);
+}
+
+/* One customer, several sites of a portal account: one record per site, each
+ * naming its own site; an id chosen twice counts once. */
+static void several_sites_one_record_each(void **state)
+{
+	struct fixture *f = *state;
+	struct enr_enroll *e = session(f, NULL, "solaredge", "account", "Lou");
+	char first[64], third[64];
+	const char *ids[3];
+
+	assert_int_equal(drive(e, false), ENR_ENROLL_SITES);
+	assert_int_equal(enr_enroll_site_count(e), 3);
+	snprintf(first, sizeof(first), "%s", enr_enroll_site(e, 0)->id);
+	snprintf(third, sizeof(third), "%s", enr_enroll_site(e, 2)->id);
+	ids[0] = first;
+	ids[1] = third;
+	ids[2] = first;
+	assert_int_equal(enr_enroll_choose_sites(e, ids, 0), ENR_E_USAGE);
+	assert_int_equal(enr_enroll_state(e), ENR_ENROLL_SITES);
+	assert_int_equal(enr_enroll_choose_sites(e, ids, 3), 0);
+	expect_done(e);
+	assert_int_equal(enr_enroll_record_count(e), 2);
+	assert_non_null(strstr(enr_enroll_message(e), "Saved 2 records for Lou"));
+	assert_null(enr_enroll_warning(e));
+	for (size_t i = 0; i < 2; i++) {
+		const struct enr_record *rec = enr_enroll_record_at(e, i);
+		struct enr_record *saved = stored(f, rec->id);
+		assert_int_equal(rec->n_sites, 1);
+		assert_string_equal(rec->sites[0].id, i ? third : first);
+		assert_string_equal(rec->cred.account.site_id, i ? third : first);
+		assert_string_equal(saved->customer, "Lou");
+		assert_int_equal(saved->n_sites, 1);
+		assert_string_equal(saved->sites[0].id, i ? third : first);
+		enr_record_free(saved);
+	}
+	assert_string_not_equal(enr_enroll_record_at(e, 0)->id, enr_enroll_record_at(e, 1)->id);
+	assert_null(enr_enroll_record_at(e, 2));
+	enr_enroll_free(e);
+	assert_int_equal(stored_count(f), 2);
+}
+
+/* Several sites behind one rotating refresh token: one record holds them all,
+ * so that no copy of the token is left to be spent by another record. */
+static void several_sites_one_token(void **state)
+{
+	struct fixture *f = *state;
+	struct enr_enroll *e = enphase_partner_sites(f, "Max");
+	const struct enr_record *rec;
+	char ids_buf[3][64];
+	const char *ids[3];
+
+	assert_int_equal(enr_enroll_site_count(e), 3);
+	for (size_t i = 0; i < 3; i++) {
+		snprintf(ids_buf[i], sizeof(ids_buf[i]), "%s", enr_enroll_site(e, i)->id);
+		ids[i] = ids_buf[i];
+	}
+	assert_int_equal(enr_enroll_choose_sites(e, ids, 3), 0);
+	expect_done(e);
+	assert_int_equal(enr_enroll_record_count(e), 1);
+	rec = enr_enroll_record(e);
+	assert_int_equal(rec->n_sites, 3);
+	for (size_t i = 0; i < 3; i++)
+		assert_string_equal(rec->sites[i].id, ids[i]);
+	enr_enroll_free(e);
+	assert_int_equal(stored_count(f), 1);
 }
 
 /* ---- failures ----------------------------------------------------------- */
@@ -1785,6 +1859,8 @@ static const struct CMUnitTest tests[] = {
     T(solaredge_key),
     T(solis_key),
     T(solaredge_solis_account),
+    T(several_sites_one_record_each),
+    T(several_sites_one_token),
     T(key_failures),
     T(enphase_app_key_mismatch),
     T(sma_no_plants),

@@ -30,7 +30,8 @@ struct enroll_args {
 	const char *reauth_id;
 	const char *customer;
 	const char *method;
-	const char *site;
+	const char *sites[64]; /* --site, as given (several: one customer's systems) */
+	size_t n_sites;
 	const char *api_key_file;
 	const char *key_id;
 	const char *key_secret_file;
@@ -54,7 +55,7 @@ static void usage(FILE *out, bool reauth)
 	else
 		fprintf(
 		    out,
-		    "Usage: derenroll enroll VENDOR --customer REF [--method M] [--site ID] "
+		    "Usage: derenroll enroll VENDOR --customer REF [--method M] [--site ID]... "
 		    "[--json]\n"
 		    "  key (SolarEdge):  --api-key-file F\n"
 		    "  key (Solis):      --key-id ID --key-secret-file F\n"
@@ -159,27 +160,31 @@ static bool only_site(const struct enr_enroll *e, const char *customer)
 	       (!holder || (customer && strcmp(holder, customer) == 0));
 }
 
+/* One line per record saved (several sites of a key or account: a record each). */
 static void print_result(const struct enr_enroll *e, const struct enroll_args *a, long days)
 {
-	const struct enr_record *rec = enr_enroll_record(e);
+	const struct enr_record *rec = NULL;
 
-	if (a->json) {
-		enr_record_view_write(stdout, rec, (long long)time(NULL), days, false);
-		putchar('\n');
-	} else {
+	for (size_t i = 0; (rec = enr_enroll_record_at(e, i)); i++) {
 		char when[32], customer[SHOWN_SIZE], vendor[SHOWN_SIZE], method[SHOWN_SIZE];
 		char site[SHOWN_SIZE], name[SHOWN_SIZE];
+		if (a->json) {
+			enr_record_view_write(stdout, rec, (long long)time(NULL), days, false);
+			putchar('\n');
+			continue;
+		}
 		enr_lifecycle_due_text(when, sizeof(when), rec, "never");
 		printf(
-		    "%s %s: %s, %s (%s) site %s %s; authorization expires: %s\n",
-		    enr_enroll_updated(e) ? "Updated" : "Enrolled", rec->id,
+		    "%s %s: %s, %s (%s) site %s %s%s; authorization expires: %s\n",
+		    i == 0 && enr_enroll_updated(e) ? "Updated" : "Enrolled", rec->id,
 		    enr_text_visible(customer, sizeof(customer), rec->customer, 0),
 		    enr_text_visible(vendor, sizeof(vendor), enr_enroll_vendor(e)->name, 0),
 		    enr_text_visible(method, sizeof(method), rec->method, 0),
 		    enr_text_visible(site, sizeof(site), rec->n_sites ? rec->sites[0].id : "", 0),
 		    enr_text_visible(name, sizeof(name), rec->n_sites ? rec->sites[0].name : "", 0),
-		    when);
+		    rec->n_sites > 1 ? " and more" : "", when);
 	}
+	rec = enr_enroll_record(e);
 	if (enr_enroll_warning(e))
 		cli_error("warning: %s", enr_enroll_warning(e));
 	if (enr_record_pending(rec))
@@ -297,7 +302,9 @@ static int drive(struct enr_enroll *e, const struct enroll_args *a, long days)
 				stdin_slot = 0;
 			break;
 		case ENR_ENROLL_SITES:
-			if (only_site(e, a->customer)) {
+			if (a->n_sites > 1) {
+				rc = enr_enroll_choose_sites(e, a->sites, a->n_sites);
+			} else if (only_site(e, a->customer)) {
 				rc = enr_enroll_choose_site(e, enr_enroll_site(e, 0)->id);
 			} else {
 				print_sites(e);
@@ -385,7 +392,12 @@ static int run(struct cli_globals *g, int argc, char **argv, bool reauth)
 			a.method = optarg;
 			break;
 		case 's':
-			a.site = optarg;
+			if (a.n_sites == (sizeof(a.sites) / sizeof(a.sites[0]))) {
+				cli_error("enroll: at most %zu --site options",
+				          (sizeof(a.sites) / sizeof(a.sites[0])));
+				return EXIT_USAGE;
+			}
+			a.sites[a.n_sites++] = optarg;
 			break;
 		case 'a':
 			a.api_key_file = optarg;
@@ -474,7 +486,8 @@ static int run(struct cli_globals *g, int argc, char **argv, bool reauth)
 	opts.vendor = a.vendor;
 	opts.method = a.method;
 	opts.customer = a.customer;
-	opts.site_id = a.site;
+	/* One site is chosen as soon as it is found; several when all are listed. */
+	opts.site_id = a.n_sites == 1 ? a.sites[0] : NULL;
 	opts.reauth_id = a.reauth_id;
 	opts.allow_account_change = a.allow_account_change;
 	opts.consent = a.code ? ENR_CONSENT_PASTE : ENR_CONSENT_AUTO;

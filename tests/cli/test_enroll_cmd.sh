@@ -6,7 +6,7 @@
 set -u
 BIN=$1
 . "$(dirname "$0")/lib.sh"
-plan 85
+plan 88
 
 for tool in jq curl; do
 	command -v "$tool" >/dev/null && continue
@@ -133,6 +133,21 @@ expect_rc "solaredge account with --site" 0
 printf '%s' "$OUT" | jq -e --arg s "$ACCOUNT_SITE" '.method == "account" and .sites[0].id == $s' \
 	>/dev/null
 check $? "the account record holds the site" "$OUT"
+
+# One customer, two sites of the account: a record each, one JSON line each.
+S0=$(cred 'solaredge_account.site_ids[0]')
+S1=$(cred 'solaredge_account.site_ids[1]')
+run D enroll solaredge --method account --customer "Two sites" --site "$S0" --site "$S1" --json
+keep
+expect_rc "solaredge account with two --site" 0
+printf '%s' "$OUT" | jq -s -e --arg a "$S0" --arg b "$S1" \
+	'length == 2 and .[0].sites[0].id == $a and .[1].sites[0].id == $b and
+	 .[0].id != .[1].id and all(.[]; .customer == "Two sites" and (.sites | length) == 1)' \
+	>/dev/null
+check $? "two records, one site each, for the one customer" "$OUT"
+run D list --json
+printf '%s' "$OUT" | jq -e '[.[] | select(.customer == "Two sites")] | length == 2' >/dev/null
+check $? "both are in the store" "$OUT"
 
 secret open_key "OTHERKEY$RANDOM$RANDOM"
 chmod 644 "$TMP/open_key"

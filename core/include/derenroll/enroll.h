@@ -124,10 +124,25 @@ ENR_API const struct enr_site *enr_enroll_site(const struct enr_enroll *e, size_
 ENR_API const char *enr_enroll_site_holder(const struct enr_enroll *e, size_t i);
 /* SITES: saves the record for that site; ENR_E_USAGE for an unknown id. */
 ENR_API int enr_enroll_choose_site(struct enr_enroll *e, const char *site_id);
+/*
+ * SITES: saves the `n` sites chosen (one customer's several systems; an id
+ * given twice counts once). Credentials with a refresh token, and a
+ * re-authorization, keep them all in one record: one sign-in is one token,
+ * which copies in several records would spend from under each other. Other
+ * credentials (keys, accounts) are saved one record per site; when some of
+ * them cannot be saved the others stay saved, DONE says so in
+ * enr_enroll_warning(), and it fails only when none could be. ENR_E_USAGE for
+ * an unknown id or none.
+ */
+ENR_API int enr_enroll_choose_sites(struct enr_enroll *e, const char *const *site_ids, size_t n);
 
 /* DONE: the saved record (secrets included: mask them when showing it). */
 ENR_API const struct enr_record *enr_enroll_record(const struct enr_enroll *e);
-/* DONE: true when an existing record was updated rather than added. */
+/* DONE: how many records were saved (1 unless several sites were chosen for
+ * credentials saved one record per site), and each; 0 is enr_enroll_record(). */
+ENR_API size_t enr_enroll_record_count(const struct enr_enroll *e);
+ENR_API const struct enr_record *enr_enroll_record_at(const struct enr_enroll *e, size_t i);
+/* DONE: true when an existing record was updated rather than added (the first). */
 ENR_API bool enr_enroll_updated(const struct enr_enroll *e);
 /* A warning for the installer (missing scope, ...), or NULL. */
 ENR_API const char *enr_enroll_warning(const struct enr_enroll *e);

@@ -612,6 +612,8 @@ void wiz_sites_setup(void)
 		if (listview_add(w->sites, label, NULL, (void *)s) < 0)
 			return;
 	}
+	/* One customer may have several systems: they can be marked and saved at once. */
+	listview_set_marks(w->sites, enr_enroll_site_count(w->e) > 1);
 }
 
 static void sites_draw(struct area body)
@@ -628,90 +630,162 @@ static void sites_draw(struct area body)
 	else
 		snprintf(line, sizeof(line),
 		         "%s lists %zu sites, %zu not enrolled yet (first). Choose the customer's "
-		         "site (type to filter).",
+		         "site, or mark each of theirs with Space (type to filter).",
 		         vendor_name(), n, fresh);
 	draw_wrapped((struct area){body.y, 2, 2, body.cols - 4}, A_NORMAL, line);
 	if (w->sites)
 		listview_draw(w->sites, (struct area){body.y + 2, 2, body.rows - 2, body.cols - 4});
 }
 
-/* The site the installer chose, while they are asked about its other record. */
-static char chosen_site[256];
+/* The sites the installer chose, while they are asked about their other records. */
+static char chosen_ids[64][256];
+static size_t n_chosen;
 
-static int choose_site(void *ctx)
+static int choose_sites(void *ctx)
 {
 	struct wiz *w = wiz_state();
+	const char *ids[64];
 	int rc;
 
 	(void)ctx;
 	if (!w->e || enr_enroll_state(w->e) != ENR_ENROLL_SITES)
 		return SCREEN_REDRAW;
-	rc = enr_enroll_choose_site(w->e, chosen_site);
+	for (size_t i = 0; i < n_chosen; i++)
+		ids[i] = chosen_ids[i];
+	rc = enr_enroll_choose_sites(w->e, ids, n_chosen);
 	if (rc < 0 && enr_enroll_state(w->e) != ENR_ENROLL_FAILED)
 		snprintf(w->note, sizeof(w->note), "%s", enr_error_last());
 	wiz_session_sync();
 	return SCREEN_REDRAW;
 }
 
+/* The record that holds `s` already, if another customer's. */
+static const char *other_holder(const struct enr_site *s)
+{
+	struct wiz *w = wiz_state();
+
+	for (size_t i = 0; i < enr_enroll_site_count(w->e); i++)
+		if (enr_enroll_site(w->e, i) == s) {
+			const char *holder = enr_enroll_site_holder(w->e, i);
+			return holder && strcmp(holder, w->customer_ref) != 0 ? holder : NULL;
+		}
+	return NULL;
+}
+
+static void take_site(const struct enr_site *s)
+{
+	if (n_chosen < sizeof(chosen_ids) / sizeof(chosen_ids[0]))
+		snprintf(chosen_ids[n_chosen++], sizeof(chosen_ids[0]), "%s", s->id);
+}
+
 static int sites_key(const struct keypress *k)
 {
 	struct wiz *w = wiz_state();
-	const struct enr_site *s;
-	const char *holder;
+	const struct enr_site *s, *held = NULL;
+	const char *holder = NULL;
 	char question[1024], site[ENR_TEXT_VISIBLE_SIZE(40)], other[ENR_TEXT_VISIBLE_SIZE(60)],
 	    mine[ENR_TEXT_VISIBLE_SIZE(60)];
-	size_t sel;
+	size_t sel, n_held = 0;
 
 	if (!w->sites)
 		return SCREEN_IGNORED;
 	if (!keypress_is_enter(k))
 		return listview_handle_key(w->sites, k);
-	sel = listview_selected(w->sites);
-	if (sel == LISTVIEW_NONE)
-		return SCREEN_HANDLED;
-	s = listview_data(w->sites, sel);
-	snprintf(chosen_site, sizeof(chosen_site), "%s", s->id);
-	/* Another customer's record holds the site: saving it renames that customer. */
-	holder = NULL;
-	for (size_t i = 0; i < enr_enroll_site_count(w->e); i++)
-		if (enr_enroll_site(w->e, i) == s)
-			holder = enr_enroll_site_holder(w->e, i);
-	if (!holder || strcmp(holder, w->customer_ref) == 0)
-		return choose_site(NULL);
-	snprintf(question, sizeof(question),
-	         "Site %s is enrolled already, for \"%s\". Enrolling it here replaces that "
-	         "record's customer reference with \"%s\". Replace it?",
-	         enr_text_visible(site, sizeof(site), s->id, 40),
-	         enr_text_visible(other, sizeof(other), holder, 60),
-	         enr_text_visible(mine, sizeof(mine), w->customer_ref, 60));
-	screen_confirm(question, "replace", "choose again", choose_site, NULL);
+	n_chosen = 0;
+	/* The marked sites, else the one selected. */
+	for (size_t i = 0; i < listview_count(w->sites); i++)
+		if (listview_marked(w->sites, i))
+			take_site(listview_data(w->sites, i));
+	if (!n_chosen) {
+		sel = listview_selected(w->sites);
+		if (sel == LISTVIEW_NONE)
+			return SCREEN_HANDLED;
+		take_site(listview_data(w->sites, sel));
+	}
+	/* Another customer's record holds a site: saving it renames that customer. */
+	for (size_t i = 0; i < enr_enroll_site_count(w->e); i++) {
+		s = enr_enroll_site(w->e, i);
+		for (size_t j = 0; j < n_chosen; j++)
+			if (strcmp(chosen_ids[j], s->id) == 0 && other_holder(s)) {
+				held = held ? held : s;
+				holder = holder ? holder : other_holder(s);
+				n_held++;
+			}
+	}
+	if (!held)
+		return choose_sites(NULL);
+	if (n_held == 1)
+		snprintf(question, sizeof(question),
+		         "Site %s is enrolled already, for \"%s\". Enrolling it here replaces that "
+		         "record's customer reference with \"%s\". Replace it?",
+		         enr_text_visible(site, sizeof(site), held->id, 40),
+		         enr_text_visible(other, sizeof(other), holder, 60),
+		         enr_text_visible(mine, sizeof(mine), w->customer_ref, 60));
+	else
+		snprintf(question, sizeof(question),
+		         "%zu of these sites are enrolled already (%s for \"%s\", ...). Enrolling "
+		         "them here replaces those records' customer reference with \"%s\". "
+		         "Replace them?",
+		         n_held, enr_text_visible(site, sizeof(site), held->id, 40),
+		         enr_text_visible(other, sizeof(other), holder, 60),
+		         enr_text_visible(mine, sizeof(mine), w->customer_ref, 60));
+	screen_confirm(question, "replace", "choose again", choose_sites, NULL);
 	return SCREEN_HANDLED;
 }
 
 /* ---- saved, failed, waiting -------------------------------------------- */
 
+/* The sites of the records saved, as one line: "id name" or "3 sites: a, b, c". */
+static void sites_line(char *line, size_t size)
+{
+	struct wiz *w = wiz_state();
+	const struct enr_record *rec;
+	size_t n = 0, len;
+
+	for (size_t i = 0; (rec = enr_enroll_record_at(w->e, i)); i++)
+		n += rec->n_sites;
+	rec = enr_enroll_record(w->e);
+	if (n <= 1) {
+		snprintf(line, size, "Site:      %s %s", rec->n_sites ? rec->sites[0].id : "",
+		         rec->n_sites && rec->sites[0].name ? rec->sites[0].name : "");
+		return;
+	}
+	len = (size_t)snprintf(line, size, "Sites:     %zu:", n);
+	for (size_t i = 0; (rec = enr_enroll_record_at(w->e, i)); i++)
+		for (size_t j = 0; j < rec->n_sites && len < size; j++)
+			len += (size_t)snprintf(line + len, size - len, "%s %s", i + j ? "," : "",
+			                        rec->sites[j].id);
+}
+
 static void done_draw(struct area body)
 {
 	struct wiz *w = wiz_state();
 	const struct enr_record *rec = enr_enroll_record(w->e);
+	size_t n_records = enr_enroll_record_count(w->e);
 	char line[512], when[64];
 	int y = body.y + 1;
 
 	enr_lifecycle_due_text(when, sizeof(when), rec, "does not expire");
-	snprintf(line, sizeof(line), "%s record %s%s.",
-	         enr_enroll_updated(w->e) ? "Updated" : "Saved", rec->id,
-	         enr_record_pending(rec) ? " on this laptop only: the team store is out of reach "
-	                                   "(pushed by `derenroll sync`)"
-	                                 : "");
-	draw_text(y, 2, body.cols - 4, A_BOLD, line);
-	y += 2;
+	if (n_records > 1) {
+		size_t len = (size_t)snprintf(line, sizeof(line), "Saved %zu records:", n_records);
+		for (size_t i = 0; i < n_records && len < sizeof(line); i++)
+			len += (size_t)snprintf(line + len, sizeof(line) - len, " %s",
+			                        enr_enroll_record_at(w->e, i)->id);
+	} else {
+		snprintf(line, sizeof(line), "%s record %s.",
+		         enr_enroll_updated(w->e) ? "Updated" : "Saved", rec->id);
+	}
+	if (enr_record_pending(rec))
+		snprintf(line + strlen(line), sizeof(line) - strlen(line), "%s",
+		         " On this laptop only: the team store is out of reach (pushed by "
+		         "`derenroll sync`).");
+	y += draw_wrapped((struct area){y, 2, 3, body.cols - 4}, A_BOLD, line) + 1;
 	snprintf(line, sizeof(line), "Vendor:    %s (%s)", vendor_name(),
 	         enr_enroll_method(w->e)->label);
 	draw_text(y++, 2, body.cols - 4, A_NORMAL, line);
 	snprintf(line, sizeof(line), "Customer:  %s", rec->customer ? rec->customer : "");
 	draw_text(y++, 2, body.cols - 4, A_NORMAL, line);
-	snprintf(line, sizeof(line), "Site:      %s %s", rec->n_sites ? rec->sites[0].id : "",
-	         rec->n_sites && rec->sites[0].name ? rec->sites[0].name : "");
+	sites_line(line, sizeof(line));
 	draw_text(y++, 2, body.cols - 4, A_NORMAL, line);
 	snprintf(line, sizeof(line), "Authorization expires: %s", when);
 	draw_text(y++, 2, body.cols - 4, A_NORMAL, line);
@@ -759,8 +833,13 @@ static const struct key_help *session_keys(struct screen *s)
 	                                         {"Esc", "cancel"},
 	                                         {NULL, NULL}};
 	static const struct key_help k_wait[] = {{"Esc", "cancel"}, {NULL, NULL}};
-	static const struct key_help k_sites[] = {
-	    {"Enter", "confirm site"}, {"type", "filter"}, {"Esc", "cancel"}, {NULL, NULL}};
+	static const struct key_help k_site[] = {
+	    {"Enter", "confirm site"}, {"Esc", "cancel"}, {NULL, NULL}};
+	static const struct key_help k_sites[] = {{"Enter", "save"},
+	                                          {"Space", "mark"},
+	                                          {"type", "filter"},
+	                                          {"Esc", "cancel"},
+	                                          {NULL, NULL}};
 	static const struct key_help k_done[] = {
 	    {"Enter", "enroll another"}, {"q", "quit"}, {NULL, NULL}};
 	static const struct key_help k_failed[] = {{"r", "retry"}, {"Esc", "back"}, {NULL, NULL}};
@@ -788,7 +867,7 @@ static const struct key_help *session_keys(struct screen *s)
 	case ENR_ENROLL_WAIT:
 		return k_wait;
 	case ENR_ENROLL_SITES:
-		return k_sites;
+		return enr_enroll_site_count(w->e) > 1 ? k_sites : k_site;
 	case ENR_ENROLL_DONE:
 		return k_done;
 	case ENR_ENROLL_FAILED:

@@ -74,7 +74,7 @@ wait_screen "SolarEdge: how does the customer authorize?" >/dev/null
 help "Enter    choose" "method"
 keys Down Down Enter
 wait_screen "sites found" >/dev/null
-help "Enter    confirm site" "sites"
+help "Space    mark" "sites"
 keys Enter
 wait_screen "Enter: enroll another" >/dev/null
 help "Enter    enroll another" "saved"

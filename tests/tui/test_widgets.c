@@ -284,6 +284,36 @@ static void list_narrowing_and_widening_agree_with_a_full_search(void **state)
 	listview_free(lv);
 }
 
+/* Marks: Tab always, Space while no filter is typed (then it is the filter's). */
+static void list_marks_several_rows(void **state)
+{
+	struct listview *lv = make_list(10);
+
+	(void)state;
+	list_key(lv, ch(' '));
+	assert_string_equal(listview_filter(lv), " "); /* without marks, Space filters */
+	list_key(lv, ch(KEY_CTRL('u')));
+	listview_set_marks(lv, true);
+	list_key(lv, ch(' ')); /* row 0, then the selection moves on */
+	assert_int_equal(listview_selected(lv), 1);
+	list_key(lv, fn(KEY_DOWN));
+	list_key(lv, ch('\t')); /* row 2 */
+	assert_true(listview_marked(lv, 0));
+	assert_false(listview_marked(lv, 1));
+	assert_true(listview_marked(lv, 2));
+	assert_int_equal(listview_mark_count(lv), 2);
+	assert_string_equal(listview_filter(lv), "");
+	list_type(lv, L"row 2");
+	list_key(lv, ch(' ')); /* typed into the filter */
+	assert_string_equal(listview_filter(lv), "row 2 ");
+	assert_int_equal(listview_mark_count(lv), 2);
+	list_key(lv, ch('\t')); /* unmarks row 2, the only one shown */
+	assert_false(listview_marked(lv, 2));
+	assert_int_equal(listview_selected(lv), 2);
+	assert_int_equal(listview_mark_count(lv), 1);
+	listview_free(lv);
+}
+
 static void list_keeps_the_selection_through_filtering(void **state)
 {
 	struct listview *lv = make_list(100);
@@ -432,6 +462,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(list_filters_case_insensitively),
     cmocka_unit_test(list_narrowing_and_widening_agree_with_a_full_search),
     cmocka_unit_test(list_keeps_the_selection_through_filtering),
+    cmocka_unit_test(list_marks_several_rows),
     cmocka_unit_test(list_moves_with_the_keys),
     cmocka_unit_test(list_filters_by_key_after_slash),
     cmocka_unit_test(text_width_counts_columns),

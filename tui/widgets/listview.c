@@ -18,6 +18,7 @@ struct row {
 	const char *folded; /* the label in lower case, for filtering */
 	const char *reason; /* NULL: enabled */
 	void *data;
+	bool marked;
 	/* label, folded and reason follow in the same allocation */
 };
 
@@ -33,6 +34,8 @@ struct listview {
 	char folded_filter[FILTER_MAX * 2];
 	bool filter_by_key; /* filtering is a mode: / starts it */
 	bool filtering;     /* in that mode, typing goes to the filter */
+	bool marks;         /* rows can be marked: several chosen at once */
+	size_t n_marked;
 };
 
 /* Lower-cases UTF-8 `s` into `out` (at most `size` bytes with the NUL); bytes
@@ -128,6 +131,7 @@ int listview_add(struct listview *lv, const char *label, const char *disabled_re
 		r->reason = NULL;
 	}
 	r->data = data;
+	r->marked = false;
 	lv->rows[lv->n_rows++] = r;
 	if (matches(lv, r))
 		lv->shown[lv->n_shown++] = lv->n_rows - 1;
@@ -204,6 +208,35 @@ void listview_set_filter_by_key(struct listview *lv, bool on)
 {
 	lv->filter_by_key = on;
 	lv->filtering = false;
+}
+
+void listview_set_marks(struct listview *lv, bool on)
+{
+	lv->marks = on;
+}
+
+bool listview_marked(const struct listview *lv, size_t index)
+{
+	return index < lv->n_rows && lv->rows[index]->marked;
+}
+
+size_t listview_mark_count(const struct listview *lv)
+{
+	return lv->n_marked;
+}
+
+/* Marks or unmarks the selected row, then selects the next (as fzf's Tab). */
+static void toggle_mark(struct listview *lv)
+{
+	struct row *r;
+
+	if (!lv->n_shown)
+		return;
+	r = lv->rows[lv->shown[lv->selected]];
+	r->marked = !r->marked;
+	lv->n_marked += r->marked ? 1 : (size_t)-1;
+	if (lv->selected + 1 < lv->n_shown)
+		lv->selected++;
 }
 
 bool listview_filtering(const struct listview *lv)
@@ -321,6 +354,12 @@ int listview_handle_key(struct listview *lv, const struct keypress *k)
 			return SCREEN_REDRAW;
 		}
 	}
+	/* Tab marks; so does Space where it could not be filtered for (no filter
+	 * starts with a space). */
+	if (lv->marks && (keypress_is(k, '\t') || (keypress_is(k, ' ') && !lv->filter[0]))) {
+		toggle_mark(lv);
+		return SCREEN_REDRAW;
+	}
 	if (lv->filter_by_key && !lv->filtering) {
 		if (keypress_is(k, '/')) {
 			lv->filtering = true;
@@ -370,7 +409,11 @@ void listview_draw(struct listview *lv, struct area a)
 	if (rows < 1 || a.cols < 4)
 		return;
 	lv->page = rows;
-	snprintf(status, sizeof(status), "%zu of %zu", lv->n_shown, lv->n_rows);
+	if (lv->n_marked)
+		snprintf(status, sizeof(status), "%zu marked, %zu of %zu", lv->n_marked,
+		         lv->n_shown, lv->n_rows);
+	else
+		snprintf(status, sizeof(status), "%zu of %zu", lv->n_shown, lv->n_rows);
 	status_cols = (int)strlen(status);
 	if (lv->filter[0] || lv->filtering) {
 		int x = a.x + draw_text(a.y, a.x, a.cols - status_cols - 2, A_BOLD, "Filter: ");
@@ -407,6 +450,8 @@ void listview_draw(struct listview *lv, struct area a)
 		if (sel)
 			draw_fill(y, a.x, a.cols, attr);
 		x += draw_text(y, x, a.cols, attr, sel ? "> " : "  ");
+		if (lv->marks)
+			x += draw_text(y, x, a.x + a.cols - x, attr, r->marked ? "[x] " : "[ ] ");
 		x += draw_text(y, x, a.x + a.cols - x, attr, r->label);
 		if (r->reason && a.x + a.cols - x > 4) {
 			char note[320];

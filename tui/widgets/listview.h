@@ -60,6 +60,13 @@ void listview_set_filter(struct listview *lv, const char *text);
 /* Filtering as a mode (/ starts it), so that letters reach the screen. */
 void listview_set_filter_by_key(struct listview *lv, bool on);
 
+/* Marks: rows drawn with a box, Tab (and Space while no filter is typed)
+ * marks or unmarks the selected row and selects the next, so that several
+ * can be chosen at once. */
+void listview_set_marks(struct listview *lv, bool on);
+bool listview_marked(const struct listview *lv, size_t index);
+size_t listview_mark_count(const struct listview *lv);
+
 /* Whether typing goes to the filter now (always, without filter-by-key). */
 bool listview_filtering(const struct listview *lv);
 

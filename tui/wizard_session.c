@@ -164,8 +164,9 @@ static void form_draw(struct area body)
 		whose(who, sizeof(who), "Re-authorizing");
 		y += draw_wrapped((struct area){y, 2, 3, body.cols - 4}, A_BOLD, who);
 	}
-	y +=
-	    draw_wrapped((struct area){y, 2, 2, body.cols - 4}, A_NORMAL, enr_enroll_message(w->e));
+	/* What the method needs: whole where there is room (the fields take up to 3 rows each). */
+	y += draw_wrapped((struct area){y, 2, body.rows >= 18 ? 4 : 2, body.cols - 4}, A_NORMAL,
+	                  enr_enroll_message(w->e));
 	if (w->creds)
 		draw_text(y++, 2, body.cols - 4, A_BOLD,
 		          "Demo: the sandbox's credentials are filled in; Enter submits them.");
@@ -945,6 +946,27 @@ static int discard_session(void *ctx)
 	return go_back();
 }
 
+/* Starts the session again; a form keeps what was typed in it (a refused
+ * key is corrected, not typed anew). */
+static void retry(void)
+{
+	struct wiz *w = wiz_state();
+	size_t n = w->n_fields;
+	char **kept = n ? calloc(n, sizeof(*kept)) : NULL;
+
+	for (size_t i = 0; kept && i < n; i++)
+		if (field_value(&kept[i], &w->fields[i]) < 0)
+			kept[i] = NULL;
+	wiz_session_start();
+	for (size_t i = 0; kept && i < n; i++) {
+		if (kept[i] && w->n_fields == n)
+			field_set_text(&w->fields[i], kept[i]);
+		if (kept[i])
+			field_free_value(kept[i]);
+	}
+	free(kept);
+}
+
 static int session_key(struct screen *s, const struct keypress *k)
 {
 	struct wiz *w = wiz_state();
@@ -954,7 +976,7 @@ static int session_key(struct screen *s, const struct keypress *k)
 	(void)s;
 	if (!w->e || st == ENR_ENROLL_FAILED) {
 		if (keypress_is(k, 'r') || keypress_is_enter(k)) {
-			wiz_session_start();
+			retry();
 			return SCREEN_REDRAW;
 		}
 		return keypress_is_escape(k) || keypress_is(k, 'q') ? go_back() : SCREEN_IGNORED;

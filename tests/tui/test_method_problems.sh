@@ -7,7 +7,7 @@
 set -u
 RECORDS=$3
 . "$(dirname "$0")/lib.sh"
-plan 16
+plan 23
 
 . "$(dirname "$0")/wizlib.sh"
 
@@ -43,4 +43,24 @@ expect_in "SMA is marked with the command that sets the secret" \
 	"not configured: derenroll secret set vendor.sma.client_secret" "$(sma_row)"
 keys C-c
 expect_exit "^C on the start screen" 130
+
+# A refused key: r tries again with what was typed, to be corrected, not typed anew.
+wiz --
+begin "Refused key" solaredge
+wait_screen "how does the customer authorize?" >/dev/null
+keys Down Enter
+wait_screen "v2 API key" >/dev/null
+settle
+keys C-u
+keys_text "invalidKEY0001"
+keys Enter
+wait_screen "SolarEdge refused the API key" >/dev/null
+check $? "a refused key fails the check" "$SCREEN"
+keys r
+wait_screen "v2 API key (hidden" >/dev/null
+keys C-r
+wait_screen "v2 API key (shown" >/dev/null
+expect_in "r: the form keeps the key typed" "invalidKEY0001" "$SCREEN"
+keys C-c
+expect_exit "^C on the form" 130
 finish

@@ -2,6 +2,9 @@
 #define DERENROLL_TUI_CLI_H
 
 #include <stdbool.h>
+#include <stdio.h>
+
+#include "derenroll/lifecycle.h"
 
 struct enr_config;
 struct enr_catalog;
@@ -32,6 +35,19 @@ int cli_load_config(struct cli_globals *g);
  * every vendor, Derapi and the relay of g->cfg at it (loading it first). Stop
  * it with enr_sandbox_stop(). */
 int cli_demo_sandbox(struct cli_globals *g, struct enr_sandbox **out);
+
+/* A record as text, a "label value" line each (`derenroll show`): secrets
+ * masked with `hidden` saying how to show them, unless `reveal`. */
+struct enr_record;
+int cli_show_text(FILE *out, const struct enr_record *r, long long now, long days, bool reveal,
+                  const char *hidden);
+
+/* `derenroll list`'s table, which the enrolled systems screen shows too: the
+ * header, and a record's row (its status and due time as enr_status_of()
+ * gives them) into buf. */
+const char *cli_list_header(void);
+char *cli_list_row(char *buf, size_t size, const struct enr_record *r, enum enr_status status,
+                   long long due_at);
 
 /* Sub-commands: run functions of the command table in main.c. */
 int cmd_enroll(struct cli_globals *g, int argc, char **argv);

@@ -157,18 +157,6 @@ static void json_string(FILE *out, const char *s)
 	enr_text_json_string(out, s);
 }
 
-/* "LABEL VALUE" with the value made visible (it comes from a vendor or a user).
- * The copy is wiped: with --reveal the value is a secret. */
-static void print_field(const char *indent, int label_width, const char *label, const char *value)
-{
-	char *shown = enr_text_visible_dup(value);
-
-	printf("%s%-*s %s\n", indent, label_width, label, shown ? shown : "");
-	if (shown)
-		explicit_bzero(shown, strlen(shown));
-	free(shown);
-}
-
 /* Config, [ui] expiring_days (when `days` is wanted) and the store. */
 static int prepare(struct cli_globals *g, bool listing, long *days, struct enr_store **store)
 {
@@ -217,28 +205,12 @@ static int row_cmp(const void *a, const void *b)
 
 static void print_table(const struct row *rows, size_t n)
 {
-	printf("%-10s  %-8s  %-9s  %-7s  %-10s  %s\n", "ID", "STATUS", "VENDOR", "METHOD", "DUE",
-	       "CUSTOMER");
-	for (size_t i = 0; i < n; i++) {
-		const struct enr_record *r = rows[i].rec;
-		char id[ENR_TEXT_VISIBLE_SIZE(10)], vendor[ENR_TEXT_VISIBLE_SIZE(9)];
-		char method[ENR_TEXT_VISIBLE_SIZE(7)], customer[ENR_TEXT_VISIBLE_SIZE(26)];
-		char due[16] = "-";
-		if (rows[i].status == ENR_STATUS_REJECTED) {
-			snprintf(due, sizeof(due), "now");
-		} else if (rows[i].due) {
-			time_t t = (time_t)rows[i].due;
-			struct tm tm;
-			gmtime_r(&t, &tm);
-			strftime(due, sizeof(due), "%Y-%m-%d", &tm);
-		}
-		/* 54 columns before the customer: it gets the rest of 80. */
-		printf("%-10s  %-8s  %-9s  %-7s  %-10s  %s\n",
-		       enr_text_visible(id, sizeof(id), r->id, 10), enr_status_name(rows[i].status),
-		       enr_text_visible(vendor, sizeof(vendor), r->vendor, 9),
-		       enr_text_visible(method, sizeof(method), r->method, 7), due,
-		       enr_text_visible(customer, sizeof(customer), r->customer, 26));
-	}
+	char line[256];
+
+	printf("%s\n", cli_list_header());
+	for (size_t i = 0; i < n; i++)
+		printf("%s\n",
+		       cli_list_row(line, sizeof(line), rows[i].rec, rows[i].status, rows[i].due));
 }
 
 int cmd_list(struct cli_globals *g, int argc, char **argv)
@@ -301,102 +273,6 @@ int cmd_list(struct cli_globals *g, int argc, char **argv)
 
 /* ---- show ---- */
 
-static bool is_secret_field(const char *name)
-{
-	static const char *const secret[] = {"access_token", "refresh_token", "id_token",
-	                                     "api_key",      "account_key",   "key_secret"};
-
-	for (size_t i = 0; i < sizeof(secret) / sizeof(secret[0]); i++)
-		if (strcmp(name, secret[i]) == 0)
-			return true;
-	return false;
-}
-
-/* The credentials object, one "  name: value" line per field, nested names dotted. */
-static void print_credentials(struct json_object *obj, const char *prefix, bool reveal)
-{
-	json_object_object_foreach(obj, key, val)
-	{
-		char name[128];
-		snprintf(name, sizeof(name), "%s%s", prefix, key);
-		if (json_object_is_type(val, json_type_object)) {
-			char sub[140];
-			snprintf(sub, sizeof(sub), "%s.", name);
-			print_credentials(val, sub, reveal);
-		} else if (!json_object_is_type(val, json_type_null)) {
-			print_field("  ", 22, name,
-			            is_secret_field(key) && !reveal ? "******** (--reveal shows it)"
-			                                            : json_object_get_string(val));
-		}
-	}
-}
-
-static void print_time(const char *label, long long t, const char *none)
-{
-	char buf[32];
-
-	if (t)
-		format_time(buf, sizeof(buf), t);
-	printf("%-24s %s\n", label, t ? buf : none);
-}
-
-static int show_text(const struct enr_record *r, long long now, long days, bool reveal)
-{
-	struct json_object *full = NULL, *cred = NULL;
-	long long due = 0;
-	enum enr_status status = enr_status_of(r, now, days, &due);
-	char reason[1024];
-	int rc;
-
-	print_field("", 24, "id", r->id);
-	print_field("", 24, "customer", r->customer);
-	print_field("", 24, "vendor", r->vendor);
-	print_field("", 24, "method", r->method);
-	print_field("", 24, "account", r->account ? r->account : "-");
-	if (enr_tesla_record_endpoint(r))
-		printf("%-24s %s\n", "region",
-		       enr_tesla_region_name(enr_tesla_region_of(r->region)));
-	printf("%-24s %s\n", "status", enr_status_name(status));
-	enr_lifecycle_reason_text(reason, sizeof(reason), r, now, days);
-	if (reason[0])
-		print_field("", 24, "why", reason);
-	if (status == ENR_STATUS_REJECTED)
-		printf("%-24s %s\n", "customer needed by",
-		       "now (the vendor refused the credentials)");
-	else
-		print_time("customer needed by", due, "never");
-	print_time("access expires", r->access_expires_at, "-");
-	print_time("refresh expires", r->refresh_expires_at, "-");
-	print_time("created", r->created_at, "-");
-	print_time("updated", r->updated_at, "-");
-	if (r->last_check.at || r->last_check.outcome) {
-		print_time("last check", r->last_check.at, "-");
-		char *message = enr_text_visible_dup(r->last_check.message);
-		printf("%-24s %s%s%s\n", "last check result",
-		       enr_record_outcome_name(r->last_check.outcome),
-		       r->last_check.message ? ": " : "",
-		       r->last_check.message && message ? message : "");
-		free(message);
-	} else {
-		printf("%-24s %s\n", "last check", "never");
-	}
-	printf("sites\n");
-	for (size_t i = 0; i < r->n_sites; i++) {
-		char id[ENR_TEXT_VISIBLE_SIZE(64)];
-		print_field("  ", 22, enr_text_visible(id, sizeof(id), r->sites[i].id, 0),
-		            r->sites[i].name);
-	}
-	rc = enr_record_to_json_object(&full, r, true);
-	if (rc < 0)
-		return rc;
-	printf("credentials (%s)\n", enr_record_cred_name(r->cred.type));
-	if (json_object_object_get_ex(full, "credentials", &cred) &&
-	    json_object_is_type(cred, json_type_object))
-		print_credentials(cred, "", reveal);
-	json_object_put(full);
-	return 0;
-}
-
 int cmd_show(struct cli_globals *g, int argc, char **argv)
 {
 	struct enr_store *store = NULL;
@@ -419,7 +295,7 @@ int cmd_show(struct cli_globals *g, int argc, char **argv)
 		rc = enr_record_view_write(stdout, rec, now, days, o.reveal);
 		putchar('\n');
 	} else if (rc == 0) {
-		rc = show_text(rec, now, days, o.reveal);
+		rc = cli_show_text(stdout, rec, now, days, o.reveal, "--reveal shows it");
 	}
 	enr_record_free(rec);
 	cli_close_store(g, store);

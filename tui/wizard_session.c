@@ -773,13 +773,13 @@ static void done_draw(struct area body)
 			len += (size_t)snprintf(line + len, sizeof(line) - len, " %s",
 			                        enr_enroll_record_at(w->e, i)->id);
 	} else {
-		snprintf(line, sizeof(line), "%s record %s.",
+		snprintf(line, sizeof(line), "%s record %s",
 		         enr_enroll_updated(w->e) ? "Updated" : "Saved", rec->id);
 	}
-	if (enr_record_pending(rec))
-		snprintf(line + strlen(line), sizeof(line) - strlen(line), "%s",
-		         " On this laptop only: the team store is out of reach (pushed by "
-		         "`derenroll sync`).");
+	snprintf(line + strlen(line), sizeof(line) - strlen(line), "%s.",
+	         enr_record_pending(rec) ? " on this laptop only: the team store is out of reach "
+	                                   "(pushed by `derenroll sync`)"
+	                                 : "");
 	y += draw_wrapped((struct area){y, 2, 3, body.cols - 4}, A_BOLD, line) + 1;
 	snprintf(line, sizeof(line), "Vendor:    %s (%s)", vendor_name(),
 	         enr_enroll_method(w->e)->label);

@@ -11,8 +11,6 @@
 #include <string.h>
 #include <time.h>
 
-#include <json-c/json.h>
-
 #include "derenroll/bulk.h"
 #include "derenroll/config.h"
 #include "derenroll/error.h"
@@ -109,6 +107,8 @@ static void build_list(void)
 	if (!S->rows || listview_new(&S->lv) < 0)
 		goto out;
 	listview_set_filter_by_key(S->lv, true);
+	/* The columns of `derenroll list`. */
+	listview_set_header(S->lv, cli_list_header());
 	listview_set_filter(S->lv, filter);
 	if (filtering)
 		listview_handle_key(S->lv, &(struct keypress){.kind = KP_CHAR, .code = '/'});
@@ -126,10 +126,7 @@ static void build_list(void)
 		char label[512];
 		if (enr_store_get(&rec, w->store, S->rows[i].id) < 0)
 			continue;
-		snprintf(label, sizeof(label), "%-8s %-10s %-10s %-22.22s %s %s",
-		         enr_status_name(S->rows[i].status), rec->id, rec->vendor,
-		         rec->customer ? rec->customer : "", rec->n_sites ? rec->sites[0].id : "",
-		         rec->n_sites && rec->sites[0].name ? rec->sites[0].name : "");
+		cli_list_row(label, sizeof(label), rec, S->rows[i].status, S->rows[i].due);
 		enr_record_free(rec);
 		if (listview_add(S->lv, label, NULL, (void *)(uintptr_t)i) < 0)
 			break;
@@ -345,38 +342,6 @@ static void bulk_done(void)
 
 /* ---- show and remove ----------------------------------------------------- */
 
-static void load_shown(void)
-{
-	struct wiz *w = wiz_state();
-	struct enr_record *rec = NULL;
-	struct json_object *obj = NULL;
-	char *text = NULL;
-	size_t len = 0;
-	FILE *f;
-
-	free(S->shown);
-	S->shown = NULL;
-	if (enr_store_get(&rec, w->store, S->current) < 0) {
-		snprintf(S->note, sizeof(S->note), "%s", enr_error_last());
-		return;
-	}
-	f = open_memstream(&text, &len);
-	if (f) {
-		enr_record_view_write(f, rec, (long long)time(NULL), expiring_days(), S->reveal);
-		fclose(f);
-	}
-	enr_record_free(rec);
-	if (text && (obj = json_tokener_parse(text)))
-		S->shown = strdup(json_object_to_json_string_ext(
-		    obj, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
-	json_object_put(obj);
-	if (text) {
-		/* It may hold secrets. */
-		explicit_bzero(text, len);
-		free(text);
-	}
-}
-
 static void clear_shown(void)
 {
 	if (S->shown) {
@@ -384,6 +349,28 @@ static void clear_shown(void)
 		free(S->shown);
 		S->shown = NULL;
 	}
+}
+
+static void load_shown(void)
+{
+	struct wiz *w = wiz_state();
+	struct enr_record *rec = NULL;
+	size_t len = 0;
+	FILE *f;
+
+	clear_shown();
+	if (enr_store_get(&rec, w->store, S->current) < 0) {
+		snprintf(S->note, sizeof(S->note), "%s", enr_error_last());
+		return;
+	}
+	/* As `derenroll show` prints it; the text holds secrets once revealed. */
+	f = open_memstream(&S->shown, &len);
+	if (f) {
+		cli_show_text(f, rec, (long long)time(NULL), expiring_days(), S->reveal,
+		              "^R shows it");
+		fclose(f);
+	}
+	enr_record_free(rec);
 }
 
 /* ---- the screen ---------------------------------------------------------- */
@@ -498,7 +485,8 @@ static void systems_draw(struct screen *s)
 		draw_text(body.y, 2, body.cols - 4, A_BOLD, S->note);
 	} else {
 		snprintf(line, sizeof(line),
-		         "%zu records. C checks all shown, R refreshes all due.", S->n_rows);
+		         "%zu record%s. C checks all shown, R refreshes all due.", S->n_rows,
+		         S->n_rows == 1 ? "" : "s");
 		draw_text(body.y, 2, body.cols - 4, A_NORMAL, line);
 	}
 	if (S->lv)

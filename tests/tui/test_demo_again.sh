@@ -8,7 +8,7 @@ set -u
 RECORDS=$3
 . "$(dirname "$0")/lib.sh"
 ROUNDS=6
-plan $((ROUNDS * 3))
+plan $((ROUNDS * 3 + 1))
 
 . "$(dirname "$0")/wizlib.sh"
 
@@ -32,6 +32,12 @@ for i in $(seq $ROUNDS); do
 	wait_screen "Enter: enroll another" >/dev/null
 	check $? "round $i: saved" "$SCREEN"
 	keys Enter
+	[ "$i" = 1 ] || continue
+	wait_screen "Customer reference" >/dev/null
+	keys F2
+	wait_screen "Enrolled systems" >/dev/null
+	expect_in "one record is \"1 record\"" "  1 record. C checks all shown" "$SCREEN"
+	keys Escape
 done
 keys C-c
 finish

@@ -9,7 +9,7 @@
 set -u
 RECORDS=$3
 . "$(dirname "$0")/lib.sh"
-plan 295
+plan 298
 
 . "$(dirname "$0")/wizlib.sh"
 
@@ -184,6 +184,12 @@ check $? "solaredge key: a rejected key fails with the vendor's message" "$SCREE
 keys r
 wait_screen "SolarEdge: Customer's v2 API key" >/dev/null
 check $? "solaredge key: r tries again" "$SCREEN"
+# r keeps the key typed, to be corrected; the method again fills in the demo's.
+keys Escape
+wait_screen "SolarEdge: how does the customer authorize?" >/dev/null
+keys Enter
+wait_screen "SolarEdge: Customer's v2 API key" >/dev/null
+settle
 keys Enter
 finish_sites "Cust SE" "solaredge key"
 expect_record "solaredge key" "Cust SE" solaredge key
@@ -410,19 +416,20 @@ keys_text "/Cust SE acct"
 wait_screen "1 of 14" >/dev/null
 check $? "systems: / filters" "$SCREEN"
 keys Enter
-expect_in "systems: status, vendor, customer" "ok       " "$SCREEN"
+expect_in "systems: the columns of derenroll list" "ID          STATUS    VENDOR     METHOD   DUE         CUSTOMER" "$SCREEN"
+expect_in "systems: status, vendor, method, due, customer" \
+	"ok        solaredge  account  -           Cust SE acct" "$SCREEN"
 keys F5
 wait_screen "checked ok" >/dev/null
 check $? "systems: F5 checks now" "$SCREEN"
 case "$(record "Cust SE acct")" in *'"last_check":{"at"'*'"result":"ok"'*) r=0 ;; *) r=1 ;; esac
 check $r "systems: the check's result is saved" "$(record "Cust SE acct")"
 keys Enter
-wait_screen '"customer":"Cust SE acct"' >/dev/null
-check $? "systems: Enter shows the record" "$SCREEN"
-expect_not_in "systems: secrets masked" "credentials" "$SCREEN"
+wait_screen "customer                 Cust SE acct" >/dev/null
+check $? "systems: Enter shows the record as show prints it" "$SCREEN"
+expect_in "systems: with its sites" "sites" "$SCREEN"
 keys C-r
-for _i in 1 2 3 4 5; do keys PageDown; done
-wait_screen '"credentials"' >/dev/null
+wait_screen "(secrets shown)" >/dev/null
 check $? "systems: ^R shows the secrets" "$SCREEN"
 keys Escape
 wait_screen "Enrolled systems" >/dev/null
@@ -446,6 +453,26 @@ check $? "systems: F7 re-authorizes (the company account: no customer needed)" "
 keys Enter
 wait_screen "Enrolled systems" >/dev/null
 check $? "systems: back to the list after the re-authorization" "$SCREEN"
+# A token record: its secrets masked until ^R.
+keys_text "/"
+keys C-u
+keys_text "Cust Tesla"
+keys Enter
+wait_screen "1 of 13" >/dev/null
+keys Enter
+wait_screen "customer                 Cust Tesla" >/dev/null
+for _i in 1 2 3; do keys PageDown; done
+wait_screen "access_token           ******** (^R shows it)" >/dev/null
+check $? "systems: a token is masked, with the key that shows it" "$SCREEN"
+keys C-r
+wait_screen "(secrets shown)" >/dev/null
+for _i in 1 2 3; do keys PageDown; done
+settle
+TOKEN_LINE=$(printf '%s\n' "$SCREEN" | grep ' access_token ')
+case "$TOKEN_LINE" in *'********'* | '') r=1 ;; *) r=0 ;; esac
+check $r "systems: ^R shows the token itself" "$SCREEN"
+keys Escape
+wait_screen "Enrolled systems" >/dev/null
 keys C-c
 expect_exit "^C on the systems screen" 130
 

@@ -35,6 +35,7 @@ struct listview {
 	bool filter_by_key; /* filtering is a mode: / starts it */
 	bool filtering;     /* in that mode, typing goes to the filter */
 	bool marks;         /* rows can be marked: several chosen at once */
+	char *header;       /* column titles under the filter line, or NULL */
 	size_t n_marked;
 };
 
@@ -90,6 +91,7 @@ void listview_free(struct listview *lv)
 		free(lv->rows[i]);
 	free(lv->rows);
 	free(lv->shown);
+	free(lv->header);
 	free(lv);
 }
 
@@ -208,6 +210,17 @@ void listview_set_filter_by_key(struct listview *lv, bool on)
 {
 	lv->filter_by_key = on;
 	lv->filtering = false;
+}
+
+int listview_set_header(struct listview *lv, const char *text)
+{
+	char *copy = text ? strdup(text) : NULL;
+
+	if (text && !copy)
+		return enr_error_set(ENR_E_NOMEM, NULL);
+	free(lv->header);
+	lv->header = copy;
+	return 0;
 }
 
 void listview_set_marks(struct listview *lv, bool on)
@@ -427,6 +440,14 @@ void listview_draw(struct listview *lv, struct area a)
 		          lv->filter_by_key ? "/ to filter" : "Type to filter");
 	}
 	draw_text(a.y, a.x + a.cols - status_cols, status_cols, A_NORMAL, status);
+	if (lv->header) {
+		/* Over the labels, past the selection's "> ". */
+		draw_text(a.y + 1, a.x + 2, a.cols - 2, A_BOLD, lv->header);
+		a.y++;
+		if (--rows < 1)
+			return;
+		lv->page = rows;
+	}
 
 	if (lv->n_shown == 0) {
 		draw_text(a.y + 1, a.x + 2, a.cols - 2, A_NORMAL, "No row matches the filter.");

@@ -60,6 +60,10 @@ void listview_set_filter(struct listview *lv, const char *text);
 /* Filtering as a mode (/ starts it), so that letters reach the screen. */
 void listview_set_filter_by_key(struct listview *lv, bool on);
 
+/* Column titles drawn under the filter line, over the labels (NULL: none).
+ * Returns 0 or ENR_E_NOMEM. */
+int listview_set_header(struct listview *lv, const char *text);
+
 /* Marks: rows drawn with a box, Tab (and Space while no filter is typed)
  * marks or unmarks the selected row and selects the next, so that several
  * can be chosen at once. */

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <wchar.h>
 
 #include <json-c/json.h>
 
@@ -242,16 +243,52 @@ void wiz_session_start(void)
 
 /* ---- the start screen --------------------------------------------------- */
 
+/* Whether a vendor filter is typed (Esc clears it first, whichever has the focus). */
+static bool filter_typed(void)
+{
+	return listview_filter(W.vendors)[0] != '\0';
+}
+
 static const struct key_help *start_keys(struct screen *s)
 {
-	static const struct key_help keys[] = {{"Tab", "next field"},
-	                                       {"Enter", "choose"},
-	                                       {"F2", "enrolled systems"},
-	                                       {"Esc", "quit"},
-	                                       {NULL, NULL}};
+	static struct key_help keys[6];
+	const char *esc = filter_typed() ? "clear filter" : W.start_focus ? "back" : "quit";
+	size_t n = 0;
 
 	(void)s;
+	if (W.start_focus == 0) {
+		keys[n++] = (struct key_help){"Enter", "next"};
+		keys[n++] = (struct key_help){"Tab", "vendors"};
+		keys[n++] = (struct key_help){"F2", "enrolled systems"};
+		keys[n++] = (struct key_help){"Esc", esc};
+	} else {
+		keys[n++] = (struct key_help){"Enter", "choose"};
+		keys[n++] = (struct key_help){"Tab", "customer"};
+		keys[n++] = (struct key_help){"Esc", esc};
+		keys[n++] = (struct key_help){"F2", "enrolled systems"};
+	}
+	keys[n] = (struct key_help){NULL, NULL};
 	return keys;
+}
+
+/* Columns that the first `n` characters of `text` take. */
+static int text_cols(const wchar_t *text, size_t n)
+{
+	int cols = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		int w = wcwidth(text[i]);
+		cols += w > 0 ? w : w < 0 ? 1 : 0;
+	}
+	return cols;
+}
+
+/* The heading of a part of the screen: "> " in the margin and drawn
+ * underlined when it has the focus (a capture has no attributes). */
+static void heading(int y, int cols, const char *text, bool focused)
+{
+	draw_text(y, 0, 2, A_BOLD, focused ? ">" : " ");
+	draw_text(y, 2, cols, focused ? A_BOLD | A_UNDERLINE : A_NORMAL, text);
 }
 
 static void start_draw(struct screen *s)
@@ -266,9 +303,25 @@ static void start_draw(struct screen *s)
 
 	(void)s;
 	y = body.y + field_draw(&W.customer, body.y, 2, body.cols - 4, W.start_focus == 0);
-	draw_text(y, 2, body.cols - 4, A_BOLD, "Vendor");
-	list = (struct area){y + 1, 2, (int)N_VENDORS + 1, body.cols - 4};
+	heading(body.y, body.cols - 4, W.customer.label, W.start_focus == 0);
+	if (W.customer_kept && !W.customer.error[0])
+		draw_text(body.y + 2, 2, body.cols - 4, A_BOLD,
+		          "Same customer as the last system. Tab: change the customer.");
+	heading(y, body.cols - 4, "Vendor", W.start_focus == 1);
+	list = (struct area){y + 1, 2, (int)listview_count(W.vendors) + 1, body.cols - 4};
 	listview_draw(W.vendors, list);
+	if (W.start_focus == 0) {
+		int x = 2 + text_cols(W.customer.text + W.customer.scroll,
+		                      W.customer.cursor - W.customer.scroll);
+		screen_show_cursor(body.y + 1, x);
+	} else {
+		/* Where typing goes: the end of the filter, or its line's start. */
+		int x = list.x;
+		if (filter_typed())
+			x += draw_text_width("Filter: ") +
+			     draw_text_width(listview_filter(W.vendors));
+		screen_show_cursor(list.y, x < list.x + list.cols ? x : list.x + list.cols - 1);
+	}
 	y = list.y + list.rows + 1;
 	if (W.join_ok)
 		snprintf(line, sizeof(line),
@@ -354,6 +407,12 @@ static int start_key(struct screen *s, const struct keypress *k)
 		W.start_focus = !W.start_focus;
 		return SCREEN_REDRAW;
 	}
+	/* Esc clears a filter first, then (as the key line says) goes back to
+	 * the customer field from the list, and quits from the field. */
+	if (keypress_is_escape(k) && filter_typed()) {
+		listview_set_filter(W.vendors, "");
+		return SCREEN_REDRAW;
+	}
 	if (W.start_focus == 0) {
 		if (keypress_is_enter(k) || (k->kind == KP_FUNC && k->code == KEY_DOWN)) {
 			if (keypress_is_enter(k) && !customer_ok())
@@ -363,22 +422,18 @@ static int start_key(struct screen *s, const struct keypress *k)
 		}
 		if (keypress_is_escape(k))
 			return SCREEN_QUIT;
-		return field_handle_key(&W.customer, k);
+		r = field_handle_key(&W.customer, k);
+		if (r & SCREEN_REDRAW)
+			W.customer_kept = false;
+		return r;
 	}
 	if (keypress_is_enter(k))
 		return choose_vendor();
-	r = listview_handle_key(W.vendors, k);
-	if (r)
-		return r;
 	if (keypress_is_escape(k)) {
 		W.start_focus = 0;
 		return SCREEN_REDRAW;
 	}
-	if (k->kind == KP_FUNC && k->code == KEY_UP) {
-		W.start_focus = 0;
-		return SCREEN_REDRAW;
-	}
-	return SCREEN_IGNORED;
+	return listview_handle_key(W.vendors, k);
 }
 
 static void start_enter(struct screen *s)

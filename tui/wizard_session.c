@@ -48,9 +48,12 @@ void wiz_methods_setup(void)
 
 static const struct key_help *method_keys(struct screen *s)
 {
-	static const struct key_help keys[] = {{"Enter", "choose"}, {"Esc", "back"}, {NULL, NULL}};
+	static struct key_help keys[] = {{"Enter", "choose"}, {"Esc", "back"}, {NULL, NULL}};
+	struct wiz *w = wiz_state();
 
 	(void)s;
+	/* The list takes Esc first while a filter is typed. */
+	keys[1].label = w->methods && listview_filter(w->methods)[0] ? "clear filter" : "back";
 	return keys;
 }
 

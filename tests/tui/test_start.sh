@@ -1,0 +1,128 @@
+#!/bin/sh
+# The wizard's start screen on the demo: the focused part (customer field or
+# vendor list) is marked in the text and holds the terminal's cursor; Esc does
+# what the key line says (clear the filter, back to the field, quit), on the
+# method screen too; a typed filter and Enter pick the first match; "enroll
+# another" keeps the customer (Tab changes it) and clears the filter.
+# Usage: test_start.sh DERENROLL QRCAP RECORDS
+set -u
+RECORDS=$3
+. "$(dirname "$0")/lib.sh"
+plan 35
+
+. "$(dirname "$0")/wizlib.sh"
+
+keyline() { printf '%s\n' "$SCREEN" | tail -1; }
+# line_with TEXT: the first line of the capture that holds TEXT.
+line_with() { printf '%s\n' "$SCREEN" | grep -F -- "$1" | head -1 | sed 's/ *$//'; }
+
+# expect_focus NAME customer|vendor: the marker is on that part's heading only.
+expect_focus() {
+	_c=$(line_with "Customer reference")
+	_v=$(printf '%s\n' "$SCREEN" | grep -E '^[> ] Vendor *$' | head -1 | sed 's/ *$//')
+	case "$2" in
+	customer) [ "$_c" = "> Customer reference" ] && [ "$_v" = "  Vendor" ] ;;
+	vendor) [ "$_v" = "> Vendor" ] && [ "$_c" = "  Customer reference" ] ;;
+	esac
+	check $? "$1: the marker is on the $2" "customer line: '$_c'; vendor line: '$_v'"
+}
+
+# expect_cursor NAME X Y: the terminal's cursor is shown at column X, row Y
+# (waits until it is, at most 5 s: the frame is drawn before the cursor moves).
+expect_cursor() {
+	_tries=0
+	while :; do
+		_cur=$(T display -p -t t '#{cursor_flag} #{cursor_x} #{cursor_y}')
+		[ "$_cur" = "1 $2 $3" ] && break
+		[ $_tries -ge 50 ] && break
+		sleep 0.1
+		_tries=$((_tries + 1))
+	done
+	[ "$_cur" = "1 $2 $3" ]
+	check $? "$1: the cursor is shown at column $2, row $3" "cursor (shown, x, y): $_cur"
+}
+
+# --- the customer field has the focus, then the vendor list ---
+wiz --
+wait_screen "Customer reference" >/dev/null
+settle
+expect_focus "start" customer
+expect_cursor "start: in the empty customer field" 2 2
+expect_in "start: Esc quits, says the key line" "Esc quit" "$(keyline)"
+keys_text "Bob"
+wait_screen "Bob" >/dev/null
+expect_cursor "start: after the typed customer" 5 2
+keys Enter
+wait_screen "> Vendor" >/dev/null
+settle
+expect_focus "Enter on the customer" vendor
+# The filter line: the field takes rows 1-4, the heading 5.
+expect_cursor "vendor list: on the filter line" 2 6
+expect_in "vendor list: Esc goes back, says the key line" "Esc back" "$(keyline)"
+expect_not_in "vendor list: the key line does not say Esc quits" "Esc quit" "$(keyline)"
+expect_in "vendor list: Tab goes to the customer" "Tab customer" "$(keyline)"
+
+# --- Esc with a filter typed clears it, in the list and in the field ---
+keys_text "sol"
+wait_screen "Filter: sol" >/dev/null
+settle
+expect_in "filter typed: the key line says Esc clears it" "Esc clear filter" "$(keyline)"
+expect_cursor "filter typed: at its end" 13 6
+keys Escape
+wait_gone "Filter: sol" >/dev/null
+check $? "filter typed, list: Esc clears the filter" "$SCREEN"
+settle
+expect_in "filter cleared: every vendor again" "6 of 6" "$SCREEN"
+expect_focus "filter cleared by Esc: the list keeps the focus" vendor
+expect_in "filter cleared: Esc goes back again" "Esc back" "$(keyline)"
+keys_text "sol"
+wait_screen "Filter: sol" >/dev/null
+keys Tab
+wait_screen "> Customer reference" >/dev/null
+settle
+expect_focus "Tab from the list" customer
+expect_in "filter typed, field: the key line says Esc clears it" "Esc clear filter" "$(keyline)"
+keys Escape
+wait_gone "Filter: sol" >/dev/null
+check $? "filter typed, field: Esc clears the filter (no quit)" "$SCREEN"
+settle
+expect_focus "filter cleared from the field" customer
+expect_in "filter cleared, field: now Esc quits" "Esc quit" "$(keyline)"
+keys Tab
+wait_screen "> Vendor" >/dev/null
+keys Escape
+wait_screen "> Customer reference" >/dev/null
+check $? "no filter, list: Esc goes back to the customer field" "$SCREEN"
+expect_in "no filter, list: Esc kept the customer" "Bob" "$SCREEN"
+
+# --- a typed filter and Enter pick the first match (Solis before SolarEdge) ---
+keys Enter
+wait_screen "> Vendor" >/dev/null
+keys_text "sol"
+wait_screen "2 of 6" >/dev/null
+keys Enter
+wait_screen "Solis: how does the customer authorize?" >/dev/null
+check $? "filter 'sol' and Enter: the first match, Solis" "$SCREEN"
+
+# --- the method screen's Esc ---
+settle
+expect_in "method: Esc goes back" "Esc back" "$(keyline)"
+keys_text "acc"
+wait_screen "Filter: acc" >/dev/null
+settle
+expect_in "method, filter typed: the key line says Esc clears it" "Esc clear filter" "$(keyline)"
+keys Escape
+wait_gone "Filter: acc" >/dev/null
+check $? "method, filter typed: Esc clears the filter" "$SCREEN"
+expect_in "method: Esc with a filter stays on the method screen" "Solis: how does the customer authorize?" "$SCREEN"
+expect_in "method: then Esc goes back, says the key line" "Esc back" "$(keyline)"
+keys Escape
+wait_screen "Customer reference" >/dev/null
+check $? "method, no filter: Esc goes back to the start screen" "$SCREEN"
+settle
+expect_focus "back from the method screen" vendor
+
+keys C-c
+expect_exit "^C after the method screen" 130
+
+finish

@@ -988,8 +988,11 @@ static int session_key(struct screen *s, const struct keypress *k)
 		if (keypress_is(k, 'q'))
 			return SCREEN_QUIT;
 		if (keypress_is_enter(k) || keypress_is(k, 'n') || keypress_is_escape(k)) {
-			field_set_text(&w->customer, "");
-			w->start_focus = 0;
+			/* The next system is often the same customer's: the reference
+			 * stays (Tab changes it), the vendor filter goes. */
+			listview_set_filter(w->vendors, "");
+			w->customer_kept = !field_is_blank(&w->customer);
+			w->start_focus = w->customer_kept ? 1 : 0;
 			if (w->session_first || w->reauth_id)
 				return go_back(); /* a re-authorization goes back to the systems */
 			wiz_session_end();

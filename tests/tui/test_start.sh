@@ -8,7 +8,7 @@
 set -u
 RECORDS=$3
 . "$(dirname "$0")/lib.sh"
-plan 35
+plan 48
 
 . "$(dirname "$0")/wizlib.sh"
 
@@ -122,7 +122,42 @@ check $? "method, no filter: Esc goes back to the start screen" "$SCREEN"
 settle
 expect_focus "back from the method screen" vendor
 
-keys C-c
-expect_exit "^C after the method screen" 130
+# --- enroll another: the customer stays, the filter goes ---
+keys Enter
+wait_screen "Solis: how does the customer authorize?" >/dev/null
+keys Down Down Enter
+again
+expect_in "enroll another: the customer reference is kept" "Bob" "$(printf '%s\n' "$SCREEN" | sed -n 3p)"
+expect_in "enroll another: the vendor filter is cleared" "Type to filter" "$SCREEN"
+expect_in "enroll another: every vendor shown" "6 of 6" "$SCREEN"
+expect_focus "enroll another" vendor
+expect_cursor "enroll another: on the filter line" 2 6
+expect_in "enroll another: says how to change the customer" "Tab: change the customer" "$SCREEN"
+keys_text "solaredge"
+keys Enter
+wait_screen "SolarEdge: how does the customer authorize?" >/dev/null
+keys Down Down Enter
+wait_screen "sites found" >/dev/null
+keys Enter
+wait_screen "Enter: enroll another" >/dev/null
+check $? "the same customer's second system: saved" "$SCREEN"
+expect_in "second system: the summary names the kept customer" "Customer:  Bob" "$SCREEN"
+[ -n "$(record Bob | grep '"vendor":"solaredge"')" ] && [ "$("$RECORDS" "$STORE" | grep -c '"customer":"Bob"')" = 2 ]
+check $? "the store: two records of Bob, Solis and SolarEdge" "$("$RECORDS" "$STORE")"
+keys Enter
+wait_screen "Tab: change the customer" >/dev/null
+keys Tab
+wait_screen "> Customer reference" >/dev/null
+settle
+expect_cursor "Tab: the cursor at the end of the kept customer" 5 2
+expect_in "Tab: on the field, Esc quits" "Esc quit" "$(keyline)"
+keys C-u
+keys_text "Carol"
+wait_screen "Carol" >/dev/null
+settle
+expect_not_in "a new customer typed: Bob is gone from the field" "Bob" "$SCREEN"
+expect_not_in "a new customer typed: no note about the last customer" "Same customer as the last" "$SCREEN"
+keys Escape
+expect_exit "Esc on the customer field quits" 0
 
 finish

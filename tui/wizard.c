@@ -32,7 +32,8 @@
 #include "wizard.h"
 #include "wizard_int.h"
 
-#define MAX_WATCH 32
+#define MAX_WATCH      32
+#define JOIN_ANY_LABEL "Derapi Join (any vendor)"
 
 static const char *const vendor_order[] = {"tesla",     "solis",   "sma",
                                            "solaredge", "enphase", "enphasevpp"};
@@ -41,6 +42,12 @@ static const char *const vendor_order[] = {"tesla",     "solis",   "sma",
 static struct wiz W;
 
 /* ---- availability ------------------------------------------------------ */
+
+/* Whether `v` is Derapi's entry: the row where the customer chooses the vendor in Join. */
+static bool is_join_any(const struct enr_vendor *v)
+{
+	return v && strcmp(v->id, "derapi") == 0;
+}
 
 /* Why a method cannot be used with this configuration, or NULL. */
 const char *wiz_method_unavailable(const struct enr_vendor *v, const struct enr_method *m,
@@ -216,7 +223,7 @@ void wiz_session_start(void)
 	opts.store = W.store;
 	opts.cfg = W.g->cfg;
 	opts.catalog = W.g->catalog;
-	opts.vendor = W.vendor ? W.vendor->id : NULL;
+	opts.vendor = W.vendor && !is_join_any(W.vendor) ? W.vendor->id : NULL;
 	opts.method = W.method ? W.method->id : NULL;
 	opts.customer = customer;
 	snprintf(W.customer_ref, sizeof(W.customer_ref), "%s", customer ? customer : "");
@@ -325,7 +332,8 @@ static void start_draw(struct screen *s)
 	y = list.y + list.rows + 1;
 	if (W.join_ok)
 		snprintf(line, sizeof(line),
-		         "Derapi Join is available (recommended): one link for every vendor.");
+		         "Derapi Join is available (recommended): one link for every vendor. With "
+		         "\"" JOIN_ANY_LABEL "\" the customer chooses theirs.");
 	else
 		snprintf(line, sizeof(line),
 		         "Derapi Join (recommended: one link for every vendor) cannot be used. %s",
@@ -385,7 +393,11 @@ static int choose_vendor(void)
 		return SCREEN_REDRAW;
 	}
 	W.vendor = listview_data(W.vendors, sel);
-	if (first_usable(&W.method) > 1) {
+	if (is_join_any(W.vendor)) {
+		/* No vendor yet: the customer chooses theirs in the Join page. */
+		W.method = enr_vendor_method(W.vendor, "join");
+		screen_push(&wiz_session_screen);
+	} else if (first_usable(&W.method) > 1) {
 		wiz_methods_setup();
 		screen_push(&wiz_method_screen);
 	} else {
@@ -450,7 +462,12 @@ struct screen wiz_start_screen = {.name = "start",
 
 static int fill_vendors(void)
 {
+	const struct enr_vendor *derapi = enr_catalog_find(W.g->catalog, "derapi");
 	int rc = listview_new(&W.vendors);
+
+	/* Derapi Join first when it can enroll: one link, the customer's vendor. */
+	if (rc == 0 && W.join_ok && derapi && enr_vendor_method(derapi, "join"))
+		rc = listview_add(W.vendors, JOIN_ANY_LABEL, NULL, (void *)derapi);
 
 	for (size_t i = 0; rc == 0 && i < N_VENDORS; i++) {
 		const struct enr_vendor *v = enr_catalog_find(W.g->catalog, vendor_order[i]);

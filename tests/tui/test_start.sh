@@ -8,9 +8,18 @@
 set -u
 RECORDS=$3
 . "$(dirname "$0")/lib.sh"
-plan 48
+plan 65
 
 . "$(dirname "$0")/wizlib.sh"
+
+# expect_record NAME CUSTOMER VENDOR METHOD
+expect_record() {
+	_r=$(record "$2")
+	case "$_r" in
+	*"\"vendor\":\"$3\""*"\"method\":\"$4\""*) check 0 "$1: saved in the store as $3 $4" ;;
+	*) check 1 "$1: saved in the store as $3 $4" "record: '$_r'" ;;
+	esac
+}
 
 keyline() { printf '%s\n' "$SCREEN" | tail -1; }
 # line_with TEXT: the first line of the capture that holds TEXT.
@@ -72,7 +81,7 @@ keys Escape
 wait_gone "Filter: sol" >/dev/null
 check $? "filter typed, list: Esc clears the filter" "$SCREEN"
 settle
-expect_in "filter cleared: every vendor again" "6 of 6" "$SCREEN"
+expect_in "filter cleared: every vendor again" "7 of 7" "$SCREEN"
 expect_focus "filter cleared by Esc: the list keeps the focus" vendor
 expect_in "filter cleared: Esc goes back again" "Esc back" "$(keyline)"
 keys_text "sol"
@@ -99,7 +108,7 @@ expect_in "no filter, list: Esc kept the customer" "Bob" "$SCREEN"
 keys Enter
 wait_screen "> Vendor" >/dev/null
 keys_text "sol"
-wait_screen "2 of 6" >/dev/null
+wait_screen "2 of 7" >/dev/null
 keys Enter
 wait_screen "Solis: how does the customer authorize?" >/dev/null
 check $? "filter 'sol' and Enter: the first match, Solis" "$SCREEN"
@@ -129,7 +138,7 @@ keys Down Down Enter
 again
 expect_in "enroll another: the customer reference is kept" "Bob" "$(printf '%s\n' "$SCREEN" | sed -n 3p)"
 expect_in "enroll another: the vendor filter is cleared" "Type to filter" "$SCREEN"
-expect_in "enroll another: every vendor shown" "6 of 6" "$SCREEN"
+expect_in "enroll another: every vendor shown" "7 of 7" "$SCREEN"
 expect_focus "enroll another" vendor
 expect_cursor "enroll another: on the filter line" 2 6
 expect_in "enroll another: says how to change the customer" "Tab: change the customer" "$SCREEN"
@@ -159,5 +168,55 @@ expect_not_in "a new customer typed: Bob is gone from the field" "Bob" "$SCREEN"
 expect_not_in "a new customer typed: no note about the last customer" "Same customer as the last" "$SCREEN"
 keys Escape
 expect_exit "Esc on the customer field quits" 0
+
+# --- Derapi Join (any vendor): a choice of its own; the customer chooses SMA in Join ---
+wiz --
+wait_screen "Customer reference" >/dev/null
+settle
+expect_in "join: the start screen says what the choice does" '"Derapi Join (any vendor)" the customer chooses theirs' \
+	"$(printf '%s\n' "$SCREEN" | tr -s ' \n' '  ')"
+keys_text "Join Cust"
+keys Enter
+wait_screen "> Vendor" >/dev/null
+settle
+expect_in "join: first in the list, selected" "> Derapi Join (any vendor)" "$(line_with "Derapi Join (any vendor)")"
+keys Enter
+wait_screen "Derapi: the customer approves" >/dev/null
+check $? "join: Enter starts the Join session, no vendor asked (no method screen)" "$SCREEN"
+settle
+LINK=$(printf '%s\n' "$SCREEN" | sed -n 's/^ *Link: //p' | tr -d ' ')
+expect_in "join: the link is the relay's short link" "/relay/s/" "$LINK"
+_read=$(decode)
+[ -n "$LINK" ] && [ "$_read" = "$LINK" ]
+check $? "join: the QR code decodes to the link" "link '$LINK', zbarimg read '$_read'"
+# The customer's phone: the short link leads to the company's Join page on the
+# relay; there the customer picks SMA and approves (the sandbox's Join), and
+# the page reports back to the relay.
+PAGE=$(curl -s -o /dev/null -w '%{redirect_url}' "$LINK")
+expect_in "join: the short link opens the Join page" "/relay/join?session=" "$PAGE"
+SESSION=$(printf '%s' "$PAGE" | sed -n 's/.*[?&]session=\([^&]*\).*/\1/p')
+PSTATE=$(printf '%s' "$PAGE" | sed -n 's/.*[?&]state=\([^&]*\).*/\1/p')
+BASE=${PAGE%%/relay/*}
+# What the page lists (through the relay's proxy): every vendor, not one.
+VENDORS=$(curl -s "$BASE/relay/join/api/join/session/$SESSION/vendors")
+_offered=0
+for _v in tesla sma enphase solaredge solis; do
+	case "$VENDORS" in *"\"id\":\"$_v\""* | *"\"id\": \"$_v\""*) ;; *) _offered=1 ;; esac
+done
+check $_offered "join: the Join page offers every vendor" "$VENDORS"
+CODE=$(curl -s -o /dev/null -w '%{http_code}' \
+	"$BASE/derapi/join/session/$SESSION/authorize?vendor=sma&sandbox_auto=approve&sandbox_account=join-cust")
+[ "$CODE" = 200 ]
+check $? "join: the customer approves SMA in the Join page" "status $CODE; vendors offered: $VENDORS"
+curl -s -o /dev/null "$BASE/relay/callback?state=$PSTATE"
+wait_screen "SMA: sites found" >/dev/null
+check $? "join: the vendor the customer chose names the next screen" "$SCREEN"
+keys Enter
+wait_screen "Enter: enroll another" >/dev/null
+check $? "join: saved" "$SCREEN"
+expect_in "join: the summary names the vendor chosen" "Vendor:    SMA" "$SCREEN"
+expect_record "join: the record" "Join Cust" sma join
+keys q
+expect_exit "join: q quits" 0
 
 finish

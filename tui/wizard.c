@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <wchar.h>
+#include <wctype.h>
 
 #include <json-c/json.h>
 
@@ -313,7 +314,9 @@ static void start_draw(struct screen *s)
 	heading(body.y, body.cols - 4, W.customer.label, W.start_focus == 0);
 	if (W.customer_kept && !W.customer.error[0])
 		draw_text(body.y + 2, 2, body.cols - 4, A_BOLD,
-		          "Same customer as the last system. Tab: change the customer.");
+		          W.start_focus
+		              ? "Same customer as the last system. Tab: change the customer."
+		              : "Same customer as the last system: typing replaces it.");
 	heading(y, body.cols - 4, "Vendor", W.start_focus == 1);
 	list = (struct area){y + 1, 2, (int)listview_count(W.vendors) + 1, body.cols - 4};
 	listview_draw(W.vendors, list);
@@ -434,6 +437,12 @@ static int start_key(struct screen *s, const struct keypress *k)
 		}
 		if (keypress_is_escape(k))
 			return SCREEN_QUIT;
+		/* The kept customer goes when a new one is typed over it (as selected
+		 * text would); the editing keys edit it. */
+		if (W.customer_kept && (k->kind == KP_PASTE ||
+		                        (k->kind == KP_CHAR && k->code >= 0x20 && k->code != 0x7f &&
+		                         k->code != '?' && iswprint(k->code))))
+			field_set_text(&W.customer, "");
 		r = field_handle_key(&W.customer, k);
 		if (r & SCREEN_REDRAW)
 			W.customer_kept = false;

@@ -8,7 +8,7 @@
 set -u
 RECORDS=$3
 . "$(dirname "$0")/lib.sh"
-plan 65
+plan 67
 
 . "$(dirname "$0")/wizlib.sh"
 
@@ -160,12 +160,28 @@ wait_screen "> Customer reference" >/dev/null
 settle
 expect_cursor "Tab: the cursor at the end of the kept customer" 5 2
 expect_in "Tab: on the field, Esc quits" "Esc quit" "$(keyline)"
-keys C-u
+expect_in "Tab: the field says typing replaces the kept customer" "typing replaces it" "$SCREEN"
 keys_text "Carol"
 wait_screen "Carol" >/dev/null
 settle
-expect_not_in "a new customer typed: Bob is gone from the field" "Bob" "$SCREEN"
+expect_not_in "a new customer typed over it: Bob is gone from the field" "Bob" "$SCREEN"
 expect_not_in "a new customer typed: no note about the last customer" "Same customer as the last" "$SCREEN"
+# An editing key edits the kept customer instead.
+keys Enter
+wait_screen "> Vendor" >/dev/null
+keys_text "tesla"
+keys Enter
+wait_screen "Tesla: how does the customer authorize?" >/dev/null
+keys Down Enter
+wait_screen "Tesla: the customer approves" >/dev/null
+keys a
+again
+keys Tab
+wait_screen "typing replaces it" >/dev/null
+keys BSpace
+keys_text "line"
+wait_screen "Caroline" >/dev/null
+check $? "kept customer: Backspace edits it, typing then adds to it" "$SCREEN"
 keys Escape
 expect_exit "Esc on the customer field quits" 0
 

@@ -8,7 +8,7 @@
 set -u
 RECORDS=$3
 . "$(dirname "$0")/lib.sh"
-plan 67
+plan 71
 
 . "$(dirname "$0")/wizlib.sh"
 
@@ -233,6 +233,22 @@ wait_screen "Enter: enroll another" >/dev/null
 check $? "join: saved" "$SCREEN"
 expect_in "join: the summary names the vendor chosen" "Vendor:    SMA" "$SCREEN"
 expect_record "join: the record" "Join Cust" sma join
+# Enroll another: the same customer, Join again (still selected); the demo's
+# customer picks Tesla in the Join page.
+keys Enter
+wait_screen "Tab: change the customer" >/dev/null
+settle
+expect_in "join, another: Derapi Join (any vendor) still selected" "> Derapi Join (any vendor)" "$(line_with "Derapi Join (any vendor)")"
+keys Enter
+wait_screen "Derapi: the customer approves" >/dev/null
+keys a
+wait_screen "Tesla: sites found" >/dev/null
+check $? "join, demo: a plays the customer choosing Tesla in the Join page" "$SCREEN"
+keys Enter
+wait_screen "Enter: enroll another" >/dev/null
+expect_in "join, demo: saved for Tesla" "Vendor:    Tesla" "$SCREEN"
+[ -n "$("$RECORDS" "$STORE" | grep '"customer":"Join Cust"' | grep '"vendor":"tesla","method":"join"')" ]
+check $? "join, demo: the store has the customer's Tesla record too" "$("$RECORDS" "$STORE")"
 keys q
 expect_exit "join: q quits" 0
 

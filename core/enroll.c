@@ -95,6 +95,10 @@ struct enr_enroll {
 	/* Derapi Join */
 	const struct enr_vendor *derapi; /* set for method `join` */
 	enum enr_join_mode join_mode;
+	/* No vendor given: the customer chooses one in the Join page (a session);
+	 * `vendor` is Derapi's entry until fetch-token names the one chosen. */
+	bool any_vendor;
+	const struct enr_catalog *catalog;
 	char *derapi_token; /* the app's token */
 	char *session_id;   /* Join session */
 	bool fetching;      /* polling fetch-token */
@@ -953,11 +957,37 @@ static int fetch_token(struct enr_enroll *e)
 	return rc < 0 ? fail(e, rc) : 0;
 }
 
+/* The vendor the customer chose in the Join page (`name` as Derapi spells
+ * it) becomes the session's and the record's. */
+static int take_chosen_vendor(struct enr_enroll *e, const char *name)
+{
+	for (size_t i = 0; name && i < enr_catalog_count(e->catalog); i++) {
+		const struct enr_vendor *v = enr_catalog_at(e->catalog, i);
+		const struct enr_method *m = enr_vendor_method(v, "join");
+		if (!m || v == e->derapi || strcmp(enr_join_vendor_name(v), name) != 0)
+			continue;
+		e->vendor = v;
+		e->method = m;
+		e->any_vendor = false;
+		return enr_record_set(&e->rec->vendor, v->id);
+	}
+	return enr_error_set(ENR_E_BADRESPONSE,
+	                     name ? "Derapi handed over an authorization for vendor \"%.40s\", "
+	                            "which derenroll does not know"
+	                          : "Derapi did not say which vendor the customer chose%.0s",
+	                     name ? name : "");
+}
+
 static int take_join_credentials(struct enr_enroll *e, const struct enr_join_credentials *c)
 {
 	struct enr_credentials *cred = &e->rec->cred;
 	int rc = 0;
 
+	if (e->any_vendor) {
+		rc = take_chosen_vendor(e, c->vendor);
+		if (rc < 0)
+			return rc;
+	}
 	if (c->tokens) {
 		rc = enr_record_set_tokens(e->rec, c->tokens);
 		if (!c->tokens->refresh_token)
@@ -1173,7 +1203,10 @@ static int join_begin(struct enr_enroll *e)
 		done = on_join_flow;
 		set_message(e, "Reading the Derapi Join flow...");
 	} else {
-		rc = enr_join_session_request(&req, e->derapi, e->cfg, e->derapi_token, e->vendor);
+		rc = e->any_vendor ? enr_join_session_request_any(&req, e->derapi, e->catalog,
+		                                                  e->cfg, e->derapi_token)
+		                   : enr_join_session_request(&req, e->derapi, e->cfg,
+		                                              e->derapi_token, e->vendor);
 		set_message(e, "Starting a Derapi Join session...");
 	}
 	free(path);
@@ -1209,7 +1242,10 @@ static int start_join(struct enr_enroll *e, const struct enr_enroll_options *opt
 	e->derapi = enr_catalog_find(opts->catalog, "derapi");
 	if (!e->derapi)
 		return enr_error_set(ENR_E_CONFIG, "vendors.json has no derapi entry");
-	e->join_mode = opts->join_mode;
+	e->catalog = opts->catalog;
+	/* A flow's authorize link names the vendor: only a session lets the
+	 * customer choose. */
+	e->join_mode = e->any_vendor ? ENR_JOIN_SESSION : opts->join_mode;
 	e->consent = ENR_CONSENT_RELAY;
 	if (!enr_join_available(e->cfg, &reason)) {
 		rc =
@@ -1632,12 +1668,17 @@ int enr_enroll_new(struct enr_enroll **out, const struct enr_enroll_options *opt
 		vendor_id = e->reauth->vendor;
 		method_id = e->reauth->method;
 	}
+	if (!vendor_id && method_id && strcmp(method_id, "join") == 0) {
+		/* Derapi Join for any vendor: the customer chooses in the Join page. */
+		e->any_vendor = true;
+		vendor_id = "derapi";
+	}
 	if (!vendor_id) {
 		rc = enr_error_set(ENR_E_USAGE, "no vendor given");
 		goto out;
 	}
 	e->vendor = enr_catalog_find(opts->catalog, vendor_id);
-	if (!e->vendor || strcmp(e->vendor->id, "derapi") == 0) {
+	if (!e->vendor || (strcmp(e->vendor->id, "derapi") == 0 && !e->any_vendor)) {
 		if (e->vendor)
 			enr_error_set(ENR_E_USAGE, "Derapi is not a vendor: use --method join");
 		rc = ENR_E_USAGE;

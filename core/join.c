@@ -541,6 +541,45 @@ int enr_join_session_request(struct enr_http_request **out, const struct enr_ven
 	return post_json(out, derapi, cfg, token, "/join/session/start", body);
 }
 
+int enr_join_session_request_any(struct enr_http_request **out, const struct enr_vendor *derapi,
+                                 const struct enr_catalog *catalog, const struct enr_config *cfg,
+                                 const char *token)
+{
+	json_object *body = json_object_new_object(), *list = json_object_new_array();
+	int rc = 0, first_rc = 0;
+	char first[512] = "";
+
+	*out = NULL;
+	json_object_object_add(body, "storeCredentials", json_object_new_boolean(1));
+	json_object_object_add(body, "vendors", list);
+	for (size_t i = 0; i < enr_catalog_count(catalog); i++) {
+		const struct enr_vendor *v = enr_catalog_at(catalog, i);
+		json_object *entry;
+		if (v == derapi || strcmp(v->id, "derapi") == 0 || !enr_vendor_method(v, "join"))
+			continue;
+		entry = json_object_new_object();
+		rc = session_vendor(entry, v, cfg);
+		if (rc < 0) {
+			/* A vendor whose app is not set up is left out of the choice. */
+			if (!first_rc) {
+				first_rc = rc;
+				snprintf(first, sizeof(first), "%s", enr_error_last());
+			}
+			json_object_put(entry);
+			continue;
+		}
+		json_object_array_add(list, entry);
+	}
+	if (json_object_array_length(list) == 0) {
+		json_object_put(body);
+		return first_rc ? enr_error_set(first_rc, "%s", first)
+		                : enr_error_set(ENR_E_CONFIG, "vendors.json has no vendor that "
+		                                              "Derapi Join enrolls");
+	}
+	enr_error_clear();
+	return post_json(out, derapi, cfg, token, "/join/session/start", body);
+}
+
 int enr_join_session_response(char **out, const struct enr_http_response *resp)
 {
 	return answer_id(out, resp, "sessionID", "session_id", "no sessionID in the answer");

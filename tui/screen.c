@@ -29,6 +29,7 @@ static struct {
 	size_t esc_len;
 	wchar_t *paste;
 	size_t paste_len, paste_cap;
+	int cursor_y, cursor_x; /* this frame's terminal cursor; -1: hidden */
 } S;
 
 bool keypress_is_enter(const struct keypress *k)
@@ -553,11 +554,19 @@ static void draw_if_dirty(void *ctx)
 	if (!S.dirty)
 		return;
 	S.dirty = false;
+	S.cursor_y = S.cursor_x = -1;
 	erase();
 	if (COLS < TERM_MIN_COLS || LINES < TERM_MIN_ROWS)
 		draw_too_small();
 	else if (top && top->draw)
 		top->draw(top);
+	/* The terminal's cursor where typing goes, when the screen says so. */
+	if (S.cursor_y >= 0 && S.cursor_y < LINES && S.cursor_x >= 0 && S.cursor_x < COLS) {
+		move(S.cursor_y, S.cursor_x);
+		curs_set(1);
+	} else {
+		curs_set(0);
+	}
 	wnoutrefresh(stdscr);
 	doupdate();
 	if (S.after_draw)
@@ -573,6 +582,12 @@ static void tick(void *ctx)
 	(void)ctx;
 	S.tick_timer = loop_set_timer(TICK_MS - elapsed % TICK_MS, tick, NULL);
 	screen_dispatch(&ev);
+}
+
+void screen_show_cursor(int y, int x)
+{
+	S.cursor_y = y;
+	S.cursor_x = x;
 }
 
 struct area screen_frame(const char *title, const struct key_help *keys)

@@ -128,6 +128,10 @@ typedef int screen_yes_fn(void *ctx);
 void screen_confirm(const char *question, const char *yes_label, const char *no_label,
                     screen_yes_fn *yes, void *ctx);
 
+/* From draw(): shows the terminal's cursor at (y, x) in this frame, where
+ * typing goes (a frame that does not call it hides the cursor). */
+void screen_show_cursor(int y, int x);
+
 /* Draws again on the loop's next turn (after state changed outside handle_key). */
 void screen_redraw(void);
 

@@ -10,6 +10,8 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <wchar.h>
+#include <wctype.h>
 
 #include <json-c/json.h>
 
@@ -31,7 +33,8 @@
 #include "wizard.h"
 #include "wizard_int.h"
 
-#define MAX_WATCH 32
+#define MAX_WATCH      32
+#define JOIN_ANY_LABEL "Derapi Join (any vendor)"
 
 static const char *const vendor_order[] = {"tesla",     "solis",   "sma",
                                            "solaredge", "enphase", "enphasevpp"};
@@ -40,6 +43,12 @@ static const char *const vendor_order[] = {"tesla",     "solis",   "sma",
 static struct wiz W;
 
 /* ---- availability ------------------------------------------------------ */
+
+/* Whether `v` is Derapi's entry: the row where the customer chooses the vendor in Join. */
+static bool is_join_any(const struct enr_vendor *v)
+{
+	return v && strcmp(v->id, "derapi") == 0;
+}
 
 /* Why a method cannot be used with this configuration, or NULL. */
 const char *wiz_method_unavailable(const struct enr_vendor *v, const struct enr_method *m,
@@ -215,7 +224,7 @@ void wiz_session_start(void)
 	opts.store = W.store;
 	opts.cfg = W.g->cfg;
 	opts.catalog = W.g->catalog;
-	opts.vendor = W.vendor ? W.vendor->id : NULL;
+	opts.vendor = W.vendor && !is_join_any(W.vendor) ? W.vendor->id : NULL;
 	opts.method = W.method ? W.method->id : NULL;
 	opts.customer = customer;
 	snprintf(W.customer_ref, sizeof(W.customer_ref), "%s", customer ? customer : "");
@@ -242,16 +251,52 @@ void wiz_session_start(void)
 
 /* ---- the start screen --------------------------------------------------- */
 
+/* Whether a vendor filter is typed (Esc clears it first, whichever has the focus). */
+static bool filter_typed(void)
+{
+	return listview_filter(W.vendors)[0] != '\0';
+}
+
 static const struct key_help *start_keys(struct screen *s)
 {
-	static const struct key_help keys[] = {{"Tab", "next field"},
-	                                       {"Enter", "choose"},
-	                                       {"F2", "enrolled systems"},
-	                                       {"Esc", "quit"},
-	                                       {NULL, NULL}};
+	static struct key_help keys[6];
+	const char *esc = filter_typed() ? "clear filter" : W.start_focus ? "back" : "quit";
+	size_t n = 0;
 
 	(void)s;
+	if (W.start_focus == 0) {
+		keys[n++] = (struct key_help){"Enter", "next"};
+		keys[n++] = (struct key_help){"Tab", "vendors"};
+		keys[n++] = (struct key_help){"F2", "enrolled systems"};
+		keys[n++] = (struct key_help){"Esc", esc};
+	} else {
+		keys[n++] = (struct key_help){"Enter", "choose"};
+		keys[n++] = (struct key_help){"Tab", "customer"};
+		keys[n++] = (struct key_help){"Esc", esc};
+		keys[n++] = (struct key_help){"F2", "enrolled systems"};
+	}
+	keys[n] = (struct key_help){NULL, NULL};
 	return keys;
+}
+
+/* Columns that the first `n` characters of `text` take. */
+static int text_cols(const wchar_t *text, size_t n)
+{
+	int cols = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		int w = wcwidth(text[i]);
+		cols += w > 0 ? w : w < 0 ? 1 : 0;
+	}
+	return cols;
+}
+
+/* The heading of a part of the screen: "> " in the margin and drawn
+ * underlined when it has the focus (a capture has no attributes). */
+static void heading(int y, int cols, const char *text, bool focused)
+{
+	draw_text(y, 0, 2, A_BOLD, focused ? ">" : " ");
+	draw_text(y, 2, cols, focused ? A_BOLD | A_UNDERLINE : A_NORMAL, text);
 }
 
 static void start_draw(struct screen *s)
@@ -266,13 +311,32 @@ static void start_draw(struct screen *s)
 
 	(void)s;
 	y = body.y + field_draw(&W.customer, body.y, 2, body.cols - 4, W.start_focus == 0);
-	draw_text(y, 2, body.cols - 4, A_BOLD, "Vendor");
-	list = (struct area){y + 1, 2, (int)N_VENDORS + 1, body.cols - 4};
+	heading(body.y, body.cols - 4, W.customer.label, W.start_focus == 0);
+	if (W.customer_kept && !W.customer.error[0])
+		draw_text(body.y + 2, 2, body.cols - 4, A_BOLD,
+		          W.start_focus
+		              ? "Same customer as the last system. Tab: change the customer."
+		              : "Same customer as the last system: typing replaces it.");
+	heading(y, body.cols - 4, "Vendor", W.start_focus == 1);
+	list = (struct area){y + 1, 2, (int)listview_count(W.vendors) + 1, body.cols - 4};
 	listview_draw(W.vendors, list);
+	if (W.start_focus == 0) {
+		int x = 2 + text_cols(W.customer.text + W.customer.scroll,
+		                      W.customer.cursor - W.customer.scroll);
+		screen_show_cursor(body.y + 1, x);
+	} else {
+		/* Where typing goes: the end of the filter, or its line's start. */
+		int x = list.x;
+		if (filter_typed())
+			x += draw_text_width("Filter: ") +
+			     draw_text_width(listview_filter(W.vendors));
+		screen_show_cursor(list.y, x < list.x + list.cols ? x : list.x + list.cols - 1);
+	}
 	y = list.y + list.rows + 1;
 	if (W.join_ok)
 		snprintf(line, sizeof(line),
-		         "Derapi Join is available (recommended): one link for every vendor.");
+		         "Derapi Join is available (recommended): one link for every vendor. With "
+		         "\"" JOIN_ANY_LABEL "\" the customer chooses theirs.");
 	else
 		snprintf(line, sizeof(line),
 		         "Derapi Join (recommended: one link for every vendor) cannot be used. %s",
@@ -332,7 +396,11 @@ static int choose_vendor(void)
 		return SCREEN_REDRAW;
 	}
 	W.vendor = listview_data(W.vendors, sel);
-	if (first_usable(&W.method) > 1) {
+	if (is_join_any(W.vendor)) {
+		/* No vendor yet: the customer chooses theirs in the Join page. */
+		W.method = enr_vendor_method(W.vendor, "join");
+		screen_push(&wiz_session_screen);
+	} else if (first_usable(&W.method) > 1) {
 		wiz_methods_setup();
 		screen_push(&wiz_method_screen);
 	} else {
@@ -354,6 +422,12 @@ static int start_key(struct screen *s, const struct keypress *k)
 		W.start_focus = !W.start_focus;
 		return SCREEN_REDRAW;
 	}
+	/* Esc clears a filter first, then (as the key line says) goes back to
+	 * the customer field from the list, and quits from the field. */
+	if (keypress_is_escape(k) && filter_typed()) {
+		listview_set_filter(W.vendors, "");
+		return SCREEN_REDRAW;
+	}
 	if (W.start_focus == 0) {
 		if (keypress_is_enter(k) || (k->kind == KP_FUNC && k->code == KEY_DOWN)) {
 			if (keypress_is_enter(k) && !customer_ok())
@@ -363,22 +437,24 @@ static int start_key(struct screen *s, const struct keypress *k)
 		}
 		if (keypress_is_escape(k))
 			return SCREEN_QUIT;
-		return field_handle_key(&W.customer, k);
+		/* The kept customer goes when a new one is typed over it (as selected
+		 * text would); the editing keys edit it. */
+		if (W.customer_kept && (k->kind == KP_PASTE ||
+		                        (k->kind == KP_CHAR && k->code >= 0x20 && k->code != 0x7f &&
+		                         k->code != '?' && iswprint(k->code))))
+			field_set_text(&W.customer, "");
+		r = field_handle_key(&W.customer, k);
+		if (r & SCREEN_REDRAW)
+			W.customer_kept = false;
+		return r;
 	}
 	if (keypress_is_enter(k))
 		return choose_vendor();
-	r = listview_handle_key(W.vendors, k);
-	if (r)
-		return r;
 	if (keypress_is_escape(k)) {
 		W.start_focus = 0;
 		return SCREEN_REDRAW;
 	}
-	if (k->kind == KP_FUNC && k->code == KEY_UP) {
-		W.start_focus = 0;
-		return SCREEN_REDRAW;
-	}
-	return SCREEN_IGNORED;
+	return listview_handle_key(W.vendors, k);
 }
 
 static void start_enter(struct screen *s)
@@ -395,7 +471,12 @@ struct screen wiz_start_screen = {.name = "start",
 
 static int fill_vendors(void)
 {
+	const struct enr_vendor *derapi = enr_catalog_find(W.g->catalog, "derapi");
 	int rc = listview_new(&W.vendors);
+
+	/* Derapi Join first when it can enroll: one link, the customer's vendor. */
+	if (rc == 0 && W.join_ok && derapi && enr_vendor_method(derapi, "join"))
+		rc = listview_add(W.vendors, JOIN_ANY_LABEL, NULL, (void *)derapi);
 
 	for (size_t i = 0; rc == 0 && i < N_VENDORS; i++) {
 		const struct enr_vendor *v = enr_catalog_find(W.g->catalog, vendor_order[i]);

@@ -29,7 +29,8 @@ struct wiz {
 	/* start and method */
 	struct field customer;
 	struct listview *vendors;
-	int start_focus; /* 0: customer field, 1: vendor list */
+	int start_focus;    /* 0: customer field, 1: vendor list */
+	bool customer_kept; /* from the last system enrolled ("enroll another") */
 	struct listview *methods;
 	const struct enr_vendor *vendor;
 	const struct enr_method *method;

@@ -15,6 +15,7 @@
 
 #include "derenroll/enroll.h"
 #include "derenroll/error.h"
+#include "derenroll/join.h"
 #include "derenroll/lifecycle.h"
 #include "derenroll/qr.h"
 #include "derenroll/store.h"
@@ -48,9 +49,12 @@ void wiz_methods_setup(void)
 
 static const struct key_help *method_keys(struct screen *s)
 {
-	static const struct key_help keys[] = {{"Enter", "choose"}, {"Esc", "back"}, {NULL, NULL}};
+	static struct key_help keys[] = {{"Enter", "choose"}, {"Esc", "back"}, {NULL, NULL}};
+	struct wiz *w = wiz_state();
 
 	(void)s;
+	/* The list takes Esc first while a filter is typed. */
+	keys[1].label = w->methods && listview_filter(w->methods)[0] ? "clear filter" : "back";
 	return keys;
 }
 
@@ -382,6 +386,7 @@ struct approval {
 	char *link;
 	char *authorize;
 	char *account; /* the sandbox account the customer approves as */
+	char *vendor;  /* in a Join session's page, the vendor the customer picks */
 	char *final_url;
 	char err[CURL_ERROR_SIZE];
 };
@@ -391,6 +396,7 @@ static void approval_free(struct approval *a)
 	free(a->link);
 	free(a->authorize);
 	free(a->account);
+	free(a->vendor);
 	free(a->final_url);
 	free(a);
 }
@@ -419,6 +425,53 @@ static CURLcode get(CURL *c, const char *url, bool follow, char *errbuf)
 
 static void approval_done(void *ctx);
 
+/* The value of `name` in the query of `url` (malloc'd), or NULL. */
+static char *query_value(const char *url, const char *name)
+{
+	size_t n = strlen(name);
+
+	for (const char *p = strchr(url, '?'); p; p = strchr(p + 1, '&'))
+		if (strncmp(p + 1, name, n) == 0 && p[1 + n] == '=')
+			return strndup(p + 2 + n, strcspn(p + 2 + n, "&#"));
+	return NULL;
+}
+
+/* The company's Join page (a Join session, `page` on the relay): the customer
+ * picks the vendor and approves at the sandbox's Derapi, then the page tells
+ * the relay. */
+static bool join_page_customer(CURL *c, struct approval *a, const char *page, const char *account)
+{
+	const char *relay_end = strstr(page, "/join?");
+	const char *base_end = strstr(page, "/relay/join?");
+	char *session = query_value(page, "session"), *state = query_value(page, "state");
+	char *url = NULL;
+	bool ok = false;
+
+	if (!session || !state || !relay_end || !base_end ||
+	    asprintf(&url,
+	             "%.*s/derapi/join/session/%s/authorize?vendor=%s&sandbox_auto=approve"
+	             "&sandbox_account=%s",
+	             (int)(base_end - page), page, session, a->vendor, account) < 0) {
+		url = NULL;
+		snprintf(a->err, sizeof(a->err), "out of memory");
+		goto out;
+	}
+	if (get(c, url, true, a->err) != CURLE_OK)
+		goto out;
+	free(url);
+	if (asprintf(&url, "%.*s/callback?state=%s", (int)(relay_end - page), page, state) < 0) {
+		url = NULL;
+		snprintf(a->err, sizeof(a->err), "out of memory");
+		goto out;
+	}
+	ok = get(c, url, true, a->err) == CURLE_OK;
+out:
+	free(url);
+	free(session);
+	free(state);
+	return ok;
+}
+
 static void *approve_thread(void *ctx)
 {
 	struct approval *a = ctx;
@@ -444,6 +497,11 @@ static void *approve_thread(void *ctx)
 	             strchr(target, '?') ? '&' : '?', account) < 0) {
 		url = NULL;
 		snprintf(a->err, sizeof(a->err), "out of memory");
+		goto out;
+	}
+	if (strstr(target, "/relay/join?")) {
+		if (join_page_customer(c, a, target, account))
+			a->final_url = strdup(target);
 		goto out;
 	}
 	/* Approved at once: the vendor redirects to the relay, the listener or its code
@@ -508,10 +566,14 @@ static int demo_approve(void)
 		return SCREEN_HANDLED;
 	a->gen = w->gen;
 	a->account = strdup(w->customer_ref);
+	/* In the Join page for any vendor the demo customer picks Tesla. */
+	a->vendor = strdup(strcmp(enr_enroll_vendor(w->e)->id, "derapi") == 0
+	                       ? "tesla"
+	                       : enr_join_vendor_name(enr_enroll_vendor(w->e)));
 	a->link = strdup(enr_enroll_link(w->e));
 	a->authorize = strdup(enr_enroll_authorize_url(w->e) ? enr_enroll_authorize_url(w->e)
 	                                                     : enr_enroll_link(w->e));
-	if (!a->link || !a->authorize || !a->account ||
+	if (!a->link || !a->authorize || !a->account || !a->vendor ||
 	    pthread_create(&t, NULL, approve_thread, a) != 0) {
 		approval_free(a);
 		snprintf(w->note, sizeof(w->note), "Cannot play the customer: out of resources");
@@ -985,8 +1047,11 @@ static int session_key(struct screen *s, const struct keypress *k)
 		if (keypress_is(k, 'q'))
 			return SCREEN_QUIT;
 		if (keypress_is_enter(k) || keypress_is(k, 'n') || keypress_is_escape(k)) {
-			field_set_text(&w->customer, "");
-			w->start_focus = 0;
+			/* The next system is often the same customer's: the reference
+			 * stays (Tab changes it), the vendor filter goes. */
+			listview_set_filter(w->vendors, "");
+			w->customer_kept = !field_is_blank(&w->customer);
+			w->start_focus = w->customer_kept ? 1 : 0;
 			if (w->session_first || w->reauth_id)
 				return go_back(); /* a re-authorization goes back to the systems */
 			wiz_session_end();

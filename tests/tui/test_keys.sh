@@ -81,8 +81,10 @@ help "Enter    enroll another" "saved"
 keys Enter
 wait_screen "Customer reference" >/dev/null
 settle
+# The customer is kept, the list has the focus: Tab, erase it, type the next.
+keys Tab C-u
 keys_text "Keys Two"
-keys Enter C-u
+keys Enter
 keys_text "solis"
 keys Enter
 wait_screen "Solis: how does the customer authorize?" >/dev/null

@@ -14,11 +14,12 @@ plan 19
 # sites CUSTOMER: the site ids of that customer's records, sorted, one a line.
 sites() { "$RECORDS" "$STORE" | jq -r --arg c "$1" 'select(.customer == $c) | .sites[].id' | sort; }
 count() { "$RECORDS" "$STORE" | grep -c "\"customer\":\"$1\""; }
-# fresh CUSTOMER VENDOR: begin, from a start screen that kept the last round's text.
+# fresh CUSTOMER VENDOR: begin, after "enroll another" (the last customer kept,
+# the vendor list has the focus): Tab to the customer, erase it, type the next.
 fresh() {
-	keys C-u
+	keys Tab C-u
 	keys_text "$1"
-	keys Enter C-u
+	keys Enter
 	keys_text "$2"
 	keys Enter
 }

@@ -139,8 +139,13 @@ begin "Mail One" sma
 wait_screen "SMA: how does the customer authorize?" >/dev/null
 owner_email owner-one@example.com
 again
+# The customer is kept and the list has the focus (the filter cleared): Tab,
+# erase the customer, type the next, then the vendor.
+keys Tab C-u
 keys_text "Mail Two"
-keys Tab Enter
+keys Enter
+keys_text "sma"
+keys Enter
 wait_screen "SMA: how does the customer authorize?" >/dev/null
 settle
 owner_email owner-two@example.com

@@ -58,7 +58,8 @@ struct enr_enroll_options {
 	struct enr_store *store;
 	const struct enr_config *cfg;
 	const struct enr_catalog *catalog;
-	const char *vendor;        /* vendor id (ignored for a re-authorization) */
+	const char *vendor;        /* vendor id (ignored for a re-authorization); NULL with
+	                            * method "join": the customer chooses in the Join page */
 	const char *method;        /* NULL: the vendor's first method */
 	const char *customer;      /* customer reference (required for a new record) */
 	const char *site_id;       /* preselected site, or NULL */

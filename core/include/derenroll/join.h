@@ -118,6 +118,16 @@ ENR_API const char *enr_join_program_id(const struct enr_vendor *vendor,
 ENR_API int enr_join_session_request(struct enr_http_request **out, const struct enr_vendor *derapi,
                                      const struct enr_config *cfg, const char *token,
                                      const struct enr_vendor *vendor);
+/*
+ * The same for a session in which the customer chooses the vendor in the Join
+ * page: every vendor of `catalog` with a `join` method whose app credentials
+ * are configured (the others are left out). ENR_E_CONFIG (the first vendor's
+ * problem) when none is.
+ */
+ENR_API int enr_join_session_request_any(struct enr_http_request **out,
+                                         const struct enr_vendor *derapi,
+                                         const struct enr_catalog *catalog,
+                                         const struct enr_config *cfg, const char *token);
 /* The session id of its answer (`sessionID` or `session_id`). */
 ENR_API int enr_join_session_response(char **out, const struct enr_http_response *resp);
 

@@ -699,7 +699,7 @@ static struct enr_enroll *enphase_paste(struct fixture *f, const struct enr_conf
 
 	assert_int_equal(drive(e, true), ENR_ENROLL_LINK);
 	assert_int_equal(enr_enroll_consent(e), ENR_CONSENT_PASTE);
-	*location = approve(enr_enroll_link(e), "sandbox_auto=approve");
+	*location = approve(enr_enroll_authorize_url(e), "sandbox_auto=approve");
 	assert_non_null(*location);
 	assert_non_null(strstr(*location, "/enphase/oauth/redirect_uri?"));
 	return e;

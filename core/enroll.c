@@ -819,6 +819,7 @@ static int start_oauth(struct enr_enroll *e, enum enr_consent consent)
 {
 	struct enr_oauth_authorize_options opts = {0};
 	const char *redirect = enr_vendor_setting(e->vendor, e->cfg, "redirect_uri");
+	bool chosen = consent != ENR_CONSENT_AUTO; /* `--code`: the authorize URL itself */
 	int rc;
 
 	/* Configured, else the vendor's own (Enphase's code page), else the relay's. */
@@ -863,9 +864,9 @@ static int start_oauth(struct enr_enroll *e, enum enr_consent consent)
 		return rc;
 	e->deadline = (long long)time(NULL) + e->timeout_s;
 	/* The phone gets the relay's short link whenever there is a relay, also
-	 * when the code comes back typed (nothing is then polled for). */
+	 * when the vendor's page shows a code to type (nothing is then polled for). */
 	if (consent == ENR_CONSENT_RELAY ||
-	    (consent == ENR_CONSENT_PASTE && enr_relay_client_configured(e->cfg))) {
+	    (consent == ENR_CONSENT_PASTE && !chosen && enr_relay_client_configured(e->cfg))) {
 		e->state = ENR_ENROLL_WAIT;
 		set_message(e, "Making a short link for the customer's phone...");
 		return register_link(e);
@@ -1499,10 +1500,11 @@ int enr_enroll_submit_code(struct enr_enroll *e, const char *text)
 
 	if (e->state != ENR_ENROLL_LINK || !e->flow)
 		return enr_error_set(ENR_E_USAGE, "no code is expected now");
-	copy = enr_util_strdup(text);
-	if (!copy)
-		return ENR_E_NOMEM;
-	enr_util_trim(copy);
+	/* A code not in the vendor's shape is a typo: said here, the session waits
+	 * for the right one. */
+	rc = enr_oauth_normalize_code(&copy, e->derapi ? NULL : e->vendor, text);
+	if (rc < 0)
+		return rc;
 	if (!copy[0]) {
 		free(copy);
 		return enr_error_set(ENR_E_USAGE, "type the code, or paste the address");

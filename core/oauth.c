@@ -376,29 +376,21 @@ static int normalize_bare(const struct enr_vendor *vendor, char *code)
 		/* Spaces and dashes that group it for reading aloud. */
 		if (ch == ' ' || ch == '\t' || ch == '-')
 			continue;
+		/* Short: the wizard shows it in one line beside the QR code. */
 		if (ch > ' ' && ch <= '~')
-			return enr_error_set(
-			    ENR_E_PARSE,
-			    "that is not %s's code: '%c' is not one of its characters "
-			    "(%s)",
-			    vendor->name, ch, spec->alphabet);
-		return enr_error_set(ENR_E_PARSE,
-		                     "that is not %s's code: it holds a character not among its "
-		                     "own (%s)",
-		                     vendor->name, spec->alphabet);
+			return enr_error_set(ENR_E_PARSE, "'%c' is not in %s codes (%s)", ch,
+			                     vendor->name, spec->alphabet);
+		return enr_error_set(ENR_E_PARSE, "%s codes have only %s", vendor->name,
+		                     spec->alphabet);
 	}
 	code[n] = '\0';
 	if (n >= (size_t)spec->min_length && n <= (size_t)spec->max_length)
 		return 0;
 	if (spec->min_length == spec->max_length)
-		return enr_error_set(ENR_E_PARSE,
-		                     "that code has %zu characters; %s's codes have %ld: check it "
-		                     "with the customer",
-		                     n, vendor->name, spec->max_length);
-	return enr_error_set(ENR_E_PARSE,
-	                     "that code has %zu characters; %s's codes have %ld to %ld: check "
-	                     "it with the customer",
-	                     n, vendor->name, spec->min_length, spec->max_length);
+		return enr_error_set(ENR_E_PARSE, "%zu characters: %s codes have %ld", n,
+		                     vendor->name, spec->max_length);
+	return enr_error_set(ENR_E_PARSE, "%zu characters: %s codes have %ld to %ld", n,
+	                     vendor->name, spec->min_length, spec->max_length);
 }
 
 int enr_oauth_normalize_code(char **out, const struct enr_vendor *vendor, const char *typed)

@@ -2,6 +2,7 @@
  * The wizard's method screen and its session screen: whatever the enrollment
  * session asks for (key form, QR code, wait, sites), then saved or failed.
  */
+#include <ctype.h>
 #include <curl/curl.h>
 #include <pthread.h>
 #include <signal.h>
@@ -267,6 +268,62 @@ static void countdown(char *buf, size_t size)
 	snprintf(buf, size, "Time left: %lld:%02lld", left / 60, left % 60);
 }
 
+/* The vendor's code spec when its page shows a code to type, else NULL. */
+static const struct enr_code_spec *code_spec(void)
+{
+	struct wiz *w = wiz_state();
+	const struct enr_vendor *v = w->e ? enr_enroll_vendor(w->e) : NULL;
+
+	return v && v->has_oauth && v->oauth.code.max_length ? &v->oauth.code : NULL;
+}
+
+/* The code field asks for what the customer's phone shows. */
+static void code_field_words(void)
+{
+	struct wiz *w = wiz_state();
+	const struct enr_code_spec *spec = code_spec();
+
+	if (!spec)
+		return;
+	w->code.label = "Code shown on the customer's phone";
+	w->code.help = spec->help ? spec->help : "Type it as the customer reads it.";
+}
+
+/* A code being typed at the field's end shown in the vendor's groups, for
+ * reading aloud ("aB3d E5fG 7h"); an address, or an edit inside, is left as it is. */
+static void code_field_group(void)
+{
+	struct wiz *w = wiz_state();
+	const struct enr_code_spec *spec = code_spec();
+	const struct enr_vendor *v = w->e ? enr_enroll_vendor(w->e) : NULL;
+	char *value = NULL, grouped[1024];
+	size_t n = 0, chars = 0;
+
+	if (!spec || spec->group <= 0 || w->code.cursor != w->code.len ||
+	    field_value(&value, &w->code) < 0)
+		return;
+	for (const char *p = value; *p && n + 2 < sizeof(grouped); p++) {
+		if (*p == ' ' || *p == '-')
+			continue;
+		int ch = (unsigned char)*p;
+		if (!enr_vendor_code_char(v, ch) &&
+		    !(spec->case_insensitive && (enr_vendor_code_char(v, tolower(ch)) ||
+		                                 enr_vendor_code_char(v, toupper(ch))))) {
+			n = 0; /* not a code: an address, or a typo the check will name */
+			break;
+		}
+		if (chars && chars % (size_t)spec->group == 0)
+			grouped[n++] = ' ';
+		grouped[n++] = *p;
+		chars++;
+	}
+	grouped[n] = '\0';
+	if (n && strcmp(grouped, value) != 0)
+		field_set_text(&w->code, grouped);
+	field_free_value(value);
+	explicit_bzero(grouped, sizeof(grouped));
+}
+
 static void link_caption(struct area a)
 {
 	struct wiz *w = wiz_state();
@@ -299,6 +356,7 @@ static void link_caption(struct area a)
 	if (w->note[0])
 		y += draw_wrapped((struct area){y, a.x, 3, a.cols}, A_NORMAL, w->note);
 	y++;
+	code_field_words();
 	if (w->code_active && y + FIELD_ROWS <= a.y + a.rows)
 		field_draw(&w->code, y, a.x, a.cols, true);
 }
@@ -317,6 +375,7 @@ static void link_caption_short(struct area a)
 	char left[64];
 
 	countdown(left, sizeof(left));
+	code_field_words();
 	if (w->code_active && y + FIELD_ROWS <= end) {
 		field_draw(&w->code, y, a.x, a.cols, true);
 		y += FIELD_ROWS;
@@ -483,9 +542,9 @@ static void approval_done(void *ctx)
 			snprintf(text, sizeof(text), "%s", code ? code + 5 : a->final_url);
 			text[strcspn(text, "&")] = '\0';
 			field_set_text(&w->code, text);
+			code_field_group();
 			snprintf(w->note, sizeof(w->note),
-			         "The customer approved; the code is "
-			         "typed in: press Enter.");
+			         "Approved; the code is typed in: press Enter.");
 		} else {
 			snprintf(w->note, sizeof(w->note), "The customer approved on their phone.");
 		}
@@ -561,7 +620,10 @@ static int submit_code(void)
 	int rc;
 
 	if (field_is_blank(&w->code)) {
-		field_set_error(&w->code, "Type the code the page shows, or paste its address");
+		field_set_error(&w->code, code_spec()
+		                              ? "Type the code shown on the customer's phone"
+		                              : "Type the code the page shows, or paste its "
+		                                "address");
 		return SCREEN_REDRAW;
 	}
 	rc = field_value(&value, &w->code);
@@ -585,9 +647,13 @@ static int link_key(const struct keypress *k)
 		return SCREEN_REDRAW;
 	}
 	if (w->code_active) {
+		int rc;
 		if (keypress_is_enter(k))
 			return submit_code();
-		return field_handle_key(&w->code, k);
+		rc = field_handle_key(&w->code, k);
+		if (rc == SCREEN_REDRAW)
+			code_field_group();
+		return rc;
 	}
 	return SCREEN_IGNORED;
 }

@@ -1600,8 +1600,8 @@ static char *code_on_page(const char *location)
 	return code;
 }
 
-/* The customer opens `link`, approves, and lands on Enphase's code page. */
-static char *approve_to_code_page(const char *link)
+/* The customer opens `link` and approves: where the vendor sends the phone. */
+static char *approve_from(const char *link)
 {
 	char *authorize = NULL, *approved = NULL, *page = NULL;
 
@@ -1610,9 +1610,17 @@ static char *approve_to_code_page(const char *link)
 	assert_true(asprintf(&approved, "%s&sandbox_auto=approve", authorize) > 0);
 	assert_int_equal(plain_get_to(approved, &page), 302);
 	assert_non_null(page);
-	assert_non_null(strstr(page, "/enphase/oauth/redirect_uri?"));
 	free(authorize);
 	free(approved);
+	return page;
+}
+
+/* The same, landing on Enphase's code page. */
+static char *approve_to_code_page(const char *link)
+{
+	char *page = approve_from(link);
+
+	assert_non_null(strstr(page, "/enphase/oauth/redirect_uri?"));
 	return page;
 }
 
@@ -1649,6 +1657,41 @@ static void test_enphase_typed_code_behind_short_link(void **state)
 	enr_enroll_free(e);
 	free(page);
 	free(code);
+	enr_config_free(cfg);
+	enr_sandbox_stop(sb);
+}
+
+/* `[vendor.enphase] redirect_uri` set to the relay's callback: Enphase sends
+ * the customer's phone to the relay, and the code comes back by itself, as
+ * every other vendor's does (nothing typed). */
+static void test_enphase_code_through_relay_callback(void **state)
+{
+	struct enr_enroll_options opts = {
+	    .catalog = fx.catalog, .vendor = "enphase", .method = "oauth", .customer = "Cal Back"};
+	struct enr_sandbox *sb;
+	struct enr_config *cfg;
+	struct enr_enroll *e = NULL;
+	char callback[256], *back;
+
+	(void)state;
+	assert_int_equal(enr_sandbox_start(&sb, NULL), 0);
+	assert_int_equal(enr_sandbox_config(&cfg, sb), 0);
+	snprintf(callback, sizeof(callback), "%s/callback", enr_config_get(cfg, "relay", "url"));
+	assert_int_equal(enr_config_set(cfg, "vendor.enphase", "redirect_uri", callback), 0);
+	opts.cfg = cfg;
+	assert_int_equal(enr_enroll_new(&e, &opts), 0);
+	drive_while(e, ENR_ENROLL_WAIT);
+	assert_int_equal(enr_enroll_state(e), ENR_ENROLL_LINK);
+	assert_int_equal(enr_enroll_consent(e), ENR_CONSENT_RELAY);
+	back = approve_from(enr_enroll_link(e));
+	assert_int_equal(strncmp(back, callback, strlen(callback)), 0);
+	assert_int_equal(plain_get_to(back, NULL), 200); /* the phone reaches the relay */
+	drive_while(e, ENR_ENROLL_LINK);
+	drive_while(e, ENR_ENROLL_WAIT);
+	if (enr_enroll_state(e) != ENR_ENROLL_SITES && enr_enroll_state(e) != ENR_ENROLL_DONE)
+		fail_msg("state %d: %s", enr_enroll_state(e), enr_enroll_message(e));
+	enr_enroll_free(e);
+	free(back);
 	enr_config_free(cfg);
 	enr_sandbox_stop(sb);
 }
@@ -1801,6 +1844,8 @@ int main(int argc, char **argv)
 	    cmocka_unit_test_setup_teardown(test_enrollment_outlives_a_short_relay_cap, setup,
 	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_enphase_typed_code_behind_short_link, setup,
+	                                    teardown),
+	    cmocka_unit_test_setup_teardown(test_enphase_code_through_relay_callback, setup,
 	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_enphase_short_link_renewed_without_polls, setup,
 	                                    teardown),

@@ -366,11 +366,9 @@ static int normalize_bare(const struct enr_vendor *vendor, char *code)
 	size_t n = 0;
 
 	for (const char *p = code; *p; p++) {
-		int ch = (unsigned char)*p;
-		if (spec->case_insensitive && ch >= 'A' && ch <= 'Z')
-			ch += 'a' - 'A';
-		if (enr_vendor_code_char(vendor, ch)) {
-			code[n++] = (char)ch;
+		int ch = (unsigned char)*p, is = enr_vendor_code_char(vendor, ch);
+		if (is >= 0) {
+			code[n++] = (char)is;
 			continue;
 		}
 		/* Spaces and dashes that group it for reading aloud. */

@@ -665,9 +665,12 @@ static char *shaped_code(const struct enr_sandbox *sb, int vendor)
 
 	if (!v || !v->has_oauth || !v->oauth.code.max_length)
 		return NULL;
+	/* Only the characters a typed code is folded to (either case taken). */
 	for (int ch = '!'; ch <= '~'; ch++)
-		if (enr_vendor_code_char(v, ch))
+		if (enr_vendor_code_char(v, ch) == ch)
 			chars[n++] = (char)ch;
+	if (!n)
+		return NULL;
 	len = (size_t)v->oauth.code.max_length;
 	if (len >= sizeof(((struct code *)0)->value) || !(code = malloc(len + 1)))
 		return NULL;

@@ -412,10 +412,8 @@ static int parse_code(struct enr_vendor *v, const struct ctx *c, json_object *o)
 	return 0;
 }
 
-bool enr_vendor_code_char(const struct enr_vendor *vendor, int ch)
+static bool in_alphabet(const char *p, int ch)
 {
-	const char *p = vendor->oauth.code.alphabet;
-
 	for (; p && *p; p++) {
 		if (p[1] == '-' && p[2]) {
 			if (ch >= p[0] && ch <= p[2])
@@ -426,6 +424,19 @@ bool enr_vendor_code_char(const struct enr_vendor *vendor, int ch)
 		}
 	}
 	return false;
+}
+
+int enr_vendor_code_char(const struct enr_vendor *vendor, int ch)
+{
+	const char *alphabet = vendor->oauth.code.alphabet;
+	int lower = ch >= 'A' && ch <= 'Z' ? ch + ('a' - 'A') : ch;
+	int upper = ch >= 'a' && ch <= 'z' ? ch - ('a' - 'A') : ch;
+
+	if (vendor->oauth.code.case_insensitive && in_alphabet(alphabet, lower))
+		return lower;
+	if (vendor->oauth.code.case_insensitive && in_alphabet(alphabet, upper))
+		return upper;
+	return in_alphabet(alphabet, ch) ? ch : -1;
 }
 
 static int parse_oauth(struct enr_vendor *v, const struct ctx *c, json_object *obj)

@@ -2,7 +2,6 @@
  * The wizard's method screen and its session screen: whatever the enrollment
  * session asks for (key form, QR code, wait, sites), then saved or failed.
  */
-#include <ctype.h>
 #include <curl/curl.h>
 #include <pthread.h>
 #include <signal.h>
@@ -305,10 +304,7 @@ static void code_field_group(void)
 	for (const char *p = value; *p && n + 2 < sizeof(grouped); p++) {
 		if (*p == ' ' || *p == '-')
 			continue;
-		int ch = (unsigned char)*p;
-		if (!enr_vendor_code_char(v, ch) &&
-		    !(spec->case_insensitive && (enr_vendor_code_char(v, tolower(ch)) ||
-		                                 enr_vendor_code_char(v, toupper(ch))))) {
+		if (enr_vendor_code_char(v, (unsigned char)*p) < 0) {
 			n = 0; /* not a code: an address, or a typo the check will name */
 			break;
 		}

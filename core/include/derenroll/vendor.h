@@ -254,8 +254,10 @@ ENR_API const char *enr_vendor_scopes(const struct enr_vendor *vendor,
 ENR_API const struct enr_guidance *enr_vendor_guidance(const struct enr_vendor *vendor, int status,
                                                        const char *text);
 
-/* Whether `c` is one of the characters of the vendor's typed code (oauth.code.alphabet). */
-ENR_API bool enr_vendor_code_char(const struct enr_vendor *vendor, int c);
+/* The character of the vendor's typed code (oauth.code.alphabet) that `c`
+ * stands for: `c` itself or, where the vendor takes either case, the case the
+ * alphabet has (lower case first); -1 when it stands for none. */
+ENR_API int enr_vendor_code_char(const struct enr_vendor *vendor, int c);
 
 /* Whether the catalogue marks a field ("tokens.access_ttl") as unconfirmed. */
 ENR_API bool enr_vendor_unconfirmed(const struct enr_vendor *vendor, const char *field);

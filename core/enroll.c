@@ -720,6 +720,19 @@ static void on_relay_link(struct enr_http_response *resp, void *ctx)
 		e->next_at_ms = now_ms() + RETRY_MS;
 		return;
 	}
+	if (rc < 0 && e->consent == ENR_CONSENT_PASTE && !e->link) {
+		/* The code is typed whatever the relay does: without its short link
+		 * the phone gets the vendor's own address. */
+		enr_log_info("no short link from the relay (%s): showing %s's address",
+		             enr_error_last(), e->vendor->name);
+		if (!(e->link = enr_util_strdup(e->flow->url))) {
+			fail(e, ENR_E_NOMEM);
+			return;
+		}
+		e->state = ENR_ENROLL_LINK;
+		paste_message(e);
+		return;
+	}
 	if (rc < 0) {
 		fail(e, rc);
 		return;

@@ -1346,20 +1346,38 @@ static void drive_while(struct enr_enroll *e, enum enr_enroll_state st)
 		step(e);
 }
 
+/* After the customer's answer: the session reaches the sites. */
+static void expect_sites(struct enr_enroll *e)
+{
+	drive_while(e, ENR_ENROLL_LINK);
+	drive_while(e, ENR_ENROLL_WAIT);
+	if (enr_enroll_state(e) != ENR_ENROLL_SITES && enr_enroll_state(e) != ENR_ENROLL_DONE)
+		fail_msg("state %d: %s", enr_enroll_state(e), enr_enroll_message(e));
+}
+
 /* The same through the wizard's session: the sandbox's relay, a pasted address. */
 /* A sandbox of its own and an enrollment with it, waiting at its relay link. */
-static struct enr_enroll *sandbox_session(struct enr_sandbox **sb, struct enr_config **cfg,
-                                          struct enr_enroll_options *opts)
+static struct enr_enroll *sandbox_session_as(struct enr_sandbox **sb, struct enr_config **cfg,
+                                             struct enr_enroll_options *opts,
+                                             void (*configure)(struct enr_config *cfg))
 {
 	struct enr_enroll *e = NULL;
 
 	assert_int_equal(enr_sandbox_start(sb, NULL), 0);
 	assert_int_equal(enr_sandbox_config(cfg, *sb), 0);
+	if (configure)
+		configure(*cfg);
 	opts->cfg = *cfg;
 	assert_int_equal(enr_enroll_new(&e, opts), 0);
 	drive_while(e, ENR_ENROLL_WAIT);
 	assert_int_equal(enr_enroll_state(e), ENR_ENROLL_LINK);
 	return e;
+}
+
+static struct enr_enroll *sandbox_session(struct enr_sandbox **sb, struct enr_config **cfg,
+                                          struct enr_enroll_options *opts)
+{
+	return sandbox_session_as(sb, cfg, opts, NULL);
 }
 
 /* The relay's link, answered another way, says it was used: the session told
@@ -1540,10 +1558,7 @@ static void capped_start(struct capped *c, struct enr_enroll_options *opts,
 /* After the customer's answer: the enrollment reached its sites. */
 static void capped_finish(struct capped *c)
 {
-	drive_while(c->e, ENR_ENROLL_LINK);
-	drive_while(c->e, ENR_ENROLL_WAIT);
-	if (enr_enroll_state(c->e) != ENR_ENROLL_SITES && enr_enroll_state(c->e) != ENR_ENROLL_DONE)
-		fail_msg("state %d: %s", enr_enroll_state(c->e), enr_enroll_message(c->e));
+	expect_sites(c->e);
 	enr_enroll_free(c->e);
 	enr_config_free(c->cfg);
 	enr_sandbox_stop(c->sb);
@@ -1624,6 +1639,17 @@ static char *approve_to_code_page(const char *link)
 	return page;
 }
 
+/* The installer types the code Enphase's `page` shows: the session reaches the sites. */
+static void type_code_from(struct enr_enroll *e, char *page)
+{
+	char *code = code_on_page(page);
+
+	assert_int_equal(enr_enroll_submit_code(e, code), 0);
+	expect_sites(e);
+	free(code);
+	free(page);
+}
+
 /* Enphase's own code page (a typed code, ENR_CONSENT_PASTE) with a relay: the
  * phone gets the relay's short link like every other vendor's, and the code
  * typed completes the enrollment; the link then says it was used. */
@@ -1636,7 +1662,7 @@ static void test_enphase_typed_code_behind_short_link(void **state)
 	struct enr_sandbox *sb = NULL;
 	struct enr_config *cfg = NULL;
 	struct enr_enroll *e = NULL;
-	char *page = NULL, *code = NULL, relay[256], link[512];
+	char relay[256], link[512];
 
 	(void)state;
 	e = sandbox_session(&sb, &cfg, &opts);
@@ -1646,17 +1672,10 @@ static void test_enphase_typed_code_behind_short_link(void **state)
 	if (strncmp(link, relay, strlen(relay)) != 0)
 		fail_msg("the phone's link is not the relay's short link: %s", link);
 	assert_string_not_equal(link, enr_enroll_authorize_url(e));
-	page = approve_to_code_page(link);
-	code = code_on_page(page);
-	assert_int_equal(enr_enroll_submit_code(e, code), 0);
-	drive_while(e, ENR_ENROLL_WAIT);
-	if (enr_enroll_state(e) != ENR_ENROLL_SITES && enr_enroll_state(e) != ENR_ENROLL_DONE)
-		fail_msg("state %d: %s", enr_enroll_state(e), enr_enroll_message(e));
+	type_code_from(e, approve_to_code_page(link));
 	/* The short link, answered by the typed code, now says it was used. */
 	expect_link_used(e, link);
 	enr_enroll_free(e);
-	free(page);
-	free(code);
 	enr_config_free(cfg);
 	enr_sandbox_stop(sb);
 }
@@ -1664,34 +1683,64 @@ static void test_enphase_typed_code_behind_short_link(void **state)
 /* `[vendor.enphase] redirect_uri` set to the relay's callback: Enphase sends
  * the customer's phone to the relay, and the code comes back by itself, as
  * every other vendor's does (nothing typed). */
+/* [vendor.enphase] redirect_uri = the relay's callback. */
+static void relay_as_enphase_redirect(struct enr_config *cfg)
+{
+	char callback[256];
+
+	snprintf(callback, sizeof(callback), "%s/callback", enr_config_get(cfg, "relay", "url"));
+	assert_int_equal(enr_config_set(cfg, "vendor.enphase", "redirect_uri", callback), 0);
+}
+
 static void test_enphase_code_through_relay_callback(void **state)
 {
 	struct enr_enroll_options opts = {
 	    .catalog = fx.catalog, .vendor = "enphase", .method = "oauth", .customer = "Cal Back"};
 	struct enr_sandbox *sb;
 	struct enr_config *cfg;
-	struct enr_enroll *e = NULL;
-	char callback[256], *back;
+	struct enr_enroll *e;
+	char *back;
 
 	(void)state;
-	assert_int_equal(enr_sandbox_start(&sb, NULL), 0);
-	assert_int_equal(enr_sandbox_config(&cfg, sb), 0);
-	snprintf(callback, sizeof(callback), "%s/callback", enr_config_get(cfg, "relay", "url"));
-	assert_int_equal(enr_config_set(cfg, "vendor.enphase", "redirect_uri", callback), 0);
-	opts.cfg = cfg;
-	assert_int_equal(enr_enroll_new(&e, &opts), 0);
-	drive_while(e, ENR_ENROLL_WAIT);
-	assert_int_equal(enr_enroll_state(e), ENR_ENROLL_LINK);
+	e = sandbox_session_as(&sb, &cfg, &opts, relay_as_enphase_redirect);
 	assert_int_equal(enr_enroll_consent(e), ENR_CONSENT_RELAY);
 	back = approve_from(enr_enroll_link(e));
-	assert_int_equal(strncmp(back, callback, strlen(callback)), 0);
+	assert_non_null(strstr(back, "/relay/callback?"));
 	assert_int_equal(plain_get_to(back, NULL), 200); /* the phone reaches the relay */
-	drive_while(e, ENR_ENROLL_LINK);
-	drive_while(e, ENR_ENROLL_WAIT);
-	if (enr_enroll_state(e) != ENR_ENROLL_SITES && enr_enroll_state(e) != ENR_ENROLL_DONE)
-		fail_msg("state %d: %s", enr_enroll_state(e), enr_enroll_message(e));
+	expect_sites(e);
 	enr_enroll_free(e);
 	free(back);
+	enr_config_free(cfg);
+	enr_sandbox_stop(sb);
+}
+
+/* A relay that does not answer: Enphase's code is typed all the same, the
+ * phone given Enphase's own address instead of a short link. */
+/* [relay] url where nothing answers. */
+static void relay_unreachable(struct enr_config *cfg)
+{
+	assert_int_equal(enr_config_set(cfg, "relay", "url", "http://127.0.0.1:1/relay"), 0);
+}
+
+static void test_enphase_typed_code_without_relay_answer(void **state)
+{
+	struct enr_enroll_options opts = {.catalog = fx.catalog,
+	                                  .vendor = "enphase",
+	                                  .method = "oauth",
+	                                  .customer = "Nora Relay"};
+	struct enr_sandbox *sb;
+	struct enr_config *cfg;
+	struct enr_enroll *e;
+	char *approve = NULL, *page = NULL;
+
+	(void)state;
+	e = sandbox_session_as(&sb, &cfg, &opts, relay_unreachable);
+	assert_string_equal(enr_enroll_link(e), enr_enroll_authorize_url(e));
+	assert_true(asprintf(&approve, "%s&sandbox_auto=approve", enr_enroll_link(e)) > 0);
+	assert_int_equal(plain_get_to(approve, &page), 302);
+	type_code_from(e, page);
+	free(approve);
+	enr_enroll_free(e);
 	enr_config_free(cfg);
 	enr_sandbox_stop(sb);
 }
@@ -1705,18 +1754,13 @@ static void test_enphase_short_link_renewed_without_polls(void **state)
 	                                  .method = "oauth",
 	                                  .customer = "Rita Renew"};
 	struct capped c;
-	char *page = NULL, *code = NULL;
 
 	(void)state;
 	capped_start(&c, &opts, NULL);
 	assert_int_equal(enr_enroll_consent(c.e), ENR_CONSENT_PASTE);
 	/* The same short link still takes the customer to Enphase. */
-	page = approve_to_code_page(c.link);
-	code = code_on_page(page);
-	assert_int_equal(enr_enroll_submit_code(c.e, code), 0);
+	type_code_from(c.e, approve_to_code_page(c.link));
 	capped_finish(&c);
-	free(page);
-	free(code);
 }
 
 static pid_t child = -1;
@@ -1844,6 +1888,8 @@ int main(int argc, char **argv)
 	    cmocka_unit_test_setup_teardown(test_enrollment_outlives_a_short_relay_cap, setup,
 	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_enphase_typed_code_behind_short_link, setup,
+	                                    teardown),
+	    cmocka_unit_test_setup_teardown(test_enphase_typed_code_without_relay_answer, setup,
 	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_enphase_code_through_relay_callback, setup,
 	                                    teardown),

@@ -276,16 +276,20 @@ static const struct enr_code_spec *code_spec(void)
 	return v && v->has_oauth && v->oauth.code.max_length ? &v->oauth.code : NULL;
 }
 
-/* The code field asks for what the customer's phone shows. */
+/* The code field asks for what the customer's phone shows, where the
+ * vendor's page shows a code; else for the code or the address, as set up. */
 static void code_field_words(void)
 {
+	static const char *plain_label, *plain_help;
 	struct wiz *w = wiz_state();
 	const struct enr_code_spec *spec = code_spec();
 
-	if (!spec)
-		return;
-	w->code.label = "Code shown on the customer's phone";
-	w->code.help = spec->help ? spec->help : "Type it as the customer reads it.";
+	if (!plain_label) {
+		plain_label = w->code.label;
+		plain_help = w->code.help;
+	}
+	w->code.label = spec ? "Code shown on the customer's phone" : plain_label;
+	w->code.help = !spec ? plain_help : spec->help ? spec->help : "As the customer reads it.";
 }
 
 /* A code being typed at the field's end shown in the vendor's groups, for

@@ -705,6 +705,7 @@ static int got_callback(struct enr_enroll *e, const char *text)
 	}
 	if (e->receiver)
 		enr_oauth_receiver_cancel(e->receiver);
+	e->next_at_ms = 0; /* no relay poll or link renewal from now on */
 	/* Tesla's code names the customer's region (the tokens may confirm it). */
 	rc = enr_tesla_note_region(e->rec, NULL, NULL, cb->code);
 	if (rc == 0)
@@ -759,6 +760,24 @@ static int poll_relay(struct enr_enroll *e)
 
 static void on_relay_link(struct enr_http_response *resp, void *ctx);
 
+static void paste_message(struct enr_enroll *e)
+{
+	set_message(e, "After approving, type the code %s shows, or paste the final address",
+	            e->vendor->name);
+}
+
+/* A typed code's short link: nothing comes back through the relay, so the
+ * link is only renewed, at the moment a poll would have renewed it. */
+static void renew_when_due(struct enr_enroll *e)
+{
+	long long at = e->link_expires_at - renew_before(e);
+	long long now = (long long)time(NULL);
+
+	e->next_at_ms = 0;
+	if (e->link_expires_at && e->link_expires_at < e->deadline)
+		e->next_at_ms = now_ms() + (at > now ? at - now : 0) * 1000;
+}
+
 static int register_link(struct enr_enroll *e)
 {
 	struct enr_http_request *req = NULL;
@@ -780,22 +799,45 @@ static void on_relay_link(struct enr_http_response *resp, void *ctx)
 {
 	struct enr_enroll *e = ctx;
 	char *url = NULL;
+	long long expires_at = 0;
 	int rc;
 
 	e->transfer = 0;
 	e->pending = PENDING_NONE;
-	rc = enr_relay_link_response(&url, &e->link_expires_at, resp);
+	rc = enr_relay_link_response(&url, &expires_at, resp);
 	enr_http_response_free(resp);
+	if (rc == ENR_E_TRANSIENT && e->consent == ENR_CONSENT_PASTE && e->link) {
+		/* A renewal the relay missed: the code is typed in meanwhile. */
+		e->next_at_ms = now_ms() + RETRY_MS;
+		return;
+	}
+	if (rc < 0 && e->consent == ENR_CONSENT_PASTE && !e->link) {
+		/* The code is typed whatever the relay does: without its short link
+		 * the phone gets the vendor's own address. */
+		enr_log_info("no short link from the relay (%s): showing %s's address",
+		             enr_error_last(), e->vendor->name);
+		if (!(e->link = enr_util_strdup(e->flow->url))) {
+			fail(e, ENR_E_NOMEM);
+			return;
+		}
+		e->state = ENR_ENROLL_LINK;
+		paste_message(e);
+		return;
+	}
 	if (rc < 0) {
 		fail(e, rc);
 		return;
 	}
 	free(e->link);
 	e->link = url;
-	if (!e->link_expires_at)
-		e->link_expires_at = e->deadline;
+	e->link_expires_at = expires_at ? expires_at : e->deadline;
 	e->link_granted_s = (long)(e->link_expires_at - (long long)time(NULL));
 	e->state = ENR_ENROLL_LINK;
+	if (e->consent == ENR_CONSENT_PASTE) {
+		paste_message(e);
+		renew_when_due(e);
+		return;
+	}
 	set_message(e, "Waiting for the customer to approve on their phone");
 	poll_relay(e);
 }
@@ -881,6 +923,7 @@ static int start_oauth(struct enr_enroll *e, enum enr_consent consent)
 {
 	struct enr_oauth_authorize_options opts = {0};
 	const char *redirect = enr_vendor_setting(e->vendor, e->cfg, "redirect_uri");
+	bool chosen = consent != ENR_CONSENT_AUTO; /* `--code`: the authorize URL itself */
 	int rc;
 
 	/* Configured, else the vendor's own (Enphase's code page), else the relay's. */
@@ -924,7 +967,10 @@ static int start_oauth(struct enr_enroll *e, enum enr_consent consent)
 	if (rc < 0)
 		return rc;
 	e->deadline = (long long)time(NULL) + e->timeout_s;
-	if (consent == ENR_CONSENT_RELAY) {
+	/* The phone gets the relay's short link whenever there is a relay, also
+	 * when the vendor's page shows a code to type (nothing is then polled for). */
+	if (consent == ENR_CONSENT_RELAY ||
+	    (consent == ENR_CONSENT_PASTE && !chosen && enr_relay_client_configured(e->cfg))) {
 		e->state = ENR_ENROLL_WAIT;
 		set_message(e, "Making a short link for the customer's phone...");
 		return register_link(e);
@@ -936,9 +982,7 @@ static int start_oauth(struct enr_enroll *e, enum enr_consent consent)
 	if (consent == ENR_CONSENT_LOOPBACK)
 		set_message(e, "Sign in to %s in this computer's browser", e->vendor->name);
 	else
-		set_message(e,
-		            "After approving, type the code %s shows, or paste the final address",
-		            e->vendor->name);
+		paste_message(e);
 	return 0;
 }
 
@@ -1592,17 +1636,20 @@ int enr_enroll_submit_code(struct enr_enroll *e, const char *text)
 
 	if (e->state != ENR_ENROLL_LINK || !e->flow)
 		return enr_error_set(ENR_E_USAGE, "no code is expected now");
-	copy = enr_util_strdup(text);
-	if (!copy)
-		return ENR_E_NOMEM;
-	enr_util_trim(copy);
+	/* A code not in the vendor's shape is a typo: said here, the session waits
+	 * for the right one. */
+	rc = enr_oauth_normalize_code(&copy, e->derapi ? NULL : e->vendor, text);
+	if (rc < 0)
+		return rc;
 	if (!copy[0]) {
 		free(copy);
 		return enr_error_set(ENR_E_USAGE, "type the code, or paste the address");
 	}
 	rc = got_callback(e, copy);
 	enr_util_free_secret(copy);
-	if (rc == 0 && e->consent == ENR_CONSENT_RELAY && !e->derapi)
+	/* A relay link (e->link_expires_at set) answered another way says so. */
+	if (rc == 0 && e->link_expires_at && !e->derapi &&
+	    (e->consent == ENR_CONSENT_RELAY || e->consent == ENR_CONSENT_PASTE))
 		tell_relay_taken(e);
 	return rc;
 }
@@ -1945,6 +1992,8 @@ int enr_enroll_process(struct enr_enroll *e)
 			fetch_token(e);
 		else if (e->consent == ENR_CONSENT_RELAY && e->flow)
 			poll_relay(e);
+		else if (e->consent == ENR_CONSENT_PASTE && e->flow && e->link_expires_at)
+			register_link(e);
 		else if (e->rec->cred.type == ENR_CRED_EMAIL)
 			bc_request(e, false);
 	}

@@ -359,6 +359,58 @@ static bool is_bare_code(const char *s)
 	return !strchr(s, '=') && !strchr(s, '?') && !strstr(s, "://");
 }
 
+/* The shape check of enr_oauth_normalize_code() on the bare code `code`, in place. */
+static int normalize_bare(const struct enr_vendor *vendor, char *code)
+{
+	const struct enr_code_spec *spec = &vendor->oauth.code;
+	size_t n = 0;
+
+	for (const char *p = code; *p; p++) {
+		int ch = (unsigned char)*p, is = enr_vendor_code_char(vendor, ch);
+		if (is >= 0) {
+			code[n++] = (char)is;
+			continue;
+		}
+		/* Spaces and dashes that group it for reading aloud. */
+		if (ch == ' ' || ch == '\t' || ch == '-')
+			continue;
+		/* Short: the wizard shows it in one line beside the QR code. */
+		if (ch > ' ' && ch <= '~')
+			return enr_error_set(ENR_E_PARSE, "'%c' is not in %s codes (%s)", ch,
+			                     vendor->name, spec->alphabet);
+		return enr_error_set(ENR_E_PARSE, "%s codes have only %s", vendor->name,
+		                     spec->alphabet);
+	}
+	code[n] = '\0';
+	if (n >= (size_t)spec->min_length && n <= (size_t)spec->max_length)
+		return 0;
+	if (spec->min_length == spec->max_length)
+		return enr_error_set(ENR_E_PARSE, "%zu characters: %s codes have %ld", n,
+		                     vendor->name, spec->max_length);
+	return enr_error_set(ENR_E_PARSE, "%zu characters: %s codes have %ld to %ld", n,
+	                     vendor->name, spec->min_length, spec->max_length);
+}
+
+int enr_oauth_normalize_code(char **out, const struct enr_vendor *vendor, const char *typed)
+{
+	char *text = enr_util_strdup(typed);
+	int rc = 0;
+
+	*out = NULL;
+	if (!text)
+		return enr_error_set(ENR_E_NOMEM, NULL);
+	enr_util_trim(text);
+	if (text[0] && vendor && vendor->has_oauth && vendor->oauth.code.max_length &&
+	    is_bare_code(text))
+		rc = normalize_bare(vendor, text);
+	if (rc < 0) {
+		enr_util_free_secret(text);
+		return rc;
+	}
+	*out = text;
+	return 0;
+}
+
 int enr_oauth_callback_parse(struct enr_oauth_callback **out, const struct enr_vendor *vendor,
                              const char *input, const char *expected_state)
 {
@@ -383,6 +435,10 @@ int enr_oauth_callback_parse(struct enr_oauth_callback **out, const struct enr_v
 		goto out;
 	}
 	if (is_bare_code(text)) {
+		/* A vendor whose page shows a code: in its shape (spaces dropped). */
+		if (vendor && vendor->has_oauth && vendor->oauth.code.max_length &&
+		    (rc = normalize_bare(vendor, text)) < 0)
+			goto out;
 		if (strpbrk(text, " \t")) {
 			rc = enr_error_set(
 			    ENR_E_PARSE,

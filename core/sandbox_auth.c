@@ -655,10 +655,45 @@ struct code {
 	char redirect_uri[];
 };
 
+/* A code in the shape vendors.json gives the vendor's (oauth.code: its
+ * longest, of its characters), or NULL when it gives none. */
+static char *shaped_code(const struct enr_sandbox *sb, int vendor)
+{
+	const struct enr_vendor *v = enr_catalog_find(sb->catalog, enr_sandbox__vendor_id(vendor));
+	char chars[96], *code;
+	size_t n = 0, len, i = 0;
+
+	if (!v || !v->has_oauth || !v->oauth.code.max_length)
+		return NULL;
+	/* Only the characters a typed code is folded to (either case taken). */
+	for (int ch = '!'; ch <= '~'; ch++)
+		if (enr_vendor_code_char(v, ch) == ch)
+			chars[n++] = (char)ch;
+	if (!n)
+		return NULL;
+	len = (size_t)v->oauth.code.max_length;
+	if (len >= sizeof(((struct code *)0)->value) || !(code = malloc(len + 1)))
+		return NULL;
+	while (i < len) {
+		unsigned char byte;
+		if (enr_util_random(&byte, 1) < 0) {
+			free(code);
+			return NULL;
+		}
+		if (byte < 256 - 256 % n) /* uniform over the alphabet */
+			code[i++] = chars[byte % n];
+	}
+	code[len] = '\0';
+	return code;
+}
+
 char *enr_sandbox__new_code(struct enr_sandbox *sb, const struct sb_pending *p, const char *account)
 {
 	struct code *c = calloc(1, sizeof(*c) + strlen(p->redirect_uri) + 1);
-	char *value = enr_util_random_token(24);
+	char *value = shaped_code(sb, p->vendor);
+
+	if (!value)
+		value = enr_util_random_token(24);
 
 	/* Tesla's codes name the account's region: "EU_..." */
 	if (value && p->vendor == SB_TESLA) {

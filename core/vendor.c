@@ -367,6 +367,78 @@ static int parse_authorize_params(struct enr_vendor *v, const struct ctx *c, jso
 	return 0;
 }
 
+/* Whether `alphabet` is characters and ranges ("A-Za-z0-9") of printable
+ * ASCII without the space. */
+static bool valid_alphabet(const char *alphabet)
+{
+	for (const char *p = alphabet; *p; p++) {
+		if (*p <= ' ' || *p > '~')
+			return false;
+		if (p[1] == '-' && p[2]) {
+			if (p[2] <= ' ' || p[2] > '~' || p[2] < p[0])
+				return false;
+			p += 2;
+		}
+	}
+	return alphabet[0] != '\0';
+}
+
+/* oauth.code: the typed code's shape ("length", or "min_length" and "max_length"). */
+static int parse_code(struct enr_vendor *v, const struct ctx *c, json_object *o)
+{
+	json_object *code = member(o, "code", json_type_object);
+	struct enr_code_spec *s = &v->oauth.code;
+	long length = 0;
+	int rc;
+
+	if (!code)
+		return present(o, "code") ? bad(c, "oauth.code", "must be an object") : 0;
+	if ((rc = get_long(&length, c, code, "oauth.code.", "length", false)) < 0 ||
+	    (rc = get_long(&s->min_length, c, code, "oauth.code.", "min_length", !length)) < 0 ||
+	    (rc = get_long(&s->max_length, c, code, "oauth.code.", "max_length", !length)) < 0 ||
+	    (rc = get_str(&s->alphabet, c, code, "oauth.code.", "alphabet", true)) < 0 ||
+	    (rc = get_bool(&s->case_insensitive, c, code, "oauth.code.", "case_insensitive")) < 0 ||
+	    (rc = get_long(&s->group, c, code, "oauth.code.", "group", false)) < 0 ||
+	    (rc = get_str(&s->help, c, code, "oauth.code.", "help", false)) < 0)
+		return rc;
+	if (length)
+		s->min_length = s->max_length = length;
+	if (s->min_length < 1 || s->max_length < s->min_length || s->max_length > 256)
+		return bad(c, "oauth.code",
+		           "needs a length from 1 to 256 (min_length at most max_length)");
+	if (!valid_alphabet(s->alphabet))
+		return bad(c, "oauth.code.alphabet",
+		           "must be characters and ranges (\"A-Za-z0-9\") of printable ASCII");
+	return 0;
+}
+
+static bool in_alphabet(const char *p, int ch)
+{
+	for (; p && *p; p++) {
+		if (p[1] == '-' && p[2]) {
+			if (ch >= p[0] && ch <= p[2])
+				return true;
+			p += 2;
+		} else if (ch == *p) {
+			return true;
+		}
+	}
+	return false;
+}
+
+int enr_vendor_code_char(const struct enr_vendor *vendor, int ch)
+{
+	const char *alphabet = vendor->oauth.code.alphabet;
+	int lower = ch >= 'A' && ch <= 'Z' ? ch + ('a' - 'A') : ch;
+	int upper = ch >= 'a' && ch <= 'z' ? ch - ('a' - 'A') : ch;
+
+	if (vendor->oauth.code.case_insensitive && in_alphabet(alphabet, lower))
+		return lower;
+	if (vendor->oauth.code.case_insensitive && in_alphabet(alphabet, upper))
+		return upper;
+	return in_alphabet(alphabet, ch) ? ch : -1;
+}
+
 static int parse_oauth(struct enr_vendor *v, const struct ctx *c, json_object *obj)
 {
 	json_object *o = member(obj, "oauth", json_type_object);
@@ -394,7 +466,7 @@ static int parse_oauth(struct enr_vendor *v, const struct ctx *c, json_object *o
 	    (rc = get_str(&v->oauth.jwks_url, c, o, "oauth.", "jwks_url", false)) < 0 ||
 	    (rc = get_str(&v->oauth.offline_scope, c, o, "oauth.", "offline_scope", false)) < 0 ||
 	    (rc = get_bool(&strict, c, o, "oauth.", "strict_refresh")) < 0 ||
-	    (rc = parse_authorize_params(v, c, o)) < 0)
+	    (rc = parse_authorize_params(v, c, o)) < 0 || (rc = parse_code(v, c, o)) < 0)
 		return rc;
 	v->oauth.strict_refresh = present(o, "strict_refresh") ? strict : -1;
 	if (v->oauth.jwks_url && !is_url(v->oauth.jwks_url))

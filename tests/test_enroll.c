@@ -699,7 +699,7 @@ static struct enr_enroll *enphase_paste(struct fixture *f, const struct enr_conf
 
 	assert_int_equal(drive(e, true), ENR_ENROLL_LINK);
 	assert_int_equal(enr_enroll_consent(e), ENR_CONSENT_PASTE);
-	*location = approve(enr_enroll_link(e), "sandbox_auto=approve");
+	*location = approve(enr_enroll_authorize_url(e), "sandbox_auto=approve");
 	assert_non_null(*location);
 	assert_non_null(strstr(*location, "/enphase/oauth/redirect_uri?"));
 	return e;
@@ -733,6 +733,38 @@ static void enphase_oauth(void **state)
 	near(rec->refresh_expires_at, now + 30 * DAY);
 	enr_enroll_free(e);
 	assert_int_equal(stored_count(f), 1);
+}
+
+/* The code Enphase's page shows (the sandbox's, in vendors.json's shape) read
+ * aloud and typed in groups; a typo is said before any call, and the
+ * session waits for the right code. */
+static void enphase_code_read_aloud(void **state)
+{
+	struct fixture *f = *state;
+	char *location = NULL, *code, grouped[128] = "", typo[128];
+	struct enr_enroll *e = enphase_paste(f, NULL, &location);
+	size_t n = 0;
+
+	code = code_from_page(location);
+	assert_int_equal(strlen(code), 32);
+	assert_int_equal(
+	    strspn(code, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"), 32);
+	for (size_t i = 0; code[i]; i += 4)
+		n += (size_t)snprintf(grouped + n, sizeof(grouped) - n, "%s%.4s", i ? " " : "",
+		                      code + i);
+	snprintf(typo, sizeof(typo), "%s!", grouped);
+	assert_int_equal(enr_enroll_submit_code(e, typo), ENR_E_PARSE);
+	assert_non_null(strstr(enr_error_last(), "'!' is not in Enphase codes"));
+	assert_int_equal(enr_enroll_state(e), ENR_ENROLL_LINK);
+	typo[strlen(typo) - 1] = 'Z'; /* a character too many */
+	assert_int_equal(enr_enroll_submit_code(e, typo), ENR_E_PARSE);
+	assert_non_null(strstr(enr_error_last(), "33 characters: "));
+	assert_int_equal(enr_enroll_state(e), ENR_ENROLL_LINK);
+	assert_int_equal(enr_enroll_submit_code(e, grouped), 0);
+	complete(e);
+	enr_enroll_free(e);
+	free(code);
+	free(location);
 }
 
 /* The whole final address pasted, with a wrong state or none. */
@@ -1852,6 +1884,7 @@ static const struct CMUnitTest tests[] = {
     T(provider_id_tokens),
     T(enphase_oauth),
     T(enphase_paste_state),
+    T(enphase_code_read_aloud),
     T(sma_email),
     T(sma_email_retry_after_beyond_max_wait),
     T(sma_email_plants_of_other_owners),

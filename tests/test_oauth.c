@@ -697,6 +697,135 @@ static void test_jwt_claims(void **state)
 	assert_null(claims);
 }
 
+/* A catalogue of one vendor whose page shows a code of shape `code` (JSON). */
+#define CODE_VENDOR(code)                                                                          \
+	"{\"schema\": 1, \"vendors\": [{\"id\": \"acme\", \"name\": \"Acme\","                     \
+	"\"config_section\": \"vendor.acme\","                                                     \
+	"\"methods\": [{\"id\": \"oauth\", \"label\": \"OAuth\", \"help\": \"h\"}],"               \
+	"\"endpoints\": {\"authorize_url\": \"https://acme.test/a\", \"token_url\": "              \
+	"\"https://acme.test/t\", \"api_url\": \"https://api.acme.test\"},"                        \
+	"\"oauth\": {\"scopes\": \"\", \"client_auth\": \"basic\", \"token_params\": \"form\", "   \
+	"\"code\": " code "},"                                                                     \
+	"\"tokens\": {\"access_ttl\": 0, \"refresh_ttl\": 0},"                                     \
+	"\"check\": {\"method\": \"GET\", \"path\": \"/sites\", \"auth\": \"bearer\","             \
+	"\"sites\": \"sites\", \"site_id\": \"id\", \"site_name\": \"n\"},"                        \
+	"\"rate_limits\": [], \"guidance\": []}]}"
+
+/* normalize_code(TYPED) with `vendor`: the code, or NULL with the error's message in `why`. */
+static char *normalized(const struct enr_vendor *vendor, const char *typed, char *why, size_t size)
+{
+	char *out = NULL;
+	int rc = enr_oauth_normalize_code(&out, vendor, typed);
+
+	why[0] = '\0';
+	if (rc < 0) {
+		assert_int_equal(rc, ENR_E_PARSE);
+		assert_null(out);
+		snprintf(why, size, "%s", enr_error_last());
+	}
+	return out;
+}
+
+#define CODE32 "aB3dE5fG7hJ9kL1mN2pQ4rS6tU8vW0xY"
+
+/* Enphase's code as typed from the customer's phone: grouped for reading
+ * aloud (spaces, dashes) it is the code; case is kept (vendors.json does not
+ * say Enphase takes either); a wrong character or length is said in a line. */
+static void test_normalize_code_enphase(void **state)
+{
+	const struct enr_vendor *enphase = test_vendor("enphase");
+	char why[256], *code;
+
+	(void)state;
+	assert_int_equal(enphase->oauth.code.max_length, 32);
+	assert_int_equal(enphase->oauth.code.group, 4);
+	assert_true(enr_vendor_unconfirmed(enphase, "oauth.code.alphabet"));
+	assert_true(enr_vendor_unconfirmed(enphase, "oauth.code.case_insensitive"));
+	code =
+	    normalized(enphase, "  aB3d E5fG 7hJ9-kL1m\tN2pQ 4rS6 tU8v W0xY \n", why, sizeof(why));
+	test_expect_string(code, CODE32);
+	code = normalized(enphase, "k3Xq9Z", why, sizeof(why)); /* Enphase's own example's shape */
+	test_expect_string(code, "k3Xq9Z");
+
+	assert_null(normalized(enphase, CODE32 "z", why, sizeof(why)));
+	assert_string_equal(why, "33 characters: Enphase codes have 6 to 32");
+	assert_null(normalized(enphase, "aB3", why, sizeof(why)));
+	assert_string_equal(why, "3 characters: Enphase codes have 6 to 32");
+	assert_null(normalized(enphase, "aB3d E5f! 7hJ9", why, sizeof(why)));
+	assert_string_equal(why, "'!' is not in Enphase codes (A-Za-z0-9)");
+	assert_null(normalized(enphase,
+	                       "aB3d\xc3\xa9"
+	                       "E5fG",
+	                       why, sizeof(why)));
+	assert_non_null(strstr(why, "Enphase codes have only A-Za-z0-9"));
+	assert_null(strchr(why, '\n'));
+
+	/* An address or a query comes back as it was: its code is the vendor's. */
+	code = normalized(enphase, " https://x.test/redirect_uri?code=ab!c&state=S \n", why,
+	                  sizeof(why));
+	test_expect_string(code, "https://x.test/redirect_uri?code=ab!c&state=S");
+	/* A vendor whose page shows no code: nothing is checked. */
+	code = normalized(test_vendor("tesla"), " NA_a b!\n", why, sizeof(why));
+	test_expect_string(code, "NA_a b!");
+
+	/* The callback parser reads a typed code the same way. */
+	assert_int_equal(enr_oauth_parse_code(&code, enphase,
+	                                      "aB3d E5fG 7hJ9 kL1m N2pQ 4rS6 "
+	                                      "tU8v W0xY",
+	                                      "S"),
+	                 0);
+	test_expect_string(code, CODE32);
+	assert_int_equal(enr_oauth_parse_code(&code, enphase, "aB3d!", "S"), ENR_E_PARSE);
+}
+
+/* Where vendors.json says a vendor takes either case, the typed case is
+ * folded; the shape's own mistakes are the catalogue's. */
+static void test_normalize_code_case_folded(void **state)
+{
+	struct enr_catalog *cat = NULL;
+	char why[256], *code;
+
+	(void)state;
+	assert_int_equal(enr_catalog_load_string(&cat,
+	                                         CODE_VENDOR("{\"length\": 8, \"alphabet\": "
+	                                                     "\"a-hj-np-z2-9\", "
+	                                                     "\"case_insensitive\": true, "
+	                                                     "\"group\": 4}"),
+	                                         "t"),
+	                 0);
+	code = normalized(enr_catalog_find(cat, "acme"), "ABCD-efgh", why, sizeof(why));
+	test_expect_string(code, "abcdefgh");
+	assert_null(normalized(enr_catalog_find(cat, "acme"), "ABCD-EFGI", why, sizeof(why)));
+	assert_non_null(strstr(why, "'I' is not in Acme codes (a-hj-np-z2-9)"));
+	assert_null(normalized(enr_catalog_find(cat, "acme"), "ABCD-EFG", why, sizeof(why)));
+	assert_string_equal(why, "7 characters: Acme codes have 8");
+	enr_catalog_free(cat);
+	/* Folded to the case the alphabet has. */
+	assert_int_equal(
+	    enr_catalog_load_string(&cat,
+	                            CODE_VENDOR("{\"length\": 8, \"alphabet\": "
+	                                        "\"A-Z2-9\", \"case_insensitive\": true}"),
+	                            "t"),
+	    0);
+	code = normalized(enr_catalog_find(cat, "acme"), "abcd EFG2", why, sizeof(why));
+	test_expect_string(code, "ABCDEFG2");
+	enr_catalog_free(cat);
+
+	assert_int_equal(enr_catalog_load_string(
+	                     &cat, CODE_VENDOR("{\"length\": 8, \"alphabet\": \"a b\"}"), "t"),
+	                 ENR_E_PARSE);
+	assert_non_null(strstr(enr_error_last(), "'oauth.code.alphabet' must be characters"));
+	assert_int_equal(
+	    enr_catalog_load_string(&cat,
+	                            CODE_VENDOR("{\"min_length\": 9, \"max_length\": 8, "
+	                                        "\"alphabet\": \"a-z\"}"),
+	                            "t"),
+	    ENR_E_PARSE);
+	assert_non_null(strstr(enr_error_last(), "'oauth.code' needs a length"));
+	assert_int_equal(enr_catalog_load_string(&cat, CODE_VENDOR("{\"alphabet\": \"a-z\"}"), "t"),
+	                 ENR_E_PARSE);
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_pkce_rfc7636_vector),
     cmocka_unit_test(test_authorize_url_tesla),
@@ -710,6 +839,8 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_callback_forms),
     cmocka_unit_test(test_callback_refusals),
     cmocka_unit_test(test_callback_code_is_secret),
+    cmocka_unit_test(test_normalize_code_enphase),
+    cmocka_unit_test(test_normalize_code_case_folded),
     cmocka_unit_test(test_token_answers),
     cmocka_unit_test(test_token_answers_bad),
     cmocka_unit_test(test_token_answers_forbidden),

@@ -1346,20 +1346,55 @@ static void drive_while(struct enr_enroll *e, enum enr_enroll_state st)
 		step(e);
 }
 
+/* After the customer's answer: the session reaches the sites. */
+static void expect_sites(struct enr_enroll *e)
+{
+	drive_while(e, ENR_ENROLL_LINK);
+	drive_while(e, ENR_ENROLL_WAIT);
+	if (enr_enroll_state(e) != ENR_ENROLL_SITES && enr_enroll_state(e) != ENR_ENROLL_DONE)
+		fail_msg("state %d: %s", enr_enroll_state(e), enr_enroll_message(e));
+}
+
 /* The same through the wizard's session: the sandbox's relay, a pasted address. */
 /* A sandbox of its own and an enrollment with it, waiting at its relay link. */
-static struct enr_enroll *sandbox_session(struct enr_sandbox **sb, struct enr_config **cfg,
-                                          struct enr_enroll_options *opts)
+static struct enr_enroll *sandbox_session_as(struct enr_sandbox **sb, struct enr_config **cfg,
+                                             struct enr_enroll_options *opts,
+                                             void (*configure)(struct enr_config *cfg))
 {
 	struct enr_enroll *e = NULL;
 
 	assert_int_equal(enr_sandbox_start(sb, NULL), 0);
 	assert_int_equal(enr_sandbox_config(cfg, *sb), 0);
+	if (configure)
+		configure(*cfg);
 	opts->cfg = *cfg;
 	assert_int_equal(enr_enroll_new(&e, opts), 0);
 	drive_while(e, ENR_ENROLL_WAIT);
 	assert_int_equal(enr_enroll_state(e), ENR_ENROLL_LINK);
 	return e;
+}
+
+static struct enr_enroll *sandbox_session(struct enr_sandbox **sb, struct enr_config **cfg,
+                                          struct enr_enroll_options *opts)
+{
+	return sandbox_session_as(sb, cfg, opts, NULL);
+}
+
+/* The relay's link, answered another way, says it was used: the session told
+ * the relay on the way (nobody waits for that answer). */
+static void expect_link_used(struct enr_enroll *e, const char *link)
+{
+	bool done = false;
+	struct reply r;
+
+	for (int i = 0; i < 40 && !done; i++) {
+		request(&r, "GET", link, NULL, NULL, NULL);
+		done = r.status == 200 && strstr(r.body, "Already done");
+		reply_free(&r);
+		if (!done)
+			step(e);
+	}
+	assert_true(done);
 }
 
 static void test_pasted_address_through_enroll(void **state)
@@ -1370,8 +1405,6 @@ static void test_pasted_address_through_enroll(void **state)
 	struct enr_config *cfg = NULL;
 	struct enr_enroll *e = NULL;
 	char *authorize = NULL, *approved = NULL, *callback = NULL, link[512];
-	bool done = false;
-	struct reply r;
 
 	(void)state;
 	e = sandbox_session(&sb, &cfg, &opts);
@@ -1387,14 +1420,7 @@ static void test_pasted_address_through_enroll(void **state)
 	drive_while(e, ENR_ENROLL_WAIT);
 	assert_int_equal(enr_enroll_state(e), ENR_ENROLL_SITES);
 	/* The wizard told the relay on the way (nobody waits for that answer). */
-	for (int i = 0; i < 40 && !done; i++) {
-		request(&r, "GET", link, NULL, NULL, NULL);
-		done = r.status == 200 && strstr(r.body, "Already done");
-		reply_free(&r);
-		if (!done)
-			step(e);
-	}
-	assert_true(done);
+	expect_link_used(e, link);
 	expect_text(409, "GET", callback, NULL, "Already done");
 
 	enr_enroll_free(e);
@@ -1486,62 +1512,255 @@ static void test_enroll_link_lives_as_long_as_the_session(void **state)
 	enr_sandbox_stop(sb);
 }
 
-/* A relay that gives links 4 seconds (its cap) and a customer who takes 9:
- * the enrollment renews the same short link in place until they approve. */
-static void test_enrollment_outlives_a_short_relay_cap(void **state)
+/* A relay that gives links 4 seconds (its cap), a sandbox, and an enrollment
+ * waiting at its short link through 9 seconds, the same link all along. */
+struct capped {
+	struct enr_relay *relay;
+	struct enr_sandbox *sb;
+	struct enr_config *cfg;
+	struct enr_enroll *e;
+	char base[128], callback[200], link[512];
+};
+
+static void capped_start(struct capped *c, struct enr_enroll_options *opts,
+                         const char *redirect_section)
 {
-	struct enr_relay_options ropts = {.secret = SECRET, .max_ttl = 4};
-	struct enr_enroll_options opts = {.catalog = fx.catalog,
-	                                  .vendor = "tesla",
-	                                  .method = "oauth",
-	                                  .customer = "Cora Cap",
-	                                  .timeout_s = 60};
-	struct enr_relay *relay = NULL;
-	struct enr_sandbox *sb = NULL;
-	struct enr_config *cfg = NULL;
-	struct enr_enroll *e = NULL;
-	char base[128], callback[200], link[512], *authorize = NULL, *approved = NULL, *back = NULL;
+	struct enr_relay_options ropts = {.secret = SECRET, .max_ttl = 4, .catalog = fx.catalog};
 	time_t until;
 
-	(void)state;
-	ropts.catalog = fx.catalog;
-	assert_int_equal(enr_relay_new(&relay, &ropts), 0);
-	assert_int_equal(enr_relay_start(relay, "127.0.0.1:0"), 0);
-	snprintf(base, sizeof(base), "http://127.0.0.1:%u", enr_relay_port(relay));
-	snprintf(callback, sizeof(callback), "%s/callback", base);
-	assert_int_equal(enr_sandbox_start(&sb, NULL), 0);
-	assert_int_equal(enr_sandbox_config(&cfg, sb), 0);
-	assert_int_equal(enr_config_set(cfg, "relay", "url", base), 0);
-	assert_int_equal(enr_config_set(cfg, "relay", "secret", SECRET), 0);
-	assert_int_equal(enr_config_set(cfg, "vendor.tesla", "redirect_uri", callback), 0);
-	opts.cfg = cfg;
-	assert_int_equal(enr_enroll_new(&e, &opts), 0);
-	drive_while(e, ENR_ENROLL_WAIT);
-	assert_int_equal(enr_enroll_state(e), ENR_ENROLL_LINK);
-	snprintf(link, sizeof(link), "%s", enr_enroll_link(e));
+	memset(c, 0, sizeof(*c));
+	assert_int_equal(enr_relay_new(&c->relay, &ropts), 0);
+	assert_int_equal(enr_relay_start(c->relay, "127.0.0.1:0"), 0);
+	snprintf(c->base, sizeof(c->base), "http://127.0.0.1:%u", enr_relay_port(c->relay));
+	snprintf(c->callback, sizeof(c->callback), "%s/callback", c->base);
+	assert_int_equal(enr_sandbox_start(&c->sb, NULL), 0);
+	assert_int_equal(enr_sandbox_config(&c->cfg, c->sb), 0);
+	assert_int_equal(enr_config_set(c->cfg, "relay", "url", c->base), 0);
+	assert_int_equal(enr_config_set(c->cfg, "relay", "secret", SECRET), 0);
+	if (redirect_section)
+		assert_int_equal(
+		    enr_config_set(c->cfg, redirect_section, "redirect_uri", c->callback), 0);
+	opts->cfg = c->cfg;
+	opts->timeout_s = 60;
+	assert_int_equal(enr_enroll_new(&c->e, opts), 0);
+	drive_while(c->e, ENR_ENROLL_WAIT);
+	assert_int_equal(enr_enroll_state(c->e), ENR_ENROLL_LINK);
+	snprintf(c->link, sizeof(c->link), "%s", enr_enroll_link(c->e));
+	assert_int_equal(strncmp(c->link, c->base, strlen(c->base)), 0);
 	/* More than twice the cap passes while the session runs. */
 	until = time(NULL) + 9;
-	while (time(NULL) < until && enr_enroll_state(e) == ENR_ENROLL_LINK)
-		step(e);
-	assert_int_equal(enr_enroll_state(e), ENR_ENROLL_LINK);
-	assert_string_equal(enr_enroll_link(e), link);
+	while (time(NULL) < until && enr_enroll_state(c->e) == ENR_ENROLL_LINK)
+		step(c->e);
+	assert_int_equal(enr_enroll_state(c->e), ENR_ENROLL_LINK);
+	assert_string_equal(enr_enroll_link(c->e), c->link);
+}
+
+/* After the customer's answer: the enrollment reached its sites. */
+static void capped_finish(struct capped *c)
+{
+	expect_sites(c->e);
+	enr_enroll_free(c->e);
+	enr_config_free(c->cfg);
+	enr_sandbox_stop(c->sb);
+	enr_relay_free(c->relay);
+}
+
+/* Tesla through the capped relay: the enrollment renews the same short link
+ * in place until the customer approves. */
+static void test_enrollment_outlives_a_short_relay_cap(void **state)
+{
+	struct enr_enroll_options opts = {
+	    .catalog = fx.catalog, .vendor = "tesla", .method = "oauth", .customer = "Cora Cap"};
+	struct capped c;
+	char *authorize = NULL, *approved = NULL, *back = NULL;
+
+	(void)state;
+	capped_start(&c, &opts, "vendor.tesla");
 	/* The same short link still takes the customer to Tesla; they approve. */
-	assert_int_equal(plain_get_to(link, &authorize), 302);
+	assert_int_equal(plain_get_to(c.link, &authorize), 302);
 	assert_true(asprintf(&approved, "%s&sandbox_auto=approve", authorize) > 0);
 	assert_int_equal(plain_get_to(approved, &back), 302);
-	assert_non_null(strstr(back, callback));
+	assert_non_null(strstr(back, c.callback));
 	assert_int_equal(plain_get_to(back, NULL), 200); /* the phone reaches the relay */
-	drive_while(e, ENR_ENROLL_LINK);
-	drive_while(e, ENR_ENROLL_WAIT);
-	if (enr_enroll_state(e) != ENR_ENROLL_SITES && enr_enroll_state(e) != ENR_ENROLL_DONE)
-		fail_msg("state %d: %s", enr_enroll_state(e), enr_enroll_message(e));
-	enr_enroll_free(e);
+	capped_finish(&c);
 	free(authorize);
 	free(approved);
 	free(back);
+}
+
+/* The code the Enphase code page at `location` shows, as the customer reads it. */
+static char *code_on_page(const char *location)
+{
+	CURL *c = curl_easy_init();
+	struct buffer b = {0};
+	const char *start;
+	long status = 0;
+	char *code;
+
+	curl_easy_setopt(c, CURLOPT_URL, location);
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, append);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+	assert_int_equal(curl_easy_perform(c), CURLE_OK);
+	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+	curl_easy_cleanup(c);
+	assert_int_equal(status, 200);
+	assert_non_null(b.data);
+	start = strstr(b.data, "id=\"code\">");
+	assert_non_null(start);
+	start += strlen("id=\"code\">");
+	code = strndup(start, strcspn(start, "<"));
+	free(b.data);
+	return code;
+}
+
+/* The customer opens `link` and approves: where the vendor sends the phone. */
+static char *approve_from(const char *link)
+{
+	char *authorize = NULL, *approved = NULL, *page = NULL;
+
+	assert_int_equal(plain_get_to(link, &authorize), 302);
+	assert_non_null(authorize);
+	assert_true(asprintf(&approved, "%s&sandbox_auto=approve", authorize) > 0);
+	assert_int_equal(plain_get_to(approved, &page), 302);
+	assert_non_null(page);
+	free(authorize);
+	free(approved);
+	return page;
+}
+
+/* The same, landing on Enphase's code page. */
+static char *approve_to_code_page(const char *link)
+{
+	char *page = approve_from(link);
+
+	assert_non_null(strstr(page, "/enphase/oauth/redirect_uri?"));
+	return page;
+}
+
+/* The installer types the code Enphase's `page` shows: the session reaches the sites. */
+static void type_code_from(struct enr_enroll *e, char *page)
+{
+	char *code = code_on_page(page);
+
+	assert_int_equal(enr_enroll_submit_code(e, code), 0);
+	expect_sites(e);
+	free(code);
+	free(page);
+}
+
+/* Enphase's own code page (a typed code, ENR_CONSENT_PASTE) with a relay: the
+ * phone gets the relay's short link like every other vendor's, and the code
+ * typed completes the enrollment; the link then says it was used. */
+static void test_enphase_typed_code_behind_short_link(void **state)
+{
+	struct enr_enroll_options opts = {.catalog = fx.catalog,
+	                                  .vendor = "enphase",
+	                                  .method = "oauth",
+	                                  .customer = "Eve Enphase"};
+	struct enr_sandbox *sb = NULL;
+	struct enr_config *cfg = NULL;
+	struct enr_enroll *e = NULL;
+	char relay[256], link[512];
+
+	(void)state;
+	e = sandbox_session(&sb, &cfg, &opts);
+	assert_int_equal(enr_enroll_consent(e), ENR_CONSENT_PASTE);
+	snprintf(link, sizeof(link), "%s", enr_enroll_link(e));
+	snprintf(relay, sizeof(relay), "%s/s/", enr_config_get(cfg, "relay", "url"));
+	if (strncmp(link, relay, strlen(relay)) != 0)
+		fail_msg("the phone's link is not the relay's short link: %s", link);
+	assert_string_not_equal(link, enr_enroll_authorize_url(e));
+	type_code_from(e, approve_to_code_page(link));
+	/* The short link, answered by the typed code, now says it was used. */
+	expect_link_used(e, link);
+	enr_enroll_free(e);
 	enr_config_free(cfg);
 	enr_sandbox_stop(sb);
-	enr_relay_free(relay);
+}
+
+/* `[vendor.enphase] redirect_uri` set to the relay's callback: Enphase sends
+ * the customer's phone to the relay, and the code comes back by itself, as
+ * every other vendor's does (nothing typed). */
+/* [vendor.enphase] redirect_uri = the relay's callback. */
+static void relay_as_enphase_redirect(struct enr_config *cfg)
+{
+	char callback[256];
+
+	snprintf(callback, sizeof(callback), "%s/callback", enr_config_get(cfg, "relay", "url"));
+	assert_int_equal(enr_config_set(cfg, "vendor.enphase", "redirect_uri", callback), 0);
+}
+
+static void test_enphase_code_through_relay_callback(void **state)
+{
+	struct enr_enroll_options opts = {
+	    .catalog = fx.catalog, .vendor = "enphase", .method = "oauth", .customer = "Cal Back"};
+	struct enr_sandbox *sb;
+	struct enr_config *cfg;
+	struct enr_enroll *e;
+	char *back;
+
+	(void)state;
+	e = sandbox_session_as(&sb, &cfg, &opts, relay_as_enphase_redirect);
+	assert_int_equal(enr_enroll_consent(e), ENR_CONSENT_RELAY);
+	back = approve_from(enr_enroll_link(e));
+	assert_non_null(strstr(back, "/relay/callback?"));
+	assert_int_equal(plain_get_to(back, NULL), 200); /* the phone reaches the relay */
+	expect_sites(e);
+	enr_enroll_free(e);
+	free(back);
+	enr_config_free(cfg);
+	enr_sandbox_stop(sb);
+}
+
+/* A relay that does not answer: Enphase's code is typed all the same, the
+ * phone given Enphase's own address instead of a short link. */
+/* [relay] url where nothing answers. */
+static void relay_unreachable(struct enr_config *cfg)
+{
+	assert_int_equal(enr_config_set(cfg, "relay", "url", "http://127.0.0.1:1/relay"), 0);
+}
+
+static void test_enphase_typed_code_without_relay_answer(void **state)
+{
+	struct enr_enroll_options opts = {.catalog = fx.catalog,
+	                                  .vendor = "enphase",
+	                                  .method = "oauth",
+	                                  .customer = "Nora Relay"};
+	struct enr_sandbox *sb;
+	struct enr_config *cfg;
+	struct enr_enroll *e;
+	char *approve = NULL, *page = NULL;
+
+	(void)state;
+	e = sandbox_session_as(&sb, &cfg, &opts, relay_unreachable);
+	assert_string_equal(enr_enroll_link(e), enr_enroll_authorize_url(e));
+	assert_true(asprintf(&approve, "%s&sandbox_auto=approve", enr_enroll_link(e)) > 0);
+	assert_int_equal(plain_get_to(approve, &page), 302);
+	type_code_from(e, page);
+	free(approve);
+	enr_enroll_free(e);
+	enr_config_free(cfg);
+	enr_sandbox_stop(sb);
+}
+
+/* The same short link lives as long as the session with nothing polled:
+ * Enphase's typed code through the capped relay. */
+static void test_enphase_short_link_renewed_without_polls(void **state)
+{
+	struct enr_enroll_options opts = {.catalog = fx.catalog,
+	                                  .vendor = "enphase",
+	                                  .method = "oauth",
+	                                  .customer = "Rita Renew"};
+	struct capped c;
+
+	(void)state;
+	capped_start(&c, &opts, NULL);
+	assert_int_equal(enr_enroll_consent(c.e), ENR_CONSENT_PASTE);
+	/* The same short link still takes the customer to Enphase. */
+	type_code_from(c.e, approve_to_code_page(c.link));
+	capped_finish(&c);
 }
 
 static pid_t child = -1;
@@ -1667,6 +1886,14 @@ int main(int argc, char **argv)
 	    cmocka_unit_test_setup_teardown(test_pasted_address_through_enroll, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_link_renewed_in_place, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_enrollment_outlives_a_short_relay_cap, setup,
+	                                    teardown),
+	    cmocka_unit_test_setup_teardown(test_enphase_typed_code_behind_short_link, setup,
+	                                    teardown),
+	    cmocka_unit_test_setup_teardown(test_enphase_typed_code_without_relay_answer, setup,
+	                                    teardown),
+	    cmocka_unit_test_setup_teardown(test_enphase_code_through_relay_callback, setup,
+	                                    teardown),
+	    cmocka_unit_test_setup_teardown(test_enphase_short_link_renewed_without_polls, setup,
 	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_enroll_link_lives_as_long_as_the_session, setup,
 	                                    teardown),

@@ -272,6 +272,63 @@ static void countdown(char *buf, size_t size)
 	snprintf(buf, size, "Time left: %lld:%02lld", left / 60, left % 60);
 }
 
+/* The vendor's code spec when its page shows a code to type, else NULL. */
+static const struct enr_code_spec *code_spec(void)
+{
+	struct wiz *w = wiz_state();
+	const struct enr_vendor *v = w->e ? enr_enroll_vendor(w->e) : NULL;
+
+	return v && v->has_oauth && v->oauth.code.max_length ? &v->oauth.code : NULL;
+}
+
+/* The code field asks for what the customer's phone shows, where the
+ * vendor's page shows a code; else for the code or the address, as set up. */
+static void code_field_words(void)
+{
+	static const char *plain_label, *plain_help;
+	struct wiz *w = wiz_state();
+	const struct enr_code_spec *spec = code_spec();
+
+	if (!plain_label) {
+		plain_label = w->code.label;
+		plain_help = w->code.help;
+	}
+	w->code.label = spec ? "Code shown on the customer's phone" : plain_label;
+	w->code.help = !spec ? plain_help : spec->help ? spec->help : "As the customer reads it.";
+}
+
+/* A code being typed at the field's end shown in the vendor's groups, for
+ * reading aloud ("aB3d E5fG 7h"); an address, or an edit inside, is left as it is. */
+static void code_field_group(void)
+{
+	struct wiz *w = wiz_state();
+	const struct enr_code_spec *spec = code_spec();
+	const struct enr_vendor *v = w->e ? enr_enroll_vendor(w->e) : NULL;
+	char *value = NULL, grouped[1024];
+	size_t n = 0, chars = 0;
+
+	if (!spec || spec->group <= 0 || w->code.cursor != w->code.len ||
+	    field_value(&value, &w->code) < 0)
+		return;
+	for (const char *p = value; *p && n + 2 < sizeof(grouped); p++) {
+		if (*p == ' ' || *p == '-')
+			continue;
+		if (enr_vendor_code_char(v, (unsigned char)*p) < 0) {
+			n = 0; /* not a code: an address, or a typo the check will name */
+			break;
+		}
+		if (chars && chars % (size_t)spec->group == 0)
+			grouped[n++] = ' ';
+		grouped[n++] = *p;
+		chars++;
+	}
+	grouped[n] = '\0';
+	if (n && strcmp(grouped, value) != 0)
+		field_set_text(&w->code, grouped);
+	field_free_value(value);
+	explicit_bzero(grouped, sizeof(grouped));
+}
+
 static void link_caption(struct area a)
 {
 	struct wiz *w = wiz_state();
@@ -304,6 +361,7 @@ static void link_caption(struct area a)
 	if (w->note[0])
 		y += draw_wrapped((struct area){y, a.x, 3, a.cols}, A_NORMAL, w->note);
 	y++;
+	code_field_words();
 	if (w->code_active && y + FIELD_ROWS <= a.y + a.rows)
 		field_draw(&w->code, y, a.x, a.cols, true);
 }
@@ -322,6 +380,7 @@ static void link_caption_short(struct area a)
 	char left[64];
 
 	countdown(left, sizeof(left));
+	code_field_words();
 	if (w->code_active && y + FIELD_ROWS <= end) {
 		field_draw(&w->code, y, a.x, a.cols, true);
 		y += FIELD_ROWS;
@@ -542,9 +601,9 @@ static void approval_done(void *ctx)
 			snprintf(text, sizeof(text), "%s", code ? code + 5 : a->final_url);
 			text[strcspn(text, "&")] = '\0';
 			field_set_text(&w->code, text);
+			code_field_group();
 			snprintf(w->note, sizeof(w->note),
-			         "The customer approved; the code is "
-			         "typed in: press Enter.");
+			         "Approved; the code is typed in: press Enter.");
 		} else {
 			snprintf(w->note, sizeof(w->note), "The customer approved on their phone.");
 		}
@@ -624,7 +683,10 @@ static int submit_code(void)
 	int rc;
 
 	if (field_is_blank(&w->code)) {
-		field_set_error(&w->code, "Type the code the page shows, or paste its address");
+		field_set_error(&w->code, code_spec()
+		                              ? "Type the code shown on the customer's phone"
+		                              : "Type the code the page shows, or paste its "
+		                                "address");
 		return SCREEN_REDRAW;
 	}
 	rc = field_value(&value, &w->code);
@@ -648,9 +710,13 @@ static int link_key(const struct keypress *k)
 		return SCREEN_REDRAW;
 	}
 	if (w->code_active) {
+		int rc;
 		if (keypress_is_enter(k))
 			return submit_code();
-		return field_handle_key(&w->code, k);
+		rc = field_handle_key(&w->code, k);
+		if (rc == SCREEN_REDRAW)
+			code_field_group();
+		return rc;
 	}
 	return SCREEN_IGNORED;
 }

@@ -283,12 +283,12 @@ fi
 
 # Enphase: the code from Enphase's page, typed in on stdin.
 enroll_bg enphase enphase --customer Dan --json
-PAGE=$(location "$LINK&sandbox_auto=approve")
+PAGE=$(location "$(location "$LINK")&sandbox_auto=approve")
 CODE=$(curl -sS "$PAGE" | sed -n 's/.*id="code">\([^<]*\)<.*/\1/p')
 type_in "$CODE"
 bg_done enphase
 expect_rc "enphase oauth with the code on stdin" 0
-expect_in "the link went to Enphase's authorize page" "/enphase/oauth/authorize?" \
+expect_in "the link is the relay's short link, like every vendor's" "/relay/s/" \
 	"$(printf '%s\n' "$OUT" | head -n 1)"
 printf '%s\n' "$OUT" | sed -n 2p | jq -e '.vendor == "enphase" and (.sites | length == 1)' \
 	>/dev/null

@@ -100,6 +100,18 @@ ENR_API const char *enr_oauth_issuer(const struct enr_vendor *vendor, const stru
 ENR_API const char *enr_oauth_callback_param(const struct enr_oauth_callback *cb, const char *name);
 ENR_API void enr_oauth_callback_free(struct enr_oauth_callback *cb);
 
+/*
+ * A code as typed from a vendor's page, in the shape vendors.json gives
+ * (oauth.code): white space and group separators dropped, case folded where
+ * the vendor takes either (malloc'd; free with enr_util_free_secret()). Input
+ * that is not a bare code (an address, a query), or for a vendor whose page
+ * shows none, comes back trimmed and otherwise as it was. ENR_E_PARSE with a
+ * line saying what is wrong when the code has a character not among the
+ * vendor's or a length it never has; no network is involved.
+ */
+ENR_API int enr_oauth_normalize_code(char **out, const struct enr_vendor *vendor,
+                                     const char *typed);
+
 /* enr_oauth_callback_parse() for when a code is needed: the code alone
  * (malloc'd; free with enr_config_free_secret()), ENR_E_PARSE when none came. */
 ENR_API int enr_oauth_parse_code(char **out, const struct enr_vendor *vendor, const char *input,

@@ -69,6 +69,16 @@ struct enr_oauth_param {
 	const char *value;
 };
 
+/* The code a vendor's redirect page shows for typing in (vendors.json
+ * oauth.code), as far as it is known; max_length is 0 when it shows none. */
+struct enr_code_spec {
+	long min_length, max_length; /* characters, group separators aside */
+	const char *alphabet;        /* its characters and ranges ("A-Za-z0-9") */
+	bool case_insensitive;       /* the vendor takes either case: typed case is folded */
+	long group;                  /* shown in groups of this many for reading aloud, or 0 */
+	const char *help;            /* what the code field says of it, or NULL */
+};
+
 struct enr_oauth_spec {
 	const char *scopes; /* space separated, "" for none */
 	enum enr_client_auth client_auth;
@@ -91,6 +101,7 @@ struct enr_oauth_spec {
 	int strict_refresh;
 	const struct enr_oauth_param *authorize_params; /* prompt=consent, locale, ... */
 	size_t n_authorize_params;
+	struct enr_code_spec code;
 };
 
 struct enr_token_spec {
@@ -242,6 +253,11 @@ ENR_API const char *enr_vendor_scopes(const struct enr_vendor *vendor,
  */
 ENR_API const struct enr_guidance *enr_vendor_guidance(const struct enr_vendor *vendor, int status,
                                                        const char *text);
+
+/* The character of the vendor's typed code (oauth.code.alphabet) that `c`
+ * stands for: `c` itself or, where the vendor takes either case, the case the
+ * alphabet has (lower case first); -1 when it stands for none. */
+ENR_API int enr_vendor_code_char(const struct enr_vendor *vendor, int c);
 
 /* Whether the catalogue marks a field ("tokens.access_ttl") as unconfirmed. */
 ENR_API bool enr_vendor_unconfirmed(const struct enr_vendor *vendor, const char *field);

@@ -336,7 +336,7 @@ static void start_draw(struct screen *s)
 	if (W.join_ok)
 		snprintf(line, sizeof(line),
 		         "Derapi Join is available (recommended): one link for every vendor. With "
-		         "\"" JOIN_ANY_LABEL "\" the customer chooses theirs.");
+		         "\"" JOIN_ANY_LABEL "\" (last; type join) the customer chooses theirs.");
 	else
 		snprintf(line, sizeof(line),
 		         "Derapi Join (recommended: one link for every vendor) cannot be used. %s",
@@ -474,10 +474,6 @@ static int fill_vendors(void)
 	const struct enr_vendor *derapi = enr_catalog_find(W.g->catalog, "derapi");
 	int rc = listview_new(&W.vendors);
 
-	/* Derapi Join first when it can enroll: one link, the customer's vendor. */
-	if (rc == 0 && W.join_ok && derapi && enr_vendor_method(derapi, "join"))
-		rc = listview_add(W.vendors, JOIN_ANY_LABEL, NULL, (void *)derapi);
-
 	for (size_t i = 0; rc == 0 && i < N_VENDORS; i++) {
 		const struct enr_vendor *v = enr_catalog_find(W.g->catalog, vendor_order[i]);
 		const struct enr_method *ms[16];
@@ -500,6 +496,11 @@ static int fill_vendors(void)
 		}
 		rc = listview_add(W.vendors, v->name, why, (void *)v);
 	}
+	/* Derapi Join when it can enroll: one link, the customer's vendor chosen in
+	 * Join's page. Last, so that no vendor costs a key more to reach (Join is
+	 * each vendor's first method); typing "join" finds it. */
+	if (rc == 0 && W.join_ok && derapi && enr_vendor_method(derapi, "join"))
+		rc = listview_add(W.vendors, JOIN_ANY_LABEL, NULL, (void *)derapi);
 	return rc;
 }
 

@@ -29,17 +29,25 @@ SolarEdge|Company Fleet account|9
 Enphase|Derapi Join (recommended)|9
 Enphase|Customer approves with their Enphase account|11
 Enphase|Installer / partner account|11
-Enphase Grid Services|-|9'
+Enphase Grid Services|-|9
+Derapi Join (any vendor)|-|10'
 N_FLOWS=$(printf '%s\n' "$FLOWS" | wc -l)
 [ -n "$TABLE" ] || plan $((N_FLOWS * 2))
 
 . "$(dirname "$0")/wizlib.sh"
 
 PRESSED=0
+# press KEY...: sends the keys, counts them, and waits (10 s at most) for the
+# screen to answer, as a person would before pressing again.
 press() {
+	_before=$(screen)
 	keys "$@"
 	PRESSED=$((PRESSED + $#))
-	sleep 0.2
+	_tries=0
+	while [ "$(screen)" = "$_before" ] && [ $_tries -lt 100 ]; do
+		sleep 0.1
+		_tries=$((_tries + 1))
+	done
 }
 
 # rows: the list's rows on the screen (after its filter line), one a line.
@@ -64,6 +72,20 @@ pick() {
 	press Enter
 }
 
+# approved: as a person would after playing the customer, waits (10 s at
+# most) for what the approval brings, instead of pressing the key again.
+approved() {
+	_tries=0
+	while [ $_tries -lt 100 ]; do
+		SCREEN=$(screen)
+		case "$SCREEN" in
+		*"sites found"* | *"Enter: enroll another"* | *": not enrolled"* | *"typed in: press"*) return 0 ;;
+		esac
+		sleep 0.1
+		_tries=$((_tries + 1))
+	done
+}
+
 # drive: reacts to each screen until the record is saved (60 steps at most).
 drive() {
 	_steps=0
@@ -73,9 +95,9 @@ drive() {
 		*"Enter: enroll another"*) return 0 ;;
 		*": not enrolled"* | *"Discard this"*) return 1 ;;
 		*"sites found"*) press Enter ;;
-		*"the code is typed in: press Enter"*) press Enter ;;
-		*"^P customer approves (demo)"*) press C-p ;;
-		*"a customer approves (demo)"*) press a ;;
+		*"the code is typed in: press"*) press Enter ;;
+		*"^P customer approves (demo)"*) press C-p && approved ;;
+		*"a customer approves (demo)"*) press a && approved ;;
 		*"Demo: the sandbox's credentials are filled in"*) press Enter ;;
 		*) sleep 0.3 ;;
 		esac

@@ -8,7 +8,7 @@
 set -u
 RECORDS=$3
 . "$(dirname "$0")/lib.sh"
-plan 71
+plan 72
 
 . "$(dirname "$0")/wizlib.sh"
 
@@ -190,13 +190,17 @@ expect_exit "Esc on the customer field quits" 0
 wiz --
 wait_screen "Customer reference" >/dev/null
 settle
-expect_in "join: the start screen says what the choice does" '"Derapi Join (any vendor)" the customer chooses theirs' \
+expect_in "join: the start screen says what the choice does" '"Derapi Join (any vendor)" (last; type join) the customer chooses theirs' \
 	"$(printf '%s\n' "$SCREEN" | tr -s ' \n' '  ')"
 keys_text "Join Cust"
 keys Enter
 wait_screen "> Vendor" >/dev/null
 settle
-expect_in "join: first in the list, selected" "> Derapi Join (any vendor)" "$(line_with "Derapi Join (any vendor)")"
+expect_in "join: last in the list, after every vendor" "Enphase Grid Services" \
+	"$(printf '%s\n' "$SCREEN" | grep -B1 'Derapi Join (any vendor)' | head -1)"
+keys_text join
+wait_screen "1 of 7" >/dev/null
+expect_in "join: typing join selects it" "> Derapi Join (any vendor)" "$(line_with "Derapi Join (any vendor)")"
 keys Enter
 wait_screen "Derapi: the customer approves" >/dev/null
 check $? "join: Enter starts the Join session, no vendor asked (no method screen)" "$SCREEN"

@@ -440,7 +440,7 @@ static void listing_what_may_be_due_reads_a_superset_of_it(void **state)
 	renewable->refresh_expires_at = now + 30 * 86400;
 	renewable->access_expires_at = now - 3600;
 	assert_int_equal(enr_store_put(NULL, a, renewable), 0);
-	/* A store of schema 1 (no due_at) is migrated on first use, its records too. */
+	/* A store of schema 1 (no due_at, jsonb) is migrated on first use, its records too. */
 	for (int round = 0; round < 2; round++) {
 		o.due_before = now + 7 * 86400;
 		assert_int_equal(enr_store_open(&b, &o), 0);
@@ -456,13 +456,21 @@ static void listing_what_may_be_due_reads_a_superset_of_it(void **state)
 		assert_int_equal(enr_store_count(b), 5);
 		enr_store_free(b);
 		version = test_pg_value(&pg, db, "SELECT max(version) FROM derenroll_schema");
-		assert_string_equal(version, "2");
+		assert_string_equal(version, "3");
+		free(version);
+		/* Schema 3: the public part as the client wrote it (json), not jsonb. */
+		version = test_pg_value(&pg, db,
+		                        "SELECT data_type FROM information_schema.columns WHERE "
+		                        "table_name = 'records' AND column_name = 'public'");
+		assert_string_equal(version, "json");
 		free(version);
 		if (round == 0)
 			assert_int_equal(
-			    test_pg_exec(&pg, db,
-			                 "ALTER TABLE records DROP COLUMN due_at; DELETE FROM "
-			                 "derenroll_schema WHERE version = 2"),
+			    test_pg_exec(
+			        &pg, db,
+			        "ALTER TABLE records DROP COLUMN due_at; ALTER TABLE records "
+			        "ALTER COLUMN public TYPE jsonb USING public::jsonb; DELETE "
+			        "FROM derenroll_schema WHERE version >= 2"),
 			    0);
 	}
 	enr_record_free(renewable);

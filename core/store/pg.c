@@ -1371,6 +1371,84 @@ const struct store_ops enr_store__pg_ops = {
     .close = pg_close,
 };
 
+/* ---- pages, for the enrolled systems screen ---- */
+
+static int team_only(const struct enr_store *store);
+
+#define PAGE_KEY "coalesce(due_at, 9223372036854775807)"
+
+int enr_store_team_page(struct enr_store *store, struct enr_store_cursor *cur, size_t max,
+                        struct enr_record ***out, size_t *n)
+{
+	char due[24], limit[24];
+	const char *params[] = {limit, due, cur->id};
+	struct enr_record **recs;
+	PGresult *res;
+	int rc = 0, rows;
+
+	*out = NULL;
+	*n = 0;
+	if ((rc = team_only(store)) < 0)
+		return rc;
+	if (cur->done || max == 0)
+		return 0;
+	if ((rc = conn_ready(store)) < 0)
+		return rc;
+	snprintf(limit, sizeof(limit), "%zu", max);
+	snprintf(due, sizeof(due), "%lld", cur->due);
+	res = run(store, store->pg->conn, "reading a page of its records",
+	          cur->started
+	              ? "SELECT id, public, NULL, key_generation, " PAGE_KEY " FROM records "
+	                "WHERE (" PAGE_KEY ", id) > ($2::bigint, $3::text) ORDER BY " PAGE_KEY
+	                ", id LIMIT $1::bigint"
+	              : "SELECT id, public, NULL, key_generation, " PAGE_KEY " FROM records "
+	                "ORDER BY " PAGE_KEY ", id LIMIT $1::bigint",
+	          cur->started ? 3 : 1, params, NULL, NULL);
+	if (!res)
+		return enr_error_last_code();
+	rows = PQntuples(res);
+	if (!(recs = calloc(rows ? (size_t)rows : 1, sizeof(*recs)))) {
+		PQclear(res);
+		return enr_error_set(ENR_E_NOMEM, NULL);
+	}
+	for (int i = 0; rc == 0 && i < rows; i++)
+		rc = row_record(store, &recs[i], res, i, NULL);
+	if (rc == 0 && rows > 0) {
+		cur->due = get_ll(res, rows - 1, 4);
+		snprintf(cur->id, sizeof(cur->id), "%s", PQgetvalue(res, rows - 1, 0));
+		cur->started = true;
+	}
+	if (rc == 0 && (size_t)rows < max)
+		cur->done = true;
+	PQclear(res);
+	if (rc < 0) {
+		for (int i = 0; i < rows; i++)
+			enr_record_free(recs[i]);
+		free(recs);
+		return rc;
+	}
+	*out = recs;
+	*n = (size_t)rows;
+	return 0;
+}
+
+int enr_store_team_count(struct enr_store *store, size_t *n)
+{
+	PGresult *res;
+	int rc;
+
+	*n = 0;
+	if ((rc = team_only(store)) < 0 || (rc = conn_ready(store)) < 0)
+		return rc;
+	res = run(store, store->pg->conn, "counting its records", "SELECT count(*) FROM records", 0,
+	          NULL, NULL, NULL);
+	if (!res)
+		return enr_error_last_code();
+	*n = (size_t)get_ll(res, 0, 0);
+	PQclear(res);
+	return 0;
+}
+
 /* ---- the team ---- */
 
 static int team_only(const struct enr_store *store)

@@ -121,6 +121,10 @@ int main(int argc, char **argv)
 	fill = now() - fill;
 	free(recs);
 	enr_store_free(store);
+	/* What autovacuum would do soon after such a fill (statistics, the visibility
+	 * map): measured at rest, not while it runs. */
+	if (test_pg_exec(&pg, NULL, "VACUUM ANALYZE") < 0)
+		die("vacuum");
 	if (serve) {
 		/* For looking into it (psql, perf): the URL, then wait until stdin ends. */
 		char line[64];

@@ -16,6 +16,7 @@
 #include "derenroll/error.h"
 #include "derenroll/log.h"
 #include "derenroll/store.h"
+#include "store/internal.h"
 
 #define PASS "team passphrase one"
 #define BOB  "bob's own passphrase"
@@ -440,7 +441,7 @@ static void listing_what_may_be_due_reads_a_superset_of_it(void **state)
 	renewable->refresh_expires_at = now + 30 * 86400;
 	renewable->access_expires_at = now - 3600;
 	assert_int_equal(enr_store_put(NULL, a, renewable), 0);
-	/* A store of schema 1 (no due_at) is migrated on first use, its records too. */
+	/* A store of schema 1 (no due_at, jsonb) is migrated on first use, its records too. */
 	for (int round = 0; round < 2; round++) {
 		o.due_before = now + 7 * 86400;
 		assert_int_equal(enr_store_open(&b, &o), 0);
@@ -456,13 +457,21 @@ static void listing_what_may_be_due_reads_a_superset_of_it(void **state)
 		assert_int_equal(enr_store_count(b), 5);
 		enr_store_free(b);
 		version = test_pg_value(&pg, db, "SELECT max(version) FROM derenroll_schema");
-		assert_string_equal(version, "2");
+		assert_string_equal(version, "3");
+		free(version);
+		/* Schema 3: the public part as the client wrote it (json), not jsonb. */
+		version = test_pg_value(&pg, db,
+		                        "SELECT data_type FROM information_schema.columns WHERE "
+		                        "table_name = 'records' AND column_name = 'public'");
+		assert_string_equal(version, "json");
 		free(version);
 		if (round == 0)
 			assert_int_equal(
-			    test_pg_exec(&pg, db,
-			                 "ALTER TABLE records DROP COLUMN due_at; DELETE FROM "
-			                 "derenroll_schema WHERE version = 2"),
+			    test_pg_exec(
+			        &pg, db,
+			        "ALTER TABLE records DROP COLUMN due_at; ALTER TABLE records "
+			        "ALTER COLUMN public TYPE jsonb USING public::jsonb; DELETE "
+			        "FROM derenroll_schema WHERE version >= 2"),
 			    0);
 	}
 	enr_record_free(renewable);
@@ -470,6 +479,81 @@ static void listing_what_may_be_due_reads_a_superset_of_it(void **state)
 	enr_record_free(later);
 	enr_record_free(refused);
 	enr_record_free(no_refresh);
+	enr_store_free(a);
+}
+
+/* The enrolled systems screen's pages: most urgent first, never due last, each record once. */
+static void pages_walk_every_record_most_urgent_first(void **state)
+{
+	struct enr_store *a = open_as(NULL, PASS, 0), *file = NULL;
+	struct enr_store_options fo = {.path = outbox, .plaintext = true};
+	struct enr_store_cursor cur = {0};
+	struct enr_record **page = NULL;
+	long long now = (long long)time(NULL);
+	/* Customer numbers in the order the pages must give them (ties: by id, below). */
+	int order[] = {3, 5, 1, 6, 2, 4, 7};
+	char ids[8][16];
+	size_t n, count = 0, seen = 0;
+
+	(void)state;
+	for (int i = 1; i <= 7; i++) {
+		struct enr_record *rec = numbered(i);
+		if (i == 3) { /* refused: due now (0) */
+			rec->last_check.at = now;
+			rec->last_check.outcome = ENR_OUTCOME_REJECTED;
+		}
+		/* 4 sooner than 7's never. */
+		rec->refresh_expires_at = i == 5 || i == 1   ? now + 86400
+		                          : i == 6 || i == 2 ? now + 2 * 86400
+		                          : i == 4           ? now + 3 * 86400
+		                                             : 0;
+		if (i == 7) { /* an API key: never due */
+			rec->cred.type = ENR_CRED_API_KEY;
+			enr_record_set(&rec->cred.tokens.access_token, NULL);
+			enr_record_set(&rec->cred.tokens.refresh_token, NULL);
+			enr_record_set(&rec->cred.api_key, "key-secret-7-zq");
+			enr_record_set(&rec->method, "key");
+			rec->access_expires_at = 0;
+		}
+		assert_int_equal(enr_store_put(NULL, a, rec), 0);
+		snprintf(ids[i], sizeof(ids[i]), "%s", rec->id);
+		enr_record_free(rec);
+	}
+	/* 5 and 1, 6 and 2 are due the same moment: the id breaks the tie. */
+	for (int t = 1; t <= 3; t += 2)
+		if (strcmp(ids[order[t]], ids[order[t + 1]]) > 0) {
+			int swap = order[t];
+			order[t] = order[t + 1];
+			order[t + 1] = swap;
+		}
+	assert_int_equal(enr_store_team_count(a, &count), 0);
+	assert_int_equal(count, 7);
+	/* Pages of 2, then a last short one. */
+	while (!cur.done) {
+		assert_int_equal(enr_store_team_page(a, &cur, 2, &page, &n), 0);
+		assert_true(n <= 2);
+		for (size_t i = 0; i < n; i++) {
+			char want[32];
+			assert_true(seen < 7);
+			snprintf(want, sizeof(want), "Customer %d", order[seen]);
+			assert_string_equal(page[i]->customer, want);
+			/* Metadata only: the database's copy without the credentials. */
+			assert_null(page[i]->cred.tokens.refresh_token);
+			seen++;
+			enr_record_free(page[i]);
+		}
+		free(page);
+	}
+	assert_int_equal(seen, 7);
+	/* A page past the end is empty. */
+	assert_int_equal(enr_store_team_page(a, &cur, 2, &page, &n), 0);
+	assert_int_equal(n, 0);
+	free(page);
+	/* A file store has no pages. */
+	assert_int_equal(enr_store_open(&file, &fo), 0);
+	assert_int_equal(enr_store_team_page(file, &(struct enr_store_cursor){0}, 2, &page, &n),
+	                 ENR_E_UNSUPPORTED);
+	enr_store_free(file);
 	enr_store_free(a);
 }
 
@@ -607,6 +691,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(a_handle_outlives_a_restart_of_the_server, setup,
 	                                    teardown),
 	    cmocka_unit_test_setup_teardown(listing_what_may_be_due_reads_a_superset_of_it, setup,
+	                                    teardown),
+	    cmocka_unit_test_setup_teardown(pages_walk_every_record_most_urgent_first, setup,
 	                                    teardown),
 	    cmocka_unit_test_setup_teardown(roles_let_installers_add_and_see_their_own, setup,
 	                                    teardown),

@@ -3,6 +3,11 @@
  * its status, most urgent first, filtered after /; check now, refresh,
  * re-authorize, show (secrets masked until asked) and remove, each on a letter
  * and an F-key; check every record shown, refresh every one that is due.
+ *
+ * On a team store the list comes from the database a page at a time, in its
+ * order (most urgent first: schema 2's due_at, then the id): the first page
+ * at once, the others in the background and at once when the selection
+ * nears the end of what is read (enr_store_team_page()).
  */
 #include <poll.h>
 #include <stdint.h>
@@ -17,10 +22,13 @@
 #include "derenroll/http.h"
 #include "derenroll/lifecycle.h"
 #include "derenroll/store.h"
+#include "store/internal.h" /* enr_store_team_page() */
 #include "cli.h"
 #include "wizard_int.h"
 
-#define MAX_WATCH 32
+#define MAX_WATCH  32
+#define FIRST_PAGE 100  /* records read before the first frame (team store) */
+#define NEXT_PAGE  1000 /* then at a time, in the background */
 
 enum systems_mode { SYS_LIST, SYS_SHOW, SYS_CONFIRM };
 
@@ -33,7 +41,14 @@ struct row {
 struct systems {
 	struct listview *lv;
 	struct row *rows;
-	size_t n_rows;
+	size_t n_rows, cap_rows;
+	/* A team store: the pages read so far, how many records there are. */
+	bool team;
+	struct enr_store_cursor cursor;
+	size_t total;
+	bool counted;
+	unsigned page_timer;
+	char *keep;         /* the record to select when it comes */
 	unsigned store_gen; /* the wizard's store_gen the list was built from */
 	enum systems_mode mode;
 	char *current; /* the record shown or to remove */
@@ -48,9 +63,34 @@ struct systems {
 	struct enr_bulk *bulk; /* or many: check all, refresh all due */
 	bool running, refreshing;
 	char note[512];
+	double opened; /* when F2 was pressed (CLOCK_MONOTONIC, ms), until first drawn */
 };
 
 static struct systems *S;
+
+static double now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* For the benchmark (tests/bench/team_bench.sh): the milliseconds from F2 to
+ * the list drawn, appended to the file $DERENROLL_SYSTEMS_READY names. */
+static void report_drawn(void)
+{
+	const char *path = getenv("DERENROLL_SYSTEMS_READY");
+	FILE *f;
+
+	if (!S->opened || !path || !(f = fopen(path, "a"))) {
+		S->opened = 0;
+		return;
+	}
+	fprintf(f, "%.1f %zu\n", now_ms() - S->opened, S->n_rows);
+	fclose(f);
+	S->opened = 0;
+}
 
 static long expiring_days(void)
 {
@@ -66,7 +106,11 @@ static void free_rows(void)
 		free(S->rows[i].id);
 	free(S->rows);
 	S->rows = NULL;
-	S->n_rows = 0;
+	S->n_rows = S->cap_rows = 0;
+	loop_cancel_timer(S->page_timer);
+	S->page_timer = 0;
+	free(S->keep);
+	S->keep = NULL;
 	listview_free(S->lv);
 	S->lv = NULL;
 }
@@ -80,6 +124,109 @@ static int by_urgency(const void *a, const void *b)
 	if (x->due != y->due)
 		return x->due && (!y->due || x->due < y->due) ? -1 : 1;
 	return strcmp(x->id, y->id);
+}
+
+/* A row's line in the list. */
+static int add_label(const struct enr_record *rec, size_t i)
+{
+	char label[512];
+
+	cli_list_row(label, sizeof(label), rec, S->rows[i].status, S->rows[i].due);
+	if (listview_add(S->lv, label, NULL, (void *)(uintptr_t)i) < 0)
+		return -1;
+	if (S->keep && strcmp(S->keep, S->rows[i].id) == 0)
+		listview_select(S->lv, listview_count(S->lv) - 1);
+	return 0;
+}
+
+static void on_page_timer(void *ctx);
+
+/* The next page of a team store at the end of the list (taking the records). */
+static int read_page(size_t max)
+{
+	struct wiz *w = wiz_state();
+	struct enr_record **recs = NULL;
+	long long now = (long long)time(NULL);
+	long days = expiring_days();
+	size_t n = 0, i = 0;
+	int rc = enr_store_team_page(w->store, &S->cursor, max, &recs, &n);
+
+	if (rc < 0) {
+		snprintf(S->note, sizeof(S->note), "%s", enr_error_last());
+		S->cursor.done = true; /* no retry loop; F2 again reads anew */
+		return rc;
+	}
+	if (n && S->n_rows + n > S->cap_rows) {
+		size_t cap = S->cap_rows ? S->cap_rows : 64;
+		struct row *grown;
+		while (cap < S->n_rows + n)
+			cap *= 2;
+		if (!(grown = realloc(S->rows, cap * sizeof(*S->rows))))
+			rc = -1;
+		else {
+			S->rows = grown;
+			S->cap_rows = cap;
+		}
+	}
+	for (; rc == 0 && i < n; i++) {
+		struct row *r = &S->rows[S->n_rows];
+		if (!(r->id = strdup(recs[i]->id))) {
+			rc = -1;
+			break;
+		}
+		r->status = enr_status_of(recs[i], now, days, &r->due);
+		S->n_rows++;
+		if (add_label(recs[i], S->n_rows - 1) < 0)
+			rc = -1;
+	}
+	for (i = 0; i < n; i++)
+		enr_record_free(recs[i]);
+	free(recs);
+	if (rc < 0)
+		S->cursor.done = true;
+	return rc;
+}
+
+/* The rest of a team store, a page at a time while the wizard is idle. */
+static void on_page_timer(void *ctx)
+{
+	struct wiz *w = wiz_state();
+
+	(void)ctx;
+	S->page_timer = 0;
+	if (!S->counted) {
+		S->counted = enr_store_team_count(w->store, &S->total) == 0;
+		if (!S->counted)
+			snprintf(S->note, sizeof(S->note), "%s", enr_error_last());
+		S->counted = true;
+	} else if (!S->cursor.done) {
+		read_page(NEXT_PAGE);
+	}
+	if (!S->cursor.done)
+		S->page_timer = loop_set_timer(1, on_page_timer, NULL);
+	screen_redraw();
+}
+
+/* A team store: the first page now, the rest in the background. */
+static void build_team_list(void)
+{
+	memset(&S->cursor, 0, sizeof(S->cursor));
+	S->counted = false;
+	S->total = 0;
+	read_page(FIRST_PAGE);
+	if (!S->cursor.done || !S->counted)
+		S->page_timer = loop_set_timer(1, on_page_timer, NULL);
+}
+
+/* With the selection within a page of the end of what is read, the next page now. */
+static void read_ahead(void)
+{
+	size_t sel = S->lv ? listview_selected(S->lv) : LISTVIEW_NONE;
+
+	if (!S->team || S->cursor.done || !S->lv)
+		return;
+	if (sel == LISTVIEW_NONE || sel + FIRST_PAGE >= listview_count(S->lv))
+		read_page(NEXT_PAGE);
 }
 
 /* Builds the list from the store, keeping the selected record and the filter. */
@@ -103,8 +250,8 @@ static void build_list(void)
 	}
 	free_rows();
 	S->store_gen = w->store_gen;
-	S->rows = calloc(n ? n : 1, sizeof(*S->rows));
-	if (!S->rows || listview_new(&S->lv) < 0)
+	S->team = enr_store_is_team(w->store);
+	if (listview_new(&S->lv) < 0)
 		goto out;
 	listview_set_filter_by_key(S->lv, true);
 	/* The columns of `derenroll list`. */
@@ -112,6 +259,15 @@ static void build_list(void)
 	listview_set_filter(S->lv, filter);
 	if (filtering)
 		listview_handle_key(S->lv, &(struct keypress){.kind = KP_CHAR, .code = '/'});
+	if (S->team) {
+		S->keep = keep;
+		build_team_list();
+		return;
+	}
+	S->rows = calloc(n ? n : 1, sizeof(*S->rows));
+	S->cap_rows = S->rows ? (n ? n : 1) : 0;
+	if (!S->rows)
+		goto out;
 	for (size_t i = 0; i < n; i++) {
 		const struct enr_record *rec = enr_store_at(w->store, i);
 		S->rows[i].id = strdup(rec->id);
@@ -121,29 +277,40 @@ static void build_list(void)
 		S->n_rows++;
 	}
 	qsort(S->rows, S->n_rows, sizeof(*S->rows), by_urgency);
+	S->keep = keep;
+	keep = NULL;
 	for (size_t i = 0; i < S->n_rows; i++) {
 		struct enr_record *rec = NULL;
-		char label[512];
+		int rc;
 		if (enr_store_get(&rec, w->store, S->rows[i].id) < 0)
 			continue;
-		cli_list_row(label, sizeof(label), rec, S->rows[i].status, S->rows[i].due);
+		rc = add_label(rec, i);
 		enr_record_free(rec);
-		if (listview_add(S->lv, label, NULL, (void *)(uintptr_t)i) < 0)
+		if (rc < 0)
 			break;
-		if (keep && strcmp(keep, S->rows[i].id) == 0)
-			listview_select(S->lv, listview_count(S->lv) - 1);
 	}
+	free(S->keep);
+	S->keep = NULL;
 out:
 	free(keep);
 }
 
+/* The selected record, which this handle knows of: a team store's page may
+ * hold one written by another machine since the wizard read the store. */
 static const char *selected_id(void)
 {
 	size_t sel = S->lv ? listview_selected(S->lv) : LISTVIEW_NONE;
+	struct wiz *w = wiz_state();
+	struct enr_record *rec = NULL;
+	const char *id;
 
 	if (sel == LISTVIEW_NONE)
 		return NULL;
-	return S->rows[(size_t)(uintptr_t)listview_data(S->lv, sel)].id;
+	id = S->rows[(size_t)(uintptr_t)listview_data(S->lv, sel)].id;
+	if (S->team && enr_store_get(&rec, w->store, id) == ENR_E_NOTFOUND)
+		enr_store_reload(w->store);
+	enr_record_free(rec);
+	return id;
 }
 
 /* ---- jobs on the multi ------------------------------------------------- */
@@ -483,6 +650,16 @@ static void systems_draw(struct screen *s)
 		             line);
 	} else if (S->note[0]) {
 		draw_text(body.y, 2, body.cols - 4, A_BOLD, S->note);
+	} else if (S->team && !S->cursor.done) {
+		if (S->counted)
+			snprintf(line, sizeof(line),
+			         "%zu records, %zu read. C checks all shown, R refreshes all due.",
+			         S->total, S->n_rows);
+		else
+			snprintf(line, sizeof(line),
+			         "The first %zu records. C checks all shown, R refreshes all due.",
+			         S->n_rows);
+		draw_text(body.y, 2, body.cols - 4, A_NORMAL, line);
 	} else {
 		snprintf(line, sizeof(line),
 		         "%zu record%s. C checks all shown, R refreshes all due.", S->n_rows,
@@ -491,6 +668,7 @@ static void systems_draw(struct screen *s)
 	}
 	if (S->lv)
 		listview_draw(S->lv, (struct area){body.y + 2, 1, body.rows - 2, body.cols - 2});
+	report_drawn();
 }
 
 static int systems_key(struct screen *s, const struct keypress *k)
@@ -570,6 +748,7 @@ static int systems_key(struct screen *s, const struct keypress *k)
 		break;
 	}
 	r = S->lv ? listview_handle_key(S->lv, k) : SCREEN_IGNORED;
+	read_ahead();
 	if (r)
 		return r;
 	if (keypress_is_enter(k) && id) {
@@ -597,6 +776,7 @@ void wiz_systems_open(void)
 		return;
 	S->mode = SYS_LIST;
 	S->note[0] = '\0';
+	S->opened = now_ms();
 	w->store_gen++; /* build the list anew */
 	screen_push(&wiz_systems_screen);
 }

@@ -35,7 +35,7 @@
 #include "store/internal.h"
 #include "util.h"
 
-#define PG_SCHEMA      2 /* the newest schema this derenroll knows (assets/sql/NNN_*.sql) */
+#define PG_SCHEMA      3 /* the newest schema this derenroll knows (assets/sql/NNN_*.sql) */
 #define MAX_LOCKS      16
 #define SCHEMA_LOCK_ID 0x64657265 /* "dere": the advisory lock of schema changes */
 
@@ -630,16 +630,24 @@ static int unseal_value(struct enr_store *store, unsigned char **out, size_t *le
 	return rc;
 }
 
-/* A record from columns (id, public, secret, key_generation). */
-static int row_record(struct enr_store *store, struct enr_record **out, const PGresult *res, int i)
+/* A record from columns (id, public, secret, key_generation), parsed with
+ * `tok` (reset here; NULL: one of its own). */
+static int row_record(struct enr_store *store, struct enr_record **out, const PGresult *res, int i,
+                      struct json_tokener *tok)
 {
 	struct enr_record *rec = NULL;
-	struct json_object *obj = json_tokener_parse(PQgetvalue(res, i, 1)), *sec = NULL;
+	struct json_object *obj = NULL, *sec = NULL;
 	unsigned char *sealed = NULL, *plain = NULL;
 	size_t n = 0, plain_len = 0;
 	int rc;
 
 	*out = NULL;
+	if (tok) {
+		json_tokener_reset(tok);
+		obj = json_tokener_parse_ex(tok, PQgetvalue(res, i, 1), PQgetlength(res, i, 1) + 1);
+	} else {
+		obj = json_tokener_parse(PQgetvalue(res, i, 1));
+	}
 	if (!obj)
 		return enr_error_set(ENR_E_CORRUPT, "record %s of the team store is not JSON",
 		                     PQgetvalue(res, i, 0));
@@ -746,6 +754,7 @@ static int read_secrets(struct enr_store *store, struct store_data *d)
 struct row_job {
 	struct enr_store *store;
 	const PGresult *res;
+	const int *order; /* the row of each record */
 	struct enr_record **out;
 	size_t first, count;
 	int rc;
@@ -755,26 +764,73 @@ struct row_job {
 static void read_rows(void *arg, size_t half)
 {
 	struct row_job *job = (struct row_job *)arg + half;
+	struct json_tokener *tok = json_tokener_new();
 
-	job->rc = 0;
+	job->rc = tok ? 0 : enr_error_set(ENR_E_NOMEM, NULL);
 	for (size_t i = job->first; job->rc == 0 && i < job->first + job->count; i++)
-		job->rc = row_record(job->store, &job->out[i], job->res, (int)i);
+		job->rc = row_record(job->store, &job->out[i], job->res, job->order[i], tok);
+	if (tok)
+		json_tokener_free(tok);
 	if (job->rc < 0)
 		snprintf(job->message, sizeof(job->message), "%s", enr_error_last());
 }
 
-/* Every row of `res` into the empty `d`, in order (on two threads for many). */
+struct seq_row {
+	long long seq;
+	int row;
+};
+
+static int by_seq(const void *a, const void *b)
+{
+	const struct seq_row *x = a, *y = b;
+
+	return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+/* The rows of `res` in the order of column `col` (seq): the order of
+ * insertion, sorted here rather than by the server, which would sort the wide
+ * rows (spilling them to disk beyond work_mem) before it sends the first. */
+static int *rows_by_seq(const PGresult *res, int col)
+{
+	size_t n = (size_t)PQntuples(res);
+	struct seq_row *keys = malloc((n ? n : 1) * sizeof(*keys));
+	int *order = malloc((n ? n : 1) * sizeof(*order));
+
+	if (!keys || !order) {
+		free(keys);
+		free(order);
+		return NULL;
+	}
+	for (size_t i = 0; i < n; i++) {
+		keys[i].seq = strtoll(PQgetvalue(res, (int)i, col), NULL, 10);
+		keys[i].row = (int)i;
+	}
+	qsort(keys, n, sizeof(*keys), by_seq);
+	for (size_t i = 0; i < n; i++)
+		order[i] = keys[i].row;
+	free(keys);
+	return order;
+}
+
+/* Every row of `res` into the empty `d`, in the order of insertion (column 4,
+ * seq), on two threads for many. */
 static int read_all_rows(struct enr_store *store, struct store_data *d, const PGresult *res)
 {
 	size_t n = (size_t)PQntuples(res);
 	struct row_job jobs[2] = {{.store = store, .res = res}, {.store = store, .res = res}};
+	int *order = rows_by_seq(res, 4);
 	int rc = 0;
 
+	if (!order)
+		return enr_error_set(ENR_E_NOMEM, NULL);
+	jobs[0].order = jobs[1].order = order;
 	free(d->records); /* empty, but perhaps allocated (a store still at revision 0) */
 	d->records = calloc(n ? n : 1, sizeof(*d->records));
 	d->cap_records = d->records ? (n ? n : 1) : 0;
-	if (!d->records)
+	if (!d->records) {
+		free(order);
 		return enr_error_set(ENR_E_NOMEM, NULL);
+	}
 	jobs[0].out = jobs[1].out = d->records;
 	/* Unsealing credentials may fetch the team key on the one connection:
 	 * two threads only for a listing. */
@@ -786,6 +842,7 @@ static int read_all_rows(struct enr_store *store, struct store_data *d, const PG
 	enr_store__run_halves(read_rows, jobs, jobs[1].count > 0);
 	rc = enr_store__halves_done(d, n, (int[]){jobs[0].rc, jobs[1].rc},
 	                            (const char *const[]){jobs[0].message, jobs[1].message});
+	free(order);
 	if (rc == 0)
 		enr_store__data_changed(d);
 	return rc;
@@ -813,14 +870,25 @@ static int read_changes(struct enr_store *store, struct store_data *d, long long
 		}
 		PQclear(res);
 	}
-	res = run(store, store->pg->conn, "reading its records",
-	          !store->metadata_only ? "SELECT id, public, secret, key_generation FROM records "
-	                                  "WHERE rev > $1 ORDER BY seq"
-	          : !store->due_before  ? "SELECT id, public, NULL, key_generation FROM records "
-	                                  "WHERE rev > $1 ORDER BY seq"
-	                                : "SELECT id, public, NULL, key_generation FROM records "
-	                                  "WHERE rev > $1 AND " DUE_BEFORE_2 " ORDER BY seq",
-	          store->metadata_only && store->due_before ? 2 : 1, params, NULL, NULL);
+	/* A whole read is sorted by seq here (read_all_rows()); a catch-up is short. */
+	if (since > 0)
+		res = run(store, store->pg->conn, "reading its records",
+		          store->metadata_only
+		              ? "SELECT id, public, NULL, key_generation, seq FROM records "
+		                "WHERE rev > $1 ORDER BY seq"
+		              : "SELECT id, public, secret, key_generation, seq FROM records "
+		                "WHERE rev > $1 ORDER BY seq",
+		          1, params, NULL, NULL);
+	else
+		res = run(store, store->pg->conn, "reading its records",
+		          !store->metadata_only ? "SELECT id, public, secret, key_generation, seq "
+		                                  "FROM records"
+		          : !store->due_before
+		              ? "SELECT id, public, NULL, key_generation, seq "
+		                "FROM records"
+		              : "SELECT id, public, NULL, key_generation, seq "
+		                "FROM records WHERE $1::bigint = 0 AND " DUE_BEFORE_2,
+		          store->metadata_only && store->due_before ? 2 : 0, params, NULL, NULL);
 	if (!res)
 		return enr_error_last_code();
 	if (since == 0 && d->n_records == 0) {
@@ -832,7 +900,7 @@ static int read_changes(struct enr_store *store, struct store_data *d, long long
 		struct enr_record *rec;
 		ssize_t at;
 
-		if ((rc = row_record(store, &rec, res, i)) < 0)
+		if ((rc = row_record(store, &rec, res, i, NULL)) < 0)
 			break;
 		/* A whole read has each record once; a catch-up replaces what it knew. */
 		at = since > 0 ? index_of(d, rec->id) : -1;
@@ -1302,6 +1370,84 @@ const struct store_ops enr_store__pg_ops = {
     .new_key = pg_new_key,
     .close = pg_close,
 };
+
+/* ---- pages, for the enrolled systems screen ---- */
+
+static int team_only(const struct enr_store *store);
+
+#define PAGE_KEY "coalesce(due_at, 9223372036854775807)"
+
+int enr_store_team_page(struct enr_store *store, struct enr_store_cursor *cur, size_t max,
+                        struct enr_record ***out, size_t *n)
+{
+	char due[24], limit[24];
+	const char *params[] = {limit, due, cur->id};
+	struct enr_record **recs;
+	PGresult *res;
+	int rc = 0, rows;
+
+	*out = NULL;
+	*n = 0;
+	if ((rc = team_only(store)) < 0)
+		return rc;
+	if (cur->done || max == 0)
+		return 0;
+	if ((rc = conn_ready(store)) < 0)
+		return rc;
+	snprintf(limit, sizeof(limit), "%zu", max);
+	snprintf(due, sizeof(due), "%lld", cur->due);
+	res = run(store, store->pg->conn, "reading a page of its records",
+	          cur->started
+	              ? "SELECT id, public, NULL, key_generation, " PAGE_KEY " FROM records "
+	                "WHERE (" PAGE_KEY ", id) > ($2::bigint, $3::text) ORDER BY " PAGE_KEY
+	                ", id LIMIT $1::bigint"
+	              : "SELECT id, public, NULL, key_generation, " PAGE_KEY " FROM records "
+	                "ORDER BY " PAGE_KEY ", id LIMIT $1::bigint",
+	          cur->started ? 3 : 1, params, NULL, NULL);
+	if (!res)
+		return enr_error_last_code();
+	rows = PQntuples(res);
+	if (!(recs = calloc(rows ? (size_t)rows : 1, sizeof(*recs)))) {
+		PQclear(res);
+		return enr_error_set(ENR_E_NOMEM, NULL);
+	}
+	for (int i = 0; rc == 0 && i < rows; i++)
+		rc = row_record(store, &recs[i], res, i, NULL);
+	if (rc == 0 && rows > 0) {
+		cur->due = get_ll(res, rows - 1, 4);
+		snprintf(cur->id, sizeof(cur->id), "%s", PQgetvalue(res, rows - 1, 0));
+		cur->started = true;
+	}
+	if (rc == 0 && (size_t)rows < max)
+		cur->done = true;
+	PQclear(res);
+	if (rc < 0) {
+		for (int i = 0; i < rows; i++)
+			enr_record_free(recs[i]);
+		free(recs);
+		return rc;
+	}
+	*out = recs;
+	*n = (size_t)rows;
+	return 0;
+}
+
+int enr_store_team_count(struct enr_store *store, size_t *n)
+{
+	PGresult *res;
+	int rc;
+
+	*n = 0;
+	if ((rc = team_only(store)) < 0 || (rc = conn_ready(store)) < 0)
+		return rc;
+	res = run(store, store->pg->conn, "counting its records", "SELECT count(*) FROM records", 0,
+	          NULL, NULL, NULL);
+	if (!res)
+		return enr_error_last_code();
+	*n = (size_t)get_ll(res, 0, 0);
+	PQclear(res);
+	return 0;
+}
 
 /* ---- the team ---- */
 

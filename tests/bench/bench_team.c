@@ -99,7 +99,8 @@ static double median(double *v)
 
 int main(int argc, char **argv)
 {
-	long n = argc > 1 ? atol(argv[1]) : 100000;
+	bool serve = argc > 1 && strcmp(argv[1], "--serve") == 0;
+	long n = argc > 1 + serve ? atol(argv[1 + serve]) : 100000;
 	long long t = (long long)time(NULL);
 	double list[RUNS], all[RUNS], open_ms[RUNS], kdf_ms[RUNS], put[RUNS], fill;
 	size_t due = 0;
@@ -120,6 +121,20 @@ int main(int argc, char **argv)
 	fill = now() - fill;
 	free(recs);
 	enr_store_free(store);
+	/* What autovacuum would do soon after such a fill (statistics, the visibility
+	 * map): measured at rest, not while it runs. */
+	if (test_pg_exec(&pg, NULL, "VACUUM ANALYZE") < 0)
+		die("vacuum");
+	if (serve) {
+		/* For looking into it (psql, perf): the URL, then wait until stdin ends. */
+		char line[64];
+		printf("%s\n", pg.url);
+		fflush(stdout);
+		while (fgets(line, sizeof(line), stdin))
+			;
+		test_pg_stop(&pg);
+		return 0;
+	}
 
 	for (int r = 0; r < RUNS; r++) {
 		double start = now();

@@ -2,14 +2,16 @@
 # The wizard on a team store (PostgreSQL of the test's own, tests/pg_serve):
 # an enrollment is saved there (not in the outbox), the enrolled systems screen
 # lists and checks it from the database, and with the server down the next
-# enrollment waits in the outbox until `derenroll sync` pushes it, once.
+# enrollment waits in the outbox until `derenroll sync` pushes it, once; the
+# enrolled systems screen reads the team store a page at a time, what another
+# machine added since the wizard started included, and scrolls past the first.
 # Usage: test_wizard_team.sh DERENROLL QRCAP RECORDS
 set -u
 RECORDS=$3
 . "$(dirname "$0")/lib.sh"
 BIN=$FIXTURE
 . "$(dirname "$0")/../cli/pg.sh"
-plan 22
+plan 32
 
 . "$(dirname "$0")/wizlib.sh"
 pg_start
@@ -69,4 +71,31 @@ OUT=$(D sync 2>&1)
 check $? "a second sync has nothing to push" "$OUT"
 [ "$(D list --json | jq '[.[] | select(.customer == "Team Two")] | length')" = 1 ]
 check $? "pushed once, also when synced twice" "$(D list --json 2>&1)"
+
+# Pages: 150 records more (ids zzzz000001...: after the others, in order),
+# imported by another process while the wizard runs.
+D export --json >"$TMP/export.json" 2>/dev/null
+jq '.records[0] as $r | .records = [range(1; 151) as $i | $r
+	| .id = ("zzzz" + ("00000" + ($i | tostring))[-6:])
+	| .customer = ("Bulk " + ("00" + ($i | tostring))[-3:])
+	| .sites = [{"id": ("bulk-" + ($i | tostring)), "name": "Bulk"}]]' \
+	"$TMP/export.json" >"$TMP/bulk.json"
+rm -f "$TMP/export.json"
+wiz --
+wait_screen "F2 enrolled systems" >/dev/null
+OUT=$(D import --json "$TMP/bulk.json" 2>&1)
+check $? "another process adds 150 records" "$OUT"
+keys F2
+wait_screen "152 of 152" >/dev/null
+check $? "the enrolled systems screen reads them all from the team store" "$SCREEN"
+expect_in "the count says how many" "152 records" "$SCREEN"
+keys End
+wait_screen "Bulk 150" >/dev/null
+check $? "End scrolls past the first page (100) to the last record" "$SCREEN"
+keys Enter
+wait_screen "Record zzzz000150" >/dev/null
+check $? "Enter shows it (written by the other process)" "$SCREEN"
+keys Escape
+keys C-c
+expect_exit "^C quits" 130
 finish

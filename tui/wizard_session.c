@@ -723,12 +723,20 @@ static int link_key(const struct keypress *k)
 
 /* ---- sites ------------------------------------------------------------- */
 
+/* The ids of the sites the installer chose (the session's own strings, alive
+ * while it is at SITES), while they are asked about their other records. */
+static const char **chosen;
+static size_t n_chosen;
+
 void wiz_sites_setup(void)
 {
 	struct wiz *w = wiz_state();
 
 	listview_free(w->sites);
 	w->sites = NULL;
+	free(chosen);
+	chosen = NULL;
+	n_chosen = 0;
 	if (listview_new(&w->sites) < 0)
 		return;
 	for (size_t i = 0; i < enr_enroll_site_count(w->e); i++) {
@@ -766,22 +774,15 @@ static void sites_draw(struct area body)
 		listview_draw(w->sites, (struct area){body.y + 2, 2, body.rows - 2, body.cols - 4});
 }
 
-/* The sites the installer chose, while they are asked about their other records. */
-static char chosen_ids[64][256];
-static size_t n_chosen;
-
 static int choose_sites(void *ctx)
 {
 	struct wiz *w = wiz_state();
-	const char *ids[64];
 	int rc;
 
 	(void)ctx;
 	if (!w->e || enr_enroll_state(w->e) != ENR_ENROLL_SITES)
 		return SCREEN_REDRAW;
-	for (size_t i = 0; i < n_chosen; i++)
-		ids[i] = chosen_ids[i];
-	rc = enr_enroll_choose_sites(w->e, ids, n_chosen);
+	rc = enr_enroll_choose_sites(w->e, chosen, n_chosen);
 	if (rc < 0 && enr_enroll_state(w->e) != ENR_ENROLL_FAILED)
 		snprintf(w->note, sizeof(w->note), "%s", enr_error_last());
 	wiz_session_sync();
@@ -803,8 +804,7 @@ static const char *other_holder(const struct enr_site *s)
 
 static void take_site(const struct enr_site *s)
 {
-	if (n_chosen < sizeof(chosen_ids) / sizeof(chosen_ids[0]))
-		snprintf(chosen_ids[n_chosen++], sizeof(chosen_ids[0]), "%s", s->id);
+	chosen[n_chosen++] = s->id;
 }
 
 static int sites_key(const struct keypress *k)
@@ -821,6 +821,9 @@ static int sites_key(const struct keypress *k)
 	if (!keypress_is_enter(k))
 		return listview_handle_key(w->sites, k);
 	n_chosen = 0;
+	free(chosen);
+	if (!(chosen = calloc(enr_enroll_site_count(w->e) + 1, sizeof(*chosen))))
+		return SCREEN_HANDLED;
 	/* The marked sites, else the one selected. */
 	for (size_t i = 0; i < listview_count(w->sites); i++)
 		if (listview_marked(w->sites, i))
@@ -835,7 +838,7 @@ static int sites_key(const struct keypress *k)
 	for (size_t i = 0; i < enr_enroll_site_count(w->e); i++) {
 		s = enr_enroll_site(w->e, i);
 		for (size_t j = 0; j < n_chosen; j++)
-			if (strcmp(chosen_ids[j], s->id) == 0 && other_holder(s)) {
+			if (chosen[j] == s->id && other_holder(s)) {
 				held = held ? held : s;
 				holder = holder ? holder : other_holder(s);
 				n_held++;
@@ -1017,26 +1020,29 @@ static void session_draw(struct screen *s)
 		failed_draw(screen_frame(title, keys), w->start_error);
 		return;
 	}
+	static const char *const doing[] = {[ENR_ENROLL_FIELDS] = NULL,
+	                                    [ENR_ENROLL_LINK] = "the customer approves",
+	                                    [ENR_ENROLL_WAIT] = "waiting",
+	                                    [ENR_ENROLL_SITES] = "sites found"};
+	enum enr_enroll_state st = enr_enroll_state(w->e);
+
+	/* "Vendor: what is happening, re-authorizing record ID for "CUSTOMER"" */
 	whose(who, sizeof(who), "re-authorizing");
-	switch (enr_enroll_state(w->e)) {
-	case ENR_ENROLL_FIELDS:
+	if (st <= ENR_ENROLL_SITES)
 		snprintf(title, sizeof(title), "%s: %s%s%s", vendor_name(),
-		         enr_enroll_method(w->e)->label, who[0] ? ", " : "", who);
+		         doing[st] ? doing[st] : enr_enroll_method(w->e)->label, who[0] ? ", " : "",
+		         who);
+	switch (st) {
+	case ENR_ENROLL_FIELDS:
 		form_draw(screen_frame(title, keys));
 		break;
 	case ENR_ENROLL_LINK:
-		snprintf(title, sizeof(title), "%s: the customer approves%s%s", vendor_name(),
-		         who[0] ? ", " : "", who);
 		link_draw(screen_frame(title, keys));
 		break;
 	case ENR_ENROLL_WAIT:
-		snprintf(title, sizeof(title), "%s: waiting%s%s", vendor_name(), who[0] ? ", " : "",
-		         who);
 		wait_draw(screen_frame(title, keys));
 		break;
 	case ENR_ENROLL_SITES:
-		snprintf(title, sizeof(title), "%s: sites found%s%s", vendor_name(),
-		         who[0] ? ", " : "", who);
 		sites_draw(screen_frame(title, keys));
 		break;
 	case ENR_ENROLL_DONE:

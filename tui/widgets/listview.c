@@ -247,7 +247,10 @@ static void toggle_mark(struct listview *lv)
 		return;
 	r = lv->rows[lv->shown[lv->selected]];
 	r->marked = !r->marked;
-	lv->n_marked += r->marked ? 1 : (size_t)-1;
+	if (r->marked)
+		lv->n_marked++;
+	else
+		lv->n_marked--;
 	if (lv->selected + 1 < lv->n_shown)
 		lv->selected++;
 }

@@ -39,7 +39,7 @@
 	X(CANCELLED, -23, 3, "cancelled")                                                          \
 	X(STATE, -24, 1, "authorization state mismatch")                                           \
 	X(AGAIN, -25, 3, "not ready yet")                                                          \
-	X(OFFLINE, -26, 4, "the team store cannot be reached")                                    \
+	X(OFFLINE, -26, 4, "the team store cannot be reached")                                     \
 	X(ACCOUNT, -27, 1, "the customer signed in with another account")
 
 enum enr_error {

@@ -3,6 +3,7 @@
  * the file, a database of its own for each test.
  */
 #include <signal.h>
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,6 +112,16 @@ static char *value(const char *sql)
 	return test_pg_value(&pg, db, sql);
 }
 
+/* What the database answers to `sql` is `want`. */
+static void assert_sql(const char *sql, const char *want)
+{
+	char *v = value(sql);
+
+	assert_non_null(v);
+	assert_string_equal(v, want);
+	free(v);
+}
+
 /* ---- records ---- */
 
 static void records_round_trip_and_the_database_sees_no_secret(void **state)
@@ -180,6 +191,96 @@ static void a_second_handle_catches_up(void **state)
 	enr_store_free(b);
 	free(id1);
 	free(id2);
+}
+
+/* A handle opened on demand (the wizard, show, enroll, refresh ID). */
+static struct enr_store *open_some(void)
+{
+	struct enr_store_options o = {
+	    .path = url, .passphrase = PASS, .kdf = &fast_kdf, .on_demand = true, .outbox = outbox};
+	struct enr_store *store = NULL;
+
+	if (enr_store_open(&store, &o) != 0)
+		fail_msg("open %s on demand: %s", url, enr_error_last());
+	return store;
+}
+
+static int note_check(struct enr_record *rec, void *ctx)
+{
+	rec->last_check.at = *(long long *)ctx;
+	rec->last_check.outcome = ENR_OUTCOME_OK;
+	return 0;
+}
+
+static void a_handle_on_demand_reads_only_what_it_is_asked_for(void **state)
+{
+	struct enr_store *a = open_as(NULL, PASS, 0), *b;
+	char *id[4];
+	struct enr_record *got = NULL, *again;
+	long long at = 1795000000;
+	char *v;
+
+	(void)state;
+	for (int i = 0; i < 4; i++)
+		id[i] = put_numbered(a, i);
+	assert_int_equal(enr_store_secret_set(a, "vendor.sma.client_secret", "app-secret-zq"), 0);
+	b = open_some();
+	/* Nothing read at open but the app secrets. */
+	assert_int_equal(enr_store_count(b), 0);
+	assert_int_equal(enr_store_secret_get(&v, b, "vendor.sma.client_secret"), 0);
+	assert_string_equal(v, "app-secret-zq");
+	free(v);
+	/* By id (in any case), with its credentials. */
+	for (char *c = id[1]; *c; c++)
+		*c = (char)toupper((unsigned char)*c);
+	assert_int_equal(enr_store_get(&got, b, id[1]), 0);
+	assert_string_equal(got->cred.tokens.refresh_token, "refresh-secret-1-zq");
+	enr_record_free(got);
+	assert_int_equal(enr_store_count(b), 1);
+	assert_int_equal(enr_store_get(&got, b, "nosuchid00"), ENR_E_NOTFOUND);
+	/* By site. */
+	assert_int_equal(enr_store_find_site(&got, b, "sma", "site-2"), 0);
+	assert_string_equal(got->id, id[2]);
+	enr_record_free(got);
+	assert_int_equal(enr_store_find_site(&got, b, "tesla", "site-2"), ENR_E_NOTFOUND);
+	assert_int_equal(enr_store_count(b), 2);
+	/* A put of a site stored in a record it never read updates that record: no second
+	 * record holds the site. */
+	again = numbered(3);
+	enr_record_set(&again->cred.tokens.refresh_token, "refresh-secret-3-new-zq");
+	assert_int_equal(enr_store_put(NULL, b, again), 0);
+	assert_string_equal(again->id, id[3]);
+	enr_record_free(again);
+	assert_sql("SELECT count(*) FROM records WHERE 'site-3' = ANY(site_ids)", "1");
+	assert_sql("SELECT count(*) FROM records", "4");
+	/* A site of another record it never read is refused under another id. */
+	again = numbered(0);
+	assert_int_equal(enr_record_set(&again->id, "zzzzzzzzzz"), 0);
+	assert_int_equal(enr_store_put(NULL, b, again), ENR_E_EXISTS);
+	enr_record_free(again);
+	/* Updated through its lock, and removed, without having been read first. */
+	assert_int_equal(enr_store_update(b, id[0], note_check, &at), 0);
+	assert_sql("SELECT last_check_at FROM records ORDER BY last_check_at DESC LIMIT 1",
+	           "1795000000");
+	assert_int_equal(enr_store_remove(a, id[2]), 0);
+	/* What another handle changes in a record it holds is caught up; a record it never
+	 * read stays unread; one removed is dropped. */
+	at++;
+	assert_int_equal(enr_store_update(a, id[1], note_check, &at), 0);
+	free(put_numbered(a, 9));
+	assert_int_equal(enr_store_reload(b), 0);
+	assert_int_equal(enr_store_get(&got, b, id[1]), 0);
+	assert_int_equal(got->last_check.at, 1795000001);
+	enr_record_free(got);
+	assert_int_equal(enr_store_get(&got, b, id[2]), ENR_E_NOTFOUND);
+	for (size_t i = 0; i < enr_store_count(b); i++)
+		assert_string_not_equal(enr_store_at(b, i)->customer, "Customer 9");
+	assert_int_equal(enr_store_remove(b, id[3]), 0);
+	assert_sql("SELECT count(*) FROM records", "3");
+	enr_store_free(b);
+	enr_store_free(a);
+	for (int i = 0; i < 4; i++)
+		free(id[i]);
 }
 
 /* ---- one token, one spender ---- */
@@ -680,6 +781,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(records_round_trip_and_the_database_sees_no_secret,
 	                                    setup, teardown),
 	    cmocka_unit_test_setup_teardown(a_second_handle_catches_up, setup, teardown),
+	    cmocka_unit_test_setup_teardown(a_handle_on_demand_reads_only_what_it_is_asked_for,
+	                                    setup, teardown),
 	    cmocka_unit_test_setup_teardown(a_locked_record_waits_for_its_holder, setup, teardown),
 	    cmocka_unit_test_setup_teardown(a_killed_holder_leaves_no_lock, setup, teardown),
 	    cmocka_unit_test_setup_teardown(a_member_added_reads_a_member_removed_cannot, setup,

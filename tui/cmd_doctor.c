@@ -107,7 +107,7 @@ int cmd_doctor(struct cli_globals *g, int argc, char **argv)
 	rc = g->demo ? cli_demo_sandbox(g, &demo) : 0;
 	/* The company's secrets may live in the store. */
 	if (rc == 0)
-		rc = cli_open_store(g, false, &store);
+		rc = cli_open_store_some(g, false, &store);
 	if (rc == 0)
 		rc = enr_doctor_run(&report, g->catalog, g->cfg);
 	if (rc < 0) {

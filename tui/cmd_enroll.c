@@ -476,7 +476,7 @@ static int run(struct cli_globals *g, int argc, char **argv, bool reauth)
 	if (rc == 0)
 		rc = enr_config_get_long(&days, g->cfg, "ui", "expiring_days", 7, 0, 365);
 	if (rc == 0)
-		rc = cli_open_store(g, true, &store);
+		rc = cli_open_store_some(g, true, &store);
 	if (rc < 0)
 		return cli_fail(rc);
 

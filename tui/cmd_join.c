@@ -110,7 +110,7 @@ static int create_flow(struct cli_globals *g, int argc, char **argv)
 	/* The Derapi client secret may live in the store only. */
 	if (rc == 0 && enr_config_get(g->cfg, "derapi", "client_id") &&
 	    !enr_join_available(g->cfg, NULL))
-		rc = cli_open_store(g, false, &store);
+		rc = cli_open_store_some(g, false, &store);
 	if (rc < 0) {
 		status = cli_fail(rc);
 		goto out;

@@ -69,7 +69,7 @@ static int do_register(struct cli_globals *g, const char *domain, enum enr_tesla
 	/* The client secret may live in the store only. */
 	if (!enr_config_get(g->cfg, "vendor.tesla", "client_secret") &&
 	    !enr_config_get(g->cfg, "vendor.tesla", "client_secret_file") &&
-	    (rc = cli_open_store(g, false, &store)) < 0)
+	    (rc = cli_open_store_some(g, false, &store)) < 0)
 		return cli_fail(rc);
 	if ((rc = enr_tesla_public_key_url(&key_url, tesla, g->cfg, domain)) < 0) {
 		status = cli_fail(rc);

@@ -21,6 +21,10 @@ int cli_open_store(struct cli_globals *g, bool create, struct enr_store **out);
 /* The same for commands that only list: no credentials or app secrets are read. */
 int cli_open_store_listing(struct cli_globals *g, struct enr_store **out);
 
+/* The same for a command about a few records (and the wizard): a team store reads
+ * each record when it is asked for, not all at open (enr_store_options.on_demand). */
+int cli_open_store_some(struct cli_globals *g, bool create, struct enr_store **out);
+
 /* cli_open_store() of the store at `path` (a file or a postgresql:// URL). */
 int cli_open_store_at(struct cli_globals *g, const char *path, bool create, struct enr_store **out);
 

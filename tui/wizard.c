@@ -570,7 +570,7 @@ int wizard_run(struct cli_globals *g, const struct wizard_options *o)
 	if (rc == 0 && g->demo)
 		rc = demo_start();
 	if (rc == 0)
-		rc = cli_open_store(g, true, &W.store);
+		rc = cli_open_store_some(g, true, &W.store);
 	if (rc < 0) {
 		status = cli_fail(rc);
 		goto out;

@@ -273,6 +273,17 @@ struct enr_store {
 	char *offline;        /* the team store that could not be reached (then path is outbox) */
 	bool skip_locked;     /* enr_store_set_skip_locked() */
 	long long due_before; /* enr_store_options.due_before (listing only) */
+	bool on_demand;       /* enr_store_options.on_demand, on a team store */
+};
+
+/* What a change or a lookup may touch: the records of these ids, and those of
+ * `vendor` holding one of these sites. */
+struct store_want {
+	const char *const *ids;
+	size_t n_ids;
+	const char *vendor;
+	const struct enr_site *sites;
+	size_t n_sites;
 };
 
 /*
@@ -299,6 +310,9 @@ struct store_ops {
 	int (*sync_journal)(struct enr_store *store);
 	int (*reserve)(struct enr_store *store, const char *const *ids, size_t n);
 	bool (*encrypted)(const struct enr_store *store);
+	/* A store opened on demand: adds to store->data the records `w` names that it
+	 * does not hold yet (NULL for a backend that reads everything at load). */
+	int (*fetch)(struct enr_store *store, const struct store_want *w);
 	/* Gets the key to write with (asking for a passphrase). */
 	int (*new_key)(struct enr_store *store);
 	void (*close)(struct enr_store *store);

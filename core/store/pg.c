@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include <json-c/json.h>
@@ -630,6 +631,19 @@ static int unseal_value(struct enr_store *store, unsigned char **out, size_t *le
 	return rc;
 }
 
+/* The ids as a JSON array of strings, NUL-terminated (`b->failed` without memory). */
+static void json_ids(struct store_buf *b, const struct enr_site *sites, const char *const *ids,
+                     size_t n)
+{
+	enr_store__buf_add(b, "[", 1);
+	for (size_t i = 0; i < n; i++) {
+		if (i)
+			enr_store__buf_add(b, ",", 1);
+		enr_store__buf_json(b, sites ? sites[i].id : ids[i]);
+	}
+	enr_store__buf_add(b, "]", 2); /* the NUL too */
+}
+
 /* A record from columns (id, public, secret, key_generation), parsed with
  * `tok` (reset here; NULL: one of its own). */
 static int row_record(struct enr_store *store, struct enr_record **out, const PGresult *res, int i,
@@ -848,10 +862,29 @@ static int read_all_rows(struct enr_store *store, struct store_data *d, const PG
 	return rc;
 }
 
-/* Applies what changed after revision `since` to `d`; `since` 0 reads everything. */
+/* The ids of the records `d` holds, as a JSON array (NULL without memory). */
+static char *held_ids(const struct store_data *d)
+{
+	struct store_buf b = {0};
+	const char **ids = malloc((d->n_records ? d->n_records : 1) * sizeof(*ids));
+
+	for (size_t i = 0; ids && i < d->n_records; i++)
+		ids[i] = d->records[i]->id;
+	if (ids)
+		json_ids(&b, NULL, ids, d->n_records);
+	free(ids);
+	if (!ids || b.failed) {
+		enr_store__buf_free(&b);
+		return NULL;
+	}
+	return b.data;
+}
+
+/* Applies what changed after revision `since` to `d`; `since` 0 reads everything.
+ * A store opened on demand catches up only the records it holds. */
 static int read_changes(struct enr_store *store, struct store_data *d, long long since)
 {
-	char sincebuf[32], duebuf[32];
+	char sincebuf[32], duebuf[32], *held = NULL;
 	const char *params[] = {sincebuf, duebuf};
 	PGresult *res;
 	int rc = 0;
@@ -871,7 +904,17 @@ static int read_changes(struct enr_store *store, struct store_data *d, long long
 		PQclear(res);
 	}
 	/* A whole read is sorted by seq here (read_all_rows()); a catch-up is short. */
-	if (since > 0)
+	if (since > 0 && store->on_demand) {
+		if (!(held = held_ids(d)))
+			return enr_error_set(ENR_E_NOMEM, NULL);
+		params[1] = held;
+		res = run(
+		    store, store->pg->conn, "reading its records",
+		    "SELECT id, public, secret, key_generation, seq FROM records WHERE rev > $1 "
+		    "AND id IN (SELECT jsonb_array_elements_text($2::jsonb)) ORDER BY seq",
+		    2, params, NULL, NULL);
+		free(held);
+	} else if (since > 0)
 		res = run(store, store->pg->conn, "reading its records",
 		          store->metadata_only
 		              ? "SELECT id, public, NULL, key_generation, seq FROM records "
@@ -918,6 +961,55 @@ static int read_changes(struct enr_store *store, struct store_data *d, long long
 	return rc;
 }
 
+/* The records `w` names that `store->data` does not hold yet, read into it (on demand). */
+static int pg_fetch(struct enr_store *store, const struct store_want *w)
+{
+	struct store_data *d = &store->data;
+	struct store_buf ids = {0}, sites = {0};
+	const char **missing = malloc((w->n_ids ? w->n_ids : 1) * sizeof(*missing));
+	size_t n_missing = 0, n_sites = w->vendor ? w->n_sites : 0;
+	PGresult *res = NULL;
+	int rc = missing ? 0 : enr_error_set(ENR_E_NOMEM, NULL);
+
+	/* A record it holds is kept up to date by every reload: not read again. */
+	for (size_t i = 0; rc == 0 && i < w->n_ids; i++) {
+		bool held = false;
+		for (size_t j = 0; j < d->n_records && !held; j++)
+			held = strcasecmp(d->records[j]->id, w->ids[i]) == 0;
+		if (!held)
+			missing[n_missing++] = w->ids[i];
+	}
+	if (rc == 0 && (n_missing || n_sites)) {
+		json_ids(&ids, NULL, missing, n_missing);
+		json_ids(&sites, w->sites, NULL, n_sites);
+		rc = ids.failed || sites.failed ? enr_error_set(ENR_E_NOMEM, NULL)
+		                                : conn_ready(store);
+		if (rc == 0) {
+			const char *params[] = {ids.data, w->vendor ? w->vendor : "", sites.data};
+			res = run(
+			    store, store->pg->conn, "reading a record",
+			    "SELECT id, public, secret, key_generation, seq FROM records WHERE "
+			    "id IN (SELECT lower(x) FROM jsonb_array_elements_text($1::jsonb) x) "
+			    "OR (vendor = $2 AND site_ids && ARRAY(SELECT "
+			    "jsonb_array_elements_text($3::jsonb))) ORDER BY seq",
+			    3, params, NULL, NULL);
+			rc = res ? 0 : enr_error_last_code();
+		}
+	}
+	for (int i = 0; rc == 0 && res && i < PQntuples(res); i++) {
+		struct enr_record *rec;
+		if (index_of(d, PQgetvalue(res, i, 0)) >= 0)
+			continue;
+		if ((rc = row_record(store, &rec, res, i, NULL)) == 0)
+			rc = enr_store__data_append(d, rec);
+	}
+	PQclear(res);
+	free(missing);
+	enr_store__buf_free(&ids);
+	enr_store__buf_free(&sites);
+	return rc;
+}
+
 static int current_rev(struct enr_store *store, long long *out)
 {
 	PGresult *res = run(store, store->pg->conn, "reading its revision",
@@ -940,7 +1032,8 @@ static int pg_load(struct enr_store *store)
 	    (rc = current_rev(store, &rev)) < 0)
 		return rc;
 	d.schema = STORE_SCHEMA;
-	if ((rc = read_changes(store, &d, 0)) < 0) {
+	/* On demand: no record until one is asked for; the app secrets now. */
+	if ((rc = store->on_demand ? read_secrets(store, &d) : read_changes(store, &d, 0)) < 0) {
 		enr_store__data_free(&d);
 		return rc;
 	}
@@ -1029,13 +1122,7 @@ static int write_record(struct enr_store *store, const struct enr_record *rec, l
 
 	enr_store__record_write(&pub, rec, PART_PUBLIC);
 	enr_store__record_write(&sec, rec, PART_SECRETS);
-	enr_store__buf_add(&sites, "[", 1);
-	for (size_t i = 0; i < rec->n_sites; i++) {
-		if (i)
-			enr_store__buf_add(&sites, ",", 1);
-		enr_store__buf_json(&sites, rec->sites[i].id);
-	}
-	enr_store__buf_add(&sites, "]", 2); /* the NUL too */
+	json_ids(&sites, rec->sites, NULL, rec->n_sites);
 	enr_store__buf_add(&pub, "", 1);
 	rc = pub.failed || sec.failed || sites.failed || !aad
 	         ? enr_error_set(ENR_E_NOMEM, NULL)
@@ -1367,6 +1454,7 @@ const struct store_ops enr_store__pg_ops = {
     .sync_journal = pg_sync_journal,
     .reserve = pg_reserve,
     .encrypted = pg_encrypted,
+    .fetch = pg_fetch,
     .new_key = pg_new_key,
     .close = pg_close,
 };

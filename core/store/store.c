@@ -342,6 +342,7 @@ int enr_store_open(struct enr_store **out, const struct enr_store_options *opts)
 	store->plaintext = opts->plaintext;
 	store->metadata_only = opts->metadata_only;
 	store->due_before = opts->metadata_only ? opts->due_before : 0;
+	store->on_demand = opts->on_demand && !opts->metadata_only;
 	store->lock_timeout_ms =
 	    opts->lock_timeout_ms > 0 ? opts->lock_timeout_ms : DEFAULT_LOCK_TIMEOUT_MS;
 	store->passphrase_fn = opts->passphrase_fn;
@@ -611,13 +612,23 @@ static int copy_data(struct store_data *out, const struct store_data *d)
 	return 0;
 }
 
+/* A store opened on demand: the records `w` names read into store->data (no-op otherwise). */
+static int want(const struct enr_store *store, const struct store_want *w)
+{
+	struct enr_store *s = (struct enr_store *)store; /* its data is a cache of the database */
+
+	if (!w || !store->on_demand || !store->ops->fetch)
+		return 0;
+	return s->ops->fetch(s, w);
+}
+
 /*
  * One write: under the store lock, reads the file again if another process
- * changed it, applies the change to a copy, writes the copy and only then
- * makes it the store's data. `apply` returns 0, or PUT_RETRY / an error to
- * write nothing.
+ * changed it (opened on demand: with the records `w` names), applies the
+ * change to a copy, writes the copy and only then makes it the store's data.
+ * `apply` returns 0, or PUT_RETRY / an error to write nothing.
  */
-static int transact(struct enr_store *store, apply_fn apply, void *arg)
+static int transact(struct enr_store *store, const struct store_want *w, apply_fn apply, void *arg)
 {
 	struct change ch = {0};
 	int rc;
@@ -629,7 +640,7 @@ static int transact(struct enr_store *store, apply_fn apply, void *arg)
 		return rc;
 	if ((rc = store->ops->lock(store)) < 0)
 		return rc;
-	if ((rc = store->ops->sync(store, true)) < 0 ||
+	if ((rc = store->ops->sync(store, true)) < 0 || (rc = want(store, w)) < 0 ||
 	    (rc = copy_data(&ch.next, &store->data)) < 0)
 		goto out;
 	if (!store->plaintext && !store->key.have && (rc = store->ops->new_key(store)) < 0)
@@ -930,9 +941,20 @@ int enr_store_push(struct enr_store *team, size_t *pushed, size_t *left)
 	return first;
 }
 
+/* The records a put of `rec` may update: its own, and those holding its sites. */
+static struct store_want want_put(const struct enr_record *rec)
+{
+	return (struct store_want){.ids = (const char *const *)&rec->id,
+	                           .n_ids = rec->id ? 1 : 0,
+	                           .vendor = rec->vendor,
+	                           .sites = rec->sites,
+	                           .n_sites = rec->n_sites};
+}
+
 static int put(bool *out, struct enr_store *store, struct enr_record *rec)
 {
 	struct put_args a = {.rec = rec};
+	struct store_want w = want_put(rec);
 	char *locked = NULL;
 	ssize_t idx;
 	int rc, fd = -1;
@@ -943,7 +965,8 @@ static int put(bool *out, struct enr_store *store, struct enr_record *rec)
 		return rc;
 	/* Lock the record it will update (found without the lock), then check under it. */
 	for (int attempt = 0; attempt < 5; attempt++) {
-		if ((rc = enr_store_reload(store)) < 0 || (rc = find_match(&idx, store, rec)) < 0)
+		if ((rc = enr_store_reload(store)) < 0 || (rc = want(store, &w)) < 0 ||
+		    (rc = find_match(&idx, store, rec)) < 0)
 			break;
 		free(locked);
 		locked = NULL;
@@ -958,7 +981,7 @@ static int put(bool *out, struct enr_store *store, struct enr_record *rec)
 			}
 		}
 		a.locked_id = locked;
-		rc = transact(store, apply_put, &a);
+		rc = transact(store, &w, apply_put, &a);
 		if (fd >= 0)
 			store->ops->unlock_record(store, fd);
 		fd = -1;
@@ -991,14 +1014,17 @@ static int apply_remove(struct enr_store *store, struct change *ch, void *arg)
 int enr_store_remove(struct enr_store *store, const char *id)
 {
 	char *norm = NULL;
+	struct store_want w = {.n_ids = 1};
 	int rc, fd;
 
 	if ((rc = writable(store)) < 0)
 		return rc;
 	if (!(norm = normal_id(id)))
 		return enr_error_last_code();
+	w.ids = (const char *const *)&norm;
 	/* Not there: say so without locking (or creating) anything. */
-	if ((rc = enr_store_reload(store)) < 0 || find_id(store, norm) < 0) {
+	if ((rc = enr_store_reload(store)) < 0 || (rc = want(store, &w)) < 0 ||
+	    find_id(store, norm) < 0) {
 		if (rc == 0)
 			rc = enr_error_set(ENR_E_NOTFOUND, "there is no record %s in %s", norm,
 			                   store->path);
@@ -1010,7 +1036,7 @@ int enr_store_remove(struct enr_store *store, const char *id)
 		free(norm);
 		return fd;
 	}
-	rc = transact(store, apply_remove, norm);
+	rc = transact(store, &w, apply_remove, norm);
 	store->ops->unlock_record(store, fd);
 	free(norm);
 	return rc;
@@ -1029,11 +1055,17 @@ const struct enr_record *enr_store_at(const struct enr_store *store, size_t i)
 int enr_store_get(struct enr_record **out, const struct enr_store *store, const char *id)
 {
 	char *norm = normal_id(id);
+	struct store_want w = {.ids = (const char *const *)&norm, .n_ids = 1};
 	ssize_t idx;
+	int rc;
 
 	*out = NULL;
 	if (!norm)
 		return enr_error_last_code();
+	if ((rc = want(store, &w)) < 0) {
+		free(norm);
+		return rc;
+	}
 	idx = find_id(store, norm);
 	if (idx < 0) {
 		enr_error_set(ENR_E_NOTFOUND, "there is no record %s in %s", norm, store->path);
@@ -1048,9 +1080,14 @@ int enr_store_find_site(struct enr_record **out, const struct enr_store *store, 
                         const char *site_id)
 {
 	struct enr_store *s = (struct enr_store *)store; /* the index is a cache */
+	const struct enr_site site = {.id = (char *)site_id};
+	struct store_want w = {.vendor = vendor, .sites = &site, .n_sites = 1};
 	size_t at;
+	int rc;
 
 	*out = NULL;
+	if ((rc = want(store, &w)) < 0)
+		return rc;
 	if (enr_store__index_sites(&s->index, &s->data, vendor, site_id, &at, 1) == 1)
 		return enr_record_dup(out, store->data.records[at]);
 	return enr_error_set(ENR_E_NOTFOUND, "site %s of %s is not in the store", site_id, vendor);
@@ -1074,7 +1111,9 @@ int enr_store_lock_record(struct enr_store_lock **out, struct enr_store *store, 
 		rc = enr_error_last_code();
 		goto out;
 	}
-	if ((rc = enr_store_reload(store)) < 0)
+	if ((rc = enr_store_reload(store)) < 0 ||
+	    (rc = want(store, &(struct store_want){.ids = (const char *const *)&lock->id,
+	                                           .n_ids = 1})) < 0)
 		goto out;
 	if (find_id(store, lock->id) < 0)
 		goto missing;
@@ -1108,12 +1147,14 @@ struct enr_record *enr_store_lock_record_get(struct enr_store_lock *lock)
 int enr_store_lock_save(struct enr_store *store, struct enr_store_lock *lock)
 {
 	struct put_args a = {.rec = lock->rec, .locked_id = lock->id, .existing_only = true};
+	struct store_want w;
 	int rc;
 
 	/* The id is what was locked, whatever the caller did to it. */
 	if ((rc = enr_record_set(&lock->rec->id, lock->id)) < 0 || (rc = prepare(lock->rec)) < 0)
 		return rc;
-	rc = transact(store, apply_put, &a);
+	w = want_put(lock->rec);
+	rc = transact(store, &w, apply_put, &a);
 	if (rc == PUT_RETRY)
 		rc = enr_error_set(ENR_E_NOTFOUND, "record %s is no longer in the store", lock->id);
 	return rc == 0 ? report_put(&a) : rc;
@@ -1306,7 +1347,7 @@ int enr_store_update_many(struct enr_store *store, const char *const *ids, size_
 		rc = enr_error_set(ENR_E_NOMEM, NULL);
 		goto out;
 	}
-	rc = transact(store, apply_many, &a);
+	rc = transact(store, &(struct store_want){.ids = ids, .n_ids = n}, apply_many, &a);
 	for (size_t i = 0; i < a.n_changed; i++)
 		enr_record_free(rc == 0 ? a.old[i] : a.new[i]);
 	if (rc == ENR_STORE_UNCHANGED)
@@ -1341,7 +1382,7 @@ static int apply_bulk(struct enr_store *store, struct change *ch, void *arg)
 int enr_store__bulk_insert(struct enr_store *store, struct enr_record **recs, size_t n)
 {
 	struct bulk_args a = {recs, n};
-	int rc = transact(store, apply_bulk, &a);
+	int rc = transact(store, NULL, apply_bulk, &a);
 
 	if (rc < 0)
 		for (size_t i = 0; i < n; i++)
@@ -1437,7 +1478,7 @@ int enr_store_secret_set(struct enr_store *store, const char *name, const char *
 	if (!value || !value[0])
 		return enr_error_set(ENR_E_USAGE, "the value of %s is empty", name);
 	enr_log_add_secret(value);
-	return transact(store, apply_secret, &a);
+	return transact(store, NULL, apply_secret, &a);
 }
 
 int enr_store_secret_remove(struct enr_store *store, const char *name)
@@ -1454,7 +1495,7 @@ int enr_store_secret_remove(struct enr_store *store, const char *name)
 	find_secret(&store->data, name, &found);
 	if (!found)
 		return enr_error_set(ENR_E_NOTFOUND, "there is no app secret %s", name);
-	return transact(store, apply_secret, &a);
+	return transact(store, NULL, apply_secret, &a);
 }
 
 int enr_store_secret_get(char **out, const struct enr_store *store, const char *name)

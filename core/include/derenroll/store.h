@@ -170,6 +170,12 @@ struct enr_store_options {
 	 * person before this time (a superset, in the database): narrow it with
 	 * enr_status_of(). 0, and on a file store: every record. */
 	long long due_before;
+	/* A team store: read a record from the database when it is asked for (by id, by
+	 * site, or by a write that may update it) instead of every record at open, for a
+	 * handle about a few records (the wizard, show, enroll, remove, refresh ID).
+	 * enr_store_count() and enr_store_at() then see only the records read so far.
+	 * Ignored by a file store, which is read whole. */
+	bool on_demand;
 };
 
 /* What enr_store_update()'s callback returns to leave the record as it was. */
@@ -220,8 +226,9 @@ ENR_API bool enr_store_encrypted(const struct enr_store *store);
 ENR_API int enr_store_reload(struct enr_store *store);
 
 /*
- * The records, in insertion order. The pointers stay valid until the next
- * call that writes or reloads this store, or enr_store_free().
+ * The records, in insertion order (opened `on_demand`: only those read so far).
+ * The pointers stay valid until the next call that writes or reloads this
+ * store, or enr_store_free().
  */
 ENR_API size_t enr_store_count(const struct enr_store *store);
 ENR_API const struct enr_record *enr_store_at(const struct enr_store *store, size_t i);

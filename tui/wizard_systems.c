@@ -22,7 +22,6 @@
 #include "derenroll/http.h"
 #include "derenroll/lifecycle.h"
 #include "derenroll/store.h"
-#include "store/internal.h" /* enr_store_team_page() */
 #include "cli.h"
 #include "wizard_int.h"
 

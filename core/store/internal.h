@@ -346,29 +346,6 @@ int enr_store__passphrase(struct enr_store *store, bool new_store);
 /* enr_store__derive() with the passphrase known, its time counted. */
 int enr_store__derive_timed(struct enr_store *store, struct store_key *key);
 
-/*
- * The team store's records a page at a time, in the order of the wizard's
- * enrolled systems screen: most urgent first (schema 2's due_at, never due
- * last), then by id. Keyset paging: `cur` starts zeroed and is moved past each
- * page; cur->done once the last page was read. Up to `max` records (metadata
- * only, no credentials) go into a malloc'd array in *out (each freed with
- * enr_record_free(), then the array with free()), read from the database
- * whatever this handle holds in memory. ENR_E_UNSUPPORTED on a file store.
- *
- * Exported for the wizard (tui/wizard_systems.c), which includes this file:
- * to move to derenroll/store.h with the store's public API.
- */
-struct enr_store_cursor {
-	long long due; /* the sort key of the last record read: due_at, never = LLONG_MAX */
-	char id[64];   /* and its id */
-	bool started;  /* a page was read */
-	bool done;     /* the last page was read */
-};
-ENR_API int enr_store_team_page(struct enr_store *store, struct enr_store_cursor *cur, size_t max,
-                                struct enr_record ***out, size_t *n);
-/* How many records the team store holds (as this member may see them). */
-ENR_API int enr_store_team_count(struct enr_store *store, size_t *n);
-
 /* For tests and the benchmark. */
 int enr_store__lock(struct enr_store *store);
 void enr_store__unlock(struct enr_store *store);

@@ -11,7 +11,7 @@ RECORDS=$3
 . "$(dirname "$0")/lib.sh"
 BIN=$FIXTURE
 . "$(dirname "$0")/../cli/pg.sh"
-plan 32
+plan 40
 
 . "$(dirname "$0")/wizlib.sh"
 pg_start
@@ -45,6 +45,27 @@ expect_not_in "saved in the team store, not on the laptop" "on this laptop only"
 check $? "the team store holds the record" "$(D list --json 2>&1)"
 keys q
 expect_exit "q quits" 0
+
+# A new wizard reads no record at its start (the store opened on demand), yet
+# knows the site the team store holds: it is read when the site is enrolled.
+wiz --
+begin "Team Three" solaredge
+wait_screen "SolarEdge: how does the customer authorize?" >/dev/null
+keys Down Enter
+wait_screen "SolarEdge: Customer's" >/dev/null
+keys Enter
+wait_screen "sites found" >/dev/null
+keys Enter
+wait_screen "Replace it?" >/dev/null
+check $? "a new wizard asks about the site the team store holds" "$SCREEN"
+expect_in "naming who holds it" "Team One" "$SCREEN"
+keys_text n
+wait_gone "Replace it?" >/dev/null
+[ "$(D list --json | jq '[.[] | select(.customer == "Team Three")] | length')" = 0 ] &&
+	[ "$(D list --json | jq 'length')" = 1 ]
+check $? "n: nothing saved, the record stays Team One's" "$(D list --json 2>&1)"
+keys C-c
+expect_exit "^C quits" 130
 
 wiz --
 wait_screen "F2 enrolled systems" >/dev/null

@@ -627,7 +627,7 @@ static void pages_walk_every_record_most_urgent_first(void **state)
 			order[t] = order[t + 1];
 			order[t + 1] = swap;
 		}
-	assert_int_equal(enr_store_team_count(a, &count), 0);
+	assert_int_equal(enr_store_team_count(a, NULL, &count), 0);
 	assert_int_equal(count, 7);
 	/* Pages of 2, then a last short one. */
 	while (!cur.done) {
@@ -650,6 +650,40 @@ static void pages_walk_every_record_most_urgent_first(void **state)
 	assert_int_equal(enr_store_team_page(a, &cur, 2, &page, &n), 0);
 	assert_int_equal(n, 0);
 	free(page);
+	/* Matching (the screen's filter): id, customer, vendor or method, any case; the
+	 * pages of a match walk it in the same order. */
+	{
+		const struct {
+			const char *match;
+			const char *first;
+			size_t count;
+		} m[] = {{"MER 6", "Customer 6", 1}, {"sMa", "Customer 3", 7},
+		         {"key", "Customer 7", 1},   {"ustomer", "Customer 3", 7},
+		         {"nothing", NULL, 0},       {ids[4], "Customer 4", 1}};
+		for (size_t k = 0; k < sizeof(m) / sizeof(m[0]); k++) {
+			struct enr_store_cursor mc = {0};
+			char upper[sizeof(mc.match)];
+			size_t got = 0;
+			snprintf(upper, sizeof(upper), "%s", m[k].match);
+			if (m[k].match == ids[4])
+				for (char *c = upper; *c; c++)
+					*c = (char)toupper((unsigned char)*c);
+			snprintf(mc.match, sizeof(mc.match), "%s", upper);
+			assert_int_equal(enr_store_team_count(a, upper, &count), 0);
+			assert_int_equal(count, m[k].count);
+			while (!mc.done) {
+				assert_int_equal(enr_store_team_page(a, &mc, 2, &page, &n), 0);
+				for (size_t i = 0; i < n; i++) {
+					if (got == 0)
+						assert_string_equal(page[i]->customer, m[k].first);
+					got++;
+					enr_record_free(page[i]);
+				}
+				free(page);
+			}
+			assert_int_equal(got, m[k].count);
+		}
+	}
 	/* A file store has no pages. */
 	assert_int_equal(enr_store_open(&file, &fo), 0);
 	assert_int_equal(enr_store_team_page(file, &(struct enr_store_cursor){0}, 2, &page, &n),

@@ -6,9 +6,15 @@
  *
  * On a team store the list comes from the database a page at a time, in its
  * order (most urgent first: schema 2's due_at, then the id): the first page
- * at once, the others in the background and at once when the selection
- * nears the end of what is read (enr_store_team_page()).
+ * at once, the next when the selection nears the end of what is read, the
+ * rest before End and before C or R (enr_store_team_page()). The filter is
+ * asked of the database (a moment after the last key), which narrows the
+ * list to the records whose id, customer, vendor or method holds it; the
+ * list's own filter then shows what the label holds, as on a file store. A
+ * filter the database cannot narrow by (a status, a date) reads every page,
+ * in the background.
  */
+#include <ctype.h>
 #include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -27,7 +33,8 @@
 
 #define MAX_WATCH  32
 #define FIRST_PAGE 100  /* records read before the first frame (team store) */
-#define NEXT_PAGE  1000 /* then at a time, in the background */
+#define NEXT_PAGE  1000 /* then at a time */
+#define FILTER_MS  150  /* the filter asked of the database this long after the last key */
 
 enum systems_mode { SYS_LIST, SYS_SHOW, SYS_CONFIRM };
 
@@ -46,7 +53,8 @@ struct systems {
 	struct enr_store_cursor cursor;
 	size_t total;
 	bool counted;
-	unsigned page_timer;
+	bool read_all; /* every page, in the background: a filter the database cannot narrow by */
+	unsigned page_timer, filter_timer;
 	char *keep;         /* the record to select when it comes */
 	unsigned store_gen; /* the wizard's store_gen the list was built from */
 	enum systems_mode mode;
@@ -107,7 +115,8 @@ static void free_rows(void)
 	S->rows = NULL;
 	S->n_rows = S->cap_rows = 0;
 	loop_cancel_timer(S->page_timer);
-	S->page_timer = 0;
+	loop_cancel_timer(S->filter_timer);
+	S->page_timer = S->filter_timer = 0;
 	free(S->keep);
 	S->keep = NULL;
 	listview_free(S->lv);
@@ -186,7 +195,8 @@ static int read_page(size_t max)
 	return rc;
 }
 
-/* The rest of a team store, a page at a time while the wizard is idle. */
+/* After the first frame, how many records there are; with read_all, the rest
+ * of a team store, a page at a time while the wizard is idle. */
 static void on_page_timer(void *ctx)
 {
 	struct wiz *w = wiz_state();
@@ -194,27 +204,59 @@ static void on_page_timer(void *ctx)
 	(void)ctx;
 	S->page_timer = 0;
 	if (!S->counted) {
-		S->counted = enr_store_team_count(w->store, &S->total) == 0;
+		S->counted = enr_store_team_count(w->store, S->cursor.match, &S->total) == 0;
 		if (!S->counted)
 			snprintf(S->note, sizeof(S->note), "%s", enr_error_last());
 		S->counted = true;
 	} else if (!S->cursor.done) {
 		read_page(NEXT_PAGE);
 	}
-	if (!S->cursor.done)
+	if (S->read_all && !S->cursor.done)
 		S->page_timer = loop_set_timer(1, on_page_timer, NULL);
 	screen_redraw();
 }
 
-/* A team store: the first page now, the rest in the background. */
-static void build_team_list(void)
+/*
+ * Whether the database can narrow the list to the records that may show
+ * `filter`: a text that can only be in a label's id, vendor, method or
+ * customer. Part of a status or of a due date ("exp", "2026-12"), or what
+ * spans two columns, is in no column of the database: every record then.
+ */
+static bool db_narrows(const char *filter)
+{
+	static const char *const words[] = {"rejected", "expired", "expiring",
+	                                    "unknown",  "ok",      "now"};
+	char low[sizeof(S->cursor.match)];
+	size_t n = strlen(filter);
+
+	if (n == 0 || n >= sizeof(low) || strstr(filter, "  "))
+		return false;
+	for (size_t i = 0; i <= n; i++)
+		low[i] = (char)tolower((unsigned char)filter[i]);
+	for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
+		if (strstr(words[i], low))
+			return false;
+	return strspn(low, "0123456789- ") < n;
+}
+
+/* A team store: the first page of what may show `filter` now, the count after the first frame. */
+static void build_team_list(const char *filter)
 {
 	memset(&S->cursor, 0, sizeof(S->cursor));
+	S->read_all = filter[0] && !db_narrows(filter);
+	if (!S->read_all)
+		snprintf(S->cursor.match, sizeof(S->cursor.match), "%s", filter);
 	S->counted = false;
 	S->total = 0;
 	read_page(FIRST_PAGE);
-	if (!S->cursor.done || !S->counted)
-		S->page_timer = loop_set_timer(1, on_page_timer, NULL);
+	S->page_timer = loop_set_timer(1, on_page_timer, NULL);
+}
+
+/* Every page not read yet (before End, and before C or R act on all shown). */
+static void read_rest(void)
+{
+	while (S->team && !S->cursor.done && read_page(NEXT_PAGE) == 0)
+		;
 }
 
 /* With the selection within a page of the end of what is read, the next page now. */
@@ -260,7 +302,7 @@ static void build_list(void)
 		listview_handle_key(S->lv, &(struct keypress){.kind = KP_CHAR, .code = '/'});
 	if (S->team) {
 		S->keep = keep;
-		build_team_list();
+		build_team_list(filter);
 		return;
 	}
 	S->rows = calloc(n ? n : 1, sizeof(*S->rows));
@@ -427,9 +469,41 @@ static void start_job(enum enr_job_kind kind)
 	multi_sync();
 }
 
+/* A team store: the list built again for the filter now typed, if the database
+ * narrows it otherwise than the list was read. */
+static void on_filter_timer(void *ctx)
+{
+	(void)ctx;
+	S->filter_timer = 0;
+	build_list();
+	screen_redraw();
+}
+
+static void filter_changed(void)
+{
+	const char *filter;
+	bool all;
+
+	if (!S->team || !S->lv)
+		return;
+	filter = listview_filter(S->lv);
+	all = filter[0] && !db_narrows(filter);
+	if (all == S->read_all && strcmp(all ? "" : filter, S->cursor.match) == 0)
+		return;
+	if (all && !S->cursor.match[0]) {
+		/* Every record was asked for already: the rest of them, in the background. */
+		S->read_all = true;
+		if (!S->page_timer && !S->cursor.done)
+			S->page_timer = loop_set_timer(1, on_page_timer, NULL);
+		return;
+	}
+	loop_cancel_timer(S->filter_timer);
+	S->filter_timer = loop_set_timer(FILTER_MS, on_filter_timer, NULL);
+}
+
 /* Every record the filter shows (check all), or those of them due for a
  * refresh within [ui] expiring_days (refresh all due), as `status` and
- * `refresh --due` run them. */
+ * `refresh --due` run them; on a team store, read to the end first. */
 static void start_bulk(enum enr_job_kind kind)
 {
 	struct wiz *w = wiz_state();
@@ -442,6 +516,7 @@ static void start_bulk(enum enr_job_kind kind)
 		snprintf(S->note, sizeof(S->note), "Wait: the last check is still running");
 		return;
 	}
+	read_rest();
 	rc = enr_bulk_new(&S->bulk, w->store, w->g->cfg, w->g->catalog, &opts);
 	for (size_t i = 0; rc == 0 && S->lv && i < listview_shown(S->lv); i++) {
 		const char *id =
@@ -651,9 +726,10 @@ static void systems_draw(struct screen *s)
 		draw_text(body.y, 2, body.cols - 4, A_BOLD, S->note);
 	} else if (S->team && !S->cursor.done) {
 		if (S->counted)
-			snprintf(line, sizeof(line),
-			         "%zu records, %zu read. C checks all shown, R refreshes all due.",
-			         S->total, S->n_rows);
+			snprintf(
+			    line, sizeof(line),
+			    "%zu records%s, %zu read. C checks all shown, R refreshes all due.",
+			    S->total, S->cursor.match[0] ? " match" : "", S->n_rows);
 		else
 			snprintf(line, sizeof(line),
 			         "The first %zu records. C checks all shown, R refreshes all due.",
@@ -716,6 +792,12 @@ static int systems_key(struct screen *s, const struct keypress *k)
 		}
 		return SCREEN_IGNORED; /* ? is help */
 	}
+	/* A key that is not more of the filter acts on the list of the filter typed so far. */
+	if (S->filter_timer && (k->kind != KP_CHAR || !listview_filtering(S->lv))) {
+		loop_cancel_timer(S->filter_timer);
+		S->filter_timer = 0;
+		build_list();
+	}
 	/* While the filter is typed, letters are text; the F-keys still act. */
 	action = action_of(k, S->lv && listview_filtering(S->lv));
 	if (action == ACT_CHECK_ALL || action == ACT_REFRESH_DUE) {
@@ -746,8 +828,11 @@ static int systems_key(struct screen *s, const struct keypress *k)
 	default:
 		break;
 	}
+	if (k->kind == KP_FUNC && k->code == KEY_END)
+		read_rest();
 	r = S->lv ? listview_handle_key(S->lv, k) : SCREEN_IGNORED;
 	read_ahead();
+	filter_changed();
 	if (r)
 		return r;
 	if (keypress_is_enter(k) && id) {

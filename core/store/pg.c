@@ -1464,12 +1464,17 @@ const struct store_ops enr_store__pg_ops = {
 static int team_only(const struct enr_store *store);
 
 #define PAGE_KEY "coalesce(due_at, 9223372036854775807)"
+/* The records that hold parameter P (enr_store_cursor.match), or every one for "". */
+#define MATCHES(P)                                                                                 \
+	"(" P "::text = '' OR strpos(lower(id), lower(" P ")) > 0 OR strpos(lower(customer), "     \
+	"lower(" P ")) > 0 OR strpos(lower(vendor), lower(" P ")) > 0 OR strpos(lower(method), "   \
+	"lower(" P ")) > 0)"
 
 int enr_store_team_page(struct enr_store *store, struct enr_store_cursor *cur, size_t max,
                         struct enr_record ***out, size_t *n)
 {
 	char due[24], limit[24];
-	const char *params[] = {limit, due, cur->id};
+	const char *params[] = {limit, cur->match, due, cur->id};
 	struct enr_record **recs;
 	PGresult *res;
 	int rc = 0, rows;
@@ -1487,11 +1492,12 @@ int enr_store_team_page(struct enr_store *store, struct enr_store_cursor *cur, s
 	res = run(store, store->pg->conn, "reading a page of its records",
 	          cur->started
 	              ? "SELECT id, public, NULL, key_generation, " PAGE_KEY " FROM records "
-	                "WHERE (" PAGE_KEY ", id) > ($2::bigint, $3::text) ORDER BY " PAGE_KEY
-	                ", id LIMIT $1::bigint"
+	                "WHERE (" PAGE_KEY
+	                ", id) > ($3::bigint, $4::text) AND " MATCHES("$2") " ORDER BY " PAGE_KEY
+	                                                                    ", id LIMIT $1::bigint"
 	              : "SELECT id, public, NULL, key_generation, " PAGE_KEY " FROM records "
-	                "ORDER BY " PAGE_KEY ", id LIMIT $1::bigint",
-	          cur->started ? 3 : 1, params, NULL, NULL);
+	                "WHERE " MATCHES("$2") " ORDER BY " PAGE_KEY ", id LIMIT $1::bigint",
+	          cur->started ? 4 : 2, params, NULL, NULL);
 	if (!res)
 		return enr_error_last_code();
 	rows = PQntuples(res);
@@ -1520,16 +1526,17 @@ int enr_store_team_page(struct enr_store *store, struct enr_store_cursor *cur, s
 	return 0;
 }
 
-int enr_store_team_count(struct enr_store *store, size_t *n)
+int enr_store_team_count(struct enr_store *store, const char *match, size_t *n)
 {
+	const char *params[] = {match ? match : ""};
 	PGresult *res;
 	int rc;
 
 	*n = 0;
 	if ((rc = team_only(store)) < 0 || (rc = conn_ready(store)) < 0)
 		return rc;
-	res = run(store, store->pg->conn, "counting its records", "SELECT count(*) FROM records", 0,
-	          NULL, NULL, NULL);
+	res = run(store, store->pg->conn, "counting its records",
+	          "SELECT count(*) FROM records WHERE " MATCHES("$1"), 1, params, NULL, NULL);
 	if (!res)
 		return enr_error_last_code();
 	*n = (size_t)get_ll(res, 0, 0);

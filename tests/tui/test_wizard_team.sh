@@ -11,7 +11,7 @@ RECORDS=$3
 . "$(dirname "$0")/lib.sh"
 BIN=$FIXTURE
 . "$(dirname "$0")/../cli/pg.sh"
-plan 40
+plan 43
 
 . "$(dirname "$0")/wizlib.sh"
 pg_start
@@ -107,9 +107,18 @@ wait_screen "F2 enrolled systems" >/dev/null
 OUT=$(D import --json "$TMP/bulk.json" 2>&1)
 check $? "another process adds 150 records" "$OUT"
 keys F2
-wait_screen "152 of 152" >/dev/null
-check $? "the enrolled systems screen reads them all from the team store" "$SCREEN"
-expect_in "the count says how many" "152 records" "$SCREEN"
+wait_screen "152 records, 100 read" >/dev/null
+check $? "the enrolled systems screen reads the first page and counts all" "$SCREEN"
+expect_in "the list holds the first page" "100 of 100" "$SCREEN"
+# The filter is asked of the database: it finds records not read yet.
+keys /
+keys_text "bulk 14"
+wait_screen "10 of 10" >/dev/null
+check $? "the filter finds records not read yet" "$SCREEN"
+expect_in "Bulk 149 among them" "Bulk 149" "$SCREEN"
+keys Escape
+wait_screen "152 records, 100 read" >/dev/null
+check $? "Esc clears the filter: the first page again" "$SCREEN"
 keys End
 wait_screen "Bulk 150" >/dev/null
 check $? "End scrolls past the first page (100) to the last record" "$SCREEN"

@@ -371,8 +371,9 @@ ENR_API bool enr_store_is_team(const struct enr_store *store);
 /*
  * The team store's records a page at a time, in the order of the wizard's
  * enrolled systems screen: most urgent first (schema 2's due_at, never due
- * last), then by id. Keyset paging: `cur` starts zeroed and is moved past each
- * page; cur->done once the last page was read. Up to `max` records (metadata
+ * last), then by id. Keyset paging: `cur` starts zeroed (its `match` set, or
+ * empty for every record) and is moved past each page; cur->done once the last
+ * page was read. Up to `max` records (metadata
  * only, no credentials) go into a malloc'd array in *out (each freed with
  * enr_record_free(), then the array with free()), read from the database
  * whatever this handle holds in memory. ENR_E_UNSUPPORTED on a file store.
@@ -382,11 +383,15 @@ struct enr_store_cursor {
 	char id[64];   /* and its id */
 	bool started;  /* a page was read */
 	bool done;     /* the last page was read */
+	/* Only the records whose id, customer, vendor or method holds this text
+	 * (case-insensitive, UTF-8); "": every record. Set before the first page. */
+	char match[256];
 };
 ENR_API int enr_store_team_page(struct enr_store *store, struct enr_store_cursor *cur, size_t max,
                                 struct enr_record ***out, size_t *n);
-/* How many records the team store holds (as this member may see them). */
-ENR_API int enr_store_team_count(struct enr_store *store, size_t *n);
+/* How many records the team store holds (as this member may see them) whose id,
+ * customer, vendor or method holds `match` (as enr_store_cursor.match; NULL or "": all). */
+ENR_API int enr_store_team_count(struct enr_store *store, const char *match, size_t *n);
 
 ENR_API int enr_store_team_add(struct enr_store *store, const char *name, const char *passphrase);
 ENR_API int enr_store_team_remove(struct enr_store *store, const char *name);

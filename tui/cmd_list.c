@@ -157,20 +157,16 @@ static void json_string(FILE *out, const char *s)
 	enr_text_json_string(out, s);
 }
 
-/* What a command reads of the store: see store_cli.h. */
-enum reads { READ_ALL, READ_LISTING, READ_SOME };
-
 /* Config, [ui] expiring_days (when `days` is wanted) and the store. */
-static int prepare(struct cli_globals *g, enum reads reads, long *days, struct enr_store **store)
+static int prepare(struct cli_globals *g, enum cli_reads reads, long *days,
+                   struct enr_store **store)
 {
 	int rc = cli_load_config(g);
 
 	if (rc == 0 && days)
 		rc = enr_config_get_long(days, g->cfg, "ui", "expiring_days", 7, 0, 365);
 	if (rc == 0)
-		rc = reads == READ_LISTING ? cli_open_store_listing(g, store)
-		     : reads == READ_SOME  ? cli_open_store_some(g, false, store)
-		                           : cli_open_store(g, false, store);
+		rc = cli_open_store_reading(g, reads, false, store);
 	return rc;
 }
 
@@ -237,7 +233,7 @@ int cmd_list(struct cli_globals *g, int argc, char **argv)
 	/* --due: a team store reads only what may be due (the database filters, superset). */
 	if (o.due >= 0)
 		g->due_before = now + (o.due > days ? o.due : days) * 86400LL;
-	if ((rc = prepare(g, READ_LISTING, &days, &store)) < 0)
+	if ((rc = prepare(g, CLI_READ_LISTING, &days, &store)) < 0)
 		return cli_fail(rc);
 	count = enr_store_count(store);
 	rows = calloc(count ? count : 1, sizeof(*rows));
@@ -293,7 +289,7 @@ int cmd_show(struct cli_globals *g, int argc, char **argv)
 		cli_error("show takes one record ID (see derenroll list)");
 		return EXIT_USAGE;
 	}
-	rc = prepare(g, READ_SOME, &days, &store);
+	rc = prepare(g, CLI_READ_SOME, &days, &store);
 	if (rc == 0)
 		rc = get_record(&rec, store, o.ids[0]);
 	if (rc == 0 && o.json) {
@@ -490,7 +486,7 @@ static int bulk_command(struct cli_globals *g, const struct opts *o, enum enr_jo
 	int rc;
 
 	/* The records given, or every one. */
-	rc = prepare(g, o->n_ids ? READ_SOME : READ_ALL, &days, &store);
+	rc = prepare(g, o->n_ids ? CLI_READ_SOME : CLI_READ_ALL, &days, &store);
 	if (rc == 0)
 		rc = pick(&ids, &n, store, o, want, want_ctx);
 	if (rc < 0) {
@@ -591,7 +587,7 @@ int cmd_remove(struct cli_globals *g, int argc, char **argv)
 		cli_error("remove %s: not on a terminal, so nothing is asked: add --yes", o.ids[0]);
 		return EXIT_USAGE;
 	}
-	rc = prepare(g, READ_SOME, NULL, &store);
+	rc = prepare(g, CLI_READ_SOME, NULL, &store);
 	if (rc == 0)
 		rc = get_record(&rec, store, o.ids[0]);
 	if (rc == 0 && !o.yes && !confirm(rec)) {
@@ -632,7 +628,7 @@ int cmd_export(struct cli_globals *g, int argc, char **argv)
 		          "(or add --force to print it on this terminal)");
 		return EXIT_USAGE;
 	}
-	if ((rc = prepare(g, READ_ALL, &days, &store)) < 0)
+	if ((rc = prepare(g, CLI_READ_ALL, &days, &store)) < 0)
 		return cli_fail(rc);
 	if (isatty(STDOUT_FILENO))
 		cli_error("warning: printing every record's secrets (tokens and keys) on this "

@@ -273,17 +273,10 @@ static int push_outbox(struct enr_store *team, bool loud)
 	return rc < 0 ? rc : left ? ENR_E_EXISTS : 0;
 }
 
-/* What a command reads of the store. */
-enum open_mode {
-	OPEN_WHOLE,   /* every record, with its credentials */
-	OPEN_LISTING, /* every record (due ones with --due), without credentials */
-	OPEN_SOME,    /* a team store: each record when it is asked for */
-};
-
-static int open_store(struct cli_globals *g, const char *at, bool create, enum open_mode mode,
+static int open_store(struct cli_globals *g, const char *at, bool create, enum cli_reads reads,
                       struct enr_store **out)
 {
-	bool listing = mode == OPEN_LISTING;
+	bool listing = reads == CLI_READ_LISTING;
 	static const struct enr_store_kdf demo_kdf = {10, 8, 1};
 	struct enr_store_options opts = {0};
 	bool encryption = true;
@@ -302,7 +295,7 @@ static int open_store(struct cli_globals *g, const char *at, bool create, enum o
 	opts.create = create;
 	opts.metadata_only = listing;
 	opts.due_before = listing ? g->due_before : 0;
-	opts.on_demand = mode == OPEN_SOME;
+	opts.on_demand = reads == CLI_READ_SOME;
 	opts.member = enr_config_get(g->cfg, "store", "member");
 	if (enr_store_url(path) && !g->no_outbox && !(outbox = enr_store_default_outbox())) {
 		free(path);
@@ -338,22 +331,28 @@ static int open_store(struct cli_globals *g, const char *at, bool create, enum o
 
 int cli_open_store(struct cli_globals *g, bool create, struct enr_store **out)
 {
-	return open_store(g, NULL, create, OPEN_WHOLE, out);
+	return open_store(g, NULL, create, CLI_READ_ALL, out);
 }
 
 int cli_open_store_listing(struct cli_globals *g, struct enr_store **out)
 {
-	return open_store(g, NULL, false, OPEN_LISTING, out);
+	return open_store(g, NULL, false, CLI_READ_LISTING, out);
 }
 
 int cli_open_store_some(struct cli_globals *g, bool create, struct enr_store **out)
 {
-	return open_store(g, NULL, create, OPEN_SOME, out);
+	return open_store(g, NULL, create, CLI_READ_SOME, out);
+}
+
+int cli_open_store_reading(struct cli_globals *g, enum cli_reads reads, bool create,
+                           struct enr_store **out)
+{
+	return open_store(g, NULL, create, reads, out);
 }
 
 int cli_open_store_at(struct cli_globals *g, const char *path, bool create, struct enr_store **out)
 {
-	return open_store(g, path, create, OPEN_WHOLE, out);
+	return open_store(g, path, create, CLI_READ_ALL, out);
 }
 
 void cli_close_store(struct cli_globals *g, struct enr_store *store)

@@ -25,6 +25,15 @@ int cli_open_store_listing(struct cli_globals *g, struct enr_store **out);
  * each record when it is asked for, not all at open (enr_store_options.on_demand). */
 int cli_open_store_some(struct cli_globals *g, bool create, struct enr_store **out);
 
+/* What a command reads of the store: the three above, chosen at run time. */
+enum cli_reads {
+	CLI_READ_ALL,     /* cli_open_store() */
+	CLI_READ_LISTING, /* cli_open_store_listing() */
+	CLI_READ_SOME,    /* cli_open_store_some() */
+};
+int cli_open_store_reading(struct cli_globals *g, enum cli_reads reads, bool create,
+                           struct enr_store **out);
+
 /* cli_open_store() of the store at `path` (a file or a postgresql:// URL). */
 int cli_open_store_at(struct cli_globals *g, const char *path, bool create, struct enr_store **out);
 

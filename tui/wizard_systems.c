@@ -224,8 +224,6 @@ static void on_page_timer(void *ctx)
  */
 static bool db_narrows(const char *filter)
 {
-	static const char *const words[] = {"rejected", "expired", "expiring",
-	                                    "unknown",  "ok",      "now"};
 	char low[sizeof(S->cursor.match)];
 	size_t n = strlen(filter);
 
@@ -233,10 +231,11 @@ static bool db_narrows(const char *filter)
 		return false;
 	for (size_t i = 0; i <= n; i++)
 		low[i] = (char)tolower((unsigned char)filter[i]);
-	for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
-		if (strstr(words[i], low))
+	/* The STATUS column, and the DUE column's "now" (cli_list_row()). */
+	for (int st = ENR_STATUS_REJECTED; st <= ENR_STATUS_OK; st++)
+		if (strstr(enr_status_name((enum enr_status)st), low))
 			return false;
-	return strspn(low, "0123456789- ") < n;
+	return !strstr("now", low) && strspn(low, "0123456789- ") < n;
 }
 
 /* A team store: the first page of what may show `filter` now, the count after the first frame. */
@@ -336,22 +335,14 @@ out:
 	free(keep);
 }
 
-/* The selected record, which this handle knows of: a team store's page may
- * hold one written by another machine since the wizard read the store. */
+/* The selected record. On a team store (opened on demand) a record written by
+ * another machine since the wizard started is read when it is acted on. */
 static const char *selected_id(void)
 {
 	size_t sel = S->lv ? listview_selected(S->lv) : LISTVIEW_NONE;
-	struct wiz *w = wiz_state();
-	struct enr_record *rec = NULL;
-	const char *id;
 
-	if (sel == LISTVIEW_NONE)
-		return NULL;
-	id = S->rows[(size_t)(uintptr_t)listview_data(S->lv, sel)].id;
-	if (S->team && enr_store_get(&rec, w->store, id) == ENR_E_NOTFOUND)
-		enr_store_reload(w->store);
-	enr_record_free(rec);
-	return id;
+	return sel == LISTVIEW_NONE ? NULL
+	                            : S->rows[(size_t)(uintptr_t)listview_data(S->lv, sel)].id;
 }
 
 /* ---- jobs on the multi ------------------------------------------------- */
@@ -469,13 +460,20 @@ static void start_job(enum enr_job_kind kind)
 	multi_sync();
 }
 
-/* A team store: the list built again for the filter now typed, if the database
- * narrows it otherwise than the list was read. */
+/* A team store: the list built again for the filter now typed, which the
+ * database narrows otherwise than the list was read. */
+static void apply_filter(void)
+{
+	loop_cancel_timer(S->filter_timer);
+	S->filter_timer = 0;
+	build_list();
+}
+
 static void on_filter_timer(void *ctx)
 {
 	(void)ctx;
 	S->filter_timer = 0;
-	build_list();
+	apply_filter();
 	screen_redraw();
 }
 
@@ -793,11 +791,8 @@ static int systems_key(struct screen *s, const struct keypress *k)
 		return SCREEN_IGNORED; /* ? is help */
 	}
 	/* A key that is not more of the filter acts on the list of the filter typed so far. */
-	if (S->filter_timer && (k->kind != KP_CHAR || !listview_filtering(S->lv))) {
-		loop_cancel_timer(S->filter_timer);
-		S->filter_timer = 0;
-		build_list();
-	}
+	if (S->filter_timer && (k->kind != KP_CHAR || !listview_filtering(S->lv)))
+		apply_filter();
 	/* While the filter is typed, letters are text; the F-keys still act. */
 	action = action_of(k, S->lv && listview_filtering(S->lv));
 	if (action == ACT_CHECK_ALL || action == ACT_REFRESH_DUE) {

@@ -22,7 +22,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 
 #include <json-c/json.h>
@@ -972,13 +971,9 @@ static int pg_fetch(struct enr_store *store, const struct store_want *w)
 	int rc = missing ? 0 : enr_error_set(ENR_E_NOMEM, NULL);
 
 	/* A record it holds is kept up to date by every reload: not read again. */
-	for (size_t i = 0; rc == 0 && i < w->n_ids; i++) {
-		bool held = false;
-		for (size_t j = 0; j < d->n_records && !held; j++)
-			held = strcasecmp(d->records[j]->id, w->ids[i]) == 0;
-		if (!held)
+	for (size_t i = 0; rc == 0 && i < w->n_ids; i++)
+		if (enr_store__index_id(&store->index, d, w->ids[i]) < 0)
 			missing[n_missing++] = w->ids[i];
-	}
 	if (rc == 0 && (n_missing || n_sites)) {
 		json_ids(&ids, NULL, missing, n_missing);
 		json_ids(&sites, w->sites, NULL, n_sites);
@@ -1463,7 +1458,9 @@ const struct store_ops enr_store__pg_ops = {
 
 static int team_only(const struct enr_store *store);
 
-#define PAGE_KEY "coalesce(due_at, 9223372036854775807)"
+#define PAGE_KEY    "coalesce(due_at, 9223372036854775807)"
+#define PAGE_SELECT "SELECT id, public, NULL, key_generation, " PAGE_KEY " FROM records WHERE "
+#define PAGE_ORDER  " ORDER BY " PAGE_KEY ", id LIMIT $1::bigint"
 /* The records that hold parameter P (enr_store_cursor.match), or every one for "". */
 #define MATCHES(P)                                                                                 \
 	"(" P "::text = '' OR strpos(lower(id), lower(" P ")) > 0 OR strpos(lower(customer), "     \
@@ -1490,13 +1487,9 @@ int enr_store_team_page(struct enr_store *store, struct enr_store_cursor *cur, s
 	snprintf(limit, sizeof(limit), "%zu", max);
 	snprintf(due, sizeof(due), "%lld", cur->due);
 	res = run(store, store->pg->conn, "reading a page of its records",
-	          cur->started
-	              ? "SELECT id, public, NULL, key_generation, " PAGE_KEY " FROM records "
-	                "WHERE (" PAGE_KEY
-	                ", id) > ($3::bigint, $4::text) AND " MATCHES("$2") " ORDER BY " PAGE_KEY
-	                                                                    ", id LIMIT $1::bigint"
-	              : "SELECT id, public, NULL, key_generation, " PAGE_KEY " FROM records "
-	                "WHERE " MATCHES("$2") " ORDER BY " PAGE_KEY ", id LIMIT $1::bigint",
+	          cur->started ? PAGE_SELECT
+	              "(" PAGE_KEY ", id) > ($3::bigint, $4::text) AND " MATCHES("$2") PAGE_ORDER
+	                       : PAGE_SELECT MATCHES("$2") PAGE_ORDER,
 	          cur->started ? 4 : 2, params, NULL, NULL);
 	if (!res)
 		return enr_error_last_code();

@@ -22,10 +22,11 @@ static size_t visible_char(const char *s, char esc[8], const char **piece, size_
                            size_t *cols)
 {
 	unsigned int cp = 0;
-	size_t len = enr_util_utf8_next(s, &cp);
+	size_t len;
 	bool wide;
 	int w;
 
+	len = enr_util_utf8_next(s, &cp);
 	if (!len) {
 		*piece = REPLACEMENT;
 		*piece_len = strlen(REPLACEMENT);
@@ -55,8 +56,27 @@ const char *enr_text_visible(char *buf, size_t size, const char *s, size_t width
 	while (s && *s) {
 		char esc[8];
 		const char *piece;
-		size_t piece_len, piece_cols;
-		size_t used = visible_char(s, esc, &piece, &piece_len, &piece_cols);
+		size_t piece_len, piece_cols, run = 0, used;
+
+		/* Printable ASCII, most of what is shown, a run at a time: one column a
+		 * byte in every locale. */
+		while (s[run] >= 0x20 && s[run] < 0x7F)
+			run++;
+		if (run) {
+			size_t fit = run;
+			if (width && cols + fit > width)
+				fit = width - cols;
+			if (o + fit >= size)
+				fit = size - 1 - o;
+			memcpy(buf + o, s, fit);
+			o += fit;
+			cols += fit;
+			s += fit;
+			if (fit < run)
+				break;
+			continue;
+		}
+		used = visible_char(s, esc, &piece, &piece_len, &piece_cols);
 		if ((width && cols + piece_cols > width) || o + piece_len >= size)
 			break;
 		memcpy(buf + o, piece, piece_len);

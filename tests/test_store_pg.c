@@ -15,6 +15,7 @@
 #include "pg_server.h"
 #include "derenroll/config.h"
 #include "derenroll/error.h"
+#include "derenroll/lifecycle.h"
 #include "derenroll/log.h"
 #include "derenroll/store.h"
 #include "store/internal.h"
@@ -515,6 +516,43 @@ static void a_handle_outlives_a_restart_of_the_server(void **state)
 
 /* ---- what may be due, asked of the database ---- */
 
+/* A listing of columns (columns_only) says of each record of the store at `o`
+ * what a listing of the whole records does, and reads no public part. */
+static void assert_columns_agree(struct enr_store_options o, long long now)
+{
+	struct enr_store *whole = NULL, *cols = NULL;
+
+	o.metadata_only = true;
+	o.columns_only = false;
+	assert_int_equal(enr_store_open(&whole, &o), 0);
+	o.columns_only = true;
+	assert_int_equal(enr_store_open(&cols, &o), 0);
+	assert_int_equal(enr_store_count(cols), enr_store_count(whole));
+	for (size_t i = 0; i < enr_store_count(whole); i++) {
+		const struct enr_record *w = enr_store_at(whole, i), *c = enr_store_at(cols, i);
+		long long w_due = -1, c_due = -2;
+
+		assert_string_equal(c->id, w->id);
+		assert_string_equal(c->customer, w->customer);
+		assert_string_equal(c->vendor, w->vendor);
+		assert_string_equal(c->method, w->method);
+		assert_int_equal(c->access_expires_at, w->access_expires_at);
+		assert_int_equal(c->refresh_expires_at, w->refresh_expires_at);
+		assert_int_equal(c->last_check.outcome, w->last_check.outcome);
+		assert_int_equal(c->cred.refreshable, w->cred.refreshable);
+		for (long days = 0; days <= 40; days += 10) {
+			assert_int_equal(enr_status_of(c, now, days, &c_due),
+			                 enr_status_of(w, now, days, &w_due));
+			assert_int_equal(c_due, w_due);
+		}
+		/* Its public part (the sites) was not read. */
+		assert_int_equal(w->n_sites, 1);
+		assert_int_equal(c->n_sites, 0);
+	}
+	enr_store_free(whole);
+	enr_store_free(cols);
+}
+
 static void listing_what_may_be_due_reads_a_superset_of_it(void **state)
 {
 	struct enr_store *a = open_as(NULL, PASS, 0), *b = NULL;
@@ -553,13 +591,22 @@ static void listing_what_may_be_due_reads_a_superset_of_it(void **state)
 		assert_string_equal(names[1], "Customer 3");
 		assert_string_equal(names[2], "Customer 4");
 		enr_store_free(b);
+		assert_columns_agree(o, now);
 		o.due_before = 0;
 		assert_int_equal(enr_store_open(&b, &o), 0);
 		assert_int_equal(enr_store_count(b), 5);
 		enr_store_free(b);
+		assert_columns_agree(o, now);
 		version = test_pg_value(&pg, db, "SELECT max(version) FROM derenroll_schema");
-		assert_string_equal(version, "3");
+		assert_string_equal(version, "4");
 		free(version);
+		/* Schema 4: what a listing of columns reads is in one index with due_at. */
+		assert_sql(
+		    "SELECT count(*) FROM pg_indexes WHERE indexname = 'records_listing' AND "
+		    "indexdef LIKE '%(due_at) INCLUDE (id, seq, customer, vendor, method, "
+		    "access_expires_at, refresh_expires_at, last_check_outcome, refreshable, "
+		    "created_by)'",
+		    "1");
 		/* Schema 3: the public part as the client wrote it (json), not jsonb. */
 		version = test_pg_value(&pg, db,
 		                        "SELECT data_type FROM information_schema.columns WHERE "
@@ -757,6 +804,15 @@ static void roles_let_installers_add_and_see_their_own(void **state)
 	assert_int_equal(enr_store_remove(s, ivan_id), ENR_E_PERM);
 	assert_non_null(strstr(enr_error_last(), "permission denied"));
 	enr_store_free(s);
+	/* A listing of columns (`list`) is held to the same rows. */
+	{
+		struct enr_store_options o = {
+		    .path = role_url, .metadata_only = true, .columns_only = true};
+		assert_int_equal(enr_store_open(&s, &o), 0);
+		assert_int_equal(enr_store_count(s), 1);
+		assert_string_equal(enr_store_at(s, 0)->id, ivan_id);
+		enr_store_free(s);
+	}
 	/* Support sees every record and removes any. */
 	s = open_role("sue", "sue pass", &rc);
 	assert_int_equal(rc, 0);

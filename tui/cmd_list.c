@@ -233,7 +233,8 @@ int cmd_list(struct cli_globals *g, int argc, char **argv)
 	/* --due: a team store reads only what may be due (the database filters, superset). */
 	if (o.due >= 0)
 		g->due_before = now + (o.due > days ? o.due : days) * 86400LL;
-	if ((rc = prepare(g, CLI_READ_LISTING, &days, &store)) < 0)
+	/* The table shows only what a team store keeps in columns; --json every field. */
+	if ((rc = prepare(g, o.json ? CLI_READ_LISTING : CLI_READ_COLUMNS, &days, &store)) < 0)
 		return cli_fail(rc);
 	count = enr_store_count(store);
 	rows = calloc(count ? count : 1, sizeof(*rows));

@@ -276,7 +276,7 @@ static int push_outbox(struct enr_store *team, bool loud)
 static int open_store(struct cli_globals *g, const char *at, bool create, enum cli_reads reads,
                       struct enr_store **out)
 {
-	bool listing = reads == CLI_READ_LISTING;
+	bool listing = reads == CLI_READ_LISTING || reads == CLI_READ_COLUMNS;
 	static const struct enr_store_kdf demo_kdf = {10, 8, 1};
 	struct enr_store_options opts = {0};
 	bool encryption = true;
@@ -296,6 +296,7 @@ static int open_store(struct cli_globals *g, const char *at, bool create, enum c
 	opts.metadata_only = listing;
 	opts.due_before = listing ? g->due_before : 0;
 	opts.on_demand = reads == CLI_READ_SOME;
+	opts.columns_only = reads == CLI_READ_COLUMNS;
 	opts.member = enr_config_get(g->cfg, "store", "member");
 	if (enr_store_url(path) && !g->no_outbox && !(outbox = enr_store_default_outbox())) {
 		free(path);

@@ -30,6 +30,7 @@ enum cli_reads {
 	CLI_READ_ALL,     /* cli_open_store() */
 	CLI_READ_LISTING, /* cli_open_store_listing() */
 	CLI_READ_SOME,    /* cli_open_store_some() */
+	CLI_READ_COLUMNS, /* a listing of what a team store keeps in columns (columns_only) */
 };
 int cli_open_store_reading(struct cli_globals *g, enum cli_reads reads, bool create,
                            struct enr_store **out);

@@ -274,6 +274,7 @@ struct enr_store {
 	bool skip_locked;     /* enr_store_set_skip_locked() */
 	long long due_before; /* enr_store_options.due_before (listing only) */
 	bool on_demand;       /* enr_store_options.on_demand, on a team store */
+	bool columns_only;    /* enr_store_options.columns_only (listing only) */
 };
 
 /* What a change or a lookup may touch: the records of these ids, and those of

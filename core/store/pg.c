@@ -35,7 +35,7 @@
 #include "store/internal.h"
 #include "util.h"
 
-#define PG_SCHEMA      3 /* the newest schema this derenroll knows (assets/sql/NNN_*.sql) */
+#define PG_SCHEMA      4 /* the newest schema this derenroll knows (assets/sql/NNN_*.sql) */
 #define MAX_LOCKS      16
 #define SCHEMA_LOCK_ID 0x64657265 /* "dere": the advisory lock of schema changes */
 
@@ -643,8 +643,57 @@ static void json_ids(struct store_buf *b, const struct enr_site *sites, const ch
 	enr_store__buf_add(b, "]", 2); /* the NUL too */
 }
 
-/* A record from columns (id, public, secret, key_generation), parsed with
- * `tok` (reset here; NULL: one of its own). */
+/*
+ * What a read of records selects: the id, the public part, the sealed
+ * credentials, their key generation and seq (insertion order). A listing that
+ * needs no more than the columns of schema 4's records_listing index
+ * (enr_store_options.columns_only) selects those in place of the public part,
+ * for column_record(), and the server reads the index alone.
+ */
+#define RECORD_COLUMNS   "id, public, secret, key_generation, seq"
+#define METADATA_COLUMNS "id, public, NULL, key_generation, seq"
+#define LISTING_TAIL                                                                               \
+	"customer, vendor, method, access_expires_at, refresh_expires_at, last_check_outcome, "    \
+	"refreshable"
+#define LISTING_COLUMNS "id, NULL, NULL, 0, seq, " LISTING_TAIL
+
+/* Text column `col` into `*out` (left NULL for SQL NULL); false without memory. */
+static bool take_text(char **out, const PGresult *res, int i, int col)
+{
+	if (PQgetisnull(res, i, col))
+		return true;
+	return (*out = enr_util_strdup(PQgetvalue(res, i, col))) != NULL;
+}
+
+/* A record from LISTING_COLUMNS alone: what enr_status_of() and a listing's
+ * table need, without parsing its public part. */
+static int column_record(struct enr_record **out, const PGresult *res, int i)
+{
+	struct enr_record *rec = NULL;
+	int rc = enr_record_new(&rec);
+
+	if (rc == 0 && !(take_text(&rec->id, res, i, 0) && take_text(&rec->customer, res, i, 5) &&
+	                 take_text(&rec->vendor, res, i, 6) && take_text(&rec->method, res, i, 7)))
+		rc = enr_error_set(ENR_E_NOMEM, NULL);
+	if (rc == 0) {
+		rec->access_expires_at = get_ll(res, i, 8);
+		rec->refresh_expires_at = get_ll(res, i, 9);
+		rec->cred.refreshable = PQgetvalue(res, i, 11)[0] == 't';
+		if (!PQgetisnull(res, i, 10) &&
+		    enr_record_outcome_parse(&rec->last_check.outcome, PQgetvalue(res, i, 10)) < 0)
+			rc = enr_error_set(ENR_E_CORRUPT, "record %s of the team store: %s",
+			                   rec->id, enr_error_last());
+	}
+	if (rc < 0) {
+		enr_record_free(rec);
+		return rc;
+	}
+	*out = rec;
+	return 0;
+}
+
+/* A record from RECORD_COLUMNS (or LISTING_COLUMNS), its public part parsed
+ * with `tok` (reset here; NULL: one of its own). */
 static int row_record(struct enr_store *store, struct enr_record **out, const PGresult *res, int i,
                       struct json_tokener *tok)
 {
@@ -655,6 +704,8 @@ static int row_record(struct enr_store *store, struct enr_record **out, const PG
 	int rc;
 
 	*out = NULL;
+	if (store->columns_only)
+		return column_record(out, res, i);
 	if (tok) {
 		json_tokener_reset(tok);
 		obj = json_tokener_parse_ex(tok, PQgetvalue(res, i, 1), PQgetlength(res, i, 1) + 1);
@@ -846,8 +897,8 @@ static int read_all_rows(struct enr_store *store, struct store_data *d, const PG
 	}
 	jobs[0].out = jobs[1].out = d->records;
 	/* Unsealing credentials may fetch the team key on the one connection:
-	 * two threads only for a listing. */
-	if (store->metadata_only)
+	 * two threads only for a listing, and only for parsing (columns are quick). */
+	if (store->metadata_only && !store->columns_only)
 		enr_store__halves(n, &jobs[0].first, &jobs[0].count, &jobs[1].first,
 		                  &jobs[1].count);
 	else
@@ -907,30 +958,32 @@ static int read_changes(struct enr_store *store, struct store_data *d, long long
 		if (!(held = held_ids(d)))
 			return enr_error_set(ENR_E_NOMEM, NULL);
 		params[1] = held;
-		res = run(
-		    store, store->pg->conn, "reading its records",
-		    "SELECT id, public, secret, key_generation, seq FROM records WHERE rev > $1 "
-		    "AND id IN (SELECT jsonb_array_elements_text($2::jsonb)) ORDER BY seq",
-		    2, params, NULL, NULL);
+		res = run(store, store->pg->conn, "reading its records",
+		          "SELECT " RECORD_COLUMNS " FROM records WHERE rev > $1 "
+		          "AND id IN (SELECT jsonb_array_elements_text($2::jsonb)) ORDER BY seq",
+		          2, params, NULL, NULL);
 		free(held);
-	} else if (since > 0)
-		res = run(store, store->pg->conn, "reading its records",
-		          store->metadata_only
-		              ? "SELECT id, public, NULL, key_generation, seq FROM records "
-		                "WHERE rev > $1 ORDER BY seq"
-		              : "SELECT id, public, secret, key_generation, seq FROM records "
-		                "WHERE rev > $1 ORDER BY seq",
-		          1, params, NULL, NULL);
-	else
-		res = run(store, store->pg->conn, "reading its records",
-		          !store->metadata_only ? "SELECT id, public, secret, key_generation, seq "
-		                                  "FROM records"
-		          : !store->due_before
-		              ? "SELECT id, public, NULL, key_generation, seq "
-		                "FROM records"
-		              : "SELECT id, public, NULL, key_generation, seq "
-		                "FROM records WHERE $1::bigint = 0 AND " DUE_BEFORE_2,
-		          store->metadata_only && store->due_before ? 2 : 0, params, NULL, NULL);
+	} else {
+		/* A whole read says no `rev > 0` (true of every row: a bitmap of them all)
+		 * and no ORDER BY (read_all_rows() sorts); a listing may be narrowed to
+		 * what may be due. */
+		bool due = since == 0 && store->metadata_only && store->due_before;
+		char *sql = enr_util_printf("SELECT %s FROM records %s",
+		                            store->columns_only    ? LISTING_COLUMNS
+		                            : store->metadata_only ? METADATA_COLUMNS
+		                                                   : RECORD_COLUMNS,
+		                            since > 0 ? "WHERE rev > $1 ORDER BY seq"
+		                            : due     ? "WHERE $1::bigint = 0 AND " DUE_BEFORE_2
+		                                      : "");
+		if (!sql)
+			return enr_error_set(ENR_E_NOMEM, NULL);
+		res = run(store, store->pg->conn, "reading its records", sql,
+		          since > 0 ? 1
+		          : due     ? 2
+		                    : 0,
+		          params, NULL, NULL);
+		free(sql);
+	}
 	if (!res)
 		return enr_error_last_code();
 	if (since == 0 && d->n_records == 0) {
@@ -983,7 +1036,7 @@ static int pg_fetch(struct enr_store *store, const struct store_want *w)
 			const char *params[] = {ids.data, w->vendor ? w->vendor : "", sites.data};
 			res = run(
 			    store, store->pg->conn, "reading a record",
-			    "SELECT id, public, secret, key_generation, seq FROM records WHERE "
+			    "SELECT " RECORD_COLUMNS " FROM records WHERE "
 			    "id IN (SELECT lower(x) FROM jsonb_array_elements_text($1::jsonb) x) "
 			    "OR (vendor = $2 AND site_ids && ARRAY(SELECT "
 			    "jsonb_array_elements_text($3::jsonb))) ORDER BY seq",

@@ -343,6 +343,7 @@ int enr_store_open(struct enr_store **out, const struct enr_store_options *opts)
 	store->metadata_only = opts->metadata_only;
 	store->due_before = opts->metadata_only ? opts->due_before : 0;
 	store->on_demand = opts->on_demand && !opts->metadata_only;
+	store->columns_only = opts->metadata_only && opts->columns_only;
 	store->lock_timeout_ms =
 	    opts->lock_timeout_ms > 0 ? opts->lock_timeout_ms : DEFAULT_LOCK_TIMEOUT_MS;
 	store->passphrase_fn = opts->passphrase_fn;

@@ -84,7 +84,7 @@ done
 echo
 echo "| wizard ($COUNT records, 80x24), $TIMES runs | median | min-max |"
 echo "|---|---|---|"
-printf '| start to the first frame (the team store read whole, default KDF) | %s ms | %s-%s ms |\n' \
+printf '| start to the first frame (the team store read on demand, default KDF) | %s ms | %s-%s ms |\n' \
 	"$(median <"$TMP/start")" "$(sort -n "$TMP/start" | head -1)" "$(sort -n "$TMP/start" | tail -1)"
 cut -d' ' -f1 "$TMP/systems" >"$TMP/f2"
 printf '| F2 to the enrolled systems list drawn (%s rows in it then) | %s ms | %s-%s ms |\n' \

@@ -176,6 +176,13 @@ struct enr_store_options {
 	 * enr_store_count() and enr_store_at() then see only the records read so far.
 	 * Ignored by a file store, which is read whole. */
 	bool on_demand;
+	/* With metadata_only, for a listing that shows only what a team store keeps in
+	 * columns: a team store builds each record from them (id, customer, vendor,
+	 * method, the token expiries, the last check's outcome, whether a refresh token
+	 * is held), without its public part: no sites, no credential type, no times of
+	 * creation or of the last check, no message, no extra fields. enr_status_of()
+	 * needs no more. Ignored by a file store, which is read whole. */
+	bool columns_only;
 };
 
 /* What enr_store_update()'s callback returns to leave the record as it was. */

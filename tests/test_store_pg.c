@@ -685,8 +685,13 @@ static void pages_walk_every_record_most_urgent_first(void **state)
 			assert_true(seen < 7);
 			snprintf(want, sizeof(want), "Customer %d", order[seen]);
 			assert_string_equal(page[i]->customer, want);
-			/* Metadata only: the database's copy without the credentials. */
+			/* What a listing shows: no credentials, no sites (the public part). */
 			assert_null(page[i]->cred.tokens.refresh_token);
+			assert_int_equal(page[i]->n_sites, 0);
+			assert_string_equal(page[i]->method, order[seen] == 7 ? "key" : "oauth");
+			assert_int_equal(enr_status_of(page[i], now, 7, NULL) ==
+			                     ENR_STATUS_REJECTED,
+			                 order[seen] == 3);
 			seen++;
 			enr_record_free(page[i]);
 		}

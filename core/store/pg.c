@@ -1511,8 +1511,10 @@ const struct store_ops enr_store__pg_ops = {
 
 static int team_only(const struct enr_store *store);
 
-#define PAGE_KEY    "coalesce(due_at, 9223372036854775807)"
-#define PAGE_SELECT "SELECT id, public, NULL, key_generation, " PAGE_KEY " FROM records WHERE "
+#define PAGE_KEY "coalesce(due_at, 9223372036854775807)"
+/* LISTING_COLUMNS with the page key in place of seq: a page's rows are what a
+ * listing's are (column_record()). */
+#define PAGE_SELECT "SELECT id, NULL, NULL, 0, " PAGE_KEY ", " LISTING_TAIL " FROM records WHERE "
 #define PAGE_ORDER  " ORDER BY " PAGE_KEY ", id LIMIT $1::bigint"
 /* The records that hold parameter P (enr_store_cursor.match), or every one for "". */
 #define MATCHES(P)                                                                                 \
@@ -1552,7 +1554,7 @@ int enr_store_team_page(struct enr_store *store, struct enr_store_cursor *cur, s
 		return enr_error_set(ENR_E_NOMEM, NULL);
 	}
 	for (int i = 0; rc == 0 && i < rows; i++)
-		rc = row_record(store, &recs[i], res, i, NULL);
+		rc = column_record(&recs[i], res, i);
 	if (rc == 0 && rows > 0) {
 		cur->due = get_ll(res, rows - 1, 4);
 		snprintf(cur->id, sizeof(cur->id), "%s", PQgetvalue(res, rows - 1, 0));

@@ -380,10 +380,11 @@ ENR_API bool enr_store_is_team(const struct enr_store *store);
  * enrolled systems screen: most urgent first (schema 2's due_at, never due
  * last), then by id. Keyset paging: `cur` starts zeroed (its `match` set, or
  * empty for every record) and is moved past each page; cur->done once the last
- * page was read. Up to `max` records (metadata only, no credentials) go into
- * a malloc'd array in *out (each freed with enr_record_free(), then the array
- * with free()), read from the database whatever this handle holds in memory. ENR_E_UNSUPPORTED on a
- * file store.
+ * page was read. Up to `max` records, each of only what a listing shows (as
+ * with enr_store_options.columns_only: no credentials, no sites, no message),
+ * go into a malloc'd array in *out (each freed with enr_record_free(), then
+ * the array with free()), read from the database whatever this handle holds
+ * in memory. ENR_E_UNSUPPORTED on a file store.
  */
 struct enr_store_cursor {
 	long long due; /* the sort key of the last record read: due_at, never = LLONG_MAX */

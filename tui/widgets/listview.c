@@ -51,7 +51,16 @@ static size_t fold(char *out, size_t size, const char *s)
 	while (*s) {
 		char buf[MB_LEN_MAX];
 		wchar_t wc;
-		size_t k = mbrtowc(&wc, s, MB_CUR_MAX, &in), m;
+		size_t k, m;
+		/* ASCII, most of every label, without the locale's conversions. */
+		if ((unsigned char)*s < 0x80) {
+			if (n + 2 > size)
+				break;
+			out[n++] = *s >= 'A' && *s <= 'Z' ? (char)(*s + ('a' - 'A')) : *s;
+			s++;
+			continue;
+		}
+		k = mbrtowc(&wc, s, MB_CUR_MAX, &in);
 		if (k == (size_t)-1 || k == (size_t)-2 || k == 0) {
 			memset(&in, 0, sizeof(in));
 			buf[0] = (char)tolower((unsigned char)*s);
@@ -106,26 +115,38 @@ int listview_add(struct listview *lv, const char *label, const char *disabled_re
 {
 	size_t label_len = strlen(label),
 	       reason_len = disabled_reason ? strlen(disabled_reason) : 0;
-	/* Lower case can take more bytes than upper case (a few letters do). */
-	size_t folded_cap = 2 * label_len + 1;
+	/* Lower case can take more bytes than upper case (a few letters do): folded
+	 * here first, so that a row holds only what it needs. */
+	size_t folded_cap = 2 * label_len + 1, folded_len;
+	char stack[512], *folded = folded_cap <= sizeof(stack) ? stack : malloc(folded_cap);
 	struct row *r;
 	char *p;
+
+	if (!folded)
+		return enr_error_set(ENR_E_NOMEM, NULL);
+	folded_len = fold(folded, folded_cap, label);
 
 	if (tui_grow((void **)&lv->rows, &lv->cap_rows, lv->n_rows + 1, sizeof(*lv->rows), 64) <
 	        0 ||
 	    tui_grow((void **)&lv->shown, &lv->cap_shown, lv->n_rows + 1, sizeof(*lv->shown), 64) <
 	        0)
+		r = NULL;
+	else if (!(r = malloc(sizeof(*r) + label_len + 1 + folded_len + 1 + reason_len + 1)))
+		enr_error_set(ENR_E_NOMEM, NULL);
+	if (!r) {
+		if (folded != stack)
+			free(folded);
 		return ENR_E_NOMEM;
-	r = malloc(sizeof(*r) + label_len + 1 + folded_cap + reason_len + 1);
-	if (!r)
-		return enr_error_set(ENR_E_NOMEM, NULL);
+	}
 	p = (char *)(r + 1);
 	memcpy(p, label, label_len + 1);
 	r->label = p;
 	p += label_len + 1;
-	fold(p, folded_cap, label);
+	memcpy(p, folded, folded_len + 1);
+	if (folded != stack)
+		free(folded);
 	r->folded = p;
-	p += folded_cap;
+	p += folded_len + 1;
 	if (disabled_reason) {
 		memcpy(p, disabled_reason, reason_len + 1);
 		r->reason = p;

@@ -835,6 +835,25 @@ static void roles_let_installers_add_and_see_their_own(void **state)
 		enr_record_free(rec);
 	}
 	enr_store_free(s);
+	/* A newer derenroll's schema: only the tables' owner may upgrade them, and a
+	 * member is told so (not just the server's refusal). */
+	assert_int_equal(test_pg_exec(&pg, db,
+	                              "DROP INDEX records_listing; "
+	                              "DELETE FROM derenroll_schema WHERE version = 4"),
+	                 0);
+	s = open_role("sue", "sue pass", &rc);
+	assert_null(s);
+	assert_int_equal(rc, ENR_E_PERM);
+	assert_non_null(strstr(enr_error_last(), "has schema 3 and this derenroll needs 4"));
+	assert_non_null(strstr(enr_error_last(), "only the owner of its tables may upgrade it"));
+	assert_non_null(strstr(enr_error_last(), "must be owner"));
+	assert_sql("SELECT max(version) FROM derenroll_schema", "3");
+	owner = open_as(NULL, PASS, 0);
+	enr_store_free(owner);
+	assert_sql("SELECT max(version) FROM derenroll_schema", "4");
+	s = open_role("sue", "sue pass", &rc);
+	assert_int_equal(rc, 0);
+	enr_store_free(s);
 	/* Nobody but the owner rewrites the log. */
 	conn = PQconnectdb(role_url);
 	assert_int_equal(PQstatus(conn), CONNECTION_OK);

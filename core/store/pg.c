@@ -316,6 +316,16 @@ static int migrate(struct enr_store *store, int from)
 			version = v;
 		}
 	}
+	/* A member who does not own the tables (roles.sql) may not change them. */
+	if (rc == ENR_E_PERM) {
+		char said[512];
+		snprintf(said, sizeof(said), "%s", enr_error_last());
+		rc = enr_error_set(ENR_E_PERM,
+		                   "the team store %s has schema %d and this derenroll needs %d: "
+		                   "only the owner of its tables may upgrade it, with `derenroll "
+		                   "store init` (%s)",
+		                   store->path, from, PG_SCHEMA, said);
+	}
 	if (rc == 0 && version != from)
 		enr_log_info("team store %s: schema %d", store->path, version);
 	globfree(&g);

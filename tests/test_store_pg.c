@@ -400,10 +400,39 @@ static void a_member_added_reads_a_member_removed_cannot(void **state)
 	assert_int_equal(try_open(&b, "alice", PASS, false), ENR_E_CORRUPT);
 	assert_int_equal(
 	    test_pg_exec(&pg, db, "UPDATE members SET key_generation = 2 WHERE name = 'alice'"), 0);
+	/* A refresh in flight while the key rotates (Alice's handle `a` read it before):
+	 * its token is saved under the new key, not under the one Bob held. */
+	{
+		struct enr_store *c = open_as("alice", PASS, 0);
+		struct enr_store_lock *lock = NULL;
+		assert_int_equal(enr_store_team_add(a, "bob", BOB), 0);
+		assert_int_equal(enr_store_lock_record(&lock, c, id), 0); /* c holds generation 2 */
+		assert_int_equal(enr_store_team_remove(a, "bob"), 0);     /* now 3 */
+		assert_int_equal(
+		    enr_record_set(&enr_store_lock_record_get(lock)->cred.tokens.refresh_token,
+		                   "refresh-rotated-zq"),
+		    0);
+		assert_int_equal(enr_store_lock_journal(c, lock, true), 0);
+		enr_store_unlock(lock);
+		enr_store_free(c);
+		assert_sql("SELECT key_generation FROM records", "3"); /* and read below */
+		/* A member removed meanwhile saves nothing. */
+		c = open_as("alice", PASS, 0);
+		assert_int_equal(enr_store_team_add(a, "bob", BOB), 0);
+		b = open_as("bob", BOB, 0);
+		assert_int_equal(enr_store_lock_record(&lock, b, id), 0);
+		assert_int_equal(enr_store_team_remove(c, "bob"), 0);
+		assert_int_equal(enr_store_lock_journal(b, lock, true), ENR_E_PERM);
+		assert_non_null(strstr(enr_error_last(), "bob is no longer a member"));
+		enr_store_unlock(lock);
+		enr_store_free(b);
+		enr_store_free(c);
+		assert_sql("SELECT key_generation FROM records", "4");
+	}
 	/* Alice still reads, and cannot remove the last member. */
 	b = open_as("alice", PASS, 0);
 	assert_int_equal(enr_store_get(&got, b, id), 0);
-	assert_string_equal(got->cred.tokens.refresh_token, "refresh-secret-1-zq");
+	assert_string_equal(got->cred.tokens.refresh_token, "refresh-rotated-zq");
 	enr_record_free(got);
 	assert_int_equal(enr_store_team_remove(b, "alice"), ENR_E_USAGE);
 	enr_store_free(b);

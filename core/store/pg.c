@@ -1125,7 +1125,7 @@ static int pg_lock(struct enr_store *store)
 {
 	struct store_pg *pg = store->pg;
 	PGresult *res;
-	int rc;
+	int rc, gen = 0;
 
 	if (pg->in_tx)
 		return enr_error_set(ENR_E_USAGE, "the team store is already locked");
@@ -1133,17 +1133,34 @@ static int pg_lock(struct enr_store *store)
 	    (rc = exec(store, pg->conn, "starting a change", "BEGIN")) < 0)
 		return rc;
 	pg->in_tx = true;
-	res = run(store, pg->conn, "locking the store", "SELECT rev FROM store_state FOR UPDATE", 0,
-	          NULL, NULL, NULL);
-	if (!res) {
-		rc = enr_error_last_code();
+	res = run(store, pg->conn, "locking the store",
+	          "SELECT rev, key_generation FROM store_state FOR UPDATE", 0, NULL, NULL, NULL);
+	rc = res ? 0 : enr_error_last_code();
+	if (rc == 0) {
+		pg->locked_rev = get_ll(res, 0, 0);
+		gen = (int)get_ll(res, 0, 1);
+	}
+	PQclear(res);
+	/* The team key rotated (a member was removed) since this handle read it: what
+	 * it writes now is sealed under the new key, which the one removed never saw. */
+	if (rc == 0 && store->key.have && gen != pg->key_gen) {
+		store->key.have = false;
+		if ((rc = fetch_team_key(store)) == ENR_E_NOTFOUND)
+			rc = enr_error_set(ENR_E_PERM,
+			                   "%s is no longer a member of the team store %s: nothing "
+			                   "more is saved",
+			                   member_name(store), store->path);
+		else if (rc == 0 && pg->key_gen != gen)
+			rc = enr_error_set(
+			    ENR_E_CORRUPT,
+			    "the team store %s is at key generation %d, and %s holds %d",
+			    store->path, gen, member_name(store), pg->key_gen);
+	}
+	if (rc < 0) {
 		PQclear(PQexec(pg->conn, "ROLLBACK"));
 		pg->in_tx = false;
-		return rc;
 	}
-	pg->locked_rev = get_ll(res, 0, 0);
-	PQclear(res);
-	return 0;
+	return rc;
 }
 
 static void pg_unlock(struct enr_store *store)

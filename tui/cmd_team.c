@@ -45,34 +45,49 @@ static void store_usage(FILE *out)
 	             "first member (asking for your passphrase twice). Safe to run again.\n"
 	             "copy copies every record and app secret from one store to another (a file\n"
 	             "or a postgresql:// URL), each under its own id: run again, it copies what\n"
-	             "is missing or changed and duplicates nothing.\n");
+	             "is missing or changed and duplicates nothing. A record changed in the\n"
+	             "destination since (a refreshed token) is left as it is there.\n");
 }
 
-/* Puts a copy of `rec` (its id kept) into `to`; counts what it did. */
-static int put_copy(struct enr_store *to, const struct enr_record *rec, size_t *added,
-                    size_t *updated, size_t *refused)
-{
-	struct enr_record *copy = NULL;
-	bool was = false;
-	int rc = enr_record_dup(&copy, rec);
+/* What a copy did, record by record. */
+struct copy_counts {
+	size_t added, updated, unchanged, refused;
+};
 
-	if (rc == 0)
+/* Puts a copy of `rec` (its id kept) into `to`, unless `to` holds that record as it is
+ * or newer (changed there since: a refreshed token is never put back); counts it. */
+static int put_copy(struct enr_store *to, const struct enr_record *rec, struct copy_counts *n)
+{
+	struct enr_record *copy = NULL, *there = NULL;
+	bool was = false;
+	int rc = enr_store_get(&there, to, rec->id);
+
+	if (rc == 0 && there->updated_at >= rec->updated_at) {
+		enr_record_free(there);
+		n->unchanged++;
+		return 0;
+	}
+	enr_record_free(there);
+	if (rc < 0 && rc != ENR_E_NOTFOUND)
+		return rc;
+	if ((rc = enr_record_dup(&copy, rec)) == 0)
 		rc = enr_store_put(&was, to, copy);
 	enr_record_free(copy);
 	if (rc == ENR_E_EXISTS || rc == ENR_E_USAGE) {
 		cli_error("record %s not copied: %s", rec->id, enr_error_last());
-		(*refused)++;
+		n->refused++;
 		return 0;
 	}
 	if (rc == 0)
-		(*(was ? updated : added))++;
+		(*(was ? &n->updated : &n->added))++;
 	return rc;
 }
 
 static int store_copy(struct cli_globals *g, const char *from, const char *to)
 {
 	struct enr_store *src = NULL, *dst = NULL;
-	size_t added = 0, updated = 0, refused = 0, secrets = 0;
+	struct copy_counts n = {0};
+	size_t secrets = 0;
 	char *value = NULL;
 	int rc;
 
@@ -85,7 +100,7 @@ static int store_copy(struct cli_globals *g, const char *from, const char *to)
 		goto out;
 	}
 	for (size_t i = 0; rc == 0 && i < enr_store_count(src); i++)
-		rc = put_copy(dst, enr_store_at(src, i), &added, &updated, &refused);
+		rc = put_copy(dst, enr_store_at(src, i), &n);
 	for (size_t i = 0; rc == 0 && i < enr_store_secret_count(src); i++) {
 		const char *name = enr_store_secret_name(src, i);
 		if ((rc = enr_store_secret_get(&value, src, name)) == 0 &&
@@ -96,11 +111,13 @@ static int store_copy(struct cli_globals *g, const char *from, const char *to)
 		free(value);
 		value = NULL;
 	}
-	printf("copied %zu records to %s: %zu added, %zu updated, %zu refused; %zu app secrets\n",
-	       added + updated, enr_store_path(dst), added, updated, refused, secrets);
-	if (rc == 0 && refused)
+	printf("copied %zu records to %s: %zu added, %zu updated, %zu unchanged (the same or "
+	       "newer there), %zu refused; %zu app secrets\n",
+	       n.added + n.updated, enr_store_path(dst), n.added, n.updated, n.unchanged, n.refused,
+	       secrets);
+	if (rc == 0 && n.refused)
 		rc = enr_error_set(ENR_E_EXISTS, "%zu record%s could not be copied (see above)",
-		                   refused, refused == 1 ? "" : "s");
+		                   n.refused, n.refused == 1 ? "" : "s");
 out:
 	cli_close_store(g, dst);
 	cli_close_store(g, src);
@@ -355,7 +372,7 @@ static int read_all(char **out, const char *file)
 static int import_records(struct cli_globals *g, struct json_object *records, size_t n)
 {
 	struct enr_store *store = NULL;
-	size_t added = 0, updated = 0, refused = 0;
+	struct copy_counts c = {0};
 	int rc = cli_open_store(g, true, &store);
 
 	for (size_t i = 0; rc == 0 && i < n; i++) {
@@ -365,15 +382,17 @@ static int import_records(struct cli_globals *g, struct json_object *records, si
 			enr_error_set(rc, "record %zu of the export: %s", i + 1, enr_error_last());
 			break;
 		}
-		rc = put_copy(store, rec, &added, &updated, &refused);
+		rc = put_copy(store, rec, &c);
 		enr_record_free(rec);
 	}
 	if (rc == 0)
-		printf("imported %zu records into %s: %zu added, %zu updated, %zu refused\n",
-		       added + updated, enr_store_path(store), added, updated, refused);
-	if (rc == 0 && refused)
+		printf("imported %zu records into %s: %zu added, %zu updated, %zu unchanged (the "
+		       "same or newer there), %zu refused\n",
+		       c.added + c.updated, enr_store_path(store), c.added, c.updated, c.unchanged,
+		       c.refused);
+	if (rc == 0 && c.refused)
 		rc = enr_error_set(ENR_E_EXISTS, "%zu record%s could not be imported (see above)",
-		                   refused, refused == 1 ? "" : "s");
+		                   c.refused, c.refused == 1 ? "" : "s");
 	cli_close_store(g, store);
 	return rc;
 }

@@ -8,7 +8,7 @@ BIN=$1
 MODE=${2:-file} # team: the same against a team store on PostgreSQL
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/pg.sh"
-if [ "$MODE" = team ]; then plan 105; else plan 111; fi
+if [ "$MODE" = team ]; then plan 115; else plan 111; fi
 
 need_tools jq curl
 
@@ -312,6 +312,33 @@ else
 fi
 expect_rc "a wrong passphrase" 4
 if [ "$MODE" = team ]; then
+	# ---- store copy: out of the team store, again, and back; never rolled back
+	COPY="$TMP/copy.store"
+	C() { "$BIN" --config "$CONF" --store "$COPY" "$@"; }
+	NREC=$(D list --json | jq length)
+	run D store copy --from "$PG_URL" --to "$COPY"
+	expect_rc "store copy to a file" 0
+	expect_in "store copy: every record added" "$NREC added, 0 updated, 0 unchanged" "$OUT"
+	run D store copy --from "$PG_URL" --to "$COPY"
+	expect_rc "store copy again" 0
+	expect_in "store copy again: nothing twice" "0 added, 0 updated, $NREC unchanged" "$OUT"
+	# The file's copy is checked, later than the team store's record changed: a
+	# copy from the team store leaves it, a copy back takes it there.
+	sleep 1
+	C status "$SOLIS" >/dev/null 2>&1
+	AT=$(C show "$SOLIS" --json | jq -r .last_check.at)
+	[ -n "$AT" ] && [ "$AT" != "$(D show "$SOLIS" --json | jq -r .last_check.at)" ]
+	check $? "the copy's check is its own" "$AT"
+	run D store copy --from "$PG_URL" --to "$COPY"
+	expect_in "store copy: newer there is unchanged" "0 added, 0 updated, $NREC unchanged" "$OUT"
+	[ "$(C show "$SOLIS" --json | jq -r .last_check.at)" = "$AT" ]
+	check $? "store copy: the newer check is kept" "$(C show "$SOLIS" --json)"
+	run D store copy --from "$COPY" --to "$PG_URL"
+	expect_rc "store copy back" 0
+	[ "$(D show "$SOLIS" --json | jq -r .last_check.at)" = "$AT" ]
+	check $? "store copy back: the newer check reaches the team store" "$OUT"
+	[ "$(D list --json | jq length)" = "$NREC" ]
+	check $? "store copy back: no record twice" "$(D list)"
 	finish
 fi
 # Another process holds the store's lock: wait, then name it.

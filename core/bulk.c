@@ -720,8 +720,13 @@ static void start_ready(struct enr_bulk *bulk)
 			bulk->last_refresh_ms = now;
 		}
 		/* On a failure to start, on_job_done() has already run. */
-		enr_job_start(&it->job, bulk->store, bulk->cfg, bulk->catalog, bulk->multi, it->id,
-		              bulk->opts.kind, on_job_done, it);
+		if (bulk->opts.kind == ENR_JOB_REFRESH && bulk->opts.only_due)
+			enr_job_start_due(&it->job, bulk->store, bulk->cfg, bulk->catalog,
+			                  bulk->multi, it->id, bulk->opts.due_days, on_job_done,
+			                  it);
+		else
+			enr_job_start(&it->job, bulk->store, bulk->cfg, bulk->catalog, bulk->multi,
+			              it->id, bulk->opts.kind, on_job_done, it);
 	}
 }
 

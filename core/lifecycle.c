@@ -21,6 +21,8 @@
 
 /* An access token this close to its expiry is refreshed before a check. */
 #define STALE_MARGIN 120
+/* What start_refresh() returns when the job finished at once (and is freed). */
+#define JOB_FINISHED 1
 
 static const char *const status_names[] = {"rejected", "expired", "expiring", "unknown", "ok"};
 
@@ -142,12 +144,12 @@ bool enr_lifecycle_can_refresh(const struct enr_record *rec, const struct enr_ca
 	return vendor_can_refresh(rec, enr_catalog_find(catalog, rec->vendor), now);
 }
 
-bool enr_lifecycle_refresh_due(const struct enr_record *rec, const struct enr_catalog *catalog,
+static bool vendor_refresh_due(const struct enr_record *rec, const struct enr_vendor *vendor,
                                long long now, long days)
 {
 	long long horizon = now + (long long)days * 86400;
 
-	if (!enr_lifecycle_can_refresh(rec, catalog, now))
+	if (!vendor_can_refresh(rec, vendor, now))
 		return false;
 	/* The authorization (the refresh token) lapses within DAYS: a refresh
 	 * renews a rotating one. An access token that has already expired is
@@ -155,6 +157,12 @@ bool enr_lifecycle_refresh_due(const struct enr_record *rec, const struct enr_ca
 	 * still valid are renewed when used. */
 	return (rec->refresh_expires_at && rec->refresh_expires_at <= horizon) ||
 	       (rec->access_expires_at && rec->access_expires_at <= now);
+}
+
+bool enr_lifecycle_refresh_due(const struct enr_record *rec, const struct enr_catalog *catalog,
+                               long long now, long days)
+{
+	return vendor_refresh_due(rec, enr_catalog_find(catalog, rec->vendor), now, days);
 }
 
 static bool same_text(const char *a, const char *b)
@@ -185,6 +193,7 @@ struct enr_job {
 	bool region_asked;    /* Tesla answered 421 once: its users/region was asked */
 	bool refresh_retried; /* a lost refresh answer was asked for again */
 	bool access_refused;  /* the vendor refused the access token: refreshed, then checked */
+	long due_days;        /* enr_job_start_due(); -1: refresh whatever its dates */
 };
 
 static void job_free(struct enr_job *job)
@@ -530,6 +539,21 @@ static int start_refresh(struct enr_job *job)
 		job->lock = NULL;
 		return rc == 0 ? start_check(job) : rc;
 	}
+	/* Due no more: refreshed by another process since this one chose it. */
+	if (job->kind == ENR_JOB_REFRESH && job->due_days >= 0 &&
+	    !vendor_refresh_due(locked, job->vendor, now, job->due_days)) {
+		enr_record_free(job->rec);
+		job->rec = NULL;
+		if ((rc = enr_record_dup(&job->rec, locked)) < 0)
+			return rc;
+		free(job->message);
+		job->message = enr_util_printf("refreshed meanwhile by another process: not due "
+		                               "in %ld day%s any more",
+		                               job->due_days, job->due_days == 1 ? "" : "s");
+		job->result.message = job->message;
+		finish(job, 0);
+		return JOB_FINISHED;
+	}
 	if (!has_refresh_token(locked))
 		return enr_error_set(ENR_E_EXPIRED, "%s: record %s holds no refresh token",
 		                     job->vendor->name, locked->id);
@@ -572,9 +596,10 @@ static int cannot_refresh(const struct enr_job *job)
 	                     rec->id, customer, job->vendor->name, rec->id);
 }
 
-int enr_job_start(struct enr_job **out, struct enr_store *store, const struct enr_config *cfg,
-                  const struct enr_catalog *catalog, struct enr_http_multi *multi, const char *id,
-                  enum enr_job_kind kind, enr_job_done_fn done, void *ctx)
+static int job_start(struct enr_job **out, struct enr_store *store, const struct enr_config *cfg,
+                     const struct enr_catalog *catalog, struct enr_http_multi *multi,
+                     const char *id, enum enr_job_kind kind, long due_days, enr_job_done_fn done,
+                     void *ctx)
 {
 	struct enr_job *job = calloc(1, sizeof(*job));
 	long long now = (long long)time(NULL);
@@ -598,6 +623,7 @@ int enr_job_start(struct enr_job **out, struct enr_store *store, const struct en
 	job->cfg = cfg;
 	job->multi = multi;
 	job->kind = kind;
+	job->due_days = due_days;
 	job->done = done;
 	job->ctx = ctx;
 	job->result.retry_after = -1;
@@ -631,11 +657,28 @@ int enr_job_start(struct enr_job **out, struct enr_store *store, const struct en
 		rc = start_refresh(job);
 	else
 		rc = start_check(job);
+	if (rc == JOB_FINISHED)
+		return 0;
 	if (rc < 0)
 		return finish(job, rc);
 	if (out)
 		*out = job;
 	return 0;
+}
+
+int enr_job_start(struct enr_job **out, struct enr_store *store, const struct enr_config *cfg,
+                  const struct enr_catalog *catalog, struct enr_http_multi *multi, const char *id,
+                  enum enr_job_kind kind, enr_job_done_fn done, void *ctx)
+{
+	return job_start(out, store, cfg, catalog, multi, id, kind, -1, done, ctx);
+}
+
+int enr_job_start_due(struct enr_job **out, struct enr_store *store, const struct enr_config *cfg,
+                      const struct enr_catalog *catalog, struct enr_http_multi *multi,
+                      const char *id, long due_days, enr_job_done_fn done, void *ctx)
+{
+	return job_start(out, store, cfg, catalog, multi, id, ENR_JOB_REFRESH,
+	                 due_days < 0 ? -1 : due_days, done, ctx);
 }
 
 void enr_job_cancel(struct enr_job *job)

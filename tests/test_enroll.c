@@ -19,6 +19,7 @@
 #include "derenroll/check.h"
 #include "derenroll/config.h"
 #include "derenroll/enroll.h"
+#include "derenroll/bulk.h"
 #include "derenroll/error.h"
 #include "derenroll/lifecycle.h"
 #include "derenroll/oauth.h"
@@ -1317,6 +1318,56 @@ static void refresh_rotates(void **state)
 	free(id);
 }
 
+/* Two machines' `refresh --due 7` over the same record: the one that chose it
+ * before the other refreshed it finds it due no more under the lock, and spends
+ * nothing again. */
+static void a_refresh_done_meanwhile_is_not_done_twice(void **state)
+{
+	struct fixture *f = *state;
+	char *id = enroll_tesla(f, "Quinn", "quinn");
+	struct enr_store *other = NULL;
+	struct enr_record *rec = stored(f, id), *after_one, *after_two;
+	struct enr_bulk_options o = {
+	    .kind = ENR_JOB_REFRESH, .max_tries = 1, .only_due = true, .due_days = 7};
+	struct enr_bulk *bulk = NULL;
+	const struct enr_job_result *r;
+	long long now = (long long)time(NULL);
+	bool refreshed = false;
+
+	/* Due in a day: both machines choose it. */
+	rec->refresh_expires_at = now + 86400;
+	assert_int_equal(enr_store_put(NULL, f->store, rec), 0);
+	assert_int_equal(open_store(&other, f->store_path), 0);
+	assert_true(enr_lifecycle_refresh_due(enr_store_at(other, 0), f->catalog, now, 7));
+	/* The first refreshes it (months ahead)... */
+	assert_int_equal(
+	    enr_lifecycle_run(f->store, f->cfg, f->catalog, id, ENR_JOB_REFRESH, &refreshed), 0);
+	assert_true(refreshed);
+	after_one = stored(f, id);
+	assert_false(enr_lifecycle_refresh_due(after_one, f->catalog, now, 7));
+	/* ...then the second's run comes to it. */
+	assert_int_equal(enr_bulk_new(&bulk, other, f->cfg, f->catalog, &o), 0);
+	assert_int_equal(enr_bulk_add(bulk, id), 0);
+	assert_int_equal(enr_bulk_run(bulk), 0);
+	assert_int_equal(enr_bulk_result_count(bulk), 1);
+	r = enr_bulk_result(bulk, 0);
+	assert_int_equal(r->error, 0);
+	assert_false(r->refreshed);
+	assert_non_null(r->message);
+	assert_non_null(strstr(r->message, "refreshed meanwhile by another process"));
+	enr_bulk_free(bulk);
+	after_two = stored(f, id);
+	assert_string_equal(after_two->cred.tokens.refresh_token,
+	                    after_one->cred.tokens.refresh_token);
+	/* The token the first refresh saved is still unspent. */
+	assert_int_equal(try_refresh(f, "tesla", after_one->cred.tokens.refresh_token), 0);
+	enr_record_free(rec);
+	enr_record_free(after_one);
+	enr_record_free(after_two);
+	enr_store_free(other);
+	free(id);
+}
+
 /* A CHECK whose access token is about to expire refreshes it first. */
 static void check_refreshes_stale_token(void **state)
 {
@@ -1901,6 +1952,7 @@ static const struct CMUnitTest tests[] = {
     T(misconfigured_and_cancelled),
     T(usage_errors),
     T(refresh_rotates),
+    T(a_refresh_done_meanwhile_is_not_done_twice),
     T(check_refreshes_stale_token),
     T(refresh_revoked_and_transient),
     T(lost_refresh_answer_asked_again),

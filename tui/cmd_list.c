@@ -380,7 +380,10 @@ static int run_bulk(struct cli_globals *g, struct enr_store *store, enum enr_job
                     const char *const *ids, size_t n, const struct opts *o, long days,
                     const char *empty_note)
 {
-	struct enr_bulk_options bo = {.kind = kind, .deadline_ms = o->deadline * 1000LL};
+	struct enr_bulk_options bo = {.kind = kind,
+	                              .deadline_ms = o->deadline * 1000LL,
+	                              .only_due = kind == ENR_JOB_REFRESH && o->due >= 0,
+	                              .due_days = o->due};
 	struct enr_bulk *bulk = NULL;
 	char *store_message;
 	struct progress progress;

@@ -73,6 +73,11 @@ struct enr_bulk_options {
 	void *progress_ctx;
 	long long max_wait_ms; /* longest Retry-After or backoff to wait; 0: [http] max_wait */
 	long long deadline_ms; /* how long the run may start jobs, from enr_bulk_new(); 0: ever */
+	/* ENR_JOB_REFRESH: each record only while it is due within due_days, as it is
+	 * under its lock (enr_job_start_due()): several machines' `refresh --due` over
+	 * one team store refresh each record once. */
+	bool only_due;
+	long due_days;
 };
 
 /*

@@ -115,6 +115,18 @@ ENR_API int enr_job_start(struct enr_job **out, struct enr_store *store,
                           struct enr_http_multi *multi, const char *id, enum enr_job_kind kind,
                           enr_job_done_fn done, void *ctx);
 
+/*
+ * enr_job_start() of an ENR_JOB_REFRESH made only while the record is due
+ * within `due_days` (enr_lifecycle_refresh_due()), as it is under its lock:
+ * one that another process refreshed meanwhile (a second machine's
+ * `refresh --due` over the same team store) is done without a vendor call,
+ * its result saying so. A negative `due_days`: enr_job_start().
+ */
+ENR_API int enr_job_start_due(struct enr_job **out, struct enr_store *store,
+                              const struct enr_config *cfg, const struct enr_catalog *catalog,
+                              struct enr_http_multi *multi, const char *id, long due_days,
+                              enr_job_done_fn done, void *ctx);
+
 /* Stops a job (no callback), releasing its lock. */
 ENR_API void enr_job_cancel(struct enr_job *job);
 

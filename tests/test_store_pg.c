@@ -447,8 +447,8 @@ static int collect(const struct enr_audit_entry *e, void *ctx)
 	char *buf = ctx;
 	size_t len = strlen(buf);
 
-	snprintf(buf + len, 4096 - len, "%s %s %s|", e->member, e->action,
-	         e->record ? e->record : "-");
+	snprintf(buf + len, 4096 - len, "%s/%s %s %s %s|", e->member, e->login ? e->login : "-",
+	         e->action, e->record ? e->record : "-", e->result);
 	return 0;
 }
 
@@ -457,14 +457,26 @@ static void the_log_says_who_did_what(void **state)
 	struct enr_store *a = open_as("alice", PASS, 0);
 	char *id = put_numbered(a, 1), log[4096] = "", want[256];
 
+	struct enr_record *rec = NULL;
+
 	(void)state;
+	/* A record that went bad: the log says so with the write. */
+	assert_int_equal(enr_store_get(&rec, a, id), 0);
+	rec->last_check.at = (long long)time(NULL);
+	rec->last_check.outcome = ENR_OUTCOME_REJECTED;
+	assert_int_equal(enr_store_put(NULL, a, rec), 0);
+	enr_record_free(rec);
 	assert_int_equal(enr_store_remove(a, id), 0);
 	assert_int_equal(enr_store_log(a, NULL, 0, collect, log), 0);
-	snprintf(want, sizeof(want), "alice team create -|alice add %s|alice remove %s|", id, id);
+	/* Alice is a member name; the database login that wrote it (postgres) is shown. */
+	snprintf(want, sizeof(want),
+	         "alice/postgres team create - ok: alice|alice/postgres add %s ok|"
+	         "alice/postgres update %s ok; last check rejected|alice/postgres remove %s ok|",
+	         id, id, id);
 	assert_string_equal(log, want);
 	log[0] = '\0';
 	assert_int_equal(enr_store_log(a, id, 1, collect, log), 0);
-	snprintf(want, sizeof(want), "alice remove %s|", id);
+	snprintf(want, sizeof(want), "alice/postgres remove %s ok|", id);
 	assert_string_equal(log, want);
 	enr_store_free(a);
 	free(id);
@@ -883,6 +895,21 @@ static void roles_let_installers_add_and_see_their_own(void **state)
 	s = open_role("sue", "sue pass", &rc);
 	assert_int_equal(rc, 0);
 	enr_store_free(s);
+	/* No entry in another login's name; an installer reads only their own. */
+	enr_store_free(open_role("ivan", "ivan pass", &rc)); /* for role_url */
+	conn = PQconnectdb(role_url);
+	assert_int_equal(PQstatus(conn), CONNECTION_OK);
+	res = PQexec(conn, "INSERT INTO audit (member, db_user, action, result) VALUES "
+	                   "('sue', 'sue', 'remove', 'ok')");
+	assert_int_equal(PQresultStatus(res), PGRES_FATAL_ERROR);
+	assert_non_null(strstr(PQresultErrorMessage(res), "row-level security"));
+	PQclear(res);
+	res = PQexec(conn, "SELECT count(*), count(*) FILTER (WHERE db_user = 'ivan') FROM audit");
+	assert_int_equal(PQresultStatus(res), PGRES_TUPLES_OK);
+	assert_true(atoi(PQgetvalue(res, 0, 0)) > 0);
+	assert_string_equal(PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1));
+	PQclear(res);
+	PQfinish(conn);
 	/* Nobody but the owner rewrites the log. */
 	conn = PQconnectdb(role_url);
 	assert_int_equal(PQstatus(conn), CONNECTION_OK);

@@ -268,11 +268,16 @@ static void log_usage(FILE *out)
 
 static int print_entry(const struct enr_audit_entry *e, void *ctx)
 {
-	char when[32];
+	char when[32], who[80];
 
 	(void)ctx;
 	format_time(when, sizeof(when), e->at);
-	printf("%-20s  %-16s  %-12s  %-10s  %s\n", when, e->member, e->action,
+	/* Who wrote it, by their database login too when the member name is another. */
+	if (e->login)
+		snprintf(who, sizeof(who), "%s (login %s)", e->member, e->login);
+	else
+		snprintf(who, sizeof(who), "%s", e->member);
+	printf("%-20s  %-16s  %-12s  %-10s  %s\n", when, who, e->action,
 	       e->record ? e->record : "-", e->result);
 	return 0;
 }

@@ -15,7 +15,8 @@
 -- their own; support sees, refreshes, re-authorizes and removes every record
 -- and manages the team; the backend reads every record (it opens the
 -- credentials with its own member passphrase). Nobody but the owner changes
--- or deletes the audit log. Safe to run again.
+-- or deletes the audit log, and no one writes an entry in another login's name.
+-- Safe to run again.
 
 DO $$
 BEGIN
@@ -44,6 +45,18 @@ GRANT SELECT ON app_secrets TO derenroll_installer, derenroll_backend;
 GRANT SELECT, INSERT, UPDATE ON rate_limits TO derenroll_installer, derenroll_support,
 	derenroll_backend;
 GRANT INSERT, SELECT ON audit TO derenroll_installer, derenroll_support, derenroll_backend;
+-- Each entry names the login that wrote it (db_user), whatever member name the client
+-- gives: `derenroll log` shows both when they differ. Installers read their own entries.
+ALTER TABLE audit ENABLE ROW LEVEL SECURITY;
+DROP POLICY IF EXISTS own_login ON audit;
+CREATE POLICY own_login ON audit FOR INSERT
+	TO derenroll_installer, derenroll_support, derenroll_backend
+	WITH CHECK (db_user = current_user);
+DROP POLICY IF EXISTS read_all ON audit;
+CREATE POLICY read_all ON audit FOR SELECT TO derenroll_support, derenroll_backend USING (true);
+DROP POLICY IF EXISTS read_own ON audit;
+CREATE POLICY read_own ON audit FOR SELECT TO derenroll_installer
+	USING (db_user = current_user);
 GRANT USAGE ON SEQUENCE audit_seq_seq, records_seq_seq TO derenroll_installer,
 	derenroll_support, derenroll_backend;
 

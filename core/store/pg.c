@@ -393,6 +393,20 @@ static int audit(struct enr_store *store, const char *action, const char *record
 	return audit_result(store, params, "ok");
 }
 
+/* A record written: ok, and how its last check ended when not well (a refused
+ * refresh, a check that failed), so that the log tells when a record went bad. */
+static int audit_record(struct enr_store *store, const char *action, const struct enr_record *rec)
+{
+	const char *params[] = {member_name(store), action, rec->id};
+	enum enr_record_outcome outcome = rec->last_check.outcome;
+	char result[64] = "ok";
+
+	if (outcome != ENR_OUTCOME_NONE && outcome != ENR_OUTCOME_OK)
+		snprintf(result, sizeof(result), "ok; last check %s",
+		         enr_record_outcome_name(outcome));
+	return audit_result(store, params, result);
+}
+
 /* A change of the team: the member named in the result. */
 static int audit_member(struct enr_store *store, const char *action, const char *name)
 {
@@ -1343,7 +1357,7 @@ static int write_diff(struct enr_store *store, const struct store_data *next, lo
 		} else if (now && (!was || strcmp(was->id, now->id) == 0)) {
 			/* Replaced in place, or new at the end. */
 			if ((rc = write_record(store, now, rev, &inserted)) == 0)
-				rc = audit(store, inserted ? "add" : "update", now->id);
+				rc = audit_record(store, inserted ? "add" : "update", now);
 			i += was != NULL;
 			j++;
 		} else {
@@ -1394,7 +1408,7 @@ static int pg_journal(struct enr_store *store, struct enr_record *rec, bool sync
 		return rc;
 	if ((rc = write_record(store, rec, pg->locked_rev + 1, &inserted)) == 0 && inserted)
 		rc = enr_error_set(ENR_E_NOTFOUND, "record %s is no longer in the store", rec->id);
-	if (rc == 0 && (rc = audit(store, "save tokens", rec->id)) == 0)
+	if (rc == 0 && (rc = audit_record(store, "save tokens", rec)) == 0)
 		rc = commit_rev(store, pg->locked_rev + 1);
 	pg_unlock(store);
 	if (rc < 0)
@@ -1849,9 +1863,10 @@ int enr_store_log(struct enr_store *store, const char *id, size_t limit, enr_sto
 	snprintf(lim, sizeof(lim), "%zu", limit ? limit : 50);
 	/* The newest `limit`, oldest first. */
 	res = run(store, store->pg->conn, "reading its log",
-	          "SELECT at, member, action, record, result FROM (SELECT seq, "
+	          "SELECT at, member, action, record, result, login FROM (SELECT seq, "
 	          "extract(epoch FROM at)::bigint AS at, coalesce(member, db_user) AS member, "
-	          "action, record, result FROM audit WHERE $1::text IS NULL OR record = lower($1) "
+	          "action, record, result, nullif(db_user, coalesce(member, db_user)) AS login "
+	          "FROM audit WHERE $1::text IS NULL OR record = lower($1) "
 	          "ORDER BY seq DESC LIMIT $2::bigint) newest ORDER BY seq",
 	          2, params, NULL, NULL);
 	if (!res)
@@ -1863,6 +1878,7 @@ int enr_store_log(struct enr_store *store, const char *id, size_t limit, enr_sto
 		    .action = PQgetvalue(res, i, 2),
 		    .record = PQgetisnull(res, i, 3) ? NULL : PQgetvalue(res, i, 3),
 		    .result = PQgetvalue(res, i, 4),
+		    .login = PQgetisnull(res, i, 5) ? NULL : PQgetvalue(res, i, 5),
 		};
 		rc = fn(&e, ctx);
 	}

@@ -434,6 +434,7 @@ ENR_API int enr_store_take_rate(struct enr_store *store, const char *name, doubl
 struct enr_audit_entry {
 	long long at;
 	const char *member;
+	const char *login;  /* the database user that wrote it, when not `member` (else NULL) */
 	const char *action; /* add, update, remove, save tokens, secret set, team add, ... */
 	const char *record; /* NULL for the store as a whole */
 	const char *result;

@@ -9,6 +9,7 @@
 #include "derenroll/config.h"
 #include "derenroll/error.h"
 #include "derenroll/log.h"
+#include "derenroll/store.h"
 #include "derenroll/text.h"
 #include "derenroll/vendor.h"
 #include "enr_build_config.h"
@@ -277,6 +278,11 @@ int main(int argc, char **argv)
 			return EXIT_USAGE;
 		}
 	}
+	/* Every user of this machine reads argv (ps): a password belongs elsewhere. */
+	if (g.store_path && enr_store_url_has_password(g.store_path))
+		cli_error("warning: the password in --store can be read by every user of this "
+		          "machine (ps): keep it in ~/.pgpass or PGPASSWORD, or give the URL as "
+		          "[store] url in config.ini");
 	if ((wo.customer || wo.method) && !wo.vendor && optind >= argc) {
 		cli_error("--customer and --method go with --vendor ID (try 'derenroll --help')");
 		return EXIT_USAGE;

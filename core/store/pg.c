@@ -84,6 +84,20 @@ static char *display_url(const char *url)
 	return out;
 }
 
+bool enr_store_url_has_password(const char *path)
+{
+	char *shown;
+	bool has;
+
+	if (!path || !enr_store_url(path))
+		return false;
+	/* What display_url() cuts is the password. */
+	shown = display_url(path);
+	has = !shown || strcmp(shown, path) != 0;
+	free(shown);
+	return has;
+}
+
 int enr_store__pg_open(struct enr_store *store, const char *url, const char *member)
 {
 	struct store_pg *pg = calloc(1, sizeof(*pg));

@@ -3,7 +3,7 @@
 set -u
 BIN=$1
 . "$(dirname "$0")/lib.sh"
-plan 50
+plan 54
 
 run "$BIN" --version
 expect_rc "--version" 0
@@ -87,5 +87,13 @@ sed 's/"name": "Tesla",//' "$(dirname "$0")/../../assets/vendors.json" >"$TMP/da
 DERENROLL_DATADIR="$TMP/data" run "$BIN" </dev/null
 expect_rc "vendor missing a field" 2
 expect_in "vendor and field are named" "vendor 'tesla': field 'name' is missing" "$ERR"
+
+# A password in --store (argv, which every user reads): warned about, never repeated.
+run "$BIN" --store 'postgresql://ann:s3cret-pw@127.0.0.1:1/db?connect_timeout=1' list
+expect_rc "a team store that cannot be reached is listed from the outbox" 0
+expect_in "a password in --store is warned about" "the password in --store can be read" "$ERR"
+expect_not_in "the password is in no message" "s3cret-pw" "$OUT$ERR"
+run "$BIN" --store 'postgresql://ann@127.0.0.1:1/db?connect_timeout=1' list
+expect_not_in "no password, no warning" "the password in --store" "$ERR"
 
 finish

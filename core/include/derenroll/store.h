@@ -204,6 +204,8 @@ ENR_API char *enr_store_default_path(void);
 ENR_API char *enr_store_default_outbox(void);
 /* Whether `path` names a team store (postgresql://... or postgres://...), not a file. */
 ENR_API bool enr_store_url(const char *path);
+/* Whether a postgresql:// URL holds a password (user:PASSWORD@, ?password=). */
+ENR_API bool enr_store_url_has_password(const char *path);
 
 /* The default scrypt parameters for new stores (16 MiB). */
 ENR_API void enr_store_kdf_default(struct enr_store_kdf *out);

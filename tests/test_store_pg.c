@@ -96,6 +96,18 @@ static struct enr_record *numbered(int i)
 	return rec;
 }
 
+/* numbered(i) with credentials of `type` (a key: no tokens), set by the caller. */
+static struct enr_record *keyed(int i, enum enr_cred_type type)
+{
+	struct enr_record *rec = numbered(i);
+
+	rec->cred.type = type;
+	enr_record_set(&rec->method, "key");
+	enr_record_set(&rec->cred.tokens.access_token, NULL);
+	enr_record_set(&rec->cred.tokens.refresh_token, NULL);
+	return rec;
+}
+
 static char *put_numbered(struct enr_store *store, int i)
 {
 	struct enr_record *rec = numbered(i);
@@ -147,19 +159,41 @@ static void records_round_trip_and_the_database_sees_no_secret(void **state)
 	v = value("SELECT customer || '|' || vendor || '|' || refresh_expires_at FROM records");
 	assert_string_equal(v, "Customer 1|sma|1800000001");
 	free(v);
-	/* ...and nothing secret anywhere in the database, sealed or not. */
+	/* ...and nothing secret anywhere in the database, sealed or not, of any kind of
+	 * credentials: an id token, API and account keys, a key pair's secret. */
+	{
+		struct enr_record *key = keyed(2, ENR_CRED_API_KEY),
+		                  *pair = keyed(3, ENR_CRED_KEY_PAIR);
+		enr_record_set(&key->cred.api_key, "apikey-secret-2-zq");
+		enr_record_set(&key->cred.account_key, "accountkey-secret-2-zq");
+		enr_record_set(&pair->cred.key_id, "key-id-3");
+		enr_record_set(&pair->cred.key_secret, "keypair-secret-3-zq");
+		assert_int_equal(enr_store_put(NULL, a, key), 0);
+		assert_int_equal(enr_store_put(NULL, a, pair), 0);
+		enr_record_free(key);
+		enr_record_free(pair);
+	}
+	{
+		struct enr_store_lock *lock = NULL;
+		assert_int_equal(enr_store_lock_record(&lock, a, id), 0);
+		enr_record_set(&enr_store_lock_record_get(lock)->cred.tokens.id_token,
+		               "idtoken-secret-1-zq");
+		assert_int_equal(enr_store_lock_journal(a, lock, true), 0);
+		enr_store_unlock(lock);
+	}
+	assert_sql("SELECT count(*) FROM records", "3");
 	v = value("SELECT count(*) FROM (SELECT r::text AS t FROM records r UNION ALL SELECT "
 	          "s::text FROM app_secrets s UNION ALL SELECT m::text FROM members m UNION ALL "
-	          "SELECT encode(secret, 'escape') FROM records UNION ALL SELECT "
-	          "encode(secret, 'escape') FROM app_secrets) x WHERE t LIKE '%secret-%zq%' OR t "
-	          "LIKE '%app-secret%' OR t LIKE '%" PASS "%'");
+	          "SELECT a::text FROM audit a UNION ALL SELECT encode(secret, 'escape') FROM "
+	          "records UNION ALL SELECT encode(secret, 'escape') FROM app_secrets) x WHERE t "
+	          "LIKE '%secret-%zq%' OR t LIKE '%app-secret%' OR t LIKE '%" PASS "%'");
 	assert_string_equal(v, "0");
 	free(v);
 	enr_store_free(b);
 	/* Removed: gone for every handle. */
 	assert_int_equal(enr_store_remove(a, id), 0);
 	b = open_as(NULL, PASS, 0);
-	assert_int_equal(enr_store_count(b), 0);
+	assert_int_equal(enr_store_count(b), 2);
 	assert_int_equal(enr_store_reload(a), 0);
 	enr_store_free(b);
 	enr_store_free(a);

@@ -100,12 +100,29 @@ wait_file() {
 
 screen() { T capture-pane -t t -p -N; }
 
-# wait_screen TEXT: until the pane shows TEXT (at most 10 s); SCREEN is the capture.
+# wait_screen TEXT: until the pane shows TEXT (at most 10 s); SCREEN is the capture,
+# taken once the frame is drawn whole: the same a moment later. A frame is written
+# in pieces, and on a busy machine (a sanitizer build) a capture can fall between
+# them. A screen that keeps changing (a countdown) is taken after a few looks; one
+# that has moved on from TEXT meanwhile, as it first showed TEXT.
 wait_screen() {
 	_tries=0
 	while :; do
 		SCREEN=$(screen)
-		case "$SCREEN" in *"$1"*) return 0 ;; esac
+		case "$SCREEN" in *"$1"*)
+			_first=$SCREEN
+			_looks=0
+			while [ $_looks -lt 5 ]; do
+				sleep 0.05
+				_again=$(screen)
+				[ "$_again" = "$SCREEN" ] && break
+				SCREEN=$_again
+				_looks=$((_looks + 1))
+			done
+			case "$SCREEN" in *"$1"*) ;; *) SCREEN=$_first ;; esac
+			return 0
+			;;
+		esac
 		[ $_tries -ge 100 ] && return 1
 		sleep 0.1
 		_tries=$((_tries + 1))

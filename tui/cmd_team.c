@@ -11,6 +11,7 @@
 
 #include "derenroll/error.h"
 #include "derenroll/store.h"
+#include "derenroll/text.h"
 #include "cli.h"
 #include "store_cli.h"
 
@@ -268,17 +269,24 @@ static void log_usage(FILE *out)
 
 static int print_entry(const struct enr_audit_entry *e, void *ctx)
 {
-	char when[32], who[80];
+	/* Every field is the database's: any client may have written it. */
+	char when[32], member[ENR_TEXT_VISIBLE_SIZE(64)], login[ENR_TEXT_VISIBLE_SIZE(64)],
+	    who[2 * ENR_TEXT_VISIBLE_SIZE(64) + 16], action[ENR_TEXT_VISIBLE_SIZE(40)],
+	    record[ENR_TEXT_VISIBLE_SIZE(40)], result[ENR_TEXT_VISIBLE_SIZE(200)];
 
 	(void)ctx;
 	format_time(when, sizeof(when), e->at);
+	enr_text_visible(member, sizeof(member), e->member, 64);
 	/* Who wrote it, by their database login too when the member name is another. */
 	if (e->login)
-		snprintf(who, sizeof(who), "%s (login %s)", e->member, e->login);
+		snprintf(who, sizeof(who), "%s (login %s)", member,
+		         enr_text_visible(login, sizeof(login), e->login, 64));
 	else
-		snprintf(who, sizeof(who), "%s", e->member);
-	printf("%-20s  %-16s  %-12s  %-10s  %s\n", when, who, e->action,
-	       e->record ? e->record : "-", e->result);
+		snprintf(who, sizeof(who), "%s", member);
+	printf("%-20s  %-16s  %-12s  %-10s  %s\n", when, who,
+	       enr_text_visible(action, sizeof(action), e->action, 40),
+	       enr_text_visible(record, sizeof(record), e->record ? e->record : "-", 40),
+	       enr_text_visible(result, sizeof(result), e->result, 200));
 	return 0;
 }
 

@@ -8,7 +8,7 @@ set -u
 BIN=$1
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/pg.sh"
-plan 87
+plan 89
 
 need_tools jq
 
@@ -234,5 +234,13 @@ for s in teamkey0001 teamkey0002 teamkey0003 "$(cat "$TMP/other")" "correct hors
 done
 [ -z "$FOUND" ] && [ -s "$ALL_LOG" ]
 check $? "no key or passphrase in any log output" "found:$FOUND"
+
+# ---- what another client wrote into the log reaches no terminal raw
+psql -qX "$PG_URL" -c "INSERT INTO audit (member, action, record, result) VALUES \
+	(E'eve\\x1b]0;pwned\\x07', E'add\\x1b[2J', 'x', E'ok\\r\\nforged')" >/dev/null
+run M bob log --limit 1
+expect_in "log: a control character in the log is shown escaped" 'eve\x1b]0;pwned\x07' "$OUT"
+[ "$(printf '%s' "$OUT" | tr -d '\n' | LC_ALL=C grep -c "$(printf '[\033\007\r]')")" = 0 ]
+check $? "log: no raw control character reaches the terminal" "$(printf '%s' "$OUT" | od -c | head)"
 
 finish

@@ -193,7 +193,7 @@ struct enr_job {
 	bool region_asked;    /* Tesla answered 421 once: its users/region was asked */
 	bool refresh_retried; /* a lost refresh answer was asked for again */
 	bool access_refused;  /* the vendor refused the access token: refreshed, then checked */
-	long due_days;        /* enr_job_start_due(); -1: refresh whatever its dates */
+	long due_days;        /* enr_job_start_due(); negative: refresh whatever its dates */
 };
 
 static void job_free(struct enr_job *job)
@@ -677,8 +677,7 @@ int enr_job_start_due(struct enr_job **out, struct enr_store *store, const struc
                       const struct enr_catalog *catalog, struct enr_http_multi *multi,
                       const char *id, long due_days, enr_job_done_fn done, void *ctx)
 {
-	return job_start(out, store, cfg, catalog, multi, id, ENR_JOB_REFRESH,
-	                 due_days < 0 ? -1 : due_days, done, ctx);
+	return job_start(out, store, cfg, catalog, multi, id, ENR_JOB_REFRESH, due_days, done, ctx);
 }
 
 void enr_job_cancel(struct enr_job *job)

@@ -22,11 +22,10 @@ static size_t visible_char(const char *s, char esc[8], const char **piece, size_
                            size_t *cols)
 {
 	unsigned int cp = 0;
-	size_t len;
+	size_t len = enr_util_utf8_next(s, &cp);
 	bool wide;
 	int w;
 
-	len = enr_util_utf8_next(s, &cp);
 	if (!len) {
 		*piece = REPLACEMENT;
 		*piece_len = strlen(REPLACEMENT);

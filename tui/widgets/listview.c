@@ -116,27 +116,24 @@ int listview_add(struct listview *lv, const char *label, const char *disabled_re
 	size_t label_len = strlen(label),
 	       reason_len = disabled_reason ? strlen(disabled_reason) : 0;
 	/* Lower case can take more bytes than upper case (a few letters do): folded
-	 * here first, so that a row holds only what it needs. */
+	 * first, so that the row holds only what it needs. */
 	size_t folded_cap = 2 * label_len + 1, folded_len;
-	char stack[512], *folded = folded_cap <= sizeof(stack) ? stack : malloc(folded_cap);
+	char stack[512], *folded;
 	struct row *r;
 	char *p;
-
-	if (!folded)
-		return enr_error_set(ENR_E_NOMEM, NULL);
-	folded_len = fold(folded, folded_cap, label);
 
 	if (tui_grow((void **)&lv->rows, &lv->cap_rows, lv->n_rows + 1, sizeof(*lv->rows), 64) <
 	        0 ||
 	    tui_grow((void **)&lv->shown, &lv->cap_shown, lv->n_rows + 1, sizeof(*lv->shown), 64) <
 	        0)
-		r = NULL;
-	else if (!(r = malloc(sizeof(*r) + label_len + 1 + folded_len + 1 + reason_len + 1)))
-		enr_error_set(ENR_E_NOMEM, NULL);
-	if (!r) {
+		return ENR_E_NOMEM;
+	if (!(folded = folded_cap <= sizeof(stack) ? stack : malloc(folded_cap)))
+		return enr_error_set(ENR_E_NOMEM, NULL);
+	folded_len = fold(folded, folded_cap, label);
+	if (!(r = malloc(sizeof(*r) + label_len + 1 + folded_len + 1 + reason_len + 1))) {
 		if (folded != stack)
 			free(folded);
-		return ENR_E_NOMEM;
+		return enr_error_set(ENR_E_NOMEM, NULL);
 	}
 	p = (char *)(r + 1);
 	memcpy(p, label, label_len + 1);

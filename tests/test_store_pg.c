@@ -190,6 +190,25 @@ static void records_round_trip_and_the_database_sees_no_secret(void **state)
 	assert_string_equal(v, "0");
 	free(v);
 	enr_store_free(b);
+	/* ...though they are there, sealed: another handle reads each back. */
+	b = open_as(NULL, PASS, 0);
+	{
+		const char *const want[][2] = {{"Customer 1", "idtoken-secret-1-zq"},
+		                               {"Customer 2", "apikey-secret-2-zq"},
+		                               {"Customer 3", "keypair-secret-3-zq"}};
+		assert_int_equal(enr_store_count(b), 3);
+		for (size_t i = 0; i < 3; i++) {
+			const struct enr_record *r = enr_store_at(b, i);
+			const char *held = i == 0   ? r->cred.tokens.id_token
+			                   : i == 1 ? r->cred.api_key
+			                            : r->cred.key_secret;
+			assert_string_equal(r->customer, want[i][0]);
+			assert_non_null(held);
+			assert_string_equal(held, want[i][1]);
+		}
+		assert_string_equal(enr_store_at(b, 1)->cred.account_key, "accountkey-secret-2-zq");
+	}
+	enr_store_free(b);
 	/* Removed: gone for every handle. */
 	assert_int_equal(enr_store_remove(a, id), 0);
 	b = open_as(NULL, PASS, 0);
